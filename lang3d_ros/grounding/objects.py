@@ -1,0 +1,50 @@
+"""The object type that grounding produces and the services, the 3D-LLM and the evaluation consume."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lang3d_ros.geometry.boxes import Box3D
+
+LEVELS = ("subpart", "part", "whole")  # LangSplat's SAM levels, index 0..2
+
+
+@dataclass
+class SceneObject:
+    """One object instance in the map frame.
+
+    box: gravity-aligned oriented box (``box.aabb()`` gives the axis-aligned one), metres, map frame;
+    feature: (D,) unit-norm CLIP embedding of the instance (mean of its points' features) or None;
+    color_rgb: (3,) mean colour in [0, 1]; score: relevancy to ``query`` in [0, 1] (1.0 when not a query result);
+    level: which semantic level produced it (one of LEVELS) or "" when not from a query.
+    """
+
+    instance_id: int
+    label: str
+    box: Box3D
+    score: float = 1.0
+    query: str = ""
+    level: str = ""
+    n_points: int = 0
+    color_rgb: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    feature: np.ndarray | None = None
+    label_scores: dict[str, float] = field(default_factory=dict)
+    point_indices: np.ndarray | None = None  # indices into the map's points, when known
+
+    @property
+    def center(self) -> np.ndarray:
+        return self.box.center
+
+    def to_dict(self) -> dict:
+        return {
+            "instance_id": int(self.instance_id),
+            "label": self.label,
+            "score": float(self.score),
+            "query": self.query,
+            "level": self.level,
+            "n_points": int(self.n_points),
+            "color_rgb": np.asarray(self.color_rgb, dtype=float).tolist(),
+            "box": self.box.to_dict(),
+            "label_scores": {k: float(v) for k, v in self.label_scores.items()},
+        }

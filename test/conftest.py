@@ -1,0 +1,40 @@
+"""Shared fixtures. Tests that read ../shared/data skip with a reason when it is absent."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LANG3D_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+try:  # keep the 2-core CI machine responsive: one intra-op thread per test process
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("LANG3D_TEST_THREADS", "2")))
+except ImportError:  # the ROS-free, torch-free subset still runs
+    pass
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA} (set LANG3D_SHARED_DATA); a user's clone has none")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def gradslam_dir(shared_data: Path) -> Path:
+    d = shared_data / "gradslam_msrd_b2s3"
+    if not d.is_dir():
+        pytest.skip(f"{d} missing")
+    return d
+
+
+@pytest.fixture(scope="session")
+def garden_npz(shared_data: Path) -> Path:
+    f = shared_data / "gsplat_garden" / "test_garden.npz"
+    if not f.is_file():
+        pytest.skip(f"{f} missing")
+    return f
