@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lang3d_ros.geometry.boxes import Box3D
+from lang3d_ros.geometry.transforms import yaw_quaternion
 
 LEVELS = ("subpart", "part", "whole")  # LangSplat's SAM levels, index 0..2
 
@@ -31,13 +32,24 @@ class SceneObject:
     feature: np.ndarray | None = None
     label_scores: dict[str, float] = field(default_factory=dict)
     point_indices: np.ndarray | None = None  # indices into the map's points, when known
+    aabb: Box3D | None = None  # axis-aligned box of the same (outlier-clipped) points, when known
 
     @property
     def center(self) -> np.ndarray:
         return self.box.center
 
+    @property
+    def yaw_rad(self) -> float:
+        """The box's rotation about +z, radians (map frame)."""
+        return self.box.yaw
+
+    @property
+    def orientation_xyzw(self) -> np.ndarray:
+        """(4,) quaternion (x, y, z, w) of the box's yaw, as geometry_msgs/Pose wants it."""
+        return yaw_quaternion(self.box.yaw)
+
     def to_dict(self) -> dict:
-        return {
+        out = {
             "instance_id": int(self.instance_id),
             "label": self.label,
             "score": float(self.score),
@@ -48,3 +60,6 @@ class SceneObject:
             "box": self.box.to_dict(),
             "label_scores": {k: float(v) for k, v in self.label_scores.items()},
         }
+        if self.aabb is not None:
+            out["aabb"] = self.aabb.to_dict()
+        return out

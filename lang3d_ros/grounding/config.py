@@ -1,0 +1,86 @@
+"""Grounding parameters: relevancy threshold, DBSCAN clustering, robust boxes, whole-map extraction."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ClusterConfig:
+    """DBSCAN over 3D points (scikit-learn). Large sets are voxel-subsampled first, then every point
+    takes the label of its nearest clustered sample within ``eps_m``; ``min_samples`` then counts
+    voxel representatives, not raw points."""
+
+    eps_m: float = 0.08
+    min_samples: int = 5
+    voxel_size_m: float = 0.02  # subsampling grid used when there are more than max_points points
+    max_points: int = 20_000  # DBSCAN input cap (after the voxel grid a seeded random subset)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.eps_m <= 0 or self.voxel_size_m <= 0:
+            raise ValueError("eps_m and voxel_size_m must be positive")
+        if self.min_samples < 1 or self.max_points < 1:
+            raise ValueError("min_samples and max_points must be >= 1")
+
+
+@dataclass
+class GroundingConfig:
+    """Query grounding: a point is relevant when relevancy >= max(absolute_threshold,
+    relative_threshold * max relevancy)."""
+
+    absolute_threshold: float = 0.5  # LERF relevancy: 0.5 is "as close to the query as to a canonical phrase"
+    relative_threshold: float = 0.8  # fraction of the best point's relevancy
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    min_points: int = 20  # instances with fewer raw points are dropped
+    box_percentile: float = 1.0  # clip this percentile off both ends of each box axis (outliers)
+    score_top_fraction: float = 0.1  # score = mean relevancy of the instance's top 10 % points
+    min_score: float = 0.5
+    top_k: int = 5
+
+    def validate(self) -> None:
+        if not 0.0 <= self.absolute_threshold < 1.0:
+            raise ValueError("absolute_threshold must be in [0, 1)")
+        if not 0.0 <= self.relative_threshold <= 1.0:
+            raise ValueError("relative_threshold must be in [0, 1]")
+        if not 0.0 <= self.box_percentile < 25.0:
+            raise ValueError("box_percentile must be in [0, 25)")
+        if not 0.0 < self.score_top_fraction <= 1.0:
+            raise ValueError("score_top_fraction must be in (0, 1]")
+        if self.min_points < 1 or self.top_k < 1:
+            raise ValueError("min_points and top_k must be >= 1")
+        self.cluster.validate()
+
+
+@dataclass
+class ExtractionConfig:
+    """Whole-map object extraction: argmax label per point over vocabulary + structure phrases, DBSCAN
+    per label, instances labelled by their mean feature."""
+
+    vocabulary: list[str] = field(
+        default_factory=lambda: ["chair", "table", "sofa", "bed", "cabinet", "shelf", "lamp", "plant", "monitor", "box"]
+    )
+    structure_labels: list[str] = field(default_factory=lambda: ["floor", "wall", "ceiling"])
+    keep_structure: bool = False  # True: keep structure instances (label "structure:<phrase>")
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    min_points: int = 30
+    box_percentile: float = 1.0
+    label_temperature: float = 100.0  # CLIP logit scale for label_scores = softmax(T * cos)
+    min_similarity: float = 0.0  # points whose best cosine is lower stay unlabelled
+    planar_max_thickness_m: float = 0.08  # a cluster this thin ...
+    planar_min_extent_m: float = 2.5  # ... and this wide is structure, whatever its label
+
+    def validate(self) -> None:
+        if not self.vocabulary:
+            raise ValueError("vocabulary must not be empty")
+        overlap = set(self.vocabulary) & set(self.structure_labels)
+        if overlap:
+            raise ValueError(f"labels {sorted(overlap)} are in both vocabulary and structure_labels")
+        if self.min_points < 1:
+            raise ValueError("min_points must be >= 1")
+        if not 0.0 <= self.box_percentile < 25.0:
+            raise ValueError("box_percentile must be in [0, 25)")
+        if self.label_temperature <= 0:
+            raise ValueError("label_temperature must be positive")
+        if self.planar_max_thickness_m <= 0 or self.planar_min_extent_m <= 0:
+            raise ValueError("planar_max_thickness_m and planar_min_extent_m must be positive")
+        self.cluster.validate()
