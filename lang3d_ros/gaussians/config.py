@@ -1,0 +1,68 @@
+"""Language-Gaussian parameters (3DGS / LangSplat / gsplat values as defaults)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class GaussianConfig:
+    device: str = "auto"  # auto | cpu | cuda
+    backend: str = "auto"  # auto (gsplat on CUDA, torch otherwise) | gsplat | torch
+    # rendering (gsplat defaults; the CPU rasterizer follows the same rules)
+    near_m: float = 0.01
+    far_m: float = 1e10
+    eps2d: float = 0.3  # low-pass added to the 2D covariance diagonal, pixels^2
+    tile_size: int = 16
+    # initialisation
+    sh_degree: int = 0  # 0: colour as SH DC only; up to 3 stores f_rest
+    init_opacity: float = 0.1
+    init_scale_factor: float = 1.0  # scale = factor * mean distance to the 3 nearest neighbours
+    normal_flatness: float = 0.1  # scale along the normal = flatness * in-plane scale
+    latent_dim: int = 3  # LangSplat's autoencoder latent
+    max_init_points: int = 2_000_000
+    # RGB training (3DGS learning rates; position lr in metres, scaled by scene extent)
+    downscale: int = 2  # train at 1/downscale resolution
+    lr_means: float = 1.6e-4
+    lr_quats: float = 1e-3
+    lr_scales: float = 5e-3
+    lr_opacities: float = 5e-2
+    lr_colors: float = 2.5e-3
+    lr_latents: float = 2.5e-3
+    ssim_lambda: float = 0.2  # loss = (1 - l) * L1 + l * (1 - SSIM)
+    rgb_iterations: int = 3000
+    language_iterations: int = 3000
+    # densification (3DGS: every 100 iterations from 500 until 15k, grad threshold 2e-4 in NDC)
+    densify_from: int = 500
+    densify_until: int = 15_000
+    densify_every: int = 100
+    densify_grad_threshold: float = 2e-4
+    densify_scale_fraction: float = 0.01  # clone if max scale <= fraction * extent, else split
+    prune_opacity: float = 0.005
+    max_gaussians: int = 3_000_000
+    # online worker
+    queue_size: int = 64
+    log_every: int = 100
+    # 3D queries
+    codebook_size: int = 512
+    kmeans_iterations: int = 20
+    relevancy_smoothing_px: int = 5  # mean filter size for 2D relevancy maps (LERF protocol)
+
+    def validate(self) -> None:
+        if self.backend not in ("auto", "gsplat", "torch"):
+            raise ValueError(f"backend must be auto, gsplat or torch, got {self.backend!r}")
+        if not 0 < self.near_m < self.far_m:
+            raise ValueError(f"need 0 < near_m < far_m, got {self.near_m}, {self.far_m}")
+        if self.eps2d < 0 or self.tile_size <= 0:
+            raise ValueError("eps2d must be >= 0 and tile_size positive")
+        if not 0 <= self.sh_degree <= 3:
+            raise ValueError(f"sh_degree must be in 0..3, got {self.sh_degree}")
+        if not 0 < self.init_opacity < 1:
+            raise ValueError(f"init_opacity must be in (0, 1), got {self.init_opacity}")
+        if self.latent_dim <= 0 or self.downscale <= 0 or self.queue_size <= 0:
+            raise ValueError("latent_dim, downscale and queue_size must be positive")
+        if not 0 <= self.ssim_lambda <= 1:
+            raise ValueError(f"ssim_lambda must be in [0, 1], got {self.ssim_lambda}")
+        if self.codebook_size <= 0 or self.kmeans_iterations <= 0:
+            raise ValueError("codebook_size and kmeans_iterations must be positive")
+        if self.relevancy_smoothing_px <= 0 or self.relevancy_smoothing_px % 2 == 0:
+            raise ValueError(f"relevancy_smoothing_px must be odd and positive, got {self.relevancy_smoothing_px}")
