@@ -1,0 +1,118 @@
+"""Camera trajectories through a synthetic room: ``T_world_cam`` (N,4,4) of the optical frame
+(x right, y down, z forward), eye height 1.2-1.6 m, always looking at the objects.
+
+"orbit": an ellipse around the room centre, height and look-at target varying smoothly.
+"walk": a smooth spline through random free waypoints, looking at the objects nearest to the way ahead.
+Both keep the eye >= 0.25 m from every object's box and >= 0.5 m from the walls. They cannot model
+a robot's base (the camera rolls never; pitch follows the target) or motion blur.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.interpolate import CubicSpline
+from scipy.ndimage import gaussian_filter1d
+
+from lang3d_ros.datasets.synthetic.scene import SyntheticScene
+
+EYE_CLEARANCE_M = 0.25
+WALL_MARGIN_M = 0.5
+
+
+def look_at(eye_xyz, target_xyz, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """4x4 T_world_cam of an optical-frame camera at ``eye`` looking at ``target`` with no roll."""
+    eye, target = np.asarray(eye_xyz, float), np.asarray(target_xyz, float)
+    z = target - eye
+    n = np.linalg.norm(z)
+    if n < 1e-9:
+        raise ValueError("look_at: eye and target coincide")
+    z /= n
+    x = np.cross(z, np.asarray(up, float))
+    if np.linalg.norm(x) < 1e-6:
+        raise ValueError("look_at: viewing direction is parallel to up")
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    T = np.eye(4)
+    T[:3, :3] = np.stack([x, y, z], axis=1)
+    T[:3, 3] = eye
+    return T
+
+
+def _clear(scene: SyntheticScene, eyes: np.ndarray) -> bool:
+    lo, hi = scene.room_min_xyz + WALL_MARGIN_M - 1e-6, scene.room_max_xyz - WALL_MARGIN_M + 1e-6
+    if np.any(eyes < lo) or np.any(eyes > hi):
+        return False
+    for o in scene.objects:
+        if np.any(np.all((eyes > o.aabb.min_xyz - EYE_CLEARANCE_M) & (eyes < o.aabb.max_xyz + EYE_CLEARANCE_M), axis=1)):
+            return False
+    return True
+
+
+def _objects_centre(scene: SyntheticScene) -> np.ndarray:
+    if not scene.objects:
+        return np.array([0.0, 0.0, 0.5])
+    c = np.mean([o.aabb.center for o in scene.objects], axis=0)
+    return np.array([c[0], c[1], 0.5])
+
+
+def _orbit(scene, n, rng):
+    lx, ly, _ = scene.room_size_m
+    centre = _objects_centre(scene)
+    centre[:2] *= 0.3  # stay near the room centre so the ellipse fits
+    phase = rng.uniform(0, 2 * np.pi)
+    direction = rng.choice([-1.0, 1.0])
+    s = np.linspace(0.0, 1.0, n, endpoint=False)
+    ang = phase + direction * 2 * np.pi * s
+    for shrink in (0.0, 0.15, 0.3, 0.45, -0.1, 0.6):
+        a, b = lx / 2 - WALL_MARGIN_M - 0.2 - shrink, ly / 2 - WALL_MARGIN_M - 0.2 - shrink
+        if a < 0.4 or b < 0.4:
+            continue
+        for h0 in (1.4, 1.45, 1.35):
+            eyes = np.stack([a * np.cos(ang), b * np.sin(ang), h0 + 0.12 * np.sin(2 * np.pi * 2 * s + phase)], axis=1)
+            eyes[:, :2] += centre[:2] * 0.5
+            if _clear(scene, eyes):
+                targets = np.repeat(centre[None], n, axis=0)
+                targets[:, :2] += 0.3 * np.stack([np.cos(2 * np.pi * 3 * s), np.sin(2 * np.pi * 3 * s)], axis=1)
+                targets[:, 2] += 0.15 * np.sin(2 * np.pi * s)
+                return eyes, targets
+    raise ValueError(f"no collision-free orbit in this room (seed {scene.seed}); use a larger room")
+
+
+def _walk(scene, n, rng):
+    lo, hi = scene.room_min_xyz + WALL_MARGIN_M + 0.1, scene.room_max_xyz - WALL_MARGIN_M - 0.1
+    centres = np.array([o.aabb.center for o in scene.objects]) if scene.objects else _objects_centre(scene)[None]
+    for _ in range(100):
+        k = 6
+        way = np.stack([rng.uniform(lo[0], hi[0], k), rng.uniform(lo[1], hi[1], k), rng.uniform(1.25, 1.55, k)], axis=1)
+        seg = np.linalg.norm(np.diff(way, axis=0), axis=1)
+        if np.any(seg < 0.5):
+            continue
+        t = np.concatenate([[0.0], np.cumsum(seg)])
+        spline = CubicSpline(t, way, bc_type="natural")
+        dense = spline(np.linspace(0, t[-1], 20 * n))
+        if np.any(dense[:, 2] < 1.2) or np.any(dense[:, 2] > 1.6) or not _clear(scene, dense):
+            continue
+        # resample at constant speed along the curve
+        arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(dense, axis=0), axis=1))])
+        eyes = np.stack([np.interp(np.linspace(0, arc[-1], n), arc, dense[:, i]) for i in range(3)], axis=1)
+        heading = np.gradient(eyes, axis=0) if n > 1 else np.array([[1.0, 0.0, 0.0]])
+        heading[:, 2] = 0
+        heading /= np.maximum(np.linalg.norm(heading, axis=1, keepdims=True), 1e-9)
+        ahead = eyes + 1.5 * heading
+        nearest = centres[np.argmin(np.linalg.norm(ahead[:, None, :2] - centres[None, :, :2], axis=2), axis=1)]
+        targets = gaussian_filter1d(nearest, sigma=max(1.0, n / 15), axis=0, mode="nearest") if n > 1 else nearest
+        flat = np.linalg.norm(targets[:, :2] - eyes[:, :2], axis=1)
+        if np.any(flat < 0.6):
+            continue
+        return eyes, targets
+    raise ValueError(f"no collision-free walk found in this room (seed {scene.seed})")
+
+
+def make_trajectory(scene: SyntheticScene, kind: str = "orbit", n_frames: int = 100, seed: int = 0) -> np.ndarray:
+    """(n_frames, 4, 4) float64 T_world_cam; deterministic for (scene, kind, n_frames, seed)."""
+    if kind not in ("orbit", "walk"):
+        raise ValueError(f"trajectory kind must be 'orbit' or 'walk', got {kind!r}")
+    if isinstance(n_frames, bool) or not isinstance(n_frames, (int, np.integer)) or n_frames < 1:
+        raise ValueError(f"n_frames must be a positive integer, got {n_frames!r}")
+    rng = np.random.default_rng([int(seed), 0 if kind == "orbit" else 1])
+    eyes, targets = (_orbit if kind == "orbit" else _walk)(scene, int(n_frames), rng)
+    return np.stack([look_at(e, t) for e, t in zip(eyes, targets)])

@@ -1,0 +1,199 @@
+"""Synthetic scenes: layout without overlap, support relations, trajectories, rendering against the meshes."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import open3d as o3d
+import pytest
+
+from lang3d_ros.datasets.synthetic import (
+    CATEGORIES,
+    COLORS,
+    DEFAULT_INTRINSICS,
+    RenderNoise,
+    generate_scene,
+    load_ground_truth,
+    make_trajectory,
+    render_frames,
+)
+from lang3d_ros.geometry.transforms import is_rigid, transform_points
+
+SMALL = DEFAULT_INTRINSICS.scaled(160, 120)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return generate_scene(3, n_objects=14)
+
+
+def _surface_points_inward(mesh, n=3000, inset_m=0.002, seed=0):
+    """Area-weighted random surface points moved ``inset_m`` inside along the outward triangle normal."""
+    v, f = np.asarray(mesh.vertices), np.asarray(mesh.triangles)
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    cross = np.cross(b - a, c - a)
+    area = np.linalg.norm(cross, axis=1)
+    rng = np.random.default_rng(seed)
+    tri = rng.choice(len(f), size=n, p=area / area.sum())
+    r1, r2 = rng.random((2, n, 1))
+    s = np.sqrt(r1)
+    pts = (1 - s) * a[tri] + s * (1 - r2) * b[tri] + s * r2 * c[tri]
+    return pts - inset_m * cross[tri] / area[tri, None]
+
+
+def _occupied(mesh, points):
+    rs = o3d.t.geometry.RaycastingScene()
+    rs.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
+    return rs.compute_occupancy(o3d.core.Tensor(points.astype(np.float32)), nsamples=3).numpy() > 0.5
+
+
+def _points_world(frame):
+    v, u = np.nonzero(frame.depth_m > 0)
+    pc = frame.intrinsics.backproject(u, v, frame.depth_m[v, u])
+    return transform_points(frame.T_world_cam, pc), frame.instance_map[v, u]
+
+
+def test_vocabulary_and_colours():
+    assert len(CATEGORIES) >= 20 and len(COLORS) == 10
+    for name in ("chair", "table", "sofa", "mug", "bottle", "laptop", "book", "lamp", "plant", "monitor", "bed", "cabinet",
+                 "shelf", "bowl", "vase", "keyboard", "backpack", "box", "pillow", "toy car"):
+        assert name in CATEGORIES
+
+
+def test_same_seed_same_scene_other_seed_other_scene():
+    a, b, c = generate_scene(11), generate_scene(11), generate_scene(12)
+    assert [o.to_dict() for o in a.objects] == [o.to_dict() for o in b.objects]
+    assert np.array_equal(np.asarray(a.objects[0].mesh.vertices), np.asarray(b.objects[0].mesh.vertices))
+    assert [o.to_dict() for o in a.objects] != [o.to_dict() for o in c.objects]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_layout_has_no_interpenetration_and_valid_supports(seed):
+    scene = generate_scene(seed, n_objects=12)
+    assert [o.instance_id for o in scene.objects] == list(range(1, 13))
+    lo, hi = scene.room_min_xyz, scene.room_max_xyz
+    for o in scene.objects:
+        assert np.all(o.aabb.min_xyz >= lo - 1e-6) and np.all(o.aabb.max_xyz <= hi + 1e-6), o
+        assert o.obb.is_gravity_aligned()
+        assert np.allclose(o.color_rgb, COLORS[o.color_name])
+        # the obb encloses the mesh
+        assert np.all(o.obb.contains(np.asarray(o.mesh.vertices), margin_m=1e-6))
+        if o.support_id == 0:
+            assert abs(o.aabb.min_xyz[2]) < 1e-6
+        else:
+            host = scene.object(o.support_id)
+            assert abs(o.aabb.min_xyz[2] - host.aabb.max_xyz[2]) < 0.06 or host.label in ("sofa", "bed")
+            assert host.obb.contains(np.array([[*o.obb.center[:2], host.obb.center[2]]]))[0]
+    # pairwise: no shared volume between oriented boxes (they may touch on a face), except an object and the
+    # host it rests on (a bed's box includes the space above its mattress); there the meshes must not overlap
+    ancestors = {o.instance_id: set() for o in scene.objects}
+    for o in scene.objects:
+        h = o.support_id
+        while h:
+            ancestors[o.instance_id].add(h)
+            h = scene.object(h).support_id
+    rng = np.random.default_rng(0)
+    for a in scene.objects:
+        pts = a.obb.center + (rng.uniform(-0.5, 0.5, (4000, 3)) * a.obb.size * 0.98) @ a.obb.R_world_box.T
+        inside_a_mesh = _surface_points_inward(a.mesh)
+        for b in scene.objects:
+            if a is b or a.instance_id in ancestors[b.instance_id]:
+                continue
+            if b.instance_id in ancestors[a.instance_id]:
+                assert not np.any(_occupied(b.mesh, inside_a_mesh)), (a.label, "inside", b.label)
+            else:
+                assert not np.any(b.obb.contains(pts, margin_m=-1e-3)), (a.label, b.label)
+    assert any(o.support_id > 0 for o in scene.objects)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="n_objects"):
+        generate_scene(0, n_objects=0)
+    with pytest.raises(ValueError, match="room_size_m"):
+        generate_scene(0, room_size_m=(1.0, 1.0, 2.0))
+    with pytest.raises(ValueError, match="unknown categories"):
+        generate_scene(0, vocabulary=["unicorn"])
+    with pytest.raises(ValueError, match="could place only"):
+        generate_scene(0, n_objects=60, room_size_m=(2.5, 2.5, 2.4), vocabulary=["bed", "sofa"])
+    scene = generate_scene(0)
+    with pytest.raises(ValueError, match="kind"):
+        make_trajectory(scene, "fly", 5)
+    with pytest.raises(ValueError, match="T_world_cams"):
+        list(render_frames(scene, np.eye(3)[None]))
+
+
+@pytest.mark.parametrize("kind", ["orbit", "walk"])
+def test_trajectory_height_rigid_and_looking_at_objects(scene, kind):
+    T = make_trajectory(scene, kind, n_frames=40, seed=1)
+    assert T.shape == (40, 4, 4) and all(is_rigid(t) for t in T)
+    assert np.all((T[:, 2, 3] >= 1.2 - 1e-9) & (T[:, 2, 3] <= 1.6 + 1e-9))
+    assert np.allclose(T[:, :3, 0][:, 2], 0.0, atol=1e-9)  # no roll: x axis horizontal
+    assert np.all(T[:, 2, 2] < 0)  # looking down-ish at the objects
+    np.testing.assert_array_equal(T, make_trajectory(scene, kind, n_frames=40, seed=1))
+    frames = list(render_frames(scene, T[::8], SMALL))
+    for f in frames:
+        assert np.any(f.instance_map > 0), f"frame {f.index} sees no object"
+
+
+def test_noiseless_render_lies_on_meshes_and_instances_match_boxes(scene):
+    T = make_trajectory(scene, "orbit", n_frames=6, seed=0)
+    frames = list(render_frames(scene, T, SMALL, noise=None))
+    for f in frames:
+        f.validate()
+        assert f.instance_map.dtype == np.int32
+        pts, inst = _points_world(f)
+        assert len(pts) > 0.9 * f.depth_m.size
+        dist = scene.distance_to_surfaces(pts)
+        assert np.percentile(dist, 99.9) < 2e-3, dist.max()
+        for o in scene.objects:
+            sel = inst == o.instance_id
+            if sel.any():
+                assert o.obb.contains(pts[sel], margin_m=0.01).all(), o.label
+        room = pts[inst == 0]
+        assert np.all((room[:, 2] < 1e-2) | (np.abs(np.abs(room[:, 0]) - 3.0) < 1e-2) | (np.abs(np.abs(room[:, 1]) - 2.5) < 1e-2))
+
+
+def test_noise_model_grows_with_depth_and_drops_pixels(scene):
+    T = make_trajectory(scene, "walk", n_frames=3, seed=0)
+    clean = list(render_frames(scene, T, SMALL, noise=None, seed=5))
+    noise = RenderNoise(depth_sigma_at_1m_m=0.004, dropout_prob=0.05)
+    noisy = list(render_frames(scene, T, SMALL, noise=noise, seed=5))
+    z, err = [], []
+    for c, n in zip(clean, noisy):
+        ok = (n.depth_m > 0) & (c.depth_m > 0)
+        z.append(c.depth_m[ok])
+        err.append(n.depth_m[ok] - c.depth_m[ok])
+        assert (n.depth_m == 0).mean() > 0.05
+        assert np.array_equal(n.instance_map, c.instance_map)
+        assert np.abs(n.rgb.astype(int) - c.rgb.astype(int)).mean() > 0.5
+    z, err = np.concatenate(z), np.concatenate(err)
+    # normalised error is unit Gaussian: sigma = k z^2
+    r = err / (noise.depth_sigma_at_1m_m * z**2)
+    assert 0.9 < r.std() < 1.1 and abs(r.mean()) < 0.05
+    near, far = z < np.median(z), z >= np.median(z)
+    assert np.abs(err[far]).mean() > 1.5 * np.abs(err[near]).mean()
+
+
+def test_ground_truth_round_trip(scene, tmp_path):
+    T = make_trajectory(scene, "orbit", n_frames=4, seed=0)
+    stamps = np.arange(4, dtype=np.int64) * 33_333_333 + 10
+    path = scene.save_ground_truth(tmp_path / "gt.json", T, stamps, SMALL)
+    data = json.loads(path.read_text())
+    assert data["format_version"] == 1 and data["frame_id"] == "map" and len(data["objects"]) == 14
+    gt = load_ground_truth(path)
+    np.testing.assert_allclose(gt.T_world_cams, T)
+    np.testing.assert_array_equal(gt.stamps_ns, stamps)
+    assert gt.intrinsics == SMALL
+    for a, b in zip(gt.objects, scene.objects):
+        assert (a.instance_id, a.label, a.color_name, a.support_id) == (b.instance_id, b.label, b.color_name, b.support_id)
+        np.testing.assert_allclose(a.obb.center, b.obb.center)
+        np.testing.assert_allclose(a.aabb.size, b.aabb.size)
+    again = gt.regenerate_scene()
+    assert np.array_equal(np.asarray(again.objects[0].mesh.vertices), np.asarray(scene.objects[0].mesh.vertices))
+    (tmp_path / "bad.json").write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="not a"):
+        load_ground_truth(tmp_path / "bad.json")
+    data["format_version"] = 99
+    (tmp_path / "v99.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="format_version 99"):
+        load_ground_truth(tmp_path / "v99.json")
