@@ -1,8 +1,8 @@
 """Spatial clustering of 3D points (scikit-learn DBSCAN) and outlier-robust boxes of the clusters.
 
-Large sets are reduced to one point per voxel (then a seeded random subset if still too many);
-DBSCAN runs on that sample and every input point takes the label of its nearest sample point that
-DBSCAN put in a cluster, if that point lies within ``eps_m``. Cannot split two objects that touch.
+Large sets are reduced to voxel centroids weighted by their point counts; DBSCAN runs on those and
+every input point takes the label of its nearest clustered centroid within ``eps_m``. Cannot split two
+objects that touch.
 """
 from __future__ import annotations
 
@@ -38,31 +38,49 @@ def voxel_representatives(points: np.ndarray, voxel_size_m: float) -> np.ndarray
     return np.sort(first)
 
 
+def voxel_centroids(points: np.ndarray, voxel_size_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """points (N,3) -> (centroids (M,3), counts (M,)) of the occupied voxels."""
+    if voxel_size_m <= 0:
+        raise ValueError(f"voxel_size_m must be positive, got {voxel_size_m}")
+    keys = np.floor(np.asarray(points) / voxel_size_m).astype(np.int64)
+    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    sums = np.zeros((len(counts), 3))
+    np.add.at(sums, inverse, points)
+    return sums / counts[:, None], counts
+
+
 def dbscan_labels(points: np.ndarray, config: ClusterConfig | None = None) -> np.ndarray:
-    """points (N,3) -> (N,) int64 cluster labels 0..K-1, -1 for noise. Deterministic for a given config."""
+    """points (N,3) -> (N,) int64 cluster labels 0..K-1, -1 for noise. Deterministic.
+
+    Above ``max_points`` points DBSCAN runs on voxel centroids weighted by their point counts (so
+    ``min_samples`` still counts raw points); the voxel grows from ``voxel_size_m`` up to eps/2 until
+    at most ``max_points`` voxels remain. Every point then takes the label of the nearest clustered
+    centroid within ``eps_m``.
+    """
     cfg = config or ClusterConfig()
     cfg.validate()
     p = check_points(points)
     n = len(p)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    sample = np.arange(n)
-    if n > cfg.max_points:
-        sample = voxel_representatives(p, cfg.voxel_size_m)
-        if len(sample) > cfg.max_points:
-            rng = np.random.default_rng(cfg.seed)
-            sample = np.sort(rng.choice(sample, size=cfg.max_points, replace=False))
-    sample_labels = DBSCAN(eps=cfg.eps_m, min_samples=cfg.min_samples).fit_predict(p[sample]).astype(np.int64)
-    if len(sample) == n:
-        return sample_labels
+    dbscan = DBSCAN(eps=cfg.eps_m, min_samples=cfg.min_samples)
+    if n <= cfg.max_points:
+        return dbscan.fit_predict(p).astype(np.int64)
+    voxel = min(cfg.voxel_size_m, cfg.eps_m / 2.0)
+    while True:
+        centres, counts = voxel_centroids(p, voxel)
+        if len(centres) <= cfg.max_points or voxel >= cfg.eps_m / 2.0:
+            break
+        voxel = min(voxel * 1.5, cfg.eps_m / 2.0)
+    sample_labels = dbscan.fit_predict(centres, sample_weight=counts).astype(np.int64)
     labels = np.full(n, -1, dtype=np.int64)
-    clustered = sample[sample_labels >= 0]
-    if len(clustered) == 0:
-        return labels
-    dist, nearest = cKDTree(p[clustered]).query(p, k=1, distance_upper_bound=cfg.eps_m)
-    ok = np.isfinite(dist)
-    labels[ok] = sample_labels[sample_labels >= 0][nearest[ok]]
-    log.debug("dbscan: %d points, %d sampled, %d clusters", n, len(sample), labels.max() + 1)
+    clustered = sample_labels >= 0
+    if clustered.any():
+        dist, nearest = cKDTree(centres[clustered]).query(p, k=1, distance_upper_bound=cfg.eps_m)
+        ok = np.isfinite(dist)
+        labels[ok] = sample_labels[clustered][nearest[ok]]
+    log.debug("dbscan: %d points, %d voxels of %.3f m, %d clusters", n, len(centres), voxel, labels.max() + 1)
     return labels
 
 

@@ -6,15 +6,14 @@ from dataclasses import dataclass, field
 
 @dataclass
 class ClusterConfig:
-    """DBSCAN over 3D points (scikit-learn). Large sets are voxel-subsampled first, then every point
-    takes the label of its nearest clustered sample within ``eps_m``; ``min_samples`` then counts
-    voxel representatives, not raw points."""
+    """DBSCAN over 3D points (scikit-learn). Sets larger than ``max_points`` become count-weighted voxel
+    centroids (voxel from ``voxel_size_m`` up to eps/2), then every point takes its nearest
+    clustered centroid's label; ``min_samples`` always counts raw points."""
 
     eps_m: float = 0.08
     min_samples: int = 5
-    voxel_size_m: float = 0.02  # subsampling grid used when there are more than max_points points
-    max_points: int = 20_000  # DBSCAN input cap (after the voxel grid a seeded random subset)
-    seed: int = 0
+    voxel_size_m: float = 0.02  # first subsampling grid when there are more than max_points points
+    max_points: int = 20_000
 
     def validate(self) -> None:
         if self.eps_m <= 0 or self.voxel_size_m <= 0:
@@ -66,8 +65,10 @@ class ExtractionConfig:
     box_percentile: float = 1.0
     label_temperature: float = 100.0  # CLIP logit scale for label_scores = softmax(T * cos)
     min_similarity: float = 0.0  # points whose best cosine is lower stay unlabelled
-    planar_max_thickness_m: float = 0.08  # a cluster this thin ...
-    planar_min_extent_m: float = 2.5  # ... and this wide is structure, whatever its label
+    planar_min_extent_m: float = 2.5  # a cluster at least this wide (xy) ...
+    planar_max_thickness_m: float = 0.08  # ... made of up to planar_max_planes slabs this thick ...
+    planar_min_fraction: float = 0.85  # ... that hold this fraction of its points is structure
+    planar_max_planes: int = 4
 
     def validate(self) -> None:
         if not self.vocabulary:
@@ -83,4 +84,6 @@ class ExtractionConfig:
             raise ValueError("label_temperature must be positive")
         if self.planar_max_thickness_m <= 0 or self.planar_min_extent_m <= 0:
             raise ValueError("planar_max_thickness_m and planar_min_extent_m must be positive")
+        if not 0.0 < self.planar_min_fraction <= 1.0 or self.planar_max_planes < 1:
+            raise ValueError("planar_min_fraction must be in (0, 1] and planar_max_planes >= 1")
         self.cluster.validate()
