@@ -1,0 +1,51 @@
+"""3D-LLM parameters: backend, limits, location-token grid, relation thresholds."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+BACKENDS = ("smollm2", "transformers", "openai")
+MODES = ("llm_first", "parser_only")
+
+
+def default_cache_dir() -> str:
+    """``$LANG3D_LLM_CACHE`` or ``~/.cache/lang3d/smollm2``: where the converted SmolLM2 is kept."""
+    return os.environ.get("LANG3D_LLM_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "lang3d", "smollm2"))
+
+
+@dataclass
+class LLMConfig:
+    backend: str = "smollm2"  # smollm2 | transformers | openai
+    model_path: str = ""  # transformers: local folder; openai: the served model name
+    cache_dir: str = ""  # smollm2 conversion cache; empty -> default_cache_dir()
+    endpoint: str = "http://127.0.0.1:8000/v1"  # openai: base URL, POST {endpoint}/chat/completions
+    api_key_env: str = ""  # openai: name of the environment variable holding the key (never the key itself)
+    timeout_s: float = 20.0
+    max_new_tokens: int = 64  # hard cap on what one request may ask for
+    max_output_chars: int = 2000  # model output beyond this is cut before parsing
+    max_query_chars: int = 1024  # longer queries are rejected with ValueError
+    mode: str = "llm_first"  # llm_first: model, then the parser when its output is invalid | parser_only
+    device: str = "cpu"  # cpu | cuda | auto (transformers backends)
+    loc_bins: int = 256  # location tokens per axis
+    loc_range_m: list[float] = field(default_factory=list)  # [xmin, ymin, zmin, xmax, ymax, zmax]; empty -> scene bounds
+    near_m: float = 1.0  # "near": gap between boxes below this
+    on_tolerance_m: float = 0.08  # "on": |bottom of A - top of B| below this
+    text_match_threshold: float = 0.8  # cosine similarity for embedding label matches
+    standoff_m: float = 0.6  # task steps: goal distance from the object's box
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.timeout_s <= 0 or self.max_new_tokens <= 0 or self.max_output_chars <= 0 or self.max_query_chars <= 0:
+            raise ValueError("timeout_s, max_new_tokens, max_output_chars and max_query_chars must be positive")
+        if not 2 <= self.loc_bins <= 4096:
+            raise ValueError(f"loc_bins must be in [2, 4096], got {self.loc_bins}")
+        if self.loc_range_m and (len(self.loc_range_m) != 6 or any(
+                self.loc_range_m[i] >= self.loc_range_m[i + 3] for i in range(3))):
+            raise ValueError(f"loc_range_m must be [xmin, ymin, zmin, xmax, ymax, zmax] with min < max, got {self.loc_range_m}")
+        if self.near_m <= 0 or self.on_tolerance_m <= 0 or self.standoff_m < 0:
+            raise ValueError("near_m and on_tolerance_m must be positive, standoff_m non-negative")
+        if not 0 < self.text_match_threshold <= 1:
+            raise ValueError("text_match_threshold must be in (0, 1]")

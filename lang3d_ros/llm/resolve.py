@@ -1,0 +1,94 @@
+"""Resolving a Phrase on the map: label match -> colour/size -> relation to anchors -> superlative.
+
+All geometry is computed here from the objects' boxes; the language model only ever supplies
+the Phrase. A relation holds when it holds for any of the anchor phrase's matches (the best
+ones when the anchor has its own superlative).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from lang3d_ros.grounding.objects import SceneObject
+from lang3d_ros.llm.colors import color_name
+from lang3d_ros.llm.config import LLMConfig
+from lang3d_ros.llm.labels import LabelMatcher
+from lang3d_ros.llm.relations import relation_cost, relation_holds, superlative_key
+from lang3d_ros.llm.request import Phrase
+
+
+@dataclass(frozen=True)
+class Match:
+    obj: SceneObject
+    score: float  # label match in [0, 1]
+
+
+def object_color(obj: SceneObject) -> str:
+    return color_name(obj.color_rgb)
+
+
+def label_candidates(label: str, objects: Sequence[SceneObject], matcher: LabelMatcher) -> list[Match]:
+    """Objects whose label matches, keeping only the best tier (an exact 'table' hides 'coffee table')."""
+    if not objects:
+        return []
+    s = matcher.score(label, [o.label for o in objects])
+    for i, o in enumerate(objects):  # per-object open-vocabulary scores from the map, when it has them
+        if label and label in o.label_scores:
+            s[i] = max(s[i], float(o.label_scores[label]) if o.label_scores[label] >= matcher.threshold else 0.0)
+    if s.max() <= 0:
+        return []
+    keep = s >= 0.99 * s.max()
+    return [Match(o, float(v)) for o, v, k in zip(objects, s, keep) if k]
+
+
+def resolve(phrase: Phrase, objects: Sequence[SceneObject], robot_pose: np.ndarray, matcher: LabelMatcher,
+            config: LLMConfig) -> list[Match]:
+    """Objects that fit ``phrase``, best first. Empty when nothing fits."""
+    cands = label_candidates(phrase.label, objects, matcher)
+    if phrase.color is not None:
+        cands = [m for m in cands if object_color(m.obj) == phrase.color]
+    superlative = phrase.superlative
+    if phrase.size is not None and superlative is None and len(cands) > 1:
+        superlative = "largest" if phrase.size == "large" else "smallest"
+    if phrase.relation is not None:
+        anchor_sets = [resolve(a, [o for o in objects], robot_pose, matcher, config) for a in phrase.anchors]
+        anchor_sets = [s[:1] if a.superlative else s for a, s in zip(phrase.anchors, anchor_sets)]
+        if any(len(s) == 0 for s in anchor_sets):
+            return []
+        kept = []
+        for m in cands:
+            best = None
+            combos = ([(x,) for x in anchor_sets[0]] if len(anchor_sets) == 1 else
+                      [(x, y) for x in anchor_sets[0] for y in anchor_sets[1] if x.obj is not y.obj])
+            for combo in combos:
+                if any(c.obj is m.obj for c in combo):
+                    continue
+                boxes = [c.obj.box for c in combo]
+                if relation_holds(phrase.relation, m.obj.box, boxes, robot_pose, config.near_m, config.on_tolerance_m):
+                    cost = relation_cost(phrase.relation, m.obj.box, boxes)
+                    best = cost if best is None else min(best, cost)
+            if best is not None:
+                kept.append((best, m))
+        kept.sort(key=lambda t: (-t[1].score, t[0]))
+        cands = [m for _, m in kept]
+    if superlative is not None and cands:
+        if superlative in ("closest", "farthest") and phrase.reference is not None:
+            refs = resolve(phrase.reference, objects, robot_pose, matcher, config)
+            refs = [r for r in refs if all(r.obj is not m.obj for m in cands)] or refs
+            refs = refs[:1] if phrase.reference.superlative else refs
+            if not refs:
+                return []
+            ref_boxes = [r.obj.box for r in refs if r.score >= refs[0].score]
+        else:
+            ref_boxes = [None]
+
+        def key(m: Match) -> tuple[float, float]:  # closest/farthest: to the nearest of the references
+            ks = [superlative_key(superlative, m.obj.box, robot_pose, rb) for rb in ref_boxes]
+            return (-m.score, max(ks) if superlative == "farthest" else min(ks))
+
+        cands = sorted(cands, key=key)
+    elif phrase.relation is None:
+        cands = sorted(cands, key=lambda m: (-m.score, float(np.linalg.norm(m.obj.center[:2] - robot_pose[:2]))))
+    return cands
