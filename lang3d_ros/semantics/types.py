@@ -14,13 +14,24 @@ class LevelMasks:
 
     seg_map: (H, W) int32, pixel -> row of ``features`` (-1: no mask covers the pixel);
     features: (M, D) float32, L2-normalised embedding of mask i; scores: (M,) float32 mask quality
-    (SAM's predicted IoU; 1.0 for ground truth); labels: optional (M,) str, ground-truth backend only.
+    (SAM's predicted IoU; 1.0 for ground truth); labels: optional (M,) str, ground-truth backend only;
+    instance_ids: optional (M,) int64 ground-truth instance of mask i, ground-truth backend only.
     """
 
     seg_map: np.ndarray
     features: np.ndarray
     scores: np.ndarray
     labels: list[str] | None = None
+    instance_ids: np.ndarray | None = None
+
+    @staticmethod
+    def empty(height: int, width: int, feature_dim: int) -> "LevelMasks":
+        """A level where no mask survived: seg_map all -1, zero rows."""
+        return LevelMasks(
+            seg_map=np.full((height, width), -1, dtype=np.int32),
+            features=np.zeros((0, feature_dim), dtype=np.float32),
+            scores=np.zeros(0, dtype=np.float32),
+        )
 
     @property
     def num_masks(self) -> int:
