@@ -1,0 +1,63 @@
+"""Build the whole mapping stack from one Lang3DConfig (used by the nodes, the CLI and the evaluation)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from lang3d_ros.mapping.language_map import LanguageMap
+from lang3d_ros.mapping.pipeline import MappingPipeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MappingStack:
+    config: object
+    text_encoder: object
+    semantics: object
+    language_map: LanguageMap
+    pipeline: MappingPipeline
+
+
+def ground_truth_tables(scene) -> dict:
+    """Keyword arguments of the ground-truth semantics backend from a synthetic scene (or its GroundTruth file):
+    instance labels (room structure labelled by its part: floor / wall) and colour names."""
+    labels = {int(o.instance_id): o.label for o in scene.objects}
+    colors = {int(o.instance_id): o.color_name for o in scene.objects}
+    return {"instance_labels": labels, "instance_colors": colors}
+
+
+def build_stack(config, instance_labels: dict[int, str] | None = None, instance_colors: dict[int, str] | None = None,
+                with_trainer: bool | None = None, start: bool = True) -> MappingStack:
+    """Text encoder + semantics backend + LanguageMap + pipeline (+ autoencoder and Gaussian trainer when enabled).
+
+    The ground-truth backend (an evaluation tool for synthetic scenes) needs ``instance_labels``.
+    """
+    from lang3d_ros.semantics.backends import build_semantics_backend, build_text_encoder
+
+    sem_cfg = config.semantics
+    semantics = build_semantics_backend(sem_cfg, instance_labels=instance_labels, instance_colors=instance_colors)
+    text_encoder = getattr(semantics, "text_encoder", None) or build_text_encoder(sem_cfg)
+    lmap = LanguageMap(config, text_encoder, device=config.fusion.device)
+    autoencoder, trainer = None, None
+    train = config.mapping.train_gaussians if with_trainer is None else with_trainer
+    if train:
+        from lang3d_ros.semantics.autoencoder import SceneAutoencoder
+
+        autoencoder = SceneAutoencoder(int(text_encoder.feature_dim), sem_cfg.autoencoder, device=sem_cfg.device)
+        trainer = _make_trainer(config, lmap, autoencoder)
+    pipeline = MappingPipeline(config, lmap, semantics, trainer=trainer, autoencoder=autoencoder)
+    if start:
+        pipeline.start()
+        if trainer is not None and hasattr(trainer, "start"):
+            trainer.start()
+    return MappingStack(config, text_encoder, semantics, lmap, pipeline)
+
+
+def _make_trainer(config, lmap: LanguageMap, autoencoder):
+    try:
+        from lang3d_ros.gaussians.online import OnlineGaussianTrainer
+    except ImportError as exc:  # the online trainer is optional at run time
+        log.warning("language Gaussians disabled: %s", exc)
+        return None
+    return OnlineGaussianTrainer(config, lmap, autoencoder)

@@ -1,0 +1,219 @@
+"""The online mapping loop, independent of ROS: frames in, a queryable LanguageMap out.
+
+Two worker threads keep the caller (a ROS callback) from ever blocking:
+- the fusion worker integrates every frame's geometry and colour (``submit`` drops the newest frame, and counts
+  it, when its queue is full: never an unbounded queue);
+- the semantics worker runs SAM + CLIP (or the ground-truth backend) on keyframes and then fuses the keyframe
+  with its language features, feeds the scene autoencoder, and hands the keyframe to the Gaussian trainer.
+A frame that fails validation is rejected with its reason (counted, logged) and changes nothing.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lang3d_ros.datasets.frame import Frame
+from lang3d_ros.mapping.keyframes import KeyframeSelector
+from lang3d_ros.mapping.language_map import LanguageMap
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+@dataclass
+class PipelineCounters:
+    frames_received: int = 0
+    frames_fused: int = 0
+    frames_rejected: int = 0
+    frames_dropped: int = 0
+    keyframes: int = 0
+    keyframes_dropped: int = 0
+    reject_reasons: Counter = field(default_factory=Counter)
+    fusion_ms: float = 0.0  # running mean
+    semantics_ms: float = 0.0
+
+
+class MappingPipeline:
+    def __init__(self, config, language_map: LanguageMap, semantics_backend, trainer=None, autoencoder=None):
+        """config: Lang3DConfig. semantics_backend: has ``process(frame) -> KeyframeSemantics``.
+        trainer: optional object with ``add_keyframe(frame, semantics)`` and ``status() -> dict``.
+        autoencoder: optional SceneAutoencoder fed with every keyframe's mask features."""
+        self.config = config
+        self.map = language_map
+        self.semantics = semantics_backend
+        self.trainer = trainer
+        self.autoencoder = autoencoder
+        if autoencoder is not None:
+            language_map.autoencoder = autoencoder
+        self.selector = KeyframeSelector(config.mapping.keyframes)
+        self.counters = PipelineCounters()
+        self._lock = threading.Lock()
+        self._frames: queue.Queue = queue.Queue(maxsize=config.mapping.frame_queue_size)
+        self._keyframes: queue.Queue = queue.Queue(maxsize=config.mapping.keyframe_queue_size)
+        self._threads: list[threading.Thread] = []
+        self._busy = 0
+        self.last_error = ""
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> "MappingPipeline":
+        if self._threads:
+            return self
+        self._threads = [threading.Thread(target=self._fusion_loop, name="lang3d-fusion", daemon=True),
+                         threading.Thread(target=self._semantics_loop, name="lang3d-semantics", daemon=True)]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        for q in (self._frames, self._keyframes):
+            while True:
+                try:
+                    q.put(_STOP, timeout=0.1)
+                    break
+                except queue.Full:
+                    try:
+                        q.get_nowait()
+                    except queue.Empty:
+                        pass
+        for t in self._threads:
+            t.join(timeout_s)
+        self._threads = []
+
+    def submit(self, frame: Frame) -> bool:
+        """Hand a frame to the fusion worker without blocking; False when it was dropped (queue full)."""
+        with self._lock:
+            self.counters.frames_received += 1
+        try:
+            self._frames.put_nowait(frame)
+            return True
+        except queue.Full:
+            with self._lock:
+                self.counters.frames_dropped += 1
+            return False
+
+    def wait_idle(self, timeout_s: float = 60.0) -> bool:
+        """Block until both queues are empty and no frame is in flight (for tests, replay and evaluation)."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            with self._lock:
+                idle = self._busy == 0
+            if idle and self._frames.empty() and self._keyframes.empty():
+                return True
+            time.sleep(0.01)
+        return False
+
+    def process_now(self, frame: Frame) -> str:
+        """Synchronous path (offline tools, tests): the same steps as the workers, in the caller's thread.
+        Returns "" when fused, else the rejection reason."""
+        with self._lock:
+            self.counters.frames_received += 1
+        return self._handle_frame(frame, inline=True)
+
+    # ------------------------------------------------------------------ workers
+    def _reject(self, frame: Frame, reason: str) -> str:
+        with self._lock:
+            self.counters.frames_rejected += 1
+            self.counters.reject_reasons[reason.split(":")[0][:80]] += 1
+        log.warning("frame %d (stamp %d ns) rejected: %s", frame.index, frame.stamp_ns, reason)
+        return reason
+
+    def _handle_frame(self, frame: Frame, inline: bool = False) -> str:
+        try:
+            frame.validate()
+        except ValueError as exc:
+            return self._reject(frame, str(exc))
+        kf_reason = self.selector.reason(frame)
+        if kf_reason:
+            self.selector.accept(frame)
+            if inline:
+                return self._handle_keyframe(frame)
+            try:
+                self._keyframes.put_nowait(frame)
+                return ""
+            except queue.Full:
+                with self._lock:
+                    self.counters.keyframes_dropped += 1
+                log.debug("keyframe %d fused without semantics: semantics worker busy", frame.index)
+        if not self.config.mapping.fuse_every_frame:
+            return ""
+        t0 = time.perf_counter()
+        report = self.map.integrate(frame)
+        if not report.accepted:
+            return self._reject(frame, report.reason)
+        self._count_fused((time.perf_counter() - t0) * 1e3, semantics_ms=None)
+        return ""
+
+    def _count_fused(self, fusion_ms: float, semantics_ms: float | None) -> None:
+        with self._lock:
+            c = self.counters
+            c.frames_fused += 1
+            c.fusion_ms = fusion_ms if c.frames_fused == 1 else 0.9 * c.fusion_ms + 0.1 * fusion_ms
+            if semantics_ms is not None:
+                c.keyframes += 1
+                c.semantics_ms = semantics_ms if c.keyframes == 1 else 0.8 * c.semantics_ms + 0.2 * semantics_ms
+
+    def _handle_keyframe(self, frame: Frame) -> str:
+        t0 = time.perf_counter()
+        try:
+            sem = self.semantics.process(frame)
+        except ValueError as exc:
+            return self._reject(frame, f"semantics: {exc}")
+        t1 = time.perf_counter()
+        report = self.map.integrate(frame, sem)
+        if not report.accepted:
+            return self._reject(frame, report.reason)
+        self._count_fused((time.perf_counter() - t1) * 1e3, semantics_ms=(t1 - t0) * 1e3)
+        if self.autoencoder is not None:
+            import torch
+
+            feats = [lv.features for lv in sem.levels if lv.num_masks]
+            if feats:
+                self.autoencoder.add_features(torch.as_tensor(np.concatenate(feats)))
+                self.autoencoder.train_steps(self.config.mapping.autoencoder_steps_per_keyframe)
+        if self.trainer is not None:
+            self.trainer.add_keyframe(frame, sem)
+        return ""
+
+    def _loop(self, q: queue.Queue, handle) -> None:
+        while True:
+            item = q.get()
+            if item is _STOP:
+                return
+            with self._lock:
+                self._busy += 1
+            try:
+                handle(item)
+            except Exception as exc:  # a worker must survive anything a frame can do to it
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._reject(item, f"internal error: {self.last_error}")
+                log.exception("frame %d failed", item.index)
+            finally:
+                with self._lock:
+                    self._busy -= 1
+
+    def _fusion_loop(self) -> None:
+        self._loop(self._frames, self._handle_frame)
+
+    def _semantics_loop(self) -> None:
+        self._loop(self._keyframes, self._handle_keyframe)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict:
+        with self._lock:
+            c = self.counters
+            out = {"source": self.map.source, "frames_received": c.frames_received, "frames_fused": c.frames_fused,
+                   "frames_rejected": c.frames_rejected, "frames_dropped": c.frames_dropped + c.keyframes_dropped,
+                   "keyframes": c.keyframes, "num_points": self.map.num_points, "fusion_ms": c.fusion_ms,
+                   "semantics_ms": c.semantics_ms, "memory_mb": self.map.memory_mb(),
+                   "reject_reasons": dict(c.reject_reasons)}
+        t = self.trainer.status() if self.trainer is not None else {}
+        out.update(num_gaussians=int(t.get("num_gaussians", 0)), training_state=str(t.get("state", "disabled")),
+                   training_iterations=int(t.get("iterations", 0)), training_loss=float(t.get("loss", float("nan"))),
+                   training_psnr_db=float(t.get("psnr", float("nan"))))
+        return out

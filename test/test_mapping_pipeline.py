@@ -1,0 +1,109 @@
+"""The ROS-free mapping loop on a synthetic scene with ground-truth-label semantics (real MiniLM text encoder)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lang3d_ros.config import Lang3DConfig, load_config
+from lang3d_ros.datasets.frame import Frame
+from lang3d_ros.geometry.boxes import iou_3d
+from lang3d_ros.geometry.camera import Intrinsics
+
+
+@pytest.fixture(scope="module")
+def scene_frames():
+    from lang3d_ros.datasets.synthetic import generate_scene, make_trajectory, render_frames
+
+    scene = generate_scene(seed=3, n_objects=8)
+    K = Intrinsics(131.25, 131.25, 79.5, 59.5, 160, 120)
+    poses = make_trajectory(scene, "orbit", n_frames=24, seed=0)
+    return scene, list(render_frames(scene, poses, K, noise=None, seed=0))
+
+
+def _config():
+    cfg = Lang3DConfig()
+    cfg.semantics.backend = "ground_truth"
+    cfg.semantics.gt_text_encoder = "minilm"
+    cfg.fusion.voxel_size_m = 0.03
+    cfg.fusion.device = "cpu"
+    cfg.mapping.train_gaussians = False
+    cfg.mapping.keyframes.min_translation_m = 0.3
+    return cfg
+
+
+def test_pipeline_maps_a_scene_and_grounds_its_objects(scene_frames):
+    from lang3d_ros.mapping.build import build_stack, ground_truth_tables
+
+    scene, frames = scene_frames
+    stack = build_stack(_config(), **ground_truth_tables(scene), start=True)
+    try:
+        for f in frames:
+            while not stack.pipeline.submit(f):  # replay as fast as the workers take frames
+                stack.pipeline.wait_idle(5)
+        assert stack.pipeline.wait_idle(120)
+        st = stack.pipeline.status()
+        assert st["frames_fused"] + st["frames_dropped"] >= len(frames) - st["frames_rejected"]
+        assert st["frames_rejected"] == 0 and st["keyframes"] >= 3 and st["num_points"] > 1000
+        # every large object that the cameras saw well is grounded by its label with a box that overlaps the truth
+        hits, tried = 0, 0
+        big = [o for o in scene.objects if np.prod(o.aabb.size) > 0.05]
+        for obj in big:
+            tried += 1
+            try:
+                found = stack.language_map.ground(obj.label, max_results=3)
+            except ValueError:
+                continue
+            same = [o for o in scene.objects if o.label == obj.label]
+            best = max((iou_3d(f.aabb or f.box.aabb(), g.aabb) for f in found for g in same), default=0.0)
+            hits += best >= 0.25
+        assert tried >= 2 and hits / tried >= 0.75, (hits, tried)
+    finally:
+        stack.pipeline.stop()
+
+
+def test_bad_frames_are_rejected_with_reasons_and_change_nothing(scene_frames):
+    from lang3d_ros.mapping.build import build_stack, ground_truth_tables
+
+    scene, frames = scene_frames
+    stack = build_stack(_config(), **ground_truth_tables(scene), start=False)
+    good = frames[0]
+    assert stack.pipeline.process_now(good) == ""
+    n0, v0 = stack.language_map.num_points, stack.language_map.version
+    bad_pose = good.T_world_cam.copy()
+    bad_pose[0, 0] = 3.0
+    bad = [
+        Frame(good.rgb, good.depth_m, good.intrinsics, bad_pose, good.stamp_ns + 1, 1),
+        Frame(good.rgb[:10], good.depth_m, good.intrinsics, good.T_world_cam, good.stamp_ns + 2, 2),
+        Frame(good.rgb, np.full_like(good.depth_m, np.nan), good.intrinsics, good.T_world_cam, good.stamp_ns + 3, 3),
+        Frame(good.rgb.astype(np.float32), good.depth_m, good.intrinsics, good.T_world_cam, good.stamp_ns + 4, 4),
+    ]
+    reasons = [stack.pipeline.process_now(f) for f in bad]
+    assert all(reasons), reasons
+    assert "rigid" in reasons[0] and "size" in reasons[1] or "differ" in reasons[1]
+    assert stack.language_map.num_points == n0 and stack.language_map.version == v0
+    assert stack.pipeline.status()["frames_rejected"] == 4
+    with pytest.raises(ValueError, match="empty"):
+        stack.language_map.ground("   ")
+    with pytest.raises(ValueError, match="at most"):
+        stack.language_map.ground("x" * 10_000)
+    with pytest.raises(ValueError, match="UTF-8"):
+        from lang3d_ros.mapping.language_map import check_query
+
+        check_query(b"\xff\xfe mug")
+    with pytest.raises(ValueError, match="level"):
+        stack.language_map.ground("mug", level="gigantic")
+
+
+def test_config_yaml_overrides_and_rejects_unknown_keys(tmp_path):
+    from lang3d_ros.config_base import ConfigError
+
+    p = tmp_path / "c.yaml"
+    p.write_text("/**:\n  ros__parameters:\n    fusion:\n      voxel_size_m: 0.05\n    mapping:\n      keyframes:\n        min_rotation_deg: 5\n")
+    cfg = load_config(p)
+    assert cfg.fusion.voxel_size_m == 0.05 and cfg.mapping.keyframes.min_rotation_deg == 5.0
+    p.write_text("/**:\n  ros__parameters:\n    fusion:\n      voxel_size: 0.05\n")
+    with pytest.raises(ConfigError, match="fusion: unknown key"):
+        load_config(p)
+    p.write_text("/**:\n  ros__parameters:\n    fusion:\n      voxel_size_m: fast\n")
+    with pytest.raises(ConfigError, match="fusion.voxel_size_m"):
+        load_config(p)
