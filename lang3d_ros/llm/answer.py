@@ -21,7 +21,7 @@ from lang3d_ros.llm.labels import LabelMatcher, TextEncoder
 from lang3d_ros.llm.parser import parse
 from lang3d_ros.llm.prompting import llm_request
 from lang3d_ros.llm.relations import is_on, validate_robot_pose
-from lang3d_ros.llm.request import Phrase, Request
+from lang3d_ros.llm.request import Phrase, Request, request_from_dict
 from lang3d_ros.llm.resolve import object_color, resolve
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,8 @@ class Reasoner:
                 note = f"model unavailable ({exc}); "
                 log.warning("LLM unavailable: %s", exc)
         req = parse(query)
+        if req is not None:
+            req = request_from_dict(req.to_dict())  # the parser's output meets the same schema and limits
         if req is None:
             raise ValueError(f"{note}could not understand {query!r}: name an object, e.g. 'the mug on the table'")
         return req, "parser", note

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from lang3d_ros.llm.colors import canonical_color
-from lang3d_ros.llm.labels import normalize_label
+from lang3d_ros.llm.labels import normalize_label, singular
 from lang3d_ros.llm.request import Phrase, Request, Step
 
 # multi-word cues first (longest match wins)
@@ -127,12 +127,17 @@ class _NP:
                 self.i += rel[1]
                 relation = rel[0]
                 if relation == "between":
+                    start = self.i
                     a = self.phrase(depth + 1)
-                    self.skip({"and"})
-                    b = self.phrase(depth + 1)
-                    if a is None or b is None:
-                        return None
-                    anchors = (a, b)
+                    plural = a is not None and any(w != singular(w) for w in self.w[start:self.i])
+                    if plural and (self.i >= len(self.w) or self.w[self.i] != "and"):
+                        anchors = (a, a)  # "between the tables": any two of them
+                    else:
+                        self.skip({"and"})
+                        b = self.phrase(depth + 1)
+                        if a is None or b is None:
+                            return None
+                        anchors = (a, b)
                 else:
                     a = self.phrase(depth + 1)
                     if a is None:
