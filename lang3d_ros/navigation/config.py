@@ -1,0 +1,42 @@
+"""Navigation parameters: occupancy grid from the map points, goal at a standoff, A* path."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class NavigationConfig:
+    """Heights are above the estimated floor. Standoff = distance from the robot centre to the nearest
+    point of the target box's footprint (its xy rectangle)."""
+
+    resolution_m: float = 0.05  # cell size
+    robot_radius_m: float = 0.3  # circumscribed radius used for inflation
+    obstacle_min_height_m: float = 0.05
+    obstacle_max_height_m: float = 1.5
+    floor_tolerance_m: float = 0.04  # |z - floor| below this is a floor observation
+    floor_z_m: float | None = None  # known floor height; None: estimate from a height histogram
+    floor_bin_m: float = 0.02
+    floor_min_fraction: float = 0.3  # floor = lowest height bin with >= this fraction of the fullest bin
+    min_points_per_cell: int = 2  # obstacle points needed to mark a cell occupied
+    fill_holes_cells: int = 1  # closing of the free mask: unknown gaps this many cells wide become free
+    margin_m: float = 0.5  # grid extends this far beyond the points
+    max_cells: int = 4_000_000
+    standoff_m: float = 0.6
+    standoff_tolerance_m: float = 0.15  # rings tried at standoff_m +- k * resolution_m up to this
+    ring_samples: int = 48
+    start_snap_m: float = 0.3  # a start inside inflation snaps to the nearest free cell this close
+    smooth_path: bool = True
+
+    def validate(self) -> None:
+        if self.resolution_m <= 0 or self.robot_radius_m < 0:
+            raise ValueError("resolution_m must be positive and robot_radius_m non-negative")
+        if not 0 <= self.obstacle_min_height_m < self.obstacle_max_height_m:
+            raise ValueError("need 0 <= obstacle_min_height_m < obstacle_max_height_m")
+        if self.floor_tolerance_m <= 0 or self.floor_bin_m <= 0 or not 0 < self.floor_min_fraction <= 1:
+            raise ValueError("floor_tolerance_m, floor_bin_m must be positive and floor_min_fraction in (0, 1]")
+        if self.floor_tolerance_m > self.obstacle_min_height_m:
+            raise ValueError("floor_tolerance_m must not exceed obstacle_min_height_m")
+        if self.min_points_per_cell < 1 or self.ring_samples < 4 or self.max_cells < 1 or self.fill_holes_cells < 0:
+            raise ValueError("min_points_per_cell >= 1, ring_samples >= 4, max_cells >= 1, fill_holes_cells >= 0 required")
+        if self.standoff_m <= 0 or self.standoff_tolerance_m < 0 or self.margin_m < 0 or self.start_snap_m < 0:
+            raise ValueError("standoff_m must be positive; standoff_tolerance_m, margin_m, start_snap_m non-negative")

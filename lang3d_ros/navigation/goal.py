@@ -1,0 +1,176 @@
+"""A goal pose next to an object and the path to it, for a Nav2 NavigateToPose request.
+
+Standoff: the distance from the robot centre to the nearest point of the target box's footprint (its
+gravity-aligned xy rectangle). Candidates lie on the curve at exactly that distance (the rectangle
+grown by the standoff, rounded corners), ``ring_samples`` of them evenly spaced along it; if none is
+traversable and reachable, rings at standoff +- k cells (up to ``standoff_tolerance_m``) are tried.
+Of the reachable candidates on the first ring that has any, the one with the shortest path wins; it
+faces the box centre. Paths are planned on the inflated grid (circular robot); heading changes,
+dynamics and moving obstacles are Nav2's job.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from lang3d_ros.geometry.boxes import Box3D
+from lang3d_ros.navigation.config import NavigationConfig
+from lang3d_ros.navigation.grid import OccupancyGrid, build_occupancy_grid, traversable_mask
+from lang3d_ros.navigation.planner import astar, cost_field, smooth_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NavigationResult:
+    """goal_pose: (x, y, yaw) map frame, or None on failure; path: waypoints (x, y, yaw) from the start
+    to the goal (yaw along the next segment, the goal's yaw last); path_cells: (M,2) (row, col) A* cells."""
+
+    success: bool
+    reason: str = ""
+    goal_pose: tuple[float, float, float] | None = None
+    path: list[tuple[float, float, float]] = field(default_factory=list)
+    path_cells: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
+    path_length_m: float = 0.0
+    standoff_m: float = float("nan")  # achieved distance from the goal to the box footprint
+    start_xy: tuple[float, float] | None = None  # start actually used (after snapping)
+
+
+def _footprint(box: Box3D) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> (centre (2,), half extents (2,), R (2,2) box->map) of a gravity-aligned box's footprint."""
+    if not box.is_gravity_aligned():
+        raise ValueError("target box must be gravity-aligned (rotation about z only)")
+    c, s = np.cos(box.yaw), np.sin(box.yaw)
+    return box.center[:2].copy(), box.size[:2] / 2.0, np.array([[c, -s], [s, c]])
+
+
+def distance_to_footprint(xy: np.ndarray, box: Box3D) -> np.ndarray:
+    """(N,2) map-frame xy -> (N,) distance (m) to the box's footprint rectangle (0 inside)."""
+    centre, half, R = _footprint(box)
+    local = (np.asarray(xy, dtype=np.float64).reshape(-1, 2) - centre) @ R
+    return np.linalg.norm(np.clip(np.abs(local) - half, 0.0, None), axis=1)
+
+
+def standoff_ring(box: Box3D, standoff_m: float, n: int) -> np.ndarray:
+    """(n,2) map-frame xy evenly spaced along the curve at standoff_m from the box footprint."""
+    if standoff_m <= 0 or n < 1:
+        raise ValueError("standoff_m must be positive and n >= 1")
+    centre, (hx, hy), R = _footprint(box)
+    arcs = []
+    for k, (sx, sy) in enumerate(((1, 1), (-1, 1), (-1, -1), (1, -1))):  # corners counter-clockwise
+        a = np.linspace(k * np.pi / 2, (k + 1) * np.pi / 2, 17)
+        arcs.append(np.column_stack([sx * hx + standoff_m * np.cos(a), sy * hy + standoff_m * np.sin(a)]))
+    poly = np.concatenate(arcs)
+    closed = np.vstack([poly, poly[:1]])
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(closed, axis=0), axis=1))])
+    t = np.arange(n) * (s[-1] / n)
+    local = np.column_stack([np.interp(t, s, closed[:, 0]), np.interp(t, s, closed[:, 1])])
+    return centre + local @ R.T
+
+
+def _snap_start(grid: OccupancyGrid, traversable: np.ndarray, start_xy: np.ndarray, snap_m: float):
+    """-> ((row, col), None) of a traversable start cell, or (None, reason)."""
+    ij = grid.xy_to_ij(start_xy)[0]
+    if not grid.in_bounds(ij)[0]:
+        return None, f"start ({start_xy[0]:.2f}, {start_xy[1]:.2f}) is outside the map"
+    if traversable[ij[0], ij[1]]:
+        return (int(ij[0]), int(ij[1])), None
+    if not traversable.any():
+        return None, "the map has no traversable cell"
+    dist, (ri, rj) = ndimage.distance_transform_edt(~traversable, return_indices=True)
+    if dist[ij[0], ij[1]] * grid.resolution_m > snap_m:
+        state = {-1: "unknown", 0: "inside the inflated obstacles", 100: "occupied"}[int(grid.data[ij[0], ij[1]])]
+        return None, f"start ({start_xy[0]:.2f}, {start_xy[1]:.2f}) is {state} and no free cell is within {snap_m:.2f} m"
+    return (int(ri[ij[0], ij[1]]), int(rj[ij[0], ij[1]])), None
+
+
+def _result_path(grid, cells, start_xy, goal_xy, goal_yaw, traversable, smooth):
+    keep = smooth_path(traversable, cells) if smooth else np.arange(len(cells))
+    xy = grid.ij_to_xy(cells[keep])
+    xy[0], xy[-1] = start_xy, goal_xy
+    if len(xy) >= 2 and np.allclose(xy[0], xy[1]):
+        xy = xy[1:]
+    yaw = np.append(np.arctan2(np.diff(xy[:, 1]), np.diff(xy[:, 0])), goal_yaw)
+    return [(float(x), float(y), float(a)) for (x, y), a in zip(xy, yaw)]
+
+
+def plan_to_object(
+    grid: OccupancyGrid,
+    box: Box3D,
+    start_xy,
+    config: NavigationConfig | None = None,
+    standoff_m: float | None = None,
+    traversable: np.ndarray | None = None,
+) -> NavigationResult:
+    """A free, reachable goal at the standoff from ``box`` facing its centre, and the path from start_xy (2,).
+
+    Bad input (non-finite start, non-gravity-aligned box, bad standoff) raises ValueError; an unreachable
+    target gives success False with the reason. ``traversable`` (H,W) may be passed to reuse inflation.
+    """
+    cfg = config or NavigationConfig()
+    cfg.validate()
+    start = np.asarray(start_xy, dtype=np.float64).reshape(-1)
+    if start.shape != (2,) or not np.all(np.isfinite(start)):
+        raise ValueError(f"start_xy must be 2 finite numbers, got {start_xy!r}")
+    standoff = cfg.standoff_m if standoff_m is None else float(standoff_m)
+    if not np.isfinite(standoff) or standoff <= 0:
+        raise ValueError(f"standoff_m must be positive, got {standoff}")
+    _footprint(box)
+    trav = traversable_mask(grid, cfg.robot_radius_m) if traversable is None else traversable
+    if trav.shape != grid.data.shape:
+        raise ValueError(f"traversable has shape {trav.shape}, grid {grid.data.shape}")
+    start_ij, reason = _snap_start(grid, trav, start, cfg.start_snap_m)
+    if start_ij is None:
+        return NavigationResult(False, reason)
+    costs = cost_field(trav, start_ij)
+    n_steps = int(np.floor(cfg.standoff_tolerance_m / cfg.resolution_m + 1e-9))
+    offsets = [0.0] + [s * k * cfg.resolution_m for k in range(1, n_steps + 1) for s in (1, -1)]
+    n_free = 0
+    for off in offsets:
+        radius = standoff + off
+        if radius <= 0:
+            continue
+        cand = standoff_ring(box, radius, cfg.ring_samples)
+        ij = grid.xy_to_ij(cand)
+        inside = grid.in_bounds(ij)
+        ok = np.zeros(len(cand), dtype=bool)
+        ok[inside] = trav[ij[inside, 0], ij[inside, 1]]
+        n_free += int(ok.sum())
+        c = np.full(len(cand), np.inf)
+        c[ok] = costs[ij[ok, 0], ij[ok, 1]]
+        if not np.isfinite(c).any():
+            continue
+        best = int(np.argmin(c))
+        goal_xy = cand[best]
+        goal_yaw = float(np.arctan2(box.center[1] - goal_xy[1], box.center[0] - goal_xy[0]))
+        cells = astar(trav, start_ij, ij[best])
+        if cells is None:  # cannot happen when the cost field says reachable; kept as a guard
+            return NavigationResult(False, "A* found no path to a goal the cost field reached")
+        path = _result_path(grid, cells, start, goal_xy, goal_yaw, trav, cfg.smooth_path)
+        length = float(sum(np.hypot(b[0] - a[0], b[1] - a[1]) for a, b in zip(path, path[1:])))
+        log.debug("goal at standoff %.2f m, path %d cells, %.2f m", radius, len(cells), length)
+        return NavigationResult(
+            True,
+            "",
+            (float(goal_xy[0]), float(goal_xy[1]), goal_yaw),
+            path,
+            cells,
+            length,
+            float(distance_to_footprint(goal_xy, box)[0]),
+            (float(start[0]), float(start[1])),
+        )
+    if n_free == 0:
+        reason = f"no free cell at {standoff:.2f} +- {cfg.standoff_tolerance_m:.2f} m around the object"
+    else:
+        reason = f"object unreachable: {n_free} free standoff candidates, none connected to the start"
+    return NavigationResult(False, reason, start_xy=(float(start[0]), float(start[1])))
+
+
+def navigate_to_object(points: np.ndarray, box: Box3D, start_xy, config: NavigationConfig | None = None,
+                       standoff_m: float | None = None) -> tuple[NavigationResult, OccupancyGrid]:
+    """Build the grid from the map's points (N,3), then plan_to_object. Returns (result, grid)."""
+    grid = build_occupancy_grid(points, config)
+    return plan_to_object(grid, box, start_xy, config, standoff_m), grid

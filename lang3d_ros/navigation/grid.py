@@ -1,0 +1,140 @@
+"""2D occupancy grid from the map's points, in nav_msgs/OccupancyGrid's layout (without importing ROS).
+
+The floor height comes from a height histogram (the lowest well-filled bin; the map frame is z up, so a
+tilted or multi-level floor is not handled). A cell is occupied when enough points lie in the obstacle
+band above the floor, free when floor points were seen in it (or it is a gap of at most
+``fill_holes_cells`` between such cells) and it is not occupied, unknown otherwise.
+Overhangs above the band are ignored; glass and other surfaces depth never saw stay unknown.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from lang3d_ros.navigation.config import NavigationConfig
+
+log = logging.getLogger(__name__)
+
+UNKNOWN, FREE, OCCUPIED = -1, 0, 100
+
+
+@dataclass(frozen=True)
+class OccupancyGrid:
+    """data (H,W) int8 indexed [row, col] = [iy, ix] from the origin corner; -1 unknown, 0 free, 100 occupied.
+    origin_xy: map-frame xy of the outer corner of cell (0, 0); cells are axis-aligned with the map."""
+
+    data: np.ndarray
+    resolution_m: float
+    origin_xy: np.ndarray
+    floor_z_m: float
+    frame_id: str = "map"
+
+    @property
+    def height(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.data.shape[1])
+
+    def xy_to_ij(self, xy: np.ndarray) -> np.ndarray:
+        """(N,2) map-frame xy -> (N,2) int64 (row, col); may be out of bounds (see in_bounds)."""
+        q = np.floor((np.asarray(xy, dtype=np.float64).reshape(-1, 2) - self.origin_xy) / self.resolution_m)
+        return q[:, ::-1].astype(np.int64)
+
+    def ij_to_xy(self, ij: np.ndarray) -> np.ndarray:
+        """(N,2) (row, col) -> (N,2) map-frame xy of the cell centres."""
+        ij = np.asarray(ij, dtype=np.float64).reshape(-1, 2)
+        return self.origin_xy + (ij[:, ::-1] + 0.5) * self.resolution_m
+
+    def in_bounds(self, ij: np.ndarray) -> np.ndarray:
+        ij = np.asarray(ij).reshape(-1, 2)
+        return (ij[:, 0] >= 0) & (ij[:, 0] < self.height) & (ij[:, 1] >= 0) & (ij[:, 1] < self.width)
+
+    def to_msg_fields(self) -> dict:
+        """Fields of nav_msgs/OccupancyGrid: info.resolution/width/height/origin and row-major int8 data."""
+        return {
+            "frame_id": self.frame_id,
+            "resolution": float(self.resolution_m),
+            "width": self.width,
+            "height": self.height,
+            "origin_position": (float(self.origin_xy[0]), float(self.origin_xy[1]), float(self.floor_z_m)),
+            "origin_orientation_xyzw": (0.0, 0.0, 0.0, 1.0),
+            "data": self.data.astype(np.int8).reshape(-1),
+        }
+
+
+def _check_points(points: np.ndarray) -> np.ndarray:
+    p = np.asarray(points)
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise ValueError(f"points must have shape (N, 3), got {p.shape}")
+    p = p.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(p)):
+        raise ValueError("points contain non-finite values")
+    if len(p) == 0:
+        raise ValueError("need at least one point to build an occupancy grid")
+    return p
+
+
+def estimate_floor_z(points: np.ndarray, config: NavigationConfig | None = None) -> float:
+    """points (N,3) -> floor height (m): median z of the lowest histogram bin (floor_bin_m wide) that holds
+    at least floor_min_fraction of the fullest bin's points, and of its two neighbours."""
+    cfg = config or NavigationConfig()
+    z = _check_points(points)[:, 2]
+    n_bins = max(1, int(np.ceil((z.max() - z.min()) / cfg.floor_bin_m)))
+    counts, edges = np.histogram(z, bins=n_bins)
+    k = int(np.flatnonzero(counts >= cfg.floor_min_fraction * counts.max())[0])
+    lo, hi = edges[max(k - 1, 0)], edges[min(k + 2, len(edges) - 1)]
+    return float(np.median(z[(z >= lo) & (z <= hi)]))
+
+
+def build_occupancy_grid(points: np.ndarray, config: NavigationConfig | None = None) -> OccupancyGrid:
+    """points (N,3) map frame -> OccupancyGrid covering their xy extent (plus margin_m).
+    Raises ValueError when the grid would exceed max_cells."""
+    cfg = config or NavigationConfig()
+    cfg.validate()
+    p = _check_points(points)
+    floor_z = cfg.floor_z_m if cfg.floor_z_m is not None else estimate_floor_z(p, cfg)
+    h = p[:, 2] - floor_z
+    used = p[(h >= -cfg.floor_tolerance_m) & (h <= cfg.obstacle_max_height_m)]
+    if len(used) == 0:
+        raise ValueError(f"no points between the floor ({floor_z:.2f} m) and the obstacle band's top")
+    res = cfg.resolution_m
+    origin = np.floor((used[:, :2].min(0) - cfg.margin_m) / res) * res
+    top = used[:, :2].max(0) + cfg.margin_m
+    W, H = (np.ceil((top - origin) / res).astype(np.int64) + 1).tolist()
+    if W * H > cfg.max_cells:
+        raise ValueError(f"grid of {W}x{H} cells exceeds max_cells={cfg.max_cells}; raise resolution_m or max_cells")
+    hu = used[:, 2] - floor_z
+    cols_rows = np.floor((used[:, :2] - origin) / res).astype(np.int64)
+    flat = cols_rows[:, 1] * W + cols_rows[:, 0]
+    floor_cells = np.bincount(flat[np.abs(hu) <= cfg.floor_tolerance_m], minlength=W * H)
+    band = (hu >= cfg.obstacle_min_height_m) & (hu <= cfg.obstacle_max_height_m)
+    obstacle_cells = np.bincount(flat[band], minlength=W * H)
+    free = (floor_cells > 0).reshape(H, W)
+    if cfg.fill_holes_cells > 0:  # sparse floors: close small unseen gaps; occupied stays occupied
+        free = ndimage.binary_closing(free, structure=np.ones((3, 3), bool), iterations=cfg.fill_holes_cells, border_value=0) | free
+    occupied = (obstacle_cells >= cfg.min_points_per_cell).reshape(H, W)
+    data = np.full((H, W), UNKNOWN, dtype=np.int8)
+    data[free] = FREE
+    data[occupied] = OCCUPIED
+    grid = OccupancyGrid(data, res, origin.astype(np.float64), floor_z)
+    log.debug("grid %dx%d at %.3f m, floor z %.3f m: %d free, %d occupied", W, H, res, floor_z,
+              int((data == FREE).sum()), int((data == OCCUPIED).sum()))
+    return grid
+
+
+def traversable_mask(grid: OccupancyGrid, robot_radius_m: float) -> np.ndarray:
+    """(H,W) bool: free cells whose centre is farther than robot_radius_m + sqrt(2) cells from every
+    occupied cell's centre (the inflation), so that any point of a traversable cell is at least
+    robot_radius_m from any point of an occupied cell. Unknown cells are never traversable."""
+    if robot_radius_m < 0:
+        raise ValueError("robot_radius_m must be non-negative")
+    occupied = grid.data == OCCUPIED
+    if not occupied.any():
+        return grid.data == FREE
+    dist_m = ndimage.distance_transform_edt(~occupied) * grid.resolution_m
+    return (grid.data == FREE) & (dist_m > robot_radius_m + np.sqrt(2.0) * grid.resolution_m)

@@ -1,0 +1,227 @@
+"""Occupancy grid, standoff goals and A* paths on rooms of known geometry."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from lang3d_ros.config_base import ConfigError, from_mapping
+from lang3d_ros.geometry.boxes import Box3D
+from lang3d_ros.grounding.synthetic_room import make_room, wall_points
+from lang3d_ros.navigation.config import NavigationConfig
+from lang3d_ros.navigation.goal import distance_to_footprint, navigate_to_object, plan_to_object, standoff_ring
+from lang3d_ros.navigation.grid import FREE, OCCUPIED, UNKNOWN, build_occupancy_grid, estimate_floor_z, traversable_mask
+from lang3d_ros.navigation.planner import astar, cost_field, line_of_sight, path_cost, smooth_path
+
+CFG = NavigationConfig()
+
+
+def obstacle_tree(points: np.ndarray, floor_z: float = 0.0) -> cKDTree:
+    h = points[:, 2] - floor_z
+    band = (h >= CFG.obstacle_min_height_m) & (h <= CFG.obstacle_max_height_m)
+    return cKDTree(points[band, :2])
+
+
+def check_result(res, box: Box3D, grid, points: np.ndarray, cfg: NavigationConfig = CFG) -> None:
+    """Every property a robot relies on, checked against the raw points, not the grid's own bookkeeping."""
+    assert res.success, res.reason
+    gx, gy, gyaw = res.goal_pose
+    tree = obstacle_tree(points, grid.floor_z_m)
+    clearance = cfg.robot_radius_m  # the inflation guarantees the full radius from every obstacle point
+    assert tree.query([gx, gy])[0] >= clearance  # collision-free
+    # standoff measured independently: distance to the box's footprint rectangle
+    local = Rotation.from_matrix(box.R_world_box).inv().apply([gx - box.center[0], gy - box.center[1], 0.0])[:2]
+    d = float(np.linalg.norm(np.clip(np.abs(local) - box.size[:2] / 2, 0, None)))
+    assert abs(d - cfg.standoff_m) <= 0.2 and res.standoff_m == pytest.approx(d)
+    want = np.arctan2(box.center[1] - gy, box.center[0] - gx)
+    assert abs(np.angle(np.exp(1j * (gyaw - want)))) < 1e-6  # facing the object
+    cells = res.path_cells
+    trav = traversable_mask(grid, cfg.robot_radius_m)
+    assert np.all(trav[cells[:, 0], cells[:, 1]])
+    assert np.all(np.abs(np.diff(cells, axis=0)).max(axis=1) == 1)  # consecutive cells 8-adjacent
+    assert tuple(cells[-1]) == tuple(grid.xy_to_ij([gx, gy])[0])
+    start_cell_xy = grid.ij_to_xy(cells[:1])[0]  # the start cell, snapped when the robot is in inflation
+    assert np.linalg.norm(start_cell_xy - res.start_xy) <= cfg.start_snap_m + cfg.resolution_m
+    assert np.all(tree.query(grid.ij_to_xy(cells))[0] >= clearance)
+    xy = np.array([(x, y) for x, y, _ in res.path])
+    assert np.allclose(xy[-1], [gx, gy]) and np.allclose(xy[0], res.start_xy)
+    snapped = not trav[tuple(grid.xy_to_ij(res.start_xy)[0])]
+    segments = list(zip(xy, xy[1:]))[1 if snapped else 0 :]  # a snapped start leaves inflation first
+    for a, b in segments:  # smoothed segments stay clear too
+        s = np.linspace(0, 1, max(2, int(np.linalg.norm(b - a) / 0.02)))[:, None]
+        assert np.all(tree.query(a + s * (b - a))[0] >= clearance)
+    assert res.path[-1][2] == pytest.approx(gyaw)
+    snap_m = float(np.linalg.norm(start_cell_xy - res.start_xy))
+    assert res.path_length_m <= path_cost(cells) * grid.resolution_m + snap_m + 2 * grid.resolution_m
+
+
+def test_goals_in_furnished_rooms_are_free_at_standoff_facing_and_connected():
+    for seed in range(3):
+        scene = make_room(seed, n_objects=4, noise_m=0.003)
+        grid = build_occupancy_grid(scene.points)
+        for box in scene.boxes:
+            res = plan_to_object(grid, box, (0.5, 0.5))
+            check_result(res, box, grid, scene.points)
+
+
+def test_goal_is_the_reachable_candidate_with_the_shortest_path():
+    scene = make_room(1, n_objects=3)
+    grid = build_occupancy_grid(scene.points)
+    trav = traversable_mask(grid, CFG.robot_radius_m)
+    box = scene.boxes[0]
+    for start in [(0.5, 0.5), (7.5, 5.5)]:
+        res = plan_to_object(grid, box, start, traversable=trav)
+        costs = cost_field(trav, grid.xy_to_ij(start)[0])
+        ring = grid.xy_to_ij(standoff_ring(box, CFG.standoff_m, CFG.ring_samples))
+        c = costs[ring[:, 0], ring[:, 1]]
+        c[~trav[ring[:, 0], ring[:, 1]]] = np.inf
+        assert path_cost(res.path_cells) == pytest.approx(c.min())
+
+
+def test_enclosed_object_is_unreachable_with_a_reason():
+    rng = np.random.default_rng(0)
+    scene = make_room(2, n_objects=2)
+    box = scene.boxes[0]
+    lo, hi = box.aabb().min_xyz[:2] - 1.2, box.aabb().max_xyz[:2] + 1.2  # free ring inside the enclosure
+    corners = [(lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])]
+    pen = np.concatenate([wall_points(corners[i], corners[(i + 1) % 4], 1.0, 0.03, rng) for i in range(4)])
+    pts = np.concatenate([scene.points, pen])
+    start = (0.5, 0.5)
+    assert not Box3D.from_min_max([*lo, 0], [*hi, 1]).contains(np.array([[*start, 0.5]]))[0]
+    res, grid = navigate_to_object(pts, box, start)
+    assert not res.success and "unreachable" in res.reason and res.goal_pose is None and res.path == []
+    # the enclosure's inside is free: a robot standing inside reaches the object
+    inside = standoff_ring(box, CFG.standoff_m + 0.3, 8)
+    trav = traversable_mask(grid, CFG.robot_radius_m)
+    ij = grid.xy_to_ij(inside)
+    start_in = inside[np.flatnonzero(trav[ij[:, 0], ij[:, 1]])[0]]
+    check_result(plan_to_object(grid, box, start_in), box, grid, pts)
+    # walls 0.1 m around an axis-aligned crate leave no free cell at 0.3 +- 0.05 m from it
+    crate = Box3D(np.array([4.0, 3.0, 0.3]), np.array([0.6, 0.6, 0.6]))
+    lo2, hi2 = crate.min_xyz[:2] - 0.1, crate.max_xyz[:2] + 0.1
+    c2 = [(lo2[0], lo2[1]), (hi2[0], lo2[1]), (hi2[0], hi2[1]), (lo2[0], hi2[1])]
+    tight = np.concatenate([wall_points(c2[i], c2[(i + 1) % 4], 1.0, 0.03, rng) for i in range(4)])
+    room = make_room(2, n_objects=0)
+    cfg = NavigationConfig(standoff_m=0.3, standoff_tolerance_m=0.05, robot_radius_m=0.3, start_snap_m=0.0)
+    res2, _ = navigate_to_object(np.concatenate([room.points, tight]), crate, start, cfg)
+    assert not res2.success and "no free cell" in res2.reason
+
+
+def test_start_outside_blocked_or_snapped():
+    scene = make_room(0, n_objects=2)
+    grid = build_occupancy_grid(scene.points)
+    box = scene.boxes[0]
+    res = plan_to_object(grid, box, (50.0, 50.0))
+    assert not res.success and "outside the map" in res.reason
+    res = plan_to_object(grid, box, tuple(box.center[:2]))  # inside the object
+    assert not res.success and "start" in res.reason
+    near_wall = (0.15, 2.5)  # inside the wall's inflation, 0.3 m from free space at most
+    res = plan_to_object(grid, box, near_wall)
+    check_result(res, box, grid, scene.points)
+
+
+def test_grid_layout_floor_and_msg_fields():
+    rng = np.random.default_rng(3)
+    scene = make_room(4, n_objects=2)
+    shift = np.array([0.0, 0.0, 0.3])  # floor at z = 0.3
+    below = rng.uniform([0, 0, -0.5], [8, 6, 0.2], (50, 3))  # a few stray points below the floor
+    pillar = np.column_stack([np.full(200, 6.52), np.full(200, 1.03), np.linspace(0.35, 1.0, 200)])
+    pts = np.concatenate([scene.points + shift, below, pillar])
+    assert estimate_floor_z(pts) == pytest.approx(0.3, abs=0.02)
+    grid = build_occupancy_grid(pts)
+    m = grid.to_msg_fields()
+    assert m["width"] == grid.width and m["height"] == grid.height and m["resolution"] == CFG.resolution_m
+    assert m["data"].dtype == np.int8 and m["data"].shape == (grid.width * grid.height,)
+    assert set(np.unique(m["data"])) == {UNKNOWN, FREE, OCCUPIED}
+    ox, oy, oz = m["origin_position"]
+    assert oz == pytest.approx(grid.floor_z_m) and m["origin_orientation_xyzw"] == (0.0, 0.0, 0.0, 1.0)
+    ix, iy = int((6.52 - ox) // CFG.resolution_m), int((1.03 - oy) // CFG.resolution_m)
+    assert m["data"][iy * m["width"] + ix] == OCCUPIED  # row-major from the origin, x fastest
+    assert m["data"][int((3.0 - oy) // 0.05) * m["width"] + int((4.0 - ox) // 0.05)] in (FREE, OCCUPIED)
+    assert m["data"][0] == UNKNOWN  # the margin outside the room was never seen
+    for i, box in enumerate(scene.boxes):  # furniture is occupied (or unseen under its top), never free
+        ij = grid.xy_to_ij(pts[: len(scene.points)][scene.instance_ids == i, :2])
+        states = grid.data[ij[:, 0], ij[:, 1]]
+        assert not np.any(states == FREE) and np.mean(states == OCCUPIED) > 0.8
+        c = grid.xy_to_ij(box.center[:2])[0]
+        assert grid.data[c[0], c[1]] != FREE
+    free_share = np.mean(grid.data[grid.xy_to_ij(scene.points[scene.instance_ids == -1, :2])[:, 0],
+                                   grid.xy_to_ij(scene.points[scene.instance_ids == -1, :2])[:, 1]] == FREE)
+    assert free_share > 0.9  # floor cells are free except next to walls and furniture
+    assert np.allclose(grid.ij_to_xy(grid.xy_to_ij([[1.01, 2.02]])), [[1.025, 2.025]], atol=1e-9)
+
+
+def test_traversable_mask_inflates_by_the_robot_radius():
+    from lang3d_ros.navigation.grid import OccupancyGrid
+
+    data = np.zeros((41, 41), dtype=np.int8)
+    data[20, 20] = OCCUPIED
+    data[0, :] = UNKNOWN
+    grid = OccupancyGrid(data, 0.05, np.zeros(2), 0.0)
+    trav = traversable_mask(grid, 0.3)
+    rr, cc = np.nonzero(~trav[1:, :])
+    d = np.hypot(rr + 1 - 20, cc - 20) * 0.05
+    assert d.max() <= 0.3 + np.sqrt(2) * 0.05 + 1e-9 and not trav[20, 27] and trav[20, 28]
+    assert not trav[0].any()
+    with pytest.raises(ValueError):
+        traversable_mask(grid, -1.0)
+
+
+def test_astar_matches_dijkstra_and_smoothing_keeps_line_of_sight():
+    rng = np.random.default_rng(0)
+    t = rng.random((40, 50)) > 0.3
+    for _ in range(25):
+        a, b = tuple(rng.integers(0, [40, 50])), tuple(rng.integers(0, [40, 50]))
+        t[a] = t[b] = True
+        costs = cost_field(t, a)
+        path = astar(t, a, b)
+        assert (path is None) == bool(np.isinf(costs[b]))
+        if path is not None:
+            assert path_cost(path) == pytest.approx(costs[b])
+            assert np.all(t[path[:, 0], path[:, 1]])
+            keep = smooth_path(t, path)
+            assert keep[0] == 0 and keep[-1] == len(path) - 1
+            assert all(line_of_sight(t, path[i], path[j]) for i, j in zip(keep, keep[1:]))
+    wall = np.ones((20, 20), dtype=bool)
+    wall[:, 10] = False
+    assert astar(wall, (5, 2), (5, 18)) is None and np.isinf(cost_field(wall, (5, 2))[5, 18])
+    assert not line_of_sight(wall, (5, 2), (5, 18))
+    with pytest.raises(ValueError):
+        astar(np.ones((3, 3)), (0, 0), (2, 2))
+
+
+def test_standoff_ring_is_at_the_standoff_and_evenly_spaced():
+    box = Box3D(np.array([1.0, -2.0, 0.4]), np.array([1.2, 0.5, 0.8]), Rotation.from_euler("z", 0.7).as_matrix())
+    ring = standoff_ring(box, 0.6, 64)
+    assert np.allclose(distance_to_footprint(ring, box), 0.6, atol=1e-3)
+    gaps = np.linalg.norm(np.diff(np.vstack([ring, ring[:1]]), axis=0), axis=1)
+    assert gaps.max() / gaps.min() < 1.05
+    tilted = Box3D(np.zeros(3), np.ones(3), Rotation.from_euler("x", 0.5).as_matrix())
+    with pytest.raises(ValueError, match="gravity-aligned"):
+        standoff_ring(tilted, 0.6, 8)
+
+
+def test_bad_input_and_config():
+    scene = make_room(0, n_objects=1)
+    grid = build_occupancy_grid(scene.points)
+    box = scene.boxes[0]
+    before = grid.data.copy()
+    for start in [(np.nan, 0.0), (1.0,), "here"]:
+        with pytest.raises(ValueError):
+            plan_to_object(grid, box, start)
+    with pytest.raises(ValueError, match="standoff"):
+        plan_to_object(grid, box, (0.5, 0.5), standoff_m=-0.1)
+    with pytest.raises(ValueError, match="shape"):
+        build_occupancy_grid(np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="max_cells"):
+        build_occupancy_grid(scene.points, NavigationConfig(resolution_m=0.001))
+    with pytest.raises(ValueError, match="at least one"):
+        build_occupancy_grid(np.zeros((0, 3)))
+    np.testing.assert_array_equal(grid.data, before)
+    cfg = from_mapping(NavigationConfig, {"robot_radius_m": 0.25, "floor_z_m": 0.1})
+    assert cfg.robot_radius_m == 0.25 and cfg.floor_z_m == 0.1
+    with pytest.raises(ConfigError):
+        from_mapping(NavigationConfig, {"obstacle_min_height_m": 2.0})
+    with pytest.raises(ConfigError, match="unknown"):
+        from_mapping(NavigationConfig, {"radius": 0.3})
