@@ -3,16 +3,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+CONFIDENCE_MODES = ("radial", "gradslam")
+
 
 @dataclass
 class FusionConfig:
-    sigma: float = 0.6  # confidence alpha = exp(-r^2 / (2 sigma^2)), r = normalised radial pixel distance
+    sigma: float = 0.6  # confidence alpha = exp(-r^2 / (2 sigma^2)); r depends on confidence_mode
+    # "radial": r = pixel distance from the principal point / half image diagonal (Keller et al. 2013);
+    # "gradslam": r = |p_cam| in metres, as gradSLAM's get_alpha computes it (far points get ~0 weight)
+    confidence_mode: str = "radial"
     dist_threshold_m: float = 0.05  # projective association distance gate
     angle_threshold_deg: float = 20.0  # projective association normal gate
     min_depth_m: float = 0.1
     max_depth_m: float = 8.0
     voxel_size_m: float = 0.01  # duplicate merge grid
-    max_points: int = 4_000_000  # hard cap; oldest unstable points go first
+    merge_duplicates: bool = True  # unmatched pixels landing in an occupied voxel fuse into its point
+    block_voxels: int = 16  # voxels per block edge (power of two <= 16) for frustum culling; block >= dist gate
+    index_delta_capacity: int = 262_144  # new index entries kept in the small sorted level before a merge
+    max_points: int = 4_000_000  # hard cap; lowest-confidence points go first
+    evict_fraction: float = 0.05  # at the cap, evict down to (1 - evict_fraction) * max_points at once
     stable_confidence: float = 1.5  # points below this after `prune_after_frames` frames are pruned
     prune_after_frames: int = 30
     device: str = "auto"  # auto | cpu | cuda
@@ -20,9 +29,20 @@ class FusionConfig:
     def validate(self) -> None:
         if self.sigma <= 0 or self.dist_threshold_m <= 0 or self.voxel_size_m <= 0:
             raise ValueError("sigma, dist_threshold_m and voxel_size_m must be positive")
+        if self.confidence_mode not in CONFIDENCE_MODES:
+            raise ValueError(f"confidence_mode must be one of {CONFIDENCE_MODES}, got {self.confidence_mode!r}")
         if not 0 < self.angle_threshold_deg <= 180:
             raise ValueError("angle_threshold_deg must be in (0, 180]")
         if not 0 <= self.min_depth_m < self.max_depth_m:
             raise ValueError("need 0 <= min_depth_m < max_depth_m")
         if self.max_points <= 0:
             raise ValueError("max_points must be positive")
+        bv = self.block_voxels
+        if bv < 1 or bv > 16 or bv & (bv - 1):
+            raise ValueError(f"block_voxels must be a power of two in [1, 16], got {bv}")
+        if bv * self.voxel_size_m < self.dist_threshold_m:
+            raise ValueError("block_voxels * voxel_size_m must be >= dist_threshold_m (frustum culling would miss matches)")
+        if self.index_delta_capacity <= 0 or self.prune_after_frames <= 0:
+            raise ValueError("index_delta_capacity and prune_after_frames must be positive")
+        if not 0 <= self.evict_fraction < 1:
+            raise ValueError("evict_fraction must be in [0, 1)")
