@@ -1,0 +1,641 @@
+"""Online PointFusion (gradSLAM / Keller et al. 2013) of RGB-D frames and 3-level language features.
+
+Per accepted frame: vertex and normal maps (``vertex.py``), confidence alpha per pixel, projective
+association of the map points near the frame into the live image (distance gate, normal-angle gate,
+many-to-one resolved by highest confidence, then smallest squared point-to-vertex distance, as gradSLAM),
+confidence-weighted running averages of position, normal, colour and per-level features, and new points
+for the pixels left over. Unlike gradSLAM:
+
+- Only points in blocks next to the frame's surface are touched (``voxel_index.py``): the blocks holding a
+  vertex of the frame, dilated by one block (>= the distance gate), are looked up in a sorted voxel hash.
+  Any point that can pass the distance gate is in that set, so association equals projecting the whole map,
+  at a cost that follows the frame, not the map.
+- Leftover pixels whose voxel (``voxel_size_m``) already owns a point fuse into it instead of adding a
+  duplicate (``merge_duplicates``); leftover pixels sharing a voxel make one point. A point's per-frame
+  sample is the alpha-weighted mean of its pixels with weight max(alpha), so confidence still counts
+  observations (a point seen in one frame has confidence <= 1 in "radial" mode).
+- Pixels whose right / lower neighbour has no depth take no part (their gradSLAM normal is meaningless);
+  fused normals are renormalised.
+- Points below ``stable_confidence`` ``prune_after_frames`` frames after their birth are pruned; above
+  ``max_points`` the lowest-confidence points are evicted. Map files keep no prune schedule.
+
+Language features: per level, pixels with seg_map -1 add nothing; a point's level weight grows only with
+covered pixels (``feature_weight(level)``), so uncovered frames never dilute its feature.
+Memory per point (``bytes_per_point``): 37 B of attributes (xyz, normal, colour, confidence float32,
+birth int32, alive bool, voxel key int64 = 69 B with the key) + 16 B of index = 85 B without features;
+plus 3 * (2 D + 4) B with 3-level float16 features of dim D (D = 512: 3157 B; D = 3: 115 B). Storage grows
+by 1.5x, so up to a third of the allocation may be unused. Not differentiable; no loop closure /
+deformation: a pose correction after the fact does not move fused points.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lang3d_ros.datasets.frame import Frame
+from lang3d_ros.fusion.config import FusionConfig
+from lang3d_ros.fusion.vertex import (
+    confidence_map,
+    normal_map,
+    normal_valid_mask,
+    pixel_rays,
+    resolve_device,
+    valid_depth_mask,
+)
+from lang3d_ros.fusion.voxel_index import LayeredIndex, VoxelKeys
+from lang3d_ros.geometry.camera import Intrinsics
+from lang3d_ros.grounding.objects import LEVELS
+from lang3d_ros.semantics.types import KeyframeSemantics
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+_GROWTH = 1.5
+_SCRATCH_EMPTY = 2**31 - 1
+
+
+@dataclass
+class FusionReport:
+    """Outcome of one ``PointMap.integrate`` call. A rejected frame (accepted False) changed nothing."""
+
+    accepted: bool
+    reason: str = ""
+    n_matched: int = 0  # pixels fused into a map point by projective association
+    n_new: int = 0  # points created
+    n_points: int = 0  # live points after the frame
+    n_pruned: int = 0  # points pruned (unstable) or evicted (cap) by this frame
+    time_ms: float = 0.0
+    n_merged: int = 0  # leftover pixels fused into the point owning their voxel
+    n_candidates: int = 0  # map points examined for association (frustum-culled set)
+
+
+class PointMap:
+    """A growing point map fused online from RGB-D frames and optional ``KeyframeSemantics``.
+
+    feature_dim: D of the language features, or None to take it from the first semantics given.
+    device: "auto" (CUDA when available), "cpu", "cuda", or a torch.device. feature_dtype: storage type of
+    features (float16 halves memory; arithmetic is float32). One map per thread: not thread-safe.
+    """
+
+    def __init__(
+        self,
+        config: FusionConfig | None = None,
+        feature_dim: int | None = None,
+        device: str | torch.device = "auto",
+        feature_dtype: torch.dtype = torch.float16,
+    ):
+        self.config = config if config is not None else FusionConfig()
+        self.config.validate()
+        if feature_dim is not None and int(feature_dim) <= 0:
+            raise ValueError(f"feature_dim must be positive or None, got {feature_dim}")
+        if not feature_dtype.is_floating_point:
+            raise ValueError(f"feature_dtype must be floating point, got {feature_dtype}")
+        self.device = resolve_device(device)
+        self.feature_dtype = feature_dtype
+        self._feature_dim = None if feature_dim is None else int(feature_dim)
+        self._keys = VoxelKeys(self.config.voxel_size_m, self.config.block_voxels)
+        self._cos_gate = math.cos(math.radians(self.config.angle_threshold_deg))
+        self._rays_cache: tuple[Intrinsics, torch.Tensor, torch.Tensor] | None = None
+        self._reset_storage(0)
+
+    # ------------------------------------------------------------------ storage
+    def _reset_storage(self, capacity: int) -> None:
+        dev = self.device
+        self._cap = int(capacity)
+        self._used = 0  # slots ever handed out (high-water mark)
+        self._xyz = torch.zeros(capacity, 3, device=dev)
+        self._nrm = torch.zeros(capacity, 3, device=dev)
+        self._rgb = torch.zeros(capacity, 3, device=dev)
+        self._conf = torch.zeros(capacity, device=dev)
+        self._key = torch.full((capacity,), -1, dtype=torch.int64, device=dev)
+        self._birth = torch.zeros(capacity, dtype=torch.int32, device=dev)
+        self._alive = torch.zeros(capacity, dtype=torch.bool, device=dev)
+        self._scratch = torch.full((capacity + 1,), _SCRATCH_EMPTY, dtype=torch.int32, device=dev)  # per-frame dedupe
+        self._feat: list[torch.Tensor] = []
+        self._fw: list[torch.Tensor] = []
+        if self._feature_dim is not None:
+            self._alloc_features()
+        self._free = torch.empty(0, dtype=torch.int64, device=dev)
+        self._n_alive = 0
+        self._frame_no = 0
+        self._births: deque[tuple[int, torch.Tensor]] = deque()
+        self._index = LayeredIndex(dev, self.config.index_delta_capacity)
+
+    def _alloc_features(self) -> None:
+        d = self._feature_dim
+        self._feat = [torch.zeros(self._cap, d, dtype=self.feature_dtype, device=self.device) for _ in LEVELS]
+        self._fw = [torch.zeros(self._cap, device=self.device) for _ in LEVELS]
+
+    def _grow(self, need: int) -> None:
+        if need <= self._cap:
+            return
+        new_cap = max(need, int(self._cap * _GROWTH) + 1024)
+
+        def grow(t: torch.Tensor, fill=0) -> torch.Tensor:
+            out = torch.full((new_cap, *t.shape[1:]), fill, dtype=t.dtype, device=t.device)
+            out[: t.shape[0]] = t
+            return out
+
+        self._xyz, self._nrm, self._rgb = grow(self._xyz), grow(self._nrm), grow(self._rgb)
+        self._conf, self._key, self._birth = grow(self._conf), grow(self._key, -1), grow(self._birth)
+        self._alive = grow(self._alive, False)
+        self._scratch = torch.full((new_cap + 1,), _SCRATCH_EMPTY, dtype=torch.int32, device=self.device)
+        self._feat = [grow(f) for f in self._feat]
+        self._fw = [grow(w) for w in self._fw]
+        self._cap = new_cap
+
+    def _allocate(self, n: int) -> torch.Tensor:
+        """n free slot ids (reusing pruned slots first)."""
+        k = min(n, int(self._free.numel()))
+        reused = self._free[self._free.numel() - k:]
+        self._free = self._free[: self._free.numel() - k]
+        fresh = torch.arange(self._used, self._used + n - k, device=self.device)
+        self._grow(self._used + n - k)
+        self._used += n - k
+        return torch.cat([reused, fresh])
+
+    def _kill(self, slots: torch.Tensor) -> None:
+        if slots.numel() == 0:
+            return
+        self._alive[slots] = False
+        self._conf[slots] = 0
+        for w in self._fw:
+            w[slots] = 0
+        self._free = torch.cat([self._free, slots])
+        self._n_alive -= int(slots.numel())
+
+    # ------------------------------------------------------------------ accessors
+    def _live(self) -> torch.Tensor:
+        return torch.nonzero(self._alive[: self._used]).squeeze(1)
+
+    @property
+    def num_points(self) -> int:
+        return self._n_alive
+
+    @property
+    def feature_dim(self) -> int | None:
+        return self._feature_dim
+
+    @property
+    def points_xyz(self) -> torch.Tensor:
+        """(N, 3) float32 map-frame positions of live points (slot order, same order as every accessor)."""
+        return self._xyz[self._live()]
+
+    @property
+    def normals(self) -> torch.Tensor:
+        """(N, 3) float32 unit normals (sign as gradSLAM: not oriented to any camera)."""
+        return self._nrm[self._live()]
+
+    @property
+    def colors(self) -> torch.Tensor:
+        """(N, 3) float32 RGB in [0, 1]."""
+        return self._rgb[self._live()]
+
+    @property
+    def confidence(self) -> torch.Tensor:
+        """(N,) float32 accumulated confidence (sum of per-frame alpha)."""
+        return self._conf[self._live()]
+
+    def features(self, level: int) -> torch.Tensor:
+        """(N, D) feature_dtype running mean of level ``level`` (0 subpart, 1 part, 2 whole); zeros if unseen."""
+        self._check_level(level)
+        return self._feat[level][self._live()]
+
+    def feature_weight(self, level: int) -> torch.Tensor:
+        """(N,) float32 accumulated weight of the level's feature (0: never covered by a mask)."""
+        self._check_level(level)
+        return self._fw[level][self._live()]
+
+    def _check_level(self, level: int) -> None:
+        if self._feature_dim is None:
+            raise ValueError("this map has no language features (feature_dim is None and no semantics seen)")
+        if not isinstance(level, (int, np.integer)) or not 0 <= int(level) < len(LEVELS):
+            raise ValueError(f"level must be 0..{len(LEVELS) - 1} ({LEVELS}), got {level!r}")
+
+    @property
+    def bytes_per_point(self) -> int:
+        """Bytes per live point: attributes + voxel key + index entry (+ 3 levels of features and weights)."""
+        b = 3 * 12 + 4 + 4 + 1 + 8 + 4 + 16
+        if self._feature_dim is not None:
+            elt = torch.empty(0, dtype=self.feature_dtype).element_size()
+            b += len(LEVELS) * (self._feature_dim * elt + 4)
+        return b
+
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        """Live points as numpy: points_xyz (N,3), normals (N,3), colors (N,3), confidence (N,), and when
+        features exist features (3, N, D) float32 and feature_weight (3, N)."""
+        live = self._live()
+        out = {
+            "points_xyz": self._xyz[live].cpu().numpy(),
+            "normals": self._nrm[live].cpu().numpy(),
+            "colors": self._rgb[live].cpu().numpy(),
+            "confidence": self._conf[live].cpu().numpy(),
+        }
+        if self._feature_dim is not None:
+            out["features"] = np.stack([f[live].float().cpu().numpy() for f in self._feat])
+            out["feature_weight"] = np.stack([w[live].cpu().numpy() for w in self._fw])
+        return out
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything needed to resume fusing, as numpy arrays (for map files)."""
+        live = self._live()
+        st = {
+            "version": np.array(STATE_VERSION),
+            "frame_count": np.array(self._frame_no, dtype=np.int64),
+            "feature_dim": np.array(-1 if self._feature_dim is None else self._feature_dim, dtype=np.int64),
+            "points_xyz": self._xyz[live].cpu().numpy(),
+            "normals": self._nrm[live].cpu().numpy(),
+            "colors": self._rgb[live].cpu().numpy(),
+            "confidence": self._conf[live].cpu().numpy(),
+            "birth_frame": self._birth[live].cpu().numpy(),
+        }
+        for i in range(len(self._feat)):
+            st[f"features_{i}"] = self._feat[i][live].cpu().numpy()
+            st[f"feature_weight_{i}"] = self._fw[i][live].cpu().numpy()
+        return st
+
+    def load_state_dict(self, state: dict) -> None:
+        """Replace the map by ``state`` (from ``state_dict``). Raises ValueError, map unchanged, if invalid."""
+        try:
+            version = int(np.asarray(state["version"]))
+            frame_count = int(np.asarray(state["frame_count"]))
+            fd = int(np.asarray(state["feature_dim"]))
+            arrs = {k: np.asarray(state[k]) for k in ("points_xyz", "normals", "colors", "confidence", "birth_frame")}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"fusion state is missing or has a malformed entry: {exc}") from exc
+        if version != STATE_VERSION:
+            raise ValueError(f"fusion state version {version} is not {STATE_VERSION}")
+        n = arrs["points_xyz"].shape[0]
+        for k in ("points_xyz", "normals", "colors"):
+            if arrs[k].shape != (n, 3):
+                raise ValueError(f"fusion state {k} has shape {arrs[k].shape}, expected ({n}, 3)")
+        for k in ("confidence", "birth_frame"):
+            if arrs[k].shape != (n,):
+                raise ValueError(f"fusion state {k} has shape {arrs[k].shape}, expected ({n},)")
+        if not all(np.all(np.isfinite(arrs[k])) for k in ("points_xyz", "normals", "colors", "confidence")):
+            raise ValueError("fusion state has non-finite values")
+        if fd == -1:
+            fd_new = self._feature_dim if "features_0" not in state else None
+        else:
+            fd_new = fd
+        feats = []
+        if fd != -1:
+            for i in range(len(LEVELS)):
+                f = np.asarray(state.get(f"features_{i}"))
+                w = np.asarray(state.get(f"feature_weight_{i}"))
+                if f.shape != (n, fd) or w.shape != (n,) or not np.all(np.isfinite(w)):
+                    raise ValueError(f"fusion state level {i} features {f.shape} / weights {w.shape} do not match ({n}, {fd})")
+                feats.append((f, w))
+        xyz = torch.from_numpy(np.ascontiguousarray(arrs["points_xyz"], dtype=np.float32)).to(self.device)
+        vc, ok = self._keys.voxel_coords(xyz)
+        if not bool(ok.all()):
+            raise ValueError("fusion state has points outside the keyable coordinate range")
+        # validated: replace
+        self._feature_dim = fd_new
+        self._reset_storage(n)
+        self._used = n
+        self._xyz[:] = xyz
+        self._nrm[:] = torch.from_numpy(arrs["normals"].astype(np.float32)).to(self.device)
+        self._rgb[:] = torch.from_numpy(arrs["colors"].astype(np.float32)).to(self.device)
+        self._conf[:] = torch.from_numpy(arrs["confidence"].astype(np.float32)).to(self.device)
+        self._birth[:] = torch.from_numpy(arrs["birth_frame"].astype(np.int32)).to(self.device)
+        self._alive[:] = True
+        self._key[:] = self._keys.keys(vc)
+        for i, (f, w) in enumerate(feats):
+            self._feat[i][:] = torch.from_numpy(f).to(self.device, self.feature_dtype)
+            self._fw[i][:] = torch.from_numpy(w.astype(np.float32)).to(self.device)
+        self._n_alive = n
+        self._frame_no = frame_count
+        self._index.rebuild(self._key[:n], torch.arange(n, device=self.device))
+
+    # ------------------------------------------------------------------ input checks
+    def _check(self, frame, semantics) -> str:
+        """'' when usable, else the reason. Reads only."""
+        if not isinstance(frame, Frame):
+            return f"expected a Frame, got {type(frame).__name__}"
+        try:
+            frame.validate()
+        except ValueError as exc:
+            return str(exc)
+        if not np.issubdtype(frame.depth_m.dtype, np.floating):
+            return f"depth_m must be float metres, got {frame.depth_m.dtype}"
+        if frame.height < 2 or frame.width < 2:
+            return f"image {frame.width}x{frame.height} too small for normals"
+        if semantics is None:
+            return ""
+        if not isinstance(semantics, KeyframeSemantics):
+            return f"semantics must be KeyframeSemantics, got {type(semantics).__name__}"
+        dims = set()
+        for name, lv in zip(LEVELS, semantics.levels):
+            seg, feats = np.asarray(lv.seg_map), np.asarray(lv.features)
+            if not np.issubdtype(seg.dtype, np.integer):
+                return f"semantics level {name}: seg_map must be integer, got {seg.dtype}"
+            try:
+                lv.validate(frame.height, frame.width)
+            except ValueError as exc:
+                return f"semantics level {name}: {exc}"
+            if seg.size and seg.min() < -1:
+                return f"semantics level {name}: seg_map has ids below -1"
+            if not np.all(np.isfinite(feats)):
+                return f"semantics level {name}: features are not finite"
+            dims.add(int(feats.shape[1]))
+        if len(dims) != 1:
+            return f"semantics levels have different feature dims {sorted(dims)}"
+        d = dims.pop()
+        if self._feature_dim is not None and d != self._feature_dim:
+            return f"semantics feature dim {d} != map feature_dim {self._feature_dim}"
+        return ""
+
+    # ------------------------------------------------------------------ integrate
+    def integrate(self, frame: Frame, semantics: KeyframeSemantics | None = None) -> FusionReport:
+        """Fuse one frame (and its semantics). Bad input -> FusionReport(accepted=False, reason), map unchanged."""
+        t0 = time.perf_counter()
+        reason = self._check(frame, semantics)
+        if reason:
+            logger.warning("fusion rejected frame %s: %s", getattr(frame, "index", "?"), reason)
+            return FusionReport(False, reason, n_points=self._n_alive, time_ms=(time.perf_counter() - t0) * 1e3)
+        obs = self._observe(frame, semantics)
+        if obs is None:
+            reason = "no valid depth pixels (all zero, NaN, Inf, negative or out of range)"
+            logger.warning("fusion rejected frame %s: %s", frame.index, reason)
+            return FusionReport(False, reason, n_points=self._n_alive, time_ms=(time.perf_counter() - t0) * 1e3)
+        rep = self._fuse(obs)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        rep.time_ms = (time.perf_counter() - t0) * 1e3
+        return rep
+
+    def _rays(self, intr: Intrinsics) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._rays_cache is None or self._rays_cache[0] != intr:
+            rays = pixel_rays(intr, self.device)
+            v = torch.cat([rays, torch.ones_like(rays[..., :1])], -1)
+            alpha = confidence_map(v, intr, self.config.sigma, "radial")
+            self._rays_cache = (intr, rays, alpha)
+        return self._rays_cache[1], self._rays_cache[2]
+
+    def _observe(self, frame: Frame, semantics: KeyframeSemantics | None) -> dict | None:
+        """Per-pixel world samples on the full (H*W) grid; None when no pixel is usable. Changes no map state."""
+        cfg, dev, intr = self.config, self.device, frame.intrinsics
+        h, w = frame.height, frame.width
+        rays, alpha_radial = self._rays(intr)
+        depth = torch.from_numpy(np.ascontiguousarray(frame.depth_m)).to(dev, torch.float32)
+        valid = valid_depth_mask(depth, cfg.min_depth_m, cfg.max_depth_m)
+        z = torch.where(valid, depth, torch.zeros((), device=dev))
+        verts = torch.cat([rays * z[..., None], z[..., None]], -1)
+        nrm = normal_map(verts)
+        use = (normal_valid_mask(valid) & (nrm != 0).any(-1)).reshape(-1)
+        T = torch.from_numpy(np.asarray(frame.T_world_cam, dtype=np.float64)).to(dev)
+        R, t = T[:3, :3].to(torch.float32), T[:3, 3].to(torch.float32)
+        vw = torch.addmm(t, verts.reshape(-1, 3), R.T)
+        nw = nrm.reshape(-1, 3) @ R.T
+        # keyable range: one bounding-box test, per-pixel only when the box leaves the range
+        big = self._keys.voxel_size_m * (self._keys.offset - 2)
+        lo = torch.where(use[:, None], vw, torch.full((), math.inf, device=dev)).amin(0)
+        hi = torch.where(use[:, None], vw, torch.full((), -math.inf, device=dev)).amax(0)
+        if not bool(torch.isfinite(lo).all()):
+            return None  # no usable pixel
+        if bool((lo < -big).any() or (hi > big).any()):
+            use &= (vw.abs() < big).all(-1)
+            if not bool(use.any()):
+                return None
+            lo = torch.where(use[:, None], vw, torch.full((), math.inf, device=dev)).amin(0)
+            hi = torch.where(use[:, None], vw, torch.full((), -math.inf, device=dev)).amax(0)
+        if cfg.confidence_mode == "radial":
+            alpha = alpha_radial.reshape(-1)
+        else:
+            alpha = confidence_map(verts, intr, cfg.sigma, "gradslam").reshape(-1)
+        rgb = torch.from_numpy(np.ascontiguousarray(frame.rgb)).to(dev).reshape(-1, 3)
+        sem = None
+        if semantics is not None:
+            sem = []
+            for lv in semantics.levels:
+                seg = torch.from_numpy(np.ascontiguousarray(lv.seg_map, dtype=np.int64)).to(dev).reshape(-1)
+                feats = torch.from_numpy(np.ascontiguousarray(lv.features, dtype=np.float32)).to(dev)
+                sem.append((seg, feats))
+        return dict(h=h, w=w, intr=intr, R=R, t=t, use=use, vw=vw, nw=nw, alpha=alpha, rgb=rgb, sem=sem, lo=lo, hi=hi)
+
+    def _candidate_blocks(self, o: dict) -> torch.Tensor:
+        """Block keys of the blocks holding a used pixel's point, dilated by one block (26-neighbourhood)."""
+        kb, use, dev = self._keys, o["use"], self.device
+        bs = kb.voxel_size_m * (1 << kb.local_bits)
+        blo = torch.floor(o["lo"] / bs) - 1
+        bhi = torch.floor(o["hi"] / bs) + 1
+        dims = (bhi - blo + 1).to(torch.int64).tolist()
+        ncell = dims[0] * dims[1] * dims[2]
+        if ncell <= 8_000_000:
+            rel = (torch.floor(o["vw"] / bs) - blo).to(torch.int64)
+            lin = (rel[:, 0] * dims[1] + rel[:, 1]) * dims[2] + rel[:, 2]
+            lin = torch.where(use, lin, torch.full((), ncell, dtype=torch.int64, device=dev))
+            occ = torch.zeros(ncell + 1, dtype=torch.bool, device=dev)
+            occ[lin] = True
+            occ = occ[:ncell].view(dims)
+            for ax in range(3):  # separable 3x3x3 dilation
+                n = dims[ax]
+                d = occ.clone()
+                d.narrow(ax, 1, n - 1).logical_or_(occ.narrow(ax, 0, n - 1))
+                d.narrow(ax, 0, n - 1).logical_or_(occ.narrow(ax, 1, n - 1))
+                occ = d
+            cells = torch.nonzero(occ) + blo.to(torch.int64)
+        else:  # very spread-out frame: unique blocks, then the 27 offsets
+            ub = torch.unique(torch.floor(o["vw"][use] / bs).to(torch.int64), dim=0)
+            off = torch.stack(torch.meshgrid(*[torch.arange(-1, 2, device=dev)] * 3, indexing="ij"), -1)
+            cells = torch.unique((ub[:, None, :] + off.reshape(1, 27, 3)).reshape(-1, 3), dim=0)
+        cells = cells + (1 << (kb.block_bits - 1))  # shifted block coords
+        cells = cells[((cells >= 0) & (cells < (1 << kb.block_bits))).all(-1)]
+        return kb.block_keys(cells)
+
+    def _fuse(self, o: dict) -> FusionReport:
+        cfg, dev = self.config, self.device
+        use, vw, nw, alpha = o["use"], o["vw"], o["nw"], o["alpha"]
+        hw = use.numel()
+        target = torch.full((hw,), -1, dtype=torch.int64, device=dev)  # slot, -(2 + new id), or -1 unused
+        n_cand = 0
+        if self._n_alive > 0:
+            ckey, cand = self._index.gather_blocks(self._candidate_blocks(o), self._keys.shift)
+            if cand.numel():
+                cand = cand[self._alive[cand] & (self._key[cand] == ckey)]
+            n_cand = int(cand.numel())
+            if n_cand:
+                self._associate(o, cand, target)
+        n_matched = int((target >= 0).sum()) if n_cand else 0
+
+        # leftover pixels: fuse into the point owning their voxel, or group them into new points
+        left = torch.nonzero(use & (target < 0)).squeeze(1)
+        n_merged = n_new = 0
+        new_keys = None
+        if left.numel():
+            lk = self._keys.keys(self._keys.voxel_coords(vw[left])[0])
+            if cfg.merge_duplicates and self._n_alive > 0:
+                owner = self._index.find(lk)
+                oc = owner.clamp(min=0)
+                has = (owner >= 0) & self._alive[oc] & (self._key[oc] == lk)
+                target[left[has]] = owner[has]
+                n_merged = int(has.sum())
+                keep = ~has
+                left, lk = left[keep], lk[keep]
+            if left.numel():
+                if cfg.merge_duplicates:
+                    new_keys, inv = torch.unique(lk, sorted=True, return_inverse=True)
+                    target[left] = -(2 + inv)
+                else:
+                    new_keys, order = torch.sort(lk, stable=True)
+                    target[left[order]] = -(2 + torch.arange(left.numel(), device=dev))
+                n_new = int(new_keys.numel())
+
+        # dense target ids: existing slots first (deduplicated through the per-slot scratch), then new, then a
+        # dummy row for unused pixels
+        is_old = target >= 0
+        tslot = torch.where(is_old, target, torch.full((), self._cap, dtype=torch.int64, device=dev))
+        pos = torch.arange(hw, dtype=torch.int32, device=dev)
+        self._scratch.scatter_reduce_(0, tslot, pos, "amin", include_self=True)
+        first = self._scratch[tslot].to(torch.int64)
+        is_first = (first == pos) & is_old
+        uslots = target[is_first]
+        n_old = int(uslots.numel())
+        self._scratch[uslots] = _SCRATCH_EMPTY
+        self._scratch[self._cap] = _SCRATCH_EMPTY
+        dense = torch.cumsum(is_first.to(torch.int64), 0) - 1
+        n_t = n_old + n_new
+        tid = torch.where(is_old, dense[first], torch.where(target <= -2, n_old - 2 - target, n_t))
+        wsum = torch.zeros(n_t + 1, device=dev).index_add_(0, tid, alpha)[:n_t]
+        wmax = torch.zeros(n_t + 1, device=dev).scatter_reduce_(0, tid, alpha, "amax", include_self=True)[:n_t]
+        av = torch.cat([vw, nw, o["rgb"].to(torch.float32) * (1.0 / 255.0)], 1) * alpha[:, None]  # (HW, 9)
+        mean = torch.zeros(n_t + 1, 9, device=dev).index_add_(0, tid, av)[:n_t] / wsum[:, None]
+        fmean = self._feature_sums(o, tid, n_t) if o["sem"] is not None else []
+
+        # update existing points: c <- c + w, x <- (c x + w x_frame) / (c + w)
+        if n_old:
+            w_f = wmax[:n_old]
+            cn = self._conf[uslots] + w_f
+            b = (w_f / cn)[:, None]
+            m = mean[:n_old]
+            self._xyz[uslots] += b * (m[:, 0:3] - self._xyz[uslots])
+            nrm = self._nrm[uslots]
+            nrm += b * (m[:, 3:6] - nrm)
+            self._nrm[uslots] = nrm / nrm.norm(dim=1, keepdim=True).clamp(min=1e-12)
+            self._rgb[uslots] += b * (m[:, 6:9] - self._rgb[uslots])
+            self._conf[uslots] = cn
+            for lvl, (ws, fs) in enumerate(fmean):
+                cov = torch.nonzero(ws[:n_old] > 0).squeeze(1)
+                if cov.numel() == 0:
+                    continue
+                s = uslots[cov]
+                wl = w_f[cov] * ws[cov] / wsum[cov]
+                fwn = self._fw[lvl][s] + wl
+                f = self._feat[lvl][s].to(torch.float32)
+                f += (wl / fwn)[:, None] * (fs[cov] / ws[cov, None] - f)
+                self._feat[lvl][s] = f.to(self.feature_dtype)
+                self._fw[lvl][s] = fwn
+
+        # new points
+        if n_new:
+            slots = self._allocate(n_new)
+            nm = mean[n_old:]
+            self._xyz[slots] = nm[:, 0:3]
+            self._nrm[slots] = nm[:, 3:6] / nm[:, 3:6].norm(dim=1, keepdim=True).clamp(min=1e-12)
+            self._rgb[slots] = nm[:, 6:9]
+            self._conf[slots] = wmax[n_old:]
+            self._key[slots] = new_keys
+            self._birth[slots] = self._frame_no
+            self._alive[slots] = True
+            for lvl in range(len(self._feat)):
+                self._feat[lvl][slots] = 0
+                self._fw[lvl][slots] = 0
+                if fmean:
+                    ws, fs = fmean[lvl]
+                    cov = torch.nonzero(ws[n_old:] > 0).squeeze(1)
+                    s = slots[cov]
+                    self._feat[lvl][s] = (fs[n_old + cov] / ws[n_old + cov, None]).to(self.feature_dtype)
+                    self._fw[lvl][s] = wmax[n_old + cov] * ws[n_old + cov] / wsum[n_old + cov]
+            self._n_alive += n_new
+            self._index.insert(new_keys, slots, self._key, self._alive)
+            self._births.append((self._frame_no, slots))
+
+        n_pruned = self._prune() + self._evict()
+        self._frame_no += 1
+        return FusionReport(
+            True, "", n_matched=n_matched, n_new=n_new, n_points=self._n_alive, n_pruned=n_pruned,
+            n_merged=n_merged, n_candidates=n_cand,
+        )
+
+    def _feature_sums(self, o: dict, tid: torch.Tensor, n_t: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per level: (n_t,) alpha mass of mask-covered pixels and (n_t, D) alpha-weighted feature sums."""
+        if self._feature_dim is None:
+            self._feature_dim = int(o["sem"][0][1].shape[1])
+            self._alloc_features()
+        out = []
+        for seg, feats in o["sem"]:
+            cov = torch.nonzero(o["use"] & (seg >= 0)).squeeze(1)
+            t, sg, a = tid[cov], seg[cov], o["alpha"][cov]
+            ws = torch.zeros(n_t, device=self.device).index_add_(0, t, a)
+            if feats.shape[1] > 16 and cov.numel():  # reduce (point, mask) pairs first: D-wide work per pair
+                pair, inv = torch.unique(t * feats.shape[0] + sg, return_inverse=True)
+                pw = torch.zeros(pair.numel(), device=self.device).index_add_(0, inv, a)
+                t, sg, a = pair // feats.shape[0], pair % feats.shape[0], pw
+            fs = torch.zeros(n_t, feats.shape[1], device=self.device).index_add_(0, t, feats[sg] * a[:, None])
+            out.append((ws, fs))
+        return out
+
+    def _associate(self, o: dict, cand: torch.Tensor, target: torch.Tensor) -> None:
+        """Projective association (gradSLAM): target[pixel] = the map point the pixel wins, (H*W,) in place."""
+        h, w, intr = o["h"], o["w"], o["intr"]
+        dev = target.device
+        p = self._xyz[cand]
+        pc = (p - o["t"]) @ o["R"]  # R^T (p - t)
+        z = pc[:, 2]
+        zs = torch.where(z > 0, z, torch.ones_like(z))
+        u = pc[:, 0] / zs * float(intr.fx) + float(intr.cx)
+        v = pc[:, 1] / zs * float(intr.fy) + float(intr.cy)
+        ok = (z > 0) & (u > -1e-3) & (u < w - 0.999) & (v > -1e-3) & (v < h - 0.999)
+        q = torch.round(v).to(torch.int64).clamp_(0, h - 1) * w + torch.round(u).to(torch.int64).clamp_(0, w - 1)
+        ok &= o["use"][q]
+        d2 = ((p - o["vw"][q]) ** 2).sum(1)
+        dot = (self._nrm[cand] * o["nw"][q]).sum(1)
+        ok &= (d2 < self.config.dist_threshold_m ** 2) & (dot > self._cos_gate)
+        sel = torch.nonzero(ok).squeeze(1)
+        if sel.numel() == 0:
+            return
+        cs, qs, d2s = cand[sel], q[sel], d2[sel]
+        hw = target.numel()
+        conf = self._conf[cs]
+        best = torch.full((hw,), -1.0, device=dev).scatter_reduce_(0, qs, conf, "amax", include_self=True)
+        k = torch.nonzero(conf == best[qs]).squeeze(1)
+        cs, qs, d2s = cs[k], qs[k], d2s[k]
+        bd = torch.full((hw,), math.inf, device=dev).scatter_reduce_(0, qs, d2s, "amin", include_self=True)
+        k = torch.nonzero(d2s == bd[qs]).squeeze(1)
+        cs, qs = cs[k], qs[k]
+        order = torch.arange(cs.numel(), device=dev)
+        first = torch.full((hw,), cs.numel(), dtype=torch.int64, device=dev).scatter_reduce_(
+            0, qs, order, "amin", include_self=True)
+        k = first[qs] == order
+        target[qs[k]] = cs[k]
+
+    # ------------------------------------------------------------------ bounded memory
+    def _prune(self) -> int:
+        """Prune points born ``prune_after_frames`` frames ago that are still below ``stable_confidence``."""
+        n = 0
+        while self._births and self._births[0][0] <= self._frame_no - self.config.prune_after_frames:
+            born, slots = self._births.popleft()
+            k = self._alive[slots] & (self._birth[slots] == born) & (self._conf[slots] < self.config.stable_confidence)
+            dead = slots[k]
+            self._kill(dead)
+            n += int(dead.numel())
+        return n
+
+    def _evict(self) -> int:
+        """Above max_points: drop the lowest-confidence points down to (1 - evict_fraction) * max_points."""
+        cfg = self.config
+        if self._n_alive <= cfg.max_points:
+            return 0
+        target = int(cfg.max_points * (1.0 - cfg.evict_fraction))
+        k = self._n_alive - target
+        live = self._live()
+        victims = live[torch.topk(self._conf[live], k, largest=False).indices]
+        self._kill(victims)
+        return k

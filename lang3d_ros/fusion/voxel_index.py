@@ -1,0 +1,149 @@
+"""Spatial hash of map points: 64-bit voxel keys in sorted arrays (torch, any device).
+
+A key packs a point's voxel into ``block | local`` bits: the block (``block_voxels`` voxels per edge) in the
+high bits, the voxel inside the block in the low ``3 * log2(block_voxels)`` bits. So one sorted array answers
+both questions PointFusion asks: "which point owns this voxel" (``find``) and "which points lie in these
+blocks" (``gather_blocks``: one contiguous range per block).
+
+``LayeredIndex`` is a small log-structured merge: new entries go into a small sorted ``delta`` level
+(O(delta) per insert); when it outgrows its capacity it merges into ``main`` (O(N), amortised over many
+frames). Entries are never edited: an entry is live only while ``slot_key[slot] == key`` and
+``alive[slot]``, so pruned or reused slots need no index update; stale entries are dropped at merges.
+Coordinates outside +-2^(bits-1) blocks (about +-5 km at 1 cm voxels, 16-voxel blocks) cannot be keyed.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class VoxelKeys:
+    """Voxel / block key arithmetic for one grid (voxel_size_m, block_voxels a power of two <= 16)."""
+
+    def __init__(self, voxel_size_m: float, block_voxels: int):
+        self.voxel_size_m = float(voxel_size_m)
+        self.local_bits = int(block_voxels).bit_length() - 1  # per axis
+        self.block_bits = (62 - 3 * self.local_bits) // 3  # per axis
+        self.offset = (1 << (self.block_bits - 1)) << self.local_bits  # voxel offset making coords >= 0
+        self.limit = (1 << self.block_bits) << self.local_bits
+        self.shift = 3 * self.local_bits  # key >> shift == block key
+
+    def voxel_coords(self, points_xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3) float points -> (N, 3) int64 shifted voxel coords, (N,) bool inside the keyable range."""
+        c = torch.floor(points_xyz / self.voxel_size_m)
+        ok = torch.isfinite(c).all(-1) & (c > -self.offset).all(-1) & (c < self.limit - self.offset - 1).all(-1)
+        c = torch.where(ok[:, None], c, torch.zeros((), dtype=c.dtype, device=c.device))
+        return c.to(torch.int64) + self.offset, ok
+
+    def keys(self, vc: torch.Tensor) -> torch.Tensor:
+        """(N, 3) shifted voxel coords -> (N,) int64 keys."""
+        lb, bb = self.local_bits, self.block_bits
+        b = vc >> lb
+        loc = vc & ((1 << lb) - 1)
+        block = (((b[:, 0] << bb) | b[:, 1]) << bb) | b[:, 2]
+        local = (((loc[:, 0] << lb) | loc[:, 1]) << lb) | loc[:, 2]
+        return (block << self.shift) | local
+
+    def block_keys(self, bc: torch.Tensor) -> torch.Tensor:
+        """(N, 3) int64 block coords -> (N,) block keys (key >> shift)."""
+        bb = self.block_bits
+        return (((bc[:, 0] << bb) | bc[:, 1]) << bb) | bc[:, 2]
+
+
+class SortedLevel:
+    """One sorted level: keys (N,) int64 ascending, slots (N,) int64; equal keys keep insertion order."""
+
+    def __init__(self, device: torch.device):
+        self.keys = torch.empty(0, dtype=torch.int64, device=device)
+        self.slots = torch.empty(0, dtype=torch.int64, device=device)
+
+    def __len__(self) -> int:
+        return int(self.keys.numel())
+
+    def find(self, q: torch.Tensor) -> torch.Tensor:
+        """(Q,) keys -> (Q,) slot of the newest entry with that key, -1 where none (liveness not checked)."""
+        if len(self) == 0 or q.numel() == 0:
+            return torch.full_like(q, -1)
+        pos = torch.searchsorted(self.keys, q, right=True) - 1
+        posc = pos.clamp(min=0)
+        hit = (pos >= 0) & (self.keys[posc] == q)
+        return torch.where(hit, self.slots[posc], torch.full_like(q, -1))
+
+    def gather_blocks(self, block_keys: torch.Tensor, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) block keys -> (keys, slots) of every entry whose key lies in one of those blocks."""
+        if len(self) == 0 or block_keys.numel() == 0:
+            return self.keys[:0], self.slots[:0]
+        lo = torch.searchsorted(self.keys, block_keys << shift)
+        hi = torch.searchsorted(self.keys, (block_keys + 1) << shift)
+        counts = hi - lo
+        total = int(counts.sum())
+        if total == 0:
+            return self.keys[:0], self.slots[:0]
+        starts = torch.repeat_interleave(lo - (torch.cumsum(counts, 0) - counts), counts)
+        pos = starts + torch.arange(total, device=lo.device)
+        return self.keys[pos], self.slots[pos]
+
+    def merged(self, keys: torch.Tensor, slots: torch.Tensor) -> "SortedLevel":
+        """A new level with (keys ascending, slots) inserted after any equal existing keys; O(N + n)."""
+        out = SortedLevel(self.keys.device)
+        n, m = len(self), int(keys.numel())
+        if m == 0:
+            out.keys, out.slots = self.keys, self.slots
+            return out
+        pos_new = torch.searchsorted(self.keys, keys, right=True) + torch.arange(m, device=keys.device)
+        is_new = torch.zeros(n + m, dtype=torch.bool, device=keys.device)
+        is_new[pos_new] = True
+        out.keys = torch.empty(n + m, dtype=torch.int64, device=keys.device)
+        out.slots = torch.empty(n + m, dtype=torch.int64, device=keys.device)
+        out.keys[pos_new] = keys
+        out.slots[pos_new] = slots
+        out.keys[~is_new] = self.keys
+        out.slots[~is_new] = self.slots
+        return out
+
+    def compacted(self, slot_key: torch.Tensor, alive: torch.Tensor) -> "SortedLevel":
+        """Drop entries whose slot is dead or now holds another key."""
+        out = SortedLevel(self.keys.device)
+        live = alive[self.slots] & (slot_key[self.slots] == self.keys)
+        out.keys, out.slots = self.keys[live], self.slots[live]
+        return out
+
+
+class LayeredIndex:
+    """main + delta sorted levels; ``find`` prefers delta (newer). Callers check liveness of returned slots."""
+
+    def __init__(self, device: torch.device, delta_capacity: int):
+        self.device = device
+        self.delta_capacity = int(delta_capacity)
+        self.main = SortedLevel(device)
+        self.delta = SortedLevel(device)
+
+    def __len__(self) -> int:
+        return len(self.main) + len(self.delta)
+
+    def find(self, q: torch.Tensor) -> torch.Tensor:
+        s = self.delta.find(q)
+        miss = s < 0
+        if bool(miss.any()):
+            s[miss] = self.main.find(q[miss])
+        return s
+
+    def gather_blocks(self, block_keys: torch.Tensor, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(keys, slots) of main and delta entries in the given blocks (liveness not checked)."""
+        km, sm = self.main.gather_blocks(block_keys, shift)
+        kd, sd = self.delta.gather_blocks(block_keys, shift)
+        return torch.cat([km, kd]), torch.cat([sm, sd])
+
+    def insert(self, keys_sorted: torch.Tensor, slots: torch.Tensor, slot_key: torch.Tensor, alive: torch.Tensor) -> None:
+        """Insert ascending keys; merge delta into main (dropping stale entries) when delta is full."""
+        self.delta = self.delta.merged(keys_sorted, slots)
+        if len(self.delta) > self.delta_capacity:
+            d = self.delta.compacted(slot_key, alive)
+            self.main = self.main.compacted(slot_key, alive).merged(d.keys, d.slots)
+            self.delta = SortedLevel(self.device)
+
+    def rebuild(self, keys: torch.Tensor, slots: torch.Tensor) -> None:
+        """Replace everything by (keys, slots) in any order."""
+        order = torch.argsort(keys, stable=True)
+        self.main = SortedLevel(self.device)
+        self.main.keys, self.main.slots = keys[order].contiguous(), slots[order].contiguous()
+        self.delta = SortedLevel(self.device)
