@@ -153,6 +153,7 @@ def write_bag(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     summary.path = path
+    log.info("wrote %d frames to %s (%s, depth %s)", summary.n_frames, path, storage, depth_encoding)
     if summary.ground_truth is not None:
         summary.ground_truth = path / GROUND_TRUTH_NAME
     return summary
@@ -231,5 +232,4 @@ def _write(frames, path, storage, depth_encoding, topics, pose_msg, pose_rate_hz
     gt = None
     if scene is not None:
         gt = scene.save_ground_truth(path / "ground_truth.json", np.stack(poses), np.asarray(stamps), intr)
-    log.info("wrote %d frames to %s (%s, depth %s)", len(stamps), path, storage, depth_encoding)
     return BagSummary(path=path, n_frames=len(stamps), message_counts=counts, ground_truth=gt)
