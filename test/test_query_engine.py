@@ -1,0 +1,95 @@
+"""Grounding, navigation and questions answered on a map built from a synthetic scene (no ROS)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lang3d_ros.config import Lang3DConfig
+from lang3d_ros.geometry.boxes import iou_3d
+from lang3d_ros.geometry.camera import Intrinsics
+from lang3d_ros.mapping.queries import QueryEngine, navigation_target_phrase
+
+
+@pytest.fixture(scope="module")
+def engine_and_scene():
+    from lang3d_ros.datasets.synthetic import generate_scene, make_trajectory, render_frames
+    from lang3d_ros.mapping.build import build_stack, ground_truth_tables
+
+    scene = generate_scene(seed=5, n_objects=8)
+    cfg = Lang3DConfig()
+    cfg.semantics.backend = "ground_truth"
+    cfg.semantics.gt_text_encoder = "minilm"
+    cfg.fusion.voxel_size_m = 0.03
+    cfg.fusion.device = "cpu"
+    cfg.mapping.train_gaussians = False
+    cfg.mapping.keyframes.min_translation_m = 0.25
+    cfg.llm.mode = "parser_only"
+    cfg.extraction.vocabulary = sorted(set(scene.labels))
+    stack = build_stack(cfg, **ground_truth_tables(scene), start=False)
+    K = Intrinsics(131.25, 131.25, 79.5, 59.5, 160, 120)
+    for f in render_frames(scene, make_trajectory(scene, "orbit", n_frames=20, seed=1), K, seed=1):
+        assert stack.pipeline.process_now(f) == ""
+    return QueryEngine(cfg, stack.language_map), scene
+
+
+def test_navigation_phrase_extraction():
+    assert navigation_target_phrase("Take me to the chair by the window.") == "the chair by the window"
+    assert navigation_target_phrase("please go over to the red sofa") == "the red sofa"
+    assert navigation_target_phrase("the lamp") == "the lamp"
+    with pytest.raises(ValueError):
+        navigation_target_phrase("  ")
+
+
+def test_plain_query_goes_through_relevancy(engine_and_scene):
+    engine, scene = engine_and_scene
+    floor_objs = [o for o in scene.objects if o.support_id == 0 and np.prod(o.aabb.size) > 0.05]
+    assert floor_objs
+    target = floor_objs[0]
+    res = engine.ground(target.label, max_results=3)
+    assert res.answered_by == "relevancy" and res.objects and res.latency_ms > 0
+    best = max(iou_3d(o.aabb or o.box.aabb(), g.aabb) for o in res.objects for g in scene.objects if g.label == target.label)
+    assert best >= 0.25
+
+
+def test_objects_and_questions_come_from_the_map(engine_and_scene):
+    engine, scene = engine_and_scene
+    objs = engine.map.objects()
+    assert objs and all(o.label for o in objs)
+    labels = {o.label for o in objs}
+    gt_labels = set(scene.labels)
+    assert len(labels & gt_labels) >= 0.5 * len(gt_labels), (labels, gt_labels)
+    some = next(iter(labels & gt_labels))
+    ans = engine.ask(f"how many {some}s are there?")
+    assert ans.path == "parser" and any(ch.isdigit() for ch in ans.text) or "no" in ans.text.lower()
+
+
+def test_navigation_goal_is_free_reachable_and_at_standoff(engine_and_scene):
+    engine, scene = engine_and_scene
+    big = max((o for o in scene.objects if o.support_id == 0), key=lambda o: np.prod(o.aabb.size))
+    room_centre = np.asarray(scene.room_size_m[:2]) / 2.0 if hasattr(scene, "room_size_m") else np.zeros(2)
+    start = (float(scene.room_min_xyz[0] + 0.4), 0.0, 0.0)
+    res = engine.navigate(f"take me to the {big.label}", standoff_m=0.7, start_xy_yaw=(start[0], float(scene.room_min_xyz[1] + 0.4), 0.0))
+    assert res.target is not None
+    if res.success:
+        nav = res.navigation
+        assert abs(nav.standoff_m - 0.7) <= 0.2
+        gx, gy, gyaw = nav.goal_pose
+        c = res.target.box.center
+        assert abs(np.angle(np.exp(1j * (np.arctan2(c[1] - gy, c[0] - gx) - gyaw)))) < np.radians(15)
+        assert len(nav.path) >= 1
+    else:
+        assert "unreachable" in res.message
+
+
+def test_empty_map_and_bad_queries_are_refused():
+    from lang3d_ros.mapping.language_map import LanguageMap
+    from lang3d_ros.semantics.backends import build_text_encoder
+
+    cfg = Lang3DConfig()
+    cfg.semantics.backend = "ground_truth"
+    cfg.semantics.gt_text_encoder = "minilm"
+    cfg.fusion.device = "cpu"
+    engine = QueryEngine(cfg, LanguageMap(cfg, build_text_encoder(cfg.semantics), device="cpu"))
+    for call in (lambda: engine.ground("mug"), lambda: engine.ask("what is here?")):
+        with pytest.raises(ValueError, match="empty"):
+            call()
