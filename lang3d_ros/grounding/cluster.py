@@ -29,24 +29,31 @@ def check_points(points: np.ndarray, name: str = "points") -> np.ndarray:
     return p
 
 
-def voxel_representatives(points: np.ndarray, voxel_size_m: float) -> np.ndarray:
-    """points (N,3) -> (M,) indices of the first point in each occupied voxel, sorted."""
+def _voxel_keys(points: np.ndarray, voxel_size_m: float) -> np.ndarray:
+    """(N,3) -> (N,) int64 voxel keys (one integer per voxel; 1D unique is much faster than rows)."""
     if voxel_size_m <= 0:
         raise ValueError(f"voxel_size_m must be positive, got {voxel_size_m}")
-    keys = np.floor(np.asarray(points) / voxel_size_m).astype(np.int64)
-    _, first = np.unique(keys, axis=0, return_index=True)
+    q = np.floor(np.asarray(points, dtype=np.float64) / voxel_size_m).astype(np.int64)
+    q -= q.min(0)
+    dims = q.max(0) + 1
+    if float(np.prod(dims.astype(np.float64))) >= 2.0**62:
+        raise ValueError(f"voxel grid of {dims.tolist()} cells is too large; raise voxel_size_m")
+    return (q[:, 0] * dims[1] + q[:, 1]) * dims[2] + q[:, 2]
+
+
+def voxel_representatives(points: np.ndarray, voxel_size_m: float) -> np.ndarray:
+    """points (N,3) -> (M,) indices of the first point in each occupied voxel, sorted."""
+    if len(points) == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, first = np.unique(_voxel_keys(points, voxel_size_m), return_index=True)
     return np.sort(first)
 
 
 def voxel_centroids(points: np.ndarray, voxel_size_m: float) -> tuple[np.ndarray, np.ndarray]:
-    """points (N,3) -> (centroids (M,3), counts (M,)) of the occupied voxels."""
-    if voxel_size_m <= 0:
-        raise ValueError(f"voxel_size_m must be positive, got {voxel_size_m}")
-    keys = np.floor(np.asarray(points) / voxel_size_m).astype(np.int64)
-    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    """points (N,3), N>0 -> (centroids (M,3), counts (M,)) of the occupied voxels."""
+    _, inverse, counts = np.unique(_voxel_keys(points, voxel_size_m), return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
-    sums = np.zeros((len(counts), 3))
-    np.add.at(sums, inverse, points)
+    sums = np.column_stack([np.bincount(inverse, weights=points[:, k], minlength=len(counts)) for k in range(3)])
     return sums / counts[:, None], counts
 
 
