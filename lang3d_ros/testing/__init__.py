@@ -1,0 +1,1 @@
+"""Helpers for tests and demos: tiny randomly initialised model checkpoints (``tiny_models``)."""
