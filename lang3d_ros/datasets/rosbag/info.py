@@ -10,19 +10,17 @@ from lang3d_ros.datasets.rosbag.topics import CAMERA_INFO, IMAGE, POSE_TYPES, he
 def bag_info(path) -> dict:
     """{path, storage files, duration_s, topics: [{topic, msgtype, count, rate_hz, width, height, encoding}],
     intrinsics: {topic: {fx, fy, cx, cy, width, height}}, trajectory: {topic: {length_m, duration_s}}}.
-    Rates use header stamps: (count - 1) / (last - first). Reads every message once."""
+    Rates use header stamps (receive times for other types): (count - 1) / (last - first). Reads every message once."""
     ts = typestore()
     reader = open_reader(path)
     try:
         per: dict[str, dict] = {}
         intr, traj = {}, {}
-        for c, _, raw in reader.messages():
+        for c, log_ns, raw in reader.messages():
             e = per.setdefault(c.topic, {"topic": c.topic, "msgtype": c.msgtype, "count": 0, "stamps": []})
             e["count"] += 1
-            try:
-                e["stamps"].append(header_stamp_ns(raw))
-            except ValueError:
-                pass
+            has_header = c.msgtype in (IMAGE, CAMERA_INFO) or c.msgtype in POSE_TYPES
+            e["stamps"].append(header_stamp_ns(raw) if has_header else log_ns)  # header-less types: receive time
             if c.msgtype == IMAGE and "encoding" not in e:
                 m = ts.deserialize_cdr(raw, c.msgtype)
                 e.update(width=int(m.width), height=int(m.height), encoding=m.encoding)
