@@ -52,6 +52,7 @@ def check_result(res, box: Box3D, grid, points: np.ndarray, cfg: NavigationConfi
         s = np.linspace(0, 1, max(2, int(np.linalg.norm(b - a) / 0.02)))[:, None]
         assert np.all(tree.query(a + s * (b - a))[0] >= clearance)
     assert res.path[-1][2] == pytest.approx(gyaw)
+    assert np.allclose(Rotation.from_quat(res.goal_orientation_xyzw).as_euler("zyx")[0], gyaw)
     snap_m = float(np.linalg.norm(start_cell_xy - res.start_xy))
     assert res.path_length_m <= path_cost(cells) * grid.resolution_m + snap_m + 2 * grid.resolution_m
 
@@ -91,6 +92,7 @@ def test_enclosed_object_is_unreachable_with_a_reason():
     assert not Box3D.from_min_max([*lo, 0], [*hi, 1]).contains(np.array([[*start, 0.5]]))[0]
     res, grid = navigate_to_object(pts, box, start)
     assert not res.success and "unreachable" in res.reason and res.goal_pose is None and res.path == []
+    assert res.goal_orientation_xyzw is None
     # the enclosure's inside is free: a robot standing inside reaches the object
     inside = standoff_ring(box, CFG.standoff_m + 0.3, 8)
     trav = traversable_mask(grid, CFG.robot_radius_m)

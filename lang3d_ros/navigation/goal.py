@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from lang3d_ros.geometry.boxes import Box3D
+from lang3d_ros.geometry.transforms import yaw_quaternion
 from lang3d_ros.navigation.config import NavigationConfig
 from lang3d_ros.navigation.grid import OccupancyGrid, build_occupancy_grid, traversable_mask
 from lang3d_ros.navigation.planner import astar, cost_field, smooth_path
@@ -36,7 +37,12 @@ class NavigationResult:
     path_cells: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
     path_length_m: float = 0.0
     standoff_m: float = float("nan")  # achieved distance from the goal to the box footprint
-    start_xy: tuple[float, float] | None = None  # start actually used (after snapping)
+    start_xy: tuple[float, float] | None = None  # the robot position planned from (path[0])
+
+    @property
+    def goal_orientation_xyzw(self) -> np.ndarray | None:
+        """(4,) quaternion (x, y, z, w) of the goal's yaw, for a NavigateToPose PoseStamped; None on failure."""
+        return None if self.goal_pose is None else yaw_quaternion(self.goal_pose[2])
 
 
 def _footprint(box: Box3D) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
