@@ -130,3 +130,22 @@ def test_remove_small_regions() -> None:
     only_small[5:7, 5:7] = True
     kept, _ = remove_small_regions(only_small, 50, fill_holes=False)
     assert kept.sum() == 4  # all islands small: the largest stays
+
+
+def test_generator_equals_segment_anything_predictor_path(sam_path) -> None:
+    """Our decode + late upsampling gives SamPredictor.predict_torch's logits and IoU (the reference path)."""
+    from segment_anything import SamPredictor
+
+    sam = load_sam("custom", str(sam_path), torch.device("cpu"))
+    gen = LevelMaskGenerator(sam, open_config())
+    rgb = scene_rgb()
+    gen.predictor.set_image(rgb)
+    pts = gen.predictor.transform.apply_coords(np.array([[20.0, 15.0], [60.0, 40.0]]), rgb.shape[:2])
+    coords = torch.as_tensor(pts, dtype=torch.float32)
+    labels = torch.ones(2, dtype=torch.int)
+    low_res, iou = gen._decode(coords, labels)
+    up = sam.postprocess_masks(low_res, gen.predictor.input_size, gen.predictor.original_size)
+    ref = SamPredictor(sam)
+    ref.set_image(rgb)
+    want, want_iou, _ = ref.predict_torch(coords[:, None], labels[:, None], multimask_output=True, return_logits=True)
+    assert torch.allclose(up, want, atol=1e-5) and torch.allclose(iou, want_iou, atol=1e-6)

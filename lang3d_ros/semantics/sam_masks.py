@@ -231,9 +231,9 @@ class LevelMaskGenerator:
             batch = points[start:start + cfg.points_per_batch]
             coords = torch.as_tensor(self.predictor.transform.apply_coords(batch, crop.shape[:2]), device=self.device, dtype=torch.float32)
             labels = torch.ones(coords.shape[0], dtype=torch.int, device=self.device)
-            logits, iou_preds, _ = self.predictor.predict_torch(coords[:, None, :], labels[:, None], multimask_output=True, return_logits=True)
+            low_res, iou_preds = self._decode(coords, labels)
             for lvl in range(NUM_LEVELS):
-                sets[lvl].append(self._filter_batch(logits[:, lvl], iou_preds[:, lvl], crop_box, h, w))
+                sets[lvl].append(self._filter_batch(low_res[:, lvl], iou_preds[:, lvl], crop_box, h, w))
         self.predictor.reset_image()
         out = []
         for lvl_sets in sets:
@@ -244,13 +244,25 @@ class LevelMaskGenerator:
             out.append(data)
         return out
 
-    def _filter_batch(self, logits: torch.Tensor, iou_preds: torch.Tensor, crop_box: list[int], h: int, w: int) -> MaskSet:
-        """logits (B, h_crop, w_crop), iou_preds (B,) -> filtered MaskSet in full-image coordinates."""
+    def _decode(self, coords: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """SamPredictor.predict_torch without its upsampling: (B, 3, 4g, 4g) low-res logits, (B, 3) predicted IoU."""
+        model = self.predictor.model
+        sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
+        return model.mask_decoder(
+            image_embeddings=self.predictor.features, image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
+        )
+
+    def _filter_batch(self, low_res: torch.Tensor, iou_preds: torch.Tensor, crop_box: list[int], h: int, w: int) -> MaskSet:
+        """low_res (B, 4g, 4g) logits, iou_preds (B,) -> filtered MaskSet in full-image coordinates.
+
+        The predicted-IoU filter runs before upsampling (same result as SAM, less work)."""
         cfg = self.config
         thr = self.predictor.model.mask_threshold
         if cfg.pred_iou_thresh > 0.0:  # a threshold of 0 switches a filter off (segment-anything's rule)
             keep = iou_preds > cfg.pred_iou_thresh
-            logits, iou_preds = logits[keep], iou_preds[keep]
+            low_res, iou_preds = low_res[keep], iou_preds[keep]
+        logits = self.predictor.model.postprocess_masks(low_res[:, None], self.predictor.input_size, self.predictor.original_size)[:, 0]
         stability = calculate_stability_score(logits, thr, cfg.stability_score_offset).nan_to_num_(0.0)
         if cfg.stability_score_thresh > 0.0:
             keep = stability >= cfg.stability_score_thresh
