@@ -43,8 +43,9 @@ def xy_overlap_fraction(a: Box3D, b: Box3D) -> float:
 
 
 def is_on(a: Box3D, b: Box3D, tol_m: float = 0.08) -> bool:
-    """a rests on b: a's bottom within ``tol_m`` of b's top and a's centre over b's footprint."""
-    if abs(a.min_xyz[2] - b.max_xyz[2]) > tol_m:
+    """a rests on b: a's bottom within ``tol_m`` of b's top, or on an inner level of b (a shelf board:
+    bottom inside b's height, above its base), and a's centre over b's footprint."""
+    if not (b.min_xyz[2] + tol_m < a.min_xyz[2] <= b.max_xyz[2] + tol_m):
         return False
     c = a.center[:2]
     return bool(np.all(c >= b.min_xyz[:2] - 1e-6) and np.all(c <= b.max_xyz[:2] + 1e-6))
