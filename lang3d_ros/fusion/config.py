@@ -18,6 +18,7 @@ class FusionConfig:
     max_depth_m: float = 8.0
     voxel_size_m: float = 0.01  # duplicate merge grid
     merge_duplicates: bool = True  # unmatched pixels landing in an occupied voxel fuse into its point
+    merge_neighbour_px: int = 1  # ... else into a gated point owning a pixel this close (0: off)
     block_voxels: int = 16  # voxels per block edge (power of two <= 16) for frustum culling; block >= dist gate
     index_delta_capacity: int = 262_144  # new index entries kept in the small sorted level before a merge
     max_points: int = 4_000_000  # hard cap; lowest-confidence points go first
@@ -42,6 +43,8 @@ class FusionConfig:
             raise ValueError(f"block_voxels must be a power of two in [1, 16], got {bv}")
         if bv * self.voxel_size_m < self.dist_threshold_m:
             raise ValueError("block_voxels * voxel_size_m must be >= dist_threshold_m (frustum culling would miss matches)")
+        if self.merge_neighbour_px < 0:
+            raise ValueError("merge_neighbour_px must be >= 0")
         if self.index_delta_capacity <= 0 or self.prune_after_frames <= 0:
             raise ValueError("index_delta_capacity and prune_after_frames must be positive")
         if not 0 <= self.evict_fraction < 1:

@@ -254,6 +254,8 @@ class PointMap:
             "colors": self._rgb[live].cpu().numpy(),
             "confidence": self._conf[live].cpu().numpy(),
             "birth_frame": self._birth[live].cpu().numpy(),
+            "voxel_key": self._key[live].cpu().numpy(),
+            "voxel_grid": np.array([self.config.voxel_size_m, self.config.block_voxels], dtype=np.float64),
         }
         for i in range(len(self._feat)):
             st[f"features_{i}"] = self._feat[i][live].cpu().numpy()
@@ -307,6 +309,12 @@ class PointMap:
         self._birth[:] = torch.from_numpy(arrs["birth_frame"].astype(np.int32)).to(self.device)
         self._alive[:] = True
         self._key[:] = self._keys.keys(vc)
+        grid = np.asarray(state.get("voxel_grid", [0.0, 0.0]), dtype=np.float64).reshape(-1)
+        keys = np.asarray(state.get("voxel_key", np.zeros(0)))
+        if keys.shape == (n,) and grid.shape == (2,) and np.array_equal(
+            grid, [self.config.voxel_size_m, self.config.block_voxels]
+        ):  # same grid: keep each point's birth voxel
+            self._key[:] = torch.from_numpy(keys.astype(np.int64)).to(self.device)
         for i, (f, w) in enumerate(feats):
             self._feat[i][:] = torch.from_numpy(f).to(self.device, self.feature_dtype)
             self._fw[i][:] = torch.from_numpy(w.astype(np.float32)).to(self.device)
@@ -479,6 +487,13 @@ class PointMap:
                 n_merged = int(has.sum())
                 keep = ~has
                 left, lk = left[keep], lk[keep]
+                if left.numel() and cfg.merge_neighbour_px > 0:
+                    owner = self._neighbour_owner(o, left, target)
+                    has = owner >= 0
+                    target[left[has]] = owner[has]
+                    n_merged += int(has.sum())
+                    keep = ~has
+                    left, lk = left[keep], lk[keep]
             if left.numel():
                 if cfg.merge_duplicates:
                     new_keys, inv = torch.unique(lk, sorted=True, return_inverse=True)
@@ -564,6 +579,29 @@ class PointMap:
             n_merged=n_merged, n_candidates=n_cand,
         )
 
+    def _neighbour_owner(self, o: dict, left: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(L,) pixels -> the nearest point (slot) owning a pixel within ``merge_neighbour_px`` that passes the
+        distance and normal gates against this pixel, -1 where none. Keeps the map at about one point per
+        pixel footprint when voxels are smaller than pixels (far range, low resolution)."""
+        h, w, r = o["h"], o["w"], self.config.merge_neighbour_px
+        row, col = left // w, left % w
+        vl, nl = o["vw"][left], o["nw"][left]
+        best_d2 = torch.full(left.shape, self.config.dist_threshold_m ** 2, device=left.device)
+        best = torch.full_like(left, -1)
+        for dr in range(-r, r + 1):
+            for dc in range(-r, r + 1):
+                if dr == 0 and dc == 0:
+                    continue
+                rr, cc = row + dr, col + dc
+                inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+                s = torch.where(inside, target[(rr.clamp(0, h - 1) * w + cc.clamp(0, w - 1))], -1)
+                sc = s.clamp(min=0)
+                d2 = ((self._xyz[sc] - vl) ** 2).sum(1)
+                ok = (s >= 0) & (d2 < best_d2) & ((self._nrm[sc] * nl).sum(1) > self._cos_gate)
+                best_d2 = torch.where(ok, d2, best_d2)
+                best = torch.where(ok, s, best)
+        return best
+
     def _feature_sums(self, o: dict, tid: torch.Tensor, n_t: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per level: (n_t,) alpha mass of mask-covered pixels and (n_t, D) alpha-weighted feature sums."""
         if self._feature_dim is None:
@@ -610,10 +648,10 @@ class PointMap:
         bd = torch.full((hw,), math.inf, device=dev).scatter_reduce_(0, qs, d2s, "amin", include_self=True)
         k = torch.nonzero(d2s == bd[qs]).squeeze(1)
         cs, qs = cs[k], qs[k]
-        order = torch.arange(cs.numel(), device=dev)
-        first = torch.full((hw,), cs.numel(), dtype=torch.int64, device=dev).scatter_reduce_(
-            0, qs, order, "amin", include_self=True)
-        k = first[qs] == order
+        # last tie-break: lowest slot (independent of the index layout; a slot listed twice writes itself twice)
+        first = torch.full((hw,), self._cap, dtype=torch.int64, device=dev).scatter_reduce_(
+            0, qs, cs, "amin", include_self=True)
+        k = first[qs] == cs
         target[qs[k]] = cs[k]
 
     # ------------------------------------------------------------------ bounded memory
