@@ -40,8 +40,37 @@ class FramesConfig:
 
 
 @dataclass
+class RosConfig:
+    """Topics, QoS and publishing of the nodes (names are relative to the node namespace unless absolute)."""
+
+    color_topic: str = "/camera/color/image_raw"  # sensor_msgs/Image rgb8|bgr8|rgba8|bgra8|mono8
+    depth_topic: str = "/camera/depth/image_rect_raw"  # sensor_msgs/Image 16UC1 (mm) | 32FC1 (m), registered to colour (RealSense: /camera/aligned_depth_to_color/image_raw)
+    camera_info_topic: str = "/camera/color/camera_info"  # sensor_msgs/CameraInfo of the colour camera (rectified: zero distortion)
+    pose_topic: str = "/camera/pose"  # geometry_msgs/PoseStamped of the camera optical frame in the map frame; "" = off
+    odom_topic: str = ""  # nav_msgs/Odometry of the robot (child frame = robot_frame) in the map frame; "" = off
+    use_tf: bool = False  # look up map -> camera optical frame in TF at each image stamp (needs tf2_ros)
+    camera_mount_xyz_rpy: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, -1.5707963, 0.0, -1.5707963])  # T_robot_camera (m, rad) for odom poses
+    depth_scale_m: float = 0.001  # metres per unit of 16UC1 depth (REP 118: millimetres)
+    sensor_qos_depth: int = 5  # history depth of the sensor subscriptions (best effort, volatile)
+    cloud_topic: str = "lang3d/map_cloud"  # sensor_msgs/PointCloud2 of the fused map (x y z rgb)
+    cloud_period_s: float = 2.0  # publish period of the map cloud; 0 = never
+    cloud_max_points: int = 200000  # the published cloud is subsampled to at most this many points
+    status_topic: str = "lang3d/map_status"  # lang3d_ros/MapStatus
+    status_period_s: float = 1.0
+    markers_topic: str = "lang3d/markers"  # visualization_msgs/MarkerArray of the last answers
+    grid_topic: str = "lang3d/occupancy_grid"  # nav_msgs/OccupancyGrid used for navigation goals (transient local)
+    path_topic: str = "lang3d/path"  # nav_msgs/Path of the last navigation answer
+    goal_topic: str = "lang3d/goal"  # geometry_msgs/PoseStamped of the last navigation answer
+    map_dir: str = "~/.ros/lang3d_maps"  # where SaveMap writes when given no path
+    load_map: str = ""  # serve this map file at start-up (query server without mapping)
+    ground_truth_file: str = ""  # synthetic scenes only: ground truth JSON for the ground_truth semantics backend
+    llm_preload: bool = True  # load the 3D-LLM in the background at start-up (the parser answers meanwhile)
+
+
+@dataclass
 class Lang3DConfig:
     frames: FramesConfig = field(default_factory=FramesConfig)
+    ros: RosConfig = field(default_factory=RosConfig)
     mapping: MappingConfig = field(default_factory=MappingConfig)
     semantics: SemanticsConfig = field(default_factory=SemanticsConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)

@@ -87,14 +87,16 @@ class LanguageMap:
     def num_points(self) -> int:
         return self.points.num_points
 
-    def relevancy_by_level(self, text: str, chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
-        """-> (relevancy (3, N) float32, points (N, 3) float32). Points a level's masks never covered score 0."""
+    def relevancy_by_level(self, text: str, chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> (relevancy (3, N) float32, points (N, 3) float32, colours (N, 3) in [0, 1]), one consistent snapshot.
+        Points a level's masks never covered score 0."""
         q = self.encode_query(check_query(text))
         with self.lock:
             n = self.points.num_points
             if n == 0:
-                return np.zeros((len(LEVELS), 0), np.float32), np.zeros((0, 3), np.float32)
+                return np.zeros((len(LEVELS), 0), np.float32), np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)
             xyz = self.points.points_xyz.cpu().numpy()
+            colors = self.points.colors.cpu().numpy()
             out = np.zeros((len(LEVELS), n), np.float32)
             for lvl in range(len(LEVELS)):
                 feats = self.points.features(lvl)
@@ -104,7 +106,7 @@ class LanguageMap:
                     f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-8)
                     out[lvl, s : s + chunk] = relevancy(f, q, self.canonical).numpy()
                 out[lvl, weight <= 0] = 0.0
-        return out, xyz
+        return out, xyz, colors
 
     def ground(self, text: str, max_results: int = 0, min_score: float = 0.0, level: str = "") -> list[SceneObject]:
         """Text -> objects, best first (LangSplat's best level unless ``level`` names one)."""
@@ -113,10 +115,8 @@ class LanguageMap:
             raise ValueError(f"unknown level {level!r}; use one of {LEVELS} or empty for the best level")
         if self.num_points == 0:
             raise ValueError("the map is empty: no frame has been fused yet")
-        rel, xyz = self.relevancy_by_level(text)
+        rel, xyz, colors = self.relevancy_by_level(text)
         lvl = LEVELS.index(level) if level else int(np.argmax(rel.max(axis=1)))
-        with self.lock:
-            colors = self.points.colors.cpu().numpy()
         cfg = self.config.grounding
         if max_results > 0 or min_score > 0:
             import dataclasses

@@ -28,6 +28,15 @@ _NAV_PREFIX = re.compile(
     r"(\s+(over|back))?\s+(to|towards|toward|near|next to|up to)\s+", re.IGNORECASE)
 
 
+_ARTICLE = re.compile(r"^(the|a|an|some|my|this|that)\s+", re.IGNORECASE)
+
+
+def strip_article(phrase: str) -> str:
+    """'the red mug' -> 'red mug' (the noun phrase labels the answer and is what the encoder reads)."""
+    out = _ARTICLE.sub("", phrase.strip(), count=1).strip()
+    return out or phrase.strip()
+
+
 def navigation_target_phrase(instruction: str) -> str:
     """'take me to the chair by the window' -> 'the chair by the window' (text unchanged when no verb prefix)."""
     text = check_query(instruction)
@@ -97,7 +106,7 @@ class QueryEngine:
             for o in objs:
                 o.query = text
             return GroundResult(objs, ans.path, ans.message, (time.perf_counter() - t0) * 1e3)
-        objs = self.map.ground(text, max_results=max_results, min_score=min_score, level=level)
+        objs = self.map.ground(strip_article(text), max_results=max_results, min_score=min_score, level=level)
         msg = f"{len(objs)} object(s) for {text!r}" if objs else f"nothing in the map matches {text!r}"
         return GroundResult(objs, "relevancy", msg, (time.perf_counter() - t0) * 1e3)
 

@@ -44,7 +44,7 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     if a.dtype == object:
         raise ValueError("object arrays cannot be stored in a map file")
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    np.save(buf, a if a.flags.c_contiguous else a.copy(order="C"), allow_pickle=False)  # keeps 0-d arrays 0-d
     return buf.getvalue()
 
 

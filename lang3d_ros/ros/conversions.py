@@ -223,7 +223,7 @@ def scene_object_to_msg(obj, header: Header):
     """lang3d_ros.grounding.objects.SceneObject -> lang3d_ros/DetectedObject."""
     from lang3d_ros.msg import DetectedObject
 
-    aabb = obj.box.aabb()
+    aabb = obj.aabb if getattr(obj, "aabb", None) is not None else obj.box.aabb()
     msg = DetectedObject(header=header, instance_id=int(max(obj.instance_id, 0)), label=str(obj.label),
                          query=str(obj.query), score=float(obj.score), level=str(obj.level),
                          num_points=int(max(obj.n_points, 0)), mean_color=_color_msg(obj.color_rgb))
@@ -303,3 +303,20 @@ def path_to_msg(poses_xy_yaw, header: Header, z: float = 0.0) -> Path:
 
 def quaternion_yaw(q: Quaternion) -> float:
     return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+
+
+def status_to_msg(status: dict, header: Header):
+    """MappingPipeline.status() dict -> lang3d_ros/MapStatus."""
+    from lang3d_ros.msg import MapStatus
+
+    def u32(key):
+        return int(min(max(int(status.get(key, 0)), 0), 2**32 - 1))
+
+    return MapStatus(header=header, source=str(status.get("source", "live")), frames_received=u32("frames_received"),
+                     frames_fused=u32("frames_fused"), frames_rejected=u32("frames_rejected"),
+                     frames_dropped=u32("frames_dropped"), keyframes=u32("keyframes"),
+                     num_points=int(max(status.get("num_points", 0), 0)), num_gaussians=int(max(status.get("num_gaussians", 0), 0)),
+                     training_state=str(status.get("training_state", "disabled")), training_iterations=u32("training_iterations"),
+                     training_loss=float(status.get("training_loss", float("nan"))),
+                     training_psnr_db=float(status.get("training_psnr_db", float("nan"))),
+                     memory_mb=float(status.get("memory_mb", 0.0)))

@@ -1,0 +1,85 @@
+"""Replay a rosbag2 (MCAP or sqlite3) into ROS 2 at its recorded rate (x ``--rate``), publishing the recorded CDR
+bytes unchanged. Used where ``ros2 bag play`` is not installed, and by ``lang3d eval``.
+
+Header stamps are those recorded: the mapper syncs on them, not on arrival time.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def message_class(msgtype: str):
+    """'sensor_msgs/msg/Image' -> the rclpy message class (ValueError when its package is not installed)."""
+    try:
+        pkg, kind, name = msgtype.split("/")
+        return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+    except (ValueError, ImportError, AttributeError) as exc:
+        raise ValueError(f"message type {msgtype!r} is not available in this ROS environment") from exc
+
+
+def play(node, bag: Path, rate: float = 1.0, topics: list[str] | None = None, progress=None, stop=None) -> dict:
+    """Publish the bag's messages on ``node``; returns {topic: count}. ``stop()`` True ends early."""
+    from rosbags.highlevel import AnyReader
+
+    if rate <= 0:
+        raise ValueError(f"rate must be positive, got {rate}")
+    counts: dict[str, int] = {}
+    with AnyReader([Path(bag)]) as reader:
+        conns = [c for c in reader.connections if not topics or c.topic in topics]
+        missing = sorted(set(topics or []) - {c.topic for c in conns})
+        if missing:
+            raise ValueError(f"{bag}: topics {missing} are not in the bag (it has {sorted({c.topic for c in reader.connections})})")
+        pubs = {}
+        for c in conns:
+            if c.topic not in pubs:
+                pubs[c.topic] = node.create_publisher(message_class(c.msgtype), c.topic, 10)
+        time.sleep(0.5)  # let discovery match subscribers before the first message
+        t_bag0, t_wall0 = None, time.monotonic()
+        for conn, t_ns, raw in reader.messages(connections=conns):
+            if stop is not None and stop():
+                break
+            if t_bag0 is None:
+                t_bag0 = t_ns
+            due = t_wall0 + (t_ns - t_bag0) * 1e-9 / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            pubs[conn.topic].publish(bytes(raw))
+            counts[conn.topic] = counts.get(conn.topic, 0) + 1
+            if progress is not None:
+                progress(conn.topic)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    import rclpy
+
+    parser = argparse.ArgumentParser(prog="bag_player", description=__doc__)
+    parser.add_argument("bag", type=Path)
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (2 = twice as fast)")
+    parser.add_argument("--topics", nargs="*", default=None)
+    args, ros_args = parser.parse_known_args(argv)
+    rclpy.init(args=["bag_player", *ros_args])
+    node = rclpy.create_node("lang3d_bag_player")
+    try:
+        counts = play(node, args.bag, args.rate, args.topics)
+        node.get_logger().info(f"played {sum(counts.values())} messages: {counts}")
+        return 0
+    except ValueError as exc:
+        node.get_logger().error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""Mapper node: colour + depth + camera_info + pose in, a fused language map out (PointCloud2 and MapStatus).
+
+Callbacks only decode and hand over: the MappingPipeline's workers do fusion, semantics and training, and a
+busy pipeline drops frames (counted in MapStatus.frames_dropped) instead of queueing them without bound. A bad
+message is logged, counted and skipped; it never stops the node.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, DurabilityPolicy
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from lang3d_ros.mapping.build import build_stack, ground_truth_tables
+from lang3d_ros.mapping.sync import FrameAssembler
+from lang3d_ros.ros import conversions as cv
+from lang3d_ros.ros.params import declare_config
+
+
+def sensor_qos(depth: int) -> QoSProfile:
+    return QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=int(depth),
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def mount_matrix(xyz_rpy) -> np.ndarray:
+    v = np.asarray(xyz_rpy, dtype=np.float64)
+    if v.shape != (6,) or not np.all(np.isfinite(v)):
+        raise ValueError(f"camera_mount_xyz_rpy must be 6 finite numbers, got {list(xyz_rpy)}")
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_euler("xyz", v[3:]).as_matrix()
+    T[:3, 3] = v[:3]
+    return T
+
+
+class MapperNode(Node):
+    def __init__(self, node_name: str = "lang3d_mapper", **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.config = cfg = declare_config(self)
+        gt = {}
+        if cfg.semantics.backend == "ground_truth":
+            from lang3d_ros.datasets.synthetic import load_ground_truth
+
+            if not cfg.ros.ground_truth_file:
+                raise ValueError("semantics.backend ground_truth needs ros.ground_truth_file (synthetic scenes only)")
+            truth = load_ground_truth(cfg.ros.ground_truth_file)
+            gt = dict(ground_truth_tables(truth), scene=truth.regenerate_scene())
+        self.stack = build_stack(cfg, **gt)
+        self.pipeline = self.stack.pipeline
+        use_odom = bool(cfg.ros.odom_topic)
+        self.assembler = FrameAssembler(cfg.mapping.sync, mount_matrix(cfg.ros.camera_mount_xyz_rpy) if use_odom else None)
+        self.rejected: Counter = Counter()
+        self._last_warn: dict[str, float] = {}
+        qos = sensor_qos(cfg.ros.sensor_qos_depth)
+        group = MutuallyExclusiveCallbackGroup()  # one sensor callback at a time: the assembler is not thread-safe
+        self.create_subscription(Image, cfg.ros.color_topic, self._on_color, qos, callback_group=group)
+        self.create_subscription(Image, cfg.ros.depth_topic, self._on_depth, qos, callback_group=group)
+        self.create_subscription(CameraInfo, cfg.ros.camera_info_topic, self._on_info, qos, callback_group=group)
+        if cfg.ros.pose_topic:
+            self.create_subscription(PoseStamped, cfg.ros.pose_topic, self._on_pose, qos, callback_group=group)
+        if use_odom:
+            self.create_subscription(Odometry, cfg.ros.odom_topic, self._on_odom, qos, callback_group=group)
+        self._tf = self._make_tf() if cfg.ros.use_tf else None
+        self.status_pub = self.create_publisher(self._status_type(), cfg.ros.status_topic, 10)
+        self.cloud_pub = self.create_publisher(PointCloud2, cfg.ros.cloud_topic, 1)
+        timers = MutuallyExclusiveCallbackGroup()
+        self.create_timer(cfg.ros.status_period_s, self._publish_status, callback_group=timers)
+        if cfg.ros.cloud_period_s > 0:
+            self.create_timer(cfg.ros.cloud_period_s, self._publish_cloud, callback_group=timers)
+        self.get_logger().info(
+            f"mapping {cfg.ros.color_topic} + {cfg.ros.depth_topic} with poses from "
+            f"{cfg.ros.pose_topic or cfg.ros.odom_topic or 'TF'}; semantics: {cfg.semantics.backend}")
+
+    @staticmethod
+    def _status_type():
+        from lang3d_ros.msg import MapStatus
+
+        return MapStatus
+
+    def _make_tf(self):
+        try:
+            import tf2_ros
+        except ImportError:
+            self.get_logger().warning("ros.use_tf is set but tf2_ros is not installed: poses come only from topics")
+            return None
+        buffer = tf2_ros.Buffer()
+        self._tf_listener = tf2_ros.TransformListener(buffer, self)
+        return buffer
+
+    # ------------------------------------------------------------------------------ input
+    def _reject(self, what: str, reason: str) -> None:
+        key = f"{what}: {reason}"[:120]
+        self.rejected[key] += 1
+        now = time.monotonic()
+        if now - self._last_warn.get(key, 0.0) > 5.0:  # one line per reason every 5 s
+            self._last_warn[key] = now
+            self.get_logger().warning(f"rejected {what} ({self.rejected[key]} so far): {reason}")
+
+    def _guard(self, what: str, fn, msg) -> None:
+        try:
+            fn(msg)
+        except ValueError as exc:
+            self._reject(what, str(exc))
+        except Exception as exc:  # never let one message take the node down
+            self._reject(what, f"{type(exc).__name__}: {exc}")
+            self.get_logger().error(f"unexpected error on {what}: {exc!r}")
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        self._guard("camera_info", lambda m: self.assembler.add_intrinsics(cv.camera_info_to_intrinsics(m)), msg)
+
+    def _on_color(self, msg: Image) -> None:
+        def handle(m):
+            stamp = cv.stamp_to_ns(m.header.stamp)
+            self.assembler.add_color(stamp, cv.image_to_rgb8(m))
+            if self._tf is not None:
+                self._lookup_camera_pose(m.header.frame_id, m.header.stamp, stamp)
+            self._drain(stamp)
+
+        self._guard("colour image", handle, msg)
+
+    def _on_depth(self, msg: Image) -> None:
+        def handle(m):
+            stamp = cv.stamp_to_ns(m.header.stamp)
+            self.assembler.add_depth(stamp, cv.image_to_depth_m(m, self.config.ros.depth_scale_m))
+            self._drain(stamp)
+
+        self._guard("depth image", handle, msg)
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        def handle(m):
+            T, frame, stamp = cv.pose_stamped_to_matrix(m)
+            if frame and frame != self.config.frames.map_frame:
+                raise ValueError(f"pose is in frame {frame!r}, expected the map frame {self.config.frames.map_frame!r}")
+            self.assembler.add_pose(stamp, T)
+            self._drain(stamp)
+
+        self._guard("pose", handle, msg)
+
+    def _on_odom(self, msg: Odometry) -> None:
+        def handle(m):
+            T, frame, _child, stamp = cv.odometry_to_matrix(m)
+            if frame and frame != self.config.frames.map_frame:
+                raise ValueError(f"odometry is in frame {frame!r}, expected the map frame {self.config.frames.map_frame!r}")
+            self.assembler.add_pose(stamp, T)
+            self._drain(stamp)
+
+        self._guard("odometry", handle, msg)
+
+    def _lookup_camera_pose(self, camera_frame: str, stamp_msg, stamp_ns: int) -> None:
+        from rclpy.time import Time
+
+        frame = self.config.frames.camera_frame or camera_frame
+        try:
+            tf = self._tf.lookup_transform(self.config.frames.map_frame, frame, Time.from_msg(stamp_msg))
+        except Exception as exc:  # tf2 raises its own exception types
+            raise ValueError(f"no TF {self.config.frames.map_frame} <- {frame} at the image stamp: {exc}") from exc
+        T, _, _, _ = cv.transform_stamped_to_matrix(tf)
+        self.assembler.add_pose(stamp_ns, T)
+
+    def _drain(self, now_ns: int) -> None:
+        for frame in self.assembler.pop_frames(now_ns):
+            self.pipeline.submit(frame)
+
+    # ----------------------------------------------------------------------------- output
+    def status(self) -> dict:
+        st = self.pipeline.status()
+        st["frames_dropped"] += sum(self.assembler.stats.dropped.values())
+        st["frames_rejected"] += sum(self.rejected.values())
+        return st
+
+    def _publish_status(self) -> None:
+        try:
+            now = self.get_clock().now().nanoseconds
+            self.status_pub.publish(cv.status_to_msg(self.status(), cv.make_header(self.config.frames.map_frame, now)))
+        except Exception as exc:
+            self.get_logger().error(f"status publishing failed: {exc!r}")
+
+    def _publish_cloud(self) -> None:
+        if self.cloud_pub.get_subscription_count() == 0:
+            return
+        lmap = self.stack.language_map
+        with lmap.lock:
+            xyz = lmap.points.points_xyz.cpu().numpy()
+            rgb = lmap.points.colors.cpu().numpy()
+        n_max = self.config.ros.cloud_max_points
+        if len(xyz) > n_max:
+            keep = np.random.default_rng(0).choice(len(xyz), n_max, replace=False)
+            xyz, rgb = xyz[keep], rgb[keep]
+        now = self.get_clock().now().nanoseconds
+        self.cloud_pub.publish(cv.points_to_pointcloud2(xyz, cv.make_header(self.config.frames.map_frame, now), rgb=rgb))
+
+    def destroy_node(self):
+        self.pipeline.stop()
+        trainer = self.pipeline.trainer
+        if trainer is not None and hasattr(trainer, "stop"):
+            trainer.stop()
+        return super().destroy_node()

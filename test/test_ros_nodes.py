@@ -1,0 +1,155 @@
+"""The real nodes in their own processes: a synthetic bag replayed into the mapper, services called from here,
+a map saved and served by a second server, and a stream of bad requests that must not kill anything."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from ros_helpers import next_domain_id, require_ros, spawn, stop
+
+pytestmark = pytest.mark.ros
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def synthetic_bag(tmp_path_factory):
+    from lang3d_ros.datasets.rosbag import write_bag
+    from lang3d_ros.datasets.synthetic import DEFAULT_INTRINSICS, generate_scene, make_trajectory, render_frames
+
+    out = tmp_path_factory.mktemp("bag")
+    scene = generate_scene(seed=11, n_objects=7)
+    poses = make_trajectory(scene, "orbit", 24, seed=11)
+    frames = render_frames(scene, poses, DEFAULT_INTRINSICS.scaled(160, 120), noise=None, seed=11)
+    write_bag(frames, out / "bag", storage="mcap", depth_encoding="16UC1", pose_msg="pose", scene=scene, seed=11)
+    return out / "bag", scene
+
+
+def _params(tmp_path: Path, gt: Path, extra: dict | None = None) -> Path:
+    params = {
+        "semantics": {"backend": "ground_truth", "gt_text_encoder": "minilm"},
+        "fusion": {"voxel_size_m": 0.03, "device": "cpu"},
+        "mapping": {"train_gaussians": False, "keyframes": {"min_translation_m": 0.25}},
+        "llm": {"mode": "parser_only"},
+        "ros": {"ground_truth_file": str(gt), "status_period_s": 0.5, "cloud_period_s": 1.0},
+    }
+    for k, v in (extra or {}).items():
+        params.setdefault(k, {}).update(v)
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+    return p
+
+
+class Client:
+    def __init__(self, domain: int):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=domain)
+        self.node = rclpy.create_node("lang3d_test_client", context=self.ctx)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self._clients = {}
+
+    def call(self, srv_type, name: str, timeout_s: float = 60.0, **fields):
+        if name not in self._clients:
+            self._clients[name] = self.node.create_client(srv_type, name)
+        cli = self._clients[name]
+        assert cli.wait_for_service(timeout_sec=timeout_s), f"service {name} not available"
+        fut = cli.call_async(srv_type.Request(**fields))
+        self.executor.spin_until_future_complete(fut, timeout_sec=timeout_s)
+        assert fut.done(), f"{name} did not answer in {timeout_s} s"
+        return fut.result()
+
+    def close(self):
+        import rclpy
+
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+
+
+def test_mapper_and_services_end_to_end(tmp_path, synthetic_bag):
+    require_ros()
+    from lang3d_ros.geometry.boxes import Box3D, iou_3d
+    from lang3d_ros.ros.bag_player import play
+    from lang3d_ros.ros.conversions import detected_object_box
+    from lang3d_ros.srv import Ask, GetMapStatus, Ground, LoadMap, Navigate, SaveMap
+
+    bag, scene = synthetic_bag
+    domain = next_domain_id()
+    logs = tmp_path / "logs"
+    mapper = spawn([str(REPO / "scripts" / "mapper_node"), "--ros-args", "--params-file", str(_params(tmp_path, bag / "ground_truth.json"))], domain, logs)
+    client = Client(domain)
+    server2 = None
+    try:
+        st = client.call(GetMapStatus, "/lang3d/get_map_status").status
+        assert st.source == "live" and st.frames_fused == 0
+        # a query before any frame: a clear refusal, not a crash
+        res = client.call(Ground, "/lang3d/ground", query="chair")
+        assert not res.success and "empty" in res.message
+        counts = play(client.node, bag, rate=1.0)
+        assert counts["/camera/color/image_raw"] == 24
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # every frame ends up fused or counted as dropped: none silently lost
+            st = client.call(GetMapStatus, "/lang3d/get_map_status").status
+            if st.frames_fused + st.frames_dropped >= 22 and st.keyframes >= 3:
+                break
+            time.sleep(0.5)
+        assert st.frames_fused >= 5 and st.keyframes >= 3 and st.num_points > 1000 and st.frames_rejected == 0, st
+        # grounding: the biggest floor object by its label
+        big = max((o for o in scene.objects if o.support_id == 0), key=lambda o: np.prod(o.aabb.size))
+        res = client.call(Ground, "/lang3d/ground", query=big.label, max_results=3)
+        assert res.success and res.answered_by == "relevancy", res.message
+        o = res.objects[0]
+        assert o.header.frame_id == "map" and o.label == big.label and 0 < o.score <= 1
+        best = max(iou_3d(detected_object_box(m).aabb(), g.aabb) for m in res.objects for g in scene.objects if g.label == big.label)
+        assert best >= 0.25
+        # navigation: a Nav2-ready goal in the map frame
+        res = client.call(Navigate, "/lang3d/navigate", instruction=f"take me to the {big.label}", standoff_m=0.6)
+        assert res.target.label == big.label, res.message
+        if res.success:
+            assert res.goal.header.frame_id == "map" and len(res.path.poses) >= 1 and res.path_length_m >= 0
+        else:
+            assert "unreachable" in res.message
+        res = client.call(Ask, "/lang3d/ask", question=f"where is the {big.label}?")
+        assert res.success and res.answer and res.answered_by == "parser"
+        # bad requests: every one answered with success=false and a message; the node stays up
+        bad = [dict(query=""), dict(query="   \t"), dict(query="x" * 10_000), dict(query="mug", level="gigantic"),
+               dict(query="mug", min_score=float("nan")), dict(query="\x00\x01 mug")]
+        for fields in bad:
+            r = client.call(Ground, "/lang3d/ground", **fields)
+            assert not r.success and r.message, fields
+        r = client.call(Navigate, "/lang3d/navigate", instruction="")
+        assert not r.success and r.message
+        r = client.call(Ask, "/lang3d/ask", question="y" * 5000)
+        assert not r.success and r.message
+        r = client.call(LoadMap, "/lang3d/load_map", path=str(tmp_path / "nope.l3dmap"))
+        assert not r.success
+        # save, then serve the file from a second server process
+        saved = client.call(SaveMap, "/lang3d/save_map", path=str(tmp_path / "room.l3dmap"))
+        assert saved.success and Path(saved.path).is_file() and saved.size_bytes > 0
+        assert mapper.poll() is None, "the mapper died"
+    finally:
+        client.close()
+        stop(mapper)
+    # serving mode: a separate process, the saved map, same answers
+    domain2 = next_domain_id()
+    params2 = _params(tmp_path, bag / "ground_truth.json", {"ros": {"load_map": str(tmp_path / "room.l3dmap")}})
+    server2 = spawn([str(REPO / "scripts" / "query_server_node"), "--ros-args", "--params-file", str(params2)], domain2, logs)
+    client2 = Client(domain2)
+    try:
+        st = client2.call(GetMapStatus, "/lang3d/get_map_status").status
+        assert st.source.startswith("file:") and st.num_points > 1000
+        res = client2.call(Ground, "/lang3d/ground", query=big.label, max_results=3)
+        assert res.success and res.objects[0].label == big.label
+        bad = client2.call(LoadMap, "/lang3d/load_map", path=str(bag / "ground_truth.json"))
+        assert not bad.success and "not a lang3d_ros map file" in bad.message
+        again = client2.call(Ground, "/lang3d/ground", query=big.label, max_results=3)
+        assert again.success  # the failed load left the served map unchanged
+    finally:
+        client2.close()
+        stop(server2)
