@@ -467,7 +467,7 @@ class PointMap:
         if self._n_alive > 0:
             ckey, cand = self._index.gather_blocks(self._candidate_blocks(o), self._keys.shift)
             if cand.numel():
-                cand = cand[self._alive[cand] & (self._key[cand] == ckey)]
+                cand = cand[self._alive.index_select(0, cand) & (self._key.index_select(0, cand) == ckey)]
             n_cand = int(cand.numel())
             if n_cand:
                 self._associate(o, cand, target)
@@ -478,11 +478,11 @@ class PointMap:
         n_merged = n_new = 0
         new_keys = None
         if left.numel():
-            lk = self._keys.keys(self._keys.voxel_coords(vw[left])[0])
+            lk = self._keys.keys(self._keys.voxel_coords(vw.index_select(0, left))[0])
             if cfg.merge_duplicates and self._n_alive > 0:
                 owner = self._index.find(lk)
                 oc = owner.clamp(min=0)
-                has = (owner >= 0) & self._alive[oc] & (self._key[oc] == lk)
+                has = (owner >= 0) & self._alive.index_select(0, oc) & (self._key.index_select(0, oc) == lk)
                 target[left[has]] = owner[has]
                 n_merged = int(has.sum())
                 keep = ~has
@@ -509,7 +509,7 @@ class PointMap:
         tslot = torch.where(is_old, target, torch.full((), self._cap, dtype=torch.int64, device=dev))
         pos = torch.arange(hw, dtype=torch.int32, device=dev)
         self._scratch.scatter_reduce_(0, tslot, pos, "amin", include_self=True)
-        first = self._scratch[tslot].to(torch.int64)
+        first = self._scratch.index_select(0, tslot).to(torch.int64)
         is_first = (first == pos) & is_old
         uslots = target[is_first]
         n_old = int(uslots.numel())
@@ -517,7 +517,7 @@ class PointMap:
         self._scratch[self._cap] = _SCRATCH_EMPTY
         dense = torch.cumsum(is_first.to(torch.int64), 0) - 1
         n_t = n_old + n_new
-        tid = torch.where(is_old, dense[first], torch.where(target <= -2, n_old - 2 - target, n_t))
+        tid = torch.where(is_old, dense.index_select(0, first), torch.where(target <= -2, n_old - 2 - target, n_t))
         wsum = torch.zeros(n_t + 1, device=dev).index_add_(0, tid, alpha)[:n_t]
         wmax = torch.zeros(n_t + 1, device=dev).scatter_reduce_(0, tid, alpha, "amax", include_self=True)[:n_t]
         av = torch.cat([vw, nw, o["rgb"].to(torch.float32) * (1.0 / 255.0)], 1) * alpha[:, None]  # (HW, 9)
@@ -527,15 +527,17 @@ class PointMap:
         # update existing points: c <- c + w, x <- (c x + w x_frame) / (c + w)
         if n_old:
             w_f = wmax[:n_old]
-            cn = self._conf[uslots] + w_f
+            cn = self._conf.index_select(0, uslots) + w_f
             b = (w_f / cn)[:, None]
             m = mean[:n_old]
-            self._xyz[uslots] += b * (m[:, 0:3] - self._xyz[uslots])
-            nrm = self._nrm[uslots]
+            xyz = self._xyz.index_select(0, uslots)
+            self._xyz.index_copy_(0, uslots, xyz.add_(b * (m[:, 0:3] - xyz)))
+            nrm = self._nrm.index_select(0, uslots)
             nrm += b * (m[:, 3:6] - nrm)
-            self._nrm[uslots] = nrm / nrm.norm(dim=1, keepdim=True).clamp(min=1e-12)
-            self._rgb[uslots] += b * (m[:, 6:9] - self._rgb[uslots])
-            self._conf[uslots] = cn
+            self._nrm.index_copy_(0, uslots, nrm / nrm.norm(dim=1, keepdim=True).clamp(min=1e-12))
+            rgb = self._rgb.index_select(0, uslots)
+            self._rgb.index_copy_(0, uslots, rgb.add_(b * (m[:, 6:9] - rgb)))
+            self._conf.index_copy_(0, uslots, cn)
             for lvl, (ws, fs) in enumerate(fmean):
                 cov = torch.nonzero(ws[:n_old] > 0).squeeze(1)
                 if cov.numel() == 0:
@@ -552,10 +554,10 @@ class PointMap:
         if n_new:
             slots = self._allocate(n_new)
             nm = mean[n_old:]
-            self._xyz[slots] = nm[:, 0:3]
-            self._nrm[slots] = nm[:, 3:6] / nm[:, 3:6].norm(dim=1, keepdim=True).clamp(min=1e-12)
-            self._rgb[slots] = nm[:, 6:9]
-            self._conf[slots] = wmax[n_old:]
+            self._xyz.index_copy_(0, slots, nm[:, 0:3].contiguous())
+            self._nrm.index_copy_(0, slots, nm[:, 3:6] / nm[:, 3:6].norm(dim=1, keepdim=True).clamp(min=1e-12))
+            self._rgb.index_copy_(0, slots, nm[:, 6:9].contiguous())
+            self._conf.index_copy_(0, slots, wmax[n_old:].contiguous())
             self._key[slots] = new_keys
             self._birth[slots] = self._frame_no
             self._alive[slots] = True
@@ -584,23 +586,24 @@ class PointMap:
         distance and normal gates against this pixel, -1 where none. Keeps the map at about one point per
         pixel footprint when voxels are smaller than pixels (far range, low resolution)."""
         h, w, r = o["h"], o["w"], self.config.merge_neighbour_px
-        row, col = left // w, left % w
-        vl, nl = o["vw"][left], o["nw"][left]
-        best_d2 = torch.full(left.shape, self.config.dist_threshold_m ** 2, device=left.device)
-        best = torch.full_like(left, -1)
-        for dr in range(-r, r + 1):
-            for dc in range(-r, r + 1):
-                if dr == 0 and dc == 0:
-                    continue
-                rr, cc = row + dr, col + dc
-                inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
-                s = torch.where(inside, target[(rr.clamp(0, h - 1) * w + cc.clamp(0, w - 1))], -1)
-                sc = s.clamp(min=0)
-                d2 = ((self._xyz[sc] - vl) ** 2).sum(1)
-                ok = (s >= 0) & (d2 < best_d2) & ((self._nrm[sc] * nl).sum(1) > self._cos_gate)
-                best_d2 = torch.where(ok, d2, best_d2)
-                best = torch.where(ok, s, best)
-        return best
+        dev = left.device
+        padded = torch.nn.functional.pad(target.view(1, h, w), (r, r, r, r), value=-1).view(-1)
+        wp = w + 2 * r
+        d = torch.arange(-r, r + 1, device=dev)
+        off = (d[:, None] * wp + d[None, :]).reshape(-1)
+        off = off[off != 0]
+        base = (left // w + r) * wp + (left % w + r)
+        s = padded.index_select(0, (base[:, None] + off[None, :]).reshape(-1))  # (L * K,)
+        sc = s.clamp(min=0)
+        k = off.numel()
+        d2 = (self._xyz.index_select(0, sc).view(-1, k, 3) - o["vw"].index_select(0, left)[:, None]).square_().sum(2)
+        dot = (self._nrm.index_select(0, sc).view(-1, k, 3) * o["nw"].index_select(0, left)[:, None]).sum(2)
+        s = s.view(-1, k)
+        ok = (s >= 0) & (d2 < self.config.dist_threshold_m ** 2) & (dot > self._cos_gate)
+        d2 = torch.where(ok, d2, torch.full((), math.inf, device=dev))
+        best_d2, j = d2.min(1)
+        best = s.gather(1, j[:, None]).squeeze(1)
+        return torch.where(torch.isfinite(best_d2), best, torch.full_like(best, -1))
 
     def _feature_sums(self, o: dict, tid: torch.Tensor, n_t: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per level: (n_t,) alpha mass of mask-covered pixels and (n_t, D) alpha-weighted feature sums."""
@@ -624,7 +627,7 @@ class PointMap:
         """Projective association (gradSLAM): target[pixel] = the map point the pixel wins, (H*W,) in place."""
         h, w, intr = o["h"], o["w"], o["intr"]
         dev = target.device
-        p = self._xyz[cand]
+        p = self._xyz.index_select(0, cand)
         pc = (p - o["t"]) @ o["R"]  # R^T (p - t)
         z = pc[:, 2]
         zs = torch.where(z > 0, z, torch.ones_like(z))
@@ -632,16 +635,16 @@ class PointMap:
         v = pc[:, 1] / zs * float(intr.fy) + float(intr.cy)
         ok = (z > 0) & (u > -1e-3) & (u < w - 0.999) & (v > -1e-3) & (v < h - 0.999)
         q = torch.round(v).to(torch.int64).clamp_(0, h - 1) * w + torch.round(u).to(torch.int64).clamp_(0, w - 1)
-        ok &= o["use"][q]
-        d2 = ((p - o["vw"][q]) ** 2).sum(1)
-        dot = (self._nrm[cand] * o["nw"][q]).sum(1)
+        ok &= o["use"].index_select(0, q)
+        d2 = (p - o["vw"].index_select(0, q)).square_().sum(1)
+        dot = (self._nrm.index_select(0, cand) * o["nw"].index_select(0, q)).sum(1)
         ok &= (d2 < self.config.dist_threshold_m ** 2) & (dot > self._cos_gate)
         sel = torch.nonzero(ok).squeeze(1)
         if sel.numel() == 0:
             return
         cs, qs, d2s = cand[sel], q[sel], d2[sel]
         hw = target.numel()
-        conf = self._conf[cs]
+        conf = self._conf.index_select(0, cs)
         best = torch.full((hw,), -1.0, device=dev).scatter_reduce_(0, qs, conf, "amax", include_self=True)
         k = torch.nonzero(conf == best[qs]).squeeze(1)
         cs, qs, d2s = cs[k], qs[k], d2s[k]
