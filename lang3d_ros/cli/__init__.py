@@ -8,7 +8,7 @@ import logging
 import sys
 
 # module names under lang3d_ros.cli, in the order shown by --help
-COMMANDS = ["synth", "info"]
+COMMANDS = ["synth", "info", "eval", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

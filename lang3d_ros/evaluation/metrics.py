@@ -1,0 +1,246 @@
+"""Every number of an evaluation, recomputed from its raw record (raw.json): ``recompute(raw) -> results``.
+
+The raw record holds the requests, the responses (boxes, goals, paths, answers), round-trip times, errors, the
+ground truth boxes, the map status and the per-level pixel measurements of rendered views; this module holds
+all scoring rules, so the report never shows a number that the raw record cannot reproduce.
+A query that errored or timed out has no response and counts as a miss (it stays in the per-query lists).
+What it cannot do: judge answers it has no GT for (free-text answers other than counts).
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+import numpy as np
+
+from lang3d_ros.evaluation.lerf_protocol import score_view_query
+from lang3d_ros.geometry.boxes import Box3D, iou_3d
+from lang3d_ros.navigation.goal import distance_to_footprint
+
+RAW_FORMAT = "lang3d_ros.eval_raw"
+RAW_FORMAT_VERSION = 1
+IOU_THRESHOLDS = (0.25, 0.5)
+DEFAULT_SETTINGS = {
+    "robot_radius_m": 0.3,  # goal collision check on the GT scene (the planner's radius)
+    "standoff_tolerance_m": 0.2,  # |goal-to-GT-footprint distance - requested standoff|
+    "facing_tolerance_deg": 30.0,  # goal yaw vs direction to the GT box centre
+    "path_clearance_m": 0.1,  # path samples must keep this far from GT obstacle footprints
+    "path_step_m": 0.05,
+    "obstacle_max_height_m": 1.5,  # GT objects whose bottom is below this block the floor
+    "start_tolerance_m": 0.35,  # the path must start this close to the requested start
+}
+
+
+def _rate(hits: list[bool]) -> float:
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def _gt_boxes(raw: dict) -> dict[int, Box3D]:
+    return {int(o["instance_id"]): Box3D.from_dict(o["obb"]) for o in raw["ground_truth"]["objects"]}
+
+
+def best_iou(objects: list[dict], target_ids: list[int], gt: dict[int, Box3D]) -> float:
+    """IoU of the top answer's box with the best-matching target (0 without an answer)."""
+    if not objects or not target_ids:
+        return 0.0
+    pred = Box3D.from_dict(objects[0]["box"])
+    return max(iou_3d(pred, gt[i]) for i in target_ids if i in gt) if any(i in gt for i in target_ids) else 0.0
+
+
+def _score_box_queries(entries: list[dict], gt: dict[int, Box3D], objects_of) -> dict:
+    per, by_kind = [], {}
+    for e in entries:
+        resp = e.get("response")
+        objs = objects_of(resp) if resp else []
+        iou = best_iou(objs, e["target_ids"], gt) if resp else 0.0
+        row = {"id": e["id"], "service": e["service"], "kind": e["kind"], "text": e["text"], "iou": iou,
+               "answered_by": (resp or {}).get("answered_by", ""), "top_label": objs[0]["label"] if objs else "",
+               "error": e.get("error")}
+        for t in IOU_THRESHOLDS:
+            row[f"hit@{t}"] = bool(iou >= t)
+        per.append(row)
+        by_kind.setdefault(e["kind"], []).append(row)
+    out = {"n": len(per), "per_query": per, "misses": [r["id"] for r in per if not r["hit@0.25"]],
+           "by_kind": {k: {"n": len(v), **{f"acc@{t}": _rate([r[f"hit@{t}"] for r in v]) for t in IOU_THRESHOLDS}}
+                       for k, v in sorted(by_kind.items())}}
+    for t in IOU_THRESHOLDS:
+        out[f"acc@{t}"] = _rate([r[f"hit@{t}"] for r in per])
+    return out
+
+
+def _ground_objects(resp: dict) -> list[dict]:
+    return resp.get("objects", []) if resp.get("success") else []
+
+
+def _ask_objects(resp: dict) -> list[dict]:
+    return resp.get("objects", []) if resp.get("success") else []
+
+
+def score_count(entry: dict) -> bool:
+    resp = entry.get("response")
+    if not resp or not resp.get("success"):
+        return False
+    m = re.search(r"\b(\d+)\b", resp.get("answer", ""))
+    return bool(m and int(m.group(1)) == int(entry["expected_count"]))
+
+
+def _room_contains(xy: np.ndarray, room: dict, margin_m: float) -> np.ndarray:
+    lo, hi = np.asarray(room["min_xyz"][:2]) + margin_m, np.asarray(room["max_xyz"][:2]) - margin_m
+    return np.all((xy >= lo) & (xy <= hi), axis=1)
+
+
+def _obstacles(raw: dict, s: dict) -> list[Box3D]:
+    out = []
+    for o in raw["ground_truth"]["objects"]:
+        b = Box3D.from_dict(o["obb"])
+        if b.min_xyz[2] < s["obstacle_max_height_m"]:
+            out.append(b)
+    return out
+
+
+def _clearance_m(xy: np.ndarray, obstacles: list[Box3D]) -> np.ndarray:
+    """(N,2) -> distance to the nearest GT obstacle footprint (inf without obstacles)."""
+    if not obstacles:
+        return np.full(len(xy), np.inf)
+    return np.min(np.stack([distance_to_footprint(xy, b) for b in obstacles]), axis=0)
+
+
+def _sample_path(path_xy: np.ndarray, step_m: float) -> np.ndarray:
+    pts = [path_xy[:1]]
+    for a, b in zip(path_xy[:-1], path_xy[1:]):
+        n = max(1, int(math.ceil(np.linalg.norm(b - a) / step_m)))
+        t = np.linspace(0.0, 1.0, n + 1)[1:, None]
+        pts.append(a + t * (b - a))
+    return np.concatenate(pts)
+
+
+def score_navigation(entry: dict, raw: dict, gt: dict[int, Box3D], s: dict) -> dict:
+    """Goal validity on the GT scene: collision-free (robot disc vs GT footprints and walls), standoff within
+    tolerance of the GT target's footprint, facing the GT box centre, path from the start to the goal clear."""
+    resp = entry.get("response") or {}
+    row = {"id": entry["id"], "text": entry["text"], "success": bool(resp.get("success")), "message": resp.get("message", ""),
+           "error": entry.get("error"), "collision_free": False, "standoff_ok": False, "facing": False,
+           "path_connected": False, "standoff_error_m": None, "facing_error_deg": None, "target_iou": 0.0}
+    tgt = resp.get("target")
+    if tgt and tgt.get("box"):
+        row["target_iou"] = best_iou([tgt], entry["target_ids"], gt)
+    if not row["success"] or not resp.get("goal"):
+        row["valid"] = False
+        return row
+    g = resp["goal"]
+    goal_xy = np.array([[g["x"], g["y"]]])
+    obstacles = _obstacles(raw, s)
+    room = raw["ground_truth"]["room"]
+    row["collision_free"] = bool(_clearance_m(goal_xy, obstacles)[0] >= s["robot_radius_m"]
+                                 and _room_contains(goal_xy, room, s["robot_radius_m"])[0])
+    gt_boxes = [gt[i] for i in entry["target_ids"] if i in gt]
+    want = float(entry.get("standoff_m") or raw.get("standoff_m", 0.6))
+    if gt_boxes:
+        d = min(float(distance_to_footprint(goal_xy, b)[0]) for b in gt_boxes)
+        row["standoff_error_m"] = abs(d - want)
+        row["standoff_ok"] = bool(row["standoff_error_m"] <= s["standoff_tolerance_m"])
+        c = gt_boxes[0].center
+        err = (g["yaw"] - math.atan2(c[1] - g["y"], c[0] - g["x"]) + math.pi) % (2 * math.pi) - math.pi
+        row["facing_error_deg"] = abs(math.degrees(err))
+        row["facing"] = bool(row["facing_error_deg"] <= s["facing_tolerance_deg"])
+    path = np.asarray(resp.get("path") or [], dtype=np.float64).reshape(-1, 2)
+    start = np.asarray(raw["start_xy_yaw"][:2], dtype=np.float64)
+    if len(path) >= 1 and np.linalg.norm(path[-1] - goal_xy[0]) < 1e-3 and np.linalg.norm(path[0] - start) <= s["start_tolerance_m"]:
+        samples = _sample_path(path, s["path_step_m"])
+        row["path_connected"] = bool(np.all(_clearance_m(samples, obstacles) >= s["path_clearance_m"])
+                                     and np.all(_room_contains(samples, room, 0.0)))
+    row["valid"] = bool(row["collision_free"] and row["standoff_ok"] and row["facing"] and row["path_connected"])
+    return row
+
+
+def latency_stats(samples_ms: list[float]) -> dict:
+    a = np.asarray([x for x in samples_ms if x is not None and np.isfinite(x)], dtype=np.float64)
+    if len(a) == 0:
+        return {"n": 0, "p50": None, "p95": None, "mean": None, "max": None}
+    return {"n": int(len(a)), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
+            "mean": float(a.mean()), "max": float(a.max())}
+
+
+def score_views(raw: dict) -> dict:
+    per, hits, ious = [], [], []
+    for view in raw.get("views", []):
+        for q in view["queries"]:
+            if q.get("error") or not q.get("levels"):
+                hit, iou, lvl = False, 0.0, -1
+            else:
+                hit, iou, lvl = score_view_query(q["levels"], q["gt_boxes_xyxy"])
+            hits.append(hit)
+            ious.append(iou)
+            per.append({"view": view["view"], "label": q["label"], "hit": hit, "iou": iou, "level": lvl, "error": q.get("error")})
+    return {"n": len(per), "localization_accuracy": _rate(hits), "miou": _rate(ious), "per_view_query": per}
+
+
+def recompute(raw: dict) -> dict:
+    """raw record -> results (every number of results.json and the report)."""
+    if raw.get("format") != RAW_FORMAT or raw.get("format_version") != RAW_FORMAT_VERSION:
+        raise ValueError(f"not a {RAW_FORMAT} v{RAW_FORMAT_VERSION} record")
+    s = dict(DEFAULT_SETTINGS, **raw.get("settings", {}))
+    gt = _gt_boxes(raw)
+    entries = raw["queries"]
+    ground = [e for e in entries if e["service"] == "ground"]
+    asks_box = [e for e in entries if e["service"] == "ask" and e["kind"] != "count"]
+    counts = [e for e in entries if e["service"] == "ask" and e["kind"] == "count"]
+    navs = [e for e in entries if e["service"] == "navigate"]
+    relational = _score_box_queries([e for e in ground if e["kind"] == "relation"] + [e for e in asks_box if e["kind"] == "relation"], gt,
+                                    lambda r: r.get("objects", []) if r.get("success") else [])
+    relational["answered_by"] = dict(Counter(r["answered_by"] or "none" for r in relational["per_query"]))
+    count_rows = [{"id": e["id"], "text": e["text"], "expected": e["expected_count"],
+                   "answer": (e.get("response") or {}).get("answer", ""), "correct": score_count(e), "error": e.get("error")}
+                  for e in counts]
+    nav_rows = [score_navigation(e, raw, gt, s) for e in navs]
+    by_service: dict[str, list[float]] = {}
+    for e in entries:
+        by_service.setdefault(e["service"], []).append(e.get("latency_ms"))
+    by_service["get_map_status"] = [c.get("latency_ms") for c in raw.get("status_calls", [])]
+    if raw.get("save_map", {}).get("latency_ms") is not None:
+        by_service["save_map"] = [raw["save_map"]["latency_ms"]]
+    server_ground = [(e.get("response") or {}).get("latency_ms") for e in ground if e.get("response")]
+    st = raw.get("mapping", {}).get("final_status") or {}
+    results = {
+        "grounding": _score_box_queries(ground, gt, _ground_objects),
+        "relational": relational,
+        "ask": {"boxes": _score_box_queries(asks_box, gt, _ask_objects),
+                "counts": {"n": len(count_rows), "accuracy": _rate([r["correct"] for r in count_rows]), "per_query": count_rows}},
+        "navigation": {"n": len(nav_rows), "validity": _rate([r["valid"] for r in nav_rows]),
+                       "success_rate": _rate([r["success"] for r in nav_rows]), "per_query": nav_rows,
+                       "settings": {k: s[k] for k in ("robot_radius_m", "standoff_tolerance_m", "facing_tolerance_deg", "path_clearance_m")}},
+        "lerf": score_views(raw),
+        "latency_ms": {k: latency_stats(v) for k, v in sorted(by_service.items())},
+        "server_ground_latency_ms": latency_stats(server_ground),
+        "frames": {k: st.get(k) for k in ("frames_received", "frames_fused", "frames_dropped", "frames_rejected", "keyframes",
+                                         "num_points", "num_gaussians", "training_state")},
+        "mapping_wait_s": raw.get("mapping", {}).get("wait_s"),
+        "memory": {"mapper_peak_mb": raw.get("memory", {}).get("mapper_vmhwm_mb")},
+        "errors": [{"id": e["id"], "service": e["service"], "text": e["text"], "error": e["error"]} for e in entries if e.get("error")]
+                  + [{"id": "mapping", "service": "mapping", "text": "", "error": m} for m in raw.get("mapping", {}).get("errors", [])],
+    }
+    return results
+
+
+def _close(a, b, path: str, tol: float, out: list[str]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in set(a) | set(b):
+            _close(a.get(k), b.get(k), f"{path}.{k}", tol, out)
+    elif isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            out.append(f"{path}: {len(a)} vs {len(b)} entries")
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]", tol, out)
+    elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        if not (math.isnan(a) and math.isnan(b)) and abs(a - b) > tol * max(1.0, abs(a)):
+            out.append(f"{path}: {a} vs {b}")
+    elif a != b:
+        out.append(f"{path}: {a!r} vs {b!r}")
+
+
+def differences(a: dict, b: dict, tol: float = 1e-9) -> list[str]:
+    """Paths where two results differ (numbers beyond a relative tol); [] when they agree."""
+    out: list[str] = []
+    _close(a, b, "results", tol, out)
+    return out

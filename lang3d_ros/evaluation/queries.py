@@ -1,0 +1,165 @@
+"""Evaluation queries: the file format (JSON or YAML) and a generator that writes one from a ground-truth file.
+
+Format ``lang3d_ros.eval_queries`` version 1 (docs/EVALUATION.md)::
+
+    format: lang3d_ros.eval_queries
+    format_version: 1
+    start_xy_yaw: [x_m, y_m, yaw_rad]   # robot pose (map frame) sent with Navigate / Ask requests
+    standoff_m: 0.6                     # default standoff for navigate queries
+    queries:
+      - {id: g00, service: ground,   kind: label,     text: "the sofa",              target_ids: [3]}
+      - {id: g01, service: ground,   kind: attribute, text: "the red mug",           target_ids: [7]}
+      - {id: g02, service: ground,   kind: relation,  text: "the mug on the table",  target_ids: [7]}
+      - {id: n00, service: navigate, kind: label,     text: "take me to the sofa",   target_ids: [3], standoff_m: 0.6}
+      - {id: a00, service: ask,      kind: relation,  text: "where is the mug on the table?", target_ids: [7]}
+      - {id: a01, service: ask,      kind: count,     text: "how many chairs are there?", expected_count: 2}
+
+A query is answered correctly when its top object's box overlaps a target's GT box (Acc@0.25 / Acc@0.5), or for
+``count`` questions when the first number in the answer equals ``expected_count``. The generator only emits
+queries whose answer is unique in the GT scene; it cannot judge whether a phrase is natural, and its relational
+queries use the support relation ("on") only, the one relation the GT stores exactly.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+QUERIES_FORMAT = "lang3d_ros.eval_queries"
+QUERIES_FORMAT_VERSION = 1
+SERVICES = ("ground", "navigate", "ask")
+KINDS = ("label", "attribute", "relation", "count", "where")
+
+
+@dataclass
+class EvalQuery:
+    id: str
+    service: str  # ground | navigate | ask
+    kind: str  # label | attribute | relation | count | where
+    text: str
+    target_ids: list[int] = field(default_factory=list)
+    expected_count: int | None = None
+    standoff_m: float | None = None
+
+    def validate(self) -> "EvalQuery":
+        if self.service not in SERVICES:
+            raise ValueError(f"query {self.id}: service {self.service!r} is not one of {SERVICES}")
+        if self.kind not in KINDS:
+            raise ValueError(f"query {self.id}: kind {self.kind!r} is not one of {KINDS}")
+        if not self.text.strip():
+            raise ValueError(f"query {self.id}: empty text")
+        if self.kind == "count":
+            if self.expected_count is None or self.expected_count < 0:
+                raise ValueError(f"query {self.id}: a count question needs expected_count >= 0")
+        elif not self.target_ids:
+            raise ValueError(f"query {self.id}: needs target_ids (GT instance ids)")
+        return self
+
+
+@dataclass
+class QuerySet:
+    queries: list[EvalQuery]
+    start_xy_yaw: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    standoff_m: float = 0.6
+
+    def to_dict(self) -> dict:
+        return {"format": QUERIES_FORMAT, "format_version": QUERIES_FORMAT_VERSION,
+                "start_xy_yaw": [float(v) for v in self.start_xy_yaw], "standoff_m": float(self.standoff_m),
+                "queries": [{k: v for k, v in asdict(q).items() if v is not None} for q in self.queries]}
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        data = self.to_dict()
+        text = yaml.safe_dump(data, sort_keys=False) if path.suffix in (".yaml", ".yml") else json.dumps(data, indent=1)
+        path.write_text(text)
+        return path
+
+
+def load_queries(path) -> QuerySet:
+    """Read a queries file (JSON, or YAML by suffix .yaml/.yml); ValueError names what is wrong."""
+    path = Path(path)
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a queries file ({exc})") from exc
+    if not isinstance(data, dict) or data.get("format") != QUERIES_FORMAT:
+        raise ValueError(f"{path}: not a {QUERIES_FORMAT} file")
+    if data.get("format_version") != QUERIES_FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {data.get('format_version')} is not {QUERIES_FORMAT_VERSION}")
+    try:
+        queries = [EvalQuery(**q).validate() for q in data.get("queries", [])]
+    except TypeError as exc:
+        raise ValueError(f"{path}: malformed query entry ({exc})") from exc
+    ids = [q.id for q in queries]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: query ids are not unique")
+    start = tuple(float(v) for v in data.get("start_xy_yaw", (0.0, 0.0, 0.0)))
+    if len(start) != 3 or not np.all(np.isfinite(start)):
+        raise ValueError(f"{path}: start_xy_yaw must be 3 finite numbers")
+    return QuerySet(queries, start, float(data.get("standoff_m", 0.6)))
+
+
+def _plural(label: str) -> str:
+    if label.endswith(("s", "sh", "ch", "x")):
+        return label + "es"
+    if label.endswith("f"):
+        return label[:-1] + "ves"
+    if label.endswith("y") and label[-2:-1] not in "aeiou":
+        return label[:-1] + "ies"
+    return label + "s"
+
+
+def start_pose_from_truth(truth) -> tuple[float, float, float]:
+    """A free robot pose: the xy of the last recorded camera pose, facing the room centre (the camera stood
+    there, so no object occupies it); the room centre when the GT has no poses."""
+    if len(truth.T_world_cams) == 0:
+        return (0.0, 0.0, 0.0)
+    x, y = (float(v) for v in truth.T_world_cams[-1][:2, 3])
+    return (x, y, float(np.arctan2(-y, -x)))
+
+
+def generate_queries(truth, max_ground: int = 12, max_navigate: int = 3, max_ask: int = 4, standoff_m: float = 0.6) -> QuerySet:
+    """Queries with unique answers from a GroundTruth: labels that occur once, colour+label pairs that occur
+    once, and "the A on the B" where exactly one A rests on a B; navigation to the largest floor objects with
+    unique labels; Ask: where-is with the support relation, and counts of repeated labels."""
+    objs = truth.objects
+    by_id = {o.instance_id: o for o in objs}
+    n_label = {lab: sum(o.label == lab for o in objs) for lab in {o.label for o in objs}}
+    singles, attrs, rels = [], [], []
+    for o in objs:
+        if n_label[o.label] == 1:
+            singles.append((f"the {o.label}", o))
+        elif sum(x.label == o.label and x.color_name == o.color_name for x in objs) == 1:
+            attrs.append((f"the {o.color_name} {o.label}", o))
+        s = by_id.get(o.support_id)
+        if s is not None and n_label[s.label] >= 1:
+            same = [x for x in objs if x.label == o.label and x.support_id in by_id and by_id[x.support_id].label == s.label]
+            if len(same) == 1:
+                rels.append((f"the {o.label} on the {s.label}", o))
+    # interleave the three kinds so a small budget still covers all of them
+    ground: list[tuple[str, str, object]] = []
+    pools = [("label", singles), ("attribute", attrs), ("relation", rels)]
+    while len(ground) < max_ground and any(p for _, p in pools):
+        for kind, pool in pools:
+            if pool and len(ground) < max_ground:
+                text, o = pool.pop(0)
+                ground.append((kind, text, o))
+    out = [EvalQuery(f"g{i:02d}", "ground", kind, text, [o.instance_id]) for i, (kind, text, o) in enumerate(ground)]
+    floor_unique = sorted((o for o in objs if o.support_id == 0 and n_label[o.label] == 1), key=lambda o: -o.aabb.volume)
+    out += [EvalQuery(f"n{i:02d}", "navigate", "label", f"take me to the {o.label}", [o.instance_id], standoff_m=standoff_m)
+            for i, o in enumerate(floor_unique[:max_navigate])]
+    asks: list[EvalQuery] = []
+    for text, o in [(t, o) for t, o in [(g[1], g[2]) for g in ground if g[0] == "relation"]][: max_ask // 2]:
+        asks.append(EvalQuery("", "ask", "relation", f"where is {text}?", [o.instance_id]))
+    repeated = sorted(lab for lab, n in n_label.items() if n >= 2)
+    for lab in repeated[: max_ask - len(asks)]:
+        asks.append(EvalQuery("", "ask", "count", f"how many {_plural(lab)} are there?", expected_count=n_label[lab]))
+    for lab in sorted(lab for lab, n in n_label.items() if n == 1)[: max(0, max_ask - len(asks))]:
+        asks.append(EvalQuery("", "ask", "where", f"where is the {lab}?", [next(o.instance_id for o in objs if o.label == lab)]))
+    for i, q in enumerate(asks):
+        q.id = f"a{i:02d}"
+    return QuerySet([q.validate() for q in out + asks], start_pose_from_truth(truth), standoff_m)
