@@ -1,0 +1,220 @@
+"""Evaluation building blocks without ROS: query generation and files, z-buffer rendering, the LERF protocol,
+scoring rules and recompute(raw) -> results, the report."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+
+from lang3d_ros.datasets.synthetic import DEFAULT_INTRINSICS, generate_scene, make_trajectory
+from lang3d_ros.evaluation.lerf_protocol import mask_boxes, measure_levels, score_view_query, segmentation_mask, smooth_relevancy
+from lang3d_ros.evaluation.metrics import RAW_FORMAT, RAW_FORMAT_VERSION, differences, recompute
+from lang3d_ros.evaluation.queries import EvalQuery, QuerySet, generate_queries, load_queries
+from lang3d_ros.evaluation.render import gather, gt_instance_map, point_index_image
+from lang3d_ros.geometry.boxes import Box3D
+from lang3d_ros.geometry.camera import Intrinsics
+
+
+@pytest.fixture(scope="module")
+def truth(tmp_path_factory):
+    from lang3d_ros.datasets.synthetic import load_ground_truth
+
+    scene = generate_scene(5, n_objects=12)
+    poses = make_trajectory(scene, "orbit", 6, seed=5)
+    path = tmp_path_factory.mktemp("gt") / "ground_truth.json"
+    scene.save_ground_truth(path, poses, np.arange(6) * 33_000_000, DEFAULT_INTRINSICS.scaled(160, 120))
+    return load_ground_truth(path), scene
+
+
+# ----------------------------------------------------------------------------- queries
+def test_generated_queries_have_unique_answers(truth, tmp_path):
+    gt, _ = truth
+    qs = generate_queries(gt, max_ground=20, max_navigate=3, max_ask=4)
+    objs = {o.instance_id: o for o in gt.objects}
+    kinds = {q.kind for q in qs.queries if q.service == "ground"}
+    assert {"label", "relation"} <= kinds
+    for q in qs.queries:
+        if q.kind == "label":
+            lab = objs[q.target_ids[0]].label
+            assert sum(o.label == lab for o in gt.objects) == 1 and lab in q.text
+        elif q.kind == "attribute":
+            o = objs[q.target_ids[0]]
+            assert sum(x.label == o.label and x.color_name == o.color_name for x in gt.objects) == 1
+            assert q.text == f"the {o.color_name} {o.label}"
+        elif q.kind == "relation":
+            o = objs[q.target_ids[0]]
+            s = objs[o.support_id]
+            assert f"{o.label} on the {s.label}" in q.text
+            assert sum(x.label == o.label and x.support_id in objs and objs[x.support_id].label == s.label for x in gt.objects) == 1
+        elif q.kind == "count":
+            assert q.expected_count == sum(o.label in q.text or o.label + "s" in q.text for o in gt.objects) >= 2
+    assert [q.id for q in qs.queries] == sorted({q.id for q in qs.queries}, key=[q.id for q in qs.queries].index)
+    # the start pose is where the camera stood: no object footprint holds it
+    from lang3d_ros.navigation.goal import distance_to_footprint
+
+    xy = np.array([qs.start_xy_yaw[:2]])
+    assert all(distance_to_footprint(xy, o.obb)[0] > 0.0 for o in gt.objects if o.support_id == 0)
+    for suffix in (".json", ".yaml"):
+        back = load_queries(qs.save(tmp_path / f"q{suffix}"))
+        assert back.to_dict() == qs.to_dict()
+
+
+def test_bad_queries_files_are_refused(tmp_path):
+    p = tmp_path / "q.json"
+    p.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(ValueError, match="not a lang3d_ros.eval_queries"):
+        load_queries(p)
+    good = QuerySet([EvalQuery("a", "ground", "label", "the sofa", [1])]).to_dict()
+    for bad, msg in [({"service": "fly"}, "service"), ({"kind": "count"}, "expected_count"), ({"target_ids": []}, "target_ids")]:
+        d = copy.deepcopy(good)
+        d["queries"][0].update(bad)
+        p.write_text(json.dumps(d))
+        with pytest.raises(ValueError, match=msg):
+            load_queries(p)
+    d = copy.deepcopy(good)
+    d["queries"].append(dict(d["queries"][0]))
+    p.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="unique"):
+        load_queries(p)
+
+
+# ----------------------------------------------------------------------------- rendering
+def test_zbuffer_keeps_the_nearest_point_and_closes_gaps():
+    K = Intrinsics(fx=100.0, fy=100.0, cx=39.5, cy=29.5, width=80, height=60)
+    g = np.stack(np.meshgrid(np.arange(-1.0, 1.0, 0.03), np.arange(-1.0, 1.0, 0.03)), -1).reshape(-1, 2)
+    far = np.column_stack([g, np.full(len(g), 3.0)])
+    near = np.column_stack([g[(np.abs(g[:, 0]) < 0.3) & (np.abs(g[:, 1]) < 0.3)], np.full(((np.abs(g[:, 0]) < 0.3) & (np.abs(g[:, 1]) < 0.3)).sum(), 2.0)])
+    pts = np.vstack([far, near]).astype(np.float32)
+    idx = point_index_image(pts, np.eye(4), K, point_size_m=0.03)
+    assert (idx[:, 8:70] >= 0).mean() > 0.95  # the far plane spans u 6..73; its 1-px spaced points leave no gaps
+    assert (idx[:, :5] < 0).all()  # beyond the plane: no point
+    label = np.r_[np.zeros(len(far)), np.ones(len(near))]
+    img = gather(label, idx, fill=-1.0)
+    assert img[29, 39] == 1.0 and img[5, 12] == 0.0  # the centre sees the nearer square, the rim the far plane
+    assert 0.18 < (img == 1.0).mean() < 0.23  # a 0.6 m square at 2 m: 30x30 px (+1 px splat rim) of 80x60
+    # behind the camera: nothing
+    assert (point_index_image(pts * np.array([1, 1, -1], np.float32), np.eye(4), K) < 0).all()
+
+
+def test_gt_instance_map_matches_rendering(truth):
+    gt, scene = truth
+    inst = gt_instance_map(scene, gt.T_world_cams[0], gt.intrinsics)
+    assert inst.shape == (120, 160) and (inst == 0).any() and (inst > 0).any()
+
+
+# ----------------------------------------------------------------------------- LERF protocol
+def test_lerf_localization_and_segmentation():
+    H, W = 60, 80
+    gt = np.zeros((H, W), bool)
+    gt[20:40, 30:50] = True
+    rel = np.full((H, W), 0.2)
+    rel[20:40, 30:50] = 0.9
+    wrong = np.full((H, W), 0.2)
+    wrong[0:15, 0:15] = 0.95
+    levels = [m.to_dict() for m in measure_levels(np.stack([wrong * 0.5, rel, wrong]), gt)]
+    hit, iou, lvl = score_view_query(levels, mask_boxes(gt))
+    assert lvl == 2 and not hit and iou == 0.0  # the level with the highest smoothed max answers, right or wrong
+    levels = [m.to_dict() for m in measure_levels(np.stack([wrong * 0.5, rel]), gt)]
+    hit, iou, lvl = score_view_query(levels, mask_boxes(gt))
+    assert lvl == 1 and hit and iou > 0.8
+    sm = smooth_relevancy(rel)
+    assert sm.shape == rel.shape and sm.max() <= 0.9 + 1e-9 and segmentation_mask(sm)[30, 40] and not segmentation_mask(sm)[5, 5]
+    assert mask_boxes(gt).tolist() == [[30, 20, 49, 39]]
+
+
+# ----------------------------------------------------------------------------- scoring
+def _box(center, size, yaw=0.0):
+    c, s = math.cos(yaw), math.sin(yaw)
+    return Box3D(np.asarray(center, float), np.asarray(size, float), np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]))
+
+
+def _obj(box, label="sofa"):
+    return {"instance_id": 0, "label": label, "query": label, "score": 0.9, "level": "whole", "num_points": 10, "box": box.to_dict()}
+
+
+def make_raw() -> dict:
+    sofa, table = _box([1.0, 0.0, 0.4], [1.8, 0.8, 0.8]), _box([-1.5, 1.0, 0.38], [1.2, 0.8, 0.76])
+    gt_objs = [{"instance_id": 1, "label": "sofa", "color_name": "red", "support_id": 0, "obb": sofa.to_dict()},
+               {"instance_id": 2, "label": "table", "color_name": "brown", "support_id": 0, "obb": table.to_dict()}]
+    goal = {"x": 1.0, "y": -1.0, "yaw": math.pi / 2, "frame_id": "map"}  # 0.6 m in front of the sofa, facing it
+    q = lambda i, svc, kind, text, tid, resp, ms=50.0, err=None: {
+        "id": i, "service": svc, "kind": kind, "text": text, "target_ids": tid, "expected_count": None, "standoff_m": None,
+        "request": {}, "response": resp, "latency_ms": ms if resp else None, "error": err}
+    queries = [
+        q("g0", "ground", "label", "the sofa", [1], {"success": True, "message": "", "answered_by": "relevancy", "latency_ms": 20.0, "objects": [_obj(sofa)]}),
+        q("g1", "ground", "label", "the table", [2], {"success": True, "message": "", "answered_by": "relevancy", "latency_ms": 20.0,
+                                                      "objects": [_obj(_box([-1.5, 1.3, 0.38], [1.2, 0.8, 0.76]), "table")]}),
+        q("g2", "ground", "relation", "the table near the sofa", [2], None, err="timeout: /lang3d/ground did not answer in 30 s"),
+        q("n0", "navigate", "label", "take me to the sofa", [1], {"success": True, "message": "ok", "target": _obj(sofa), "goal": goal,
+                                                               "path": [[-1.0, -1.5], [1.0, -1.0]], "path_length_m": 2.06}),
+        q("n1", "navigate", "label", "take me to the table", [2], {"success": True, "message": "ok", "target": _obj(table, "table"),
+                                                                  "goal": {"x": -1.5, "y": 1.0, "yaw": 0.0, "frame_id": "map"},
+                                                                  "path": [[-1.0, -1.5], [-1.5, 1.0]], "path_length_m": 2.5}),
+        dict(q("a0", "ask", "count", "how many sofas are there?", [], {"success": True, "message": "", "answer": "There is 1 sofa.",
+                                                                       "answered_by": "parser", "objects": []}), expected_count=1),
+    ]
+    queries[3]["standoff_m"] = queries[4]["standoff_m"] = 0.6
+    return {"format": RAW_FORMAT, "format_version": RAW_FORMAT_VERSION, "run": {"bag": "b", "ground_truth": "g", "rate": 1.0},
+            "settings": {}, "ground_truth": {"room": {"min_xyz": [-3, -2.5, 0], "max_xyz": [3, 2.5, 2.6]}, "objects": gt_objs},
+            "start_xy_yaw": [-1.0, -1.5, 0.0], "standoff_m": 0.6, "queries": queries,
+            "status_calls": [{"latency_ms": 3.0, "status": {}}, {"latency_ms": 5.0, "status": {}}],
+            "mapping": {"final_status": {"frames_received": 10, "frames_fused": 8, "frames_dropped": 2, "frames_rejected": 0,
+                                         "keyframes": 4, "num_points": 1000, "num_gaussians": 0, "training_state": "disabled"},
+                        "errors": [], "wait_s": 1.0},
+            "memory": {"mapper_vmhwm_mb": 512.0}, "save_map": {"latency_ms": 40.0},
+            "views": [{"view": 0, "queries": [{"label": "sofa", "gt_boxes_xyxy": [[10, 10, 20, 20]], "levels": [
+                {"score": 0.6, "argmax_uv": [15, 15], "intersection_px": 80, "union_px": 100},
+                {"score": 0.4, "argmax_uv": [50, 50], "intersection_px": 0, "union_px": 200}], "error": None},
+                {"label": "table", "gt_boxes_xyxy": [[30, 30, 40, 40]], "levels": [
+                    {"score": 0.7, "argmax_uv": [5, 5], "intersection_px": 10, "union_px": 100}], "error": None}]}]}
+
+
+def test_recompute_scores_every_part():
+    raw = make_raw()
+    r = recompute(raw)
+    g = r["grounding"]
+    assert g["n"] == 3 and g["acc@0.25"] == pytest.approx(2 / 3) and g["acc@0.5"] == pytest.approx(1 / 3)
+    assert g["misses"] == ["g2"] and any(e["id"] == "g2" and "timeout" in e["error"] for e in r["errors"])
+    assert r["relational"]["n"] == 1 and r["relational"]["acc@0.25"] == 0.0
+    nav = {q["id"]: q for q in r["navigation"]["per_query"]}
+    assert nav["n0"]["valid"] and nav["n0"]["standoff_error_m"] < 1e-6 and nav["n0"]["facing_error_deg"] < 1e-6
+    assert not nav["n1"]["collision_free"] and not nav["n1"]["valid"]  # a goal inside the table
+    assert r["navigation"]["validity"] == 0.5
+    assert r["ask"]["counts"]["accuracy"] == 1.0
+    assert r["lerf"]["n"] == 2 and r["lerf"]["localization_accuracy"] == 0.5 and r["lerf"]["miou"] == pytest.approx(0.45)
+    assert r["latency_ms"]["ground"]["n"] == 2 and r["latency_ms"]["get_map_status"]["p50"] == pytest.approx(4.0)
+    assert r["frames"]["frames_dropped"] == 2 and r["memory"]["mapper_peak_mb"] == 512.0
+
+
+def test_recompute_survives_json_and_detects_tampering():
+    raw = make_raw()
+    results = recompute(raw)
+    again = recompute(json.loads(json.dumps(raw)))
+    assert differences(again, json.loads(json.dumps(results))) == []
+    tampered = json.loads(json.dumps(results))
+    tampered["grounding"]["acc@0.25"] = 0.99
+    assert any("acc@0.25" in d for d in differences(again, tampered))
+    # a path through the sofa is not connected on the GT scene
+    bad = make_raw()
+    bad["queries"][3]["response"]["path"] = [[1.0, 1.0], [1.0, -1.0]]
+    bad["start_xy_yaw"] = [1.0, 1.0, 0.0]
+    assert not recompute(bad)["navigation"]["per_query"][0]["path_connected"]
+    with pytest.raises(ValueError):
+        recompute({"format": "x"})
+
+
+def test_report_shows_the_recomputed_numbers(tmp_path):
+    from lang3d_ros.evaluation.report import write_report
+
+    raw = make_raw()
+    results = recompute(raw)
+    np.savez_compressed(tmp_path / "heatmaps.npz", v0_sofa=np.random.default_rng(0).random((12, 16)))
+    md = write_report(tmp_path, raw, results, map_xyz=np.random.default_rng(0).random((500, 3)), notes=["a note"]).read_text()
+    assert "66.7% / 33.3% (n=3)" in md and "timeout" in md and "a note" in md
+    for png in ("topdown.png", "latency.png", "heatmaps.png"):
+        assert (tmp_path / png).stat().st_size > 1000 and png in md
+    html = (tmp_path / "report.html").read_text()
+    assert "<table>" in html and "66.7% / 33.3% (n=3)" in html and 'src="topdown.png"' in html
