@@ -118,8 +118,16 @@ def load_config(*paths: str | Path, overrides: dict | None = None, node_name: st
     return from_mapping(Lang3DConfig, data)
 
 
+def _drop_none(d):
+    if isinstance(d, dict):
+        return {k: _drop_none(v) for k, v in d.items() if v is not None}
+    return d
+
+
 def dump_config(config: Lang3DConfig) -> str:
-    return yaml.safe_dump({"/**": {"ros__parameters": to_mapping(config)}}, sort_keys=False)
+    """The config as a ROS 2 parameter file. Unset (None) values are left out: parameter files cannot hold them,
+    and leaving them out keeps their default."""
+    return yaml.safe_dump({"/**": {"ros__parameters": _drop_none(to_mapping(config))}}, sort_keys=False)
 
 
 # ------------------------------------------------------------------------------- flat parameter view

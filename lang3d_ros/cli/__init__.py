@@ -8,7 +8,7 @@ import logging
 import sys
 
 # module names under lang3d_ros.cli, in the order shown by --help
-COMMANDS = ["synth", "info", "eval", "demo"]
+COMMANDS = ["synth", "info", "launch", "call", "config_cmd", "eval", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

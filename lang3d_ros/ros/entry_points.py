@@ -68,3 +68,13 @@ def bag_player(argv=None) -> int:
     from lang3d_ros.ros.bag_player import main
 
     return main(sys.argv[1:] if argv is None else argv)
+
+
+ENTRY_POINTS = {"mapper_node": mapper_node, "query_server_node": query_server_node, "bag_player": bag_player}
+
+if __name__ == "__main__":  # python -m lang3d_ros.ros.entry_points <name> [args...]
+    if len(sys.argv) < 2 or sys.argv[1] not in ENTRY_POINTS:
+        print(f"usage: python -m lang3d_ros.ros.entry_points {{{','.join(ENTRY_POINTS)}}} [args]", file=sys.stderr)
+        sys.exit(2)
+    name = sys.argv.pop(1)
+    sys.exit(ENTRY_POINTS[name]())

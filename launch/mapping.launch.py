@@ -1,0 +1,27 @@
+"""Online mapping + serving: the mapper and the query server in one process (services answer on the live map).
+
+ros2 launch lang3d_ros mapping.launch.py [config:=/path/robot.yaml] [namespace:=robot1] [use_sim_time:=true]
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+
+def generate_launch_description():
+    share = get_package_share_directory("lang3d_ros")
+    return LaunchDescription([
+        DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "lang3d.yaml"),
+                              description="parameter file (ROS 2 params layout)"),
+        DeclareLaunchArgument("extra_config", default_value=os.path.join(share, "config", "lang3d.yaml"),
+                              description="a second parameter file layered on top (e.g. a camera's)"),
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="true when replaying bags with /clock"),
+        Node(package="lang3d_ros", executable="mapper_node", name="lang3d_mapper", namespace=LaunchConfiguration("namespace"),
+             output="screen", emulate_tty=True,
+             parameters=[LaunchConfiguration("config"), LaunchConfiguration("extra_config"),
+                         {"use_sim_time": LaunchConfiguration("use_sim_time")}]),
+    ])

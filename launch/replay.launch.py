@@ -1,0 +1,28 @@
+"""Replay a bag into the mapper (mapping + serving), e.g. a synthetic bag from `lang3d synth`.
+
+ros2 launch lang3d_ros replay.launch.py bag:=/path/bag [rate:=1.0] [config:=.../synthetic.yaml]
+                                        [ground_truth:=/path/bag/ground_truth.json]
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, TimerAction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+
+def generate_launch_description():
+    share = get_package_share_directory("lang3d_ros")
+    return LaunchDescription([
+        DeclareLaunchArgument("bag", description="rosbag2 folder (mcap or sqlite3)"),
+        DeclareLaunchArgument("rate", default_value="1.0", description="playback speed factor"),
+        DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "synthetic.yaml")),
+        DeclareLaunchArgument("ground_truth", default_value="", description="synthetic bags: <bag>/ground_truth.json"),
+        Node(package="lang3d_ros", executable="mapper_node", name="lang3d_mapper", output="screen", emulate_tty=True,
+             parameters=[LaunchConfiguration("config"), {"ros.ground_truth_file": LaunchConfiguration("ground_truth")}]),
+        # give the mapper time to load its models before the first frame
+        TimerAction(period=5.0, actions=[ExecuteProcess(
+            cmd=["ros2", "run", "lang3d_ros", "bag_player", LaunchConfiguration("bag"), "--rate", LaunchConfiguration("rate")],
+            output="screen")]),
+    ])
