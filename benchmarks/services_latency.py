@@ -40,7 +40,7 @@ def synthesise_map(path: Path, n_points: int, seed: int, params: dict) -> int:
     for (inst, mesh), a in zip(meshes, areas):
         k = max(50, int(n_points * a / areas.sum()))
         mesh.compute_vertex_normals()
-        pc = mesh.sample_points_uniformly(k, use_triangle_normal=True, seed=seed)
+        pc = mesh.sample_points_uniformly(k, use_triangle_normal=True)  # open3d 0.19 takes no seed: positions vary per run
         xyz.append(np.asarray(pc.points))
         nrm.append(np.asarray(pc.normals))
         rgb.append(np.tile(colors.get(inst, np.array([0.7, 0.7, 0.7])), (k, 1)))
