@@ -23,7 +23,22 @@ def message_class(msgtype: str):
         raise ValueError(f"message type {msgtype!r} is not available in this ROS environment") from exc
 
 
-def play(node, bag: Path, rate: float = 1.0, topics: list[str] | None = None, progress=None, stop=None) -> dict:
+def wait_for_subscribers(pubs: dict, timeout_s: float) -> bool:
+    """Wait until every publisher has matched a subscriber (messages sent before discovery completes are lost on
+    best-effort sensor topics), at most ``timeout_s``; then a short grace period. False when some stayed unmatched."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if all(p.get_subscription_count() > 0 for p in pubs.values()):
+            time.sleep(0.3)
+            return True
+        time.sleep(0.05)
+    unmatched = [t for t, p in pubs.items() if p.get_subscription_count() == 0]
+    log.warning("no subscriber on %s after %.0f s; playing anyway", unmatched, timeout_s)
+    return False
+
+
+def play(node, bag: Path, rate: float = 1.0, topics: list[str] | None = None, progress=None, stop=None,
+         wait_subscribers_s: float = 10.0) -> dict:
     """Publish the bag's messages on ``node``; returns {topic: count}. ``stop()`` True ends early."""
     from rosbags.highlevel import AnyReader
 
@@ -39,7 +54,7 @@ def play(node, bag: Path, rate: float = 1.0, topics: list[str] | None = None, pr
         for c in conns:
             if c.topic not in pubs:
                 pubs[c.topic] = node.create_publisher(message_class(c.msgtype), c.topic, 10)
-        time.sleep(0.5)  # let discovery match subscribers before the first message
+        wait_for_subscribers(pubs, wait_subscribers_s)
         t_bag0, t_wall0 = None, time.monotonic()
         for conn, t_ns, raw in reader.messages(connections=conns):
             if stop is not None and stop():
@@ -64,11 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bag", type=Path)
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (2 = twice as fast)")
     parser.add_argument("--topics", nargs="*", default=None)
+    parser.add_argument("--wait-subscribers", type=float, default=10.0, metavar="S",
+                        help="wait up to S seconds for every topic to have a subscriber before playing")
     args, ros_args = parser.parse_known_args(argv)
     rclpy.init(args=["bag_player", *ros_args])
     node = rclpy.create_node("lang3d_bag_player")
     try:
-        counts = play(node, args.bag, args.rate, args.topics)
+        counts = play(node, args.bag, args.rate, args.topics, wait_subscribers_s=args.wait_subscribers)
         node.get_logger().info(f"played {sum(counts.values())} messages: {counts}")
         return 0
     except ValueError as exc:
