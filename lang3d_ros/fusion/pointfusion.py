@@ -11,7 +11,9 @@ for the pixels left over. Unlike gradSLAM:
   Any point that can pass the distance gate is in that set, so association equals projecting the whole map,
   at a cost that follows the frame, not the map.
 - Leftover pixels whose voxel (``voxel_size_m``) already owns a point fuse into it instead of adding a
-  duplicate (``merge_duplicates``); leftover pixels sharing a voxel make one point. A point's per-frame
+  duplicate (``merge_duplicates``); failing that, into the nearest gated point owning a pixel within
+  ``merge_neighbour_px`` (keeps about one point per pixel footprint where pixels are larger than voxels);
+  leftover pixels sharing a voxel make one point. A point's per-frame
   sample is the alpha-weighted mean of its pixels with weight max(alpha), so confidence still counts
   observations (a point seen in one frame has confidence <= 1 in "radial" mode).
 - Pixels whose right / lower neighbour has no depth take no part (their gradSLAM normal is meaningless);
@@ -21,11 +23,14 @@ for the pixels left over. Unlike gradSLAM:
 
 Language features: per level, pixels with seg_map -1 add nothing; a point's level weight grows only with
 covered pixels (``feature_weight(level)``), so uncovered frames never dilute its feature.
-Memory per point (``bytes_per_point``): 37 B of attributes (xyz, normal, colour, confidence float32,
-birth int32, alive bool, voxel key int64 = 69 B with the key) + 16 B of index = 85 B without features;
-plus 3 * (2 D + 4) B with 3-level float16 features of dim D (D = 512: 3157 B; D = 3: 115 B). Storage grows
-by 1.5x, so up to a third of the allocation may be unused. Not differentiable; no loop closure /
-deformation: a pose correction after the fact does not move fused points.
+Memory per point (``bytes_per_point``): 45 B of attributes (xyz, normal, colour, confidence float32, birth
+int32, alive bool), 8 B voxel key, 4 B per-frame scratch, 16 B index entry = 73 B without features; plus
+3 * (2 D + 4) B with 3-level float16 features of dim D (D = 3: 103 B; D = 512: 3157 B). Storage grows by
+1.5x, so up to a third of the allocation may be unused. Per-frame cost: O(pixels + points near the frame);
+the index merge is O(N) once every ``index_delta_capacity`` new points, the cap eviction O(N) when it fires.
+Not differentiable; no loop closure / deformation: a pose correction after the fact does not move points.
+Speed on CPU is bound by many full-image tensor passes; with more torch threads than free cores (a
+shared machine) each pass waits on descheduled threads, so prefer torch.set_num_threads(1) there.
 """
 from __future__ import annotations
 
