@@ -7,11 +7,12 @@ low-pass); radius ceil(e * sqrt(cov_xx)), ceil(e * sqrt(cov_yy)) with e = min(3.
 (gsplat's opacity-aware ~3-sigma bound). Culled: depth outside (near, far), det <= 0, opacity < 1/255,
 boxes fully outside the image.
 
-Rasterization: each Gaussian goes to every 16x16 tile its box touches; per tile, Gaussians are sorted
+Rasterization: each Gaussian goes to every 16x16 tile its box touches (pairs whose alpha is below 1/255
+on all the tile's pixels are dropped, losslessly); per tile, Gaussians are sorted
 front to back by camera depth and composited at pixel centres (j + 0.5, i + 0.5):
 alpha = min(0.999, o exp(-sigma)), skipped when sigma < 0 or alpha < 1/255, and a pixel stops (exclusive)
 when its transmittance would fall to 1e-4 or below. Gaussians are processed in depth chunks with the
-transmittance carried between chunks; a tile batch stops early when all its pixels are done.
+transmittance carried between chunks; a tile stops as soon as all its pixels are done.
 Gradients come from autograd (no hand-written backward).
 
 Cannot: distortion, fisheye/ortho cameras, antialiased mode, packed output, SH evaluation (colours are
@@ -115,12 +116,44 @@ def project_gaussians(
 
 
 @torch.no_grad()
+def _min_sigma_over_tiles(m: torch.Tensor, con: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, tile: int) -> torch.Tensor:
+    """Lower bound of sigma over the pixel centres of tiles (x0, y0) for Gaussians at m (M, 2) with conics
+    con (M, 3): the exact minimum of the quadratic over the tile's rectangle of pixel centres."""
+    lo_x, lo_y = x0 * tile + 0.5, y0 * tile + 0.5
+    hi_x, hi_y = lo_x + tile - 1, lo_y + tile - 1
+    a, b, c = con.unbind(-1)
+
+    def sig(x, y):
+        dx, dy = x - m[:, 0], y - m[:, 1]
+        return 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
+
+    best = []
+    for X in (lo_x, hi_x):  # vertical edges: minimise over y
+        y = torch.clamp(m[:, 1] - b * (X - m[:, 0]) / c, lo_y, hi_y)
+        best.append(sig(X, y))
+    for Y in (lo_y, hi_y):  # horizontal edges: minimise over x
+        x = torch.clamp(m[:, 0] - b * (Y - m[:, 1]) / a, lo_x, hi_x)
+        best.append(sig(x, Y))
+    inside = (m[:, 0] >= lo_x) & (m[:, 0] <= hi_x) & (m[:, 1] >= lo_y) & (m[:, 1] <= hi_y)
+    return torch.where(inside, torch.zeros_like(a), torch.stack(best).min(0).values)
+
+
+@torch.no_grad()
 def intersect_tiles(
-    means2d: torch.Tensor, radii: torch.Tensor, depths: torch.Tensor, tile_size: int, tiles_x: int, tiles_y: int
+    means2d: torch.Tensor,
+    radii: torch.Tensor,
+    depths: torch.Tensor,
+    tile_size: int,
+    tiles_x: int,
+    tiles_y: int,
+    conics: torch.Tensor | None = None,
+    opacities: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One camera: means2d (N, 2), radii (N, 2), depths (N,) -> (tile_ids (M,), gauss_ids (M,), counts (T,)).
 
     Pairs are ordered by tile, then front to back (ties by Gaussian index), like gsplat's sorted isect ids.
+    With conics (N, 3) and opacities (N,), pairs whose alpha stays below 1/255 on every pixel centre of the
+    tile are dropped: the compositing rule skips them anyway, so the image is unchanged.
     """
     order = torch.argsort(depths, stable=True)
     ok = (radii[order] > 0).all(dim=-1)
@@ -137,8 +170,13 @@ def intersect_tiles(
     start = torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
     local = torch.arange(gauss.numel(), device=means2d.device) - start
     wx_r = torch.repeat_interleave(wx, n).clamp(min=1)
-    tile = (torch.repeat_interleave(y0, n) + local // wx_r) * tiles_x + torch.repeat_interleave(x0, n) + local % wx_r
-    tile, perm = torch.sort(tile, stable=True)
+    tx = torch.repeat_interleave(x0, n) + local % wx_r
+    ty = torch.repeat_interleave(y0, n) + local // wx_r
+    if conics is not None and opacities is not None and gauss.numel():
+        smin = _min_sigma_over_tiles(means2d[gauss].detach(), conics[gauss].detach(), tx, ty, tile_size)
+        hit = opacities[gauss].detach() * torch.exp(-smin) >= ALPHA_THRESHOLD * (1 - 1e-6)
+        gauss, tx, ty = gauss[hit], tx[hit], ty[hit]
+    tile, perm = torch.sort(ty * tiles_x + tx, stable=True)
     gauss = gauss[perm]
     counts = torch.bincount(tile, minlength=tiles_x * tiles_y)
     return tile, gauss, counts
@@ -154,68 +192,77 @@ def rasterize_tiles(
     width: int,
     height: int,
     tile_size: int = 16,
-    chunk: int = 64,
+    chunk: int | None = None,
     max_elements: int = 1 << 21,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One camera. means2d (N, 2), conics (N, 3), opacities (N,), features (N, D), depths (N,), radii (N, 2)
-    -> (features image (H, W, D), alpha (H, W, 1), accumulated depth sum w z (H, W, 1)); no background."""
+    -> (features image (H, W, D), alpha (H, W, 1), accumulated depth sum w z (H, W, 1)); no background.
+
+    Tiles are processed in batches; each step composites the next ``chunk`` Gaussians of every active
+    tile (None: 8, 16, 32, ... capped by ``max_elements`` pixel-Gaussian pairs); a tile leaves the batch as soon as
+    its list is exhausted or all its pixels are done, so work follows the visible depth complexity.
+    """
     N, D = features.shape
     tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
     n_tiles, P = tiles_x * tiles_y, tile_size * tile_size
     dev, dt = features.device, features.dtype
-    _, gauss_ids, counts = intersect_tiles(means2d, radii, depths, tile_size, tiles_x, tiles_y)
+    _, gauss_ids, counts = intersect_tiles(means2d, radii, depths, tile_size, tiles_x, tiles_y, conics, opacities)
     offsets = torch.cumsum(counts, 0) - counts
     tile_order = torch.argsort(counts, descending=True)
     tile_order = tile_order[counts[tile_order] > 0]
     local = torch.arange(P, device=dev)
-    pix_local = torch.stack([local % tile_size, local // tile_size], dim=-1).to(dt) + 0.5  # (P, 2)
+    px, py = (local % tile_size).to(dt) + 0.5, (local // tile_size).to(dt) + 0.5  # pixel centres in the tile
+    basis = torch.stack([px * px, py * py, px * py, px, py, torch.ones_like(px)], dim=-1)  # (P, 6)
+    # one gathered table per Gaussian: features, depth and 1 (accumulated weight) in a single bmm
+    values = torch.cat([features, depths[:, None].to(dt), torch.ones(N, 1, device=dev, dtype=dt)], dim=1)
+    last = max(gauss_ids.numel() - 1, 0)
 
-    out_feat, out_w, out_z = [], [], []
-    batch = max(1, max_elements // (P * chunk))
+    done_tiles, done_acc = [], []
+    batch = max(1, max_elements // (P * (chunk or 64)))
     for b0 in range(0, tile_order.numel(), batch):
         tb = tile_order[b0 : b0 + batch]
-        cb = counts[tb]
-        B = tb.numel()
-        origin = torch.stack([tb % tiles_x, tb // tiles_x], dim=-1).to(dt) * tile_size
-        pix = origin[:, None, :] + pix_local[None]  # (B, P, 2)
-        T = torch.ones(B, P, device=dev, dtype=dt)
-        acc_f = torch.zeros(B, P, D, device=dev, dtype=dt)
-        acc_w = torch.zeros(B, P, device=dev, dtype=dt)
-        acc_z = torch.zeros(B, P, device=dev, dtype=dt)
-        for k0 in range(0, int(cb.max()), chunk):
-            k = torch.arange(k0, min(k0 + chunk, int(cb.max())), device=dev)
+        cb, ob = counts[tb], offsets[tb]
+        origin = torch.stack([tb % tiles_x, tb // tiles_x], dim=-1).to(dt) * tile_size  # (B, 2)
+        inside = ((origin[:, None, 0] + px) < width) & ((origin[:, None, 1] + py) < height)
+        T = inside.to(dt)  # pixels beyond the image border start done
+        acc = torch.zeros(tb.numel(), P, D + 2, device=dev, dtype=dt)
+        k0, step = 0, 0
+        while tb.numel():  # chunks grow geometrically: most tiles saturate within the first Gaussians
+            kc = chunk or max(8, min(8 << step, max_elements // (P * tb.numel())))
+            step += 1
+            k = torch.arange(k0, k0 + kc, device=dev)
             in_list = k[None] < cb[:, None]  # (B, K)
-            flat = torch.clamp(offsets[tb][:, None] + k[None], max=max(gauss_ids.numel() - 1, 0))
-            g = gauss_ids[flat]  # (B, K)
-            d = means2d[g][:, None, :, :] - pix[:, :, None, :]  # (B, P, K, 2)
-            co = conics[g][:, None]  # (B, 1, K, 3)
-            sigma = 0.5 * (co[..., 0] * d[..., 0] ** 2 + co[..., 2] * d[..., 1] ** 2) + co[..., 1] * d[..., 0] * d[..., 1]
-            alpha = torch.clamp(opacities[g][:, None, :] * torch.exp(-sigma), max=ALPHA_MAX)
-            keep = in_list[:, None, :] & (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
-            alpha = alpha * keep
-            cum = torch.cumprod(1.0 - alpha, dim=-1)
-            next_T = T[..., None] * cum
-            T_before = torch.cat([T[..., None], next_T[..., :-1]], dim=-1)
-            w = alpha * T_before * (next_T > TRANSMITTANCE_MIN)
-            acc_f = acc_f + torch.bmm(w, features[g])
-            acc_w = acc_w + w.sum(-1)
-            acc_z = acc_z + (w * depths[g][:, None, :]).sum(-1)
+            g = gauss_ids[torch.clamp(ob[:, None] + k[None], max=last)]  # (B, K)
+            mx, my = (means2d[g] - origin[:, None, :]).unbind(-1)  # (B, K) tile-local
+            a, b, c = conics[g].unbind(-1)
+            # sigma(px, py) = 0.5 a dx^2 + 0.5 c dy^2 + b dx dy, dx = px - mx: a quadratic form in the pixel basis
+            coef = torch.stack(
+                [0.5 * a, 0.5 * c, b, -a * mx - b * my, -c * my - b * mx, 0.5 * a * mx * mx + 0.5 * c * my * my + b * mx * my],
+                dim=1,
+            )  # (B, 6, K)
+            sigma = torch.matmul(basis, coef)  # (B, P, K)
+            op = opacities[g] * in_list  # padding rows get opacity 0 -> skipped
+            alpha = torch.clamp(op[:, None, :] * torch.exp(-sigma), max=ALPHA_MAX)
+            alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), alpha, torch.zeros((), dtype=dt, device=dev))
+            one_minus = 1.0 - alpha
+            next_T = T[..., None] * torch.cumprod(one_minus, dim=-1)
+            w = torch.where(next_T > TRANSMITTANCE_MIN, alpha * next_T / one_minus, torch.zeros((), dtype=dt, device=dev))
+            acc = acc + torch.bmm(w, values[g])
             T = next_T[..., -1]
-            if bool((T <= TRANSMITTANCE_MIN).all()):
-                break
-        out_feat.append(acc_f)
-        out_w.append(acc_w)
-        out_z.append(acc_z)
+            k0 += kc
+            fin = (cb <= k0) | (T <= TRANSMITTANCE_MIN).all(dim=-1)
+            if bool(fin.any()):
+                done_tiles.append(tb[fin])
+                done_acc.append(acc[fin])
+                live = ~fin
+                tb, cb, ob, origin, T, acc = tb[live], cb[live], ob[live], origin[live], T[live], acc[live]
 
-    def to_image(chunks: list[torch.Tensor], ch: int) -> torch.Tensor:
-        full = torch.zeros(n_tiles, P, ch, device=dev, dtype=dt)
-        if chunks:
-            vals = torch.cat(chunks, 0).reshape(-1, P, ch)
-            full = full.index_copy(0, tile_order, vals)
-        img = full.reshape(tiles_y, tiles_x, tile_size, tile_size, ch).permute(0, 2, 1, 3, 4)
-        return img.reshape(tiles_y * tile_size, tiles_x * tile_size, ch)[:height, :width]
-
-    return to_image(out_feat, D), to_image(out_w, 1), to_image(out_z, 1)
+    full = torch.zeros(n_tiles, P, D + 2, device=dev, dtype=dt)
+    if done_tiles:
+        full = full.index_copy(0, torch.cat(done_tiles), torch.cat(done_acc))
+    img = full.reshape(tiles_y, tiles_x, tile_size, tile_size, D + 2).permute(0, 2, 1, 3, 4)
+    img = img.reshape(tiles_y * tile_size, tiles_x * tile_size, D + 2)[:height, :width]
+    return img[..., :D], img[..., D + 1 :], img[..., D : D + 1]
 
 
 def rasterize_torch(

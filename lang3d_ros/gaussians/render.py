@@ -79,6 +79,8 @@ def _check(means, quats, scales, opacities, features, viewmats, Ks, width, heigh
         raise ValueError(f"viewmats must be (C, 4, 4) and Ks (C, 3, 3), got {tuple(viewmats.shape)}, {tuple(Ks.shape)}")
     if viewmats.shape[0] != Ks.shape[0] or viewmats.shape[0] == 0:
         raise ValueError(f"need as many viewmats as Ks (>= 1), got {viewmats.shape[0]} and {Ks.shape[0]}")
+    if bool((Ks[:, 0, 0] <= 0).any()) or bool((Ks[:, 1, 1] <= 0).any()):
+        raise ValueError("focal lengths in Ks must be positive (mirror the viewmat for a y-up camera)")
     if int(width) <= 0 or int(height) <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
     if background is not None and tuple(background.shape) not in ((features.shape[1],), (viewmats.shape[0], features.shape[1])):
