@@ -407,12 +407,16 @@ class PointMap:
         R, t = T[:3, :3].to(torch.float32), T[:3, 3].to(torch.float32)
         vw = torch.addmm(t, verts.reshape(-1, 3), R.T)
         nw = nrm.reshape(-1, 3) @ R.T
-        # keyable range: one bounding-box test, per-pixel only when the box leaves the range
-        big = self._keys.voxel_size_m * (self._keys.offset - 2)
-        lo = torch.where(use[:, None], vw, torch.full((), math.inf, device=dev)).amin(0)
-        hi = torch.where(use[:, None], vw, torch.full((), -math.inf, device=dev)).amax(0)
-        if not bool(torch.isfinite(lo).all()):
-            return None  # no usable pixel
+        # bounding box of the used points: the frustum slab between their min and max depth (8 corners)
+        zu = z.reshape(-1)[use]
+        if zu.numel() == 0:
+            return None
+        dmin, dmax = zu.min(), zu.max()
+        corners = torch.stack([rays[0, 0], rays[0, -1], rays[-1, 0], rays[-1, -1]])  # (4, 2)
+        slab = torch.cat([torch.cat([corners * d, d.expand(4, 1)], 1) for d in (dmin[None], dmax[None])])
+        box = torch.addmm(t, slab, R.T)
+        lo, hi = box.amin(0), box.amax(0)
+        big = self._keys.voxel_size_m * (self._keys.offset - 2)  # keyable range
         if bool((lo < -big).any() or (hi > big).any()):
             use &= (vw.abs() < big).all(-1)
             if not bool(use.any()):
@@ -469,8 +473,10 @@ class PointMap:
         hw = use.numel()
         target = torch.full((hw,), -1, dtype=torch.int64, device=dev)  # slot, -(2 + new id), or -1 unused
         n_cand = 0
+        local = None  # the index restricted to the blocks around this frame
         if self._n_alive > 0:
-            ckey, cand = self._index.gather_blocks(self._candidate_blocks(o), self._keys.shift)
+            local = self._index.gather_blocks(self._candidate_blocks(o), self._keys.shift)
+            ckey, cand = local.entries()
             if cand.numel():
                 cand = cand[self._alive.index_select(0, cand) & (self._key.index_select(0, cand) == ckey)]
             n_cand = int(cand.numel())
@@ -484,8 +490,8 @@ class PointMap:
         new_keys = None
         if left.numel():
             lk = self._keys.keys(self._keys.voxel_coords(vw.index_select(0, left))[0])
-            if cfg.merge_duplicates and self._n_alive > 0:
-                owner = self._index.find(lk)
+            if cfg.merge_duplicates and local is not None:
+                owner = local.find(lk)  # a pixel's voxel lies in the frame's blocks: same answer as the full index
                 oc = owner.clamp(min=0)
                 has = (owner >= 0) & self._alive.index_select(0, oc) & (self._key.index_select(0, oc) == lk)
                 target[left[has]] = owner[has]

@@ -127,11 +127,17 @@ class LayeredIndex:
             s[miss] = self.main.find(q[miss])
         return s
 
-    def gather_blocks(self, block_keys: torch.Tensor, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(keys, slots) of main and delta entries in the given blocks (liveness not checked)."""
-        km, sm = self.main.gather_blocks(block_keys, shift)
-        kd, sd = self.delta.gather_blocks(block_keys, shift)
-        return torch.cat([km, kd]), torch.cat([sm, sd])
+    def gather_blocks(self, block_keys: torch.Tensor, shift: int) -> "LayeredIndex":
+        """The sub-index of the entries in the given blocks (ascending block keys), liveness not checked.
+        Its ``find`` equals this index's ``find`` for any key inside those blocks, at a cost set by the blocks."""
+        sub = LayeredIndex(self.device, self.delta_capacity)
+        sub.main.keys, sub.main.slots = self.main.gather_blocks(block_keys, shift)
+        sub.delta.keys, sub.delta.slots = self.delta.gather_blocks(block_keys, shift)
+        return sub
+
+    def entries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(keys, slots) of every entry, main then delta."""
+        return torch.cat([self.main.keys, self.delta.keys]), torch.cat([self.main.slots, self.delta.slots])
 
     def insert(self, keys_sorted: torch.Tensor, slots: torch.Tensor, slot_key: torch.Tensor, alive: torch.Tensor) -> None:
         """Insert ascending keys; merge delta into main (dropping stale entries) when delta is full."""
