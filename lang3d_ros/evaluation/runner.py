@@ -27,15 +27,18 @@ from lang3d_ros.evaluation.queries import QuerySet
 log = logging.getLogger(__name__)
 
 
+SYNTHETIC_CONFIG = Path(__file__).resolve().parents[2] / "config" / "synthetic.yaml"
+
+
 def default_params(gt_path: Path) -> dict:
-    """Mapper parameters for synthetic scenes: GT-label semantics via MiniLM, CPU fusion, parser-only LLM."""
-    return {
-        "semantics": {"backend": "ground_truth", "gt_text_encoder": "minilm"},
-        "fusion": {"voxel_size_m": 0.03, "device": "cpu"},
-        "mapping": {"train_gaussians": False, "keyframes": {"min_translation_m": 0.25}},
-        "llm": {"mode": "parser_only"},
-        "ros": {"ground_truth_file": str(Path(gt_path).resolve()), "status_period_s": 0.5, "cloud_period_s": 0.0},
-    }
+    """Mapper parameters for synthetic scenes (config/synthetic.yaml: GT-label semantics via MiniLM, CPU fusion,
+    parser-only LLM) with the ground-truth file and a faster status period."""
+    from lang3d_ros.config import _deep_update, parameters_from_yaml
+
+    params = parameters_from_yaml(SYNTHETIC_CONFIG)
+    _deep_update(params, {"ros": {"ground_truth_file": str(Path(gt_path).resolve()), "status_period_s": 0.5,
+                                  "cloud_period_s": 0.0}})
+    return params
 
 
 def merged_params(gt_path: Path, config_files: list[Path] | None = None, overrides: dict | None = None) -> dict:

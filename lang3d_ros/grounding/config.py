@@ -50,14 +50,21 @@ class GroundingConfig:
         self.cluster.validate()
 
 
+# Common indoor object classes (ScanNet-like, no near-synonym pairs that would split an object between labels).
+DEFAULT_VOCABULARY = (
+    "chair", "table", "desk", "sofa", "bed", "cabinet", "shelf", "bookshelf", "stool", "lamp", "plant", "monitor",
+    "television", "box", "door", "window", "sink", "toilet", "refrigerator", "microwave", "oven", "counter",
+    "trash can", "pillow", "backpack", "bag", "mug", "bottle", "laptop", "keyboard", "computer mouse", "book",
+    "bowl", "vase", "ball", "toy car", "picture", "curtain", "clock", "towel", "shoe", "person",
+)
+
+
 @dataclass
 class ExtractionConfig:
     """Whole-map object extraction: argmax label per point over vocabulary + structure phrases, DBSCAN
     per label, instances labelled by their mean feature."""
 
-    vocabulary: list[str] = field(
-        default_factory=lambda: ["chair", "table", "sofa", "bed", "cabinet", "shelf", "lamp", "plant", "monitor", "box"]
-    )
+    vocabulary: list[str] = field(default_factory=lambda: list(DEFAULT_VOCABULARY))
     structure_labels: list[str] = field(default_factory=lambda: ["floor", "wall", "ceiling"])
     keep_structure: bool = False  # True: keep structure instances (label "structure:<phrase>")
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

@@ -20,7 +20,7 @@ from lang3d_ros.fusion.pointfusion import FusionReport, PointMap
 from lang3d_ros.grounding.extract import extract_objects
 from lang3d_ros.grounding.ground import ground_query
 from lang3d_ros.grounding.objects import LEVELS, SceneObject
-from lang3d_ros.grounding.relevancy import relevancy
+from lang3d_ros.grounding.relevancy import DEFAULT_TEMPERATURE
 from lang3d_ros.mapstore import MapBundle, read_map, write_map
 from lang3d_ros.semantics.types import KeyframeSemantics
 
@@ -65,6 +65,7 @@ class LanguageMap:
         self.gaussians = None  # set by the Gaussian trainer when language training has produced a model
         self.autoencoder = None
         self._objects_cache: tuple[int, tuple, list[SceneObject]] | None = None
+        self._qcache: dict | None = None
         self._text_cache: dict[str, torch.Tensor] = {}
 
     # ---------------------------------------------------------------- writing
@@ -87,26 +88,48 @@ class LanguageMap:
     def num_points(self) -> int:
         return self.points.num_points
 
-    def relevancy_by_level(self, text: str, chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _query_arrays(self) -> dict:
+        """Query-time snapshot, rebuilt when the map changed: points, colours, and per level the unit-normalised
+        features in bfloat16 (one (N, D) matmul per level per query: ~12 ms for 200k x 384 on 2 CPU cores,
+        against ~0.9 s to convert and normalise float16 features per query) and the covered-point mask.
+        Costs 2 x D bytes per point per level on top of the fused map; bfloat16 rounding moves cosines by ~4e-3."""
+        with self.lock:
+            cache = self._qcache
+            if cache is not None and cache["version"] == self.version:
+                return cache
+            xyz = self.points.points_xyz.cpu().numpy()
+            colors = self.points.colors.cpu().numpy()
+            feats, covered = [], []
+            dtype = torch.float16 if self.points.device.type == "cuda" else torch.bfloat16
+            for lvl in range(len(LEVELS)):
+                f = self.points.features(lvl)
+                w = self.points.feature_weight(lvl)
+                unit = torch.empty(f.shape, dtype=dtype, device=f.device)
+                for s in range(0, f.shape[0], 100_000):
+                    c = f[s : s + 100_000].float()
+                    unit[s : s + 100_000] = (c / c.norm(dim=1, keepdim=True).clamp_min(1e-8)).to(dtype)
+                feats.append(unit)
+                covered.append((w > 0).cpu().numpy())
+            cache = {"version": self.version, "xyz": xyz, "colors": colors, "features": feats, "covered": covered}
+            self._qcache = cache
+            return cache
+
+    def relevancy_by_level(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> (relevancy (3, N) float32, points (N, 3) float32, colours (N, 3) in [0, 1]), one consistent snapshot.
         Points a level's masks never covered score 0."""
         q = self.encode_query(check_query(text))
-        with self.lock:
-            n = self.points.num_points
-            if n == 0:
-                return np.zeros((len(LEVELS), 0), np.float32), np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)
-            xyz = self.points.points_xyz.cpu().numpy()
-            colors = self.points.colors.cpu().numpy()
-            out = np.zeros((len(LEVELS), n), np.float32)
-            for lvl in range(len(LEVELS)):
-                feats = self.points.features(lvl)
-                weight = self.points.feature_weight(lvl).cpu().numpy()
-                for s in range(0, n, chunk):
-                    f = feats[s : s + chunk].float().cpu()
-                    f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-8)
-                    out[lvl, s : s + chunk] = relevancy(f, q, self.canonical).numpy()
-                out[lvl, weight <= 0] = 0.0
-        return out, xyz, colors
+        cache = self._query_arrays()
+        n = len(cache["xyz"])
+        out = np.zeros((len(LEVELS), n), np.float32)
+        if n == 0:
+            return out, cache["xyz"], cache["colors"]
+        phrases = torch.cat([q[None], self.canonical], 0)  # (1 + C, D)
+        for lvl, unit in enumerate(cache["features"]):
+            cos = (unit @ phrases.T.to(unit.device, unit.dtype)).float().cpu()  # (N, 1 + C)
+            rel = torch.sigmoid(DEFAULT_TEMPERATURE * (cos[:, :1] - cos[:, 1:])).min(dim=1).values
+            out[lvl] = rel.numpy()
+            out[lvl, ~cache["covered"][lvl]] = 0.0
+        return out, cache["xyz"], cache["colors"]
 
     def ground(self, text: str, max_results: int = 0, min_score: float = 0.0, level: str = "") -> list[SceneObject]:
         """Text -> objects, best first (LangSplat's best level unless ``level`` names one)."""
@@ -198,4 +221,5 @@ class LanguageMap:
             self.source = f"file:{path}"
             self.gaussians = None
             self._objects_cache = None
+            self._qcache = None
         log.info("loaded %s: %d points (%s)", path, fresh.num_points, json.dumps({k: meta.get(k) for k in ("frame_id", "feature_dim")}))

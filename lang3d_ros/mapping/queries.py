@@ -86,12 +86,14 @@ class QueryEngine:
 
     @staticmethod
     def is_relational(text: str) -> bool:
-        """True when the deterministic parser finds a relation, a superlative or anchors in the phrase."""
+        """True when the deterministic parser finds a relation, a superlative, anchors, or a colour / size
+        attribute in the phrase: those are resolved on the map's objects (colour from the fused points), where a
+        label embedding alone cannot tell a red mug from a blue one."""
         from lang3d_ros.llm import parse
 
         req = parse(text)
         t = getattr(req, "target", None) if req is not None else None
-        return bool(t is not None and (t.relation or t.superlative or t.anchors))
+        return bool(t is not None and (t.relation or t.superlative or t.anchors or t.color or t.size))
 
     # -------------------------------------------------------------------------------- grounding
     def ground(self, query: str, max_results: int = 0, min_score: float = 0.0, level: str = "",
