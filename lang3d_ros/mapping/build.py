@@ -92,9 +92,16 @@ def build_stack(config, instance_labels: dict[int, str] | None = None, instance_
 
 
 def _make_trainer(config, lmap: LanguageMap, autoencoder):
-    try:
-        from lang3d_ros.gaussians.online import OnlineGaussianTrainer
-    except ImportError as exc:  # the online trainer is optional at run time
-        log.warning("language Gaussians disabled: %s", exc)
-        return None
-    return OnlineGaussianTrainer(config, lmap, autoencoder)
+    """The online language-Gaussian trainer; its latent targets are the scene autoencoder's encoding of the
+    keyframe's mask features (LangSplat), read at the moment a keyframe is prepared."""
+    import torch
+
+    from lang3d_ros.gaussians.worker import GaussianTrainer
+
+    def encode(features: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return autoencoder.encode(torch.as_tensor(features, dtype=torch.float32))
+
+    trainer = GaussianTrainer(config.gaussians, encoder=encode)
+    lmap.trainer = trainer
+    return trainer

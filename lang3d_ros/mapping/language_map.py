@@ -62,7 +62,7 @@ class LanguageMap:
         self.lock = threading.RLock()
         self.version = 0
         self.source = "live"
-        self.gaussians = None  # set by the Gaussian trainer when language training has produced a model
+        self.trainer = None  # the online GaussianTrainer, when language Gaussians are trained beside mapping
         self.autoencoder = None
         self._objects_cache: tuple[int, tuple, list[SceneObject]] | None = None
         self._qcache: dict | None = None
@@ -195,9 +195,22 @@ class LanguageMap:
                 buf = io.BytesIO()
                 torch.save(self.autoencoder.state_dict(), buf)
                 bundle.blobs["autoencoder.pt"] = buf.getvalue()
-            if self.gaussians is not None and hasattr(self.gaussians, "to_ply_bytes"):
-                bundle.blobs["gaussians.ply"] = self.gaussians.to_ply_bytes()
+        if self.trainer is not None and self.trainer.status().get("num_gaussians", 0) > 0:
+            bundle.blobs["gaussians.ply"] = self._gaussians_ply_bytes()
         return bundle
+
+    def _gaussians_ply_bytes(self) -> bytes:
+        """The trainer's current model as a standard 3DGS PLY (+ language latents), as bytes."""
+        import tempfile
+        from pathlib import Path
+
+        from lang3d_ros.gaussians.ply import save_gaussians
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "gaussians.ply"
+            ae = self.autoencoder.model.state_dict() if self.autoencoder is not None else None  # decoder weights
+            save_gaussians(path, self.trainer.snapshot(), metadata={"frame_id": self.config.frames.map_frame}, autoencoder_state=ae)
+            return path.read_bytes()
 
     def save(self, path) -> int:
         return write_map(path, self.to_bundle())
@@ -219,7 +232,6 @@ class LanguageMap:
             self.points = fresh
             self.version += 1
             self.source = f"file:{path}"
-            self.gaussians = None
             self._objects_cache = None
             self._qcache = None
         log.info("loaded %s: %d points (%s)", path, fresh.num_points, json.dumps({k: meta.get(k) for k in ("frame_id", "feature_dim")}))

@@ -1,0 +1,45 @@
+"""Language Gaussians trained online beside mapping (CPU rasterizer), saved inside the map file."""
+from __future__ import annotations
+
+import pytest
+
+from lang3d_ros.config import Lang3DConfig
+from lang3d_ros.geometry.camera import Intrinsics
+
+
+@pytest.mark.slow
+def test_trainer_runs_beside_mapping_and_lands_in_the_map_file(tmp_path):
+    from lang3d_ros.datasets.synthetic import generate_scene, make_trajectory, render_frames
+    from lang3d_ros.gaussians.ply import load_gaussians
+    from lang3d_ros.mapping.build import build_stack, ground_truth_tables
+    from lang3d_ros.mapstore import read_map
+
+    scene = generate_scene(seed=2, n_objects=5)
+    cfg = Lang3DConfig()
+    cfg.semantics.backend = "ground_truth"
+    cfg.semantics.gt_text_encoder = "minilm"
+    cfg.fusion.device = cfg.gaussians.device = cfg.semantics.device = "cpu"
+    cfg.fusion.voxel_size_m = 0.05
+    cfg.mapping.train_gaussians = True
+    cfg.mapping.autoencoder_steps_per_keyframe = 20
+    cfg.gaussians.rgb_iterations = 30
+    cfg.gaussians.language_iterations = 20
+    stack = build_stack(cfg, **ground_truth_tables(scene), start=True)
+    trainer = stack.pipeline.trainer
+    try:
+        K = Intrinsics(65.6, 65.6, 39.5, 29.5, 80, 60)
+        for f in render_frames(scene, make_trajectory(scene, "orbit", 8, seed=2), K, seed=2):
+            assert stack.pipeline.process_now(f) == ""
+        assert trainer.wait_for(("done",), timeout=240), trainer.status()
+        st = stack.pipeline.status()
+        assert st["training_state"] == "done" and st["num_gaussians"] > 0 and st["training_iterations"] >= 50
+        size = stack.language_map.save(tmp_path / "m.l3dmap")
+        assert size > 0
+        blob = read_map(tmp_path / "m.l3dmap").blobs["gaussians.ply"]
+        (tmp_path / "g.ply").write_bytes(blob)
+        loaded = load_gaussians(tmp_path / "g.ply")
+        assert loaded.version >= 1 and loaded.model.means.shape[0] == st["num_gaussians"] or loaded.model.means.shape[0] > 0
+        assert loaded.autoencoder_state is not None
+    finally:
+        stack.pipeline.stop()
+        trainer.stop()
