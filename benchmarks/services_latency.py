@@ -74,8 +74,11 @@ def main() -> None:
     from geometry_msgs.msg import PoseStamped
 
     tmp = Path(tempfile.mkdtemp(prefix="lang3d_bench_"))
-    params = {"semantics": {"backend": "ground_truth", "gt_text_encoder": "minilm"}, "fusion": {"voxel_size_m": 0.02, "device": "cpu"},
-              "llm": {"mode": "parser_only"}}
+    from lang3d_ros.config import _deep_update, parameters_from_yaml
+    from lang3d_ros.evaluation.runner import SYNTHETIC_CONFIG
+
+    params = parameters_from_yaml(SYNTHETIC_CONFIG)  # what the demo and lang3d eval run with
+    _deep_update(params, {"fusion": {"voxel_size_m": 0.02}})
     t0 = time.perf_counter()
     n = synthesise_map(tmp / "bench.l3dmap", a.points, a.seed, params)
     print(f"map: {n} points, {(tmp / 'bench.l3dmap').stat().st_size / 2**20:.0f} MiB, built in {time.perf_counter() - t0:.1f} s")
