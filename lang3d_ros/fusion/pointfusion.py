@@ -489,7 +489,8 @@ class PointMap:
         n_merged = n_new = 0
         new_keys = None
         if left.numel():
-            lk = self._keys.keys(self._keys.voxel_coords(vw.index_select(0, left))[0])
+            kb = self._keys  # used pixels are inside the keyable range (checked in _observe)
+            lk = kb.keys(torch.floor(vw.index_select(0, left) / kb.voxel_size_m).to(torch.int64) + kb.offset)
             if cfg.merge_duplicates and local is not None:
                 owner = local.find(lk)  # a pixel's voxel lies in the frame's blocks: same answer as the full index
                 oc = owner.clamp(min=0)

@@ -63,7 +63,11 @@ class SortedLevel:
         """(Q,) keys -> (Q,) slot of the newest entry with that key, -1 where none (liveness not checked)."""
         if len(self) == 0 or q.numel() == 0:
             return torch.full_like(q, -1)
-        pos = torch.searchsorted(self.keys, q, right=True) - 1
+        if q.numel() > 4096:  # sorted queries make the binary searches cache-friendly (~2x on CPU)
+            qs, order = torch.sort(q)
+            pos = torch.empty_like(q).index_copy_(0, order, torch.searchsorted(self.keys, qs, right=True)) - 1
+        else:
+            pos = torch.searchsorted(self.keys, q, right=True) - 1
         posc = pos.clamp(min=0)
         hit = (pos >= 0) & (self.keys[posc] == q)
         return torch.where(hit, self.slots[posc], torch.full_like(q, -1))
