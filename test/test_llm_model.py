@@ -35,6 +35,7 @@ def test_smollm2_answers_through_the_shared_path(smollm2):
     assert len(smollm2.tokenizer(text)["input_ids"]) <= 32 + 2  # capped by the config, not by the caller
 
 
+@pytest.mark.slow
 def test_location_tokens_added_and_embeddings_resized(smollm2):
     tok = smollm2.tokenizer
     n0 = len(tok)
@@ -60,6 +61,7 @@ def test_counts_and_colours_match_ground_truth():
                 assert r.ask(f"what colour is the {g.label}?", objs, (0, 0, 0)).text.endswith(f"is {g.color_name}.")
 
 
+@pytest.mark.slow
 def test_samples_jsonl_and_lora_finetune_lowers_loss(smollm2, tmp_path):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
