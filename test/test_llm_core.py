@@ -269,3 +269,25 @@ def test_openai_backend_against_local_server(room, monkeypatch):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_colour_ranking_survives_shading():
+    """A lit orange chair averages to 'brown'; the orange query still picks it over a real brown chair."""
+    import numpy as np
+
+    from lang3d_ros.geometry.boxes import Box3D
+    from lang3d_ros.grounding.objects import SceneObject
+    from lang3d_ros.llm import Reasoner
+    from lang3d_ros.llm.colors import color_name, shading_invariant_distance
+    from lang3d_ros.llm.config import LLMConfig
+
+    orange_shaded = 0.55 * np.array([1.0, 0.55, 0.0])
+    brown = np.array([0.5, 0.3, 0.12])
+    assert color_name(orange_shaded) == "brown"  # the plain nearest-name rule is fooled
+    assert shading_invariant_distance(orange_shaded, "orange") < shading_invariant_distance(brown, "orange")
+    objs = [SceneObject(1, "chair", Box3D(np.array([0.0, 0.0, 0.4]), np.array([0.5, 0.5, 0.8])), color_rgb=orange_shaded),
+            SceneObject(2, "chair", Box3D(np.array([2.0, 0.0, 0.4]), np.array([0.5, 0.5, 0.8])), color_rgb=brown)]
+    r = Reasoner(LLMConfig(mode="parser_only"))
+    assert [o.instance_id for o in r.ground("the orange chair", objs, (0.0, -2.0, 0.0)).objects] == [1]
+    assert [o.instance_id for o in r.ground("the brown chair", objs, (0.0, -2.0, 0.0)).objects][0] == 2
+    assert r.ground("the blue chair", objs, (0.0, -2.0, 0.0)).objects == []

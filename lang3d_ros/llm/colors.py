@@ -54,3 +54,26 @@ def color_name(color_rgb) -> str:
         rgb = rgb / 255.0
     d = np.linalg.norm(_PALETTE_LAB - _rgb_to_lab(rgb[None])[0], axis=1)
     return _NAMES[int(np.argmin(d))]
+
+
+ACHROMATIC = ("black", "white", "gray")
+
+
+def shading_invariant_distance(color_rgb, name: str) -> float:
+    """How far an observed mean colour is from a palette colour when lighting may have scaled it.
+
+    Chromatic names compare chromaticity (rgb / (r + g + b)), which a uniform shading factor leaves unchanged;
+    achromatic names compare saturation (0 for gray levels). Used to rank candidates, not to name colours:
+    it cannot tell white from gray or black under unknown lighting."""
+    rgb = np.clip(np.asarray(color_rgb, dtype=np.float64).reshape(3), 0.0, None)
+    if rgb.max() > 1.0:
+        rgb = rgb / 255.0
+    if name not in PALETTE_RGB:
+        raise ValueError(f"unknown colour name {name!r}")
+    total = rgb.sum()
+    chroma = rgb / total if total > 1e-6 else np.full(3, 1 / 3)
+    saturation = (rgb.max() - rgb.min()) / max(rgb.max(), 1e-6)
+    if name in ACHROMATIC:
+        return float(saturation)
+    ref = np.asarray(PALETTE_RGB[name])
+    return float(np.linalg.norm(chroma - ref / ref.sum()))

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from lang3d_ros.grounding.objects import SceneObject
-from lang3d_ros.llm.colors import color_name
+from lang3d_ros.llm.colors import ACHROMATIC, color_name, shading_invariant_distance
 from lang3d_ros.llm.config import LLMConfig
 from lang3d_ros.llm.labels import LabelMatcher
 from lang3d_ros.llm.relations import relation_cost, relation_holds, superlative_key
@@ -43,12 +43,31 @@ def label_candidates(label: str, objects: Sequence[SceneObject], matcher: LabelM
     return [Match(o, float(v)) for o, v, k in zip(objects, s, keep) if k]
 
 
+COLOR_MARGIN = 0.05  # chromaticity distance by which the closest candidate must beat the next one
+
+
+def filter_by_color(cands: list[Match], color: str) -> list[Match]:
+    """Candidates whose mean colour is named ``color``; when none is (shading darkens colours: a lit orange chair
+    averages to brown), the one candidate clearly closest to ``color`` in shading-invariant terms, if any."""
+    exact = [m for m in cands if object_color(m.obj) == color]
+    if exact or not cands:  # several named alike: the truest colour first
+        return sorted(exact, key=lambda m: shading_invariant_distance(m.obj.color_rgb, color))
+    d = np.array([shading_invariant_distance(m.obj.color_rgb, color) for m in cands])
+    order = np.argsort(d)
+    if len(cands) == 1 or d[order[1]] - d[order[0]] >= COLOR_MARGIN:
+        best = cands[int(order[0])]
+        # still refuse a colour far from any plausible reading of the name
+        if d[order[0]] <= (0.25 if color in ACHROMATIC else 0.15):
+            return [best]
+    return []
+
+
 def resolve(phrase: Phrase, objects: Sequence[SceneObject], robot_pose: np.ndarray, matcher: LabelMatcher,
             config: LLMConfig) -> list[Match]:
     """Objects that fit ``phrase``, best first. Empty when nothing fits."""
     cands = label_candidates(phrase.label, objects, matcher)
     if phrase.color is not None:
-        cands = [m for m in cands if object_color(m.obj) == phrase.color]
+        cands = filter_by_color(cands, phrase.color)
     superlative = phrase.superlative
     if phrase.size is not None and superlative is None and len(cands) > 1:
         superlative = "largest" if phrase.size == "large" else "smallest"
