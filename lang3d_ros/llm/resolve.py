@@ -109,5 +109,9 @@ def resolve(phrase: Phrase, objects: Sequence[SceneObject], robot_pose: np.ndarr
 
         cands = sorted(cands, key=key)
     elif phrase.relation is None:
-        cands = sorted(cands, key=lambda m: (-m.score, float(np.linalg.norm(m.obj.center[:2] - robot_pose[:2]))))
+        def plain_key(m: Match) -> tuple[float, float, float]:  # label score, truest colour, then nearest
+            c = shading_invariant_distance(m.obj.color_rgb, phrase.color) if phrase.color is not None else 0.0
+            return (-m.score, round(c, 3), float(np.linalg.norm(m.obj.center[:2] - robot_pose[:2])))
+
+        cands = sorted(cands, key=plain_key)
     return cands
