@@ -23,7 +23,7 @@ import torch
 from lang3d_ros.fusion.analytic_scene import Corridor, corridor_walk
 from lang3d_ros.fusion.config import FusionConfig
 from lang3d_ros.fusion.pointfusion import PointMap
-from lang3d_ros.fusion.vertex import resolve_device
+from lang3d_ros.device import resolve_device
 from lang3d_ros.geometry.camera import Intrinsics
 from lang3d_ros.semantics.types import KeyframeSemantics, LevelMasks
 

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from lang3d_ros.gaussians.query import LanguageQueryEngine
-from lang3d_ros.gaussians.render import render, resolve_device
+from lang3d_ros.device import resolve_device
+from lang3d_ros.gaussians.render import render
 
 QUERIES = ["chair", "table", "lamp", "plant", "mug", "book", "sofa", "window"]
 

@@ -19,7 +19,7 @@ import torch
 from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.geometry.camera import Intrinsics
 from lang3d_ros.semantics.backends import SamClipSemantics
-from lang3d_ros.semantics.device import resolve_device
+from lang3d_ros.device import resolve_device
 from lang3d_ros.semantics.encoders import OpenClipEncoder
 from lang3d_ros.semantics.mask_nms import mask_nms
 from lang3d_ros.semantics.sam_masks import build_sam_from_arch, sam_arch

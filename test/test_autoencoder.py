@@ -13,13 +13,6 @@ SCENE = ["chair", "red chair", "table", "sofa", "floor lamp", "coffee mug", "boo
          "bed", "television", "laptop", "water bottle", "bookshelf", "door", "window", "rug", "pillow", "wall clock"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.fixture(scope="module")
 def scene_features() -> torch.Tensor:

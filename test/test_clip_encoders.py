@@ -12,13 +12,6 @@ from lang3d_ros.semantics.encoders import CLIP_MEAN, CLIP_STD, HFClipEncoder, Im
 from lang3d_ros.testing.tiny_models import TINY_CLIP_DIM, TINY_CLIP_IMAGE_SIZE, save_tiny_hf_clip, save_tiny_open_clip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.fixture(scope="module")
 def open_clip_dir(tmp_path_factory):

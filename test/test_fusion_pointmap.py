@@ -17,14 +17,6 @@ from lang3d_ros.semantics.types import KeyframeSemantics, LevelMasks
 INTR = Intrinsics(131.25, 131.25, 79.5, 59.5, 160, 120)  # 640x480 Kinect-like optics at 160x120
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Fusion is many small tensor passes: on a shared 2-core machine one intra-op thread beats two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _semantics(frame: Frame, dim: int, levels=(True, True, True), seed: int = 0) -> KeyframeSemantics:
     """Per level: one mask per instance id of the frame (random unit vector per id), or none (-1)."""

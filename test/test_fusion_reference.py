@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from scipy.spatial import cKDTree
 
 from lang3d_ros.datasets.frame import Frame
@@ -16,14 +15,6 @@ from lang3d_ros.geometry.camera import Intrinsics
 
 DIST, ANGLE, SIGMA = 0.05, 20.0, 0.6
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Fusion is many small tensor passes: on a shared 2-core machine one intra-op thread beats two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _maps(depth, intr, T):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import open3d as o3d
 import pytest
-import torch
 
 from lang3d_ros.datasets.synthetic import DEFAULT_INTRINSICS, RenderNoise, generate_scene, make_trajectory, render_frames
 from lang3d_ros.fusion.config import FusionConfig
@@ -16,14 +15,6 @@ INTR = DEFAULT_INTRINSICS.scaled(160, 120)
 MAX_DEPTH_M = 3.5
 NOISE = RenderNoise()  # depth sigma 1.5 mm * z^2, dropouts, edge dropouts, rgb sigma 2
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Fusion is many small tensor passes: on a shared 2-core machine one intra-op thread beats two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _instance_semantics(frame, table):

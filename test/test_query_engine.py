@@ -66,7 +66,6 @@ def test_objects_and_questions_come_from_the_map(engine_and_scene):
 def test_navigation_goal_is_free_reachable_and_at_standoff(engine_and_scene):
     engine, scene = engine_and_scene
     big = max((o for o in scene.objects if o.support_id == 0), key=lambda o: np.prod(o.aabb.size))
-    room_centre = np.asarray(scene.room_size_m[:2]) / 2.0 if hasattr(scene, "room_size_m") else np.zeros(2)
     start = (float(scene.room_min_xyz[0] + 0.4), 0.0, 0.0)
     res = engine.navigate(f"take me to the {big.label}", standoff_m=0.7, start_xy_yaw=(start[0], float(scene.room_min_xyz[1] + 0.4), 0.0))
     assert res.target is not None

@@ -74,7 +74,7 @@ class Client:
 
 def test_mapper_and_services_end_to_end(tmp_path, synthetic_bag):
     require_ros()
-    from lang3d_ros.geometry.boxes import Box3D, iou_3d
+    from lang3d_ros.geometry.boxes import iou_3d
     from lang3d_ros.ros.bag_player import play
     from lang3d_ros.ros.conversions import detected_object_box
     from lang3d_ros.srv import Ask, GetMapStatus, Ground, LoadMap, Navigate, SaveMap
@@ -153,3 +153,84 @@ def test_mapper_and_services_end_to_end(tmp_path, synthetic_bag):
     finally:
         client2.close()
         stop(server2)
+
+
+def test_mapper_survives_a_fuzzed_sensor_stream(tmp_path, synthetic_bag):
+    """Random and malformed images, camera infos and poses: every one is rejected and counted; the node lives on
+    and still maps the good frames that follow."""
+    require_ros()
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from lang3d_ros.ros.bag_player import play
+    from lang3d_ros.srv import GetMapStatus
+
+    bag, _scene = synthetic_bag
+    domain = next_domain_id()
+    mapper = spawn([str(REPO / "scripts" / "mapper_node"), "--ros-args", "--params-file",
+                    str(_params(tmp_path, bag / "ground_truth.json"))], domain, tmp_path / "logs")
+    client = Client(domain)
+    try:
+        client.call(GetMapStatus, "/lang3d/get_map_status")  # up
+        node = client.node
+        pubs = {"img": node.create_publisher(Image, "/camera/color/image_raw", 10),
+                "depth": node.create_publisher(Image, "/camera/depth/image_rect_raw", 10),
+                "info": node.create_publisher(CameraInfo, "/camera/color/camera_info", 10),
+                "pose": node.create_publisher(PoseStamped, "/camera/pose", 10)}
+        deadline = time.monotonic() + 20
+        while any(p.get_subscription_count() == 0 for p in pubs.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        rng = np.random.default_rng(0)
+        sent = 0
+        for i in range(60):
+            kind = i % 6
+            if kind == 0:  # header says 10x10 rgb8, data is 7 bytes
+                m = Image(height=10, width=10, encoding="rgb8", step=30)
+                m.data = bytes(7)
+                pubs["img"].publish(m)
+            elif kind == 1:  # unknown encoding
+                m = Image(height=4, width=4, encoding="yuv422_yuy2", step=8)
+                m.data = bytes(32)
+                pubs["depth"].publish(m)
+            elif kind == 2:  # step smaller than a row
+                m = Image(height=4, width=4, encoding="32FC1", step=3)
+                m.data = bytes(rng.integers(0, 255, 64, dtype=np.uint8))
+                pubs["depth"].publish(m)
+            elif kind == 3:  # distorted camera
+                m = CameraInfo(width=160, height=120, distortion_model="plumb_bob")
+                m.k = [100.0, 0.0, 80.0, 0.0, 100.0, 60.0, 0.0, 0.0, 1.0]
+                m.d = [0.2, -0.1, 0.0, 0.0, 0.0]
+                pubs["info"].publish(m)
+            elif kind == 4:  # NaN pose
+                m = PoseStamped()
+                m.header.frame_id = "map"
+                m.pose.position.x = float("nan")
+                m.pose.orientation.w = 1.0
+                pubs["pose"].publish(m)
+            else:  # zero quaternion, wrong frame
+                m = PoseStamped()
+                m.header.frame_id = "odom" if i % 12 else "map"
+                pubs["pose"].publish(m)
+            sent += 1
+            time.sleep(0.01)
+        time.sleep(1.5)
+        st = client.call(GetMapStatus, "/lang3d/get_map_status").status
+        assert mapper.poll() is None, "the mapper died on bad input"
+        # bad messages are counted (sensor QoS keeps the last 5 per topic, so a burst may lose some before the callback)
+        assert st.frames_rejected >= 30, st.frames_rejected
+        assert st.frames_fused == 0
+        log = (tmp_path / "logs" / "proc-0.log").read_text()
+        for reason in ("image data has 7 bytes", "unsupported image encoding 'yuv422_yuy2'", "step 3 is smaller",
+                       "CameraInfo has distortion", "non-finite position", "expected the map frame"):
+            assert reason in log, f"no rejection logged for: {reason}"
+        play(client.node, bag, rate=1.0)  # good frames afterwards are still mapped
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            st = client.call(GetMapStatus, "/lang3d/get_map_status").status
+            if st.frames_fused >= 3:
+                break
+            time.sleep(0.5)
+        assert st.frames_fused >= 3 and st.num_points > 0
+    finally:
+        client.close()
+        stop(mapper)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from lang3d_ros.config_base import from_mapping
 from lang3d_ros.datasets.frame import Frame
@@ -20,13 +19,6 @@ from lang3d_ros.testing.tiny_models import TINY_CLIP_DIM, tiny_semantics_config
 LABELS = {0: "wall", 3: "chair", 5: "table", 7: "mug"}
 COLORS = {3: "red", 5: "brown", 7: "blue"}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def make_frame(h: int = 48, w: int = 64, instance_map: np.ndarray | None = None, rgb: np.ndarray | None = None) -> Frame:

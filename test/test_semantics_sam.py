@@ -11,14 +11,6 @@ from lang3d_ros.semantics.sam_masks import LevelMaskGenerator, load_sam, remove_
 from lang3d_ros.testing.tiny_models import TINY_SAM_ARCH, save_tiny_sam
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread beats two on a shared 2-core machine
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def sam_path(tmp_path_factory):
     return save_tiny_sam(tmp_path_factory.mktemp("sam") / "tiny_sam.pth", seed=0)

@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
 

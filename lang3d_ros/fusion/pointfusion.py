@@ -44,13 +44,13 @@ import numpy as np
 import torch
 
 from lang3d_ros.datasets.frame import Frame
+from lang3d_ros.device import resolve_device
 from lang3d_ros.fusion.config import FusionConfig
 from lang3d_ros.fusion.vertex import (
     confidence_map,
     normal_map,
     normal_valid_mask,
     pixel_rays,
-    resolve_device,
     valid_depth_mask,
 )
 from lang3d_ros.fusion.voxel_index import LayeredIndex, VoxelKeys

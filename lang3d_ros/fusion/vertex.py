@@ -16,14 +16,9 @@ import math
 
 import torch
 
+from lang3d_ros.device import resolve_device
+
 from lang3d_ros.geometry.camera import Intrinsics
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def valid_depth_mask(depth_m: torch.Tensor, min_depth_m: float = 0.0, max_depth_m: float = math.inf) -> torch.Tensor:

@@ -15,7 +15,8 @@ import torch
 from scipy.spatial import cKDTree
 
 from lang3d_ros.gaussians.config import GaussianConfig
-from lang3d_ros.gaussians.render import RenderOutput, render, resolve_device
+from lang3d_ros.device import resolve_device
+from lang3d_ros.gaussians.render import RenderOutput, render
 
 log = logging.getLogger(__name__)
 SH_C0 = 0.28209479177387814

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from lang3d_ros.gaussians.model import NUM_LEVELS, GaussianModel
-from lang3d_ros.gaussians.render import resolve_device
+from lang3d_ros.device import resolve_device
 
 FORMAT_VERSION = 1
 MAGIC_COMMENT = "lang3d_ros_gaussians"

@@ -19,7 +19,7 @@ from typing import Callable, Protocol, Sequence
 import torch
 import torch.nn.functional as F
 
-from lang3d_ros.gaussians.render import resolve_device
+from lang3d_ros.device import resolve_device
 from lang3d_ros.grounding.objects import LEVELS
 from lang3d_ros.grounding.relevancy import DEFAULT_TEMPERATURE, relevancy
 

@@ -13,25 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
+
 from lang3d_ros.gaussians.rasterizer import rasterize_torch
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "gsplat", "torch")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; anything else goes through ``torch.device``."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown device {device!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:

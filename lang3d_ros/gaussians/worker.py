@@ -23,7 +23,7 @@ from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.gaussians.config import GaussianConfig
 from lang3d_ros.gaussians.model import GaussianModel
 from lang3d_ros.gaussians.ply import save_gaussians
-from lang3d_ros.gaussians.render import resolve_device
+from lang3d_ros.device import resolve_device
 from lang3d_ros.gaussians.training import FeatureEncoder, GaussianOptimizer, Keyframe, make_keyframe, scene_extent
 from lang3d_ros.geometry.transforms import transform_points
 from lang3d_ros.semantics.types import KeyframeSemantics

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lang3d_ros.semantics.config import AutoencoderConfig
-from lang3d_ros.semantics.device import resolve_device
+from lang3d_ros.device import resolve_device
 
 logger = logging.getLogger(__name__)
 

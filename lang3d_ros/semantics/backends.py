@@ -16,7 +16,7 @@ import torch
 from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.semantics.config import SemanticsConfig
 from lang3d_ros.semantics.crops import mask_crops
-from lang3d_ros.semantics.device import resolve_device
+from lang3d_ros.device import resolve_device
 from lang3d_ros.semantics.encoders import HFClipEncoder, ImageEncoder, MiniLMTextEncoder, OpenClipEncoder, TextEncoder
 from lang3d_ros.semantics.sam_masks import LevelMaskGenerator, load_sam, segmentation_map
 from lang3d_ros.semantics.types import KeyframeSemantics, LevelMasks

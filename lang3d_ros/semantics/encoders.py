@@ -14,7 +14,8 @@ from typing import Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
-from lang3d_ros.semantics.device import MissingModelError, resolve_device
+from lang3d_ros.device import resolve_device
+from lang3d_ros.semantics.device import MissingModelError
 
 logger = logging.getLogger(__name__)
 
