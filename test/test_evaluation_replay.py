@@ -28,7 +28,7 @@ def test_eval_twice_agrees_and_recomputes(tmp_path, small_bag):
     gt = small_bag / "ground_truth.json"
     qs = generate_queries(load_ground_truth(gt), max_ground=3, max_navigate=1, max_ask=1)
     qs.queries.append(EvalQuery("x0", "ground", "label", "the unicorn", [1]))  # nothing matches: a listed miss
-    opts = EvalOptions(rate=1.0, n_views=2, progress=False, overrides={"fusion": {"voxel_size_m": 0.05}})
+    opts = EvalOptions(rate=0.5, n_views=2, progress=False, overrides={"fusion": {"voxel_size_m": 0.05}})
     runs = []
     for k in range(2):
         out = tmp_path / f"run{k}"
@@ -48,5 +48,6 @@ def test_eval_twice_agrees_and_recomputes(tmp_path, small_bag):
     n = a["grounding"]["n"]
     assert abs(a["grounding"]["acc@0.25"] - b["grounding"]["acc@0.25"]) <= 1.0 / n + 1e-9
     assert abs(a["lerf"]["localization_accuracy"] - b["lerf"]["localization_accuracy"]) <= 0.2
-    assert abs(a["lerf"]["miou"] - b["lerf"]["miou"]) <= 0.1
+    # frames dropped under load differ between runs (counted in both): the maps differ a little, so mIoU does too
+    assert abs(a["lerf"]["miou"] - b["lerf"]["miou"]) <= 0.15
     assert a["navigation"]["n"] == b["navigation"]["n"] == 1

@@ -30,7 +30,8 @@ def test_trainer_runs_beside_mapping_and_lands_in_the_map_file(tmp_path):
         K = Intrinsics(65.6, 65.6, 39.5, 29.5, 80, 60)
         for f in render_frames(scene, make_trajectory(scene, "orbit", 8, seed=2), K, seed=2):
             assert stack.pipeline.process_now(f) == ""
-        assert trainer.wait_for(("done",), timeout=240), trainer.status()
+        assert trainer.wait_for(("done", "failed"), timeout=240), trainer.status()
+        assert trainer.status()["state"] == "done", trainer.status()
         st = stack.pipeline.status()
         assert st["training_state"] == "done" and st["num_gaussians"] > 0 and st["training_iterations"] >= 50
         size = stack.language_map.save(tmp_path / "m.l3dmap")

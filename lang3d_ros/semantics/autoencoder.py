@@ -8,6 +8,7 @@ scene need training first (``reconstruction_report`` tells how well it does on g
 from __future__ import annotations
 
 import logging
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +63,9 @@ class SceneAutoencoder:
         self.num_buffered = 0
         self.num_seen = 0
         self.steps_done = 0
+        # the mapping thread trains while the Gaussian trainer and the query threads encode / decode: one lock keeps
+        # BatchNorm's train/eval mode and the weights consistent for each call
+        self._lock = threading.RLock()
 
     def _check(self, x: torch.Tensor, dim: int, name: str) -> torch.Tensor:
         x = torch.as_tensor(x)
@@ -95,6 +99,10 @@ class SceneAutoencoder:
             raise ValueError(f"steps must be >= 0, got {n}")
         if self.num_buffered < 2:
             raise ValueError("need at least 2 buffered features before training (call add_features first)")
+        with self._lock:
+            return self._train_steps(n)
+
+    def _train_steps(self, n: int) -> float:
         self.model.train()
         bs = min(self.config.batch_size, self.num_buffered)
         loss = torch.zeros(())
@@ -112,15 +120,19 @@ class SceneAutoencoder:
 
     @torch.no_grad()
     def encode(self, features: torch.Tensor) -> torch.Tensor:
-        """(N, D) -> (N, latent) unit rows."""
-        self.model.eval()
-        return self.model.encode(self._check(features, self.input_dim, "features"))
+        """(N, D) -> (N, latent) unit rows. Thread-safe against training."""
+        x = self._check(features, self.input_dim, "features")
+        with self._lock:
+            self.model.eval()
+            return self.model.encode(x)
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """(N, latent) -> (N, D) unit rows (any leading shape flattened by the caller)."""
-        self.model.eval()
-        return self.model.decode(self._check(latent, self.latent_dim, "latent"))
+        """(N, latent) -> (N, D) unit rows (any leading shape flattened by the caller). Thread-safe against training."""
+        z = self._check(latent, self.latent_dim, "latent")
+        with self._lock:
+            self.model.eval()
+            return self.model.decode(z)
 
     @torch.no_grad()
     def reconstruction_report(self, features: torch.Tensor) -> dict[str, float]:
