@@ -96,8 +96,8 @@ class QueryServerNode(Node):
         try:
             T, _, _, _ = cv.odometry_to_matrix(msg)
             self.robot_pose = (float(T[0, 3]), float(T[1, 3]), float(np.arctan2(T[1, 0], T[0, 0])))
-        except ValueError:
-            pass
+        except ValueError as exc:  # keep the last good pose; say why this one was refused
+            self.get_logger().warning(f"odometry refused, keeping the last robot pose: {exc}", throttle_duration_sec=5.0)
 
     def _pose_from(self, ps: PoseStamped) -> tuple[float, float, float]:
         if not ps.header.frame_id:
