@@ -227,3 +227,20 @@ def test_bad_input_and_config():
         from_mapping(NavigationConfig, {"obstacle_min_height_m": 2.0})
     with pytest.raises(ConfigError, match="unknown"):
         from_mapping(NavigationConfig, {"radius": 0.3})
+
+
+def test_start_in_unseen_floor_snaps_farther_than_inside_obstacles():
+    """The floor under a robot is never in its camera's view: a start in unknown space may move up to
+    unknown_start_snap_m to known free floor; one inside an obstacle only start_snap_m."""
+    from lang3d_ros.navigation.config import NavigationConfig
+
+    scene = make_room(0, n_objects=2)
+    box = scene.boxes[0]
+    cut = (np.abs(scene.points[:, 0] - 1.5) > 0.6) | (np.abs(scene.points[:, 1] - 1.5) > 0.6) | (scene.points[:, 2] > 0.05)
+    grid = build_occupancy_grid(scene.points[cut])  # a 1.2 m hole in the observed floor around (1.5, 1.5)
+    tight = NavigationConfig(unknown_start_snap_m=0.0)
+    res = plan_to_object(grid, box, (1.5, 1.5), tight)
+    assert not res.success and "unknown" in res.reason
+    res = plan_to_object(grid, box, (1.5, 1.5))
+    assert res.success and res.start_xy is not None
+    assert np.hypot(res.start_xy[0] - 1.5, res.start_xy[1] - 1.5) <= 1.0 + grid.resolution_m

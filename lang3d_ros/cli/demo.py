@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--objects", type=int, default=10)
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)
-    p.add_argument("--rate", type=float, default=1.0, help="replay speed factor")
+    p.add_argument("--rate", type=float, default=0.25, help="replay speed factor (0.25: a 2-core CPU fuses most frames)")
     p.add_argument("--train", action="store_true", help="train language Gaussians too (mapping.train_gaussians)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)

@@ -25,6 +25,7 @@ class NavigationConfig:
     standoff_tolerance_m: float = 0.15  # rings tried at standoff_m +- k * resolution_m up to this
     ring_samples: int = 48
     start_snap_m: float = 0.3  # a start inside inflation snaps to the nearest free cell this close
+    unknown_start_snap_m: float = 1.0  # a start in unknown space (the floor under the robot, never in view) snaps this far
     smooth_path: bool = True
 
     def validate(self) -> None:
@@ -38,5 +39,7 @@ class NavigationConfig:
             raise ValueError("floor_tolerance_m must not exceed obstacle_min_height_m")
         if self.min_points_per_cell < 1 or self.ring_samples < 4 or self.max_cells < 1 or self.fill_holes_cells < 0:
             raise ValueError("min_points_per_cell >= 1, ring_samples >= 4, max_cells >= 1, fill_holes_cells >= 0 required")
+        if self.unknown_start_snap_m < 0:
+            raise ValueError("unknown_start_snap_m must be non-negative")
         if self.standoff_m <= 0 or self.standoff_tolerance_m < 0 or self.margin_m < 0 or self.start_snap_m < 0:
             raise ValueError("standoff_m must be positive; standoff_tolerance_m, margin_m, start_snap_m non-negative")

@@ -77,8 +77,11 @@ def standoff_ring(box: Box3D, standoff_m: float, n: int) -> np.ndarray:
     return centre + local @ R.T
 
 
-def _snap_start(grid: OccupancyGrid, traversable: np.ndarray, start_xy: np.ndarray, snap_m: float):
-    """-> ((row, col), None) of a traversable start cell, or (None, reason)."""
+def _snap_start(grid: OccupancyGrid, traversable: np.ndarray, start_xy: np.ndarray, snap_m: float,
+                unknown_snap_m: float | None = None):
+    """-> ((row, col), None) of a traversable start cell, or (None, reason). A start in UNKNOWN space may move up to
+    ``unknown_snap_m`` (a forward-looking camera never sees the floor under the robot); one in occupied or inflated
+    space only ``snap_m``."""
     ij = grid.xy_to_ij(start_xy)[0]
     if not grid.in_bounds(ij)[0]:
         return None, f"start ({start_xy[0]:.2f}, {start_xy[1]:.2f}) is outside the map"
@@ -87,6 +90,8 @@ def _snap_start(grid: OccupancyGrid, traversable: np.ndarray, start_xy: np.ndarr
     if not traversable.any():
         return None, "the map has no traversable cell"
     dist, (ri, rj) = ndimage.distance_transform_edt(~traversable, return_indices=True)
+    if int(grid.data[ij[0], ij[1]]) == -1 and unknown_snap_m is not None:
+        snap_m = max(snap_m, unknown_snap_m)
     if dist[ij[0], ij[1]] * grid.resolution_m > snap_m:
         state = {-1: "unknown", 0: "inside the inflated obstacles", 100: "occupied"}[int(grid.data[ij[0], ij[1]])]
         return None, f"start ({start_xy[0]:.2f}, {start_xy[1]:.2f}) is {state} and no free cell is within {snap_m:.2f} m"
@@ -128,7 +133,7 @@ def plan_to_object(
     trav = traversable_mask(grid, cfg.robot_radius_m) if traversable is None else traversable
     if trav.shape != grid.data.shape:
         raise ValueError(f"traversable has shape {trav.shape}, grid {grid.data.shape}")
-    start_ij, reason = _snap_start(grid, trav, start, cfg.start_snap_m)
+    start_ij, reason = _snap_start(grid, trav, start, cfg.start_snap_m, cfg.unknown_start_snap_m)
     if start_ij is None:
         return NavigationResult(False, reason)
     costs = cost_field(trav, start_ij)
