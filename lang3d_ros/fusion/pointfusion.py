@@ -550,7 +550,7 @@ class PointMap:
             rgb = self._rgb.index_select(0, uslots)
             self._rgb.index_copy_(0, uslots, rgb.add_(b * (m[:, 6:9] - rgb)))
             self._conf.index_copy_(0, uslots, cn)
-            for lvl, (ws, fs) in enumerate(fmean):
+            for lvl, (ws, fs, row_of) in enumerate(fmean):
                 cov = torch.nonzero(ws[:n_old] > 0).squeeze(1)
                 if cov.numel() == 0:
                     continue
@@ -558,7 +558,7 @@ class PointMap:
                 wl = w_f[cov] * ws[cov] / wsum[cov]
                 fwn = self._fw[lvl][s] + wl
                 f = self._feat[lvl][s].to(torch.float32)
-                f += (wl / fwn)[:, None] * (fs[cov] / ws[cov, None] - f)
+                f += (wl / fwn)[:, None] * (fs[row_of[cov]] / ws[cov, None] - f)
                 self._feat[lvl][s] = f.to(self.feature_dtype)
                 self._fw[lvl][s] = fwn
 
@@ -577,10 +577,10 @@ class PointMap:
                 self._feat[lvl][slots] = 0
                 self._fw[lvl][slots] = 0
                 if fmean:
-                    ws, fs = fmean[lvl]
+                    ws, fs, row_of = fmean[lvl]
                     cov = torch.nonzero(ws[n_old:] > 0).squeeze(1)
                     s = slots[cov]
-                    self._feat[lvl][s] = (fs[n_old + cov] / ws[n_old + cov, None]).to(self.feature_dtype)
+                    self._feat[lvl][s] = (fs[row_of[n_old + cov]] / ws[n_old + cov, None]).to(self.feature_dtype)
                     self._fw[lvl][s] = wmax[n_old + cov] * ws[n_old + cov] / wsum[n_old + cov]
             self._n_alive += n_new
             self._index.insert(new_keys, slots, self._key, self._alive)
@@ -617,8 +617,10 @@ class PointMap:
         best = s.gather(1, j[:, None]).squeeze(1)
         return torch.where(torch.isfinite(best_d2), best, torch.full_like(best, -1))
 
-    def _feature_sums(self, o: dict, tid: torch.Tensor, n_t: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per level: (n_t,) alpha mass of mask-covered pixels and (n_t, D) alpha-weighted feature sums."""
+    def _feature_sums(self, o: dict, tid: torch.Tensor, n_t: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per level: (n_t,) alpha mass of mask-covered pixels, (R, D) alpha-weighted feature sums of the R targets
+        that a mask covers (compact: uncovered targets take no D-wide row), and (n_t,) row of each target in it
+        (-1: uncovered)."""
         if self._feature_dim is None:
             self._feature_dim = int(o["sem"][0][1].shape[1])
             self._alloc_features()
@@ -631,8 +633,11 @@ class PointMap:
                 pair, inv = torch.unique(t * feats.shape[0] + sg, return_inverse=True)
                 pw = torch.zeros(pair.numel(), device=self.device).index_add_(0, inv, a)
                 t, sg, a = pair // feats.shape[0], pair % feats.shape[0], pw
-            fs = torch.zeros(n_t, feats.shape[1], device=self.device).index_add_(0, t, feats[sg] * a[:, None])
-            out.append((ws, fs))
+            targets, row = torch.unique(t, return_inverse=True)
+            row_of = torch.full((n_t + 1,), -1, dtype=torch.int64, device=self.device)
+            row_of[targets] = torch.arange(targets.numel(), device=self.device)
+            fs = torch.zeros(targets.numel(), feats.shape[1], device=self.device).index_add_(0, row, feats[sg] * a[:, None])
+            out.append((ws, fs, row_of[:n_t]))
         return out
 
     def _associate(self, o: dict, cand: torch.Tensor, target: torch.Tensor) -> None:
