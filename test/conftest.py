@@ -40,3 +40,10 @@ def garden_npz(shared_data: Path) -> Path:
     if not f.is_file():
         pytest.skip(f"{f} missing")
     return f
+
+
+def synthetic_config(**overrides):
+    """config/synthetic.yaml (what the demo and `lang3d eval` run with) + nested overrides, CPU only."""
+    from lang3d_ros.config import load_config
+
+    return load_config(REPO / "config" / "synthetic.yaml", overrides=overrides)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lang3d_ros.config import Lang3DConfig, load_config
+from conftest import synthetic_config
+from lang3d_ros.config import load_config
 from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.geometry.boxes import iou_3d
 from lang3d_ros.geometry.camera import Intrinsics
@@ -21,14 +22,7 @@ def scene_frames():
 
 
 def _config():
-    cfg = Lang3DConfig()
-    cfg.semantics.backend = "ground_truth"
-    cfg.semantics.gt_text_encoder = "minilm"
-    cfg.fusion.voxel_size_m = 0.03
-    cfg.fusion.device = "cpu"
-    cfg.mapping.train_gaussians = False
-    cfg.mapping.keyframes.min_translation_m = 0.3
-    return cfg
+    return synthetic_config(mapping={"frame_queue_size": 2, "keyframe_queue_size": 4, "keyframes": {"min_translation_m": 0.3}})
 
 
 def test_pipeline_maps_a_scene_and_grounds_its_objects(scene_frames):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lang3d_ros.config import Lang3DConfig
+from conftest import synthetic_config
 from lang3d_ros.geometry.boxes import iou_3d
 from lang3d_ros.geometry.camera import Intrinsics
 from lang3d_ros.mapping.queries import QueryEngine, navigation_target_phrase
@@ -16,15 +16,7 @@ def engine_and_scene():
     from lang3d_ros.mapping.build import build_stack, ground_truth_tables
 
     scene = generate_scene(seed=5, n_objects=8)
-    cfg = Lang3DConfig()
-    cfg.semantics.backend = "ground_truth"
-    cfg.semantics.gt_text_encoder = "minilm"
-    cfg.fusion.voxel_size_m = 0.03
-    cfg.fusion.device = "cpu"
-    cfg.mapping.train_gaussians = False
-    cfg.mapping.keyframes.min_translation_m = 0.25
-    cfg.llm.mode = "parser_only"
-    cfg.extraction.vocabulary = sorted(set(scene.labels))
+    cfg = synthetic_config(mapping={"keyframes": {"min_translation_m": 0.25}}, extraction={"vocabulary": sorted(set(scene.labels))})
     stack = build_stack(cfg, **ground_truth_tables(scene), start=False)
     K = Intrinsics(131.25, 131.25, 79.5, 59.5, 160, 120)
     for f in render_frames(scene, make_trajectory(scene, "orbit", n_frames=20, seed=1), K, seed=1):
@@ -84,10 +76,7 @@ def test_empty_map_and_bad_queries_are_refused():
     from lang3d_ros.mapping.language_map import LanguageMap
     from lang3d_ros.semantics.backends import build_text_encoder
 
-    cfg = Lang3DConfig()
-    cfg.semantics.backend = "ground_truth"
-    cfg.semantics.gt_text_encoder = "minilm"
-    cfg.fusion.device = "cpu"
+    cfg = synthetic_config()
     engine = QueryEngine(cfg, LanguageMap(cfg, build_text_encoder(cfg.semantics), device="cpu"))
     for call in (lambda: engine.ground("mug"), lambda: engine.ask("what is here?")):
         with pytest.raises(ValueError, match="empty"):
