@@ -1,6 +1,7 @@
 """Shared fixtures. Tests that read ../shared/data skip with a reason when it is absent."""
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -9,14 +10,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LANG3D_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-try:  # keep the 2-core CI machine responsive: one intra-op thread per test process
+if importlib.util.find_spec("torch") is not None:  # the torch-free subset runs without it
     import torch
 
     # one intra-op thread: most tensors in the tests are small, and on a shared 2-core machine a second thread that
     # is not scheduled stalls every op (measured 4x slower for fusion under load)
     torch.set_num_threads(int(os.environ.get("LANG3D_TEST_THREADS", "1")))
-except ImportError:  # the ROS-free, torch-free subset still runs
-    pass
 
 
 @pytest.fixture(scope="session")

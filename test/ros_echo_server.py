@@ -1,5 +1,7 @@
 """A server for every lang3d_ros service type whose answers are computed from the request, so a client in another
 process can check that every field crossed the wire. Run: python ros_echo_server.py (stops on SIGINT)."""
+import contextlib
+
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
@@ -71,9 +73,8 @@ def main():
     rclpy.init()
     node = EchoServer()
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
+        with contextlib.suppress(KeyboardInterrupt, rclpy.executors.ExternalShutdownException):  # stop cleanly
+            rclpy.spin(node)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

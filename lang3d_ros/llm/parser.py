@@ -90,9 +90,7 @@ class _NP:
                 size = _SIZE_ADJ[w]
             elif canonical_color(w) is not None:
                 color = canonical_color(w)
-            elif w in _DETS:
-                pass
-            else:
+            elif w not in _DETS:  # a determiner among the adjectives is skipped; anything else ends them
                 break
             self.i += 1
         noun = []

@@ -9,6 +9,7 @@ A frame that fails validation is rejected with its reason (counted, logged) and 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -77,10 +78,8 @@ class MappingPipeline:
                     q.put(_STOP, timeout=0.1)
                     break
                 except queue.Full:
-                    try:
+                    with contextlib.suppress(queue.Empty):  # make room for the stop marker
                         q.get_nowait()
-                    except queue.Empty:
-                        pass
         for t in self._threads:
             t.join(timeout_s)
         self._threads = []

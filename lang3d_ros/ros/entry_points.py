@@ -1,6 +1,7 @@
 """Executables: ``ros2 run lang3d_ros <name>`` and the console scripts (same functions)."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 
@@ -14,9 +15,8 @@ def _spin(nodes, threads: int = 4) -> int:
         executor.add_node(n)
     signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())  # SIGTERM stops as cleanly as SIGINT
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):  # both mean: stop cleanly
+            executor.spin()
     finally:
         for n in nodes:
             n.destroy_node()
