@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lang3d_ros.datasets.rosbag.reader import open_reader
+from lang3d_ros.datasets.rosbag.reader import reading
 from lang3d_ros.datasets.rosbag.topics import CAMERA_INFO, IMAGE, POSE_TYPES, header_stamp_ns, typestore
 
 
@@ -12,8 +12,7 @@ def bag_info(path) -> dict:
     intrinsics: {topic: {fx, fy, cx, cy, width, height}}, trajectory: {topic: {length_m, duration_s}}}.
     Rates use header stamps (receive times for other types): (count - 1) / (last - first). Reads every message once."""
     ts = typestore()
-    reader = open_reader(path)
-    try:
+    with reading(path) as reader:
         per: dict[str, dict] = {}
         intr, traj = {}, {}
         for c, log_ns, raw in reader.messages():
@@ -34,12 +33,6 @@ def bag_info(path) -> dict:
                 traj.setdefault(c.topic, []).append((header_stamp_ns(raw), pose.position.x, pose.position.y, pose.position.z))
         duration = (reader.end_time - reader.start_time) * 1e-9 if reader.message_count else 0.0
         files = [str(p) for p in getattr(reader, "paths", [])]
-    except ValueError:
-        raise
-    except Exception as exc:
-        raise ValueError(f"{path}: damaged bag ({type(exc).__name__}: {exc})") from exc
-    finally:
-        reader.close()
     topics = []
     for e in sorted(per.values(), key=lambda e: e["topic"]):
         st = np.sort(np.asarray(e.pop("stamps"), dtype=np.int64))

@@ -10,6 +10,8 @@ colour optical frame: the reader has no TF tree and cannot apply a base_link -> 
 """
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import sqlite3
 from dataclasses import dataclass
@@ -29,6 +31,21 @@ from lang3d_ros.geometry.transforms import matrix_from_pose
 log = logging.getLogger(__name__)
 COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1")
 DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
+
+
+@contextlib.contextmanager
+def reading(path):
+    """Open a bag for the ``with`` block and close it after; a library error inside (a truncated or corrupt
+    file) becomes a ValueError that names the bag. ValueErrors pass through unchanged."""
+    reader = open_reader(path)
+    try:
+        yield reader
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{path}: damaged bag ({type(exc).__name__}: {exc})") from exc
+    finally:
+        reader.close()
 
 
 def open_reader(path) -> Reader:
@@ -66,15 +83,8 @@ class RosbagSource:
         self.max_pose_gap_ns = int(max_pose_gap_ms * 1e6)
         self.depth_scale = float(depth_scale)
         self.skipped = 0
-        reader = open_reader(self.path)
-        try:
+        with reading(self.path) as reader:
             self._index(reader, pose_topic)
-        except ValueError:
-            raise
-        except Exception as exc:
-            raise ValueError(f"{self.path}: damaged bag ({type(exc).__name__}: {exc})") from exc
-        finally:
-            reader.close()
 
     # index ------------------------------------------------------------------------------------
     def _connection(self, reader: Reader, topic: str, types: tuple[str, ...]):
