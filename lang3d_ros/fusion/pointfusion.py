@@ -633,11 +633,15 @@ class PointMap:
                 pair, inv = torch.unique(t * feats.shape[0] + sg, return_inverse=True)
                 pw = torch.zeros(pair.numel(), device=self.device).index_add_(0, inv, a)
                 t, sg, a = pair // feats.shape[0], pair % feats.shape[0], pw
-            targets, row = torch.unique(t, return_inverse=True)
-            row_of = torch.full((n_t + 1,), -1, dtype=torch.int64, device=self.device)
-            row_of[targets] = torch.arange(targets.numel(), device=self.device)
-            fs = torch.zeros(targets.numel(), feats.shape[1], device=self.device).index_add_(0, row, feats[sg] * a[:, None])
-            out.append((ws, fs, row_of[:n_t]))
+            if feats.shape[1] > 16:  # wide features: D-wide rows only for covered targets
+                targets, row = torch.unique(t, return_inverse=True)
+                row_of = torch.full((n_t + 1,), -1, dtype=torch.int64, device=self.device)
+                row_of[targets] = torch.arange(targets.numel(), device=self.device)
+                row_of, n_rows = row_of[:n_t], targets.numel()
+            else:  # narrow features: a dense (n_t, D) block is cheaper than finding the covered targets
+                row, row_of, n_rows = t, torch.arange(n_t, device=self.device), n_t
+            fs = torch.zeros(n_rows, feats.shape[1], device=self.device).index_add_(0, row, feats[sg] * a[:, None])
+            out.append((ws, fs, row_of))
         return out
 
     def _associate(self, o: dict, cand: torch.Tensor, target: torch.Tensor) -> None:
