@@ -41,8 +41,9 @@ def frames():
     return list(corridor_walk(Corridor(length_m=6.0), 12, INTR, step_m=0.1, noise_m=0.002, seed=3))
 
 
-def test_bad_input_is_rejected_and_changes_nothing(frames):
-    m = PointMap(FusionConfig(), feature_dim=8, device="cpu")
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_bad_input_is_rejected_and_changes_nothing(frames, backend):
+    m = PointMap(FusionConfig(backend=backend), feature_dim=8, device="cpu")
     for f in frames[:2]:
         assert m.integrate(f, _semantics(f, 8)).accepted
     before = m.state_dict()
@@ -77,13 +78,14 @@ def test_bad_input_is_rejected_and_changes_nothing(frames):
     assert not _state_equal(before, m.state_dict())
 
 
-def test_invalid_pixels_are_skipped(frames):
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_invalid_pixels_are_skipped(frames, backend):
     f = frames[0]
     d = f.depth_m.copy()
     d[:40] = np.nan
     d[40:50] = np.inf
     d[50:60] = -1.0
-    m = PointMap(FusionConfig(), device="cpu")
+    m = PointMap(FusionConfig(backend=backend), device="cpu")
     rep = m.integrate(dataclasses.replace(f, depth_m=d))
     assert rep.accepted and 0 < rep.n_new < (d > 0).sum()
     out = m.to_numpy()
@@ -94,10 +96,11 @@ def test_invalid_pixels_are_skipped(frames):
     assert v.min() > 59.0
 
 
-def test_memory_is_flat_under_revisits():
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_memory_is_flat_under_revisits(backend):
     corridor = Corridor(length_m=4.0)
     passes = []
-    m = PointMap(FusionConfig(prune_after_frames=5), device="cpu")
+    m = PointMap(FusionConfig(prune_after_frames=5, backend=backend), device="cpu")
     walk = list(corridor_walk(corridor, 10, INTR, step_m=0.6, noise_m=0.002, seed=1, back_and_forth=True))
     for p in range(10):
         for f in walk:
@@ -107,12 +110,13 @@ def test_memory_is_flat_under_revisits():
     assert m.num_points > 0.5 * passes[0]
 
 
-def test_culling_cost_does_not_grow_with_far_map(frames):
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_culling_cost_does_not_grow_with_far_map(frames, backend):
     """A map with a second copy of the corridor 500 m away examines exactly the same candidates."""
     far = np.eye(4)
     far[0, 3] = 500.0
-    near_only = PointMap(FusionConfig(), device="cpu")
-    with_far = PointMap(FusionConfig(), device="cpu")
+    near_only = PointMap(FusionConfig(backend=backend), device="cpu")
+    with_far = PointMap(FusionConfig(backend=backend), device="cpu")
     for f in frames[:6]:
         with_far.integrate(dataclasses.replace(f, T_world_cam=far @ f.T_world_cam))
     assert with_far.num_points > 10_000

@@ -90,9 +90,10 @@ def real_frames(gradslam_dir):
     return seq + seq  # the second pass revisits the same views
 
 
-def test_pointfusion_matches_bruteforce_reference(real_frames):
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_pointfusion_matches_bruteforce_reference(real_frames, backend):
     cfg = FusionConfig(confidence_mode="gradslam", merge_duplicates=False, min_depth_m=0.0, max_depth_m=10.0,
-                       prune_after_frames=1000)
+                       prune_after_frames=1000, backend=backend)
     m = PointMap(cfg, device="cpu")
     reports = [m.integrate(f) for f in real_frames]
     assert all(r.accepted for r in reports)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CONFIDENCE_MODES = ("radial", "gradslam")
+BACKENDS = ("auto", "torch", "numba")
 
 
 @dataclass
@@ -26,10 +27,15 @@ class FusionConfig:
     stable_confidence: float = 1.5  # points below this after `prune_after_frames` frames are pruned
     prune_after_frames: int = 30
     device: str = "auto"  # auto | cpu | cuda
+    # per-frame passes: "numba" = fused CPU loops (cpu_kernels.py), "torch" = tensor ops (any device, the
+    # reference); "auto" = numba on CPU when it is installed, else torch
+    backend: str = "auto"
 
     def validate(self) -> None:
         if self.sigma <= 0 or self.dist_threshold_m <= 0 or self.voxel_size_m <= 0:
             raise ValueError("sigma, dist_threshold_m and voxel_size_m must be positive")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.confidence_mode not in CONFIDENCE_MODES:
             raise ValueError(f"confidence_mode must be one of {CONFIDENCE_MODES}, got {self.confidence_mode!r}")
         if not 0 < self.angle_threshold_deg <= 180:

@@ -45,6 +45,7 @@ import torch
 
 from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.device import resolve_device
+from lang3d_ros.fusion import cpu_kernels
 from lang3d_ros.fusion.config import FusionConfig
 from lang3d_ros.fusion.vertex import (
     confidence_map,
@@ -63,6 +64,27 @@ logger = logging.getLogger(__name__)
 STATE_VERSION = 1
 _GROWTH = 1.5
 _SCRATCH_EMPTY = 2**31 - 1
+
+
+_kernels_ready = False
+
+
+def _warm_up_kernels(config: FusionConfig) -> None:
+    """Compile (first run on a machine: ~5-10 s) or load from numba's cache the CPU kernels, once per process,
+    by fusing two tiny frames of a wall through a throwaway map: the first real frame then runs at full speed."""
+    global _kernels_ready
+    if _kernels_ready:
+        return
+    _kernels_ready = True
+    t0 = time.perf_counter()
+    intr = Intrinsics(8.0, 8.0, 7.5, 5.5, 16, 12)
+    rgb = np.full((12, 16, 3), 128, np.uint8)
+    cfg = FusionConfig(**{**config.__dict__, "backend": "numba", "min_depth_m": 0.1, "max_depth_m": 8.0})
+    scratch = PointMap(cfg, device="cpu")
+    for i in range(2):
+        scratch.integrate(Frame(rgb, np.full((12, 16), 1.0 + 0.01 * i, np.float32), intr, np.eye(4), index=i))
+    dt = time.perf_counter() - t0
+    (logger.info if dt > 1.0 else logger.debug)("fusion CPU kernels ready in %.1f s", dt)
 
 
 @dataclass
@@ -102,12 +124,28 @@ class PointMap:
         if not feature_dtype.is_floating_point:
             raise ValueError(f"feature_dtype must be floating point, got {feature_dtype}")
         self.device = resolve_device(device)
+        self._cpu = self._resolve_backend(self.config.backend)  # cpu_kernels, or None for the torch path
         self.feature_dtype = feature_dtype
         self._feature_dim = None if feature_dim is None else int(feature_dim)
         self._keys = VoxelKeys(self.config.voxel_size_m, self.config.block_voxels)
         self._cos_gate = math.cos(math.radians(self.config.angle_threshold_deg))
         self._rays_cache: tuple[Intrinsics, torch.Tensor, torch.Tensor] | None = None
         self._reset_storage(0)
+
+    def _resolve_backend(self, backend: str):
+        if backend == "torch" or (backend == "auto" and (self.device.type != "cpu" or not cpu_kernels.AVAILABLE)):
+            return None
+        if self.device.type != "cpu":
+            raise ValueError(f"fusion backend 'numba' runs on the CPU only, device is {self.device}")
+        if not cpu_kernels.AVAILABLE:
+            raise ValueError("fusion backend 'numba' needs the numba package (pip install numba), or use 'torch'")
+        _warm_up_kernels(self.config)
+        return cpu_kernels
+
+    @property
+    def backend(self) -> str:
+        """"numba" or "torch": the implementation of the per-frame passes in use."""
+        return "torch" if self._cpu is None else "numba"
 
     # ------------------------------------------------------------------ storage
     def _reset_storage(self, capacity: int) -> None:
@@ -397,21 +435,37 @@ class PointMap:
         cfg, dev, intr = self.config, self.device, frame.intrinsics
         h, w = frame.height, frame.width
         rays, alpha_radial = self._rays(intr)
-        depth = torch.from_numpy(np.ascontiguousarray(frame.depth_m)).to(dev, torch.float32)
-        valid = valid_depth_mask(depth, cfg.min_depth_m, cfg.max_depth_m)
-        z = torch.where(valid, depth, torch.zeros((), device=dev))
-        verts = torch.cat([rays * z[..., None], z[..., None]], -1)
-        nrm = normal_map(verts)
-        use = (normal_valid_mask(valid) & (nrm != 0).any(-1)).reshape(-1)
         T = torch.from_numpy(np.asarray(frame.T_world_cam, dtype=np.float64)).to(dev)
         R, t = T[:3, :3].to(torch.float32), T[:3, 3].to(torch.float32)
-        vw = torch.addmm(t, verts.reshape(-1, 3), R.T)
-        nw = nrm.reshape(-1, 3) @ R.T
+        verts = None  # camera-frame vertex map, only kept where the confidence needs it
+        if self._cpu is not None:
+            vw_np, nw_np = np.empty((h * w, 3), np.float32), np.empty((h * w, 3), np.float32)
+            use_np, zlo, zhi = np.empty(h * w, np.bool_), np.empty(h, np.float32), np.empty(h, np.float32)
+            self._cpu.observe(
+                np.ascontiguousarray(frame.depth_m, dtype=np.float32), rays.numpy(), np.float32(cfg.min_depth_m),
+                np.float32(cfg.max_depth_m), R.numpy(), t.numpy(), vw_np, nw_np, use_np, zlo, zhi)
+            vw, nw, use = torch.from_numpy(vw_np), torch.from_numpy(nw_np), torch.from_numpy(use_np)
+            if not np.isfinite(zlo).any():
+                return None
+            dmin, dmax = torch.tensor(float(zlo.min())), torch.tensor(float(zhi.max()))
+            if cfg.confidence_mode != "radial":
+                depth = torch.from_numpy(np.ascontiguousarray(frame.depth_m)).to(dev, torch.float32)
+                z = torch.where(valid_depth_mask(depth, cfg.min_depth_m, cfg.max_depth_m), depth, torch.zeros(()))
+                verts = torch.cat([rays * z[..., None], z[..., None]], -1)
+        else:
+            depth = torch.from_numpy(np.ascontiguousarray(frame.depth_m)).to(dev, torch.float32)
+            valid = valid_depth_mask(depth, cfg.min_depth_m, cfg.max_depth_m)
+            z = torch.where(valid, depth, torch.zeros((), device=dev))
+            verts = torch.cat([rays * z[..., None], z[..., None]], -1)
+            nrm = normal_map(verts)
+            use = (normal_valid_mask(valid) & (nrm != 0).any(-1)).reshape(-1)
+            vw = torch.addmm(t, verts.reshape(-1, 3), R.T)
+            nw = nrm.reshape(-1, 3) @ R.T
+            zu = z.reshape(-1)[use]
+            if zu.numel() == 0:
+                return None
+            dmin, dmax = zu.min(), zu.max()
         # bounding box of the used points: the frustum slab between their min and max depth (8 corners)
-        zu = z.reshape(-1)[use]
-        if zu.numel() == 0:
-            return None
-        dmin, dmax = zu.min(), zu.max()
         corners = torch.stack([rays[0, 0], rays[0, -1], rays[-1, 0], rays[-1, -1]])  # (4, 2)
         slab = torch.cat([torch.cat([corners * d, d.expand(4, 1)], 1) for d in (dmin[None], dmax[None])])
         box = torch.addmm(t, slab, R.T)
@@ -468,88 +522,30 @@ class PointMap:
         return kb.block_keys(cells)
 
     def _fuse(self, o: dict) -> FusionReport:
-        cfg, dev = self.config, self.device
-        use, vw, nw, alpha = o["use"], o["vw"], o["nw"], o["alpha"]
-        hw = use.numel()
-        target = torch.full((hw,), -1, dtype=torch.int64, device=dev)  # slot, -(2 + new id), or -1 unused
-        n_cand = 0
-        local = None  # the index restricted to the blocks around this frame
+        """The frame's pixels -> target per pixel (an existing slot, a new point or unused), then running averages
+        of the targets and new points. Each pass has a torch and a numba (``self._cpu``) implementation."""
+        hw = o["use"].numel()
+        target = torch.full((hw,), -1, dtype=torch.int64, device=self.device)  # slot, -(2 + new id), or -1 unused
+        n_cand, local = 0, None  # local: the index restricted to the blocks around this frame
         if self._n_alive > 0:
             local = self._index.gather_blocks(self._candidate_blocks(o), self._keys.shift)
-            ckey, cand = local.entries()
-            if cand.numel():
-                cand = cand[self._alive.index_select(0, cand) & (self._key.index_select(0, cand) == ckey)]
-            n_cand = int(cand.numel())
-            if n_cand:
-                self._associate(o, cand, target)
+            n_cand = self._associate(o, local, target)
         n_matched = int((target >= 0).sum()) if n_cand else 0
-
-        # leftover pixels: fuse into the point owning their voxel, or group them into new points
-        left = torch.nonzero(use & (target < 0)).squeeze(1)
-        n_merged = n_new = 0
-        new_keys = None
-        if left.numel():
-            kb = self._keys  # used pixels are inside the keyable range (checked in _observe)
-            lk = kb.keys(torch.floor(vw.index_select(0, left) / kb.voxel_size_m).to(torch.int64) + kb.offset)
-            if cfg.merge_duplicates and local is not None:
-                owner = local.find(lk)  # a pixel's voxel lies in the frame's blocks: same answer as the full index
-                oc = owner.clamp(min=0)
-                has = (owner >= 0) & self._alive.index_select(0, oc) & (self._key.index_select(0, oc) == lk)
-                target[left[has]] = owner[has]
-                n_merged = int(has.sum())
-                keep = ~has
-                left, lk = left[keep], lk[keep]
-                if left.numel() and cfg.merge_neighbour_px > 0:
-                    owner = self._neighbour_owner(o, left, target)
-                    has = owner >= 0
-                    target[left[has]] = owner[has]
-                    n_merged += int(has.sum())
-                    keep = ~has
-                    left, lk = left[keep], lk[keep]
-            if left.numel():
-                if cfg.merge_duplicates:
-                    new_keys, inv = torch.unique(lk, sorted=True, return_inverse=True)
-                    target[left] = -(2 + inv)
-                else:
-                    new_keys, order = torch.sort(lk, stable=True)
-                    target[left[order]] = -(2 + torch.arange(left.numel(), device=dev))
-                n_new = int(new_keys.numel())
-
-        # dense target ids: existing slots first (deduplicated through the per-slot scratch), then new, then a
-        # dummy row for unused pixels
-        is_old = target >= 0
-        tslot = torch.where(is_old, target, torch.full((), self._cap, dtype=torch.int64, device=dev))
-        pos = torch.arange(hw, dtype=torch.int32, device=dev)
-        self._scratch.scatter_reduce_(0, tslot, pos, "amin", include_self=True)
-        first = self._scratch.index_select(0, tslot).to(torch.int64)
-        is_first = (first == pos) & is_old
-        uslots = target[is_first]
+        n_merged, new_keys = self._leftovers(o, local, target)
+        n_new = 0 if new_keys is None else int(new_keys.numel())
+        uslots, tid, wsum, wmax, mean = self._accumulate(o, target, n_new)
         n_old = int(uslots.numel())
-        self._scratch[uslots] = _SCRATCH_EMPTY
-        self._scratch[self._cap] = _SCRATCH_EMPTY
-        dense = torch.cumsum(is_first.to(torch.int64), 0) - 1
         n_t = n_old + n_new
-        tid = torch.where(is_old, dense.index_select(0, first), torch.where(target <= -2, n_old - 2 - target, n_t))
-        wsum = torch.zeros(n_t + 1, device=dev).index_add_(0, tid, alpha)[:n_t]
-        wmax = torch.zeros(n_t + 1, device=dev).scatter_reduce_(0, tid, alpha, "amax", include_self=True)[:n_t]
-        av = torch.cat([vw, nw, o["rgb"].to(torch.float32) * (1.0 / 255.0)], 1) * alpha[:, None]  # (HW, 9)
-        mean = torch.zeros(n_t + 1, 9, device=dev).index_add_(0, tid, av)[:n_t] / wsum[:, None]
         fmean = self._feature_sums(o, tid, n_t) if o["sem"] is not None else []
 
         # update existing points: c <- c + w, x <- (c x + w x_frame) / (c + w)
         if n_old:
             w_f = wmax[:n_old]
-            cn = self._conf.index_select(0, uslots) + w_f
-            b = (w_f / cn)[:, None]
-            m = mean[:n_old]
-            xyz = self._xyz.index_select(0, uslots)
-            self._xyz.index_copy_(0, uslots, xyz.add_(b * (m[:, 0:3] - xyz)))
-            nrm = self._nrm.index_select(0, uslots)
-            nrm += b * (m[:, 3:6] - nrm)
-            self._nrm.index_copy_(0, uslots, nrm / nrm.norm(dim=1, keepdim=True).clamp(min=1e-12))
-            rgb = self._rgb.index_select(0, uslots)
-            self._rgb.index_copy_(0, uslots, rgb.add_(b * (m[:, 6:9] - rgb)))
-            self._conf.index_copy_(0, uslots, cn)
+            if self._cpu is not None:
+                self._cpu.update_points(uslots.numpy(), w_f.numpy(), mean.numpy(), self._xyz.numpy(),
+                                        self._nrm.numpy(), self._rgb.numpy(), self._conf.numpy())
+            else:
+                self._update_points(uslots, w_f, mean[:n_old])
             for lvl, (ws, fs, row_of) in enumerate(fmean):
                 cov = torch.nonzero(ws[:n_old] > 0).squeeze(1)
                 if cov.numel() == 0:
@@ -592,6 +588,100 @@ class PointMap:
             True, "", n_matched=n_matched, n_new=n_new, n_points=self._n_alive, n_pruned=n_pruned,
             n_merged=n_merged, n_candidates=n_cand,
         )
+
+    def _leftovers(self, o: dict, local: LayeredIndex | None, target: torch.Tensor) -> tuple[int, torch.Tensor | None]:
+        """Usable pixels association left unmatched: fuse into the point owning their voxel, else into a gated
+        neighbour's point, else group them by voxel into new points (target -(2 + new id)). Returns the number
+        merged and the new points' voxel keys (ascending), None when there are none."""
+        cfg, dev, kb = self.config, self.device, self._keys  # used pixels are inside the keyable range (_observe)
+        merge = cfg.merge_duplicates and local is not None
+        if self._cpu is not None:
+            pixel_key = np.empty(target.numel(), np.int64)
+            ckey, cslots = local.entries() if merge else (torch.empty(0, dtype=torch.int64),) * 2
+            tk, ts, bits = self._cpu.build_table(ckey.numpy(), cslots.numpy())
+            n_merged = self._cpu.voxel_owner(
+                target.numpy(), o["use"].numpy(), o["vw"].numpy(), np.float32(kb.voxel_size_m), kb.offset,
+                kb.local_bits, kb.block_bits, tk, ts, bits, self._alive.numpy(), self._key.numpy(), merge, pixel_key)
+            if merge and cfg.merge_neighbour_px > 0:
+                owner = np.empty(target.numel(), np.int64)
+                self._cpu.neighbour_owner(
+                    target.numpy(), o["use"].numpy(), o["vw"].numpy(), o["nw"].numpy(), self._xyz.numpy(),
+                    self._nrm.numpy(), o["h"], o["w"], cfg.merge_neighbour_px, np.float32(cfg.dist_threshold_m ** 2),
+                    np.float32(self._cos_gate), owner)
+                owner_t = torch.from_numpy(owner)
+                has = owner_t >= 0
+                target[has] = owner_t[has]
+                n_merged += int(has.sum())
+            left = torch.nonzero(o["use"] & (target < 0)).squeeze(1)
+            lk = torch.from_numpy(pixel_key).index_select(0, left)
+        else:
+            left = torch.nonzero(o["use"] & (target < 0)).squeeze(1)
+            n_merged = 0
+            lk = kb.keys(torch.floor(o["vw"].index_select(0, left) / kb.voxel_size_m).to(torch.int64) + kb.offset)
+            if merge and left.numel():
+                owner = local.find(lk)  # a pixel's voxel lies in the frame's blocks: same answer as the full index
+                oc = owner.clamp(min=0)
+                has = (owner >= 0) & self._alive.index_select(0, oc) & (self._key.index_select(0, oc) == lk)
+                target[left[has]] = owner[has]
+                n_merged = int(has.sum())
+                left, lk = left[~has], lk[~has]
+                if left.numel() and cfg.merge_neighbour_px > 0:
+                    owner = self._neighbour_owner(o, left, target)
+                    has = owner >= 0
+                    target[left[has]] = owner[has]
+                    n_merged += int(has.sum())
+                    left, lk = left[~has], lk[~has]
+        if left.numel() == 0:
+            return n_merged, None
+        if cfg.merge_duplicates:
+            new_keys, inv = torch.unique(lk, sorted=True, return_inverse=True)
+            target[left] = -(2 + inv)
+        else:
+            new_keys, order = torch.sort(lk, stable=True)
+            target[left[order]] = -(2 + torch.arange(left.numel(), device=dev))
+        return n_merged, new_keys
+
+    def _accumulate(self, o: dict, target: torch.Tensor, n_new: int):
+        """Pixels -> dense target ids: existing slots first (in first-pixel order, deduplicated through the
+        per-slot scratch), then new points, then a dummy id n_t for unused pixels. Returns uslots (n_old,),
+        tid (H*W,), wsum, wmax (n_t,) alpha sum / max and mean (n_t, 9) alpha-weighted [xyz, normal, rgb]."""
+        alpha = o["alpha"]
+        if self._cpu is not None:
+            out = self._cpu.accumulate(target.numpy(), o["vw"].numpy(), o["nw"].numpy(), o["rgb"].numpy(),
+                                       alpha.numpy(), n_new, self._scratch.numpy())
+            return tuple(torch.from_numpy(a) for a in out)
+        dev, hw = self.device, target.numel()
+        is_old = target >= 0
+        tslot = torch.where(is_old, target, torch.full((), self._cap, dtype=torch.int64, device=dev))
+        pos = torch.arange(hw, dtype=torch.int32, device=dev)
+        self._scratch.scatter_reduce_(0, tslot, pos, "amin", include_self=True)
+        first = self._scratch.index_select(0, tslot).to(torch.int64)
+        is_first = (first == pos) & is_old
+        uslots = target[is_first]
+        n_old = int(uslots.numel())
+        self._scratch[uslots] = _SCRATCH_EMPTY
+        self._scratch[self._cap] = _SCRATCH_EMPTY
+        dense = torch.cumsum(is_first.to(torch.int64), 0) - 1
+        n_t = n_old + n_new
+        tid = torch.where(is_old, dense.index_select(0, first), torch.where(target <= -2, n_old - 2 - target, n_t))
+        wsum = torch.zeros(n_t + 1, device=dev).index_add_(0, tid, alpha)[:n_t]
+        wmax = torch.zeros(n_t + 1, device=dev).scatter_reduce_(0, tid, alpha, "amax", include_self=True)[:n_t]
+        av = torch.cat([o["vw"], o["nw"], o["rgb"].to(torch.float32) * (1.0 / 255.0)], 1) * alpha[:, None]  # (HW, 9)
+        mean = torch.zeros(n_t + 1, 9, device=dev).index_add_(0, tid, av)[:n_t] / wsum[:, None]
+        return uslots, tid, wsum, wmax, mean
+
+    def _update_points(self, uslots: torch.Tensor, w_f: torch.Tensor, m: torch.Tensor) -> None:
+        """Running averages of the existing points ``uslots`` with frame weights w_f and frame means m (n, 9)."""
+        cn = self._conf.index_select(0, uslots) + w_f
+        b = (w_f / cn)[:, None]
+        xyz = self._xyz.index_select(0, uslots)
+        self._xyz.index_copy_(0, uslots, xyz.add_(b * (m[:, 0:3] - xyz)))
+        nrm = self._nrm.index_select(0, uslots)
+        nrm += b * (m[:, 3:6] - nrm)
+        self._nrm.index_copy_(0, uslots, nrm / nrm.norm(dim=1, keepdim=True).clamp(min=1e-12))
+        rgb = self._rgb.index_select(0, uslots)
+        self._rgb.index_copy_(0, uslots, rgb.add_(b * (m[:, 6:9] - rgb)))
+        self._conf.index_copy_(0, uslots, cn)
 
     def _neighbour_owner(self, o: dict, left: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(L,) pixels -> the nearest point (slot) owning a pixel within ``merge_neighbour_px`` that passes the
@@ -644,10 +734,22 @@ class PointMap:
             out.append((ws, fs, row_of))
         return out
 
-    def _associate(self, o: dict, cand: torch.Tensor, target: torch.Tensor) -> None:
-        """Projective association (gradSLAM): target[pixel] = the map point the pixel wins, (H*W,) in place."""
+    def _associate(self, o: dict, local: LayeredIndex, target: torch.Tensor) -> int:
+        """Projective association (gradSLAM) of the live points in ``local``: target[pixel] = the map point the
+        pixel wins, (H*W,) in place. Returns the number of candidate points examined."""
         h, w, intr = o["h"], o["w"], o["intr"]
         dev = target.device
+        ckey, cand = local.entries()
+        if self._cpu is not None:
+            return self._cpu.associate(
+                self._xyz.numpy(), self._nrm.numpy(), self._conf.numpy(), self._alive.numpy(), self._key.numpy(),
+                cand.numpy(), ckey.numpy(), o["R"].numpy(), o["t"].numpy(), np.float32(intr.fx), np.float32(intr.fy),
+                np.float32(intr.cx), np.float32(intr.cy), h, w, o["use"].numpy(), o["vw"].numpy(), o["nw"].numpy(),
+                np.float32(self.config.dist_threshold_m ** 2), np.float32(self._cos_gate), target.numpy())
+        if cand.numel():
+            cand = cand[self._alive.index_select(0, cand) & (self._key.index_select(0, cand) == ckey)]
+        if cand.numel() == 0:
+            return 0
         p = self._xyz.index_select(0, cand)
         pc = (p - o["t"]) @ o["R"]  # R^T (p - t)
         z = pc[:, 2]
@@ -662,7 +764,7 @@ class PointMap:
         ok &= (d2 < self.config.dist_threshold_m ** 2) & (dot > self._cos_gate)
         sel = torch.nonzero(ok).squeeze(1)
         if sel.numel() == 0:
-            return
+            return int(cand.numel())
         cs, qs, d2s = cand[sel], q[sel], d2[sel]
         hw = target.numel()
         conf = self._conf.index_select(0, cs)
@@ -677,6 +779,7 @@ class PointMap:
             0, qs, cs, "amin", include_self=True)
         k = first[qs] == cs
         target[qs[k]] = cs[k]
+        return int(cand.numel())
 
     # ------------------------------------------------------------------ bounded memory
     def _prune(self) -> int:

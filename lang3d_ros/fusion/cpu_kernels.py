@@ -1,0 +1,282 @@
+"""Fused CPU loops (numba) for PointMap's per-frame passes; the torch code in ``pointfusion.py`` is the reference.
+
+The torch path runs each step as several full-image tensor passes (gather, compare, scatter, nonzero); on a
+CPU that is memory-bound and costs ~75 ms per 640x480 frame. These kernels do the same steps in one or two
+loops each, with the same rules and tie-breaks (see ``test/test_fusion_backends.py`` for the parity check):
+
+- ``observe``: vertex map, gradSLAM normals, usable-pixel mask and the world transform in one pass;
+- ``associate``: projective association, many-to-one by highest confidence, then smallest squared distance,
+  then lowest slot (a sequential scan: the same winner as torch's three scatter-reduce rounds);
+- ``voxel_owner`` / ``neighbour_owner``: the duplicate merge of leftover pixels through a per-frame open-
+  addressing hash of the entries in the frame's blocks (newest entry wins, as ``LayeredIndex.find``);
+- ``accumulate`` / ``update_points``: dense target ids in first-pixel order, alpha-weighted sums and the
+  running-average update of existing points.
+
+Only for CPU tensors (float32 geometry, int64 slots); numba is optional: without it PointMap uses torch.
+Float sums may differ from torch's in the last bits (different summation order). The loops are serial and
+release the GIL: numba's parallel loops measured no faster here (the passes are memory-bound), and their
+OpenMP pool next to torch's made a loaded 2-core machine up to 40x slower (threads spinning on busy cores).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:
+    from numba import njit
+
+    AVAILABLE = True
+except ImportError:  # the torch path is used instead
+    AVAILABLE = False
+
+EMPTY = 2**31 - 1  # matches pointfusion._SCRATCH_EMPTY
+
+if AVAILABLE:
+
+    @njit(nogil=True, cache=True)
+    def observe(depth_m, rays, min_depth_m, max_depth_m, R, t, vw, nw, use, zmin_row, zmax_row):
+        """(H, W) depth, (H, W, 2) rays, R (3, 3), t (3,) float32 -> fills vw, nw (H*W, 3) world vertices and
+        normals, use (H*W,) usable pixels, zmin_row / zmax_row (H,) depth range of a row's usable pixels
+        (inf / -inf where none)."""
+        h, w = depth_m.shape
+        lo = max(min_depth_m, np.float32(0.0))
+        for i in range(h):
+            zmin, zmax = np.inf, -np.inf
+            i1 = i + 1 if i < h - 1 else h - 1
+            i0 = i if i < h - 1 else h - 2
+            for j in range(w):
+                j1 = j + 1 if j < w - 1 else w - 1
+                j0 = j if j < w - 1 else w - 2
+                # depth validity of the four pixels the normal uses (the pixel, its right/down differences)
+                d00 = depth_m[i, j]
+                ok = np.isfinite(d00) and d00 > lo and d00 <= max_depth_m
+                z = d00 if ok else np.float32(0.0)
+                p = i * w + j
+                vx, vy = rays[i, j, 0] * z, rays[i, j, 1] * z
+                # forward differences along columns (a) and rows (b); the last column/row reuses the previous one
+                za0 = _z(depth_m, i, j0, lo, max_depth_m)
+                za1 = _z(depth_m, i, j1, lo, max_depth_m)
+                zb0 = _z(depth_m, i0, j, lo, max_depth_m)
+                zb1 = _z(depth_m, i1, j, lo, max_depth_m)
+                ax = rays[i, j1, 0] * za1 - rays[i, j0, 0] * za0
+                ay = rays[i, j1, 1] * za1 - rays[i, j0, 1] * za0
+                az = za1 - za0
+                bx = rays[i1, j, 0] * zb1 - rays[i0, j, 0] * zb0
+                by = rays[i1, j, 1] * zb1 - rays[i0, j, 1] * zb0
+                bz = zb1 - zb0
+                nx = ay * bz - az * by
+                ny = az * bx - ax * bz
+                nz = ax * by - ay * bx
+                nn = math.sqrt(nx * nx + ny * ny + nz * nz)
+                if nn == 0 or z == 0:
+                    nx = ny = nz = np.float32(0.0)
+                else:
+                    nx, ny, nz = nx / nn, ny / nn, nz / nn
+                good = ok and za0 != 0 and za1 != 0 and zb0 != 0 and zb1 != 0 and (nx != 0 or ny != 0 or nz != 0)
+                use[p] = good
+                if good:
+                    zmin, zmax = min(zmin, z), max(zmax, z)
+                vw[p, 0] = R[0, 0] * vx + R[0, 1] * vy + R[0, 2] * z + t[0]
+                vw[p, 1] = R[1, 0] * vx + R[1, 1] * vy + R[1, 2] * z + t[1]
+                vw[p, 2] = R[2, 0] * vx + R[2, 1] * vy + R[2, 2] * z + t[2]
+                nw[p, 0] = R[0, 0] * nx + R[0, 1] * ny + R[0, 2] * nz
+                nw[p, 1] = R[1, 0] * nx + R[1, 1] * ny + R[1, 2] * nz
+                nw[p, 2] = R[2, 0] * nx + R[2, 1] * ny + R[2, 2] * nz
+            zmin_row[i], zmax_row[i] = zmin, zmax
+
+    @njit(inline="always")
+    def _z(depth_m, i, j, lo, hi):
+        d = depth_m[i, j]
+        return d if (np.isfinite(d) and d > lo and d <= hi) else np.float32(0.0)
+
+    @njit(nogil=True, cache=True)
+    def associate(xyz, nrm, conf, alive, slot_key, cand, cand_key, R, t, fx, fy, cx, cy, h, w, use, vw, nw, dist2,
+                  cos_gate, target):
+        """Projective association of the index entries (cand_key, cand) whose slot is live and still holds that
+        key: target[pixel] = winning slot (target holds -1 on entry). Returns the number of live entries."""
+        best_conf = np.empty(target.shape[0], np.float32)
+        best_d2 = np.empty(target.shape[0], np.float32)
+        n_live = 0
+        for k in range(cand.shape[0]):
+            c = cand[k]
+            if not alive[c] or slot_key[c] != cand_key[k]:
+                continue
+            n_live += 1
+            dx, dy, dz = xyz[c, 0] - t[0], xyz[c, 1] - t[1], xyz[c, 2] - t[2]
+            z = R[0, 2] * dx + R[1, 2] * dy + R[2, 2] * dz
+            if not z > 0:
+                continue
+            x = R[0, 0] * dx + R[1, 0] * dy + R[2, 0] * dz
+            y = R[0, 1] * dx + R[1, 1] * dy + R[2, 1] * dz
+            u = x / z * fx + cx
+            v = y / z * fy + cy
+            if not (u > -1e-3 and u < w - 0.999 and v > -1e-3 and v < h - 0.999):
+                continue
+            q = min(max(int(np.rint(v)), 0), h - 1) * w + min(max(int(np.rint(u)), 0), w - 1)
+            if not use[q]:
+                continue
+            ex, ey, ez = xyz[c, 0] - vw[q, 0], xyz[c, 1] - vw[q, 1], xyz[c, 2] - vw[q, 2]
+            d2 = ex * ex + ey * ey + ez * ez
+            dot = nrm[c, 0] * nw[q, 0] + nrm[c, 1] * nw[q, 1] + nrm[c, 2] * nw[q, 2]
+            if not (d2 < dist2 and dot > cos_gate):
+                continue
+            cf = conf[c]
+            cur = target[q]
+            if (cur < 0 or cf > best_conf[q]
+                    or (cf == best_conf[q] and (d2 < best_d2[q] or (d2 == best_d2[q] and c < cur)))):
+                target[q] = c
+                best_conf[q] = cf
+                best_d2[q] = d2
+        return n_live
+
+    @njit(inline="always")
+    def _slot_hash(key, mask_bits):
+        return np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - mask_bits))
+
+    @njit(nogil=True, cache=True)
+    def build_table(keys, slots):
+        """Open-addressing hash keys -> slot over (keys, slots) in order; a later equal key overwrites."""
+        bits = 4
+        while (1 << bits) < 2 * keys.shape[0] + 1:
+            bits += 1
+        mask = (1 << bits) - 1
+        tk = np.full(1 << bits, -1, np.int64)
+        ts = np.empty(1 << bits, np.int64)
+        for i in range(keys.shape[0]):
+            k = keys[i]
+            hsh = _slot_hash(k, bits)
+            while tk[hsh] != -1 and tk[hsh] != k:
+                hsh = (hsh + 1) & mask
+            tk[hsh] = k
+            ts[hsh] = slots[i]
+        return tk, ts, bits
+
+    @njit(inline="always")
+    def _voxel_key(x, y, z, voxel_size_m, offset, local_bits, block_bits):
+        vx = np.int64(math.floor(x / voxel_size_m)) + offset
+        vy = np.int64(math.floor(y / voxel_size_m)) + offset
+        vz = np.int64(math.floor(z / voxel_size_m)) + offset
+        lm = (1 << local_bits) - 1
+        block = ((((vx >> local_bits) << block_bits) | (vy >> local_bits)) << block_bits) | (vz >> local_bits)
+        local = ((((vx & lm) << local_bits) | (vy & lm)) << local_bits) | (vz & lm)
+        return (block << (3 * local_bits)) | local
+
+    @njit(nogil=True, cache=True)
+    def voxel_owner(target, use, vw, voxel_size_m, offset, local_bits, block_bits, tk, ts, bits, alive, slot_key,
+                    merge, pixel_key):
+        """Leftover pixels (use, target < 0): pixel_key = their voxel key; with ``merge`` target = the live
+        point owning that voxel when the hash (tk, ts) has one. Returns the number merged."""
+        n = target.shape[0]
+        mask = (1 << bits) - 1
+        merged = 0
+        for i in range(n):
+            if not use[i] or target[i] >= 0:
+                continue
+            k = _voxel_key(vw[i, 0], vw[i, 1], vw[i, 2], voxel_size_m, offset, local_bits, block_bits)
+            pixel_key[i] = k
+            if not merge:
+                continue
+            hsh = _slot_hash(k, bits)
+            while tk[hsh] != -1:
+                if tk[hsh] == k:
+                    s = ts[hsh]
+                    if alive[s] and slot_key[s] == k:
+                        target[i] = s
+                        merged += 1
+                    break
+                hsh = (hsh + 1) & mask
+        return merged
+
+    @njit(nogil=True, cache=True)
+    def neighbour_owner(target, use, vw, nw, xyz, nrm, h, w, r, dist2, cos_gate, out):
+        """Leftover pixels: out = the nearest gated point owning a pixel within r (row-major first on ties), -1
+        where none (reads ``target`` only, so the order of pixels does not matter)."""
+        for i in range(h * w):
+            out[i] = -1
+            if not use[i] or target[i] >= 0:
+                continue
+            row, col = i // w, i % w
+            best, bs = np.inf, -1
+            for dr in range(-r, r + 1):
+                rr = row + dr
+                if rr < 0 or rr >= h:
+                    continue
+                for dc in range(-r, r + 1):
+                    cc = col + dc
+                    if (dr == 0 and dc == 0) or cc < 0 or cc >= w:
+                        continue
+                    s = target[rr * w + cc]
+                    if s < 0:
+                        continue
+                    ex, ey, ez = xyz[s, 0] - vw[i, 0], xyz[s, 1] - vw[i, 1], xyz[s, 2] - vw[i, 2]
+                    d2 = ex * ex + ey * ey + ez * ez
+                    dot = nrm[s, 0] * nw[i, 0] + nrm[s, 1] * nw[i, 1] + nrm[s, 2] * nw[i, 2]
+                    if d2 < dist2 and dot > cos_gate and d2 < best:
+                        best, bs = d2, s
+            out[i] = bs
+
+    @njit(nogil=True, cache=True)
+    def accumulate(target, vw, nw, rgb_u8, alpha, n_new, scratch):
+        """Pixels -> targets: existing slots get dense ids in first-pixel order, new point j (target -(2 + j))
+        gets n_old + j, unused pixels n_t. Returns uslots (n_old,), tid (H*W,), wsum, wmax (n_t,), mean (n_t, 9)
+        of [xyz, normal, rgb / 255]. ``scratch`` (per slot, EMPTY on entry) is left EMPTY."""
+        n = target.shape[0]
+        uslots = np.empty(n, np.int64)
+        n_old = 0
+        for i in range(n):
+            s = target[i]
+            if s >= 0 and scratch[s] == EMPTY:
+                scratch[s] = n_old
+                uslots[n_old] = s
+                n_old += 1
+        n_t = n_old + n_new
+        tid = np.empty(n, np.int64)
+        wsum = np.zeros(n_t, np.float32)
+        wmax = np.zeros(n_t, np.float32)
+        acc = np.zeros((n_t, 9), np.float32)
+        inv255 = np.float32(1.0 / 255.0)
+        for i in range(n):
+            s = target[i]
+            if s >= 0:
+                k = scratch[s]
+            elif s <= -2:
+                k = n_old - 2 - s
+            else:
+                tid[i] = n_t
+                continue
+            tid[i] = k
+            a = alpha[i]
+            wsum[k] += a
+            if a > wmax[k]:
+                wmax[k] = a
+            for c in range(3):
+                acc[k, c] += vw[i, c] * a
+                acc[k, 3 + c] += nw[i, c] * a
+                acc[k, 6 + c] += rgb_u8[i, c] * inv255 * a
+        for j in range(n_old):
+            scratch[uslots[j]] = EMPTY
+        for k in range(n_t):
+            for c in range(9):
+                acc[k, c] /= wsum[k]
+        return uslots[:n_old].copy(), tid, wsum, wmax, acc
+
+    @njit(nogil=True, cache=True)
+    def update_points(uslots, wmax, mean, xyz, nrm, rgb, conf):
+        """Running averages of existing points: c <- c + w, x <- x + w / (c + w) (x_frame - x); normals renormalised."""
+        for j in range(uslots.shape[0]):
+            s = uslots[j]
+            wf = wmax[j]
+            cn = conf[s] + wf
+            b = wf / cn
+            for c in range(3):
+                xyz[s, c] += b * (mean[j, c] - xyz[s, c])
+                rgb[s, c] += b * (mean[j, 6 + c] - rgb[s, c])
+            nx = nrm[s, 0] + b * (mean[j, 3] - nrm[s, 0])
+            ny = nrm[s, 1] + b * (mean[j, 4] - nrm[s, 1])
+            nz = nrm[s, 2] + b * (mean[j, 5] - nrm[s, 2])
+            nn = max(math.sqrt(nx * nx + ny * ny + nz * nz), 1e-12)
+            nrm[s, 0], nrm[s, 1], nrm[s, 2] = nx / nn, ny / nn, nz / nn
+            conf[s] = cn
+
+

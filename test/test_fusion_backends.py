@@ -1,0 +1,161 @@
+"""The numba CPU kernels (fusion/cpu_kernels.py) against the torch path, which is the reference."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from lang3d_ros.datasets.frame import Frame
+from lang3d_ros.fusion import cpu_kernels
+from lang3d_ros.fusion.analytic_scene import Corridor, corridor_walk
+from lang3d_ros.fusion.config import FusionConfig
+from lang3d_ros.fusion.pointfusion import PointMap
+from lang3d_ros.geometry.camera import Intrinsics
+from lang3d_ros.semantics.types import KeyframeSemantics, LevelMasks
+
+pytestmark = pytest.mark.skipif(not cpu_kernels.AVAILABLE, reason="numba is not installed")
+
+INTR = Intrinsics(131.25, 131.25, 79.5, 59.5, 160, 120)
+
+
+def _semantics(frame: Frame, dim: int) -> KeyframeSemantics:
+    rng = np.random.default_rng(dim)
+    table = rng.normal(size=(64, dim)).astype(np.float32)
+    seg = frame.instance_map.astype(np.int32)
+    levels = (seg, np.where(seg % 3 == 0, -1, seg), np.full_like(seg, -1))  # covered, partly, uncovered
+    return KeyframeSemantics(tuple(LevelMasks(s, table.copy(), np.ones(64, np.float32)) for s in levels))
+
+
+def _run_both(frames, semantics=None, **cfg):
+    maps = {b: PointMap(FusionConfig(backend=b, **cfg), device="cpu") for b in ("torch", "numba")}
+    for i, f in enumerate(frames):
+        sem = None if semantics is None else semantics[i]
+        reps = {b: m.integrate(f, sem) for b, m in maps.items()}
+        a, b = reps["torch"], reps["numba"]
+        counts = ("accepted", "n_matched", "n_new", "n_merged", "n_points", "n_pruned", "n_candidates")
+        assert [getattr(a, k) for k in counts] == [getattr(b, k) for k in counts], (i, a, b)
+    return maps["torch"], maps["numba"]
+
+
+def _assert_same_map(ref: PointMap, got: PointMap) -> None:
+    a, b = ref.state_dict(), got.state_dict()
+    assert a.keys() == b.keys()
+    for k in ("voxel_key", "birth_frame", "frame_count", "feature_dim"):
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    for k in ("points_xyz", "normals", "colors", "confidence"):
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-5, err_msg=k)
+    for k in a:
+        if k.startswith("feature"):
+            np.testing.assert_allclose(np.asarray(b[k], np.float32), np.asarray(a[k], np.float32), atol=2e-3, err_msg=k)
+
+
+def test_backend_is_chosen_and_checked():
+    assert PointMap(FusionConfig(backend="auto"), device="cpu").backend == "numba"
+    assert PointMap(FusionConfig(backend="torch"), device="cpu").backend == "torch"
+    with pytest.raises(ValueError, match="backend"):
+        FusionConfig(backend="opencl").validate()
+
+
+def test_backends_agree_on_corridor_with_features_and_revisits():
+    """Same counts every frame and the same map (slot for slot) on a walk that revisits, prunes and merges."""
+    walk = list(corridor_walk(Corridor(length_m=5.0), 8, INTR, step_m=0.4, noise_m=0.003, seed=5, back_and_forth=True))
+    frames = walk + walk
+    ref, got = _run_both(frames, [_semantics(f, 6) for f in frames], prune_after_frames=4)
+    assert ref.num_points > 5_000
+    _assert_same_map(ref, got)
+
+
+def test_backends_agree_on_real_frames_with_holes(gradslam_dir):
+    d = {n: np.load(gradslam_dir / f"{n}.npy") for n in ("colors", "depths", "intrinsics", "poses")}
+    intr = Intrinsics.from_K(d["intrinsics"][0, 0], 160, 120)
+    frames = []
+    for s in range(3):
+        depth = d["depths"][0, s, ..., 0].astype(np.float32).copy()
+        depth[10:14] = np.nan  # holes of every kind next to valid depth
+        depth[20:22, :40] = np.inf
+        depth[30:33, 50:] = -1.0
+        frames.append(Frame(d["colors"][0, s].astype(np.uint8), depth, intr, d["poses"][0, s].astype(np.float64), index=s))
+    for mode in ("radial", "gradslam"):
+        ref, got = _run_both(frames + frames, confidence_mode=mode, min_depth_m=0.0, max_depth_m=10.0)
+        _assert_same_map(ref, got)
+
+
+def test_observe_kernel_matches_torch_vertex_and_normal_maps(gradslam_dir):
+    depth = np.load(gradslam_dir / "depths.npy")[0, 0, ..., 0].astype(np.float32).copy()
+    depth[5, 5:9] = np.nan
+    depth[60, :] = 0.0
+    intr = Intrinsics.from_K(np.load(gradslam_dir / "intrinsics.npy")[0, 0], 160, 120)
+    pose = np.load(gradslam_dir / "poses.npy")[0, 1].astype(np.float64)
+    f = Frame(np.zeros((120, 160, 3), np.uint8), depth, intr, pose)
+    obs = {b: PointMap(FusionConfig(backend=b, min_depth_m=0.0, max_depth_m=10.0), device="cpu")._observe(f, None)
+           for b in ("torch", "numba")}
+    a, b = obs["torch"], obs["numba"]
+    assert torch.equal(a["use"], b["use"]) and int(a["use"].sum()) > 10_000
+    u = a["use"]
+    torch.testing.assert_close(b["vw"][u], a["vw"][u], rtol=0, atol=1e-6)
+    torch.testing.assert_close(b["nw"][u], a["nw"][u], rtol=0, atol=1e-5)
+    torch.testing.assert_close(b["lo"], a["lo"]) and torch.testing.assert_close(b["hi"], a["hi"])
+
+
+def _associate_one_pixel(conf, dist_m, slots):
+    """Points straight ahead of an identity camera, all landing on the centre pixel of a 5x5 image."""
+    n = len(slots)
+    cap = max(slots) + 1
+    xyz = np.zeros((cap, 3), np.float32)
+    nrm = np.zeros((cap, 3), np.float32)
+    nrm[:, 2] = -1.0
+    conf_all = np.zeros(cap, np.float32)
+    for s, c, dm in zip(slots, conf, dist_m):
+        xyz[s] = (0.0, 0.0, 1.0 + dm)
+        conf_all[s] = c
+    vw = np.zeros((25, 3), np.float32)
+    vw[12] = (0.0, 0.0, 1.0)
+    nw = np.zeros((25, 3), np.float32)
+    nw[12, 2] = -1.0
+    use = np.zeros(25, np.bool_)
+    use[12] = True
+    target = np.full(25, -1, np.int64)
+    keys = np.zeros(cap, np.int64)
+    n_live = cpu_kernels.associate(
+        xyz, nrm, conf_all, np.ones(cap, np.bool_), keys, np.asarray(slots, np.int64), np.zeros(n, np.int64),
+        np.eye(3, dtype=np.float32), np.zeros(3, np.float32), np.float32(2.0), np.float32(2.0), np.float32(2.0),
+        np.float32(2.0), 5, 5, use, vw, nw, np.float32(0.05**2), np.float32(0.9), target)
+    assert n_live == n
+    return int(target[12])
+
+
+def test_association_many_to_one_rule():
+    """Highest confidence, then smallest distance, then lowest slot, in any candidate order."""
+    assert _associate_one_pixel([1.0, 2.0, 1.5], [0.0, 0.02, 0.01], [4, 9, 2]) == 9
+    assert _associate_one_pixel([2.0, 2.0, 2.0], [0.02, 0.01, 0.03], [4, 9, 2]) == 9
+    assert _associate_one_pixel([2.0, 2.0, 2.0], [0.01, 0.01, 0.01], [4, 9, 2]) == 2
+    assert _associate_one_pixel([2.0, 2.0], [0.01, 0.06], [3, 1]) == 3  # slot 1 fails the distance gate
+
+
+def test_maps_in_two_threads_fuse_safely():
+    """The kernels release the GIL and keep no shared state: two maps fusing at once give the solo result."""
+    frames = list(corridor_walk(Corridor(length_m=4.0), 6, INTR, step_m=0.3, noise_m=0.002, seed=2))
+    solo = PointMap(FusionConfig(), device="cpu")
+    for f in frames:
+        solo.integrate(f)
+    maps = [PointMap(FusionConfig(), device="cpu") for _ in range(2)]
+    errors = []
+
+    def run(m):
+        try:
+            for f in frames:
+                assert m.integrate(dataclasses.replace(f)).accepted
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(m,)) for m in maps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for m in maps:
+        _assert_same_map(solo, m)
