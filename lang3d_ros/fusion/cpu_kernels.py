@@ -279,4 +279,51 @@ if AVAILABLE:
             nrm[s, 0], nrm[s, 1], nrm[s, 2] = nx / nn, ny / nn, nz / nn
             conf[s] = cn
 
+    @njit(nogil=True, cache=True)
+    def feature_means(seg, feats, use, alpha, tid, n_t):
+        """One level's mask features per target: ws (n_t,) alpha mass of the target's mask-covered pixels, rows
+        (R,) the covered targets ascending, fmean (R, D) float32 their alpha-weighted mean feature. D-wide work
+        is done once per run of equal mask ids of a target, not per pixel (a point's pixels share a mask)."""
+        n, d = seg.shape[0], feats.shape[1]
+        ws = np.zeros(n_t, np.float32)
+        pend_m = np.full(n_t, -1, np.int64)  # the target's pending mask and its alpha mass
+        pend_w = np.zeros(n_t, np.float32)
+        row_of = np.full(n_t, -1, np.int64)
+        n_rows = 0
+        for i in range(n):
+            m = seg[i]
+            if m < 0 or not use[i]:
+                continue
+            t = tid[i]
+            if row_of[t] < 0:
+                row_of[t] = 0
+                n_rows += 1
+            ws[t] += alpha[i]
+        rows = np.empty(n_rows, np.int64)
+        r = 0
+        for t in range(n_t):
+            if row_of[t] >= 0:
+                row_of[t] = r
+                rows[r] = t
+                r += 1
+        fsum = np.zeros((n_rows, d), np.float32)
+        for i in range(n):
+            m = seg[i]
+            if m < 0 or not use[i]:
+                continue
+            t = tid[i]
+            if pend_m[t] != m:
+                if pend_m[t] >= 0:
+                    pm, pw, ro = pend_m[t], pend_w[t], row_of[t]
+                    for c in range(d):
+                        fsum[ro, c] += pw * feats[pm, c]
+                pend_m[t], pend_w[t] = m, np.float32(0.0)
+            pend_w[t] += alpha[i]
+        for r in range(n_rows):
+            t = rows[r]
+            pm, pw = pend_m[t], pend_w[t]
+            inv = np.float32(1.0) / ws[t]
+            for c in range(d):
+                fsum[r, c] = (fsum[r, c] + pw * feats[pm, c]) * inv
+        return ws, rows, fsum
 

@@ -57,7 +57,7 @@ from lang3d_ros.fusion.vertex import (
 from lang3d_ros.fusion.voxel_index import LayeredIndex, VoxelKeys
 from lang3d_ros.geometry.camera import Intrinsics
 from lang3d_ros.grounding.objects import LEVELS
-from lang3d_ros.semantics.types import KeyframeSemantics
+from lang3d_ros.semantics.types import KeyframeSemantics, LevelMasks
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +80,11 @@ def _warm_up_kernels(config: FusionConfig) -> None:
     intr = Intrinsics(8.0, 8.0, 7.5, 5.5, 16, 12)
     rgb = np.full((12, 16, 3), 128, np.uint8)
     cfg = FusionConfig(**{**config.__dict__, "backend": "numba", "min_depth_m": 0.1, "max_depth_m": 8.0})
+    seg = np.zeros((12, 16), np.int32)
+    sem = KeyframeSemantics(tuple(LevelMasks(seg, np.ones((1, 2), np.float32), np.ones(1, np.float32)) for _ in LEVELS))
     scratch = PointMap(cfg, device="cpu")
     for i in range(2):
-        scratch.integrate(Frame(rgb, np.full((12, 16), 1.0 + 0.01 * i, np.float32), intr, np.eye(4), index=i))
+        scratch.integrate(Frame(rgb, np.full((12, 16), 1.0 + 0.01 * i, np.float32), intr, np.eye(4), index=i), sem)
     dt = time.perf_counter() - t0
     (logger.info if dt > 1.0 else logger.debug)("fusion CPU kernels ready in %.1f s", dt)
 
@@ -536,7 +538,7 @@ class PointMap:
         uslots, tid, wsum, wmax, mean = self._accumulate(o, target, n_new)
         n_old = int(uslots.numel())
         n_t = n_old + n_new
-        fmean = self._feature_sums(o, tid, n_t) if o["sem"] is not None else []
+        fmean = self._feature_means(o, tid, n_t) if o["sem"] is not None else []
 
         # update existing points: c <- c + w, x <- (c x + w x_frame) / (c + w)
         if n_old:
@@ -546,15 +548,16 @@ class PointMap:
                                         self._nrm.numpy(), self._rgb.numpy(), self._conf.numpy())
             else:
                 self._update_points(uslots, w_f, mean[:n_old])
-            for lvl, (ws, fs, row_of) in enumerate(fmean):
-                cov = torch.nonzero(ws[:n_old] > 0).squeeze(1)
-                if cov.numel() == 0:
+            for lvl, (ws, rows, fm) in enumerate(fmean):
+                k = int(torch.searchsorted(rows, n_old))  # rows of existing points come first
+                if k == 0:
                     continue
-                s = uslots[cov]
-                wl = w_f[cov] * ws[cov] / wsum[cov]
+                t = rows[:k]
+                s = uslots[t]
+                wl = w_f[t] * ws[t] / wsum[t]  # the level's share of the point's frame weight
                 fwn = self._fw[lvl][s] + wl
                 f = self._feat[lvl][s].to(torch.float32)
-                f += (wl / fwn)[:, None] * (fs[row_of[cov]] / ws[cov, None] - f)
+                f += (wl / fwn)[:, None] * (fm[:k] - f)
                 self._feat[lvl][s] = f.to(self.feature_dtype)
                 self._fw[lvl][s] = fwn
 
@@ -573,11 +576,12 @@ class PointMap:
                 self._feat[lvl][slots] = 0
                 self._fw[lvl][slots] = 0
                 if fmean:
-                    ws, fs, row_of = fmean[lvl]
-                    cov = torch.nonzero(ws[n_old:] > 0).squeeze(1)
-                    s = slots[cov]
-                    self._feat[lvl][s] = (fs[row_of[n_old + cov]] / ws[n_old + cov, None]).to(self.feature_dtype)
-                    self._fw[lvl][s] = wmax[n_old + cov] * ws[n_old + cov] / wsum[n_old + cov]
+                    ws, rows, fm = fmean[lvl]
+                    k = int(torch.searchsorted(rows, n_old))
+                    t = rows[k:]
+                    s = slots[t - n_old]
+                    self._feat[lvl][s] = fm[k:].to(self.feature_dtype)
+                    self._fw[lvl][s] = wmax[t] * ws[t] / wsum[t]
             self._n_alive += n_new
             self._index.insert(new_keys, slots, self._key, self._alive)
             self._births.append((self._frame_no, slots))
@@ -707,31 +711,34 @@ class PointMap:
         best = s.gather(1, j[:, None]).squeeze(1)
         return torch.where(torch.isfinite(best_d2), best, torch.full_like(best, -1))
 
-    def _feature_sums(self, o: dict, tid: torch.Tensor, n_t: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Per level: (n_t,) alpha mass of mask-covered pixels, (R, D) alpha-weighted feature sums of the R targets
-        that a mask covers (compact: uncovered targets take no D-wide row), and (n_t,) row of each target in it
-        (-1: uncovered)."""
+    def _feature_means(self, o: dict, tid: torch.Tensor, n_t: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per level: ws (n_t,) alpha mass of each target's mask-covered pixels, rows (R,) the covered targets
+        ascending, fmean (R, D) float32 their alpha-weighted mean mask feature (uncovered targets take no row)."""
         if self._feature_dim is None:
             self._feature_dim = int(o["sem"][0][1].shape[1])
             self._alloc_features()
         out = []
         for seg, feats in o["sem"]:
+            if self._cpu is not None:
+                ws, rows, fmean = self._cpu.feature_means(seg.numpy(), feats.numpy(), o["use"].numpy(),
+                                                          o["alpha"].numpy(), tid.numpy(), n_t)
+                out.append((torch.from_numpy(ws), torch.from_numpy(rows), torch.from_numpy(fmean)))
+                continue
             cov = torch.nonzero(o["use"] & (seg >= 0)).squeeze(1)
             t, sg, a = tid[cov], seg[cov], o["alpha"][cov]
             ws = torch.zeros(n_t, device=self.device).index_add_(0, t, a)
-            if feats.shape[1] > 16 and cov.numel():  # reduce (point, mask) pairs first: D-wide work per pair
-                pair, inv = torch.unique(t * feats.shape[0] + sg, return_inverse=True)
-                pw = torch.zeros(pair.numel(), device=self.device).index_add_(0, inv, a)
-                t, sg, a = pair // feats.shape[0], pair % feats.shape[0], pw
-            if feats.shape[1] > 16:  # wide features: D-wide rows only for covered targets
-                targets, row = torch.unique(t, return_inverse=True)
-                row_of = torch.full((n_t + 1,), -1, dtype=torch.int64, device=self.device)
-                row_of[targets] = torch.arange(targets.numel(), device=self.device)
-                row_of, n_rows = row_of[:n_t], targets.numel()
-            else:  # narrow features: a dense (n_t, D) block is cheaper than finding the covered targets
-                row, row_of, n_rows = t, torch.arange(n_t, device=self.device), n_t
-            fs = torch.zeros(n_rows, feats.shape[1], device=self.device).index_add_(0, row, feats[sg] * a[:, None])
-            out.append((ws, fs, row_of))
+            if feats.shape[1] > 16:  # wide: reduce (target, mask) pairs first, D-wide rows only for covered targets
+                if cov.numel():
+                    pair, inv = torch.unique(t * feats.shape[0] + sg, return_inverse=True)
+                    pw = torch.zeros(pair.numel(), device=self.device).index_add_(0, inv, a)
+                    t, sg, a = pair // feats.shape[0], pair % feats.shape[0], pw
+                rows, row = torch.unique(t, return_inverse=True)
+                fs = torch.zeros(rows.numel(), feats.shape[1], device=self.device).index_add_(0, row, feats[sg] * a[:, None])
+            else:  # narrow: a dense (n_t, D) block is cheaper than finding the covered targets first
+                fs = torch.zeros(n_t, feats.shape[1], device=self.device).index_add_(0, t, feats[sg] * a[:, None])
+                rows = torch.nonzero(ws > 0).squeeze(1)
+                fs = fs[rows]
+            out.append((ws, rows, fs / ws[rows, None]))
         return out
 
     def _associate(self, o: dict, local: LayeredIndex, target: torch.Tensor) -> int:
