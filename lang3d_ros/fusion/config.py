@@ -30,6 +30,7 @@ class FusionConfig:
     # per-frame passes: "numba" = fused CPU loops (cpu_kernels.py), "torch" = tensor ops (any device, the
     # reference); "auto" = numba on CPU when it is installed, else torch
     backend: str = "auto"
+    cpu_threads: int = 0  # threads for the numba kernels that split a frame by rows (0: torch's thread count)
 
     def validate(self) -> None:
         if self.sigma <= 0 or self.dist_threshold_m <= 0 or self.voxel_size_m <= 0:
@@ -49,6 +50,8 @@ class FusionConfig:
             raise ValueError(f"block_voxels must be a power of two in [1, 16], got {bv}")
         if bv * self.voxel_size_m < self.dist_threshold_m:
             raise ValueError("block_voxels * voxel_size_m must be >= dist_threshold_m (frustum culling would miss matches)")
+        if self.cpu_threads < 0:
+            raise ValueError("cpu_threads must be >= 0 (0: torch's thread count)")
         if self.merge_neighbour_px < 0:
             raise ValueError("merge_neighbour_px must be >= 0")
         if self.index_delta_capacity <= 0 or self.prune_after_frames <= 0:

@@ -20,6 +20,7 @@ OpenMP pool next to torch's made a loaded 2-core machine up to 40x slower (threa
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -35,13 +36,13 @@ EMPTY = 2**31 - 1  # matches pointfusion._SCRATCH_EMPTY
 if AVAILABLE:
 
     @njit(nogil=True, cache=True)
-    def observe(depth_m, rays, min_depth_m, max_depth_m, R, t, vw, nw, use, zmin_row, zmax_row):
-        """(H, W) depth, (H, W, 2) rays, R (3, 3), t (3,) float32 -> fills vw, nw (H*W, 3) world vertices and
-        normals, use (H*W,) usable pixels, zmin_row / zmax_row (H,) depth range of a row's usable pixels
-        (inf / -inf where none)."""
+    def observe(depth_m, rays, min_depth_m, max_depth_m, R, t, vw, nw, use, zmin_row, zmax_row, row0, row1):
+        """(H, W) depth, (H, W, 2) rays, R (3, 3), t (3,) float32 -> fills, for rows row0..row1-1, vw, nw
+        (H*W, 3) world vertices and normals, use (H*W,) usable pixels, zmin_row / zmax_row (H,) depth range of
+        a row's usable pixels (inf / -inf where none)."""
         h, w = depth_m.shape
         lo = max(min_depth_m, np.float32(0.0))
-        for i in range(h):
+        for i in range(row0, row1):
             zmin, zmax = np.inf, -np.inf
             i1 = i + 1 if i < h - 1 else h - 1
             i0 = i if i < h - 1 else h - 2
@@ -164,13 +165,12 @@ if AVAILABLE:
 
     @njit(nogil=True, cache=True)
     def voxel_owner(target, use, vw, voxel_size_m, offset, local_bits, block_bits, tk, ts, bits, alive, slot_key,
-                    merge, pixel_key):
-        """Leftover pixels (use, target < 0): pixel_key = their voxel key; with ``merge`` target = the live
-        point owning that voxel when the hash (tk, ts) has one. Returns the number merged."""
-        n = target.shape[0]
+                    merge, pixel_key, i0, i1):
+        """Leftover pixels i0..i1-1 (use, target < 0): pixel_key = their voxel key; with ``merge`` target = the
+        live point owning that voxel when the hash (tk, ts) has one. Returns the number merged."""
         mask = (1 << bits) - 1
         merged = 0
-        for i in range(n):
+        for i in range(i0, i1):
             if not use[i] or target[i] >= 0:
                 continue
             k = _voxel_key(vw[i, 0], vw[i, 1], vw[i, 2], voxel_size_m, offset, local_bits, block_bits)
@@ -189,10 +189,10 @@ if AVAILABLE:
         return merged
 
     @njit(nogil=True, cache=True)
-    def neighbour_owner(target, use, vw, nw, xyz, nrm, h, w, r, dist2, cos_gate, out):
-        """Leftover pixels: out = the nearest gated point owning a pixel within r (row-major first on ties), -1
-        where none (reads ``target`` only, so the order of pixels does not matter)."""
-        for i in range(h * w):
+    def neighbour_owner(target, use, vw, nw, xyz, nrm, h, w, r, dist2, cos_gate, out, i0, i1):
+        """Leftover pixels i0..i1-1: out = the nearest gated point owning a pixel within r (row-major first on
+        ties), -1 where none (reads ``target`` only, so pixels can be split between threads)."""
+        for i in range(i0, i1):
             out[i] = -1
             if not use[i] or target[i] >= 0:
                 continue
@@ -326,4 +326,26 @@ if AVAILABLE:
             for c in range(d):
                 fsum[r, c] = (fsum[r, c] + pw * feats[pm, c]) * inv
         return ws, rows, fsum
+
+
+def run_split(kernel, n: int, n_threads: int, *args, align: int = 1) -> list:
+    """kernel(*args, start, stop) over [0, n) in n_threads contiguous chunks (multiples of ``align``), on
+    Python threads (the kernels release the GIL). Returns the kernels' results in chunk order. Plain threads
+    rather than numba's OpenMP pool: a chunk whose thread is descheduled delays the frame, it does not spin."""
+    if n_threads <= 1 or n < 2 * align * n_threads:
+        return [kernel(*args, 0, n)]
+    step = -(-n // (n_threads * align)) * align
+    bounds = [(a, min(a + step, n)) for a in range(0, n, step)]
+    futures = [_pool(n_threads).submit(kernel, *args, a, b) for a, b in bounds[1:]]
+    first = kernel(*args, *bounds[0])
+    return [first] + [f.result() for f in futures]
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(n_threads: int) -> ThreadPoolExecutor:
+    if n_threads not in _pools:
+        _pools[n_threads] = ThreadPoolExecutor(max_workers=n_threads - 1, thread_name_prefix="fusion-kernel")
+    return _pools[n_threads]
 

@@ -144,6 +144,10 @@ class PointMap:
         _warm_up_kernels(self.config)
         return cpu_kernels
 
+    def _threads(self) -> int:
+        """Threads for the split CPU kernels: fusion.cpu_threads, or torch's intra-op thread count when 0."""
+        return self.config.cpu_threads or torch.get_num_threads()
+
     @property
     def backend(self) -> str:
         """"numba" or "torch": the implementation of the per-frame passes in use."""
@@ -443,9 +447,10 @@ class PointMap:
         if self._cpu is not None:
             vw_np, nw_np = np.empty((h * w, 3), np.float32), np.empty((h * w, 3), np.float32)
             use_np, zlo, zhi = np.empty(h * w, np.bool_), np.empty(h, np.float32), np.empty(h, np.float32)
-            self._cpu.observe(
-                np.ascontiguousarray(frame.depth_m, dtype=np.float32), rays.numpy(), np.float32(cfg.min_depth_m),
-                np.float32(cfg.max_depth_m), R.numpy(), t.numpy(), vw_np, nw_np, use_np, zlo, zhi)
+            self._cpu.run_split(
+                self._cpu.observe, h, self._threads(), np.ascontiguousarray(frame.depth_m, dtype=np.float32),
+                rays.numpy(), np.float32(cfg.min_depth_m), np.float32(cfg.max_depth_m), R.numpy(), t.numpy(), vw_np,
+                nw_np, use_np, zlo, zhi)
             vw, nw, use = torch.from_numpy(vw_np), torch.from_numpy(nw_np), torch.from_numpy(use_np)
             if not np.isfinite(zlo).any():
                 return None
@@ -603,15 +608,16 @@ class PointMap:
             pixel_key = np.empty(target.numel(), np.int64)
             ckey, cslots = local.entries() if merge else (torch.empty(0, dtype=torch.int64),) * 2
             tk, ts, bits = self._cpu.build_table(ckey.numpy(), cslots.numpy())
-            n_merged = self._cpu.voxel_owner(
-                target.numpy(), o["use"].numpy(), o["vw"].numpy(), np.float32(kb.voxel_size_m), kb.offset,
-                kb.local_bits, kb.block_bits, tk, ts, bits, self._alive.numpy(), self._key.numpy(), merge, pixel_key)
+            n_merged = sum(self._cpu.run_split(
+                self._cpu.voxel_owner, target.numel(), self._threads(), target.numpy(), o["use"].numpy(),
+                o["vw"].numpy(), np.float32(kb.voxel_size_m), kb.offset, kb.local_bits, kb.block_bits, tk, ts, bits,
+                self._alive.numpy(), self._key.numpy(), merge, pixel_key))
             if merge and cfg.merge_neighbour_px > 0:
                 owner = np.empty(target.numel(), np.int64)
-                self._cpu.neighbour_owner(
-                    target.numpy(), o["use"].numpy(), o["vw"].numpy(), o["nw"].numpy(), self._xyz.numpy(),
-                    self._nrm.numpy(), o["h"], o["w"], cfg.merge_neighbour_px, np.float32(cfg.dist_threshold_m ** 2),
-                    np.float32(self._cos_gate), owner)
+                self._cpu.run_split(
+                    self._cpu.neighbour_owner, target.numel(), self._threads(), target.numpy(), o["use"].numpy(),
+                    o["vw"].numpy(), o["nw"].numpy(), self._xyz.numpy(), self._nrm.numpy(), o["h"], o["w"],
+                    cfg.merge_neighbour_px, np.float32(cfg.dist_threshold_m ** 2), np.float32(self._cos_gate), owner)
                 owner_t = torch.from_numpy(owner)
                 has = owner_t >= 0
                 target[has] = owner_t[has]
