@@ -217,6 +217,29 @@ if AVAILABLE:
             out[i] = bs
 
     @njit(nogil=True, cache=True)
+    def take_owners(target, use, owner, use_owner, pixel_key):
+        """Leftover pixels (use, target < 0) take owner[i] when >= 0 (``use_owner``); the rest are returned:
+        (number merged, their pixel indices ascending, their voxel keys)."""
+        n = target.shape[0]
+        left = np.empty(n, np.int64)
+        n_left = 0
+        merged = 0
+        for i in range(n):
+            if not use[i] or target[i] >= 0:
+                continue
+            if use_owner and owner[i] >= 0:
+                target[i] = owner[i]
+                merged += 1
+            else:
+                left[n_left] = i
+                n_left += 1
+        left = left[:n_left].copy()
+        keys = np.empty(n_left, np.int64)
+        for j in range(n_left):
+            keys[j] = pixel_key[left[j]]
+        return merged, left, keys
+
+    @njit(nogil=True, cache=True)
     def accumulate(target, vw, nw, rgb_u8, alpha, n_new, scratch):
         """Pixels -> targets: existing slots get dense ids in first-pixel order, new point j (target -(2 + j))
         gets n_old + j, unused pixels n_t. Returns uslots (n_old,), tid (H*W,), wsum, wmax (n_t,), mean (n_t, 9)

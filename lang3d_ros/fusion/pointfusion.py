@@ -612,18 +612,16 @@ class PointMap:
                 self._cpu.voxel_owner, target.numel(), self._threads(), target.numpy(), o["use"].numpy(),
                 o["vw"].numpy(), np.float32(kb.voxel_size_m), kb.offset, kb.local_bits, kb.block_bits, tk, ts, bits,
                 self._alive.numpy(), self._key.numpy(), merge, pixel_key))
-            if merge and cfg.merge_neighbour_px > 0:
-                owner = np.empty(target.numel(), np.int64)
+            by_neighbour = merge and cfg.merge_neighbour_px > 0
+            owner = np.empty(target.numel() if by_neighbour else 0, np.int64)
+            if by_neighbour:
                 self._cpu.run_split(
                     self._cpu.neighbour_owner, target.numel(), self._threads(), target.numpy(), o["use"].numpy(),
                     o["vw"].numpy(), o["nw"].numpy(), self._xyz.numpy(), self._nrm.numpy(), o["h"], o["w"],
                     cfg.merge_neighbour_px, np.float32(cfg.dist_threshold_m ** 2), np.float32(self._cos_gate), owner)
-                owner_t = torch.from_numpy(owner)
-                has = owner_t >= 0
-                target[has] = owner_t[has]
-                n_merged += int(has.sum())
-            left = torch.nonzero(o["use"] & (target < 0)).squeeze(1)
-            lk = torch.from_numpy(pixel_key).index_select(0, left)
+            n_nbr, left, lk = self._cpu.take_owners(target.numpy(), o["use"].numpy(), owner, by_neighbour, pixel_key)
+            n_merged += n_nbr
+            left, lk = torch.from_numpy(left), torch.from_numpy(lk)
         else:
             left = torch.nonzero(o["use"] & (target < 0)).squeeze(1)
             n_merged = 0
