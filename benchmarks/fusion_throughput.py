@@ -3,10 +3,11 @@
 Same frames, same machine, one process: an analytic RGB-D corridor walk (exact depth + Gaussian noise), GT poses.
 The systems are stepped frame by frame in turn (interleaved), so load from other work hits all of them alike.
 gradSLAM 0.1.0 is not a dependency: point --gradslam-path at a folder holding it (``pip install --no-deps
-gradslam==0.1.0 kornia==0.7.3 --target DIR``); the harness stubs ``chamferdist`` (ICP only, unused with GT
+gradslam==0.1.0 kornia==0.6.12 --target DIR``); the harness stubs ``chamferdist`` (ICP only, unused with GT
 poses) and ``cv2`` (plotting only) when they are missing. Without gradSLAM its column is skipped with a message.
 
-    .venv/bin/python benchmarks/fusion_throughput.py --frames 80 --gradslam-path /tmp/gradslam_env
+    python benchmarks/fusion_throughput.py --frames 30 --step-m 0.3 --prefill-frames 40 --backends numba,torch \
+        --gradslam-path /tmp/gradslam_env
 """
 from __future__ import annotations
 
@@ -102,6 +103,8 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--feature-dims", default="0,3", help="comma list; 0 = no features (e.g. 0,3,512)")
+    ap.add_argument("--backends", default="auto",
+                    help="comma list of fusion.backend values to run side by side (auto, numba, torch)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gradslam-path", default="/tmp/gradslam_env")
@@ -122,10 +125,13 @@ def main() -> None:
 
     dims = [int(x) for x in args.feature_dims.split(",") if x.strip()]
     systems: dict[str, dict] = {}
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for d in dims:
-        name = "PointMap" + (f" + 3x{d}-d features" if d else "")
         sem = [semantics_for(f, d) for f in frames] if d else [None] * len(frames)
-        systems[name] = dict(kind="ours", map=PointMap(FusionConfig(), feature_dim=d or None, device=dev), sem=sem)
+        for b in backends:
+            pm = PointMap(FusionConfig(backend=b), feature_dim=d or None, device=dev)
+            name = f"PointMap [{pm.backend}]" + (f" + 3x{d}-d features" if d else "")
+            systems[name] = dict(kind="ours", map=pm, sem=sem)
     if not args.no_gradslam:
         classes = load_gradslam(args.gradslam_path)
         if classes is not None:
