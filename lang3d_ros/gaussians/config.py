@@ -19,6 +19,9 @@ class GaussianConfig:
     init_scale_factor: float = 1.0  # scale = factor * mean distance to the 3 nearest neighbours
     normal_flatness: float = 0.1  # scale along the normal = flatness * in-plane scale
     latent_dim: int = 3  # LangSplat's autoencoder latent
+    # render each Gaussian's latent / |latent| (LangSplat's renderer). Off: on this project's short CPU schedules (coarse
+    # geometry) it lets small objects' Gaussians flip to a neighbour's latent (docs/BENCHMARKS.md, Language Gaussians)
+    normalize_latents: bool = False
     max_init_points: int = 2_000_000
     # RGB training (3DGS learning rates; position lr in metres, scaled by scene extent)
     downscale: int = 2  # train at 1/downscale resolution
@@ -46,6 +49,8 @@ class GaussianConfig:
     codebook_size: int = 512
     kmeans_iterations: int = 20
     relevancy_smoothing_px: int = 5  # mean filter size for 2D relevancy maps (LERF protocol)
+    min_language_coverage: float = 0.5  # query gate: a Gaussian (or pixel) counts when >= this share of it is mask-supervised
+    weight_by_latent_norm: bool = True  # relevancy x min(|latent|, 1): the decoder only knows unit latents
 
     def validate(self) -> None:
         if self.backend not in ("auto", "gsplat", "torch"):
@@ -64,5 +69,7 @@ class GaussianConfig:
             raise ValueError(f"ssim_lambda must be in [0, 1], got {self.ssim_lambda}")
         if self.codebook_size <= 0 or self.kmeans_iterations <= 0:
             raise ValueError("codebook_size and kmeans_iterations must be positive")
+        if not 0 <= self.min_language_coverage <= 1:
+            raise ValueError(f"min_language_coverage must be in [0, 1], got {self.min_language_coverage}")
         if self.relevancy_smoothing_px <= 0 or self.relevancy_smoothing_px % 2 == 0:
             raise ValueError(f"relevancy_smoothing_px must be odd and positive, got {self.relevancy_smoothing_px}")

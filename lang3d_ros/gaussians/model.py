@@ -183,7 +183,15 @@ class GaussianModel:
     def render_rgb(self, viewmats, Ks, width, height, config=None, background=None, expected_depth=False) -> RenderOutput:
         return self.render(self.colors(), viewmats, Ks, width, height, config, background, expected_depth)
 
-    def render_latents(self, viewmats, Ks, width, height, config=None) -> RenderOutput:
-        """All levels in one pass: image (C, H, W, 3 * d), level-major (level l at [l * d:(l + 1) * d])."""
+    def unit_latents(self, eps: float = 1e-9) -> torch.Tensor:
+        """(N, 3, d) latents projected onto the autoencoder's unit sphere, x / (|x| + eps), per Gaussian and level
+        (LangSplat's renderer); an all-zero (never trained) latent stays zero."""
         lat = self.params["latents"]
-        return self.render(lat.reshape(lat.shape[0], -1), viewmats, Ks, width, height, config, detach_geometry=True)
+        return lat / (lat.norm(dim=-1, keepdim=True) + eps)
+
+    def render_latents(self, viewmats, Ks, width, height, config=None) -> RenderOutput:
+        """All levels in one pass: image (C, H, W, 3 * d), level-major (level l at [l * d:(l + 1) * d]). With
+        ``config.normalize_latents`` (default) each Gaussian's latent is first put on the unit sphere (``unit_latents``)."""
+        cfg = config or GaussianConfig()
+        lat = self.unit_latents() if cfg.normalize_latents else self.params["latents"]
+        return self.render(lat.reshape(lat.shape[0], -1), viewmats, Ks, width, height, cfg, detach_geometry=True)

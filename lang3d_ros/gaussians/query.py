@@ -6,6 +6,12 @@ Decoding every Gaussian per query is what makes LangSplat slow, so ``LanguageQue
 level's latents into a k-means codebook once (K codes, torch), decodes the K codes once, and per query
 computes relevancy for K codes and gathers it per Gaussian (cost O(L K D + L N)). ``exact=True`` decodes
 every Gaussian (the reference); ``codebook_error`` measures the difference.
+Two weights keep latents the training never pinned down from answering: ``coverage`` (N, L) (from
+``training.language_coverage``) gates out Gaussians (and rendered pixels) that masks supervise less than
+``min_coverage`` (the fused map's "points no mask covered score 0"; the ground-truth semantics leave floor and walls
+unlabelled, and a zero latent decodes to an arbitrary feature), and ``weight_by_latent_norm`` multiplies relevancy by
+min(|latent|, 1): the autoencoder's latents are unit vectors, so a short (rendered) latent is a blend of Gaussians
+that disagree, and the decoder has never seen one.
 Cannot: re-cluster incrementally (rebuild the engine after latents change); the decoder must already live
 on the engine's device.
 """
@@ -20,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from lang3d_ros.device import resolve_device
+from lang3d_ros.gaussians.config import GaussianConfig
 from lang3d_ros.grounding.objects import LEVELS
 from lang3d_ros.grounding.relevancy import DEFAULT_TEMPERATURE, relevancy
 
@@ -94,6 +101,9 @@ class LanguageQueryEngine:
         valid: torch.Tensor | None = None,
         temperature: float = DEFAULT_TEMPERATURE,
         chunk: int = 1 << 16,
+        coverage: torch.Tensor | None = None,
+        min_coverage: float = GaussianConfig.min_language_coverage,
+        weight_by_latent_norm: bool = GaussianConfig.weight_by_latent_norm,
     ):
         if latents.ndim != 3 or latents.shape[0] == 0:
             raise ValueError(f"latents must be (N > 0, L, d), got {tuple(latents.shape)}")
@@ -101,6 +111,10 @@ class LanguageQueryEngine:
             raise ValueError("need at least one canonical phrase")
         if valid is not None and tuple(valid.shape) != (latents.shape[0],):
             raise ValueError(f"valid must be ({latents.shape[0]},) bool, got {tuple(valid.shape)}")
+        if coverage is not None and tuple(coverage.shape) != tuple(latents.shape[:2]):
+            raise ValueError(f"coverage must be ({latents.shape[0]}, {latents.shape[1]}), got {tuple(coverage.shape)}")
+        if not 0 <= min_coverage <= 1:
+            raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage}")
         self.device = resolve_device(device)
         self.latents = latents.detach().float().to(self.device)
         self.decoder = decoder
@@ -108,6 +122,16 @@ class LanguageQueryEngine:
         self.temperature = temperature
         self.chunk = chunk
         self.valid = None if valid is None else valid.to(self.device, torch.bool)
+        self.min_coverage = float(min_coverage)
+        self.weight_by_latent_norm = bool(weight_by_latent_norm)
+        # (N, L) 0/1 per Gaussian and level: enough of it is mask-supervised
+        self.gate = None if coverage is None else (coverage.detach().float().to(self.device) >= self.min_coverage).float()
+        weight = torch.ones(self.latents.shape[:2], device=self.device)
+        if self.gate is not None:
+            weight = weight * self.gate
+        if self.weight_by_latent_norm:
+            weight = weight * self.latents.norm(dim=-1).clamp(max=1.0)
+        self.weight = weight.T.contiguous()  # (L, N)
         self._text_cache: dict[str, torch.Tensor] = {}
         self.canonical = self._encode(list(canonical_phrases))
         self.centers: torch.Tensor | None = None
@@ -157,6 +181,7 @@ class LanguageQueryEngine:
         else:
             per_code = torch.stack([relevancy(f, q, self.canonical, self.temperature) for f in self.code_features])
             rel = torch.gather(per_code, 1, self.assign.long())
+        rel = rel * self.weight
         if self.valid is not None:
             rel = rel * self.valid
         return rel
@@ -200,21 +225,37 @@ class LanguageQueryEngine:
         min_alpha: float = 0.05,
     ) -> tuple[torch.Tensor, int]:
         """2D relevancy for LERF's localization protocol: render all levels' latents from ``viewmat`` (4, 4)
-        world -> camera with ``K`` (3, 3), decode per pixel, relevancy, mean filter of ``smoothing_px``.
-        Returns ((L, H, W) smoothed relevancy, 0 where alpha < ``min_alpha``; best level by maximum)."""
+        world -> camera with ``K`` (3, 3), decode per pixel, relevancy, mean filter of ``smoothing_px`` (1: none).
+        Pixels count where alpha >= ``min_alpha``, or, with ``coverage``, where the rendered gate >= ``min_coverage``;
+        with ``weight_by_latent_norm`` relevancy is multiplied by min(|rendered latent|, 1). ``model`` must hold
+        the engine's Gaussians (same N, same order). Returns ((L, H, W) relevancy; best level by maximum)."""
         if smoothing_px <= 0 or smoothing_px % 2 == 0:
             raise ValueError(f"smoothing_px must be odd and positive, got {smoothing_px}")
+        if model.num_gaussians != self.latents.shape[0]:
+            raise ValueError(f"model has {model.num_gaussians} Gaussians, the engine {self.latents.shape[0]}")
         q = self.text_embedding(text)
+        vm, Km = viewmat[None].to(model.device), K[None].to(model.device)
         with torch.no_grad():
-            out = model.render_latents(viewmat[None].to(model.device), K[None].to(model.device), width, height, config)
+            out = model.render_latents(vm, Km, width, height, config)
+            gate = None if self.gate is None else model.render(self.gate.to(model.device), vm, Km, width, height, config).image[0]
         d = model.latent_dim
         img = out.image[0].to(self.device)  # (H, W, L*d)
-        covered = (out.alpha[0, ..., 0] >= min_alpha).to(self.device)
         maps = []
         for lvl in range(self.num_levels):
-            feats = self._decode(img[..., lvl * d : (lvl + 1) * d].reshape(-1, d))
-            rel = relevancy(feats, q, self.canonical, self.temperature).reshape(height, width) * covered
-            sm = F.avg_pool2d(rel[None, None], smoothing_px, stride=1, padding=smoothing_px // 2, count_include_pad=False)
-            maps.append(sm[0, 0])
+            z = img[..., lvl * d : (lvl + 1) * d].reshape(-1, d)
+            rel = relevancy(self._decode(z), q, self.canonical, self.temperature).reshape(height, width)
+            if gate is None:
+                rel = rel * (out.alpha[0, ..., 0] >= min_alpha).to(self.device)
+            else:
+                rel = rel * (gate[..., lvl] >= self.min_coverage).to(self.device)
+            if self.weight_by_latent_norm:
+                rel = rel * z.norm(dim=-1).clamp(max=1.0).reshape(height, width)
+            if smoothing_px > 1:
+                rel = F.avg_pool2d(rel[None, None], smoothing_px, stride=1, padding=smoothing_px // 2, count_include_pad=False)[0, 0]
+            maps.append(rel)
         maps_t = torch.stack(maps)
         return maps_t, int(maps_t.flatten(1).max(1).values.argmax())
+
+    def relevancy_of_latents(self, latents: torch.Tensor, text: str) -> torch.Tensor:
+        """(M, d) latents -> (M,) relevancy of their decoded features to ``text`` (no gate, no weight)."""
+        return relevancy(self._decode(latents.to(self.device).float()), self.text_embedding(text), self.canonical, self.temperature)

@@ -6,6 +6,7 @@ view-space positional gradient (NDC units, as 3DGS) exceeds the threshold are cl
 (large, scales / 1.6), and Gaussians with opacity below ``prune_opacity`` are removed; Adam moments follow
 the surviving rows. Language: geometry and colour frozen, all three levels' latents rendered in one pass
 ((N, 3 d) features) and fitted with L1 to the autoencoded feature maps on the pixels a mask covers.
+``language_coverage`` measures which Gaussians the masks supervise (the query gate).
 Cannot: opacity reset, screen-size pruning, SH bands above 0, exposure compensation.
 """
 from __future__ import annotations
@@ -231,6 +232,29 @@ class GaussianOptimizer:
         self.lang_opt.step()
         self.language_iterations += 1
         return float(loss.detach())
+
+
+def language_coverage(model: GaussianModel, keyframes: list[Keyframe], config: GaussianConfig) -> torch.Tensor:
+    """(N, L) share of each Gaussian's blending weight, summed over the pixels of ``keyframes`` (with language
+    targets), that lands on pixels a mask of level l covers; 0 for a Gaussian no keyframe sees.
+
+    The latent of a Gaussian with a low share was fitted (if at all) only by the few mask pixels it bleeds into,
+    e.g. floor and walls that the ground-truth semantics leave unlabelled: the query gate (``LanguageQueryEngine``
+    ``coverage``) is the Gaussian counterpart of the fused map's "points no mask covered score 0". One render and
+    backward per keyframe (the weights are the gradient of the masked / total rendered ones w.r.t. the features).
+    """
+    lang = [k for k in keyframes if k.lang_mask is not None]
+    if not lang:
+        raise ValueError("no keyframe with a language target to measure coverage on")
+    levels = int(lang[0].lang_mask.shape[0])
+    ones = torch.ones(model.num_gaussians, levels + 1, device=model.device, requires_grad=True)
+    for k in lang:
+        img = model.render(ones, k.viewmat[None], k.K[None], k.width, k.height, config, detach_geometry=True).image[0]
+        masked = (img[..., :levels] * k.lang_mask.permute(1, 2, 0).to(img.dtype)).sum()
+        (masked + img[..., levels].sum()).backward()
+    w = ones.grad.detach()
+    total = w[:, levels:]
+    return torch.where(total > 0, w[:, :levels] / total.clamp(min=1e-12), torch.zeros((), device=w.device))
 
 
 @torch.no_grad()
