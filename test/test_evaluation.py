@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from lang3d_ros.datasets.synthetic import DEFAULT_INTRINSICS, generate_scene, make_trajectory
-from lang3d_ros.evaluation.lerf_protocol import mask_boxes, measure_levels, score_view_query, segmentation_mask, smooth_relevancy
+from lang3d_ros.evaluation.lerf_protocol import (mask_boxes, measure_levels, score_view_query, segmentation_mask, smooth_kernel_px,
+                                                 smooth_relevancy)
 from lang3d_ros.evaluation.metrics import RAW_FORMAT, RAW_FORMAT_VERSION, differences, recompute
 from lang3d_ros.evaluation.queries import EvalQuery, QuerySet, generate_queries, load_queries
 from lang3d_ros.evaluation.render import gather, gt_instance_map, point_index_image
@@ -120,9 +121,25 @@ def test_lerf_localization_and_segmentation():
     levels = [m.to_dict() for m in measure_levels(np.stack([wrong * 0.5, rel]), gt)]
     hit, iou, lvl = score_view_query(levels, mask_boxes(gt))
     assert lvl == 1 and hit and iou > 0.8
-    sm = smooth_relevancy(rel)
+    sm = smooth_relevancy(rel, 29)
     assert sm.shape == rel.shape and sm.max() <= 0.9 + 1e-9 and segmentation_mask(sm)[30, 40] and not segmentation_mask(sm)[5, 5]
     assert mask_boxes(gt).tolist() == [[30, 20, 49, 39]]
+
+
+def test_lerf_kernel_scales_with_image_width_and_localization_is_a_pure_mean():
+    assert [smooth_kernel_px(w) for w in (986, 160, 640, 80, 1, 1972)] == [29, 5, 19, 3, 1, 59]
+    H, W = 120, 160
+    rel = np.zeros((H, W))
+    rel[5, 5] = 1.0  # one bright pixel: the half-and-half mix keeps half of it, a pure mean averages it away
+    rel[60:80, 100:130] = 0.5
+    gt = np.zeros((H, W), bool)
+    gt[60:80, 100:130] = True
+    lv = measure_levels(rel[None], gt)[0]
+    assert lv.kernel_px == 5 and lv.seg_score > 0.5 + 1e-6  # the segmentation map peaks at the spike
+    assert score_view_query([lv.to_dict()], mask_boxes(gt))[0]  # localization's pure mean peaks on the object
+    assert not score_view_query([measure_levels(rel[None], gt, kernel_px=1)[0].to_dict()], mask_boxes(gt))[0]
+    with pytest.raises(ValueError, match="odd"):
+        measure_levels(rel[None], gt, kernel_px=4)
 
 
 # ----------------------------------------------------------------------------- scoring

@@ -1,10 +1,16 @@
 """LERF / LangSplat 2D evaluation protocol on rendered relevancy maps (numbers per view and query).
 
-Localization: per level, the relevancy map is smoothed (0.5 x (29x29 mean, borders averaged over valid pixels)
-+ 0.5 x map); the level with the highest smoothed maximum answers; a hit is its argmax pixel inside any GT box
-of the query's label. Segmentation: that level's smoothed map is min-max normalised, stretched to [-1, 1] and
-clipped to [0, 1], thresholded at 0.4, cleaned by a 7x7 majority vote, and compared with the GT mask (IoU).
-What it cannot do: pixels no map point projects to hold relevancy 0 (holes count as background).
+As LangSplat's evaluation code does it, with the smoothing kernel scaled to the evaluated image:
+- Kernel: LangSplat smooths with a ~29-30 px mean filter on LERF's images (~986 px wide). The kernel is defined
+  for that width: ``smooth_kernel_px(width)`` keeps its angular extent (29 px at 986 px, 5 px at 160 px; nearest
+  odd size, >= 1). Borders are averaged over the pixels inside the image (no zero padding).
+- Localization: per level, the relevancy map is mean-filtered (pure mean, as LangSplat's localization); the level
+  with the highest filtered maximum answers; a hit is its argmax pixel inside any GT box of the query's label.
+- Segmentation: per level, 0.5 x (mean-filtered map + map) (LangSplat's segmentation); the level with the highest
+  maximum of that map is min-max normalised, stretched to [-1, 1] and clipped to [0, 1], thresholded at 0.4,
+  cleaned by a 7x7 majority vote, and compared with the GT mask (IoU).
+What it cannot do: pixels no map point projects to hold relevancy 0 (holes count as background); on ties of the
+maximum only the first argmax pixel is tested (LangSplat tests all tied pixels).
 """
 from __future__ import annotations
 
@@ -13,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-SMOOTH_KERNEL_PX = 29
+LERF_IMAGE_WIDTH_PX = 986  # width of LERF's evaluation images, for which the kernel below is defined
+LERF_SMOOTH_KERNEL_PX = 29  # mean-filter size at LERF_IMAGE_WIDTH_PX (LangSplat uses 30, LERF-sized)
 MASK_THRESHOLD = 0.4
 MAJORITY_PX = 7
 
@@ -25,9 +32,29 @@ def _mean_filter_valid(a: np.ndarray, size: int) -> np.ndarray:
     return s / np.maximum(n, 1e-12)
 
 
-def smooth_relevancy(rel_hw: np.ndarray, kernel_px: int = SMOOTH_KERNEL_PX) -> np.ndarray:
-    """(H,W) relevancy -> 0.5 * (mean filter + relevancy), float64."""
-    return 0.5 * (_mean_filter_valid(rel_hw, kernel_px) + rel_hw.astype(np.float64))
+def smooth_kernel_px(width_px: int, reference_kernel_px: int = LERF_SMOOTH_KERNEL_PX,
+                     reference_width_px: int = LERF_IMAGE_WIDTH_PX) -> int:
+    """Mean-filter size for an image ``width_px`` wide: the reference kernel scaled by width, nearest odd, >= 1."""
+    if width_px <= 0 or reference_kernel_px <= 0 or reference_width_px <= 0:
+        raise ValueError(f"sizes must be positive, got width {width_px}, kernel {reference_kernel_px} at {reference_width_px}")
+    scaled = reference_kernel_px * width_px / reference_width_px
+    return max(1, 2 * int(np.floor((scaled - 1.0) / 2.0 + 0.5)) + 1)
+
+
+def _check_kernel(kernel_px: int) -> None:
+    if kernel_px <= 0 or kernel_px % 2 == 0:
+        raise ValueError(f"kernel_px must be odd and positive, got {kernel_px}")
+
+
+def localization_relevancy(rel_hw: np.ndarray, kernel_px: int) -> np.ndarray:
+    """(H,W) relevancy -> its kernel_px mean filter (LangSplat's localization map), float64."""
+    _check_kernel(kernel_px)
+    return _mean_filter_valid(rel_hw, kernel_px)
+
+
+def smooth_relevancy(rel_hw: np.ndarray, kernel_px: int) -> np.ndarray:
+    """(H,W) relevancy -> 0.5 * (kernel_px mean filter + relevancy) (LangSplat's segmentation map), float64."""
+    return 0.5 * (localization_relevancy(rel_hw, kernel_px) + rel_hw.astype(np.float64))
 
 
 def segmentation_mask(smoothed_hw: np.ndarray, threshold: float = MASK_THRESHOLD) -> np.ndarray:
@@ -48,37 +75,51 @@ def box_contains(boxes_xyxy: np.ndarray, u: float, v: float) -> bool:
 
 @dataclass
 class LevelMeasure:
-    """One level of one (view, query): smoothed max, its argmax pixel (u = column, v = row), and the
-    predicted-mask overlap with the GT mask in pixels."""
+    """One level of one (view, query): the localization map's max (``score``) and its argmax pixel (u = column,
+    v = row); the segmentation map's max (``seg_score``) and its predicted-mask overlap with the GT mask in pixels;
+    the mean-filter size used."""
 
     score: float
     argmax_uv: tuple[int, int]
     intersection_px: int
     union_px: int
+    seg_score: float
+    kernel_px: int
 
     def to_dict(self) -> dict:
         return {"score": float(self.score), "argmax_uv": [int(self.argmax_uv[0]), int(self.argmax_uv[1])],
-                "intersection_px": int(self.intersection_px), "union_px": int(self.union_px)}
+                "intersection_px": int(self.intersection_px), "union_px": int(self.union_px),
+                "seg_score": float(self.seg_score), "kernel_px": int(self.kernel_px)}
 
 
-def measure_levels(rel_levels_hw: np.ndarray, gt_mask_hw: np.ndarray) -> list[LevelMeasure]:
-    """(L,H,W) relevancy per level and the (H,W) bool GT mask -> one LevelMeasure per level."""
+def measure_levels(rel_levels_hw: np.ndarray, gt_mask_hw: np.ndarray, kernel_px: int | None = None) -> list[LevelMeasure]:
+    """(L,H,W) relevancy per level and the (H,W) bool GT mask -> one LevelMeasure per level.
+    ``kernel_px``: mean-filter size; None: ``smooth_kernel_px(W)`` (LERF's kernel scaled to this width)."""
+    rels = np.asarray(rel_levels_hw)
+    if rels.ndim != 3:
+        raise ValueError(f"relevancy must be (L, H, W), got shape {rels.shape}")
+    k_px = smooth_kernel_px(rels.shape[2]) if kernel_px is None else int(kernel_px)
+    _check_kernel(k_px)
     out = []
     gt = np.asarray(gt_mask_hw, dtype=bool)
-    for rel in np.asarray(rel_levels_hw):
-        sm = smooth_relevancy(rel)
-        v, u = np.unravel_index(int(np.argmax(sm)), sm.shape)
-        pred = segmentation_mask(sm)
-        out.append(LevelMeasure(float(sm.max()), (int(u), int(v)), int(np.sum(pred & gt)), int(np.sum(pred | gt))))
+    for rel in rels:
+        loc = localization_relevancy(rel, k_px)
+        v, u = np.unravel_index(int(np.argmax(loc)), loc.shape)
+        seg = 0.5 * (loc + rel.astype(np.float64))
+        pred = segmentation_mask(seg)
+        out.append(LevelMeasure(float(loc.max()), (int(u), int(v)), int(np.sum(pred & gt)), int(np.sum(pred | gt)),
+                                float(seg.max()), k_px))
     return out
 
 
 def score_view_query(levels: list[dict], gt_boxes_xyxy) -> tuple[bool, float, int]:
-    """Level dicts (LevelMeasure.to_dict) + GT boxes -> (localization hit, IoU, chosen level)."""
+    """Level dicts (LevelMeasure.to_dict) + GT boxes -> (localization hit, IoU, localization's chosen level).
+    The IoU is the level with the highest ``seg_score`` (records without it: the localization level)."""
     k = int(np.argmax([lv["score"] for lv in levels]))
     u, v = levels[k]["argmax_uv"]
-    union = levels[k]["union_px"]
-    iou = levels[k]["intersection_px"] / union if union > 0 else 0.0
+    ks = int(np.argmax([lv.get("seg_score", lv["score"]) for lv in levels]))
+    union = levels[ks]["union_px"]
+    iou = levels[ks]["intersection_px"] / union if union > 0 else 0.0
     return box_contains(np.asarray(gt_boxes_xyxy, dtype=np.float64).reshape(-1, 4), u, v), float(iou), k
 
 

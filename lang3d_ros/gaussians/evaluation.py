@@ -2,8 +2,9 @@
 
 Per view and per label whose ground-truth mask covers >= ``min_view_fraction`` of the image (all instances of
 the label together): the per-level relevancy maps go through the project's LERF protocol
-(``lang3d_ros.evaluation.lerf_protocol``: LangSplat's smoothing, the level with the highest smoothed maximum, a
-hit when its argmax lies in any box of the label's mask components), as the fused map's evaluation does.
+(``lang3d_ros.evaluation.lerf_protocol``: LangSplat's mean filter, LERF's kernel scaled to the view's width; the
+level with the highest filtered maximum; a hit when its argmax lies in any box of the label's mask components),
+as the fused map's evaluation does.
 - ``gaussian_view_queries``: maps rendered from the Gaussians' latents (``LanguageQueryEngine.relevancy_map``).
 - ``oracle_view_queries``: the keyframe's own autoencoded mask latents decoded per pixel (0 where no mask):
   what the Gaussians are trained to reproduce, so it isolates encoder / autoencoder / relevancy / protocol.
