@@ -121,11 +121,14 @@ def _associate_one_pixel(conf, dist_m, slots):
     use[12] = True
     target = np.full(25, -1, np.int64)
     keys = np.zeros(cap, np.int64)
-    n_live = cpu_kernels.associate(
-        xyz, nrm, conf_all, np.ones(cap, np.bool_), keys, np.asarray(slots, np.int64), np.zeros(n, np.int64),
+    cand = np.asarray(slots, np.int64)
+    q, d2, c = np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.float32)
+    n_live = cpu_kernels.project_candidates(
+        xyz, nrm, conf_all, np.ones(cap, np.bool_), keys, cand, np.zeros(n, np.int64),
         np.eye(3, dtype=np.float32), np.zeros(3, np.float32), np.float32(2.0), np.float32(2.0), np.float32(2.0),
-        np.float32(2.0), 5, 5, use, vw, nw, np.float32(0.05**2), np.float32(0.9), target)
+        np.float32(2.0), 5, 5, use, vw, nw, np.float32(0.05**2), np.float32(0.9), q, d2, c, 0, n)
     assert n_live == n
+    cpu_kernels.resolve_many_to_one(cand, q, d2, c, target)
     return int(target[12])
 
 

@@ -5,8 +5,9 @@ CPU that is memory-bound and costs ~75 ms per 640x480 frame. These kernels do th
 loops each, with the same rules and tie-breaks (see ``test/test_fusion_backends.py`` for the parity check):
 
 - ``observe``: vertex map, gradSLAM normals, usable-pixel mask and the world transform in one pass;
-- ``associate``: projective association, many-to-one by highest confidence, then smallest squared distance,
-  then lowest slot (a sequential scan: the same winner as torch's three scatter-reduce rounds);
+- ``project_candidates`` + ``resolve_many_to_one``: projective association, many-to-one by highest confidence,
+  then smallest squared distance, then lowest slot (a sequential scan: the same winner as torch's three
+  scatter-reduce rounds);
 - ``voxel_owner`` / ``neighbour_owner``: the duplicate merge of leftover pixels through a per-frame open-
   addressing hash of the entries in the frame's blocks (newest entry wins, as ``LayeredIndex.find``);
 - ``accumulate`` / ``update_points``: dense target ids in first-pixel order, alpha-weighted sums and the
@@ -92,14 +93,14 @@ if AVAILABLE:
         return d if (np.isfinite(d) and d > lo and d <= hi) else np.float32(0.0)
 
     @njit(nogil=True, cache=True)
-    def associate(xyz, nrm, conf, alive, slot_key, cand, cand_key, R, t, fx, fy, cx, cy, h, w, use, vw, nw, dist2,
-                  cos_gate, target):
-        """Projective association of the index entries (cand_key, cand) whose slot is live and still holds that
-        key: target[pixel] = winning slot (target holds -1 on entry). Returns the number of live entries."""
-        best_conf = np.empty(target.shape[0], np.float32)
-        best_d2 = np.empty(target.shape[0], np.float32)
+    def project_candidates(xyz, nrm, conf, alive, slot_key, cand, cand_key, R, t, fx, fy, cx, cy, h, w, use, vw, nw,
+                           dist2, cos_gate, q_out, d2_out, conf_out, k0, k1):
+        """Candidates k0..k1-1 of the index entries (cand_key, cand): q_out[k] = the pixel a live entry projects
+        to and passes the distance and normal gates with (-1 otherwise), d2_out / conf_out its squared distance
+        and the point's confidence. Returns the number of live entries (slot alive and still holding the key)."""
         n_live = 0
-        for k in range(cand.shape[0]):
+        for k in range(k0, k1):
+            q_out[k] = -1
             c = cand[k]
             if not alive[c] or slot_key[c] != cand_key[k]:
                 continue
@@ -120,16 +121,28 @@ if AVAILABLE:
             ex, ey, ez = xyz[c, 0] - vw[q, 0], xyz[c, 1] - vw[q, 1], xyz[c, 2] - vw[q, 2]
             d2 = ex * ex + ey * ey + ez * ez
             dot = nrm[c, 0] * nw[q, 0] + nrm[c, 1] * nw[q, 1] + nrm[c, 2] * nw[q, 2]
-            if not (d2 < dist2 and dot > cos_gate):
+            if d2 < dist2 and dot > cos_gate:
+                q_out[k], d2_out[k], conf_out[k] = q, d2, conf[c]
+        return n_live
+
+    @njit(nogil=True, cache=True)
+    def resolve_many_to_one(cand, q_in, d2_in, conf_in, target):
+        """target[pixel] = the winning candidate slot among those projecting to it: highest confidence, then
+        smallest squared distance, then lowest slot (target holds -1 on entry; a sequential scan, so any order of
+        candidates gives the same winner)."""
+        best_conf = np.empty(target.shape[0], np.float32)
+        best_d2 = np.empty(target.shape[0], np.float32)
+        for k in range(cand.shape[0]):
+            q = q_in[k]
+            if q < 0:
                 continue
-            cf = conf[c]
+            c, cf, d2 = cand[k], conf_in[k], d2_in[k]
             cur = target[q]
             if (cur < 0 or cf > best_conf[q]
                     or (cf == best_conf[q] and (d2 < best_d2[q] or (d2 == best_d2[q] and c < cur)))):
                 target[q] = c
                 best_conf[q] = cf
                 best_d2[q] = d2
-        return n_live
 
     @njit(inline="always")
     def _slot_hash(key, mask_bits):
@@ -285,9 +298,10 @@ if AVAILABLE:
         return uslots[:n_old].copy(), tid, wsum, wmax, acc
 
     @njit(nogil=True, cache=True)
-    def update_points(uslots, wmax, mean, xyz, nrm, rgb, conf):
-        """Running averages of existing points: c <- c + w, x <- x + w / (c + w) (x_frame - x); normals renormalised."""
-        for j in range(uslots.shape[0]):
+    def update_points(uslots, wmax, mean, xyz, nrm, rgb, conf, j0, j1):
+        """Running averages of existing points uslots[j0:j1] (distinct): c <- c + w, x <- x + w / (c + w)
+        (x_frame - x); normals renormalised."""
+        for j in range(j0, j1):
             s = uslots[j]
             wf = wmax[j]
             cn = conf[s] + wf

@@ -549,8 +549,9 @@ class PointMap:
         if n_old:
             w_f = wmax[:n_old]
             if self._cpu is not None:
-                self._cpu.update_points(uslots.numpy(), w_f.numpy(), mean.numpy(), self._xyz.numpy(),
-                                        self._nrm.numpy(), self._rgb.numpy(), self._conf.numpy())
+                self._cpu.run_split(self._cpu.update_points, n_old, self._threads(), uslots.numpy(), w_f.numpy(),
+                                    mean.numpy(), self._xyz.numpy(), self._nrm.numpy(), self._rgb.numpy(),
+                                    self._conf.numpy())
             else:
                 self._update_points(uslots, w_f, mean[:n_old])
             for lvl, (ws, rows, fm) in enumerate(fmean):
@@ -752,11 +753,16 @@ class PointMap:
         dev = target.device
         ckey, cand = local.entries()
         if self._cpu is not None:
-            return self._cpu.associate(
-                self._xyz.numpy(), self._nrm.numpy(), self._conf.numpy(), self._alive.numpy(), self._key.numpy(),
-                cand.numpy(), ckey.numpy(), o["R"].numpy(), o["t"].numpy(), np.float32(intr.fx), np.float32(intr.fy),
-                np.float32(intr.cx), np.float32(intr.cy), h, w, o["use"].numpy(), o["vw"].numpy(), o["nw"].numpy(),
-                np.float32(self.config.dist_threshold_m ** 2), np.float32(self._cos_gate), target.numpy())
+            n = cand.numel()
+            q, d2, conf = np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.float32)
+            n_live = sum(self._cpu.run_split(
+                self._cpu.project_candidates, n, self._threads(), self._xyz.numpy(), self._nrm.numpy(),
+                self._conf.numpy(), self._alive.numpy(), self._key.numpy(), cand.numpy(), ckey.numpy(),
+                o["R"].numpy(), o["t"].numpy(), np.float32(intr.fx), np.float32(intr.fy), np.float32(intr.cx),
+                np.float32(intr.cy), h, w, o["use"].numpy(), o["vw"].numpy(), o["nw"].numpy(),
+                np.float32(self.config.dist_threshold_m ** 2), np.float32(self._cos_gate), q, d2, conf))
+            self._cpu.resolve_many_to_one(cand.numpy(), q, d2, conf, target.numpy())
+            return n_live
         if cand.numel():
             cand = cand[self._alive.index_select(0, cand) & (self._key.index_select(0, cand) == ckey)]
         if cand.numel() == 0:
