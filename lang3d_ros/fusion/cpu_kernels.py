@@ -365,6 +365,104 @@ if AVAILABLE:
         return ws, rows, fsum
 
 
+    @njit(nogil=True, cache=True)
+    def candidate_blocks(use, vw, block_m, blo, dims, block_offset, block_bits):
+        """Block keys (ascending) of the blocks holding a usable pixel's point, dilated by one block, over the
+        dense grid of ``dims`` blocks starting at block ``blo`` (which has a one-block margin all round)."""
+        nx, ny, nz = dims[0], dims[1], dims[2]
+        occ = np.zeros(nx * ny * nz, np.bool_)
+        for i in range(use.shape[0]):
+            if use[i]:
+                # clamped: a vertex rounding just outside the box belongs to the margin block next to it
+                bx = min(max(np.int64(math.floor(vw[i, 0] / block_m)) - blo[0], 0), nx - 1)
+                by = min(max(np.int64(math.floor(vw[i, 1] / block_m)) - blo[1], 0), ny - 1)
+                bz = min(max(np.int64(math.floor(vw[i, 2] / block_m)) - blo[2], 0), nz - 1)
+                occ[(bx * ny + by) * nz + bz] = True
+        dil = np.zeros(nx * ny * nz, np.bool_)
+        n_keys = 0
+        for x in range(nx):
+            for y in range(ny):
+                for z in range(nz):
+                    if occ[(x * ny + y) * nz + z]:
+                        for xx in range(max(x - 1, 0), min(x + 2, nx)):
+                            for yy in range(max(y - 1, 0), min(y + 2, ny)):
+                                for zz in range(max(z - 1, 0), min(z + 2, nz)):
+                                    c = (xx * ny + yy) * nz + zz
+                                    if not dil[c]:
+                                        dil[c] = True
+                                        n_keys += 1
+        keys = np.empty(n_keys, np.int64)
+        k = 0
+        hi = 1 << block_bits
+        for x in range(nx):
+            cx = x + blo[0] + block_offset
+            for y in range(ny):
+                cy = y + blo[1] + block_offset
+                for z in range(nz):
+                    if dil[(x * ny + y) * nz + z]:
+                        cz = z + blo[2] + block_offset
+                        if 0 <= cx < hi and 0 <= cy < hi and 0 <= cz < hi:
+                            keys[k] = (((cx << block_bits) | cy) << block_bits) | cz
+                            k += 1
+        return keys[:k].copy()
+
+    @njit(nogil=True, cache=True)
+    def gather_blocks(keys, slots, block_keys, shift):
+        """Entries of a sorted level whose key lies in one of the (ascending) blocks: (keys, slots)."""
+        nb = block_keys.shape[0]
+        lo = np.empty(nb, np.int64)
+        hi = np.empty(nb, np.int64)
+        total = 0
+        for b in range(nb):
+            lo[b] = np.searchsorted(keys, block_keys[b] << shift)
+            hi[b] = np.searchsorted(keys, (block_keys[b] + 1) << shift)
+            total += hi[b] - lo[b]
+        out_k = np.empty(total, np.int64)
+        out_s = np.empty(total, np.int64)
+        o = 0
+        for b in range(nb):
+            for i in range(lo[b], hi[b]):
+                out_k[o] = keys[i]
+                out_s[o] = slots[i]
+                o += 1
+        return out_k, out_s
+
+    @njit(nogil=True, cache=True)
+    def merge_sorted(keys, slots, new_keys, new_slots):
+        """Linear merge of ascending (new_keys, new_slots) into ascending (keys, slots); new entries go after
+        equal existing keys and keep their order."""
+        n, m = keys.shape[0], new_keys.shape[0]
+        out_k = np.empty(n + m, np.int64)
+        out_s = np.empty(n + m, np.int64)
+        i = j = 0
+        for o in range(n + m):
+            if j >= m or (i < n and keys[i] <= new_keys[j]):
+                out_k[o], out_s[o] = keys[i], slots[i]
+                i += 1
+            else:
+                out_k[o], out_s[o] = new_keys[j], new_slots[j]
+                j += 1
+        return out_k, out_s
+
+    @njit(nogil=True, cache=True)
+    def compact_sorted(keys, slots, slot_key, alive):
+        """The entries whose slot is alive and still holds the entry's key, order kept."""
+        keep = np.empty(keys.shape[0], np.bool_)
+        n = 0
+        for i in range(keys.shape[0]):
+            s = slots[i]
+            keep[i] = alive[s] and slot_key[s] == keys[i]
+            n += keep[i]
+        out_k = np.empty(n, np.int64)
+        out_s = np.empty(n, np.int64)
+        o = 0
+        for i in range(keys.shape[0]):
+            if keep[i]:
+                out_k[o], out_s[o] = keys[i], slots[i]
+                o += 1
+        return out_k, out_s
+
+
 def run_split(kernel, n: int, n_threads: int, *args, align: int = 1) -> list:
     """kernel(*args, start, stop) over [0, n) in n_threads contiguous chunks (multiples of ``align``), on
     Python threads (the kernels release the GIL). Returns the kernels' results in chunk order. Plain threads

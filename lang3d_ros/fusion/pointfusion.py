@@ -174,7 +174,7 @@ class PointMap:
         self._n_alive = 0
         self._frame_no = 0
         self._births: deque[tuple[int, torch.Tensor]] = deque()
-        self._index = LayeredIndex(dev, self.config.index_delta_capacity)
+        self._index = LayeredIndex(dev, self.config.index_delta_capacity, self._cpu)
 
     def _alloc_features(self) -> None:
         d = self._feature_dim
@@ -506,6 +506,10 @@ class PointMap:
         bhi = torch.floor(o["hi"] / bs) + 1
         dims = (bhi - blo + 1).to(torch.int64).tolist()
         ncell = dims[0] * dims[1] * dims[2]
+        if self._cpu is not None and ncell <= 8_000_000:
+            return torch.from_numpy(self._cpu.candidate_blocks(
+                use.numpy(), o["vw"].numpy(), np.float32(bs), blo.to(torch.int64).numpy(), np.asarray(dims, np.int64),
+                1 << (kb.block_bits - 1), kb.block_bits))
         if ncell <= 8_000_000:
             rel = (torch.floor(o["vw"] / bs) - blo).to(torch.int64)
             lin = (rel[:, 0] * dims[1] + rel[:, 1]) * dims[2] + rel[:, 2]

@@ -50,11 +50,20 @@ class VoxelKeys:
 
 
 class SortedLevel:
-    """One sorted level: keys (N,) int64 ascending, slots (N,) int64; equal keys keep insertion order."""
+    """One sorted level: keys (N,) int64 ascending, slots (N,) int64; equal keys keep insertion order.
 
-    def __init__(self, device: torch.device):
+    kernels: ``fusion.cpu_kernels`` to run gather / merge / compaction as numba loops on CPU tensors, or None
+    for torch (any device)."""
+
+    def __init__(self, device: torch.device, kernels=None):
+        self.kernels = kernels
         self.keys = torch.empty(0, dtype=torch.int64, device=device)
         self.slots = torch.empty(0, dtype=torch.int64, device=device)
+
+    def _like(self, keys: torch.Tensor, slots: torch.Tensor) -> "SortedLevel":
+        out = SortedLevel(self.keys.device, self.kernels)
+        out.keys, out.slots = keys, slots
+        return out
 
     def __len__(self) -> int:
         return int(self.keys.numel())
@@ -76,6 +85,9 @@ class SortedLevel:
         """(B,) block keys -> (keys, slots) of every entry whose key lies in one of those blocks."""
         if len(self) == 0 or block_keys.numel() == 0:
             return self.keys[:0], self.slots[:0]
+        if self.kernels is not None:
+            k, s = self.kernels.gather_blocks(self.keys.numpy(), self.slots.numpy(), block_keys.numpy(), shift)
+            return torch.from_numpy(k), torch.from_numpy(s)
         lo = torch.searchsorted(self.keys, block_keys << shift)
         hi = torch.searchsorted(self.keys, (block_keys + 1) << shift)
         counts = hi - lo
@@ -88,11 +100,13 @@ class SortedLevel:
 
     def merged(self, keys: torch.Tensor, slots: torch.Tensor) -> "SortedLevel":
         """A new level with (keys ascending, slots) inserted after any equal existing keys; O(N + n)."""
-        out = SortedLevel(self.keys.device)
         n, m = len(self), int(keys.numel())
         if m == 0:
-            out.keys, out.slots = self.keys, self.slots
-            return out
+            return self._like(self.keys, self.slots)
+        if self.kernels is not None:
+            k, s = self.kernels.merge_sorted(self.keys.numpy(), self.slots.numpy(), keys.numpy(), slots.numpy())
+            return self._like(torch.from_numpy(k), torch.from_numpy(s))
+        out = SortedLevel(self.keys.device, self.kernels)
         pos_new = torch.searchsorted(self.keys, keys, right=True) + torch.arange(m, device=keys.device)
         is_new = torch.zeros(n + m, dtype=torch.bool, device=keys.device)
         is_new[pos_new] = True
@@ -106,20 +120,22 @@ class SortedLevel:
 
     def compacted(self, slot_key: torch.Tensor, alive: torch.Tensor) -> "SortedLevel":
         """Drop entries whose slot is dead or now holds another key."""
-        out = SortedLevel(self.keys.device)
+        if self.kernels is not None:
+            k, s = self.kernels.compact_sorted(self.keys.numpy(), self.slots.numpy(), slot_key.numpy(), alive.numpy())
+            return self._like(torch.from_numpy(k), torch.from_numpy(s))
         live = alive[self.slots] & (slot_key[self.slots] == self.keys)
-        out.keys, out.slots = self.keys[live], self.slots[live]
-        return out
+        return self._like(self.keys[live], self.slots[live])
 
 
 class LayeredIndex:
     """main + delta sorted levels; ``find`` prefers delta (newer). Callers check liveness of returned slots."""
 
-    def __init__(self, device: torch.device, delta_capacity: int):
+    def __init__(self, device: torch.device, delta_capacity: int, kernels=None):
         self.device = device
         self.delta_capacity = int(delta_capacity)
-        self.main = SortedLevel(device)
-        self.delta = SortedLevel(device)
+        self.kernels = kernels  # see SortedLevel
+        self.main = SortedLevel(device, kernels)
+        self.delta = SortedLevel(device, kernels)
 
     def __len__(self) -> int:
         return len(self.main) + len(self.delta)
@@ -134,7 +150,7 @@ class LayeredIndex:
     def gather_blocks(self, block_keys: torch.Tensor, shift: int) -> "LayeredIndex":
         """The sub-index of the entries in the given blocks (ascending block keys), liveness not checked.
         Its ``find`` equals this index's ``find`` for any key inside those blocks, at a cost set by the blocks."""
-        sub = LayeredIndex(self.device, self.delta_capacity)
+        sub = LayeredIndex(self.device, self.delta_capacity, self.kernels)
         sub.main.keys, sub.main.slots = self.main.gather_blocks(block_keys, shift)
         sub.delta.keys, sub.delta.slots = self.delta.gather_blocks(block_keys, shift)
         return sub
@@ -149,11 +165,11 @@ class LayeredIndex:
         if len(self.delta) > self.delta_capacity:
             d = self.delta.compacted(slot_key, alive)
             self.main = self.main.compacted(slot_key, alive).merged(d.keys, d.slots)
-            self.delta = SortedLevel(self.device)
+            self.delta = SortedLevel(self.device, self.kernels)
 
     def rebuild(self, keys: torch.Tensor, slots: torch.Tensor) -> None:
         """Replace everything by (keys, slots) in any order."""
         order = torch.argsort(keys, stable=True)
-        self.main = SortedLevel(self.device)
+        self.main = SortedLevel(self.device, self.kernels)
         self.main.keys, self.main.slots = keys[order].contiguous(), slots[order].contiguous()
-        self.delta = SortedLevel(self.device)
+        self.delta = SortedLevel(self.device, self.kernels)
