@@ -202,32 +202,31 @@ if AVAILABLE:
         return merged
 
     @njit(nogil=True, cache=True)
-    def neighbour_owner(target, use, vw, nw, xyz, nrm, h, w, r, dist2, cos_gate, out, i0, i1):
-        """Leftover pixels i0..i1-1: out = the nearest gated point owning a pixel within r (row-major first on
-        ties), -1 where none (reads ``target`` only, so pixels can be split between threads)."""
-        for i in range(i0, i1):
-            out[i] = -1
-            if not use[i] or target[i] >= 0:
-                continue
-            row, col = i // w, i % w
-            best, bs = np.inf, -1
-            for dr in range(-r, r + 1):
-                rr = row + dr
-                if rr < 0 or rr >= h:
+    def neighbour_owner(target, use, vw, nw, xyz, nrm, h, w, r, dist2, cos_gate, out, row0, row1):
+        """Leftover pixels of rows row0..row1-1: out = the nearest gated point owning a pixel within r
+        (row-major first on ties), -1 where none (reads ``target`` only, so rows can be split between threads)."""
+        for row in range(row0, row1):
+            for col in range(w):
+                i = row * w + col
+                out[i] = -1
+                if not use[i] or target[i] >= 0:
                     continue
-                for dc in range(-r, r + 1):
-                    cc = col + dc
-                    if (dr == 0 and dc == 0) or cc < 0 or cc >= w:
-                        continue
-                    s = target[rr * w + cc]
-                    if s < 0:
-                        continue
-                    ex, ey, ez = xyz[s, 0] - vw[i, 0], xyz[s, 1] - vw[i, 1], xyz[s, 2] - vw[i, 2]
-                    d2 = ex * ex + ey * ey + ez * ez
-                    dot = nrm[s, 0] * nw[i, 0] + nrm[s, 1] * nw[i, 1] + nrm[s, 2] * nw[i, 2]
-                    if d2 < dist2 and dot > cos_gate and d2 < best:
-                        best, bs = d2, s
-            out[i] = bs
+                best, bs = np.float32(np.inf), -1
+                px, py, pz = vw[i, 0], vw[i, 1], vw[i, 2]
+                qx, qy, qz = nw[i, 0], nw[i, 1], nw[i, 2]
+                for rr in range(max(row - r, 0), min(row + r + 1, h)):
+                    for cc in range(max(col - r, 0), min(col + r + 1, w)):
+                        # branch-free body (selects, not jumps): neighbours mix owners and leftovers at random
+                        j = rr * w + cc
+                        s = target[j]
+                        sc = max(s, 0)
+                        ex, ey, ez = xyz[sc, 0] - px, xyz[sc, 1] - py, xyz[sc, 2] - pz
+                        d2 = ex * ex + ey * ey + ez * ez
+                        dot = nrm[sc, 0] * qx + nrm[sc, 1] * qy + nrm[sc, 2] * qz
+                        ok = (s >= 0) & (j != i) & (d2 < dist2) & (dot > cos_gate) & (d2 < best)
+                        best = d2 if ok else best
+                        bs = s if ok else bs
+                out[i] = bs
 
     @njit(nogil=True, cache=True)
     def take_owners(target, use, owner, use_owner, pixel_key):

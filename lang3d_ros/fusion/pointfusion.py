@@ -621,7 +621,7 @@ class PointMap:
             owner = np.empty(target.numel() if by_neighbour else 0, np.int64)
             if by_neighbour:
                 self._cpu.run_split(
-                    self._cpu.neighbour_owner, target.numel(), self._threads(), target.numpy(), o["use"].numpy(),
+                    self._cpu.neighbour_owner, o["h"], self._threads(), target.numpy(), o["use"].numpy(),
                     o["vw"].numpy(), o["nw"].numpy(), self._xyz.numpy(), self._nrm.numpy(), o["h"], o["w"],
                     cfg.merge_neighbour_px, np.float32(cfg.dist_threshold_m ** 2), np.float32(self._cos_gate), owner)
             n_nbr, left, lk = self._cpu.take_owners(target.numpy(), o["use"].numpy(), owner, by_neighbour, pixel_key)
