@@ -129,20 +129,23 @@ if AVAILABLE:
     def resolve_many_to_one(cand, q_in, d2_in, conf_in, target):
         """target[pixel] = the winning candidate slot among those projecting to it: highest confidence, then
         smallest squared distance, then lowest slot (target holds -1 on entry; a sequential scan, so any order of
-        candidates gives the same winner)."""
+        candidates gives the same winner). Returns the number of pixels matched."""
         best_conf = np.empty(target.shape[0], np.float32)
         best_d2 = np.empty(target.shape[0], np.float32)
+        n_matched = 0
         for k in range(cand.shape[0]):
             q = q_in[k]
             if q < 0:
                 continue
             c, cf, d2 = cand[k], conf_in[k], d2_in[k]
             cur = target[q]
+            n_matched += cur < 0
             if (cur < 0 or cf > best_conf[q]
                     or (cf == best_conf[q] and (d2 < best_d2[q] or (d2 == best_d2[q] and c < cur)))):
                 target[q] = c
                 best_conf[q] = cf
                 best_d2[q] = d2
+        return n_matched
 
     @njit(inline="always")
     def _slot_hash(key, mask_bits):
@@ -460,6 +463,55 @@ if AVAILABLE:
                 out_k[o], out_s[o] = keys[i], slots[i]
                 o += 1
         return out_k, out_s
+
+
+    @njit(nogil=True, cache=True)
+    def group_new(left, keys, target, merge):
+        """Leftover pixels ``left`` with voxel ``keys`` become new points, ids in ascending key order: with
+        ``merge`` one point per distinct key, else one per pixel (stable). Writes target[left] = -(2 + id) and
+        returns the new points' keys (ascending)."""
+        order = np.argsort(keys, kind="mergesort")
+        new_keys = np.empty(keys.shape[0], np.int64)
+        n = 0
+        for j in range(order.shape[0]):
+            k = keys[order[j]]
+            if not merge or n == 0 or new_keys[n - 1] != k:
+                new_keys[n] = k
+                n += 1
+            target[left[order[j]]] = -(2 + n - 1)
+        return new_keys[:n].copy()
+
+    @njit(nogil=True, cache=True)
+    def write_new_points(slots, mean, wmax, n_old, new_keys, frame_no, xyz, nrm, rgb, conf, slot_key, birth, alive):
+        """New point j (slot slots[j]) from frame mean row n_old + j: position, unit normal, colour, confidence
+        (its max pixel alpha), voxel key, birth frame, alive."""
+        for j in range(slots.shape[0]):
+            s, r = slots[j], n_old + j
+            nn = max(math.sqrt(mean[r, 3] ** 2 + mean[r, 4] ** 2 + mean[r, 5] ** 2), 1e-12)
+            for c in range(3):
+                xyz[s, c] = mean[r, c]
+                nrm[s, c] = mean[r, 3 + c] / nn
+                rgb[s, c] = mean[r, 6 + c]
+            conf[s] = wmax[r]
+            slot_key[s] = new_keys[j]
+            birth[s] = frame_no
+            alive[s] = True
+
+
+    @njit(nogil=True, cache=True)
+    def kill_unstable(slots, born, stable_confidence, birth, alive, conf):
+        """Of ``slots`` (born in frame ``born``), kill those still alive from that birth whose confidence is below
+        ``stable_confidence``: alive False, confidence 0. Returns the killed slots."""
+        dead = np.empty(slots.shape[0], np.int64)
+        n = 0
+        for j in range(slots.shape[0]):
+            s = slots[j]
+            if alive[s] and birth[s] == born and conf[s] < stable_confidence:
+                alive[s] = False
+                conf[s] = 0.0
+                dead[n] = s
+                n += 1
+        return dead[:n].copy()
 
 
 def run_split(kernel, n: int, n_threads: int, *args, align: int = 1) -> list:

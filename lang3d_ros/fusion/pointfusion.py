@@ -85,6 +85,10 @@ def _warm_up_kernels(config: FusionConfig) -> None:
     scratch = PointMap(cfg, device="cpu")
     for i in range(2):
         scratch.integrate(Frame(rgb, np.full((12, 16), 1.0 + 0.01 * i, np.float32), intr, np.eye(4), index=i), sem)
+    z, live = np.zeros(1, np.int64), np.zeros(1, np.bool_)  # kernels two frames do not reach (index merge, pruning)
+    cpu_kernels.compact_sorted(z, z, z, live)
+    cpu_kernels.merge_sorted(z, z, z, z)
+    cpu_kernels.kill_unstable(z, 0, np.float32(1.0), np.zeros(1, np.int32), live, np.zeros(1, np.float32))
     dt = time.perf_counter() - t0
     (logger.info if dt > 1.0 else logger.debug)("fusion CPU kernels ready in %.1f s", dt)
 
@@ -207,16 +211,26 @@ class PointMap:
         fresh = torch.arange(self._used, self._used + n - k, device=self.device)
         self._grow(self._used + n - k)
         self._used += n - k
-        return torch.cat([reused, fresh])
+        return self._cat([reused, fresh])
+
+    def _cat(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """torch.cat, or numpy's on the numba path (no torch thread pool waking for a copy)."""
+        if self._cpu is not None:
+            return torch.from_numpy(np.concatenate([t.numpy() for t in tensors]))
+        return torch.cat(tensors)
 
     def _kill(self, slots: torch.Tensor) -> None:
         if slots.numel() == 0:
             return
-        self._alive[slots] = False
-        self._conf[slots] = 0
+        if self._cpu is not None:
+            self._alive.numpy()[slots.numpy()] = False  # numpy fancy indexing: no torch thread pool
+            self._conf.numpy()[slots.numpy()] = 0
+        else:
+            self._alive[slots] = False
+            self._conf[slots] = 0
         for w in self._fw:
             w[slots] = 0
-        self._free = torch.cat([self._free, slots])
+        self._free = self._cat([self._free, slots])
         self._n_alive -= int(slots.numel())
 
     # ------------------------------------------------------------------ accessors
@@ -536,12 +550,16 @@ class PointMap:
         """The frame's pixels -> target per pixel (an existing slot, a new point or unused), then running averages
         of the targets and new points. Each pass has a torch and a numba (``self._cpu``) implementation."""
         hw = o["use"].numel()
-        target = torch.full((hw,), -1, dtype=torch.int64, device=self.device)  # slot, -(2 + new id), or -1 unused
-        n_cand, local = 0, None  # local: the index restricted to the blocks around this frame
+        if self._cpu is not None:  # numpy for whole-image fills: no torch thread pool on the numba path
+            target = torch.from_numpy(np.full(hw, -1, np.int64))
+        else:
+            target = torch.full((hw,), -1, dtype=torch.int64, device=self.device)
+        # target: slot, -(2 + new id), or -1 unused
+        n_cand = n_matched = 0
+        local = None  # the index restricted to the blocks around this frame
         if self._n_alive > 0:
             local = self._index.gather_blocks(self._candidate_blocks(o), self._keys.shift)
-            n_cand = self._associate(o, local, target)
-        n_matched = int((target >= 0).sum()) if n_cand else 0
+            n_cand, n_matched = self._associate(o, local, target)
         n_merged, new_keys = self._leftovers(o, local, target)
         n_new = 0 if new_keys is None else int(new_keys.numel())
         uslots, tid, wsum, wmax, mean = self._accumulate(o, target, n_new)
@@ -574,14 +592,20 @@ class PointMap:
         # new points
         if n_new:
             slots = self._allocate(n_new)
-            nm = mean[n_old:]
-            self._xyz.index_copy_(0, slots, nm[:, 0:3].contiguous())
-            self._nrm.index_copy_(0, slots, nm[:, 3:6] / nm[:, 3:6].norm(dim=1, keepdim=True).clamp(min=1e-12))
-            self._rgb.index_copy_(0, slots, nm[:, 6:9].contiguous())
-            self._conf.index_copy_(0, slots, wmax[n_old:].contiguous())
-            self._key[slots] = new_keys
-            self._birth[slots] = self._frame_no
-            self._alive[slots] = True
+            if self._cpu is not None:
+                self._cpu.write_new_points(
+                    slots.numpy(), mean.numpy(), wmax.numpy(), n_old, new_keys.numpy(), self._frame_no,
+                    self._xyz.numpy(), self._nrm.numpy(), self._rgb.numpy(), self._conf.numpy(), self._key.numpy(),
+                    self._birth.numpy(), self._alive.numpy())
+            else:
+                nm = mean[n_old:]
+                self._xyz.index_copy_(0, slots, nm[:, 0:3].contiguous())
+                self._nrm.index_copy_(0, slots, nm[:, 3:6] / nm[:, 3:6].norm(dim=1, keepdim=True).clamp(min=1e-12))
+                self._rgb.index_copy_(0, slots, nm[:, 6:9].contiguous())
+                self._conf.index_copy_(0, slots, wmax[n_old:].contiguous())
+                self._key[slots] = new_keys
+                self._birth[slots] = self._frame_no
+                self._alive[slots] = True
             for lvl in range(len(self._feat)):
                 self._feat[lvl][slots] = 0
                 self._fw[lvl][slots] = 0
@@ -646,6 +670,9 @@ class PointMap:
                     left, lk = left[~has], lk[~has]
         if left.numel() == 0:
             return n_merged, None
+        if self._cpu is not None:
+            return n_merged, torch.from_numpy(
+                self._cpu.group_new(left.numpy(), lk.numpy(), target.numpy(), cfg.merge_duplicates))
         if cfg.merge_duplicates:
             new_keys, inv = torch.unique(lk, sorted=True, return_inverse=True)
             target[left] = -(2 + inv)
@@ -750,9 +777,9 @@ class PointMap:
             out.append((ws, rows, fs / ws[rows, None]))
         return out
 
-    def _associate(self, o: dict, local: LayeredIndex, target: torch.Tensor) -> int:
+    def _associate(self, o: dict, local: LayeredIndex, target: torch.Tensor) -> tuple[int, int]:
         """Projective association (gradSLAM) of the live points in ``local``: target[pixel] = the map point the
-        pixel wins, (H*W,) in place. Returns the number of candidate points examined."""
+        pixel wins, (H*W,) in place. Returns the number of candidate points examined and of pixels matched."""
         h, w, intr = o["h"], o["w"], o["intr"]
         dev = target.device
         ckey, cand = local.entries()
@@ -765,12 +792,11 @@ class PointMap:
                 o["R"].numpy(), o["t"].numpy(), np.float32(intr.fx), np.float32(intr.fy), np.float32(intr.cx),
                 np.float32(intr.cy), h, w, o["use"].numpy(), o["vw"].numpy(), o["nw"].numpy(),
                 np.float32(self.config.dist_threshold_m ** 2), np.float32(self._cos_gate), q, d2, conf))
-            self._cpu.resolve_many_to_one(cand.numpy(), q, d2, conf, target.numpy())
-            return n_live
+            return n_live, self._cpu.resolve_many_to_one(cand.numpy(), q, d2, conf, target.numpy())
         if cand.numel():
             cand = cand[self._alive.index_select(0, cand) & (self._key.index_select(0, cand) == ckey)]
         if cand.numel() == 0:
-            return 0
+            return 0, 0
         p = self._xyz.index_select(0, cand)
         pc = (p - o["t"]) @ o["R"]  # R^T (p - t)
         z = pc[:, 2]
@@ -785,7 +811,7 @@ class PointMap:
         ok &= (d2 < self.config.dist_threshold_m ** 2) & (dot > self._cos_gate)
         sel = torch.nonzero(ok).squeeze(1)
         if sel.numel() == 0:
-            return int(cand.numel())
+            return int(cand.numel()), 0
         cs, qs, d2s = cand[sel], q[sel], d2[sel]
         hw = target.numel()
         conf = self._conf.index_select(0, cs)
@@ -800,7 +826,7 @@ class PointMap:
             0, qs, cs, "amin", include_self=True)
         k = first[qs] == cs
         target[qs[k]] = cs[k]
-        return int(cand.numel())
+        return int(cand.numel()), int((target >= 0).sum())
 
     # ------------------------------------------------------------------ bounded memory
     def _prune(self) -> int:
@@ -808,8 +834,13 @@ class PointMap:
         n = 0
         while self._births and self._births[0][0] <= self._frame_no - self.config.prune_after_frames:
             born, slots = self._births.popleft()
-            k = self._alive[slots] & (self._birth[slots] == born) & (self._conf[slots] < self.config.stable_confidence)
-            dead = slots[k]
+            if self._cpu is not None:
+                dead = torch.from_numpy(self._cpu.kill_unstable(
+                    slots.numpy(), born, np.float32(self.config.stable_confidence), self._birth.numpy(),
+                    self._alive.numpy(), self._conf.numpy()))
+            else:
+                k = self._alive[slots] & (self._birth[slots] == born) & (self._conf[slots] < self.config.stable_confidence)
+                dead = slots[k]
             self._kill(dead)
             n += int(dead.numel())
         return n

@@ -13,6 +13,7 @@ Coordinates outside +-2^(bits-1) blocks (about +-5 km at 1 cm voxels, 16-voxel b
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -157,6 +158,9 @@ class LayeredIndex:
 
     def entries(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(keys, slots) of every entry, main then delta."""
+        if self.kernels is not None:  # numpy copies: no torch thread pool on the numba path
+            return tuple(torch.from_numpy(np.concatenate([a.numpy(), b.numpy()]))
+                         for a, b in ((self.main.keys, self.delta.keys), (self.main.slots, self.delta.slots)))
         return torch.cat([self.main.keys, self.delta.keys]), torch.cat([self.main.slots, self.delta.slots])
 
     def insert(self, keys_sorted: torch.Tensor, slots: torch.Tensor, slot_key: torch.Tensor, alive: torch.Tensor) -> None:
