@@ -29,8 +29,11 @@ int32, alive bool), 8 B voxel key, 4 B per-frame scratch, 16 B index entry = 73 
 1.5x, so up to a third of the allocation may be unused. Per-frame cost: O(pixels + points near the frame);
 the index merge is O(N) once every ``index_delta_capacity`` new points, the cap eviction O(N) when it fires.
 Not differentiable; no loop closure / deformation: a pose correction after the fact does not move points.
-Speed on CPU is bound by many full-image tensor passes; with more torch threads than free cores (a
-shared machine) each pass waits on descheduled threads, so prefer torch.set_num_threads(1) there.
+Backends (``fusion.backend``): "torch" runs every pass as tensor ops (the reference, and the CUDA path); on a
+CPU that is bound by many full-image passes, and with more torch threads than free cores each pass waits on
+descheduled threads. "numba" (the CPU default when numba is installed) runs the same passes as fused loops in
+``cpu_kernels.py`` (same rules and tie-breaks; ``test_fusion_backends.py``) and uses no torch thread pool per
+frame; row-split kernels run on ``fusion.cpu_threads`` plain threads.
 """
 from __future__ import annotations
 
