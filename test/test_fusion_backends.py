@@ -62,11 +62,12 @@ def test_backend_is_chosen_and_checked():
 @pytest.mark.parametrize("cpu_threads, dim", [(1, 6), (3, 24)])
 def test_backends_agree_on_corridor_with_features_and_revisits(cpu_threads, dim):
     """Same counts every frame and the same map (slot for slot) on a walk that revisits, prunes, merges and
-    compacts its index;
-    narrow and wide features (torch takes different paths), the frame split between 3 threads (uneven chunks)."""
+    compacts its index; narrow (float32) and wide (float16) features, frames without semantics between
+    keyframes, the frame split between 3 threads (uneven chunks)."""
     walk = list(corridor_walk(Corridor(length_m=5.0), 8, INTR, step_m=0.4, noise_m=0.003, seed=5, back_and_forth=True))
     frames = walk + walk
-    ref, got = _run_both(frames, [_semantics(f, dim) for f in frames], prune_after_frames=4, cpu_threads=cpu_threads,
+    sem = [_semantics(f, dim) if i % 3 else None for i, f in enumerate(frames)]  # keyframes: every frame but 1 in 3
+    ref, got = _run_both(frames, sem, prune_after_frames=4, cpu_threads=cpu_threads,
                          index_delta_capacity=3000)  # small: index merges and compactions happen every frame or two
     assert ref.num_points > 5_000
     _assert_same_map(ref, got)

@@ -136,7 +136,7 @@ def test_features_follow_masks_and_uncovered_pixels_do_not_pollute(frames):
     m.integrate(f0, _semantics(f0, 6, levels=(False, False, True)))  # level 1 uncovered now
     assert torch.equal(m.feature_weight(1)[: len(w1)], w1) and torch.equal(m.features(1)[: len(f1)], f1)
     assert torch.all(m.feature_weight(2)[: len(w1)] > w1)
-    # the feature of every point is its wall's unit vector (float16 storage)
+    # the feature of every point is its wall's unit vector (float32 storage for D <= 16)
     table = _semantics(f0, 6).levels[1].features
     wall, _ = Corridor(length_m=6.0).wall_and_color(m.points_xyz.numpy())
     got = m.features(2).float().numpy()
@@ -162,7 +162,7 @@ def test_state_dict_roundtrip_and_resume(frames):
     with pytest.raises(ValueError):
         b.load_state_dict(bad)
     assert _state_equal(before, b.state_dict())
-    assert b.bytes_per_point == a.bytes_per_point == 73 + 3 * (4 * 2 + 4)
+    assert b.bytes_per_point == a.bytes_per_point == 73 + 3 * (4 * 4 + 4)  # D = 4: float32 storage
 
 
 def test_hard_cap_and_pruning(frames):

@@ -514,6 +514,40 @@ if AVAILABLE:
         return dead[:n].copy()
 
 
+    @njit(nogil=True, cache=True)
+    def update_features(rows, ws, fmean, n_old, uslots, wmax, wsum, feat, fw):
+        """Running means of one level's float32 features for the existing points among ``rows`` (targets < n_old):
+        the level's weight is the point's frame weight times the share of its pixel mass a mask covers."""
+        for r in range(rows.shape[0]):
+            t = rows[r]
+            if t >= n_old:
+                break  # rows ascend: new points follow
+            s = uslots[t]
+            wl = wmax[t] * ws[t] / wsum[t]
+            fwn = fw[s] + wl
+            b = wl / fwn
+            for c in range(feat.shape[1]):
+                feat[s, c] += b * (fmean[r, c] - feat[s, c])
+            fw[s] = fwn
+
+    @njit(nogil=True, cache=True)
+    def new_features(slots, rows, ws, fmean, n_old, wmax, wsum, feat, fw):
+        """One level's float32 features of the new points (slot slots[t - n_old] for target t >= n_old): the
+        frame's mean where a mask covers the point, else zero with weight zero."""
+        for j in range(slots.shape[0]):
+            fw[slots[j]] = 0.0
+            for c in range(feat.shape[1]):
+                feat[slots[j], c] = 0.0
+        for r in range(rows.shape[0]):
+            t = rows[r]
+            if t < n_old:
+                continue
+            s = slots[t - n_old]
+            for c in range(feat.shape[1]):
+                feat[s, c] = fmean[r, c]
+            fw[s] = wmax[t] * ws[t] / wsum[t]
+
+
 def run_split(kernel, n: int, n_threads: int, *args, align: int = 1) -> list:
     """kernel(*args, start, stop) over [0, n) in n_threads contiguous chunks (multiples of ``align``), on
     Python threads (the kernels release the GIL). Returns the kernels' results in chunk order. Plain threads

@@ -116,7 +116,9 @@ class PointMap:
 
     feature_dim: D of the language features, or None to take it from the first semantics given.
     device: "auto" (CUDA when available), "cpu", "cuda", or a torch.device. feature_dtype: storage type of
-    features (float16 halves memory; arithmetic is float32). One map per thread: not thread-safe.
+    features; None: float16 for D > 16 (halves memory of CLIP-sized features), float32 for narrow latents
+    (a few bytes more per point; the numba backend updates them in place). Arithmetic is float32.
+    One map per thread: not thread-safe.
     """
 
     def __init__(
@@ -124,18 +126,19 @@ class PointMap:
         config: FusionConfig | None = None,
         feature_dim: int | None = None,
         device: str | torch.device = "auto",
-        feature_dtype: torch.dtype = torch.float16,
+        feature_dtype: torch.dtype | None = None,
     ):
         self.config = config if config is not None else FusionConfig()
         self.config.validate()
         if feature_dim is not None and int(feature_dim) <= 0:
             raise ValueError(f"feature_dim must be positive or None, got {feature_dim}")
-        if not feature_dtype.is_floating_point:
+        if feature_dtype is not None and not feature_dtype.is_floating_point:
             raise ValueError(f"feature_dtype must be floating point, got {feature_dtype}")
         self.device = resolve_device(device)
         self._cpu = self._resolve_backend(self.config.backend)  # cpu_kernels, or None for the torch path
-        self.feature_dtype = feature_dtype
+        self._feature_dtype_arg = feature_dtype
         self._feature_dim = None if feature_dim is None else int(feature_dim)
+        self.feature_dtype = self._storage_dtype()
         self._keys = VoxelKeys(self.config.voxel_size_m, self.config.block_voxels)
         self._cos_gate = math.cos(math.radians(self.config.angle_threshold_deg))
         self._rays_cache: tuple[Intrinsics, torch.Tensor, torch.Tensor] | None = None
@@ -183,7 +186,14 @@ class PointMap:
         self._births: deque[tuple[int, torch.Tensor]] = deque()
         self._index = LayeredIndex(dev, self.config.index_delta_capacity, self._cpu)
 
+    def _storage_dtype(self) -> torch.dtype:
+        """The features' storage type: the one asked for, else by D (see the class docstring)."""
+        if self._feature_dtype_arg is not None:
+            return self._feature_dtype_arg
+        return torch.float32 if self._feature_dim is not None and self._feature_dim <= 16 else torch.float16
+
     def _alloc_features(self) -> None:
+        self.feature_dtype = self._storage_dtype()
         d = self._feature_dim
         self._feat = [torch.zeros(self._cap, d, dtype=self.feature_dtype, device=self.device) for _ in LEVELS]
         self._fw = [torch.zeros(self._cap, device=self.device) for _ in LEVELS]
@@ -580,6 +590,11 @@ class PointMap:
             else:
                 self._update_points(uslots, w_f, mean[:n_old])
             for lvl, (ws, rows, fm) in enumerate(fmean):
+                if self._cpu is not None and self.feature_dtype == torch.float32:
+                    self._cpu.update_features(rows.numpy(), ws.numpy(), fm.numpy(), n_old, uslots.numpy(),
+                                              wmax.numpy(), wsum.numpy(), self._feat[lvl].numpy(),
+                                              self._fw[lvl].numpy())
+                    continue
                 k = int(torch.searchsorted(rows, n_old))  # rows of existing points come first
                 if k == 0:
                     continue
@@ -610,6 +625,14 @@ class PointMap:
                 self._birth[slots] = self._frame_no
                 self._alive[slots] = True
             for lvl in range(len(self._feat)):
+                if self._cpu is not None and self.feature_dtype == torch.float32:
+                    if fmean:
+                        ws, rows, fm = (x.numpy() for x in fmean[lvl])
+                    else:  # no semantics this frame: new points start unseen
+                        ws, rows, fm = np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
+                    self._cpu.new_features(slots.numpy(), rows, ws, fm, n_old, wmax.numpy(), wsum.numpy(),
+                                           self._feat[lvl].numpy(), self._fw[lvl].numpy())
+                    continue
                 self._feat[lvl][slots] = 0
                 self._fw[lvl][slots] = 0
                 if fmean:
