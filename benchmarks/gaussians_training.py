@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
-import numpy as np
 import torch
 
 
@@ -55,73 +53,18 @@ def _pct(queries) -> str:
 
 def run_scene(a, seed: int):
     """Train one scene; -> (Markdown row, {"oracle" | "gauss" | "plain": [ViewQuery]})."""
-    from lang3d_ros.config import Lang3DConfig
-    from lang3d_ros.datasets.synthetic import DEFAULT_INTRINSICS, generate_scene, make_trajectory, render_frames
-    from lang3d_ros.gaussians.evaluation import gaussian_view_queries, oracle_view_queries
-    from lang3d_ros.gaussians.model import GaussianModel
-    from lang3d_ros.gaussians.query import LanguageQueryEngine
-    from lang3d_ros.gaussians.training import GaussianOptimizer, evaluate_psnr, language_coverage, make_keyframe, scene_extent
-    from lang3d_ros.gaussians.worker import points_from_frame
-    from lang3d_ros.mapping.build import ground_truth_tables
-    from lang3d_ros.semantics.autoencoder import SceneAutoencoder
-    from lang3d_ros.semantics.backends import build_semantics_backend
+    from lang3d_ros.gaussians.synthetic_eval import (SyntheticSceneSettings, gaussian_localization, oracle_localization,
+                                                     train_synthetic_scene)
 
-    cfg = Lang3DConfig()
-    cfg.gaussians.device = a.device
-    cfg.gaussians.downscale = 1
-    cfg.semantics.backend, cfg.semantics.gt_text_encoder = "ground_truth", "minilm"
-    scene = generate_scene(seed, n_objects=8)
-    frames = list(render_frames(scene, make_trajectory(scene, "orbit", a.frames, seed=seed),
-                                DEFAULT_INTRINSICS.scaled(a.width, a.height), seed=seed))
-    k = a.holdout_every
-    train, held = [f for i, f in enumerate(frames) if i % k], [f for i, f in enumerate(frames) if not i % k]
-    sem = build_semantics_backend(cfg.semantics, **ground_truth_tables(scene))
-    ae = SceneAutoencoder(sem.feature_dim, cfg.semantics.autoencoder, device="cpu")
-    sems = {id(f): sem.process(f) for f in frames}
-    for s in sems.values():
-        ae.add_features(torch.as_tensor(np.concatenate([lv.features for lv in s.levels if lv.num_masks])))
-    ae.train_steps(400)
-    enc = lambda x: ae.encode(torch.as_tensor(x)).detach()  # noqa: E731
-    kf_train = [make_keyframe(f, 1, a.device, sems[id(f)], enc) for f in train]
-    kf_held = [make_keyframe(f, 1, a.device, sems[id(f)], enc) for f in held]
-    pts, cols = zip(*(points_from_frame(f, stride=4) for f in train[::2]))
-    model = GaussianModel.from_points(np.concatenate(pts), np.concatenate(cols) / 255.0, device=a.device)
-    opt = GaussianOptimizer(model, cfg.gaussians, extent=scene_extent(model, kf_train))
-    rng = np.random.default_rng(0)
-    psnr0 = evaluate_psnr(model, kf_held, cfg.gaussians)
-    t0 = time.perf_counter()
-    for _ in range(a.rgb_iters):
-        opt.rgb_step(kf_train[rng.integers(len(kf_train))])
-    rgb_s = time.perf_counter() - t0
-    psnr1 = evaluate_psnr(model, kf_held, cfg.gaussians)
-
-    @torch.no_grad()
-    def latent_err() -> float:
-        """Mean L1 between rendered and target latents on masked pixels of the held-out views."""
-        errs = []
-        for k in kf_held:
-            out = model.render_latents(k.viewmat[None], k.K[None], k.width, k.height, cfg.gaussians)
-            img = out.image[0].reshape(k.height, k.width, 3, -1).permute(2, 0, 1, 3)
-            errs.append(float((img - k.lang_target).abs().mean(-1)[k.lang_mask].mean()))
-        return float(np.mean(errs))
-
-    err0 = latent_err()
-    t0 = time.perf_counter()
-    for _ in range(a.lang_iters):
-        opt.language_step(kf_train[rng.integers(len(kf_train))])
-    lang_s = time.perf_counter() - t0
-    err1 = latent_err()
-    cov = language_coverage(model, kf_train, cfg.gaussians)
-    g = cfg.gaussians
-    lat = (model.unit_latents() if g.normalize_latents else model.params["latents"]).detach()
-    res = {}
-    for name, kw in (("gauss", dict(coverage=cov, min_coverage=g.min_language_coverage, weight_by_latent_norm=g.weight_by_latent_norm)),
-                     ("plain", dict(coverage=None, weight_by_latent_norm=False))):
-        engine = LanguageQueryEngine(lat, lambda z: ae.decode(z), sem.text_encoder, codebook_size=0, device=a.device, **kw)
-        res[name] = gaussian_view_queries(engine, model, held, kf_held, sem.instance_labels, g)
-    res["oracle"] = oracle_view_queries(engine, held, kf_held, sem.instance_labels)
-    row = (f"| {seed} | {model.num_gaussians} | {a.rgb_iters / rgb_s:.2f} | {psnr0:.2f} -> {psnr1:.2f} | {a.lang_iters / lang_s:.2f} | "
-           f"{err0:.4f} -> {err1:.4f} | {_pct(res['oracle'])} | {_pct(res['gauss'])} | {_pct(res['plain'])} |")
+    settings = SyntheticSceneSettings(frames=a.frames, holdout_every=a.holdout_every, width_px=a.width, height_px=a.height,
+                                      rgb_iters=a.rgb_iters, lang_iters=a.lang_iters, device=a.device)
+    sc = train_synthetic_scene(seed, settings)
+    res = {"gauss": gaussian_localization(sc, gated=True), "plain": gaussian_localization(sc, gated=False),
+           "oracle": oracle_localization(sc)}
+    st = sc.stats
+    row = (f"| {seed} | {sc.model.num_gaussians} | {a.rgb_iters / st['rgb_s']:.2f} | {st['psnr_before_db']:.2f} -> {st['psnr_after_db']:.2f} | "
+           f"{a.lang_iters / st['lang_s']:.2f} | {st['latent_l1_before']:.4f} -> {st['latent_l1_after']:.4f} | "
+           f"{_pct(res['oracle'])} | {_pct(res['gauss'])} | {_pct(res['plain'])} |")
     return row, res
 
 
