@@ -561,6 +561,16 @@ def run_split(kernel, n: int, n_threads: int, *args, align: int = 1) -> list:
     return [first] + [f.result() for f in futures]
 
 
+def run_each(calls: list, n_threads: int) -> list:
+    """[(kernel, args), ...] run concurrently on up to n_threads plain threads (independent kernels, e.g. one
+    per semantic level); results in order."""
+    if n_threads <= 1 or len(calls) < 2:
+        return [k(*a) for k, a in calls]
+    futures = [_pool(n_threads).submit(k, *a) for k, a in calls[1:]]
+    first = calls[0][0](*calls[0][1])
+    return [first] + [f.result() for f in futures]
+
+
 _pools: dict[int, ThreadPoolExecutor] = {}
 
 

@@ -589,12 +589,15 @@ class PointMap:
                                     self._conf.numpy())
             else:
                 self._update_points(uslots, w_f, mean[:n_old])
-            for lvl, (ws, rows, fm) in enumerate(fmean):
-                if self._cpu is not None and self.feature_dtype == torch.float32:
-                    self._cpu.update_features(rows.numpy(), ws.numpy(), fm.numpy(), n_old, uslots.numpy(),
-                                              wmax.numpy(), wsum.numpy(), self._feat[lvl].numpy(),
-                                              self._fw[lvl].numpy())
-                    continue
+            if self._cpu is not None and self.feature_dtype == torch.float32 and fmean:
+                self._cpu.run_each([(self._cpu.update_features, (
+                    rows.numpy(), ws.numpy(), fm.numpy(), n_old, uslots.numpy(), wmax.numpy(), wsum.numpy(),
+                    self._feat[lvl].numpy(), self._fw[lvl].numpy())) for lvl, (ws, rows, fm) in enumerate(fmean)],
+                    self._threads())
+                fmean_torch = []
+            else:
+                fmean_torch = fmean
+            for lvl, (ws, rows, fm) in enumerate(fmean_torch):
                 k = int(torch.searchsorted(rows, n_old))  # rows of existing points come first
                 if k == 0:
                     continue
@@ -779,13 +782,12 @@ class PointMap:
         if self._feature_dim is None:
             self._feature_dim = int(o["sem"][0][1].shape[1])
             self._alloc_features()
+        if self._cpu is not None:  # the levels are independent: one thread each
+            calls = [(self._cpu.feature_means, (seg.numpy(), feats.numpy(), o["use"].numpy(), o["alpha"].numpy(),
+                                                tid.numpy(), n_t)) for seg, feats in o["sem"]]
+            return [tuple(torch.from_numpy(a) for a in r) for r in self._cpu.run_each(calls, self._threads())]
         out = []
         for seg, feats in o["sem"]:
-            if self._cpu is not None:
-                ws, rows, fmean = self._cpu.feature_means(seg.numpy(), feats.numpy(), o["use"].numpy(),
-                                                          o["alpha"].numpy(), tid.numpy(), n_t)
-                out.append((torch.from_numpy(ws), torch.from_numpy(rows), torch.from_numpy(fmean)))
-                continue
             cov = torch.nonzero(o["use"] & (seg >= 0)).squeeze(1)
             t, sg, a = tid[cov], seg[cov], o["alpha"][cov]
             ws = torch.zeros(n_t, device=self.device).index_add_(0, t, a)
