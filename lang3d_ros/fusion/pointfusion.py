@@ -25,7 +25,8 @@ Language features: per level, pixels with seg_map -1 add nothing; a point's leve
 covered pixels (``feature_weight(level)``), so uncovered frames never dilute its feature.
 Memory per point (``bytes_per_point``): 45 B of attributes (xyz, normal, colour, confidence float32, birth
 int32, alive bool), 8 B voxel key, 4 B per-frame scratch, 16 B index entry = 73 B without features; plus
-3 * (2 D + 4) B with 3-level float16 features of dim D (D = 3: 103 B; D = 512: 3157 B). Storage grows by
+3 * (e D + 4) B with 3-level features of dim D stored in e-byte floats (default float32 for D <= 16, float16
+above: D = 3: 121 B; D = 512: 3157 B). Storage grows by
 1.5x, so up to a third of the allocation may be unused. Per-frame cost: O(pixels + points near the frame);
 the index merge is O(N) once every ``index_delta_capacity`` new points, the cap eviction O(N) when it fires.
 Not differentiable; no loop closure / deformation: a pose correction after the fact does not move points.
