@@ -11,12 +11,16 @@ loops each, with the same rules and tie-breaks (see ``test/test_fusion_backends.
 - ``voxel_owner`` / ``neighbour_owner``: the duplicate merge of leftover pixels through a per-frame open-
   addressing hash of the entries in the frame's blocks (newest entry wins, as ``LayeredIndex.find``);
 - ``accumulate`` / ``update_points``: dense target ids in first-pixel order, alpha-weighted sums and the
-  running-average update of existing points.
+  running-average update of existing points; ``group_new`` / ``write_new_points``: new points;
+- ``feature_means`` / ``update_features`` / ``new_features``: per-level mask features (float32 storage);
+- ``candidate_blocks``, ``gather_blocks``, ``merge_sorted``, ``compact_sorted``: the voxel-block index
+  (``voxel_index.py``); ``kill_unstable``: pruning.
 
 Only for CPU tensors (float32 geometry, int64 slots); numba is optional: without it PointMap uses torch.
-Float sums may differ from torch's in the last bits (different summation order). The loops are serial and
-release the GIL: numba's parallel loops measured no faster here (the passes are memory-bound), and their
-OpenMP pool next to torch's made a loaded 2-core machine up to 40x slower (threads spinning on busy cores).
+Float sums may differ from torch's in the last bits (different summation order). Each kernel is a serial loop
+that releases the GIL; ``run_split`` / ``run_each`` spread row chunks or semantic levels over plain threads.
+numba's own parallel loops were not used: their OpenMP pool next to torch's made a loaded 2-core machine up to
+40x slower (threads spinning on busy cores).
 """
 from __future__ import annotations
 
