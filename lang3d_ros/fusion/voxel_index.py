@@ -137,6 +137,7 @@ class LayeredIndex:
         self.kernels = kernels  # see SortedLevel
         self.main = SortedLevel(device, kernels)
         self.delta = SortedLevel(device, kernels)
+        self._entries: tuple[torch.Tensor, torch.Tensor] | None = None  # cached entries() of a sub-index
 
     def __len__(self) -> int:
         return len(self.main) + len(self.delta)
@@ -154,10 +155,14 @@ class LayeredIndex:
         sub = LayeredIndex(self.device, self.delta_capacity, self.kernels)
         sub.main.keys, sub.main.slots = self.main.gather_blocks(block_keys, shift)
         sub.delta.keys, sub.delta.slots = self.delta.gather_blocks(block_keys, shift)
+        sub._entries = sub._concat_levels()  # a sub-index is never modified: its entries are built once
         return sub
 
     def entries(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(keys, slots) of every entry, main then delta."""
+        return self._entries if self._entries is not None else self._concat_levels()
+
+    def _concat_levels(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.kernels is not None:  # numpy copies: no torch thread pool on the numba path
             return tuple(torch.from_numpy(np.concatenate([a.numpy(), b.numpy()]))
                          for a, b in ((self.main.keys, self.delta.keys), (self.main.slots, self.delta.slots)))
@@ -165,6 +170,7 @@ class LayeredIndex:
 
     def insert(self, keys_sorted: torch.Tensor, slots: torch.Tensor, slot_key: torch.Tensor, alive: torch.Tensor) -> None:
         """Insert ascending keys; merge delta into main (dropping stale entries) when delta is full."""
+        self._entries = None
         self.delta = self.delta.merged(keys_sorted, slots)
         if len(self.delta) > self.delta_capacity:
             d = self.delta.compacted(slot_key, alive)
@@ -173,6 +179,7 @@ class LayeredIndex:
 
     def rebuild(self, keys: torch.Tensor, slots: torch.Tensor) -> None:
         """Replace everything by (keys, slots) in any order."""
+        self._entries = None
         order = torch.argsort(keys, stable=True)
         self.main = SortedLevel(self.device, self.kernels)
         self.main.keys, self.main.slots = keys[order].contiguous(), slots[order].contiguous()
