@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import textwrap
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,51 +35,87 @@ from lang3d_ros.semantics.config import SemanticsConfig
 class FramesConfig:
     """Frame ids (REP 105)."""
 
-    map_frame: str = "map"  # frame of the map, of every answer and of published clouds/markers
-    robot_frame: str = "base_link"  # the robot body, for navigation start poses from TF / odometry
-    camera_frame: str = ""  # optical frame of the camera; "" = take it from the image headers
+    map_frame: str = "map"
+    """Frame of the map, of every answer and of published clouds/markers."""
+    robot_frame: str = "base_link"
+    """The robot body, for navigation start poses from TF / odometry."""
+    camera_frame: str = ""
+    """Optical frame of the camera; "" = take it from the image headers."""
 
 
 @dataclass
 class RosConfig:
     """Topics, QoS and publishing of the nodes (names are relative to the node namespace unless absolute)."""
 
-    color_topic: str = "/camera/color/image_raw"  # sensor_msgs/Image rgb8|bgr8|rgba8|bgra8|mono8
-    depth_topic: str = "/camera/depth/image_rect_raw"  # sensor_msgs/Image 16UC1 (mm) | 32FC1 (m), registered to colour (RealSense: /camera/aligned_depth_to_color/image_raw)
-    camera_info_topic: str = "/camera/color/camera_info"  # sensor_msgs/CameraInfo of the colour camera (rectified: zero distortion)
-    pose_topic: str = "/camera/pose"  # geometry_msgs/PoseStamped of the camera optical frame in the map frame; "" = off
-    odom_topic: str = ""  # nav_msgs/Odometry of the robot (child frame = robot_frame) in the map frame; "" = off
-    use_tf: bool = False  # look up map -> camera optical frame in TF at each image stamp (needs tf2_ros)
-    camera_mount_xyz_rpy: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, -1.5707963, 0.0, -1.5707963])  # T_robot_camera (m, rad) for odom poses
-    depth_scale_m: float = 0.001  # metres per unit of 16UC1 depth (REP 118: millimetres)
-    sensor_qos_depth: int = 5  # history depth of the sensor subscriptions (best effort, volatile)
-    cloud_topic: str = "lang3d/map_cloud"  # sensor_msgs/PointCloud2 of the fused map (x y z rgb)
-    cloud_period_s: float = 2.0  # publish period of the map cloud; 0 = never
-    cloud_max_points: int = 200000  # the published cloud is subsampled to at most this many points
-    status_topic: str = "lang3d/map_status"  # lang3d_ros/MapStatus
+    color_topic: str = "/camera/color/image_raw"
+    """Sensor_msgs/Image rgb8|bgr8|rgba8|bgra8|mono8."""
+    depth_topic: str = "/camera/depth/image_rect_raw"
+    """Sensor_msgs/Image 16UC1 (mm) | 32FC1 (m), registered to colour (RealSense:
+    /camera/aligned_depth_to_color/image_raw)."""
+    camera_info_topic: str = "/camera/color/camera_info"
+    """Sensor_msgs/CameraInfo of the colour camera (rectified: zero distortion)."""
+    pose_topic: str = "/camera/pose"
+    """Geometry_msgs/PoseStamped of the camera optical frame in the map frame; "" = off."""
+    odom_topic: str = ""
+    """Nav_msgs/Odometry of the robot (child frame = robot_frame) in the map frame; "" = off."""
+    use_tf: bool = False
+    """Look up map -> camera optical frame in TF at each image stamp (needs tf2_ros)."""
+    camera_mount_xyz_rpy: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, -1.5707963, 0.0, -1.5707963])
+    """T_robot_camera (m, rad) for odom poses."""
+    depth_scale_m: float = 0.001
+    """Metres per unit of 16UC1 depth (REP 118: millimetres)."""
+    sensor_qos_depth: int = 5
+    """History depth of the sensor subscriptions (best effort, volatile)."""
+    cloud_topic: str = "lang3d/map_cloud"
+    """Sensor_msgs/PointCloud2 of the fused map (x y z rgb)."""
+    cloud_period_s: float = 2.0
+    """Publish period of the map cloud; 0 = never."""
+    cloud_max_points: int = 200000
+    """The published cloud is subsampled to at most this many points."""
+    status_topic: str = "lang3d/map_status"
+    """Lang3d_ros/MapStatus."""
     status_period_s: float = 1.0
-    markers_topic: str = "lang3d/markers"  # visualization_msgs/MarkerArray of the last answers
-    grid_topic: str = "lang3d/occupancy_grid"  # nav_msgs/OccupancyGrid used for navigation goals (transient local)
-    path_topic: str = "lang3d/path"  # nav_msgs/Path of the last navigation answer
-    goal_topic: str = "lang3d/goal"  # geometry_msgs/PoseStamped of the last navigation answer
-    map_dir: str = "~/.ros/lang3d_maps"  # where SaveMap writes when given no path
-    load_map: str = ""  # serve this map file at start-up (query server without mapping)
-    ground_truth_file: str = ""  # synthetic scenes only: ground truth JSON for the ground_truth semantics backend
-    llm_preload: bool = True  # load the 3D-LLM in the background at start-up (the parser answers meanwhile)
+    """TODO-DESCRIBE"""
+    markers_topic: str = "lang3d/markers"
+    """Visualization_msgs/MarkerArray of the last answers."""
+    grid_topic: str = "lang3d/occupancy_grid"
+    """Nav_msgs/OccupancyGrid used for navigation goals (transient local)."""
+    path_topic: str = "lang3d/path"
+    """Nav_msgs/Path of the last navigation answer."""
+    goal_topic: str = "lang3d/goal"
+    """Geometry_msgs/PoseStamped of the last navigation answer."""
+    map_dir: str = "~/.ros/lang3d_maps"
+    """Where SaveMap writes when given no path."""
+    load_map: str = ""
+    """Serve this map file at start-up (query server without mapping)."""
+    ground_truth_file: str = ""
+    """Synthetic scenes only: ground truth JSON for the ground_truth semantics backend."""
+    llm_preload: bool = True
+    """Load the 3D-LLM in the background at start-up (the parser answers meanwhile)."""
 
 
 @dataclass
 class Lang3DConfig:
     frames: FramesConfig = field(default_factory=FramesConfig)
+    """TODO-DESCRIBE"""
     ros: RosConfig = field(default_factory=RosConfig)
+    """TODO-DESCRIBE"""
     mapping: MappingConfig = field(default_factory=MappingConfig)
+    """TODO-DESCRIBE"""
     semantics: SemanticsConfig = field(default_factory=SemanticsConfig)
+    """TODO-DESCRIBE"""
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    """TODO-DESCRIBE"""
     gaussians: GaussianConfig = field(default_factory=GaussianConfig)
+    """TODO-DESCRIBE"""
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    """TODO-DESCRIBE"""
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    """TODO-DESCRIBE"""
     navigation: NavigationConfig = field(default_factory=NavigationConfig)
+    """TODO-DESCRIBE"""
     llm: LLMConfig = field(default_factory=LLMConfig)
+    """TODO-DESCRIBE"""
 
 
 def parameters_from_yaml(path: str | Path, node_name: str | None = None) -> dict:
@@ -131,26 +168,25 @@ def dump_config(config: Lang3DConfig) -> str:
 
 
 # ------------------------------------------------------------------------------- flat parameter view
-def _field_comments(cls: type) -> dict[str, str]:
-    """``name: type = default  # comment`` -> {name: comment}, read from the class source (for descriptions)."""
+def field_docs(cls: type) -> dict[str, str]:
+    """{field name: the docstring written under it} for a dataclass (nerfstudio style), read from its source."""
     try:
-        lines, _ = inspect.getsourcelines(cls)
-    except (OSError, TypeError):
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
         return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     out = {}
-    names = {f.name for f in dataclasses.fields(cls)}
-    for line in lines:
-        code, _, comment = line.partition("#")
-        name = code.split(":")[0].strip()
-        if name in names and comment.strip():
-            out[name] = comment.strip()
+    for st, nxt in zip(body, body[1:]):
+        if (isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            out[st.target.id] = " ".join(nxt.value.value.split())
     return out
 
 
 def flat_parameters(config: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
     """Every leaf of a (nested) config as (dotted name, value, description), in declaration order."""
     out = []
-    comments = _field_comments(type(config))
+    docs = field_docs(type(config))
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
@@ -158,7 +194,7 @@ def flat_parameters(config: Any, prefix: str = "") -> list[tuple[str, Any, str]]
         if dataclasses.is_dataclass(value):
             out += flat_parameters(value, name + ".")
         else:
-            desc = comments.get(f.name) or f"{type(config).__name__}.{f.name} ({getattr(hints[f.name], '__name__', hints[f.name])})"
+            desc = docs.get(f.name, "")
             out.append((name, value, desc))
     return out
 

