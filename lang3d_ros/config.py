@@ -48,16 +48,16 @@ class RosConfig:
     """Topics, QoS and publishing of the nodes (names are relative to the node namespace unless absolute)."""
 
     color_topic: str = "/camera/color/image_raw"
-    """Sensor_msgs/Image rgb8|bgr8|rgba8|bgra8|mono8."""
+    """sensor_msgs/Image rgb8|bgr8|rgba8|bgra8|mono8."""
     depth_topic: str = "/camera/depth/image_rect_raw"
-    """Sensor_msgs/Image 16UC1 (mm) | 32FC1 (m), registered to colour (RealSense:
+    """sensor_msgs/Image 16UC1 (mm) | 32FC1 (m), registered to colour (RealSense:
     /camera/aligned_depth_to_color/image_raw)."""
     camera_info_topic: str = "/camera/color/camera_info"
-    """Sensor_msgs/CameraInfo of the colour camera (rectified: zero distortion)."""
+    """sensor_msgs/CameraInfo of the colour camera (rectified: zero distortion)."""
     pose_topic: str = "/camera/pose"
-    """Geometry_msgs/PoseStamped of the camera optical frame in the map frame; "" = off."""
+    """geometry_msgs/PoseStamped of the camera optical frame in the map frame; "" = off."""
     odom_topic: str = ""
-    """Nav_msgs/Odometry of the robot (child frame = robot_frame) in the map frame; "" = off."""
+    """nav_msgs/Odometry of the robot (child frame = robot_frame) in the map frame; "" = off."""
     use_tf: bool = False
     """Look up map -> camera optical frame in TF at each image stamp (needs tf2_ros)."""
     camera_mount_xyz_rpy: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, -1.5707963, 0.0, -1.5707963])
@@ -67,7 +67,7 @@ class RosConfig:
     sensor_qos_depth: int = 5
     """History depth of the sensor subscriptions (best effort, volatile)."""
     cloud_topic: str = "lang3d/map_cloud"
-    """Sensor_msgs/PointCloud2 of the fused map (x y z rgb)."""
+    """sensor_msgs/PointCloud2 of the fused map (x y z rgb)."""
     cloud_period_s: float = 2.0
     """Publish period of the map cloud; 0 = never."""
     cloud_max_points: int = 200000
@@ -75,15 +75,15 @@ class RosConfig:
     status_topic: str = "lang3d/map_status"
     """Lang3d_ros/MapStatus."""
     status_period_s: float = 1.0
-    """TODO-DESCRIBE"""
+    """Publish period of MapStatus (s)."""
     markers_topic: str = "lang3d/markers"
-    """Visualization_msgs/MarkerArray of the last answers."""
+    """visualization_msgs/MarkerArray of the last answers."""
     grid_topic: str = "lang3d/occupancy_grid"
-    """Nav_msgs/OccupancyGrid used for navigation goals (transient local)."""
+    """nav_msgs/OccupancyGrid used for navigation goals (transient local)."""
     path_topic: str = "lang3d/path"
-    """Nav_msgs/Path of the last navigation answer."""
+    """nav_msgs/Path of the last navigation answer."""
     goal_topic: str = "lang3d/goal"
-    """Geometry_msgs/PoseStamped of the last navigation answer."""
+    """geometry_msgs/PoseStamped of the last navigation answer."""
     map_dir: str = "~/.ros/lang3d_maps"
     """Where SaveMap writes when given no path."""
     load_map: str = ""
@@ -97,25 +97,25 @@ class RosConfig:
 @dataclass
 class Lang3DConfig:
     frames: FramesConfig = field(default_factory=FramesConfig)
-    """TODO-DESCRIBE"""
+    """Frame ids (REP 105)."""
     ros: RosConfig = field(default_factory=RosConfig)
-    """TODO-DESCRIBE"""
+    """Topics, QoS and files of the nodes."""
     mapping: MappingConfig = field(default_factory=MappingConfig)
-    """TODO-DESCRIBE"""
+    """The online mapping loop."""
     semantics: SemanticsConfig = field(default_factory=SemanticsConfig)
-    """TODO-DESCRIBE"""
+    """2D semantics: SAM masks at three levels and CLIP per mask."""
     fusion: FusionConfig = field(default_factory=FusionConfig)
-    """TODO-DESCRIBE"""
+    """PointFusion of RGB-D frames."""
     gaussians: GaussianConfig = field(default_factory=GaussianConfig)
-    """TODO-DESCRIBE"""
+    """Language Gaussians (LangSplat) trained beside mapping."""
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
-    """TODO-DESCRIBE"""
+    """Answering text queries on the map."""
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
-    """TODO-DESCRIBE"""
+    """Labelling the map's objects."""
     navigation: NavigationConfig = field(default_factory=NavigationConfig)
-    """TODO-DESCRIBE"""
+    """Occupancy grid, standoff goals and paths."""
     llm: LLMConfig = field(default_factory=LLMConfig)
-    """TODO-DESCRIBE"""
+    """The 3D-LLM that reads the scene (and its parser fallback)."""
 
 
 def parameters_from_yaml(path: str | Path, node_name: str | None = None) -> dict:

@@ -19,9 +19,9 @@ class FusionConfig:
     angle_threshold_deg: float = 20.0
     """Projective association normal gate."""
     min_depth_m: float = 0.1
-    """TODO-DESCRIBE"""
+    """Depth readings closer than this (metres) are invalid (sensor minimum range)."""
     max_depth_m: float = 8.0
-    """TODO-DESCRIBE"""
+    """Depth readings farther than this (metres) are invalid (noise grows with the square of depth)."""
     voxel_size_m: float = 0.01
     """Duplicate merge grid."""
     merge_duplicates: bool = True
@@ -39,7 +39,7 @@ class FusionConfig:
     stable_confidence: float = 1.5
     """Points below this after `prune_after_frames` frames are pruned."""
     prune_after_frames: int = 30
-    """TODO-DESCRIBE"""
+    """Frames after its birth at which a point still below stable_confidence is pruned."""
     device: str = "auto"
     """Auto | cpu | cuda."""
     backend: str = "auto"

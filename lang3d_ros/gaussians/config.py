@@ -7,22 +7,23 @@ from dataclasses import dataclass
 @dataclass
 class GaussianConfig:
     device: str = "auto"
-    """Auto | cpu | cuda."""
+    """Where Gaussians train and render: auto (CUDA when available) | cpu | cuda."""
     backend: str = "auto"
-    """Auto (gsplat on CUDA, torch otherwise) | gsplat | torch."""
+    """Rasterizer: auto (gsplat on CUDA, the tiled torch rasterizer otherwise) | gsplat | torch."""
     near_m: float = 0.01
-    """Rendering (gsplat defaults; the CPU rasterizer follows the same rules)."""
+    """Near clip distance (m): Gaussians closer to the camera are not rendered (gsplat's default; the CPU rasterizer
+    follows the same rules)."""
     far_m: float = 1e10
-    """TODO-DESCRIBE"""
+    """Far clip distance (m) of rendering."""
     eps2d: float = 0.3
     """Low-pass added to the 2D covariance diagonal, pixels^2."""
     tile_size: int = 16
-    """TODO-DESCRIBE"""
+    """Tile edge in pixels of the rasterizer (gsplat's default 16)."""
     # initialisation
     sh_degree: int = 0
     """0: colour as SH DC only; up to 3 stores f_rest."""
     init_opacity: float = 0.1
-    """TODO-DESCRIBE"""
+    """Opacity of newly initialised Gaussians (3DGS: 0.1)."""
     init_scale_factor: float = 1.0
     """Scale = factor * mean distance to the 3 nearest neighbours."""
     normal_flatness: float = 0.1
@@ -34,50 +35,51 @@ class GaussianConfig:
     (coarse geometry) it lets small objects' Gaussians flip to a neighbour's latent (docs/BENCHMARKS.md, Language
     Gaussians)."""
     max_init_points: int = 2_000_000
-    """TODO-DESCRIBE"""
+    """At most this many points initialise Gaussians (randomly subsampled above it)."""
     # RGB training (3DGS learning rates; position lr in metres, scaled by scene extent)
     downscale: int = 2
     """Train at 1/downscale resolution."""
     lr_means: float = 1.6e-4
-    """TODO-DESCRIBE"""
+    """Adam learning rate of positions, times the scene extent (3DGS: 1.6e-4)."""
     lr_quats: float = 1e-3
-    """TODO-DESCRIBE"""
+    """Adam learning rate of rotations (3DGS: 1e-3)."""
     lr_scales: float = 5e-3
-    """TODO-DESCRIBE"""
+    """Adam learning rate of log-scales (3DGS: 5e-3)."""
     lr_opacities: float = 5e-2
-    """TODO-DESCRIBE"""
+    """Adam learning rate of opacity logits (3DGS: 5e-2)."""
     lr_colors: float = 2.5e-3
-    """TODO-DESCRIBE"""
+    """Adam learning rate of colours / SH DC (3DGS: 2.5e-3)."""
     lr_latents: float = 2.5e-3
-    """TODO-DESCRIBE"""
+    """Adam learning rate of the language latents (LangSplat: 2.5e-3)."""
     ssim_lambda: float = 0.2
     """Loss = (1 - l) * L1 + l * (1 - SSIM)."""
     rgb_iterations: int = 3000
-    """TODO-DESCRIBE"""
+    """Iterations of the RGB phase (geometry and colour) before the language phase starts."""
     language_iterations: int = 3000
-    """TODO-DESCRIBE"""
+    """Iterations of the language phase (latents only, RGB frozen)."""
     densify_from: int = 500
-    """Densification (3DGS: every 100 iterations from 500 until 15k, grad threshold 2e-4 in NDC)."""
+    """First iteration of densification (3DGS: every 100 iterations from 500 until 15k, gradient threshold 2e-4 in
+    NDC)."""
     densify_until: int = 15_000
-    """TODO-DESCRIBE"""
+    """Last iteration of densification."""
     densify_every: int = 100
-    """TODO-DESCRIBE"""
+    """Densify (clone / split / prune) every this many iterations."""
     densify_grad_threshold: float = 2e-4
-    """TODO-DESCRIBE"""
+    """Mean view-space position gradient (NDC) above which a Gaussian is cloned or split."""
     densify_scale_fraction: float = 0.01
     """Clone if max scale <= fraction * extent, else split."""
     prune_opacity: float = 0.005
-    """TODO-DESCRIBE"""
+    """Gaussians whose opacity falls below this are pruned at densification steps."""
     max_gaussians: int = 3_000_000
-    """TODO-DESCRIBE"""
+    """Hard cap on the number of Gaussians; densification stops adding above it."""
     queue_size: int = 64
-    """Online worker."""
+    """Keyframes waiting for the online trainer; a full queue drops the keyframe (counted)."""
     log_every: int = 100
-    """TODO-DESCRIBE"""
+    """Log training loss and PSNR every this many iterations."""
     codebook_size: int = 512
-    """3D queries."""
+    """3D queries: k-means codebook size over the Gaussians' decoded features."""
     kmeans_iterations: int = 20
-    """TODO-DESCRIBE"""
+    """Lloyd iterations of that k-means."""
     relevancy_smoothing_px: int = 5
     """Mean filter size for 2D relevancy maps (LERF protocol)."""
     min_language_coverage: float = 0.5

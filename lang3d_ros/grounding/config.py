@@ -11,13 +11,13 @@ class ClusterConfig:
     clustered centroid's label; ``min_samples`` always counts raw points."""
 
     eps_m: float = 0.08
-    """TODO-DESCRIBE"""
+    """DBSCAN neighbourhood radius (m)."""
     min_samples: int = 5
-    """TODO-DESCRIBE"""
+    """DBSCAN core-point count (raw points within eps_m)."""
     voxel_size_m: float = 0.02
     """First subsampling grid when there are more than max_points points."""
     max_points: int = 20_000
-    """TODO-DESCRIBE"""
+    """Above this many points, cluster voxel centroids instead of raw points."""
 
     def validate(self) -> None:
         if self.eps_m <= 0 or self.voxel_size_m <= 0:
@@ -36,7 +36,7 @@ class GroundingConfig:
     relative_threshold: float = 0.8
     """Fraction of the best point's relevancy."""
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    """TODO-DESCRIBE"""
+    """Clustering of the relevant points into instances."""
     min_points: int = 20
     """Instances with fewer raw points are dropped."""
     box_percentile: float = 1.0
@@ -44,9 +44,9 @@ class GroundingConfig:
     score_top_fraction: float = 0.1
     """Score = mean relevancy of the instance's top 10 % points."""
     min_score: float = 0.5
-    """TODO-DESCRIBE"""
+    """Instances scoring below this are not returned."""
     top_k: int = 5
-    """TODO-DESCRIBE"""
+    """At most this many instances per query (a request's max_results overrides it)."""
 
     def validate(self) -> None:
         if not 0.0 <= self.absolute_threshold < 1.0:
@@ -77,17 +77,17 @@ class ExtractionConfig:
     per label, instances labelled by their mean feature."""
 
     vocabulary: list[str] = field(default_factory=lambda: list(DEFAULT_VOCABULARY))
-    """TODO-DESCRIBE"""
+    """Object labels the map's instances are classified into (open vocabulary: any phrases)."""
     structure_labels: list[str] = field(default_factory=lambda: ["floor", "wall", "ceiling"])
-    """TODO-DESCRIBE"""
+    """Phrases for room structure; points closest to these are not objects."""
     keep_structure: bool = False
     """True: keep structure instances (label "structure:<phrase>")."""
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    """TODO-DESCRIBE"""
+    """Clustering of each label's points into instances."""
     min_points: int = 30
-    """TODO-DESCRIBE"""
+    """Instances with fewer raw points are dropped."""
     box_percentile: float = 1.0
-    """TODO-DESCRIBE"""
+    """Clip this percentile off both ends of each box axis (outliers)."""
     label_temperature: float = 100.0
     """CLIP logit scale for label_scores = softmax(T * cos)."""
     min_similarity: float = 0.0
@@ -99,7 +99,7 @@ class ExtractionConfig:
     planar_min_fraction: float = 0.85
     """... that hold this fraction of its points is structure."""
     planar_max_planes: int = 4
-    """TODO-DESCRIBE"""
+    """... at most this many slabs (a wall, a floor, a corner)."""
 
     def validate(self) -> None:
         if not self.vocabulary:

@@ -26,7 +26,7 @@ class LLMConfig:
     api_key_env: str = ""
     """Openai: name of the environment variable holding the key (never the key itself)."""
     timeout_s: float = 20.0
-    """TODO-DESCRIBE"""
+    """Longest a model call may take before the parser's answer is used."""
     max_new_tokens: int = 64
     """Hard cap on what one request may ask for."""
     max_output_chars: int = 2000
@@ -34,7 +34,7 @@ class LLMConfig:
     max_query_chars: int = 1024
     """Longer queries are rejected with ValueError."""
     mode: str = "llm_first"
-    """Llm_first: model, then the parser when its output is invalid | parser_only."""
+    """llm_first: model, then the parser when its output is invalid | parser_only."""
     device: str = "cpu"
     """Cpu | cuda | auto (transformers backends)."""
     loc_bins: int = 256

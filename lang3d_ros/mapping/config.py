@@ -33,9 +33,9 @@ class KeyframeConfig:
 @dataclass
 class MappingConfig:
     sync: SyncConfig = field(default_factory=SyncConfig)
-    """TODO-DESCRIBE"""
+    """Pairing of colour, depth and pose streams."""
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
-    """TODO-DESCRIBE"""
+    """When a frame becomes a keyframe (semantics run on keyframes only)."""
     frame_queue_size: int = 2
     """Frames waiting for fusion; a full queue drops the newest frame (counted)."""
     keyframe_queue_size: int = 4
@@ -43,8 +43,8 @@ class MappingConfig:
     fuse_every_frame: bool = True
     """False: fuse keyframes only (lighter CPU load)."""
     autoencoder_steps_per_keyframe: int = 50
-    """TODO-DESCRIBE"""
+    """Scene-autoencoder training steps after each keyframe's masks are added."""
     train_gaussians: bool = True
-    """TODO-DESCRIBE"""
+    """Train language Gaussians beside mapping (slow on a CPU)."""
     gaussians_start_keyframes: int = 5
     """Start language-Gaussian training after this many keyframes."""

