@@ -14,6 +14,7 @@ import ast
 import dataclasses
 import inspect
 import textwrap
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,17 @@ def field_docs(cls: type) -> dict[str, str]:
     return out
 
 
+def literal_choices(tp) -> tuple:
+    """The allowed values of a ``Literal[...]`` type (also inside ``Optional``), else ()."""
+    if typing.get_origin(tp) is typing.Literal:
+        return typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if typing.get_origin(arg) is typing.Literal:
+                return typing.get_args(arg)
+    return ()
+
+
 def flat_parameters(config: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
     """Every leaf of a (nested) config as (dotted name, value, description), in declaration order."""
     out = []
@@ -195,6 +207,9 @@ def flat_parameters(config: Any, prefix: str = "") -> list[tuple[str, Any, str]]
             out += flat_parameters(value, name + ".")
         else:
             desc = docs.get(f.name, "")
+            choices = literal_choices(hints[f.name])
+            if choices and "|" not in desc:
+                desc = f"{desc} One of: {' | '.join(map(str, choices))}.".strip()
             out.append((name, value, desc))
     return out
 
