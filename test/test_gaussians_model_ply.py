@@ -62,6 +62,7 @@ def _trained_like(garden, sh_degree=1) -> GaussianModel:
     g = torch.Generator().manual_seed(0)
     for k, v in m.params.items():  # arbitrary float32 values everywhere, as after training
         m.params[k] = v + torch.randn(v.shape, generator=g)
+    m.codes = torch.randint(-1, 2**31 - 1, m.codes.shape, generator=g, dtype=torch.int32)
     return m
 
 
@@ -70,17 +71,49 @@ def test_save_reload_is_bit_identical_with_metadata_and_autoencoder(tmp_path, ga
     decoder = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.ReLU(), torch.nn.Linear(16, 512))
     path = save_gaussians(tmp_path / "map.ply", model, {"scene": "garden", "iterations": 7}, decoder.state_dict())
     loaded = load_gaussians(path)
-    assert loaded.version == 1 and loaded.metadata == {"scene": "garden", "iterations": 7}
+    assert loaded.version == 2 and loaded.metadata == {"scene": "garden", "iterations": 7}
     assert loaded.model.sh_degree == 1
     for k, v in model.params.items():
         w = loaded.model.params[k]
         assert w.dtype == torch.float32 and torch.equal(v.view(torch.int32), w.view(torch.int32)), k
+    assert loaded.model.codes.dtype == torch.int32 and torch.equal(loaded.model.codes, model.codes)
     for k, v in decoder.state_dict().items():
         assert torch.equal(v, loaded.autoencoder_state[k])
     assert [p.name for p in tmp_path.iterdir()] == ["map.ply"]  # no temp files left behind
     # a standard 3DGS reader sees the usual properties first
     header = path.read_bytes().split(b"end_header\n")[0].decode()
     assert "element vertex 5000" in header and "property float f_rest_8" in header and "property float lang_2_2" in header
+    assert "property float lang_2_2\nproperty int seg_0\nproperty int seg_1\nproperty int seg_2\n" in header
+
+
+def test_version_1_file_without_codes_loads_with_no_codes(tmp_path, garden):
+    """A file written before instance codes (version 1: float properties only) still loads; its codes are -1."""
+    from lang3d_ros.gaussians import ply
+
+    model = _trained_like(garden, sh_degree=0)
+    path = save_gaussians(tmp_path / "new.ply", model)
+    header, body = path.read_bytes().split(b"end_header\n", 1)
+    rec = np.frombuffer(body, dtype=ply._vertex_array(model).dtype)
+    floats = [n for n in rec.dtype.names if not n.startswith("seg_")]
+    old_body = np.stack([rec[n] for n in floats], axis=1).astype("<f4").tobytes()
+    import json
+    import zlib
+
+    lines = header.decode().split("\n")
+    info = json.loads(lines[2].split(ply.MAGIC_COMMENT, 1)[1])
+    info.update(version=1, vertex_crc32=zlib.crc32(old_body))
+    lines[2] = f"comment {ply.MAGIC_COMMENT} {json.dumps(info)}"
+    lines = [ln for ln in lines if not ln.startswith("property int seg_")]
+    (tmp_path / "old.ply").write_bytes(("\n".join(lines) + "end_header\n").encode() + old_body)
+    loaded = load_gaussians(tmp_path / "old.ply")
+    assert loaded.version == 1 and bool((loaded.model.codes == -1).all())
+    assert torch.equal(loaded.model.latents, model.latents)
+    # a version-2 file that lost its codes is corrupt, not old
+    info.update(version=2)
+    lines[2] = f"comment {ply.MAGIC_COMMENT} {json.dumps(info)}"
+    (tmp_path / "bad.ply").write_bytes(("\n".join(lines) + "end_header\n").encode() + old_body)
+    with pytest.raises(ValueError, match="instance-code"):
+        load_gaussians(tmp_path / "bad.ply")
 
 
 def test_reading_truncated_foreign_or_corrupt_files_raises(tmp_path, garden):
@@ -100,7 +133,7 @@ def test_reading_truncated_foreign_or_corrupt_files_raises(tmp_path, garden):
     (tmp_path / "flip.ply").write_bytes(bytes(bad))
     with pytest.raises(ValueError, match="checksum"):
         load_gaussians(tmp_path / "flip.ply")
-    (tmp_path / "future.ply").write_bytes(data.replace(b'{"version": 1', b'{"version": 9', 1))
+    (tmp_path / "future.ply").write_bytes(data.replace(b'{"version": 2', b'{"version": 9', 1))
     with pytest.raises(ValueError, match="newer"):
         load_gaussians(tmp_path / "future.ply")
     with pytest.raises(ValueError, match="does not exist"):

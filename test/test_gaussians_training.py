@@ -87,6 +87,7 @@ def test_densify_clones_splits_prunes_and_keeps_adam_state_aligned(garden_scene)
     pts, cols, frames, _ = garden_scene
     model = GaussianModel.from_points(pts[:2000], cols[:2000], config=CFG, device="cpu")
     kf = make_keyframe(frames[0], 1)
+    model.codes = torch.arange(2000 * 3, dtype=torch.int32).reshape(2000, 3)  # distinct codes: parents traceable
     opt = GaussianOptimizer(model, CFG, extent=1.0)
     opt.rgb_step(kf)
     with torch.no_grad():
@@ -104,6 +105,13 @@ def test_densify_clones_splits_prunes_and_keeps_adam_state_aligned(garden_scene)
         if group["name"] != "sh_rest":  # no SH bands above 0: no gradient, no Adam state
             assert opt.rgb_opt.state[p]["exp_avg"].shape == p.shape
     assert torch.allclose(model.scales()[-20:], torch.full((20, 3), 0.5 / 1.6))  # split children
+    # survivors keep their codes, clones and both split halves inherit their parent's
+    codes = model.codes.reshape(-1, 3)
+    assert codes.shape == (model.num_gaussians, 3)
+    parents = torch.arange(2000 * 3, dtype=torch.int32).reshape(2000, 3)
+    survivors = torch.cat([torch.arange(10, 20), torch.arange(30, 2000)])
+    assert torch.equal(codes[:-30], parents[survivors])
+    assert torch.equal(codes[-30:], torch.cat([parents[10:20], parents[:10], parents[:10]]))
     opt.rgb_step(kf)  # Adam still steps on the resized tensors
 
 
@@ -139,12 +147,21 @@ def test_language_training_fits_mask_latents_with_rgb_frozen(garden_scene):
 
 
 def test_online_trainer_worker(garden_scene, tmp_path):
-    _, _, frames, labels = garden_scene
+    pts, _, frames, labels = garden_scene
     feats = np.eye(4, 8, dtype=np.float32)
     enc = torch.nn.Linear(8, 3)
     cfg = GaussianConfig(device="cpu", backend="torch", downscale=2, rgb_iterations=25, language_iterations=10,
-                         densify_from=10, densify_every=10, queue_size=2, log_every=10)
-    trainer = GaussianTrainer(cfg, encoder=enc, init_stride=2)
+                         densify_from=10, densify_every=10, queue_size=2, log_every=10, code_refresh_every=10,
+                         code_max_distance_m=0.5)
+    _, region = kmeans(torch.from_numpy(pts), 4, iterations=10)
+    point_labels = np.stack([region.numpy(), region.numpy(), region.numpy() + 10], axis=1).astype(np.int32)
+    calls = []
+
+    def label_source():
+        calls.append(1)
+        return pts, point_labels, None
+
+    trainer = GaussianTrainer(cfg, encoder=enc, init_stride=2, label_source=label_source)
     assert trainer.status()["state"] == "idle"
     with pytest.raises(ValueError, match="no model"):
         trainer.snapshot()
@@ -174,3 +191,40 @@ def test_online_trainer_worker(garden_scene, tmp_path):
     assert loaded.metadata["trainer"]["rgb_iterations"] == 25 and loaded.metadata["scene"] == "garden"
     assert torch.equal(loaded.model.latents, trainer.snapshot().latents)
     assert float(loaded.model.latents.abs().sum()) > 0
+    # instance codes: refreshed during training and when done, from the nearest labelled points, saved in the PLY
+    assert len(calls) >= 3
+    snap = trainer.snapshot()
+    codes = snap.codes.numpy()
+    assert st["coded_gaussians"] == int((codes >= 0).any(axis=1).sum()) > 0.9 * snap.num_gaussians
+    coded = codes[:, 0] >= 0
+    assert np.array_equal(codes[coded, 2], codes[coded, 0] + 10) and np.array_equal(codes[:, 1], codes[:, 0])
+    from scipy.spatial import cKDTree
+
+    nearest = point_labels[cKDTree(pts).query(snap.means.numpy())[1], 0]
+    assert np.mean(nearest[coded] == codes[coded, 0]) > 0.9
+    assert torch.equal(loaded.model.codes, snap.codes)
+
+
+def test_online_trainer_grows_gaussians_where_a_new_keyframe_is_not_covered(garden_scene):
+    _, _, frames, _ = garden_scene
+    covered = {}
+    for grow in (False, True):
+        cfg = GaussianConfig(device="cpu", backend="torch", downscale=1, rgb_iterations=3, language_iterations=0,
+                             densify_from=100, init_opacity=0.5, grow_from_keyframes=grow)
+        trainer = GaussianTrainer(cfg, init_stride=2)
+        trainer.add_keyframe(frames[0])
+        trainer.start()
+        try:
+            assert trainer.wait_for(("training_rgb", "done"), 30)
+            trainer.add_keyframe(frames[6])  # another real camera: part of its view is new
+            assert trainer.wait_for(("done",), 60), trainer.status()
+        finally:
+            trainer.stop()
+        st = trainer.status()
+        assert (st["grown"] > 0) == grow and st["error"] == ""
+        kf = make_keyframe(frames[6], 1)
+        with torch.no_grad():
+            snap = trainer.snapshot()
+            alpha = snap.render_rgb(kf.viewmat[None], kf.K[None], kf.width, kf.height, cfg).alpha[0, ..., 0]
+        covered[grow] = float((alpha[torch.from_numpy(frames[6].depth_m > 0)] > 0.5).float().mean())
+    assert covered[True] > covered[False] + 0.1 and covered[True] > 0.8, covered

@@ -2,6 +2,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+FieldChoice = Literal["points", "gaussians", "auto"]
+"""Type of the ``grounding.field`` option (the field lives in the grounding config; see ``FIELD_CHOICE_DOC``)."""
+FIELD_CHOICE_DOC = (
+    "What answers Ground and renders relevancy: points (the fused map's segments, always available) | gaussians (the "
+    "trained language Gaussians: their instance codes gather the segments' relevancy, so the instance ids are the "
+    "points' ids; a relevancy image can be rendered for any camera pose; an error until training is done) | auto "
+    "(gaussians once training is done and the Gaussians carry codes, points before)."
+)
+
+
+def resolve_field(choice: str, gaussians_ready: bool) -> Literal["points", "gaussians"]:
+    """``grounding.field`` -> the field that answers now. ``gaussians_ready``: training done and codes assigned.
+    ValueError for an unknown choice, or for "gaussians" while the Gaussians are not ready."""
+    if choice not in ("points", "gaussians", "auto"):
+        raise ValueError(f"grounding.field must be points, gaussians or auto, got {choice!r}")
+    if choice == "gaussians" and not gaussians_ready:
+        raise ValueError("grounding.field is gaussians but no trained language Gaussians with instance codes exist "
+                         "(enable mapping.train_gaussians and wait for training_state done)")
+    if choice == "points" or not gaussians_ready:
+        return "points"
+    return "gaussians"
 
 
 @dataclass
@@ -86,6 +109,19 @@ class GaussianConfig:
     """Query gate: a Gaussian (or pixel) counts when >= this share of it is mask-supervised."""
     weight_by_latent_norm: bool = True
     """Relevancy x min(|latent|, 1): the decoder only knows unit latents."""
+    grow_from_keyframes: bool = True
+    """Online: during the RGB phase, each new keyframe adds Gaussians for its pixels the model does not yet cover
+    (rendered alpha below ``grow_alpha_threshold``, back-projected every ``init_stride``-th pixel), so the field
+    covers every keyframe's view, not only the first one's."""
+    grow_alpha_threshold: float = 0.5
+    """Rendered opacity below which a keyframe pixel counts as not covered (``grow_from_keyframes``)."""
+    code_neighbours: int = 4
+    """Instance codes: this many nearest labelled points vote for a Gaussian's segment id, per level."""
+    code_max_distance_m: float = 0.1
+    """Instance codes: labelled points farther than this from a Gaussian's centre do not vote (no code: -1)."""
+    code_refresh_every: int = 250
+    """Online: re-assign instance codes from the map's labelled points every this many training iterations (and
+    when training is done); needs the trainer's ``label_source``."""
 
     def validate(self) -> None:
         if self.backend not in ("auto", "gsplat", "torch"):
@@ -106,5 +142,9 @@ class GaussianConfig:
             raise ValueError("codebook_size and kmeans_iterations must be positive")
         if not 0 <= self.min_language_coverage <= 1:
             raise ValueError(f"min_language_coverage must be in [0, 1], got {self.min_language_coverage}")
+        if not 0 < self.grow_alpha_threshold <= 1:
+            raise ValueError(f"grow_alpha_threshold must be in (0, 1], got {self.grow_alpha_threshold}")
+        if self.code_neighbours <= 0 or self.code_max_distance_m <= 0 or self.code_refresh_every <= 0:
+            raise ValueError("code_neighbours, code_max_distance_m and code_refresh_every must be positive")
         if self.relevancy_smoothing_px <= 0 or self.relevancy_smoothing_px % 2 == 0:
             raise ValueError(f"relevancy_smoothing_px must be odd and positive, got {self.relevancy_smoothing_px}")

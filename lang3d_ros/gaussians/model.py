@@ -4,6 +4,8 @@ means (N, 3) world metres; quats (N, 4) wxyz, not normalised; log_scales (N, 3) 
 opacity_logits (N,); sh_dc (N, 3) and sh_rest (N, K-1, 3) RGB spherical-harmonic coefficients
 (K = (sh_degree + 1)^2; colour = 0.5 + C0 * sh_dc, view-dependent bands are stored but not rendered);
 latents (N, 3 levels, d) LangSplat language latents (autoencoder space), zero until trained.
+Beside the parameters (not trained by gradients): ``codes`` (N, 3 levels) int32, each Gaussian's instance code
+(segment id of the fused map's instance table) per level, -1 for none (``lang3d_ros.gaussians.instances``).
 Cannot: render SH bands above 0 (the renderer takes post-activation features).
 """
 from __future__ import annotations
@@ -14,13 +16,14 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from lang3d_ros.gaussians.config import GaussianConfig
 from lang3d_ros.device import resolve_device
+from lang3d_ros.gaussians.config import GaussianConfig
 from lang3d_ros.gaussians.render import RenderOutput, render
 
 log = logging.getLogger(__name__)
 SH_C0 = 0.28209479177387814
 NUM_LEVELS = 3
+NO_CODE = -1
 PARAM_NAMES = ("means", "quats", "log_scales", "opacity_logits", "sh_dc", "sh_rest", "latents")
 
 
@@ -40,7 +43,8 @@ def quats_from_normals(normals: np.ndarray) -> np.ndarray:
 class GaussianModel:
     """Holds the parameters as leaf tensors (requires_grad set by the trainer) on one device."""
 
-    def __init__(self, params: dict[str, torch.Tensor], sh_degree: int = 0):
+    def __init__(self, params: dict[str, torch.Tensor], sh_degree: int = 0, codes: torch.Tensor | None = None):
+        """params: the PARAM_NAMES tensors (shapes in the module docstring); codes (N, 3) int32 or None (all -1)."""
         missing = [k for k in PARAM_NAMES if k not in params]
         if missing:
             raise ValueError(f"missing Gaussian parameters {missing}")
@@ -57,6 +61,12 @@ class GaussianModel:
             raise ValueError(f"latents must be (N, {NUM_LEVELS}, d), got {tuple(lat.shape)}")
         self.sh_degree = int(sh_degree)
         self.params = {k: params[k] for k in PARAM_NAMES}
+        dev = params["means"].device
+        if codes is None:
+            codes = torch.full((n, NUM_LEVELS), NO_CODE, dtype=torch.int32, device=dev)
+        if tuple(codes.shape) != (n, NUM_LEVELS):
+            raise ValueError(f"codes must have shape ({n}, {NUM_LEVELS}), got {tuple(codes.shape)}")
+        self.codes = torch.as_tensor(codes).to(device=dev, dtype=torch.int32)
 
     # construction -------------------------------------------------------------------------------
     @classmethod
@@ -68,8 +78,10 @@ class GaussianModel:
         config: GaussianConfig | None = None,
         device: str | torch.device = "auto",
         seed: int = 0,
+        codes: np.ndarray | None = None,
     ) -> "GaussianModel":
-        """points (N, 3) metres; colors (N, 3) in [0, 1] (or uint8 0..255); normals (N, 3) or None.
+        """points (N, 3) metres; colors (N, 3) in [0, 1] (or uint8 0..255); normals (N, 3) or None; codes (N, 3)
+        int instance codes per level (-1: none) or None.
 
         Scale: ``init_scale_factor`` x RMS distance to the 3 nearest neighbours (3DGS). With normals,
         each Gaussian is a disc in the surface plane (thickness ``normal_flatness`` x scale); zero normals
@@ -89,10 +101,13 @@ class GaussianModel:
             raise ValueError("colors must be in [0, 1] (float) or uint8")
         if normals is not None and np.asarray(normals).shape != pts.shape:
             raise ValueError(f"normals must be (N, 3) like points {pts.shape}, got {np.asarray(normals).shape}")
+        if codes is not None and np.asarray(codes).shape != (len(pts), NUM_LEVELS):
+            raise ValueError(f"codes must be ({len(pts)}, {NUM_LEVELS}), got {np.asarray(codes).shape}")
         if len(pts) > cfg.max_init_points:
             keep = np.random.default_rng(seed).choice(len(pts), cfg.max_init_points, replace=False)
             pts, col = pts[keep], col[keep]
             normals = None if normals is None else np.asarray(normals)[keep]
+            codes = None if codes is None else np.asarray(codes)[keep]
         d, _ = cKDTree(pts).query(pts, k=4)
         scale = cfg.init_scale_factor * np.sqrt(np.mean(d[:, 1:] ** 2, axis=1))
         scale = np.maximum(scale, 1e-7)
@@ -117,7 +132,8 @@ class GaussianModel:
             "latents": torch.zeros(n, NUM_LEVELS, cfg.latent_dim, **f32),
         }
         log.info("initialised %d Gaussians (median scale %.4f m)", n, float(np.median(scale)))
-        return cls(params, cfg.sh_degree)
+        code_t = None if codes is None else torch.as_tensor(np.asarray(codes, dtype=np.int32), device=dev)
+        return cls(params, cfg.sh_degree, code_t)
 
     # views --------------------------------------------------------------------------------------
     def __getattr__(self, name: str) -> torch.Tensor:
@@ -150,11 +166,13 @@ class GaussianModel:
 
     def clone(self, device: str | torch.device | None = None) -> "GaussianModel":
         dev = self.device if device is None else resolve_device(device)
-        return GaussianModel({k: v.detach().to(dev).clone() for k, v in self.params.items()}, self.sh_degree)
+        return GaussianModel({k: v.detach().to(dev).clone() for k, v in self.params.items()}, self.sh_degree,
+                             self.codes.to(dev).clone())
 
     def select(self, keep: torch.Tensor) -> "GaussianModel":
         """A new model with the Gaussians where ``keep`` (N,) bool (or index tensor) selects."""
-        return GaussianModel({k: v.detach()[keep].clone() for k, v in self.params.items()}, self.sh_degree)
+        return GaussianModel({k: v.detach()[keep].clone() for k, v in self.params.items()}, self.sh_degree,
+                             self.codes[keep].clone())
 
     # rendering ----------------------------------------------------------------------------------
     def render(

@@ -14,6 +14,7 @@ Layout (binary little-endian, every property ``float`` = float32)::
     property float scale_0..2                     (log metres)
     property float rot_0..3                       (quaternion wxyz, not normalised)
     property float lang_{level}_{k}               (level 0..2, k < latent_dim: LangSplat latents)
+    property int seg_{level}                      (version 2: instance code per level, -1 none; int32)
     element lang3d_blob B                         (only when an autoencoder state is stored)
     property uchar b                              (a NumPy .npz, no pickles: the autoencoder state_dict)
     end_header
@@ -21,7 +22,8 @@ Layout (binary little-endian, every property ``float`` = float32)::
 Viewers read the vertex element and ignore unknown properties and elements. Files are written to a
 temporary file in the same folder and moved into place with ``os.replace`` (atomic). Reading validates
 the header, the exact body size (truncation), the CRCs and the version; a plain 3DGS PLY from another tool
-(no ``lang3d_ros_gaussians`` comment) loads with zero latents. Cannot: ASCII PLY, non-float properties.
+(no ``lang3d_ros_gaussians`` comment) loads with zero latents, and a version-1 file (no ``seg_*``) with codes -1.
+Cannot: ASCII PLY, property types other than float and int.
 """
 from __future__ import annotations
 
@@ -36,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lang3d_ros.gaussians.model import NUM_LEVELS, GaussianModel
 from lang3d_ros.device import resolve_device
+from lang3d_ros.gaussians.model import NO_CODE, NUM_LEVELS, GaussianModel
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAGIC_COMMENT = "lang3d_ros_gaussians"
 MAX_HEADER_BYTES = 1 << 20
 
@@ -62,13 +64,26 @@ def _vertex_names(sh_degree: int, latent_dim: int) -> list[str]:
     )
 
 
+CODE_NAMES = [f"seg_{lvl}" for lvl in range(NUM_LEVELS)]
+PLY_TYPES = {"float": "<f4", "int": "<i4"}
+
+
 def _vertex_array(model: GaussianModel) -> np.ndarray:
+    """(N,) structured little-endian records: the float properties of ``_vertex_names``, then int32 ``seg_*``."""
     p = {k: v.detach().cpu().to(torch.float32).numpy() for k, v in model.params.items()}
     n = model.num_gaussians
     rest = p["sh_rest"].transpose(0, 2, 1).reshape(n, -1)  # (N, 3, K-1) channel-major, as 3DGS
     cols = [p["means"], np.zeros((n, 3), np.float32), p["sh_dc"], rest, p["opacity_logits"][:, None],
             p["log_scales"], p["quats"], p["latents"].reshape(n, -1)]
-    return np.ascontiguousarray(np.concatenate(cols, axis=1), dtype="<f4")
+    floats = np.concatenate(cols, axis=1).astype("<f4")
+    names = _vertex_names(model.sh_degree, model.latent_dim)
+    rec = np.empty(n, dtype=[(k, "<f4") for k in names] + [(k, "<i4") for k in CODE_NAMES])
+    for i, k in enumerate(names):
+        rec[k] = floats[:, i]
+    codes = model.codes.detach().cpu().numpy().astype("<i4")
+    for lvl, k in enumerate(CODE_NAMES):
+        rec[k] = codes[:, lvl]
+    return rec
 
 
 def _state_to_npz(state: dict) -> bytes:
@@ -105,6 +120,7 @@ def save_gaussians(
     lines = ["ply", "format binary_little_endian 1.0", f"comment {MAGIC_COMMENT} {json.dumps(info)}",
              f"element vertex {model.num_gaussians}"]
     lines += [f"property float {name}" for name in _vertex_names(model.sh_degree, model.latent_dim)]
+    lines += [f"property int {name}" for name in CODE_NAMES]
     if blob:
         lines += [f"element lang3d_blob {len(blob)}", "property uchar b"]
     lines.append("end_header")
@@ -177,9 +193,12 @@ def load_gaussians(path: str | os.PathLike, device: str | torch.device = "cpu") 
     if version > FORMAT_VERSION:
         raise ValueError(f"{path}: format version {version} is newer than this reader ({FORMAT_VERSION})")
     _, n, props = elements[0]
-    if any(t != "float" for _, t in props):
-        raise ValueError(f"{path}: vertex properties must all be float, got {sorted({t for _, t in props})}")
+    if any(t not in PLY_TYPES for _, t in props):
+        raise ValueError(f"{path}: vertex properties must be float or int, got {sorted({t for _, t in props})}")
     names = [p for p, _ in props]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: duplicate vertex property names")
+    dtype = np.dtype([(p, PLY_TYPES[t]) for p, t in props])
     required = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
                 "rot_0", "rot_1", "rot_2", "rot_3"]
     missing = [r for r in required if r not in names]
@@ -190,20 +209,24 @@ def load_gaussians(path: str | os.PathLike, device: str | torch.device = "cpu") 
         if ename != "lang3d_blob" or eprops != [("b", "uchar")]:
             raise ValueError(f"{path}: unexpected PLY element {ename!r}")
         blob_bytes = count
-    expected = header_size + n * 4 * len(names) + blob_bytes
+    expected = header_size + n * dtype.itemsize + blob_bytes
     if len(data) != expected:
         kind = "truncated" if len(data) < expected else "has trailing bytes"
         raise ValueError(f"{path} is {kind}: {len(data)} bytes, header promises {expected}")
-    body = data[header_size : header_size + n * 4 * len(names)]
+    body = data[header_size : header_size + n * dtype.itemsize]
     blob = data[header_size + len(body) :]
     if info:
         if zlib.crc32(body) != info.get("vertex_crc32") or zlib.crc32(blob) != info.get("blob_crc32"):
             raise ValueError(f"{path}: checksum mismatch (corrupt file)")
-    table = np.frombuffer(body, dtype="<f4").reshape(n, len(names))
-    col = {name: i for i, name in enumerate(names)}
+    table = np.frombuffer(body, dtype=dtype, count=n)
+    col = set(names)
 
     def take(keys: list[str]) -> torch.Tensor:
-        return torch.from_numpy(table[:, [col[k] for k in keys]].copy())
+        if not keys:
+            return torch.zeros(n, 0)
+        if any(dtype[k] != np.dtype("<f4") for k in keys):
+            raise ValueError(f"{path}: properties {keys} must be float")
+        return torch.from_numpy(np.stack([table[k] for k in keys], axis=1).astype(np.float32).reshape(n, len(keys)))
 
     rest_names = sorted((k for k in names if k.startswith("f_rest_")), key=lambda k: int(k.split("_")[2]))
     k_minus_1 = len(rest_names) // 3
@@ -224,8 +247,14 @@ def load_gaussians(path: str | os.PathLike, device: str | torch.device = "cpu") 
         "sh_rest": take(rest_names).reshape(n, 3, k_minus_1).transpose(1, 2).contiguous(),
         "latents": latents,
     }
+    codes = torch.full((n, NUM_LEVELS), NO_CODE, dtype=torch.int32)
+    if all(k in col for k in CODE_NAMES):
+        codes = np.stack([table[k] for k in CODE_NAMES], axis=1).astype(np.int32).reshape(n, NUM_LEVELS)
+        codes = torch.from_numpy(codes)
+    elif version >= 2:
+        raise ValueError(f"{path}: version-{version} file lacks instance-code properties {CODE_NAMES}")
     dev = resolve_device(device)
-    model = GaussianModel({k: v.to(dev) for k, v in params.items()}, sh_degree)
+    model = GaussianModel({k: v.to(dev) for k, v in params.items()}, sh_degree, codes.to(dev))
     state = None
     if blob:
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 
-
 from lang3d_ros.gaussians.rasterizer import rasterize_torch
 
 log = logging.getLogger(__name__)

@@ -67,7 +67,13 @@ def train_synthetic_scene(seed: int, settings: SyntheticSceneSettings | None = N
     from lang3d_ros.config import Lang3DConfig
     from lang3d_ros.datasets.synthetic import DEFAULT_INTRINSICS, generate_scene, make_trajectory, render_frames
     from lang3d_ros.gaussians.model import GaussianModel
-    from lang3d_ros.gaussians.training import GaussianOptimizer, evaluate_psnr, language_coverage, make_keyframe, scene_extent
+    from lang3d_ros.gaussians.training import (
+        GaussianOptimizer,
+        evaluate_psnr,
+        language_coverage,
+        make_keyframe,
+        scene_extent,
+    )
     from lang3d_ros.gaussians.worker import points_from_frame
     from lang3d_ros.mapping.build import ground_truth_tables
     from lang3d_ros.semantics.autoencoder import SceneAutoencoder

@@ -4,7 +4,7 @@ RGB: loss (1 - 0.2) L1 + 0.2 (1 - SSIM) on a keyframe rendered at 1/``downscale`
 background); every ``densify_every`` iterations inside [densify_from, densify_until], Gaussians whose mean
 view-space positional gradient (NDC units, as 3DGS) exceeds the threshold are cloned (small) or split in two
 (large, scales / 1.6), and Gaussians with opacity below ``prune_opacity`` are removed; Adam moments follow
-the surviving rows. Language: geometry and colour frozen, all three levels' latents rendered in one pass
+the surviving rows, and clones and split halves inherit their parent's instance codes (``model.codes``). Language: geometry and colour frozen, all three levels' latents rendered in one pass
 ((N, 3 d) features) and fitted with L1 to the autoencoded feature maps on the pixels a mask covers.
 ``language_coverage`` measures which Gaussians the masks supervise (the query gate).
 Cannot: opacity reset, screen-size pruning, SH bands above 0, exposure compensation.
@@ -177,6 +177,8 @@ class GaussianOptimizer:
         big = scales.max(dim=1).values > c.densify_scale_fraction * self.extent
         clone, split = cand & ~big, cand & big
         new = {k: torch.cat([v[clone], v[split], v[split]]) for k, v in p.items()}
+        codes = self.model.codes
+        new_codes = torch.cat([codes[clone], codes[split], codes[split]])
         if int(split.sum()):
             s = scales[split].repeat(2, 1)
             R = quat_to_rotmat(p["quats"][split]).repeat(2, 1, 1)
@@ -185,14 +187,28 @@ class GaussianOptimizer:
             new["means"][ns:] = new["means"][ns:] + offs
             new["log_scales"][ns:] = torch.log(s / 1.6)
         keep = ~split & (torch.sigmoid(p["opacity_logits"]) >= c.prune_opacity)
-        self._replace_rows(keep, new)
+        self._replace_rows(keep, new, new_codes)
         stats = {"cloned": int(clone.sum()), "split": int(split.sum()), "pruned": int((~keep).sum()) - int(split.sum()),
                  "num_gaussians": self.model.num_gaussians}
         log.debug("densify at %d: %s", self.rgb_iterations, stats)
         return stats
 
-    def _replace_rows(self, keep: torch.Tensor, appended: dict[str, torch.Tensor]) -> None:
-        """Keep rows ``keep`` (N,) bool and append ``appended`` rows; carry Adam moments (zeros for new rows)."""
+    @torch.no_grad()
+    def add_gaussians(self, new: GaussianModel) -> int:
+        """Append ``new``'s Gaussians (same SH degree and latent size, any device) with fresh Adam moments and their
+        instance codes; returns the new total."""
+        if new.sh_degree != self.model.sh_degree or new.latent_dim != self.model.latent_dim:
+            raise ValueError("new Gaussians must have the model's SH degree and latent size")
+        dev = self.model.device
+        keep = torch.ones(self.model.num_gaussians, dtype=torch.bool, device=dev)
+        self._replace_rows(keep, {k: v.detach().to(dev) for k, v in new.params.items()}, new.codes.to(dev))
+        return self.model.num_gaussians
+
+    def _replace_rows(self, keep: torch.Tensor, appended: dict[str, torch.Tensor],
+                      appended_codes: torch.Tensor) -> None:
+        """Keep rows ``keep`` (N,) bool and append ``appended`` rows (with ``appended_codes`` (M, 3) int32); carry Adam
+        moments (zeros for new rows)."""
+        self.model.codes = torch.cat([self.model.codes[keep], appended_codes.to(torch.int32)])
         for k in list(self.model.params):
             old = self.model.params[k]
             new = torch.cat([old.detach()[keep], appended[k]]).requires_grad_(old.requires_grad)

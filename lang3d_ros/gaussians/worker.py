@@ -4,7 +4,11 @@ Keyframes (Frame + optional KeyframeSemantics) arrive through ``add_keyframe`` i
 (a full queue drops the keyframe and counts it). The worker first trains RGB for ``rgb_iterations``
 (densifying), then, once keyframes with semantics exist, the language latents for ``language_iterations``
 with RGB frozen, then reports ``done``; each iteration draws one stored keyframe at random. Without an initial
-model it initialises from the first keyframe's depth (back-projected, every ``init_stride``-th pixel).
+model it initialises from the first keyframe's depth (back-projected, every ``init_stride``-th pixel); with
+``grow_from_keyframes`` each later keyframe of the RGB phase adds Gaussians where the model does not cover its view.
+Instance codes: with a ``label_source`` (a callable returning the map's labelled points, see ``LabelSource``) the
+worker re-assigns every Gaussian's codes from the nearest labelled points every ``code_refresh_every`` iterations
+and once when training is done (``refresh_codes``); it calls the source without holding its own lock.
 States: idle (no keyframes yet), training_rgb, training_language, paused, done, failed.
 Cannot: resume RGB training after the language phase started; keyframes with semantics that arrive after
 ``done`` are stored but not trained on.
@@ -16,19 +20,26 @@ import queue
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import torch
 
 from lang3d_ros.datasets.frame import Frame
+from lang3d_ros.device import resolve_device
 from lang3d_ros.gaussians.config import GaussianConfig
+from lang3d_ros.gaussians.instances import codes_from_points
 from lang3d_ros.gaussians.model import GaussianModel
 from lang3d_ros.gaussians.ply import save_gaussians
-from lang3d_ros.device import resolve_device
 from lang3d_ros.gaussians.training import FeatureEncoder, GaussianOptimizer, Keyframe, make_keyframe, scene_extent
 from lang3d_ros.geometry.transforms import transform_points
 from lang3d_ros.semantics.types import KeyframeSemantics
 
 log = logging.getLogger(__name__)
+LabelSource = Callable[[], "tuple[np.ndarray, np.ndarray, np.ndarray | None]"]
+"""() -> (points_xyz (M, 3) float32 map frame, labels (M, 3) int32 segment id per level (-1 none), weights (M, 3)
+vote weight per level or None): the fused map's labelled points, e.g. PointMap.points_xyz with labels(level) and
+label_weight(level) stacked over the three levels."""
 
 
 def points_from_frame(frame: Frame, stride: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -50,6 +61,7 @@ class GaussianTrainer:
         encoder: FeatureEncoder | None = None,
         init_stride: int = 4,
         seed: int = 0,
+        label_source: LabelSource | None = None,
     ):
         self.cfg = config or GaussianConfig()
         self.cfg.validate()
@@ -57,6 +69,10 @@ class GaussianTrainer:
         self.model = None if model is None else model.clone(self.device)
         self.encoder = encoder
         self.init_stride = init_stride
+        self.label_source = label_source
+        self._codes_at = -1  # training iteration of the last code refresh
+        self._coded = 0
+        self._grown = 0
         self.rng = np.random.default_rng(seed)
         self.seed = seed
         self.keyframes: list[Keyframe] = []
@@ -132,6 +148,8 @@ class GaussianTrainer:
                 "keyframes": len(self.keyframes),
                 "received": self._received,
                 "dropped": self._dropped,
+                "grown": self._grown,
+                "coded_gaussians": self._coded,
                 "error": self._error,
             }
 
@@ -150,7 +168,57 @@ class GaussianTrainer:
         meta = {"trainer": {k: v for k, v in status.items() if isinstance(v, (int, str))}, **(metadata or {})}
         return save_gaussians(path, model, meta, autoencoder_state)
 
+    # instance codes --------------------------------------------------------------------------------
+    def refresh_codes(self) -> int:
+        """Re-assign every Gaussian's instance codes from ``label_source`` (nearest labelled points); returns how many
+        Gaussians have a code on some level. ValueError without a label source or a model. The source is called
+        without this trainer's lock held; a model resized meanwhile (densified) is coded at the next refresh."""
+        if self.label_source is None:
+            raise ValueError("the trainer has no label_source (the map's labelled points)")
+        with self._lock:
+            if self.model is None:
+                raise ValueError("no model yet: no keyframe has arrived")
+            means = self.model.means.detach().cpu().numpy()
+            it = 0 if self._opt is None else self._opt.rgb_iterations + self._opt.language_iterations
+        pts, labels, weights = self.label_source()
+        codes = codes_from_points(means, pts, labels, weights, self.cfg.code_neighbours, self.cfg.code_max_distance_m)
+        with self._lock:
+            if self.model.num_gaussians != len(means):
+                return self._coded
+            self.model.codes = torch.from_numpy(codes).to(self.model.device)
+            self._codes_at = it
+            self._coded = int((codes >= 0).any(axis=1).sum())
+            return self._coded
+
+    def _codes_due(self) -> bool:
+        with self._lock:
+            if self.label_source is None or self._opt is None:
+                return False
+            it = self._opt.rgb_iterations + self._opt.language_iterations
+            if it == self._codes_at:
+                return False
+            return self._state == "done" or it - max(self._codes_at, 0) >= self.cfg.code_refresh_every
+
     # worker ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _grow(self, frame: Frame, kf: Keyframe) -> None:
+        """Add Gaussians for ``frame``'s pixels the model does not cover (rendered alpha < grow_alpha_threshold)."""
+        out = self.model.render_rgb(kf.viewmat[None], kf.K[None], kf.width, kf.height, self.cfg)
+        alpha = out.alpha[0, ..., 0].cpu().numpy()
+        s = self.cfg.downscale
+        v, u = np.mgrid[0 : kf.height * s : self.init_stride, 0 : kf.width * s : self.init_stride]
+        v, u = v.ravel(), u.ravel()
+        uncovered = alpha[v // s, u // s] < self.cfg.grow_alpha_threshold
+        z = frame.depth_m[v, u]
+        ok = uncovered & np.isfinite(z) & (z > 0)
+        if int(ok.sum()) < 4:
+            return
+        pts = transform_points(frame.T_world_cam, frame.intrinsics.backproject(u[ok], v[ok], z[ok])).astype(np.float32)
+        new = GaussianModel.from_points(pts, frame.rgb[v[ok], u[ok]], config=self.cfg, device=self.device,
+                                        seed=self.seed)
+        self._opt.add_gaussians(new)
+        self._grown += new.num_gaussians
+
     def _drain(self) -> None:
         while True:
             try:
@@ -162,11 +230,16 @@ class GaussianTrainer:
                 if self.model is None:
                     pts, cols = points_from_frame(frame, self.init_stride)
                     self.model = GaussianModel.from_points(pts, cols, config=self.cfg, device=self.device, seed=self.seed)
+                    grow = False
+                else:
+                    grow = self.cfg.grow_from_keyframes and self._opt is not None and self._opt.lang_opt is None
                 self.keyframes.append(kf)
                 if self._opt is None:
                     self._opt = GaussianOptimizer(self.model, self.cfg, scene_extent(self.model, self.keyframes), self.seed)
                 elif self._opt.rgb_iterations < self.cfg.densify_from:
                     self._opt.extent = scene_extent(self.model, self.keyframes)
+                if grow:
+                    self._grow(frame, kf)
 
     def _step(self) -> None:
         opt, cfg = self._opt, self.cfg
@@ -198,6 +271,8 @@ class GaussianTrainer:
                         self._state = "idle"
                     else:
                         self._step()
+                if self._codes_due():
+                    self.refresh_codes()
                 if self._state in ("idle", "done"):
                     time.sleep(0.02)
         except Exception as exc:  # noqa: BLE001 - the worker reports and stops instead of dying silently
