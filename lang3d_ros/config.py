@@ -26,9 +26,11 @@ from lang3d_ros.config_base import ConfigError, from_mapping, to_mapping
 from lang3d_ros.fusion.config import FusionConfig
 from lang3d_ros.gaussians.config import GaussianConfig
 from lang3d_ros.grounding.config import ExtractionConfig, GroundingConfig
+from lang3d_ros.instances.config import InstanceConfig
 from lang3d_ros.llm.config import LLMConfig
 from lang3d_ros.mapping.config import MappingConfig
 from lang3d_ros.navigation.config import NavigationConfig
+from lang3d_ros.ros.config import AutosaveConfig, DiagnosticsConfig
 from lang3d_ros.semantics.config import SemanticsConfig
 
 
@@ -93,6 +95,26 @@ class RosConfig:
     """Synthetic scenes only: ground truth JSON for the ground_truth semantics backend."""
     llm_preload: bool = True
     """Load the 3D-LLM in the background at start-up (the parser answers meanwhile)."""
+    autostart: bool = True
+    """Lifecycle nodes configure and activate themselves at start-up; false = wait for a lifecycle manager (Nav2's
+    lifecycle_manager, or lifecycle_msgs/ChangeState calls)."""
+    service_qos_depth: int = 100
+    """Request queue depth of every lang3d service (reliable): requests beyond it, while all are pending, are lost."""
+    executor_threads: int = 6
+    """Threads of the node's executor: sensor callbacks, timers, queries, map files and status each get their own
+    mutually exclusive group, so queries never hold the thread that sensor intake needs."""
+    duplicate_check_s: float = 2.0
+    """At start-up, look this long for another node of the same name and namespace; one found = refuse to start."""
+    objects_topic: str = "lang3d/objects"
+    """lang3d_ros/DetectedObjectArray of the map's instances (transient local), republished when they change."""
+    object_markers_topic: str = "lang3d/object_markers"
+    """visualization_msgs/MarkerArray of the map's instances: a box and a text label per instance."""
+    objects_period_s: float = 2.0
+    """How often the instance table is checked for changes (s); 0 = never published."""
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    """/diagnostics contents and thresholds."""
+    autosave: AutosaveConfig = field(default_factory=AutosaveConfig)
+    """Periodic and shutdown saves of the live map."""
 
 
 @dataclass
@@ -113,6 +135,8 @@ class Lang3DConfig:
     """Answering text queries on the map."""
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     """Labelling the map's objects."""
+    instances: InstanceConfig = field(default_factory=InstanceConfig)
+    """Online 3D instances (segments) fused from keyframe masks."""
     navigation: NavigationConfig = field(default_factory=NavigationConfig)
     """Occupancy grid, standoff goals and paths."""
     llm: LLMConfig = field(default_factory=LLMConfig)

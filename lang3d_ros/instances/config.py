@@ -1,0 +1,68 @@
+"""Online 3D instances (segments): association of keyframe masks, the periodic maintenance pass, statistics."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class InstanceConfig:
+    """How keyframe masks become 3D segments (one table for the three semantic levels).
+
+    A mask joins the segment that most of its already-labelled pixels' points belong to (3D overlap through
+    fusion's projective association) when their features agree; otherwise a segment whose box holds the mask's
+    points and whose feature agrees; otherwise it starts a segment. Every ``maintain_every_keyframes`` keyframes
+    segments are merged (seen together in one mask more often than apart, or boxes that overlap and were never
+    seen apart) and rarely seen ones dropped."""
+
+    min_overlap_fraction: float = 0.2
+    """A mask matches a segment when at least this fraction of its fused pixels landed on the segment's points."""
+    min_overlap_px: int = 8
+    """... and at least this many pixels."""
+    match_min_cosine: float = 0.75
+    """Feature agreement needed to match a mask to a segment (cosine of unit features)."""
+    split_min_share: float = 0.15
+    """A mask that covers another segment with at least this share of its labelled pixels covers two segments:
+    pixels of that segment keep voting for it (an under-segmented mask does not fuse two objects)."""
+    containment_min_fraction: float = 0.5
+    """Geometric fallback: fraction of the mask's points inside a segment's (margin-grown) box to match it."""
+    box_margin_m: float = 0.05
+    """Margin added to segment boxes by the geometric fallback and the overlap merge."""
+    maintain_every_keyframes: int = 5
+    """Run the merge / drop pass every this many keyframes."""
+    merge_min_cosine: float = 0.85
+    """Feature agreement needed to merge two segments."""
+    merge_min_together: int = 2
+    """Times two segments were covered by one mask before co-observation can merge them."""
+    merge_together_ratio: float = 0.5
+    """Merge co-observed segments when together / (together + apart) exceeds this."""
+    merge_min_box_overlap: float = 0.6
+    """Merge never-apart segments whose AABB intersection holds this fraction of the smaller box."""
+    drop_min_observations: int = 2
+    """Segments observed in fewer keyframes than this ..."""
+    drop_after_keyframes: int = 6
+    """... once this many keyframes have passed since they were first seen, are dropped."""
+    min_points: int = 10
+    """Segments with fewer points are dropped at maintenance and never returned by queries."""
+    box_percentile: float = 2.0
+    """Robust boxes: clip this percentile off both ends of each box axis."""
+    support_max_gap_m: float = 0.06
+    """Support: the bottom of an object within this distance of the top of the other's box ..."""
+    support_min_footprint_overlap: float = 0.5
+    """... and this fraction of its footprint over the other's footprint."""
+
+    def validate(self) -> None:
+        for name in ("min_overlap_fraction", "split_min_share", "containment_min_fraction", "merge_together_ratio",
+                     "merge_min_box_overlap", "support_min_footprint_overlap"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"instances.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("match_min_cosine", "merge_min_cosine"):
+            if not -1.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"instances.{name} must be in [-1, 1], got {getattr(self, name)}")
+        for name in ("min_overlap_px", "maintain_every_keyframes", "merge_min_together", "drop_min_observations",
+                     "drop_after_keyframes", "min_points"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"instances.{name} must be >= 1, got {getattr(self, name)}")
+        if self.box_margin_m < 0 or self.support_max_gap_m < 0:
+            raise ValueError("instances.box_margin_m and support_max_gap_m must be >= 0")
+        if not 0.0 <= self.box_percentile < 25.0:
+            raise ValueError("instances.box_percentile must be in [0, 25)")

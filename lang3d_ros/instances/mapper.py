@@ -1,0 +1,133 @@
+"""Online instance mapping beside a PointMap: per keyframe associate masks, vote point labels, refresh
+statistics, and every few keyframes merge and drop segments.
+
+The PointMap owns the per-point labels and votes (``vote_labels`` / ``labels`` / ``relabel``); this object owns
+the segment table. Not thread-safe by itself: the LanguageMap calls it under its lock.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from lang3d_ros.grounding.objects import LEVELS
+from lang3d_ros.instances.associate import CoObservation, associate_level
+from lang3d_ros.instances.config import InstanceConfig
+from lang3d_ros.instances.maintain import maintain
+from lang3d_ros.instances.stats import refresh_stats
+from lang3d_ros.instances.table import SegmentTable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InstanceUpdate:
+    """What one keyframe did: masks matched / segments created over all levels, maintenance counts, time."""
+
+    matched: int = 0
+    created: int = 0
+    merged: int = 0
+    dropped: int = 0
+    time_ms: float = 0.0
+
+
+def pixel_points(frame) -> np.ndarray:
+    """(H*W, 3) float64 map-frame point of each pixel from its depth (NaN where depth is invalid)."""
+    K = frame.intrinsics
+    depth = np.asarray(frame.depth_m, dtype=np.float64)
+    v, u = np.mgrid[0:K.height, 0:K.width]
+    z = depth.reshape(-1)
+    x = (u.reshape(-1) - K.cx) / K.fx * z
+    y = (v.reshape(-1) - K.cy) / K.fy * z
+    p_cam = np.stack([x, y, z], 1)
+    T = np.asarray(frame.T_world_cam, dtype=np.float64)
+    p = p_cam @ T[:3, :3].T + T[:3, 3]
+    p[~(np.isfinite(z) & (z > 0))] = np.nan
+    return p
+
+
+class InstanceMapper:
+    def __init__(self, config: InstanceConfig, feature_dim: int):
+        config.validate()
+        self.config = config
+        self.table = SegmentTable(int(feature_dim))
+        self.coobs = CoObservation()
+        self.keyframes = 0
+        self.version = 0
+
+    def observe(self, points, frame, semantics, pixel_slot: np.ndarray, pixel_alpha: np.ndarray) -> InstanceUpdate:
+        """After ``points.integrate(frame, want_pixel_slots=True)``: associate the keyframe's masks per level,
+        vote the point labels, refresh statistics, maintain every ``maintain_every_keyframes`` keyframes.
+
+        pixel_slot (H*W,) int64 map slot each pixel fused into (-1 none); pixel_alpha (H*W,) float32."""
+        t0 = time.perf_counter()
+        cfg = self.config
+        self.keyframes += 1
+        kf = self.keyframes
+        upd = InstanceUpdate()
+        slot = np.asarray(pixel_slot, dtype=np.int64).reshape(-1)
+        alpha = np.asarray(pixel_alpha, dtype=np.float32).reshape(-1)
+        xyz = pixel_points(frame)
+        xyz[slot < 0] = np.nan
+        labels = np.full((len(LEVELS), slot.shape[0]), -1, np.int32)
+        for lvl, masks in enumerate(semantics.levels):
+            if masks.num_masks == 0:
+                continue
+            seg = np.where(slot >= 0, masks.seg_map.reshape(-1), -1).astype(np.int32)
+            existing = np.asarray(points.slot_labels(lvl, slot), dtype=np.int32).reshape(-1)
+            res = associate_level(self.table, self.coobs, lvl, seg, masks.features, masks.scores.astype(np.float32),
+                                  existing, xyz, cfg, int(frame.stamp_ns), kf)
+            labels[lvl] = res.pixel_labels
+            upd.matched += len(res.matched)
+            upd.created += len(res.created)
+        points.vote_labels(slot, alpha, labels)
+        self.refresh(points)
+        if kf % cfg.maintain_every_keyframes == 0:
+            res = self.maintain(points)
+            upd.merged, upd.dropped = res.merged, res.dropped
+        self.version += 1
+        upd.time_ms = (time.perf_counter() - t0) * 1e3
+        log.debug("keyframe %d instances: %s, %d segments", kf, upd, len(self.table))
+        return upd
+
+    def maintain(self, points):
+        """Merge / drop now and relabel the points; statistics are refreshed after."""
+        res = maintain(self.table, self.coobs, self.config, self.keyframes)
+        if res.merged or res.dropped:
+            for lvl in range(len(LEVELS)):
+                points.relabel(lvl, res.lut)
+            self.refresh(points)
+        self.version += 1
+        return res
+
+    def refresh(self, points) -> None:
+        """Counts, boxes, colours and support from the points' current labels."""
+        if points.num_points == 0:
+            self.table.n_points[:] = 0
+            return
+        labels = [_np(points.labels(lvl)).astype(np.int32) for lvl in range(len(LEVELS))]
+        refresh_stats(self.table, labels, _np(points.points_xyz), _np(points.colors), self.config)
+
+    # ---------------------------------------------------------------- files
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        out = {f"table.{k}": v for k, v in self.table.to_arrays().items()}
+        out.update({f"coobs.{k}": v for k, v in self.coobs.to_arrays().items()})
+        out["keyframes"] = np.array([self.keyframes], np.int64)
+        return out
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Replace the state by ``to_arrays`` output; ValueError (state unchanged) when it is invalid."""
+        table = SegmentTable.from_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("table.")},
+                                         self.table.feature_dim)
+        if "coobs.pairs" not in arrays or "coobs.counts" not in arrays or "keyframes" not in arrays:
+            raise ValueError("instance state lacks co-observation arrays or the keyframe counter")
+        coobs = CoObservation.from_arrays(arrays["coobs.pairs"], arrays["coobs.counts"])
+        self.table, self.coobs = table, coobs
+        self.keyframes = int(np.asarray(arrays["keyframes"]).reshape(-1)[0])
+        self.version += 1
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
