@@ -37,20 +37,35 @@ def check_result(res, box: Box3D, grid, points: np.ndarray, cfg: NavigationConfi
     want = np.arctan2(box.center[1] - gy, box.center[0] - gx)
     assert abs(np.angle(np.exp(1j * (gyaw - want)))) < 1e-6  # facing the object
     cells = res.path_cells
-    trav = traversable_mask(grid, cfg.robot_radius_m)
-    assert np.all(trav[cells[:, 0], cells[:, 1]])
+    trav = traversable_mask(grid, cfg.robot_radius_m, unseen_floor=cfg.plan_through_unseen_floor)
+    start = np.asarray(res.start_xy)
+    start_clear = float(tree.query(start)[0])
+    # cells of the start's footprint disc may be used to leave the inflation band: never closer to an obstacle
+    # point than the robot already is (up to half a cell diagonal)
+    half_diag = np.sqrt(0.5) * grid.resolution_m
+
+    def clear_enough(xy):
+        d = tree.query(xy)[0]
+        in_disc = np.linalg.norm(xy - start, axis=1) <= cfg.robot_radius_m + half_diag
+        need = np.where(in_disc, min(clearance, start_clear) - 2 * half_diag, clearance)
+        return d >= need - 1e-9
+
+    cell_xy = grid.ij_to_xy(cells)
+    in_disc = np.linalg.norm(cell_xy - start, axis=1) <= cfg.robot_radius_m
+    assert np.all(trav[cells[:, 0], cells[:, 1]] | in_disc)
     assert np.all(np.abs(np.diff(cells, axis=0)).max(axis=1) == 1)  # consecutive cells 8-adjacent
     assert tuple(cells[-1]) == tuple(grid.xy_to_ij([gx, gy])[0])
-    start_cell_xy = grid.ij_to_xy(cells[:1])[0]  # the start cell, snapped when the robot is in inflation
+    assert grid.data[cells[-1, 0], cells[-1, 1]] == FREE  # goals on observed floor
+    start_cell_xy = grid.ij_to_xy(cells[:1])[0]  # the start cell, snapped when the robot is in an obstacle
     assert np.linalg.norm(start_cell_xy - res.start_xy) <= cfg.start_snap_m + cfg.resolution_m
-    assert np.all(tree.query(grid.ij_to_xy(cells))[0] >= clearance)
+    assert np.all(clear_enough(cell_xy))
     xy = np.array([(x, y) for x, y, _ in res.path])
     assert np.allclose(xy[-1], [gx, gy]) and np.allclose(xy[0], res.start_xy)
-    snapped = not trav[tuple(grid.xy_to_ij(res.start_xy)[0])]
-    segments = list(zip(xy, xy[1:]))[1 if snapped else 0 :]  # a snapped start leaves inflation first
+    snapped = not (trav | in_disc.any())[tuple(grid.xy_to_ij(res.start_xy)[0])]
+    segments = list(zip(xy, xy[1:]))[1 if snapped else 0 :]  # a snapped start leaves the obstacle first
     for a, b in segments:  # smoothed segments stay clear too
         s = np.linspace(0, 1, max(2, int(np.linalg.norm(b - a) / 0.02)))[:, None]
-        assert np.all(tree.query(a + s * (b - a))[0] >= clearance)
+        assert np.all(clear_enough(a + s * (b - a)))
     assert res.path[-1][2] == pytest.approx(gyaw)
     assert np.allclose(Rotation.from_quat(res.goal_orientation_xyzw).as_euler("zyx")[0], gyaw)
     snap_m = float(np.linalg.norm(start_cell_xy - res.start_xy))
@@ -230,17 +245,73 @@ def test_bad_input_and_config():
 
 
 def test_start_in_unseen_floor_snaps_farther_than_inside_obstacles():
-    """The floor under a robot is never in its camera's view: a start in unknown space may move up to
+    """Without the unseen-floor and start-escape treatment, a start in unknown space may move up to
     unknown_start_snap_m to known free floor; one inside an obstacle only start_snap_m."""
-    from lang3d_ros.navigation.config import NavigationConfig
-
     scene = make_room(0, n_objects=2)
     box = scene.boxes[0]
-    cut = (np.abs(scene.points[:, 0] - 1.5) > 0.6) | (np.abs(scene.points[:, 1] - 1.5) > 0.6) | (scene.points[:, 2] > 0.05)
-    grid = build_occupancy_grid(scene.points[cut])  # a 1.2 m hole in the observed floor around (1.5, 1.5)
-    tight = NavigationConfig(unknown_start_snap_m=0.0)
-    res = plan_to_object(grid, box, (1.5, 1.5), tight)
+    p = scene.points
+    cut = (np.abs(p[:, 0] - 1.5) > 0.6) | (np.abs(p[:, 1] - 1.5) > 0.6) | (p[:, 2] > 0.05)
+    grid = build_occupancy_grid(p[cut])  # a 1.2 m hole in the observed floor around (1.5, 1.5)
+    old = dict(plan_through_unseen_floor=False, start_escape=False)
+    res = plan_to_object(grid, box, (1.5, 1.5), NavigationConfig(unknown_start_snap_m=0.0, **old))
     assert not res.success and "unknown" in res.reason
-    res = plan_to_object(grid, box, (1.5, 1.5))
+    res = plan_to_object(grid, box, (1.5, 1.5), NavigationConfig(**old))
     assert res.success and res.start_xy is not None
-    assert np.hypot(res.start_xy[0] - 1.5, res.start_xy[1] - 1.5) <= 1.0 + grid.resolution_m
+    snapped_xy = grid.ij_to_xy(res.path_cells[:1])[0]
+    assert grid.data[tuple(res.path_cells[0])] == FREE and np.hypot(*(snapped_xy - 1.5)) <= 1.0 + grid.resolution_m
+    # with the defaults the hole is unseen floor: planned from the start itself
+    res = plan_to_object(grid, box, (1.5, 1.5))
+    check_result(res, box, grid, scene.points[cut])
+    assert grid.data[tuple(res.path_cells[0])] == UNKNOWN
+
+
+def _partitioned_room(rng: np.random.Generator, gap_m: float) -> tuple[np.ndarray, list[Box3D], Box3D]:
+    """A 6 x 5 m room (points, as a depth camera sees them) split at y = 2.2..2.8 m by a table against the west
+    wall and a cabinet against the east wall with a ``gap_m`` door between them (x from 2.6 m), and a trash can at
+    (4.5, 4.0) behind the partition. Returns (points, obstacle boxes, the trash can's box)."""
+    from lang3d_ros.grounding.synthetic_room import box_surface_points
+
+    room = make_room(0, n_objects=0, size_xy_m=(6.0, 5.0))
+    x1 = 2.6 + gap_m
+    table = Box3D.from_min_max([0.0, 2.2, 0.0], [2.6, 2.8, 0.75])
+    cabinet = Box3D.from_min_max([x1, 2.2, 0.0], [6.0, 2.8, 0.9])
+    can = Box3D.from_min_max([4.35, 3.85, 0.0], [4.65, 4.15, 0.4])
+    boxes = [table, cabinet, can]
+    floor = room.instance_ids == -1
+    covered = np.zeros(len(room.points), dtype=bool)
+    for b in boxes:
+        covered |= floor & b.contains(room.points + np.array([0.0, 0.0, 0.01]), margin_m=1e-6)
+    pts = np.concatenate([room.points[~covered]] + [box_surface_points(b, 0.04, rng) for b in boxes])
+    return pts + rng.normal(0.0, 0.003, size=pts.shape).astype(np.float32), boxes, can
+
+
+def test_reachable_target_behind_a_door_from_an_unseen_start_across_unseen_floor():
+    """Regression (issue 13 item 7, the demo's trash can "unreachable" in an open room): a 0.6 m robot behind a
+    0.8 m door, standing on floor its camera never saw, with a strip of floor between door and target never seen.
+    Inflation from occupied cell centres plus a cell diagonal (the old rule) closes the door; inflation from the
+    obstacle points, unseen floor enclosed by the map and the robot's own footprint make the target reachable,
+    with every path point at least the robot radius from every obstacle point and from the true boxes."""
+    import dataclasses
+
+    rng = np.random.default_rng(3)
+    pts, boxes, can = _partitioned_room(rng, gap_m=0.8)
+    start = np.array([1.5, 0.9])
+    unseen = (pts[:, 2] < 0.03) & ((np.hypot(pts[:, 0] - start[0], pts[:, 1] - start[1]) < 0.7)
+                                   | ((pts[:, 1] > 3.1) & (pts[:, 1] < 3.5)))
+    pts = pts[~unseen]
+    grid = build_occupancy_grid(pts)
+    assert grid.data[tuple(grid.xy_to_ij(start)[0])] == UNKNOWN
+    old_rule = dataclasses.replace(grid, obstacle_xy=None)  # clearance from cell centres: the door is closed
+    res_old = plan_to_object(old_rule, can, start, NavigationConfig(plan_through_unseen_floor=False))
+    assert not res_old.success and "none connected to the start" in res_old.reason
+    res = plan_to_object(grid, can, start)
+    check_result(res, can, grid, pts)
+    assert np.any(grid.data[res.path_cells[:, 0], res.path_cells[:, 1]] == UNKNOWN)  # crossed the unseen strip
+    xy = np.array([(x, y) for x, y, _ in res.path])
+    samples = np.concatenate([a + np.linspace(0, 1, 50)[:, None] * (b - a) for a, b in zip(xy, xy[1:])])
+    to_boxes = np.min([distance_to_footprint(samples, b) for b in boxes], axis=0)
+    assert to_boxes.min() >= CFG.robot_radius_m - 0.02  # true geometry, up to the 3 mm sensor noise and sampling
+    # a door narrower than the robot stays closed
+    pts_narrow, _, can_n = _partitioned_room(rng, gap_m=0.55)
+    res_n, _ = navigate_to_object(pts_narrow, can_n, start)
+    assert not res_n.success and "none connected to the start" in res_n.reason

@@ -43,6 +43,14 @@ class NavigationConfig:
     """A start inside inflation snaps to the nearest free cell this close."""
     unknown_start_snap_m: float = 1.0
     """A start in unknown space (the floor under the robot, never in view) snaps this far."""
+    plan_through_unseen_floor: bool = True
+    """Unknown cells enclosed by observed cells (floor the camera never saw inside the explored area: under the
+    robot, behind low objects) may be crossed by paths, with the same clearance; goals stay on observed floor.
+    Unknown space connected to the grid's border (unexplored) is never crossed."""
+    start_escape: bool = True
+    """The robot stands at the start: the cells of its footprint disc (robot_radius_m) that are not occupied and
+    no closer to an obstacle than the start itself are traversable, so a robot inside the inflation band (or on
+    unseen floor) can leave it without snapping."""
     smooth_path: bool = True
     """Shorten the A* path by line-of-sight shortcuts on the inflated grid."""
 
@@ -56,7 +64,8 @@ class NavigationConfig:
         if self.floor_tolerance_m > self.obstacle_min_height_m:
             raise ValueError("floor_tolerance_m must not exceed obstacle_min_height_m")
         if self.min_points_per_cell < 1 or self.ring_samples < 4 or self.max_cells < 1 or self.fill_holes_cells < 0:
-            raise ValueError("min_points_per_cell >= 1, ring_samples >= 4, max_cells >= 1, fill_holes_cells >= 0 required")
+            raise ValueError("min_points_per_cell >= 1, ring_samples >= 4, max_cells >= 1, fill_holes_cells >= 0 "
+                             "required")
         if self.unknown_start_snap_m < 0:
             raise ValueError("unknown_start_snap_m must be non-negative")
         if self.standoff_m <= 0 or self.standoff_tolerance_m < 0 or self.margin_m < 0 or self.start_snap_m < 0:

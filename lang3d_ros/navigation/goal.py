@@ -19,7 +19,14 @@ from scipy import ndimage
 from lang3d_ros.geometry.boxes import Box3D
 from lang3d_ros.geometry.transforms import yaw_quaternion
 from lang3d_ros.navigation.config import NavigationConfig
-from lang3d_ros.navigation.grid import OccupancyGrid, build_occupancy_grid, traversable_mask
+from lang3d_ros.navigation.grid import (
+    FREE,
+    OCCUPIED,
+    OccupancyGrid,
+    build_occupancy_grid,
+    clearance_m,
+    traversable_mask,
+)
 from lang3d_ros.navigation.planner import astar, cost_field, smooth_path
 
 log = logging.getLogger(__name__)
@@ -94,8 +101,31 @@ def _snap_start(grid: OccupancyGrid, traversable: np.ndarray, start_xy: np.ndarr
         snap_m = max(snap_m, unknown_snap_m)
     if dist[ij[0], ij[1]] * grid.resolution_m > snap_m:
         state = {-1: "unknown", 0: "inside the inflated obstacles", 100: "occupied"}[int(grid.data[ij[0], ij[1]])]
-        return None, f"start ({start_xy[0]:.2f}, {start_xy[1]:.2f}) is {state} and no free cell is within {snap_m:.2f} m"
+        return None, (f"start ({start_xy[0]:.2f}, {start_xy[1]:.2f}) is {state} and no free cell is within "
+                      f"{snap_m:.2f} m")
     return (int(ri[ij[0], ij[1]]), int(rj[ij[0], ij[1]])), None
+
+
+def start_escape_cells(grid: OccupancyGrid, clearance: np.ndarray, start_xy: np.ndarray,
+                       robot_radius_m: float) -> np.ndarray:
+    """(H,W) bool: the cells of the robot's footprint disc at ``start_xy`` (2,) that are not occupied and whose
+    centre is no closer to an obstacle point than the start's, minus half a cell diagonal. The robot stands there,
+    so moving within its own footprint away from obstacles is collision-free even inside the inflation band."""
+    out = np.zeros(grid.data.shape, dtype=bool)
+    ij = grid.xy_to_ij(start_xy)[0]
+    if not grid.in_bounds(ij)[0]:
+        return out
+    n = int(np.ceil(robot_radius_m / grid.resolution_m)) + 1
+    r0, r1 = max(ij[0] - n, 0), min(ij[0] + n + 1, grid.height)
+    c0, c1 = max(ij[1] - n, 0), min(ij[1] + n + 1, grid.width)
+    rr, cc = np.mgrid[r0:r1, c0:c1]
+    xy = grid.ij_to_xy(np.column_stack([rr.ravel(), cc.ravel()]))
+    start_clear = float(clearance[ij[0], ij[1]])
+    ok = ((np.linalg.norm(xy - start_xy, axis=1) <= robot_radius_m)
+          & (grid.data[rr, cc].ravel() != OCCUPIED)
+          & (clearance[rr, cc].ravel() >= start_clear - np.sqrt(0.5) * grid.resolution_m))
+    out[rr.ravel()[ok], cc.ravel()[ok]] = True
+    return out
 
 
 def _result_path(grid, cells, start_xy, goal_xy, goal_yaw, traversable, smooth):
@@ -119,7 +149,9 @@ def plan_to_object(
     """A free, reachable goal at the standoff from ``box`` facing its centre, and the path from start_xy (2,).
 
     Bad input (non-finite start, non-gravity-aligned box, bad standoff) raises ValueError; an unreachable
-    target gives success False with the reason. ``traversable`` (H,W) may be passed to reuse inflation.
+    target gives success False with the reason. ``traversable`` (H,W) may be passed to reuse inflation (it then
+    replaces ``traversable_mask`` for transit; the start escape disc is still added when configured).
+    Goals lie on observed free floor only; paths may cross enclosed unseen floor (``plan_through_unseen_floor``).
     """
     cfg = config or NavigationConfig()
     cfg.validate()
@@ -130,9 +162,13 @@ def plan_to_object(
     if not np.isfinite(standoff) or standoff <= 0:
         raise ValueError(f"standoff_m must be positive, got {standoff}")
     _footprint(box)
-    trav = traversable_mask(grid, cfg.robot_radius_m) if traversable is None else traversable
-    if trav.shape != grid.data.shape:
-        raise ValueError(f"traversable has shape {trav.shape}, grid {grid.data.shape}")
+    clear = clearance_m(grid, cfg.robot_radius_m + 2.0 * cfg.resolution_m)
+    if traversable is None:
+        traversable = traversable_mask(grid, cfg.robot_radius_m, cfg.plan_through_unseen_floor, clear)
+    if traversable.shape != grid.data.shape:
+        raise ValueError(f"traversable has shape {traversable.shape}, grid {grid.data.shape}")
+    trav = traversable | start_escape_cells(grid, clear, start, cfg.robot_radius_m) if cfg.start_escape else traversable
+    goal_ok = trav & (grid.data == FREE) & (clear > cfg.robot_radius_m + np.sqrt(0.5) * grid.resolution_m)
     start_ij, reason = _snap_start(grid, trav, start, cfg.start_snap_m, cfg.unknown_start_snap_m)
     if start_ij is None:
         return NavigationResult(False, reason)
@@ -148,7 +184,7 @@ def plan_to_object(
         ij = grid.xy_to_ij(cand)
         inside = grid.in_bounds(ij)
         ok = np.zeros(len(cand), dtype=bool)
-        ok[inside] = trav[ij[inside, 0], ij[inside, 1]]
+        ok[inside] = goal_ok[ij[inside, 0], ij[inside, 1]]
         n_free += int(ok.sum())
         c = np.full(len(cand), np.inf)
         c[ok] = costs[ij[ok, 0], ij[ok, 1]]

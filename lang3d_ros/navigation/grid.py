@@ -4,12 +4,14 @@ The floor height comes from a height histogram (the lowest well-filled bin; the 
 tilted or multi-level floor is not handled). A cell is occupied when enough points lie in the obstacle
 band above the floor, free when floor points were seen in it (or it is a gap of at most
 ``fill_holes_cells`` between such cells) and it is not occupied, unknown otherwise.
+The grid keeps the obstacle points' xy, so inflation is measured from the points themselves, not from occupied
+cell centres (which over-inflates by up to a cell diagonal and closes gaps a robot fits through).
 Overhangs above the band are ignored; glass and other surfaces depth never saw stay unknown.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -24,13 +26,16 @@ UNKNOWN, FREE, OCCUPIED = -1, 0, 100
 @dataclass(frozen=True)
 class OccupancyGrid:
     """data (H,W) int8 indexed [row, col] = [iy, ix] from the origin corner; -1 unknown, 0 free, 100 occupied.
-    origin_xy: map-frame xy of the outer corner of cell (0, 0); cells are axis-aligned with the map."""
+    origin_xy: map-frame xy of the outer corner of cell (0, 0); cells are axis-aligned with the map.
+    obstacle_xy: (M,2) float32 map-frame xy of the obstacle-band points in occupied cells (None for a grid
+    known only by its cells: clearance is then bounded from the occupied cells' extents)."""
 
     data: np.ndarray
     resolution_m: float
     origin_xy: np.ndarray
     floor_z_m: float
     frame_id: str = "map"
+    obstacle_xy: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def height(self) -> int:
@@ -116,25 +121,68 @@ def build_occupancy_grid(points: np.ndarray, config: NavigationConfig | None = N
     obstacle_cells = np.bincount(flat[band], minlength=W * H)
     free = (floor_cells > 0).reshape(H, W)
     if cfg.fill_holes_cells > 0:  # sparse floors: close small unseen gaps; occupied stays occupied
-        free = ndimage.binary_closing(free, structure=np.ones((3, 3), bool), iterations=cfg.fill_holes_cells, border_value=0) | free
+        free |= ndimage.binary_closing(free, structure=np.ones((3, 3), bool), iterations=cfg.fill_holes_cells,
+                                       border_value=0)
     occupied = (obstacle_cells >= cfg.min_points_per_cell).reshape(H, W)
     data = np.full((H, W), UNKNOWN, dtype=np.int8)
     data[free] = FREE
     data[occupied] = OCCUPIED
-    grid = OccupancyGrid(data, res, origin.astype(np.float64), floor_z)
+    in_occupied = band & occupied.reshape(-1)[flat]
+    grid = OccupancyGrid(data, res, origin.astype(np.float64), floor_z,
+                         obstacle_xy=used[in_occupied, :2].astype(np.float32))
     log.debug("grid %dx%d at %.3f m, floor z %.3f m: %d free, %d occupied", W, H, res, floor_z,
               int((data == FREE).sum()), int((data == OCCUPIED).sum()))
     return grid
 
 
-def traversable_mask(grid: OccupancyGrid, robot_radius_m: float) -> np.ndarray:
-    """(H,W) bool: free cells whose centre is farther than robot_radius_m + sqrt(2) cells from every
-    occupied cell's centre (the inflation), so that any point of a traversable cell is at least
-    robot_radius_m from any point of an occupied cell. Unknown cells are never traversable."""
-    if robot_radius_m < 0:
-        raise ValueError("robot_radius_m must be non-negative")
+def clearance_m(grid: OccupancyGrid, exact_below_m: float = 1.0) -> np.ndarray:
+    """(H,W) float64: distance (m) from each cell centre to the nearest obstacle point (inf without obstacles).
+
+    Exact from ``grid.obstacle_xy`` (a k-d tree query) for the cells whose cell-based bound is below
+    ``exact_below_m``; elsewhere, and for grids without obstacle points, the lower bound: distance to the
+    nearest occupied cell centre minus half a cell diagonal."""
     occupied = grid.data == OCCUPIED
     if not occupied.any():
-        return grid.data == FREE
-    dist_m = ndimage.distance_transform_edt(~occupied) * grid.resolution_m
-    return (grid.data == FREE) & (dist_m > robot_radius_m + np.sqrt(2.0) * grid.resolution_m)
+        return np.full(grid.data.shape, np.inf)
+    half_diag_m = np.sqrt(0.5) * grid.resolution_m
+    bound = np.maximum(ndimage.distance_transform_edt(~occupied) * grid.resolution_m - half_diag_m, 0.0)
+    if grid.obstacle_xy is None or len(grid.obstacle_xy) == 0:
+        return bound
+    from scipy.spatial import cKDTree
+
+    near = bound < exact_below_m
+    cells = np.argwhere(near)
+    exact = bound.copy()
+    exact[near] = cKDTree(np.asarray(grid.obstacle_xy, dtype=np.float64)).query(grid.ij_to_xy(cells), workers=1)[0]
+    return np.maximum(exact, bound)
+
+
+def unseen_floor_mask(grid: OccupancyGrid) -> np.ndarray:
+    """(H,W) bool: UNKNOWN cells enclosed by observed cells, i.e. not 4-connected through unknown cells to the
+    grid's border. They are floor the camera never saw inside the explored area (under the robot, behind low
+    objects); the unknown that reaches the border is unexplored space. Cannot tell an enclosed hole that hides an
+    obstacle depth never returned (glass, black fabric) from floor."""
+    unknown = grid.data == UNKNOWN
+    labels, n = ndimage.label(unknown)
+    if n == 0:
+        return unknown
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return unknown & ~np.isin(labels, border[border > 0])
+
+
+def traversable_mask(grid: OccupancyGrid, robot_radius_m: float, unseen_floor: bool = False,
+                     clearance: np.ndarray | None = None) -> np.ndarray:
+    """(H,W) bool: free cells (and, with ``unseen_floor``, enclosed unknown cells) whose centre is farther than
+    robot_radius_m + half a cell diagonal from every obstacle point, so that any point of a traversable cell is
+    at least robot_radius_m from any obstacle point (``clearance_m``; pass it to reuse it). Unexplored unknown
+    cells are never traversable."""
+    if robot_radius_m < 0:
+        raise ValueError("robot_radius_m must be non-negative")
+    base = grid.data == FREE
+    if unseen_floor:
+        base = base | unseen_floor_mask(grid)
+    if not (grid.data == OCCUPIED).any():
+        return base
+    reach_m = robot_radius_m + 2.0 * grid.resolution_m
+    clear = clearance_m(grid, reach_m) if clearance is None else clearance
+    return base & (clear > robot_radius_m + np.sqrt(0.5) * grid.resolution_m)

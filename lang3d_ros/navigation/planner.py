@@ -64,7 +64,8 @@ def astar(traversable: np.ndarray, start_ij, goal_ij) -> np.ndarray | None:
         return (di + dj) + (SQRT2 - 2.0) * min(di, dj)
 
     heap = [(h(si, sj), 0.0, start)]
-    moves = [(-1, 0, 1.0), (1, 0, 1.0), (0, -1, 1.0), (0, 1, 1.0), (-1, -1, SQRT2), (-1, 1, SQRT2), (1, -1, SQRT2), (1, 1, SQRT2)]
+    moves = [(-1, 0, 1.0), (1, 0, 1.0), (0, -1, 1.0), (0, 1, 1.0),
+             (-1, -1, SQRT2), (-1, 1, SQRT2), (1, -1, SQRT2), (1, 1, SQRT2)]
     while heap:
         _, gu, u = heapq.heappop(heap)
         if u in closed:
