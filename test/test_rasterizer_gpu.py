@@ -43,3 +43,53 @@ def test_gsplat_matches_torch_rasterizer(garden_npz):
     for name, ga, gb in zip(["means", "quats", "scales", "opacities", "features"], grads["gsplat"], grads["torch"]):
         rel = (ga - gb).norm() / gb.norm().clamp(min=1e-12)
         assert rel < 1e-2, f"{name}: relative gradient difference {rel:.2e}"
+
+
+# --------------------------------------------------------------------------- scripts/gpu_check.sh (runs these tests)
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _gpu_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    __import__("sys").modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
+def test_gpu_check_stops_at_once_without_cuda(tmp_path):
+    import subprocess
+
+    p = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), str(tmp_path / "out")], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "no CUDA device" in p.stderr and "Nothing was measured" in p.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_gpu_check_steps_run_and_report_on_cpu(tmp_path):
+    """The check's own measurements and bookkeeping, at toy sizes on the CPU (torch rasterizer on both sides)."""
+    import sys
+    import time
+
+    gc = _gpu_check()
+    par = gc.parity_numbers("cpu", ("torch", "torch"), n=500, width=48, height=32)
+    assert par["image_max_abs"] == 0.0 and par["grad_rel_means"] == 0.0 and par["parity_image"] == "48x32"
+    speed = gc.training_speed("cpu", width=64, height=48, frames=2, stride=8, iterations=2, warmup=1)
+    assert speed["backend"] == "torch" and speed["train_gaussians"] > 0 and speed["rgb_it_per_s"] > 0
+    assert speed["language_it_per_s"] > 0 and speed["train_image"] == "64x48"
+    deadline = time.monotonic() + 60
+    ok = gc.run_step("ok", [sys.executable, "-c", f"print('{gc.RESULT_TAG}' + '{{\"x\": 3}}')"], 30, deadline, {})
+    slow = gc.run_step("slow", [sys.executable, "-c", "import time; time.sleep(30)"], 1, deadline, {})
+    bad = gc.run_step("bad", [sys.executable, "-c", "raise SystemExit(3)"], 30, deadline, {})
+    late = gc.run_step("late", [sys.executable, "-c", "pass"], 30, time.monotonic(), {})
+    assert (ok.status, ok.numbers) == ("passed", {"x": 3})
+    assert [slow.status, bad.status, late.status] == ["timeout", "failed", "skipped"]
+    jpath, mpath = gc.write_results(tmp_path, [ok, slow, bad, late], time.time())
+    text = mpath.read_text()
+    assert "| ok | passed |" in text and "| slow | timeout |" in text and "- x: 3" in text
+    statuses = [s["status"] for s in __import__("json").loads(jpath.read_text())["steps"]]
+    assert statuses == ["passed", "timeout", "failed", "skipped"]
