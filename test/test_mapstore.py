@@ -16,7 +16,8 @@ def _bundle():
     return MapBundle(
         arrays={"points_xyz": rng.normal(size=(1000, 3)).astype(np.float32),
                 "features_whole": rng.normal(size=(1000, 16)).astype(np.float16),
-                "ids": np.arange(1000, dtype=np.int64), "version": np.array(3), "view": np.arange(12.0).reshape(3, 4)[:, ::2]},
+                "ids": np.arange(1000, dtype=np.int64), "version": np.array(3),
+                "view": np.arange(12.0).reshape(3, 4)[:, ::2]},
         blobs={"gaussians.ply": b"ply\nformat binary_little_endian 1.0\n" + bytes(range(256))},
         metadata={"frame_id": "map", "levels": ["subpart", "part", "whole"], "nan": float("nan")},
     )

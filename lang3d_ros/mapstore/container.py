@@ -2,10 +2,18 @@
 
 Layout: ``manifest.json`` (format name, version, created time, metadata, and for every entry its kind, shape,
 dtype, byte size and SHA-256), then ``arrays/<name>.npy`` and ``blobs/<name>``. Entries are stored uncompressed
-(arrays of floats hardly compress; reading stays fast). Writes go to a temporary file in the target folder,
-are fsynced and renamed over the target, so a crash never leaves a half-written map. Reading checks the container,
-the format name and version, every entry's presence, size and checksum, and refuses anything else with a
-ValueError that names the problem. The file is not encrypted or signed: load maps you trust.
+(arrays of floats hardly compress; reading stays fast).
+
+Writing: to a temporary file ``<name>.writing-<pid>-<random>.tmp`` next to the target, fsynced and renamed over
+the target, so a crash never leaves a half-written map; a temp file left by a killed writer is recognisable
+(``temp_file_owner``) and ``MapFolder`` removes it on its next start.
+
+Reading treats the file as hostile: the container, format name and version, the manifest's types and shapes, and
+every entry's declared size are checked against ``MapReadLimits`` *before* anything is inflated (a zip bomb is
+refused from its directory); each entry is then streamed with a cap equal to its declared size while its SHA-256 is
+computed, arrays are rebuilt from their ``.npy`` header without pickle, and every float array must be finite.
+Every refusal is a ``Lang3DError(ErrorCode.IO_ERROR)`` whose message names the problem (never a Python exception
+name). The file is not encrypted or signed: a valid map from an untrusted source is still its author's content.
 """
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 import time
 import zipfile
@@ -21,9 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
+from lang3d_ros.errors import ErrorCode, Lang3DError
+from lang3d_ros.mapstore.config import MapReadLimits
+
 FORMAT_NAME = "lang3d_ros.map"
-FORMAT_VERSION = 1
-MAX_MANIFEST_BYTES = 16 << 20
+FORMAT_VERSION = 2
+"""2: instance content (written by LanguageMap); every float array finite. Version 1 files are refused."""
+MAP_SUFFIX = ".l3dmap"
+MAX_MANIFEST_BYTES = MapReadLimits.max_manifest_bytes
+_TEMP_RE = re.compile(r"^(?P<target>.+)\.writing-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
+_CHUNK_BYTES = 1 << 20
 
 
 @dataclass
@@ -35,8 +51,12 @@ class MapBundle:
     metadata: dict = field(default_factory=dict)
 
 
+def _err(message: str) -> Lang3DError:
+    return Lang3DError(ErrorCode.IO_ERROR, message)
+
+
 def _check_name(name: str) -> None:
-    if not name or "/" in name or "\\" in name or name.startswith(".") or len(name) > 128:
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith(".") or len(name) > 128:
         raise ValueError(f"invalid entry name {name!r}")
 
 
@@ -48,8 +68,17 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def temp_file_owner(name: str) -> tuple[str, int] | None:
+    """(target file name, writer pid) when ``name`` is a temp file of ``write_map``, else None."""
+    m = _TEMP_RE.match(name)
+    return (m.group("target"), int(m.group("pid"))) if m else None
+
+
 def write_map(path: str | os.PathLike, bundle: MapBundle) -> int:
-    """Write ``bundle`` atomically to ``path``; returns the file size in bytes."""
+    """Write ``bundle`` atomically to ``path``; returns the file size in bytes.
+
+    Creates missing parent folders: callers that serve clients confine ``path`` with ``MapFolder.for_write`` first.
+    """
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not a map file path")
@@ -57,19 +86,21 @@ def write_map(path: str | os.PathLike, bundle: MapBundle) -> int:
     entries, payloads = {}, {}
     for name, a in bundle.arrays.items():
         _check_name(name)
-        data = _npy_bytes(np.asarray(a))
-        entries[f"arrays/{name}.npy"] = {"kind": "array", "name": name, "shape": list(np.shape(a)), "dtype": str(np.asarray(a).dtype),
+        a = np.asarray(a)
+        data = _npy_bytes(a)
+        entries[f"arrays/{name}.npy"] = {"kind": "array", "name": name, "shape": list(a.shape), "dtype": str(a.dtype),
                                          "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         payloads[f"arrays/{name}.npy"] = data
     for name, data in bundle.blobs.items():
         _check_name(name)
         data = bytes(data)
-        entries[f"blobs/{name}"] = {"kind": "blob", "name": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        entries[f"blobs/{name}"] = {"kind": "blob", "name": name, "bytes": len(data),
+                                    "sha256": hashlib.sha256(data).hexdigest()}
         payloads[f"blobs/{name}"] = data
     manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "created_unix_s": time.time(),
                 "metadata": bundle.metadata, "entries": entries}
     manifest_bytes = json.dumps(manifest, indent=1, sort_keys=True, allow_nan=True).encode()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.writing-{os.getpid()}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -86,48 +117,238 @@ def write_map(path: str | os.PathLike, bundle: MapBundle) -> int:
     return path.stat().st_size
 
 
-def read_map(path: str | os.PathLike) -> MapBundle:
-    """Read and validate a map file; ValueError names what is wrong (missing, truncated, foreign, corrupt)."""
+# ---------------------------------------------------------------------------------------------------- reading
+@dataclass
+class _Entry:
+    arcname: str
+    kind: str
+    name: str
+    num_bytes: int
+    sha256: str
+    shape: tuple[int, ...] = ()
+    dtype: str = ""
+
+
+def _read_manifest(zf: zipfile.ZipFile, where: str, limits: MapReadLimits) -> dict:
+    try:
+        info = zf.getinfo("manifest.json")
+    except KeyError:
+        raise _err(f"{where} is not a lang3d_ros map file (no manifest.json)") from None
+    if info.file_size > limits.max_manifest_bytes:
+        raise _err(f"{where}: manifest is {info.file_size} bytes, larger than allowed ({limits.max_manifest_bytes})")
+    try:
+        with zf.open(info) as fh:
+            raw = fh.read(limits.max_manifest_bytes + 1)
+        manifest = json.loads(raw)
+    except RecursionError:
+        raise _err(f"{where}: manifest is nested too deeply") from None
+    except (ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:  # JSON and Unicode errors are ValueErrors
+        raise _err(f"{where}: manifest is unreadable ({exc}); the file may be corrupt or truncated") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise _err(f"{where} is not a lang3d_ros map file (format {found!r})")
+    return manifest
+
+
+def _check_version(manifest: dict, where: str) -> None:
+    version = manifest.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise _err(f"{where}: map format version {version!r} is not a number")
+    if version < FORMAT_VERSION:
+        raise _err(f"{where}: map format version {version} is older than this build reads ({FORMAT_VERSION}): "
+                   f"rebuild the map (replay its recording) with this version")
+    if version > FORMAT_VERSION:
+        raise _err(f"{where}: map format version {version} is newer than this build reads ({FORMAT_VERSION})")
+
+
+def _parse_entries(manifest: dict, where: str, limits: MapReadLimits) -> list[_Entry]:
+    table = manifest.get("entries")
+    if not isinstance(table, dict):
+        raise _err(f"{where}: manifest 'entries' must be an object, got {type(table).__name__}")
+    if len(table) > limits.max_entries:
+        raise _err(f"{where}: manifest lists {len(table)} entries, more than allowed ({limits.max_entries})")
+    out = []
+    for arcname, e in table.items():
+        if not isinstance(e, dict):
+            raise _err(f"{where}: manifest entry {arcname!r} must be an object, got {type(e).__name__}")
+        kind, name, nbytes, sha = e.get("kind"), e.get("name"), e.get("bytes"), e.get("sha256")
+        try:
+            _check_name(name)
+        except ValueError:
+            raise _err(f"{where}: manifest entry {arcname!r} has an invalid name {name!r}") from None
+        if kind not in ("array", "blob"):
+            raise _err(f"{where}: entry {arcname} has unknown kind {kind!r}")
+        expected = f"arrays/{name}.npy" if kind == "array" else f"blobs/{name}"
+        if arcname != expected:
+            raise _err(f"{where}: manifest entry {arcname!r} should be named {expected!r}")
+        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+            raise _err(f"{where}: entry {arcname} declares a size of {nbytes!r} bytes")
+        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+            raise _err(f"{where}: entry {arcname} has no valid sha256")
+        entry = _Entry(arcname, kind, name, nbytes, sha)
+        if kind == "array":
+            shape, dtype = e.get("shape"), e.get("dtype")
+            if (not isinstance(shape, list) or len(shape) > limits.max_array_dims
+                    or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+                raise _err(f"{where}: entry {arcname} has an invalid shape {str(shape)[:80]}")
+            if not isinstance(dtype, str) or not _plain_dtype(dtype):
+                raise _err(f"{where}: entry {arcname} has an unsupported dtype {str(dtype)[:40]!r}")
+            entry.shape, entry.dtype = tuple(shape), dtype
+        out.append(entry)
+    return out
+
+
+def _plain_dtype(text: str) -> bool:
+    """A bool, integer or float dtype without fields (what map files store)."""
+    try:
+        dt = np.dtype(text)
+    except (TypeError, ValueError, SyntaxError):
+        return False
+    return dt.kind in "biuf" and dt.fields is None and dt.subdtype is None and str(dt) == text
+
+
+def _check_directory(zf: zipfile.ZipFile, entries: list[_Entry], file_bytes: int, where: str,
+                     limits: MapReadLimits) -> dict[str, zipfile.ZipInfo]:
+    """Declared sizes against the zip directory, the file size and the limits: nothing is inflated here."""
+    infos = zf.infolist()
+    if len(infos) > limits.max_entries + 1:
+        raise _err(f"{where}: zip holds {len(infos)} entries, more than allowed ({limits.max_entries})")
+    by_name = {i.filename: i for i in infos}
+    total = 0
+    out = {}
+    for e in entries:
+        info = by_name.get(e.arcname)
+        if info is None:
+            raise _err(f"{where}: entry {e.arcname} is missing (truncated file?)")
+        if info.file_size != e.num_bytes:
+            raise _err(f"{where}: entry {e.arcname} is {info.file_size} bytes in the zip directory, the manifest "
+                       f"says {e.num_bytes}: corrupt or crafted file")
+        if info.compress_type == zipfile.ZIP_STORED:
+            if info.compress_size != info.file_size:
+                raise _err(f"{where}: stored entry {e.arcname} has inconsistent sizes: corrupt file")
+        elif info.compress_type == zipfile.ZIP_DEFLATED:
+            if info.file_size > limits.max_inflate_ratio * info.compress_size + 4096:
+                raise _err(f"{where}: entry {e.arcname} declares {info.file_size} bytes from {info.compress_size} "
+                           f"compressed (ratio above {limits.max_inflate_ratio:g}): refused as a zip bomb")
+        else:
+            raise _err(f"{where}: entry {e.arcname} uses an unsupported compression method {info.compress_type}")
+        if info.header_offset + info.compress_size > file_bytes:
+            raise _err(f"{where}: entry {e.arcname} extends past the end of the file (truncated file?)")
+        total += info.file_size
+        if total > limits.max_total_bytes:
+            raise _err(f"{where}: entries declare more than {limits.max_total_bytes} bytes in total "
+                       f"(mapping.map_files.max_total_bytes)")
+        out[e.arcname] = info
+    return out
+
+
+def _stream_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, e: _Entry, where: str) -> bytearray:
+    """The entry's bytes, read in chunks with a cap of its declared size, checked against its SHA-256."""
+    buf = bytearray(e.num_bytes)
+    view = memoryview(buf)
+    digest = hashlib.sha256()
+    pos = 0
+    try:
+        with zf.open(info) as fh:
+            while pos < e.num_bytes:
+                chunk = fh.read(min(_CHUNK_BYTES, e.num_bytes - pos))
+                if not chunk:
+                    break
+                view[pos:pos + len(chunk)] = chunk
+                digest.update(chunk)
+                pos += len(chunk)
+            extra = fh.read(1)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise _err(f"{where}: entry {e.arcname} is unreadable ({exc}): the file is corrupt or truncated") from exc
+    finally:
+        view.release()
+    if pos != e.num_bytes or extra or digest.hexdigest() != e.sha256:
+        raise _err(f"{where}: entry {e.arcname} fails its checksum (corrupt or truncated file)")
+    return buf
+
+
+def _array_from_npy(data: bytearray, e: _Entry, where: str) -> np.ndarray:
+    """An array backed by ``data`` (no copy), from its .npy header; no pickle, header checked against manifest."""
+    try:
+        fh = io.BytesIO(data)
+        major, _minor = np.lib.format.read_magic(fh)
+        reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = reader(fh)
+        offset = fh.tell()
+    except (ValueError, TypeError, SyntaxError, EOFError) as exc:
+        raise _err(f"{where}: entry {e.arcname} is not a valid .npy array ({exc})") from exc
+    if tuple(shape) != e.shape or str(dtype) != e.dtype:
+        raise _err(f"{where}: entry {e.arcname} has shape {tuple(shape)} {dtype}, manifest says "
+                   f"{list(e.shape)} {e.dtype}")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if offset + count * dtype.itemsize != len(data):
+        raise _err(f"{where}: entry {e.arcname} holds {len(data) - offset} data bytes, its header needs "
+                   f"{count * dtype.itemsize}")
+    a = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    return a.reshape(shape, order="F" if fortran else "C")
+
+
+def _check_finite(a: np.ndarray, e: _Entry, where: str) -> None:
+    if a.dtype.kind != "f":
+        return
+    flat = a.reshape(-1, order="A") if a.flags.f_contiguous or a.flags.c_contiguous else a.ravel()
+    step = 1 << 22
+    for i in range(0, flat.size, step):
+        if not np.isfinite(flat[i:i + step]).all():
+            raise _err(f"{where}: array {e.name} contains NaN or infinite values")
+
+
+def peek_map_format(path: str | os.PathLike) -> tuple[str, int] | None:
+    """(format name, version) from a file's manifest, or None when it is not a zip with a readable manifest.
+
+    Cheap (reads the zip directory and at most the manifest): for deciding whether a file may be overwritten.
+    """
+    try:
+        with zipfile.ZipFile(path, "r") as zf:
+            info = zf.getinfo("manifest.json")
+            if info.file_size > MAX_MANIFEST_BYTES:
+                return None
+            with zf.open(info) as fh:
+                manifest = json.loads(fh.read(MAX_MANIFEST_BYTES + 1))
+    except (OSError, EOFError, KeyError, ValueError, RecursionError, zipfile.BadZipFile):
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("format"), str):
+        return None
+    version = manifest.get("version")
+    return manifest["format"], version if isinstance(version, int) else -1
+
+
+def read_map(path: str | os.PathLike, limits: MapReadLimits | None = None) -> MapBundle:
+    """Read and validate a map file (see the module docstring for every check).
+
+    Raises ``Lang3DError(ErrorCode.IO_ERROR)`` (a ValueError) naming what is wrong: missing, truncated, foreign,
+    old version, corrupt, over the limits, malformed manifest, non-finite floats. The arrays returned are backed by
+    writable buffers owned by the bundle.
+    """
+    limits = limits or MapReadLimits()
     path = Path(path)
+    where = str(path)
     if not path.is_file():
-        raise ValueError(f"map file {path} does not exist")
+        raise _err(f"map file {where} does not exist")
     try:
         zf = zipfile.ZipFile(path, "r")
-    except zipfile.BadZipFile as exc:
-        raise ValueError(f"{path} is not a lang3d_ros map file (not a zip container: {exc}); it may be truncated") from exc
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise _err(f"{where} is not a lang3d_ros map file (not a zip container: {exc}); it may be truncated") from exc
     with zf:
-        names = set(zf.namelist())
-        if "manifest.json" not in names:
-            raise ValueError(f"{path} is not a lang3d_ros map file (no manifest.json)")
-        info = zf.getinfo("manifest.json")
-        if info.file_size > MAX_MANIFEST_BYTES:
-            raise ValueError(f"{path}: manifest is {info.file_size} bytes, larger than allowed")
-        try:
-            manifest = json.loads(zf.read("manifest.json"))
-        except (json.JSONDecodeError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"{path}: manifest is unreadable ({exc})") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-            raise ValueError(f"{path} is not a lang3d_ros map file (format {manifest.get('format') if isinstance(manifest, dict) else None!r})")
-        version = manifest.get("version")
-        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-            raise ValueError(f"{path}: map format version {version!r} is not supported (this build reads 1..{FORMAT_VERSION})")
-        bundle = MapBundle(metadata=manifest.get("metadata", {}))
-        for arcname, entry in manifest.get("entries", {}).items():
-            if arcname not in names:
-                raise ValueError(f"{path}: entry {arcname} is missing (truncated file?)")
-            try:
-                data = zf.read(arcname)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise ValueError(f"{path}: entry {arcname} is unreadable ({exc}): the file is corrupt or truncated") from exc
-            if len(data) != entry.get("bytes") or hashlib.sha256(data).hexdigest() != entry.get("sha256"):
-                raise ValueError(f"{path}: entry {arcname} fails its checksum (corrupt or truncated file)")
-            if entry.get("kind") == "array":
-                a = np.load(io.BytesIO(data), allow_pickle=False)
-                if list(a.shape) != entry.get("shape") or str(a.dtype) != entry.get("dtype"):
-                    raise ValueError(f"{path}: entry {arcname} has shape {a.shape} {a.dtype}, manifest says {entry.get('shape')} {entry.get('dtype')}")
-                bundle.arrays[entry["name"]] = a
-            elif entry.get("kind") == "blob":
-                bundle.blobs[entry["name"]] = data
+        manifest = _read_manifest(zf, where, limits)
+        _check_version(manifest, where)
+        metadata = manifest.get("metadata", {})
+        if not isinstance(metadata, dict):
+            raise _err(f"{where}: manifest 'metadata' must be an object, got {type(metadata).__name__}")
+        entries = _parse_entries(manifest, where, limits)
+        infos = _check_directory(zf, entries, path.stat().st_size, where, limits)
+        bundle = MapBundle(metadata=metadata)
+        for e in entries:
+            data = _stream_entry(zf, infos[e.arcname], e, where)
+            if e.kind == "array":
+                a = _array_from_npy(data, e, where)
+                _check_finite(a, e, where)
+                bundle.arrays[e.name] = a
             else:
-                raise ValueError(f"{path}: entry {arcname} has unknown kind {entry.get('kind')!r}")
+                bundle.blobs[e.name] = bytes(data)
     return bundle
