@@ -63,6 +63,7 @@ def _trained_like(garden, sh_degree=1) -> GaussianModel:
     for k, v in m.params.items():  # arbitrary float32 values everywhere, as after training
         m.params[k] = v + torch.randn(v.shape, generator=g)
     m.codes = torch.randint(-1, 2**31 - 1, m.codes.shape, generator=g, dtype=torch.int32)
+    m.coverage = torch.rand(m.num_gaussians, 3, generator=g)
     return m
 
 
@@ -77,13 +78,15 @@ def test_save_reload_is_bit_identical_with_metadata_and_autoencoder(tmp_path, ga
         w = loaded.model.params[k]
         assert w.dtype == torch.float32 and torch.equal(v.view(torch.int32), w.view(torch.int32)), k
     assert loaded.model.codes.dtype == torch.int32 and torch.equal(loaded.model.codes, model.codes)
+    assert torch.equal(loaded.model.coverage, model.coverage)
     for k, v in decoder.state_dict().items():
         assert torch.equal(v, loaded.autoencoder_state[k])
     assert [p.name for p in tmp_path.iterdir()] == ["map.ply"]  # no temp files left behind
     # a standard 3DGS reader sees the usual properties first
     header = path.read_bytes().split(b"end_header\n")[0].decode()
     assert "element vertex 5000" in header and "property float f_rest_8" in header and "property float lang_2_2" in header
-    assert "property float lang_2_2\nproperty int seg_0\nproperty int seg_1\nproperty int seg_2\n" in header
+    cov = "".join(f"property float cov_{lvl}\n" for lvl in range(3))
+    assert "property float lang_2_2\n" + cov + "property int seg_0\nproperty int seg_1\n" in header
 
 
 def test_version_1_file_without_codes_loads_with_no_codes(tmp_path, garden):
@@ -94,7 +97,7 @@ def test_version_1_file_without_codes_loads_with_no_codes(tmp_path, garden):
     path = save_gaussians(tmp_path / "new.ply", model)
     header, body = path.read_bytes().split(b"end_header\n", 1)
     rec = np.frombuffer(body, dtype=ply._vertex_array(model).dtype)
-    floats = [n for n in rec.dtype.names if not n.startswith("seg_")]
+    floats = [n for n in rec.dtype.names if not n.startswith(("seg_", "cov_"))]
     old_body = np.stack([rec[n] for n in floats], axis=1).astype("<f4").tobytes()
     import json
     import zlib
@@ -103,10 +106,10 @@ def test_version_1_file_without_codes_loads_with_no_codes(tmp_path, garden):
     info = json.loads(lines[2].split(ply.MAGIC_COMMENT, 1)[1])
     info.update(version=1, vertex_crc32=zlib.crc32(old_body))
     lines[2] = f"comment {ply.MAGIC_COMMENT} {json.dumps(info)}"
-    lines = [ln for ln in lines if not ln.startswith("property int seg_")]
+    lines = [ln for ln in lines if not ln.startswith(("property int seg_", "property float cov_"))]
     (tmp_path / "old.ply").write_bytes(("\n".join(lines) + "end_header\n").encode() + old_body)
     loaded = load_gaussians(tmp_path / "old.ply")
-    assert loaded.version == 1 and bool((loaded.model.codes == -1).all())
+    assert loaded.version == 1 and bool((loaded.model.codes == -1).all()) and loaded.model.coverage is None
     assert torch.equal(loaded.model.latents, model.latents)
     # a version-2 file that lost its codes is corrupt, not old
     info.update(version=2)

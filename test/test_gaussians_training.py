@@ -203,6 +203,23 @@ def test_online_trainer_worker(garden_scene, tmp_path):
     nearest = point_labels[cKDTree(pts).query(snap.means.numpy())[1], 0]
     assert np.mean(nearest[coded] == codes[coded, 0]) > 0.9
     assert torch.equal(loaded.model.codes, snap.codes)
+    # language coverage (the query gate) measured when done, saved with the model
+    assert snap.coverage is not None and snap.coverage.shape == (snap.num_gaussians, 3)
+    assert float(snap.coverage.max()) > 0.5 and float(snap.coverage.min()) >= 0.0
+    assert torch.equal(loaded.model.coverage, snap.coverage)
+
+
+def test_reencoding_a_keyframe_follows_the_current_encoder(garden_scene):
+    from lang3d_ros.gaussians.training import reencode_keyframe
+
+    _, _, frames, labels = garden_scene
+    feats = np.eye(4, 8, dtype=np.float32)
+    old, new = torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)
+    kf = make_keyframe(frames[0], 2, semantics=_semantics(labels[0], feats), encoder=old)
+    ref = make_keyframe(frames[0], 2, semantics=_semantics(labels[0], feats), encoder=new)
+    assert not torch.allclose(kf.lang_target, ref.lang_target)
+    reencode_keyframe(kf, new)
+    assert torch.equal(kf.lang_target, ref.lang_target) and torch.equal(kf.lang_mask, ref.lang_mask)
 
 
 def test_online_trainer_grows_gaussians_where_a_new_keyframe_is_not_covered(garden_scene):

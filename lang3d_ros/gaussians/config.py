@@ -109,9 +109,12 @@ class GaussianConfig:
     """Query gate: a Gaussian (or pixel) counts when >= this share of it is mask-supervised."""
     weight_by_latent_norm: bool = True
     """Relevancy x min(|latent|, 1): the decoder only knows unit latents."""
+    init_stride_px: int = 4
+    """Online: back-project every this many-th pixel (in x and y) of a keyframe's depth into new Gaussians (the first
+    keyframe, and ``grow_from_keyframes``)."""
     grow_from_keyframes: bool = True
     """Online: during the RGB phase, each new keyframe adds Gaussians for its pixels the model does not yet cover
-    (rendered alpha below ``grow_alpha_threshold``, back-projected every ``init_stride``-th pixel), so the field
+    (rendered alpha below ``grow_alpha_threshold``, back-projected every ``init_stride_px``-th pixel), so the field
     covers every keyframe's view, not only the first one's."""
     grow_alpha_threshold: float = 0.5
     """Rendered opacity below which a keyframe pixel counts as not covered (``grow_from_keyframes``)."""
@@ -142,6 +145,8 @@ class GaussianConfig:
             raise ValueError("codebook_size and kmeans_iterations must be positive")
         if not 0 <= self.min_language_coverage <= 1:
             raise ValueError(f"min_language_coverage must be in [0, 1], got {self.min_language_coverage}")
+        if self.init_stride_px <= 0:
+            raise ValueError(f"init_stride_px must be positive, got {self.init_stride_px}")
         if not 0 < self.grow_alpha_threshold <= 1:
             raise ValueError(f"grow_alpha_threshold must be in (0, 1], got {self.grow_alpha_threshold}")
         if self.code_neighbours <= 0 or self.code_max_distance_m <= 0 or self.code_refresh_every <= 0:

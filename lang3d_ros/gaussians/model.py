@@ -5,7 +5,9 @@ opacity_logits (N,); sh_dc (N, 3) and sh_rest (N, K-1, 3) RGB spherical-harmonic
 (K = (sh_degree + 1)^2; colour = 0.5 + C0 * sh_dc, view-dependent bands are stored but not rendered);
 latents (N, 3 levels, d) LangSplat language latents (autoencoder space), zero until trained.
 Beside the parameters (not trained by gradients): ``codes`` (N, 3 levels) int32, each Gaussian's instance code
-(segment id of the fused map's instance table) per level, -1 for none (``lang3d_ros.gaussians.instances``).
+(segment id of the fused map's instance table) per level, -1 for none (``lang3d_ros.gaussians.instances``), and
+``coverage`` (N, 3) float32 or None: the share of each Gaussian's training blend weight on mask pixels per level
+(``training.language_coverage``, set when language training is done; the query gate), dropped when rows change.
 Cannot: render SH bands above 0 (the renderer takes post-activation features).
 """
 from __future__ import annotations
@@ -67,6 +69,7 @@ class GaussianModel:
         if tuple(codes.shape) != (n, NUM_LEVELS):
             raise ValueError(f"codes must have shape ({n}, {NUM_LEVELS}), got {tuple(codes.shape)}")
         self.codes = torch.as_tensor(codes).to(device=dev, dtype=torch.int32)
+        self.coverage: torch.Tensor | None = None
 
     # construction -------------------------------------------------------------------------------
     @classmethod
@@ -166,13 +169,17 @@ class GaussianModel:
 
     def clone(self, device: str | torch.device | None = None) -> "GaussianModel":
         dev = self.device if device is None else resolve_device(device)
-        return GaussianModel({k: v.detach().to(dev).clone() for k, v in self.params.items()}, self.sh_degree,
-                             self.codes.to(dev).clone())
+        out = GaussianModel({k: v.detach().to(dev).clone() for k, v in self.params.items()}, self.sh_degree,
+                            self.codes.to(dev).clone())
+        out.coverage = None if self.coverage is None else self.coverage.to(dev).clone()
+        return out
 
     def select(self, keep: torch.Tensor) -> "GaussianModel":
         """A new model with the Gaussians where ``keep`` (N,) bool (or index tensor) selects."""
-        return GaussianModel({k: v.detach()[keep].clone() for k, v in self.params.items()}, self.sh_degree,
-                             self.codes[keep].clone())
+        out = GaussianModel({k: v.detach()[keep].clone() for k, v in self.params.items()}, self.sh_degree,
+                            self.codes[keep].clone())
+        out.coverage = None if self.coverage is None else self.coverage[keep].clone()
+        return out
 
     # rendering ----------------------------------------------------------------------------------
     def render(

@@ -14,6 +14,7 @@ Layout (binary little-endian, every property ``float`` = float32)::
     property float scale_0..2                     (log metres)
     property float rot_0..3                       (quaternion wxyz, not normalised)
     property float lang_{level}_{k}               (level 0..2, k < latent_dim: LangSplat latents)
+    property float cov_{level}                    (version 2, optional: language coverage per level, the query gate)
     property int seg_{level}                      (version 2: instance code per level, -1 none; int32)
     element lang3d_blob B                         (only when an autoencoder state is stored)
     property uchar b                              (a NumPy .npz, no pickles: the autoencoder state_dict)
@@ -65,6 +66,7 @@ def _vertex_names(sh_degree: int, latent_dim: int) -> list[str]:
 
 
 CODE_NAMES = [f"seg_{lvl}" for lvl in range(NUM_LEVELS)]
+COVERAGE_NAMES = [f"cov_{lvl}" for lvl in range(NUM_LEVELS)]
 PLY_TYPES = {"float": "<f4", "int": "<i4"}
 
 
@@ -75,8 +77,11 @@ def _vertex_array(model: GaussianModel) -> np.ndarray:
     rest = p["sh_rest"].transpose(0, 2, 1).reshape(n, -1)  # (N, 3, K-1) channel-major, as 3DGS
     cols = [p["means"], np.zeros((n, 3), np.float32), p["sh_dc"], rest, p["opacity_logits"][:, None],
             p["log_scales"], p["quats"], p["latents"].reshape(n, -1)]
-    floats = np.concatenate(cols, axis=1).astype("<f4")
     names = _vertex_names(model.sh_degree, model.latent_dim)
+    if model.coverage is not None:
+        cols.append(model.coverage.detach().cpu().to(torch.float32).numpy())
+        names = names + COVERAGE_NAMES
+    floats = np.concatenate(cols, axis=1).astype("<f4")
     rec = np.empty(n, dtype=[(k, "<f4") for k in names] + [(k, "<i4") for k in CODE_NAMES])
     for i, k in enumerate(names):
         rec[k] = floats[:, i]
@@ -119,8 +124,7 @@ def save_gaussians(
     }
     lines = ["ply", "format binary_little_endian 1.0", f"comment {MAGIC_COMMENT} {json.dumps(info)}",
              f"element vertex {model.num_gaussians}"]
-    lines += [f"property float {name}" for name in _vertex_names(model.sh_degree, model.latent_dim)]
-    lines += [f"property int {name}" for name in CODE_NAMES]
+    lines += [f"property {'int' if vertex.dtype[name].kind == 'i' else 'float'} {name}" for name in vertex.dtype.names]
     if blob:
         lines += [f"element lang3d_blob {len(blob)}", "property uchar b"]
     lines.append("end_header")
@@ -255,6 +259,8 @@ def load_gaussians(path: str | os.PathLike, device: str | torch.device = "cpu") 
         raise ValueError(f"{path}: version-{version} file lacks instance-code properties {CODE_NAMES}")
     dev = resolve_device(device)
     model = GaussianModel({k: v.to(dev) for k, v in params.items()}, sh_degree, codes.to(dev))
+    if all(k in col for k in COVERAGE_NAMES):
+        model.coverage = take(COVERAGE_NAMES).to(dev)
     state = None
     if blob:
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:

@@ -37,13 +37,17 @@ RGB_PARAMS = ("means", "quats", "log_scales", "opacity_logits", "sh_dc", "sh_res
 @dataclass
 class Keyframe:
     """A training view at training resolution. rgb (H, W, 3) float in [0, 1]; viewmat (4, 4) world ->
-    camera; K (3, 3) project pixel convention; lang_target (3, H, W, d) and lang_mask (3, H, W) bool or None."""
+    camera; K (3, 3) project pixel convention; lang_target (3, H, W, d) and lang_mask (3, H, W) bool or None;
+    lang_seg (3, H, W) int64 mask row per pixel (-1: none) and lang_features (one (M_l, D) CPU tensor per level),
+    kept so that ``reencode_keyframe`` can rebuild the targets after the autoencoder has trained on."""
 
     rgb: torch.Tensor
     viewmat: torch.Tensor
     K: torch.Tensor
     lang_target: torch.Tensor | None = None
     lang_mask: torch.Tensor | None = None
+    lang_seg: torch.Tensor | None = None
+    lang_features: list[torch.Tensor] | None = None
 
     @property
     def height(self) -> int:
@@ -80,20 +84,15 @@ def make_keyframe(
     intr = intr.scaled(w // s, h // s)
     rgb = torch.from_numpy(frame.rgb[:h, :w]).float().div(255.0).permute(2, 0, 1)[None]
     rgb = F.avg_pool2d(rgb, s)[0].permute(1, 2, 0).contiguous() if s > 1 else rgb[0].permute(1, 2, 0).contiguous()
-    target = mask = None
+    target = mask = seg_t = feats = None
     if semantics is not None:
-        targets, masks = [], []
+        segs, feats = [], []
         for lvl in semantics.levels:
             lvl.validate(frame.height, frame.width)
-            seg = torch.from_numpy(np.ascontiguousarray(lvl.seg_map[s // 2 : h : s, s // 2 : w : s])).long()
-            with torch.no_grad():
-                lat = torch.as_tensor(encoder(torch.from_numpy(lvl.features).float())).float().cpu()
-            if lat.ndim != 2 or lat.shape[0] != lvl.features.shape[0]:
-                raise ValueError(f"encoder must map ({lvl.features.shape[0]}, D) -> (M, d), got {tuple(lat.shape)}")
-            lat = torch.cat([lat, torch.zeros(1, lat.shape[1])])  # row -1 -> zeros
-            targets.append(lat[seg])
-            masks.append(seg >= 0)
-        target, mask = torch.stack(targets), torch.stack(masks)
+            segs.append(torch.from_numpy(np.ascontiguousarray(lvl.seg_map[s // 2 : h : s, s // 2 : w : s])).long())
+            feats.append(torch.from_numpy(np.asarray(lvl.features, dtype=np.float32)))
+        seg_t = torch.stack(segs)
+        target, mask = _latent_targets(seg_t, feats, encoder)
     # a negative focal length (gradslam's y-up data) = a mirrored camera: mirror the view instead
     flip = np.diag([np.sign(intr.fx), np.sign(intr.fy), 1.0, 1.0])
     K = intr.K @ np.diag([np.sign(intr.fx), np.sign(intr.fy), 1.0])
@@ -104,7 +103,33 @@ def make_keyframe(
         K=torch.from_numpy(K).float().to(dev),
         lang_target=None if target is None else target.to(dev),
         lang_mask=None if mask is None else mask.to(dev),
+        lang_seg=seg_t,
+        lang_features=feats,
     )
+
+
+def _latent_targets(seg: torch.Tensor, features: list[torch.Tensor],
+                    encoder: FeatureEncoder) -> tuple[torch.Tensor, torch.Tensor]:
+    """seg (L, H, W) int64 mask rows, features per level (M_l, D) -> (targets (L, H, W, d), mask (L, H, W) bool)."""
+    targets = []
+    for lvl, f in enumerate(features):
+        with torch.no_grad():
+            lat = torch.as_tensor(encoder(f.float())).float().cpu()
+        if lat.ndim != 2 or lat.shape[0] != f.shape[0]:
+            raise ValueError(f"encoder must map ({f.shape[0]}, D) -> (M, d), got {tuple(lat.shape)}")
+        lat = torch.cat([lat, torch.zeros(1, lat.shape[1])])  # row -1 -> zeros
+        targets.append(lat[seg[lvl]])
+    return torch.stack(targets), seg >= 0
+
+
+def reencode_keyframe(kf: Keyframe, encoder: FeatureEncoder) -> None:
+    """Rebuild ``kf``'s latent targets from its stored masks with ``encoder`` (the scene autoencoder as it is now:
+    it keeps training while mapping runs, so targets encoded at arrival drift from its decoder). No-op without
+    stored masks."""
+    if kf.lang_seg is None or kf.lang_features is None:
+        return
+    target, mask = _latent_targets(kf.lang_seg, kf.lang_features, encoder)
+    kf.lang_target, kf.lang_mask = target.to(kf.rgb.device), mask.to(kf.rgb.device)
 
 
 def scene_extent(model: GaussianModel, keyframes: list[Keyframe]) -> float:
@@ -209,6 +234,7 @@ class GaussianOptimizer:
         """Keep rows ``keep`` (N,) bool and append ``appended`` rows (with ``appended_codes`` (M, 3) int32); carry Adam
         moments (zeros for new rows)."""
         self.model.codes = torch.cat([self.model.codes[keep], appended_codes.to(torch.int32)])
+        self.model.coverage = None
         for k in list(self.model.params):
             old = self.model.params[k]
             new = torch.cat([old.detach()[keep], appended[k]]).requires_grad_(old.requires_grad)

@@ -3,7 +3,9 @@
 Keyframes (Frame + optional KeyframeSemantics) arrive through ``add_keyframe`` into a bounded queue
 (a full queue drops the keyframe and counts it). The worker first trains RGB for ``rgb_iterations``
 (densifying), then, once keyframes with semantics exist, the language latents for ``language_iterations``
-with RGB frozen, then reports ``done``; each iteration draws one stored keyframe at random. Without an initial
+with RGB frozen (the keyframes' latent targets re-encoded with the current autoencoder every ``REENCODE_EVERY``
+iterations), then measures each Gaussian's language coverage (``model.coverage``, the query gate) and reports
+``done``; each iteration draws one stored keyframe at random. Without an initial
 model it initialises from the first keyframe's depth (back-projected, every ``init_stride``-th pixel); with
 ``grow_from_keyframes`` each later keyframe of the RGB phase adds Gaussians where the model does not cover its view.
 Instance codes: with a ``label_source`` (a callable returning the map's labelled points, see ``LabelSource``) the
@@ -31,11 +33,20 @@ from lang3d_ros.gaussians.config import GaussianConfig
 from lang3d_ros.gaussians.instances import codes_from_points
 from lang3d_ros.gaussians.model import GaussianModel
 from lang3d_ros.gaussians.ply import save_gaussians
-from lang3d_ros.gaussians.training import FeatureEncoder, GaussianOptimizer, Keyframe, make_keyframe, scene_extent
+from lang3d_ros.gaussians.training import (
+    FeatureEncoder,
+    GaussianOptimizer,
+    Keyframe,
+    language_coverage,
+    make_keyframe,
+    reencode_keyframe,
+    scene_extent,
+)
 from lang3d_ros.geometry.transforms import transform_points
 from lang3d_ros.semantics.types import KeyframeSemantics
 
 log = logging.getLogger(__name__)
+REENCODE_EVERY = 100  # language iterations between re-encodings of the keyframes' latent targets
 LabelSource = Callable[[], "tuple[np.ndarray, np.ndarray, np.ndarray | None]"]
 """() -> (points_xyz (M, 3) float32 map frame, labels (M, 3) int32 segment id per level (-1 none), weights (M, 3)
 vote weight per level or None): the fused map's labelled points, e.g. PointMap.points_xyz with labels(level) and
@@ -59,7 +70,7 @@ class GaussianTrainer:
         config: GaussianConfig | None = None,
         model: GaussianModel | None = None,
         encoder: FeatureEncoder | None = None,
-        init_stride: int = 4,
+        init_stride: int | None = None,
         seed: int = 0,
         label_source: LabelSource | None = None,
     ):
@@ -68,7 +79,7 @@ class GaussianTrainer:
         self.device = resolve_device(self.cfg.device)
         self.model = None if model is None else model.clone(self.device)
         self.encoder = encoder
-        self.init_stride = init_stride
+        self.init_stride = self.cfg.init_stride_px if init_stride is None else int(init_stride)
         self.label_source = label_source
         self._codes_at = -1  # training iteration of the last code refresh
         self._coded = 0
@@ -251,9 +262,14 @@ class GaussianTrainer:
             it = opt.rgb_iterations
         elif lang and opt.language_iterations < cfg.language_iterations:
             self._state = "training_language"
+            if self.encoder is not None and opt.language_iterations % REENCODE_EVERY == 0:
+                for k in lang:  # the autoencoder trains on while mapping runs: targets follow it
+                    reencode_keyframe(k, self.encoder)
             self._loss = opt.language_step(lang[int(self.rng.integers(len(lang)))])
             it = opt.language_iterations
         else:
+            if lang and opt.language_iterations > 0 and self.model.coverage is None:
+                self.model.coverage = language_coverage(self.model, lang, cfg).detach()
             self._state = "done"
             return
         if it % cfg.log_every == 0:
