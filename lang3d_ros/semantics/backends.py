@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from lang3d_ros.datasets.frame import Frame
-from lang3d_ros.semantics.config import SemanticsConfig
-from lang3d_ros.semantics.crops import mask_crops
 from lang3d_ros.device import resolve_device
+from lang3d_ros.semantics.config import MaskNoiseConfig, SemanticsConfig
+from lang3d_ros.semantics.crops import mask_crops
 from lang3d_ros.semantics.encoders import HFClipEncoder, ImageEncoder, MiniLMTextEncoder, OpenClipEncoder, TextEncoder
+from lang3d_ros.semantics.mask_noise import MaskNoise, MaskNoiseReport
 from lang3d_ros.semantics.sam_masks import LevelMaskGenerator, load_sam, segmentation_map
 from lang3d_ros.semantics.types import KeyframeSemantics, LevelMasks
 
@@ -140,13 +141,19 @@ class GroundTruthSemantics:
     in ``part_of`` (child id -> parent id), i.e. the union of an object and everything declared part of it,
     labelled with the root's label (identical to the instance level when ``part_of`` is empty).
     Instance ids absent from ``instance_labels`` (e.g. -1 = nothing, or 0 = room structure unless it is given
-    a label) map to -1. It cannot see anything a real camera would add (noise, unlabelled clutter).
+    a label) map to -1. It cannot see anything a real camera would add (unlabelled clutter).
+
+    With ``mask_noise`` enabled, each level of each keyframe goes through ``MaskNoise`` (semantics/mask_noise.py):
+    missed, merged, split and jittered masks, confused labels and feature noise, seeded by (seed, frame.index,
+    level); ``last_noise_reports`` holds the three levels' counts of the latest ``process``.
     """
 
     def __init__(self, instance_labels: dict[int, str], text_encoder: TextEncoder,
                  instance_colors: dict[int, str] | None = None, color_in_label: bool = False,
-                 part_of: dict[int, int] | None = None, min_mask_area_px: int = 1) -> None:
-        if not isinstance(instance_labels, dict) or not all(isinstance(k, (int, np.integer)) and isinstance(v, str) for k, v in instance_labels.items()):
+                 part_of: dict[int, int] | None = None, min_mask_area_px: int = 1,
+                 mask_noise: MaskNoiseConfig | None = None) -> None:
+        if not isinstance(instance_labels, dict) or not all(
+                isinstance(k, (int, np.integer)) and isinstance(v, str) for k, v in instance_labels.items()):
             raise ValueError("instance_labels must be a dict {instance_id: label}")
         if color_in_label and not instance_colors:
             raise ValueError("color_in_label needs instance_colors {instance_id: color_name}")
@@ -159,6 +166,8 @@ class GroundTruthSemantics:
         self.feature_dim = int(text_encoder.feature_dim)
         self.min_mask_area_px = min_mask_area_px
         self._cache: dict[str, np.ndarray] = {}
+        self.noise = MaskNoise(mask_noise) if mask_noise is not None and mask_noise.enabled else None
+        self.last_noise_reports: list[MaskNoiseReport] = []
 
     def _root_of(self, iid: int) -> int:
         seen = {iid}
@@ -184,10 +193,28 @@ class GroundTruthSemantics:
             return np.zeros((0, self.feature_dim), dtype=np.float32)
         return np.stack([self._cache[t] for t in texts])
 
+    def _maskable(self, ids_map: np.ndarray) -> np.ndarray:
+        """(H,W) int64 -> (H,W) int64 with -1 where no mask may be (unlabelled ids, instances below min area)."""
+        ids, counts = np.unique(ids_map, return_counts=True)
+        ok = np.array([i for i, c in zip(ids.tolist(), counts.tolist())
+                       if i in self.instance_labels and c >= self.min_mask_area_px], dtype=np.int64)
+        return np.where(np.isin(ids_map, ok), ids_map, -1)
+
+    def _noisy_level(self, ids_map: np.ndarray, level: int, frame_index: int) -> LevelMasks:
+        ids_map = self._maskable(ids_map)
+        present = [int(i) for i in np.unique(ids_map) if i >= 0]
+        labels = {i: self.instance_labels[i] for i in present}
+        texts = {i: self.text_of(i) for i in present}
+        level_masks, report = self.noise.apply(ids_map, level, frame_index, labels, texts, self.embed_texts,
+                                               self.feature_dim)
+        self.last_noise_reports.append(report)
+        return level_masks
+
     def _level(self, ids_map: np.ndarray) -> LevelMasks:
         h, w = ids_map.shape
         ids, counts = np.unique(ids_map, return_counts=True)
-        ids = np.array([i for i, c in zip(ids.tolist(), counts.tolist()) if i in self.instance_labels and c >= self.min_mask_area_px], dtype=np.int64)
+        ids = np.array([i for i, c in zip(ids.tolist(), counts.tolist())
+                        if i in self.instance_labels and c >= self.min_mask_area_px], dtype=np.int64)
         if ids.size == 0:
             return LevelMasks.empty(h, w, self.feature_dim)
         pos = np.clip(np.searchsorted(ids, ids_map), 0, ids.size - 1)
@@ -204,14 +231,18 @@ class GroundTruthSemantics:
         if not np.issubdtype(inst.dtype, np.integer):
             raise ValueError(f"instance_map must be an integer array, got {inst.dtype}")
         inst = inst.astype(np.int64)
-        instance_level = self._level(inst)
+        whole_ids = inst
         if self.part_of:
             lut_ids = np.array(sorted(self.root), dtype=np.int64)
             lut_roots = np.array([self.root[i] for i in lut_ids], dtype=np.int64)
             pos = np.clip(np.searchsorted(lut_ids, inst), 0, lut_ids.size - 1)
-            whole = self._level(np.where(lut_ids[pos] == inst, lut_roots[pos], -1))
-        else:
-            whole = instance_level
+            whole_ids = np.where(lut_ids[pos] == inst, lut_roots[pos], -1)
+        if self.noise is not None:
+            self.last_noise_reports = []
+            levels = tuple(self._noisy_level(m, k, frame.index) for k, m in enumerate((inst, inst, whole_ids)))
+            return KeyframeSemantics(levels=levels)  # type: ignore[arg-type]
+        instance_level = self._level(inst)
+        whole = self._level(whole_ids) if self.part_of else instance_level
         return KeyframeSemantics(levels=(instance_level, instance_level, whole))
 
 
@@ -225,4 +256,4 @@ def build_semantics_backend(config: SemanticsConfig, instance_labels: dict[int, 
     if instance_labels is None:
         raise ValueError("the ground_truth backend needs instance_labels {instance_id: label} from the synthetic scene")
     return GroundTruthSemantics(instance_labels, build_text_encoder(config, device), instance_colors,
-                                config.gt_color_in_label, part_of, config.min_mask_area_px)
+                                config.gt_color_in_label, part_of, config.min_mask_area_px, config.mask_noise)

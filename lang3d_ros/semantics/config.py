@@ -101,6 +101,84 @@ class AutoencoderConfig:
             raise ValueError("autoencoder needs learning_rate > 0, batch_size >= 2, buffer_size >= batch_size")
 
 
+DEFAULT_CONFUSIONS = [
+    "bed=sofa|mattress", "sofa=couch|bed|armchair", "cabinet=shelf|dresser|drawer", "shelf=cabinet|bookcase",
+    "table=desk|counter", "chair=stool|armchair", "stool=chair|ottoman", "trash can=bin|bucket|basket",
+    "plant=vase|flower", "box=crate|package|cabinet", "backpack=bag|handbag", "ball=toy|balloon",
+    "toy car=toy|car", "mug=cup|bowl", "bottle=vase|cup", "laptop=monitor|computer|keyboard",
+    "book=notebook|box", "lamp=vase|bottle", "monitor=television|laptop|screen", "bowl=mug|plate",
+    "vase=bottle|mug", "keyboard=laptop|book", "pillow=cushion|blanket",
+]
+
+
+@dataclass
+class MaskNoiseConfig:
+    """SAM-like failures applied to the ground-truth backend's perfect masks, per keyframe and per level, seeded
+    by (seed, keyframe index, level). An evaluation tool: it reproduces the kinds of error SAM + CLIP make, at
+    rates you set; it cannot reproduce their spatial statistics (SAM splits along texture and depth edges, the
+    cuts here are straight lines). Per-level lists are in LEVELS order (subpart, part, whole)."""
+
+    enabled: bool = False
+    """Apply the noise model (ground_truth backend only)."""
+    seed: int = 0
+    """Seed of the noise; the same seed and keyframe index give the same masks."""
+    missed_prob: float = 0.05
+    """Probability that a mask is dropped (SAM finds no mask there, or its mask is filtered out)."""
+    under_segment_prob: list[float] = field(default_factory=lambda: [0.03, 0.08, 0.15])
+    """Per level: probability that a pair of touching masks is merged into one (a mask joins at most one
+    merge). SAM's whole level merges objects most (a mug with its table), its subpart level least."""
+    under_segment_mix_prob: float = 0.5
+    """Probability that a merged mask's feature is the area-weighted mix of both objects' features; otherwise it
+    is the larger object's feature (CLIP sees the crop's dominant object)."""
+    over_segment_prob: list[float] = field(default_factory=lambda: [0.15, 0.08, 0.03])
+    """Per level: probability that a mask is split into 2..over_segment_max_parts parts along straight cuts in a
+    random direction (SAM's subpart level splits objects most)."""
+    over_segment_max_parts: int = 3
+    """Largest number of parts a split mask becomes."""
+    min_part_area_px: int = 20
+    """A mask is split only when every part can keep at least this many pixels."""
+    boundary_jitter_prob: float = 0.5
+    """Probability that a mask's boundary is eroded or dilated (dilation takes pixels from its neighbours)."""
+    boundary_jitter_px: int = 2
+    """Largest erosion / dilation radius in pixels (the radius is drawn from 1..this)."""
+    label_confusion_prob: float = 0.05
+    """Probability that a mask is embedded as a confusable label (``confusions``) instead of its own."""
+    confusions: list[str] = field(default_factory=lambda: list(DEFAULT_CONFUSIONS))
+    """Confusable labels, one "label=confuser|confuser" entry per label (near-synonyms and frequent CLIP
+    confusers). A label without an entry is confused with another label visible in the same keyframe."""
+    feature_noise_std: float = 0.3
+    """Norm of the isotropic Gaussian noise added to every mask feature before re-normalising (expected cosine to
+    the clean feature about 1 / sqrt(1 + std^2): 0.96 at 0.3), as CLIP's embedding of one object varies with
+    the view and crop."""
+    part_feature_noise_std: float = 0.6
+    """Noise norm for the parts of a split mask instead (a crop of part of an object embeds less like it)."""
+
+    def confusion_table(self) -> dict[str, list[str]]:
+        """{label: [confusers]} parsed from ``confusions``; ValueError names a malformed entry."""
+        out: dict[str, list[str]] = {}
+        for entry in self.confusions:
+            label, sep, rest = entry.partition("=")
+            names = [n.strip() for n in rest.split("|") if n.strip()]
+            if not sep or not label.strip() or not names:
+                raise ValueError(f"mask_noise.confusions entry {entry!r} is not 'label=confuser|confuser'")
+            out[label.strip()] = names
+        return out
+
+    def validate(self) -> None:
+        for name in ("missed_prob", "under_segment_mix_prob", "boundary_jitter_prob", "label_confusion_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"mask_noise.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("under_segment_prob", "over_segment_prob"):
+            v = getattr(self, name)
+            if len(v) != 3 or not all(0.0 <= p <= 1.0 for p in v):
+                raise ValueError(f"mask_noise.{name} must be 3 probabilities (subpart, part, whole), got {v}")
+        if self.over_segment_max_parts < 2 or self.min_part_area_px < 1 or self.boundary_jitter_px < 0:
+            raise ValueError("mask_noise: over_segment_max_parts >= 2, min_part_area_px >= 1, boundary_jitter_px >= 0")
+        if self.feature_noise_std < 0 or self.part_feature_noise_std < 0:
+            raise ValueError("mask_noise feature noise must be non-negative")
+        self.confusion_table()
+
+
 @dataclass
 class SemanticsConfig:
     backend: str = "sam_clip"
@@ -124,6 +202,8 @@ class SemanticsConfig:
     """Embed "<color> <label>" instead of "<label>"."""
     min_mask_area_px: int = 1
     """ground_truth: instances with fewer visible pixels are ignored."""
+    mask_noise: MaskNoiseConfig = field(default_factory=MaskNoiseConfig)
+    """ground_truth: SAM-like mask failures and CLIP-like label confusion (off by default)."""
 
     def validate(self) -> None:
         if self.backend not in ("sam_clip", "ground_truth"):
@@ -132,5 +212,5 @@ class SemanticsConfig:
             raise ValueError(f"gt_text_encoder must be minilm or clip, got {self.gt_text_encoder!r}")
         if self.feature_dim < 1 or self.min_mask_area_px < 1:
             raise ValueError("feature_dim and min_mask_area_px must be >= 1")
-        for sub in (self.sam, self.clip, self.autoencoder):
+        for sub in (self.sam, self.clip, self.autoencoder, self.mask_noise):
             sub.validate()
