@@ -87,3 +87,52 @@ def test_eval_lerf_scores_a_known_map(tmp_path):
     assert res["mug"]["hit"] and res["mug"]["iou"] > 0.5 and res["mug"]["level"] == 1
     assert not res["bowl"]["hit"] and res["bowl"]["iou"] == 0.0  # relevant region is not where the label says
     assert score_views(raw)["localization_accuracy"] == 0.5
+
+
+class _AxisText:
+    """Text encoder for the Gaussians test: "mug" is the x axis, every other phrase (canonical ones included) z."""
+
+    feature_dim = 3
+
+    def encode_text(self, texts):
+        import torch
+
+        return torch.tensor([[1.0, 0.0, 0.0] if t == "mug" else [0.0, 0.0, 1.0] for t in texts])
+
+
+def test_eval_lerf_scores_the_gaussians_side_by_side(tmp_path):
+    """Same frames and labels rendered from language Gaussians (decoded latents): the mug's Gaussians decode to the
+    mug's feature, so the Gaussian-rendered map localizes it; both records share one layout."""
+    import torch
+
+    from lang3d_ros.gaussians.config import GaussianConfig
+    from lang3d_ros.gaussians.evaluation import MapField
+    from lang3d_ros.gaussians.model import GaussianModel
+    from lang3d_ros.gaussians.query import LanguageQueryEngine
+
+    T_gl = np.eye(4)
+    T_gl[:3, 3] = [0.0, 0.0, 2.0]
+    (tmp_path / "transforms.json").write_text(json.dumps({"fl_x": 40, "fl_y": 40, "cx": 39.5, "cy": 29.5, "w": 80, "h": 60,
+                                                          "frames": [{"file_path": "images/frame_00001.jpg", "transform_matrix": T_gl.tolist()}]}))
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    _labelme(labels / "frame_00001.json", "frame_00001.jpg", [("mug", [[44, 18], [51, 18], [51, 25], [44, 25]]),
+                                                                ("bowl", [[5, 5], [12, 5], [12, 12], [5, 12]])])
+    g = np.stack(np.meshgrid(np.linspace(-1.0, 1.0, 41), np.linspace(-0.8, 0.8, 33)), -1).reshape(-1, 2)
+    pts = np.concatenate([g, np.zeros((len(g), 1))], 1)
+    cfg = GaussianConfig(device="cpu", backend="torch", init_opacity=0.9)
+    model = GaussianModel.from_points(pts, np.full(pts.shape, 0.5), config=cfg, device="cpu")
+    mug = (pts[:, 0] >= 0.2) & (pts[:, 0] <= 0.6) & (pts[:, 1] >= 0.2) & (pts[:, 1] <= 0.6)
+    lat = torch.zeros(len(pts), 3, 3)
+    lat[:, :, 1] = 1.0
+    lat[torch.from_numpy(mug)] = torch.tensor([1.0, 0.0, 0.0])
+    model.params["latents"] = lat
+    engine = LanguageQueryEngine(lat, lambda z: z, _AxisText(), codebook_size=0, device="cpu")
+    field = MapField(model, engine, cfg)
+    lmap = PlaneMap({"mug": (0.2, 0.2, 0.6, 0.6), "bowl": (-0.6, -0.6, -0.2, -0.2)})
+    raw = evaluate_lerf(lmap, read_label_folder(labels), read_transforms(tmp_path), point_size_m=0.01, progress=False,
+                        field=field)
+    assert len(raw["views_gaussians"]) == len(raw["views"]) == 1
+    gres = {q["label"]: q for q in score_views({"views": raw["views_gaussians"]})["per_view_query"]}
+    assert set(gres) == {"mug", "bowl"} and gres["mug"]["hit"] and gres["mug"]["iou"] > 0.3
+    assert not gres["bowl"]["hit"]

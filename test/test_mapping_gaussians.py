@@ -39,8 +39,37 @@ def test_trainer_runs_beside_mapping_and_lands_in_the_map_file(tmp_path):
         blob = read_map(tmp_path / "m.l3dmap").blobs["gaussians.ply"]
         (tmp_path / "g.ply").write_bytes(blob)
         loaded = load_gaussians(tmp_path / "g.ply")
-        assert loaded.version >= 1 and loaded.model.means.shape[0] == st["num_gaussians"] or loaded.model.means.shape[0] > 0
+        assert loaded.version == 2 and loaded.model.num_gaussians == st["num_gaussians"] > 0
         assert loaded.autoencoder_state is not None
+        assert loaded.model.coverage is not None  # the query gate, measured when training was done
+        _check_field_from_map_file(tmp_path / "m.l3dmap", stack.language_map, cfg, scene, K)
     finally:
         stack.pipeline.stop()
         trainer.stop()
+
+
+def _check_field_from_map_file(map_path, lmap, cfg, scene, K):
+    """The evaluation's view of a trained map: its Gaussians render per-level relevancy and RGB for GT poses and are
+    scored in the points' record layout (lang3d eval --train, eval-lerf)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from lang3d_ros.datasets.synthetic import make_trajectory
+    from lang3d_ros.evaluation.metrics import score_views
+    from lang3d_ros.evaluation.render import measure_gaussian_views
+    from lang3d_ros.gaussians.evaluation import load_map_field
+
+    field = load_map_field(map_path, lmap.text_encoder, cfg)
+    assert field is not None and field.engine.gate is not None
+    poses = make_trajectory(scene, "orbit", 8, seed=2)
+    rel = field.relevancy_levels(scene.objects[0].label, poses[1], K)
+    assert rel.shape == (3, 60, 80) and rel.dtype == np.float32 and np.isfinite(rel).all()
+    assert float(rel.min()) >= 0.0 and float(rel.max()) <= 1.0
+    truth = SimpleNamespace(intrinsics=K, T_world_cams=poses, stamps_ns=np.arange(8), objects=scene.objects)
+    views = measure_gaussian_views(field, truth, scene, [1, 5])
+    assert [v["view"] for v in views] == [1, 5] and all(v["heldout_psnr_db"] > 8.0 for v in views)
+    queries = [q for v in views for q in v["queries"]]
+    assert queries and all(q["error"] is None and len(q["levels"]) == 3 for q in queries)
+    scored = score_views({"views": views})
+    assert scored["n"] == len(queries) and 0.0 <= scored["localization_accuracy"] <= 1.0

@@ -126,8 +126,11 @@ def _camera_for(cams: dict[str, SceneCamera], fl: FrameLabels) -> SceneCamera:
     return SceneCamera(cam.T_world_cam, K)
 
 
-def evaluate_lerf(lmap, labels: list[FrameLabels], cams: dict[str, SceneCamera], point_size_m: float, progress: bool = True) -> dict:
-    """Render the map's relevancy per labelled frame and label -> raw record {"views": [...]} (metrics.score_views)."""
+def evaluate_lerf(lmap, labels: list[FrameLabels], cams: dict[str, SceneCamera], point_size_m: float,
+                  progress: bool = True, field=None) -> dict:
+    """Render the map's relevancy per labelled frame and label -> raw record {"views": [...]} (metrics.score_views).
+    With ``field`` (``gaussians.evaluation.MapField``, the map's trained language Gaussians) the same frames and labels
+    are also rendered from the Gaussians: ``"views_gaussians"`` in the same layout."""
     from tqdm import tqdm
 
     from lang3d_ros.evaluation.lerf_protocol import measure_levels
@@ -135,15 +138,20 @@ def evaluate_lerf(lmap, labels: list[FrameLabels], cams: dict[str, SceneCamera],
 
     xyz = lmap.points.points_xyz.cpu().numpy()
     rel_cache: dict[str, np.ndarray] = {}
-    views = []
+    views, gviews = [], []
     for i, fl in enumerate(tqdm(labels, desc="lerf frames", unit="frame", disable=not progress)):
         entry = {"view": i, "image": fl.image_name, "queries": []}
         try:
             cam = _camera_for(cams, fl)
         except ValueError as exc:
-            entry["queries"] = [{"label": lab, "gt_boxes_xyxy": o.boxes_xyxy.tolist(), "levels": [], "error": str(exc)} for lab, o in fl.objects.items()]
+            entry["queries"] = [{"label": lab, "gt_boxes_xyxy": o.boxes_xyxy.tolist(), "levels": [], "error": str(exc)}
+                                for lab, o in fl.objects.items()]
             views.append(entry)
+            if field is not None:
+                gviews.append(entry)
             continue
+        if field is not None:
+            gviews.append({"view": i, "image": fl.image_name, "queries": _gaussian_queries(field, fl, cam)})
         index = point_index_image(xyz, cam.T_world_cam, cam.intrinsics, point_size_m=point_size_m)
         for lab, obj in sorted(fl.objects.items()):
             q = {"label": lab, "gt_pixels": int(obj.mask.sum()), "gt_boxes_xyxy": obj.boxes_xyxy.tolist(), "levels": [], "error": None}
@@ -155,7 +163,27 @@ def evaluate_lerf(lmap, labels: list[FrameLabels], cams: dict[str, SceneCamera],
                 q["error"] = f"{type(exc).__name__}: {exc}"
             entry["queries"].append(q)
         views.append(entry)
-    return {"format": "lang3d_ros.lerf_raw", "format_version": 1, "views": views}
+    raw = {"format": "lang3d_ros.lerf_raw", "format_version": 1, "views": views}
+    if field is not None:
+        raw["views_gaussians"] = gviews
+    return raw
+
+
+def _gaussian_queries(field, fl: FrameLabels, cam: SceneCamera) -> list[dict]:
+    """Per label of one labelled frame: the LERF per-level measurements of relevancy rendered from the Gaussians."""
+    from lang3d_ros.evaluation.lerf_protocol import measure_levels
+
+    out = []
+    for lab, obj in sorted(fl.objects.items()):
+        q = {"label": lab, "gt_pixels": int(obj.mask.sum()), "gt_boxes_xyxy": obj.boxes_xyxy.tolist(), "levels": [],
+             "error": None}
+        try:
+            rel = field.relevancy_levels(lab, cam.T_world_cam, cam.intrinsics)
+            q["levels"] = [m.to_dict() for m in measure_levels(rel, obj.mask)]
+        except Exception as exc:  # a failed frame-label pair is a miss, recorded with its reason
+            q["error"] = f"{type(exc).__name__}: {exc}"
+        out.append(q)
+    return out
 
 
 def add_lerf_parser(subparsers) -> None:
@@ -166,6 +194,9 @@ def add_lerf_parser(subparsers) -> None:
     p.add_argument("--map", type=Path, required=True, help="lang3d map file of the scene (in transforms.json's world frame)")
     p.add_argument("--config", type=Path, action="append", default=[], help="params YAML (text encoder the map was built with)")
     p.add_argument("--out", type=Path, default=Path("lang3d_eval_lerf"))
+    p.add_argument("--field", choices=["points", "gaussians", "both"], default="both",
+                   help="besides the points' splats (always scored), render the map's language Gaussians: gaussians "
+                        "(an error when the map holds none) or both (when it holds them; the default)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_lerf)
 
@@ -179,9 +210,22 @@ def run_lerf(args: argparse.Namespace) -> int:
     cfg = load_config(*args.config)
     lmap = LanguageMap(cfg, build_text_encoder(cfg.semantics), device=cfg.fusion.device)
     lmap.load(str(args.map))
-    raw = evaluate_lerf(lmap, read_label_folder(args.labels), read_transforms(args.scene), cfg.fusion.voxel_size_m, not args.no_progress)
+    field = None
+    if args.field in ("gaussians", "both"):
+        from lang3d_ros.gaussians.evaluation import load_map_field
+
+        field = load_map_field(args.map, lmap.text_encoder, cfg, device=cfg.gaussians.device)
+        if field is None and args.field == "gaussians":
+            raise ValueError(f"{args.map} holds no language Gaussians (map it with mapping.train_gaussians)")
+    raw = evaluate_lerf(lmap, read_label_folder(args.labels), read_transforms(args.scene), cfg.fusion.voxel_size_m,
+                        not args.no_progress, field=field)
     raw["run"] = {"scene": str(args.scene.resolve()), "labels": str(args.labels.resolve()), "map": str(args.map.resolve())}
     results = score_views(raw)
+    if field is not None:
+        results["gaussians"] = score_views({"views": raw["views_gaussians"]})
+        g = results["gaussians"]
+        print(f"Gaussians: LERF localization accuracy {g['localization_accuracy']:.3f}, mIoU {g['miou']:.3f} "
+              f"({g['n']} frame-label pairs)")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "lerf_raw.json").write_text(json.dumps(raw, indent=1))
     (args.out / "lerf_results.json").write_text(json.dumps(results, indent=1))

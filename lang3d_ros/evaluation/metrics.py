@@ -77,12 +77,53 @@ def _ask_objects(resp: dict) -> list[dict]:
     return resp.get("objects", []) if resp.get("success") else []
 
 
+_NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+    "eighteen nineteen twenty".split())}
+_NUMBER_WORDS.update(no=0, none=0, single=1, a=1, an=1)
+
+
+def answered_count(answer: str) -> int | None:
+    """The first count in an answer: digits, a number word up to twenty, or "no" / "none" (0); "a"/"an" count
+    as 1 only when no other number is given. None when the answer holds no count."""
+    m = re.search(r"\b(\d+)\b", answer)
+    if m:
+        return int(m.group(1))
+    words = re.findall(r"[a-z]+", answer.lower())
+    strong = [w for w in words if w in _NUMBER_WORDS and w not in ("a", "an")]
+    if strong:
+        return _NUMBER_WORDS[strong[0]]
+    return 1 if any(w in ("a", "an") for w in words) else None
+
+
 def score_count(entry: dict) -> bool:
     resp = entry.get("response")
     if not resp or not resp.get("success"):
         return False
-    m = re.search(r"\b(\d+)\b", resp.get("answer", ""))
-    return bool(m and int(m.group(1)) == int(entry["expected_count"]))
+    n = answered_count(resp.get("answer", ""))
+    return n is not None and n == int(entry["expected_count"])
+
+
+def count_phrasing(text: str) -> str:
+    """The COUNT_PHRASINGS template a count question was written from ("other" when none matches)."""
+    from lang3d_ros.evaluation.queries import COUNT_PHRASINGS
+
+    for t in COUNT_PHRASINGS:
+        head, _, tail = t.partition("{p}")
+        if text.startswith(head) and text.endswith(tail):
+            return t.replace("{p}", "X")
+    return "other"
+
+
+def _bucket(n: int) -> str:
+    return "0" if n == 0 else "1" if n == 1 else "2+"
+
+
+def _split_rate(rows: list[dict], key, ok: str) -> dict:
+    groups: dict[str, list[bool]] = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(bool(r[ok]))
+    return {k: {"n": len(v), "accuracy": _rate(v)} for k, v in sorted(groups.items())}
 
 
 def _room_contains(xy: np.ndarray, room: dict, margin_m: float) -> np.ndarray:
@@ -119,7 +160,8 @@ def score_navigation(entry: dict, raw: dict, gt: dict[int, Box3D], s: dict) -> d
     """Goal validity on the GT scene: collision-free (robot disc vs GT footprints and walls), standoff within
     tolerance of the GT target's footprint, facing the GT box centre, path from the start to the goal clear."""
     resp = entry.get("response") or {}
-    row = {"id": entry["id"], "text": entry["text"], "success": bool(resp.get("success")), "message": resp.get("message", ""),
+    row = {"id": entry["id"], "text": entry["text"], "success": bool(resp.get("success")),
+           "message": resp.get("message", ""),
            "error": entry.get("error"), "collision_free": False, "standoff_ok": False, "facing": False,
            "path_connected": False, "standoff_error_m": None, "facing_error_deg": None, "target_iou": 0.0}
     tgt = resp.get("target")
@@ -146,7 +188,8 @@ def score_navigation(entry: dict, raw: dict, gt: dict[int, Box3D], s: dict) -> d
         row["facing"] = bool(row["facing_error_deg"] <= s["facing_tolerance_deg"])
     path = np.asarray(resp.get("path") or [], dtype=np.float64).reshape(-1, 2)
     start = np.asarray(raw["start_xy_yaw"][:2], dtype=np.float64)
-    if len(path) >= 1 and np.linalg.norm(path[-1] - goal_xy[0]) < 1e-3 and np.linalg.norm(path[0] - start) <= s["start_tolerance_m"]:
+    if (len(path) >= 1 and np.linalg.norm(path[-1] - goal_xy[0]) < 1e-3
+            and np.linalg.norm(path[0] - start) <= s["start_tolerance_m"]):
         samples = _sample_path(path, s["path_step_m"])
         row["path_connected"] = bool(np.all(_clearance_m(samples, obstacles) >= s["path_clearance_m"])
                                      and np.all(_room_contains(samples, room, 0.0)))
@@ -162,6 +205,11 @@ def latency_stats(samples_ms: list[float]) -> dict:
             "mean": float(a.mean()), "max": float(a.max())}
 
 
+def _mean_or_none(values: list) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
 def score_views(raw: dict) -> dict:
     per, hits, ious = [], [], []
     for view in raw.get("views", []):
@@ -172,7 +220,8 @@ def score_views(raw: dict) -> dict:
                 hit, iou, lvl = score_view_query(q["levels"], q["gt_boxes_xyxy"])
             hits.append(hit)
             ious.append(iou)
-            per.append({"view": view["view"], "label": q["label"], "hit": hit, "iou": iou, "level": lvl, "error": q.get("error")})
+            per.append({"view": view["view"], "label": q["label"], "hit": hit, "iou": iou, "level": lvl,
+                        "error": q.get("error")})
     return {"n": len(per), "localization_accuracy": _rate(hits), "miou": _rate(ious), "per_view_query": per}
 
 
@@ -187,13 +236,14 @@ def recompute(raw: dict) -> dict:
     asks_box = [e for e in entries if e["service"] == "ask" and e["kind"] != "count"]
     counts = [e for e in entries if e["service"] == "ask" and e["kind"] == "count"]
     navs = [e for e in entries if e["service"] == "navigate"]
-    relational = _score_box_queries([e for e in ground if e["kind"] == "relation"] + [e for e in asks_box if e["kind"] == "relation"], gt,
+    relational = _score_box_queries([e for e in ground + asks_box if e["kind"] == "relation"], gt,
                                     lambda r: r.get("objects", []) if r.get("success") else [])
     relational["answered_by"] = dict(Counter(r["answered_by"] or "none" for r in relational["per_query"]))
     count_rows = [{"id": e["id"], "text": e["text"], "expected": e["expected_count"],
-                   "answer": (e.get("response") or {}).get("answer", ""), "correct": score_count(e), "error": e.get("error")}
+                   "answer": (e.get("response") or {}).get("answer", ""), "correct": score_count(e),
+                   "phrasing": count_phrasing(e["text"]), "error": e.get("error")}
                   for e in counts]
-    nav_rows = [score_navigation(e, raw, gt, s) for e in navs]
+    nav_rows = [dict(score_navigation(e, raw, gt, s), kind=e["kind"]) for e in navs]
     by_service: dict[str, list[float]] = {}
     for e in entries:
         by_service.setdefault(e["service"], []).append(e.get("latency_ms"))
@@ -206,21 +256,53 @@ def recompute(raw: dict) -> dict:
         "grounding": _score_box_queries(ground, gt, _ground_objects),
         "relational": relational,
         "ask": {"boxes": _score_box_queries(asks_box, gt, _ask_objects),
-                "counts": {"n": len(count_rows), "accuracy": _rate([r["correct"] for r in count_rows]), "per_query": count_rows}},
+                "counts": {"n": len(count_rows), "accuracy": _rate([r["correct"] for r in count_rows]),
+                           "by_expected": _split_rate(count_rows, lambda r: _bucket(int(r["expected"])), "correct"),
+                           "by_phrasing": _split_rate(count_rows, lambda r: r["phrasing"], "correct"),
+                           "per_query": count_rows}},
         "navigation": {"n": len(nav_rows), "validity": _rate([r["valid"] for r in nav_rows]),
+                       "by_kind": _split_rate(nav_rows, lambda r: r["kind"], "valid"),
                        "success_rate": _rate([r["success"] for r in nav_rows]), "per_query": nav_rows,
-                       "settings": {k: s[k] for k in ("robot_radius_m", "standoff_tolerance_m", "facing_tolerance_deg", "path_clearance_m")}},
+                       "settings": {k: s[k] for k in ("robot_radius_m", "standoff_tolerance_m", "facing_tolerance_deg",
+                                                      "path_clearance_m")}},
         "lerf": score_views(raw),
+        "lerf_gaussians": dict(score_views({"views": raw.get("views_gaussians", [])}), heldout_psnr_db=_mean_or_none(
+            [v.get("heldout_psnr_db") for v in raw.get("views_gaussians", [])])),
         "latency_ms": {k: latency_stats(v) for k, v in sorted(by_service.items())},
         "server_ground_latency_ms": latency_stats(server_ground),
-        "frames": {k: st.get(k) for k in ("frames_received", "frames_fused", "frames_dropped", "frames_rejected", "keyframes",
+        "frames": {k: st.get(k) for k in ("frames_received", "frames_fused", "frames_dropped", "frames_rejected",
+                                          "keyframes",
                                          "num_points", "num_gaussians", "training_state")},
         "mapping_wait_s": raw.get("mapping", {}).get("wait_s"),
         "memory": {"mapper_peak_mb": raw.get("memory", {}).get("mapper_vmhwm_mb")},
-        "errors": [{"id": e["id"], "service": e["service"], "text": e["text"], "error": e["error"]} for e in entries if e.get("error")]
-                  + [{"id": "mapping", "service": "mapping", "text": "", "error": m} for m in raw.get("mapping", {}).get("errors", [])],
+        "errors": [{"id": e["id"], "service": e["service"], "text": e["text"], "error": e["error"]}
+                   for e in entries if e.get("error")]
+                  + [{"id": "mapping", "service": "mapping", "text": "", "error": m}
+                     for m in raw.get("mapping", {}).get("errors", [])],
     }
+    results["summary"] = headline(results, raw)
     return results
+
+
+HEADLINE_KINDS = ("label", "attribute", "relation", "resting")
+
+
+def headline(results: dict, raw: dict) -> dict:
+    """The figures the issue's targets name, flat (side-by-side tables read them): Ground Acc@0.25 overall and per
+    kind, count accuracy, navigation validity, LERF localization and mIoU, map size and mapper peak memory."""
+    g = results["grounding"]
+    out = {"ground_acc@0.25": g["acc@0.25"], "ground_acc@0.5": g["acc@0.5"], "ground_n": g["n"]}
+    for k in HEADLINE_KINDS:
+        v = g["by_kind"].get(k, {"n": 0, "acc@0.25": float("nan")})
+        out[f"ground_{k}_acc@0.25"], out[f"ground_{k}_n"] = v["acc@0.25"], v["n"]
+    c, nav, lerf = results["ask"]["counts"], results["navigation"], results["lerf"]
+    out.update({"count_accuracy": c["accuracy"], "count_n": c["n"], "navigation_validity": nav["validity"],
+                "navigation_n": nav["n"], "lerf_localization": lerf["localization_accuracy"], "lerf_miou": lerf["miou"],
+                "lerf_n": lerf["n"], "num_points": results["frames"].get("num_points"),
+                "keyframes": results["frames"].get("keyframes"),
+                "map_file_mb": (raw.get("save_map") or {}).get("size_bytes", 0) / 2**20 or None,
+                "mapper_peak_mb": results["memory"]["mapper_peak_mb"], "errors": len(results["errors"])})
+    return out
 
 
 def _close(a, b, path: str, tol: float, out: list[str]) -> None:

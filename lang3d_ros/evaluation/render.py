@@ -3,7 +3,8 @@ quantity (per-level relevancy, colour) becomes an image by one gather.
 
 Each point covers a square of half-width ceil(0.5 * voxel * f / z) pixels (at most ``max_radius_px``) so the
 voxel-sized points close the gaps between them; the nearest point wins each pixel. What it cannot do: render
-Gaussians (use lang3d_ros.gaussians for that), anti-alias, or fill pixels no point covers (index -1).
+Gaussians (``measure_gaussian_views`` does, through lang3d_ros.gaussians), anti-alias, or fill pixels no point
+covers (index -1).
 """
 from __future__ import annotations
 
@@ -64,3 +65,77 @@ def gt_instance_map(scene, T_world_cam: np.ndarray, intrinsics: Intrinsics, rayc
 
     rays = raycaster or RenderedInstances(_NoBackend(), scene)
     return rays.instance_map(SimpleNamespace(intrinsics=intrinsics, T_world_cam=np.asarray(T_world_cam, dtype=np.float64)))
+
+
+def measure_gaussian_views(field, truth, scene, view_indices: list[int], min_view_fraction: float = 0.004,
+                           segment_relevancy=None, heatmaps: dict | None = None) -> list[dict]:
+    """The LERF per-level measurements of relevancy rendered from language Gaussians, in the same GT views and with
+    the same record layout as the points' ``evaluation.runner.measure_views`` (so ``metrics.score_views`` scores
+    both). ``field``: ``gaussians.evaluation.MapField``; ``truth``: the scene's GroundTruth (poses, intrinsics,
+    objects); ``segment_relevancy``: None for the decoded latents, or the instance table's text -> (ids, (L, S))
+    to render through instance codes (``MapField.relevancy_levels``); ``heatmaps``: filled with up to 8 best-level
+    maps (``g<view>_<label>``) when given. Each view also records ``heldout_psnr_db``: the Gaussians' RGB against
+    the scene rendered (noise-free) at the pose halfway to the next trajectory pose, a view no frame was taken from."""
+    from lang3d_ros.evaluation.lerf_protocol import mask_boxes, measure_levels
+    from lang3d_ros.mapping.build import RenderedInstances
+
+    K = truth.intrinsics
+    if K is None:
+        return []
+    rays = RenderedInstances(_NoBackend(), scene)
+    label_of = {o.instance_id: o.label for o in truth.objects}
+    views = []
+    for vi in view_indices:
+        T = truth.T_world_cams[vi]
+        inst = gt_instance_map(scene, T, K, rays)
+        entries = []
+        for lab in sorted({label_of[i] for i in np.unique(inst) if i in label_of}):
+            gt_mask = np.isin(inst, [i for i, name in label_of.items() if name == lab])
+            if gt_mask.mean() < min_view_fraction:
+                continue
+            entry = {"label": lab, "gt_pixels": int(gt_mask.sum()), "gt_boxes_xyxy": mask_boxes(gt_mask).tolist(),
+                     "levels": [], "error": None}
+            try:
+                rel = field.relevancy_levels(lab, T, K, segment_relevancy)
+                entry["levels"] = [m.to_dict() for m in measure_levels(rel, gt_mask)]
+                if heatmaps is not None and len(heatmaps) < 8:
+                    heatmaps[f"g{vi}_{lab}"] = rel[int(np.argmax([lv["score"] for lv in entry["levels"]]))]
+            except Exception as exc:  # a failed view-query is a miss, recorded with its reason
+                entry["error"] = f"{type(exc).__name__}: {exc}"
+            entries.append(entry)
+        views.append({"view": int(vi), "stamp_ns": int(truth.stamps_ns[vi]) if len(truth.stamps_ns) > vi else None,
+                      "T_world_cam": np.asarray(T).tolist(), "queries": entries, "field": "gaussians",
+                      "heldout_psnr_db": heldout_psnr_db(field, scene, truth.T_world_cams, vi, K)})
+    return views
+
+
+def halfway_pose(T_a: np.ndarray, T_b: np.ndarray) -> np.ndarray:
+    """(4, 4) pose halfway between two poses: mean translation, rotation slerped to t = 0.5."""
+    from scipy.spatial.transform import Rotation, Slerp
+
+    out = np.eye(4)
+    rots = Rotation.from_matrix(np.stack([np.asarray(T_a)[:3, :3], np.asarray(T_b)[:3, :3]]))
+    out[:3, :3] = Slerp([0.0, 1.0], rots)(0.5).as_matrix()
+    out[:3, 3] = 0.5 * (np.asarray(T_a)[:3, 3] + np.asarray(T_b)[:3, 3])
+    return out
+
+
+def heldout_psnr_db(field, scene, T_world_cams: np.ndarray, view: int, intrinsics: Intrinsics) -> float | None:
+    """PSNR (dB) of the Gaussians' RGB at the pose halfway between trajectory poses ``view`` and ``view + 1`` (or
+    ``view - 1`` at the end) against the synthetic scene rendered there without noise; None with one pose."""
+    import torch
+
+    from lang3d_ros.datasets.synthetic import render_frames
+    from lang3d_ros.gaussians.instances import camera_tensors
+    from lang3d_ros.gaussians.losses import psnr
+
+    if len(T_world_cams) < 2:
+        return None
+    other = view + 1 if view + 1 < len(T_world_cams) else view - 1
+    T = halfway_pose(T_world_cams[view], T_world_cams[other])
+    gt = next(iter(render_frames(scene, T[None], intrinsics)))
+    model = field.model
+    vm, K = camera_tensors(T, intrinsics, model.device)
+    with torch.no_grad():
+        img = model.render_rgb(vm[None], K[None], int(intrinsics.width), int(intrinsics.height), field.config).image[0]
+    return float(psnr(img.cpu(), torch.from_numpy(gt.rgb).float() / 255.0))

@@ -142,6 +142,11 @@ def _summary_rows(r: dict) -> list[tuple[str, str]]:
         ("LERF localization accuracy", f"{_pct(lerf['localization_accuracy'])} (n={lerf['n']} view-queries)"),
         ("LERF mIoU", _f(lerf["miou"])),
     ]
+    lg = r.get("lerf_gaussians") or {"n": 0}
+    if lg["n"]:
+        rows += [("LERF localization / mIoU, rendered from the Gaussians",
+                  f"{_pct(lg['localization_accuracy'])} / {_f(lg['miou'])} (n={lg['n']}, same views)"),
+                 ("Gaussians' held-out-view PSNR (dB)", _f(lg.get("heldout_psnr_db"), 2))]
     for name, st in lat.items():
         rows.append((f"latency {name} p50 / p95 (ms)", f"{_f(st['p50'], 1)} / {_f(st['p95'], 1)} (n={st['n']})"))
     fr = r["frames"]
@@ -173,7 +178,14 @@ def markdown(raw: dict, results: dict, images: dict[str, str], notes: list[str] 
               _table(["id", "kind", "query", "top label", "answered by", "IoU", "@0.25", "@0.5", "error"],
                      [[q["id"], q["kind"], q["text"], q["top_label"], q["answered_by"], _f(q["iou"]), q["hit@0.25"], q["hit@0.5"], q["error"] or ""]
                       for q in r["grounding"]["per_query"]]), ""]
-    lines += ["By kind: " + ", ".join(f"{k}: {_pct(v['acc@0.25'])} @0.25 (n={v['n']})" for k, v in r["grounding"]["by_kind"].items()), ""]
+    lines += ["By kind: " + ", ".join(f"{k}: {_pct(v['acc@0.25'])} @0.25 (n={v['n']})"
+                                      for k, v in r["grounding"]["by_kind"].items()), ""]
+    counts = r["ask"]["counts"]
+    if counts["n"]:
+        lines += ["Counts by expected number: " + ", ".join(f"{k}: {_pct(v['accuracy'])} (n={v['n']})"
+                                                            for k, v in counts.get("by_expected", {}).items()), "",
+                  "Counts by phrasing: " + ", ".join(f"\"{k}\": {_pct(v['accuracy'])} (n={v['n']})"
+                                                     for k, v in counts.get("by_phrasing", {}).items()), ""]
     lines += ["## Navigation (Navigate service, checked on the GT scene)", "",
               _table(["id", "instruction", "success", "collision-free", "standoff ok (err m)", "facing (err deg)", "path connected", "valid", "message / error"],
                      [[q["id"], q["text"], q["success"], q["collision_free"], f"{q['standoff_ok']} ({_f(q['standoff_error_m'], 2)})",
@@ -227,7 +239,112 @@ def _md_to_html(md: str) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>lang3d evaluation report</title><style>{style}</style></head><body>{''.join(out)}</body></html>"
 
 
-def write_report(out_dir: Path, raw: dict, results: dict, map_xyz: np.ndarray | None = None, notes: list[str] | None = None) -> Path:
+COMPARISON_ROWS = (  # (summary key, row name, percentage?)
+    ("ground_acc@0.25", "Ground Acc@0.25 (all kinds)", True),
+    ("ground_label_acc@0.25", "  label (floor objects, unique label)", True),
+    ("ground_attribute_acc@0.25", "  colour + label among same-label objects", True),
+    ("ground_relation_acc@0.25", "  \"the X on the Y\"", True),
+    ("ground_resting_acc@0.25", "  resting on another object, plain label", True),
+    ("ground_acc@0.5", "Ground Acc@0.5 (all kinds)", True),
+    ("count_accuracy", "Counts (\"how many\", several phrasings)", True),
+    ("navigation_validity", "Navigation validity", True),
+    ("lerf_localization", "LERF localization", True),
+    ("lerf_miou", "LERF mIoU", False),
+    ("num_points", "map points", False),
+    ("keyframes", "keyframes", False),
+    ("map_file_mb", "map file (MiB)", False),
+    ("mapper_peak_mb", "mapper peak memory (VmHWM, MiB)", False),
+    ("errors", "errors and timeouts", False),
+)
+_COUNT_KEYS = {"ground_acc@0.25": "ground_n", "ground_acc@0.5": "ground_n", "count_accuracy": "count_n",
+               "navigation_validity": "navigation_n", "lerf_localization": "lerf_n",
+               **{f"ground_{k}_acc@0.25": f"ground_{k}_n" for k in ("label", "attribute", "relation", "resting")}}
+
+
+def comparison_table(summaries: dict[str, dict]) -> str:
+    """Markdown table: one row per headline figure, one column per variant (e.g. clean / noisy), with n."""
+    names = list(summaries)
+    rows = []
+    for key, title, pct in COMPARISON_ROWS:
+        cells = []
+        for n in names:
+            v = summaries[n].get(key)
+            cell = _pct(v) if pct else _f(v, 1) if isinstance(v, float) else _f(v)
+            if key in _COUNT_KEYS:
+                cell += f" (n={summaries[n].get(_COUNT_KEYS[key])})"
+            cells.append(cell)
+        rows.append([title] + cells)
+    return _table(["metric"] + names, rows)
+
+
+def plot_comparison(summaries: dict[str, dict], path: Path) -> Path:
+    """Grouped bars of the percentage figures, one bar per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(k, t.strip()) for k, t, pct in COMPARISON_ROWS if pct]
+    names = list(summaries)
+    x = np.arange(len(rows))
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(11, 4))
+    for i, n in enumerate(names):
+        vals = [summaries[n].get(k) for k, _ in rows]
+        vals = [100.0 * v if isinstance(v, (int, float)) and not math.isnan(v) else 0.0 for v in vals]
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width, label=n)
+    ax.axhline(95, color="0.3", lw=0.8, ls="--")
+    ax.axhline(85, color="0.6", lw=0.8, ls=":")
+    ax.set_xticks(x)
+    ax.set_xticklabels([t[:28] for _, t in rows], rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8)
+    ax.set_title("clean vs mask-noise: headline figures (dashed 95%, dotted 85%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_comparison(out_dir: Path, runs: dict[str, tuple[dict, dict]], notes: list[str] | None = None) -> Path:
+    """report.md + report.html in out_dir putting the variants' (name -> (raw, results)) headline figures side by
+    side, a bar plot, and each variant's top-down plot; each variant's full report is in out_dir/<name>/."""
+    out_dir = Path(out_dir)
+    summaries = {n: res["summary"] for n, (_, res) in runs.items()}
+    plot = plot_comparison(summaries, out_dir / "comparison.png")
+    first_raw = next(iter(runs.values()))[0]
+    lines = ["# lang3d evaluation report: clean and mask-noise runs side by side", "",
+             f"Bag: `{first_raw['run']['bag']}`  ", f"Ground truth: `{first_raw['run']['ground_truth']}`  ",
+             "Same bag, same queries, same mapper settings except `semantics.mask_noise`; every number is recomputed "
+             "from each run's `raw.json` by `lang3d_ros.evaluation.metrics.recompute`.", ""]
+    lines += [f"> {n}" for n in notes or []] + ([""] if notes else [])
+    lines += ["## Side by side", "", comparison_table(summaries), ""]
+    for n, (raw, res) in runs.items():
+        noise = ((raw["run"].get("params") or {}).get("semantics") or {}).get("mask_noise") or {}
+        lines.append(f"- `{n}`: mask noise {'on (seed ' + str(noise.get('seed', 0)) + ')' if noise.get('enabled') else 'off'}"
+                     f"; full report `{n}/report.md`, raw record `{n}/raw.json`")
+    lines += ["", "## Misses per variant", ""]
+    for n, (_, res) in runs.items():
+        miss = [q for q in res["grounding"]["per_query"] if not q["hit@0.25"]]
+        wrong = [q for q in res["ask"]["counts"]["per_query"] if not q["correct"]]
+        bad_nav = [q for q in res["navigation"]["per_query"] if not q["valid"]]
+        lines.append(f"- `{n}`: Ground misses: " + ("; ".join(f"{q['text']} ({q['kind']}, IoU {_f(q['iou'], 2)}, "
+                                                              f"top {q['top_label'] or '-'})" for q in miss) or "none"))
+        lines.append(f"- `{n}`: wrong counts: " + ("; ".join(f"{q['text']} -> {q['answer']!r} (want {q['expected']})"
+                                                            for q in wrong) or "none"))
+        lines.append(f"- `{n}`: invalid navigation: " + ("; ".join(f"{q['text']}: {q['error'] or q['message']}"
+                                                                  for q in bad_nav) or "none"))
+    lines += ["", "## Plots", "", f"![clean vs noisy]({plot.name})", ""]
+    lines += [f"![{n}: top-down]({n}/topdown.png)" for n in runs] + [""]
+    md = "\n".join(lines)
+    (out_dir / "report.md").write_text(md)
+    (out_dir / "report.html").write_text(_md_to_html(md))
+    return out_dir / "report.md"
+
+
+def write_report(out_dir: Path, raw: dict, results: dict, map_xyz: np.ndarray | None = None,
+                 notes: list[str] | None = None) -> Path:
     """Plots + report.md + report.html in out_dir; returns the report.md path."""
     out_dir = Path(out_dir)
     images = {"top-down map": plot_topdown(raw, results, out_dir / "topdown.png", map_xyz).name,

@@ -300,6 +300,18 @@ def measure_views(lmap, cfg, truth, scene, opts: EvalOptions, heatmaps_path: Pat
     return views
 
 
+def measure_map_gaussians(map_path: Path, lmap, cfg, truth, scene, point_views: list[dict], opts: EvalOptions) -> list[dict]:
+    """The same GT views rendered from the map file's language Gaussians (when it holds trained ones; [] otherwise),
+    scored side by side with the points' (results["lerf_gaussians"])."""
+    from lang3d_ros.evaluation.render import measure_gaussian_views
+    from lang3d_ros.gaussians.evaluation import load_map_field
+
+    field = load_map_field(map_path, lmap.text_encoder, cfg, device="cpu")
+    if field is None:
+        return []
+    return measure_gaussian_views(field, truth, scene, [v["view"] for v in point_views], opts.min_view_fraction)
+
+
 def ground_truth_record(truth) -> dict:
     lx, ly, lz = truth.room_size_m
     return {"room": {"min_xyz": [-lx / 2, -ly / 2, 0.0], "max_xyz": [lx / 2, ly / 2, lz]},
@@ -341,7 +353,9 @@ def evaluate(bag: Path, gt_path: Path, queries: QuerySet, out_dir: Path, opts: E
         raw["mapper_exit_code"] = session.close()
     if raw.get("save_map", {}).get("success"):
         lmap, cfg = load_map_for_eval(map_path, params)
-        raw["views"] = measure_views(lmap, cfg, truth, truth.regenerate_scene(), opts, out_dir / "heatmaps.npz")
+        scene = truth.regenerate_scene()
+        raw["views"] = measure_views(lmap, cfg, truth, scene, opts, out_dir / "heatmaps.npz")
+        raw["views_gaussians"] = measure_map_gaussians(map_path, lmap, cfg, truth, scene, raw["views"], opts)
     else:
         raw["mapping"]["errors"].append(f"map not saved ({raw.get('save_map', {}).get('message')}): no rendered views")
     results = recompute(raw)

@@ -8,10 +8,13 @@ as the fused map's evaluation does.
 - ``gaussian_view_queries``: maps rendered from the Gaussians' latents (``LanguageQueryEngine.relevancy_map``).
 - ``oracle_view_queries``: the keyframe's own autoencoded mask latents decoded per pixel (0 where no mask):
   what the Gaussians are trained to reproduce, so it isolates encoder / autoencoder / relevancy / protocol.
+``load_map_field`` reads a map file's Gaussians (+ decoder) for ``lang3d eval --train`` and ``lang3d eval-lerf``:
+``MapField.relevancy_levels`` renders per-level relevancy for any camera pose, from the latents or the instance codes.
 Cannot: score views without a ground-truth instance map (synthetic frames only).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,3 +97,65 @@ def _check_size(frame: Frame, kf: Keyframe) -> None:
         raise ValueError(f"frame {frame.index} has no instance map (synthetic frames only)")
     if tuple(frame.instance_map.shape) != (kf.height, kf.width):
         raise ValueError(f"keyframe {kf.width}x{kf.height} differs from frame {frame.width}x{frame.height}: evaluate at downscale 1")
+
+
+@dataclass
+class MapField:
+    """A map file's trained language Gaussians, ready to answer: the model (with codes and coverage when saved), the
+    latents query engine (decoder = the map's scene autoencoder, coverage gate when saved), and the config."""
+
+    model: object  # GaussianModel
+    engine: object  # LanguageQueryEngine
+    config: GaussianConfig
+
+    def relevancy_levels(self, text: str, T_world_cam: np.ndarray, intrinsics, segment_relevancy=None) -> np.ndarray:
+        """(L, H, W) float32 relevancy rendered for a camera pose (T_world_cam (4, 4), optical frame in the map
+        frame), unsmoothed (the LERF protocol smooths).
+
+        ``segment_relevancy``: None renders the decoded latents (``LanguageQueryEngine.relevancy_map``); otherwise a
+        callable text -> (segment ids (S,), relevancy (L, S)) from the instance table, gathered through each
+        Gaussian's instance codes and rendered per level (``instances.render_relevancy``)."""
+        from lang3d_ros.gaussians.instances import camera_tensors, gather_segment_relevancy, render_relevancy
+
+        if segment_relevancy is None:
+            view, K = camera_tensors(T_world_cam, intrinsics, self.model.device)
+            rel, _ = self.engine.relevancy_map(self.model, view, K, int(intrinsics.width), int(intrinsics.height), text,
+                                               self.config, smoothing_px=1)
+            return rel.cpu().numpy().astype(np.float32)
+        ids, seg_rel = segment_relevancy(text)
+        per_gaussian = gather_segment_relevancy(self.model.codes, ids, seg_rel)
+        return np.stack([render_relevancy(self.model, per_gaussian[lvl], T_world_cam, intrinsics, self.config)
+                         for lvl in range(per_gaussian.shape[0])])
+
+
+def load_map_field(map_path, text_encoder, config, device: str = "cpu") -> MapField | None:
+    """The language Gaussians stored in a map file (``gaussians.ply`` blob, written when the mapper trained them),
+    or None when the file holds none. ``config``: Lang3DConfig (the autoencoder's layer sizes, canonical phrases,
+    query gate); ``text_encoder`` the one the map was built with. ValueError when the Gaussians carry no decoder."""
+    import tempfile
+    from pathlib import Path
+
+    from lang3d_ros.gaussians.ply import load_gaussians
+    from lang3d_ros.gaussians.query import LanguageQueryEngine
+    from lang3d_ros.mapstore import read_map
+    from lang3d_ros.semantics.autoencoder import SceneAutoencoder
+
+    blob = read_map(map_path).blobs.get("gaussians.ply")
+    if blob is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "g.ply").write_bytes(blob)
+        loaded = load_gaussians(Path(tmp) / "g.ply", device=device)
+    if loaded.autoencoder_state is None:
+        raise ValueError(f"{map_path}: the Gaussians were saved without their autoencoder (no decoder for latents)")
+    ae = SceneAutoencoder(int(text_encoder.feature_dim), config.semantics.autoencoder, device=device)
+    ae.model.load_state_dict(loaded.autoencoder_state)
+    ae.model.eval()
+    g = config.gaussians
+    gcfg = dataclasses.replace(g, device=device)
+    model = loaded.model
+    engine = LanguageQueryEngine(
+        model.params["latents"].detach(), ae.decode, text_encoder,
+        canonical_phrases=tuple(config.semantics.clip.canonical_phrases), codebook_size=0, device=device,
+        coverage=model.coverage, min_coverage=g.min_language_coverage, weight_by_latent_norm=g.weight_by_latent_norm)
+    return MapField(model, engine, gcfg)
