@@ -1,9 +1,10 @@
 """Answering grounding queries, questions and instructions on a list of SceneObject.
 
-``Reasoner(config, backend, encoder)`` holds the (optional) model; ``ground`` and ``ask`` turn the
-text into a Request (model first, the deterministic parser when the model's output is invalid or
-the model is unavailable), then compute every geometric fact in code on the map. Answers are
-templates over map facts; they cannot describe anything the map has no object for.
+``Reasoner(config, backend, encoder)`` holds the (optional) model; ``understand`` turns the text into one
+Request once (``lang3d_ros.llm.understand``: parser + label matcher, the model ranking and filling), and
+``ground`` / ``ask`` compute every geometric fact in code on the map from that Request (pass the
+Understanding back in to avoid a second parse). Answers are templates over map facts; they cannot describe
+anything the map has no object for.
 """
 from __future__ import annotations
 
@@ -14,30 +15,32 @@ from typing import Sequence
 
 import numpy as np
 
+from lang3d_ros.errors import ErrorCode, Lang3DError
 from lang3d_ros.grounding.objects import SceneObject
-from lang3d_ros.llm.backends import LLMBackend, LLMUnavailable
+from lang3d_ros.llm.backends import LLMBackend
 from lang3d_ros.llm.config import LLMConfig
+from lang3d_ros.llm.frontend import check_query
 from lang3d_ros.llm.labels import LabelMatcher, TextEncoder
-from lang3d_ros.llm.parser import parse
-from lang3d_ros.llm.prompting import llm_request
 from lang3d_ros.llm.relations import is_on, validate_robot_pose
-from lang3d_ros.llm.request import Phrase, Request, request_from_dict
+from lang3d_ros.llm.request import Action, Attribute, Intent, Phrase, Request
 from lang3d_ros.llm.resolve import object_color, resolve
+from lang3d_ros.llm.understand import AnsweredBy, Understanding, understand
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class GroundingAnswer:
-    objects: list[SceneObject]  # best first
-    path: str  # "llm" | "parser"
+    objects: list[SceneObject]
+    """Best first."""
+    path: AnsweredBy
     request: Request
     message: str
 
 
 @dataclass
 class TaskStep:
-    action: str  # goto | pick | place
+    action: Action
     label: str
     object: SceneObject | None  # None for the robot's own start pose ("me")
     goal_pose: tuple[float, float, float]  # (x_m, y_m, yaw_rad) in the map frame, facing the object
@@ -47,21 +50,14 @@ class TaskStep:
 class Answer:
     text: str
     objects: list[SceneObject]
-    path: str
+    path: AnsweredBy
     request: Request
     steps: list[TaskStep] = field(default_factory=list)
 
 
 def clean_query(query, max_chars: int) -> str:
-    """Strip, collapse whitespace, drop control characters; ValueError when empty or too long."""
-    if not isinstance(query, str):
-        raise ValueError(f"query must be a string, got {type(query).__name__}")
-    if len(query) > max_chars:
-        raise ValueError(f"query is {len(query)} characters; at most {max_chars} are accepted")
-    q = " ".join("".join(ch if ch.isprintable() else " " for ch in query).split())
-    if not q:
-        raise ValueError("query is empty")
-    return q
+    """The one query validator (``frontend.check_query``), kept under its old name."""
+    return check_query(query, max_chars)
 
 
 def _a(label: str) -> str:
@@ -105,72 +101,64 @@ class Reasoner:
         self.matcher = LabelMatcher(encoder, self.config.text_match_threshold)
 
     # text -> request ------------------------------------------------------------------------
-    def understand(self, query: str, objects: Sequence[SceneObject]) -> tuple[Request, str, str]:
-        """(request, path, note). ValueError when neither the model nor the parser understands."""
-        note = ""
-        if self.backend is not None and self.config.mode == "llm_first":
-            try:
-                req = llm_request(self.backend, query, [o.label for o in objects], self.config.max_new_tokens,
-                                  self.config.timeout_s)
-                return req, "llm", ""
-            except ValueError as exc:
-                note = f"model output rejected ({exc}); "
-                log.debug("LLM request rejected for %r: %s", query, exc)
-            except LLMUnavailable as exc:
-                note = f"model unavailable ({exc}); "
-                log.warning("LLM unavailable: %s", exc)
-        req = parse(query)
-        if req is not None:
-            req = request_from_dict(req.to_dict())  # the parser's output meets the same schema and limits
-        if req is None:
-            raise ValueError(f"{note}could not understand {query!r}: name an object, e.g. 'the mug on the table'")
-        return req, "parser", note
+    def understand(self, query: str, objects: Sequence[SceneObject]) -> Understanding:
+        """The query as one Request (see ``lang3d_ros.llm.understand``). ValueError when nothing understands
+        it, Lang3DError(NOT_FOUND) when it names nothing in the map."""
+        return understand(check_query(query, self.config.max_query_chars), list(objects), self.matcher, self.config,
+                          self.backend)
 
     def _resolve(self, phrase: Phrase, objects, pose):
         return [m.obj for m in resolve(phrase, objects, pose, self.matcher, self.config)]
 
     # public API -----------------------------------------------------------------------------
-    def ground(self, query: str, objects: Sequence[SceneObject], robot_pose) -> GroundingAnswer:
-        """Objects matching a (relational) referring expression, best first."""
-        q = clean_query(query, self.config.max_query_chars)
+    def ground(self, query: str, objects: Sequence[SceneObject], robot_pose,
+               understood: Understanding | None = None) -> GroundingAnswer:
+        """Objects matching a (relational) referring expression, best first. ``understood``: this query's
+        Understanding when the caller has it already (the query is then not parsed again)."""
+        q = check_query(query, self.config.max_query_chars)
         pose = validate_robot_pose(robot_pose)
         objects = list(objects)
-        req, path, note = self.understand(q, objects)
-        phrase = req.target if req.target is not None else (req.steps[0].target if req.steps else None)
+        u = understood if understood is not None else self.understand(q, objects)
+        phrase = u.target()
         if phrase is None:
-            raise ValueError(f"{q!r} names no object to ground")
+            raise Lang3DError(ErrorCode.BAD_REQUEST, f"{q!r} names no object to ground")
         found = self._resolve(phrase, objects, pose)
         if found:
-            msg = f"{note}found {len(found)} match(es) for {phrase.describe()}"
+            msg = f"{u.note}found {len(found)} match(es) for {phrase.describe()}"
         else:
-            msg = f"{note}no {phrase.describe()[4:]} in the map"
-        return GroundingAnswer(found, path, req, msg)
+            msg = f"{u.note}no {phrase.describe()[4:]} in the map"
+        return GroundingAnswer(found, u.answered_by, u.request, msg)
 
-    def ask(self, question: str, objects: Sequence[SceneObject], robot_pose) -> Answer:
+    def ask(self, question: str, objects: Sequence[SceneObject], robot_pose,
+            understood: Understanding | None = None) -> Answer:
         """Counts, attributes, relations, where-is, captions and task steps, from map facts."""
-        q = clean_query(question, self.config.max_query_chars)
+        q = check_query(question, self.config.max_query_chars)
         pose = validate_robot_pose(robot_pose)
         objects = list(objects)
-        req, path, note = self.understand(q, objects)
-        text, refs, steps = self._answer(req, objects, pose)
-        return Answer(text, refs, path, req, steps)
+        u = understood if understood is not None else self.understand(q, objects)
+        text, refs, steps = self._answer(u.request, objects, pose)
+        return Answer(text, refs, u.answered_by, u.request, steps)
 
     def _answer(self, req: Request, objects: list[SceneObject], pose: np.ndarray):
         t = req.target
-        if req.intent == "count":
+        if req.intent == Intent.COUNT:
             found = self._resolve(t, objects, pose)
-            return f"There {'is' if len(found) == 1 else 'are'} {len(found)} {_plural(t.label or 'object', len(found))}" \
-                   f"{' ' + t.describe().split(' ', 2)[-1].split(' ', 1)[-1] if t.relation else ''}.", found, []
-        if req.intent == "attribute":
+            where = ""
+            if t.relation:  # "the mug on the table" -> " on the table"
+                full, head = t.describe(), Phrase(t.label, t.color, t.size).describe()
+                where = full[len(head):] if full.startswith(head) else ""
+            noun = " ".join(w for w in (t.color, _plural(t.label or "object", len(found))) if w)
+            return f"There {'is' if len(found) == 1 else 'are'} {len(found)} {noun}{where}.", found, []
+        if req.intent == Intent.ATTRIBUTE:
             found = self._resolve(t, objects, pose)
             if not found:
                 return f"I see no {t.describe()[4:]} in the map.", [], []
             o = found[0]
-            if req.attribute == "color":
+            if req.attribute == Attribute.COLOR:
                 return f"The {o.label} is {object_color(o)}.", [o], []
             s = o.box.size
             return f"The {o.label} is {s[0]:.2f} m x {s[1]:.2f} m x {s[2]:.2f} m (w x d x h).", [o], []
-        if req.intent == "relations":
+        if req.intent == Intent.RELATIONS:
             found = self._resolve(t, objects, pose)
             anchor = t.anchors[0].label if t.anchors else "it"
             rel = (t.relation or "near").replace("_", " ")
@@ -178,19 +166,20 @@ class Reasoner:
                 return f"Nothing is {rel} the {anchor}.", [], []
             names = ", ".join(f"a {object_color(o)} {o.label}" for o in found[:8])
             return f"{rel.capitalize()} the {anchor}: {names}.", found, []
-        if req.intent == "where":
+        if req.intent == Intent.WHERE:
             found = self._resolve(t, objects, pose)
             if not found:
                 return f"I see no {t.describe()[4:]} in the map.", [], []
             return " ".join(self._where_sentence(o, objects) for o in found[:3]), found[:3], []
-        if req.intent == "caption":
+        if req.intent == Intent.CAPTION:
             return self._caption(t, objects, pose)
-        if req.intent == "task":
+        if req.intent == Intent.TASK:
             return self._task(req, objects, pose)
         found = self._resolve(t, objects, pose)
         if not found:
             return f"I see no {t.describe()[4:]} in the map.", [], []
-        return f"{t.describe().capitalize()} is the {object_color(found[0])} {found[0].label} {_where(found[0])}.", found, []
+        o = found[0]
+        return f"{t.describe().capitalize()} is the {object_color(o)} {o.label} {_where(o)}.", found, []
 
     def _where_sentence(self, o: SceneObject, objects: list[SceneObject]) -> str:
         support = [s for s in objects if s is not o and is_on(o.box, s.box, self.config.on_tolerance_m)]
@@ -231,10 +220,12 @@ class Reasoner:
                 continue
             found = self._resolve(s.target, objects, pose)
             if not found:
-                raise ValueError(f"cannot plan '{s.action} {s.target.describe()}': no such object in the map")
+                raise Lang3DError(ErrorCode.NOT_FOUND,
+                                  f"cannot plan '{s.action} {s.target.describe()}': no such object in the map")
             o = found[0]
             half = 0.5 * float(np.max(o.box.max_xyz[:2] - o.box.min_xyz[:2]))
-            steps.append(TaskStep(s.action, o.label, o, approach_pose(o.center[:2], pose[:2], self.config.standoff_m, half)))
+            goal = approach_pose(o.center[:2], pose[:2], self.config.standoff_m, half)
+            steps.append(TaskStep(s.action, o.label, o, goal))
             refs.append(o)
         text = "; ".join(f"{i + 1}. {st.action} {st.label}" + (f" (id {st.object.instance_id})" if st.object else "")
                          for i, st in enumerate(steps))

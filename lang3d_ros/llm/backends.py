@@ -35,7 +35,8 @@ class LLMUnavailable(RuntimeError):
 class LLMBackend(Protocol):
     name: str
 
-    def generate(self, messages: list[dict], max_new_tokens: int, timeout_s: float, stop: list[str] | None = None) -> str:
+    def generate(self, messages: list[dict], max_new_tokens: int, timeout_s: float,
+                 stop: list[str] | None = None) -> str:
         ...
 
 
@@ -43,7 +44,8 @@ def validate_messages(messages) -> list[dict]:
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list of {role, content}")
     for m in messages:
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") or \
+                not isinstance(m.get("content"), str):
             raise ValueError(f"bad message {m!r}: need role system|user|assistant and string content")
     return messages
 
@@ -59,7 +61,8 @@ def _resolve_device(device: str) -> str:
 class TransformersBackend:
     """A local transformers causal LM; ``model`` and ``tokenizer`` may be passed in already loaded."""
 
-    def __init__(self, model, tokenizer, max_new_tokens_cap: int = 64, max_output_chars: int = 2000, name: str = "transformers"):
+    def __init__(self, model, tokenizer, max_new_tokens_cap: int = 64, max_output_chars: int = 2000,
+                 name: str = "transformers"):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.cap, self.max_output_chars, self.name = int(max_new_tokens_cap), int(max_output_chars), name
         self._lock = threading.Lock()  # one generate at a time per model
@@ -77,7 +80,8 @@ class TransformersBackend:
             raise LLMUnavailable(f"could not load a causal LM from {path}: {exc}") from exc
         return cls(model, tok, config.max_new_tokens, config.max_output_chars, name="transformers")
 
-    def generate(self, messages: list[dict], max_new_tokens: int, timeout_s: float, stop: list[str] | None = None) -> str:
+    def generate(self, messages: list[dict], max_new_tokens: int, timeout_s: float,
+                 stop: list[str] | None = None) -> str:
         """Greedy continuation of the chat; ``stop`` strings end it early (they are kept in the text)."""
         import torch
 
@@ -152,14 +156,21 @@ class OpenAIBackend:
                  max_output_chars: int = 2000) -> None:
         if not endpoint.startswith(("http://", "https://")):
             raise ValueError(f"endpoint must be an http(s) URL, got {endpoint!r}")
-        self.url = endpoint.rstrip("/") + ("" if endpoint.rstrip("/").endswith("/chat/completions") else "/chat/completions")
+        base = endpoint.rstrip("/")
+        self.url = base + ("" if base.endswith("/chat/completions") else "/chat/completions")
         self.model, self.api_key_env = model, api_key_env
         self.cap, self.max_output_chars, self.name = int(max_new_tokens_cap), int(max_output_chars), "openai"
 
-    def generate(self, messages: list[dict], max_new_tokens: int, timeout_s: float, stop: list[str] | None = None) -> str:
+    def generate(self, messages: list[dict], max_new_tokens: int, timeout_s: float, stop: list[str] | None = None,
+                 response_format: dict | None = None) -> str:
+        """One chat completion. ``response_format`` (e.g. ``{"type": "json_schema", "json_schema": {...}}``) is
+        passed to the server, which enforces it (llama.cpp server, vLLM); a server that ignores it is not caught
+        here but by the caller's validation."""
         validate_messages(messages)
         body = {"model": self.model or "default", "messages": messages, "temperature": 0,
                 "max_tokens": max(1, min(int(max_new_tokens), self.cap)), "stream": False}
+        if response_format is not None:
+            body["response_format"] = response_format
         if stop:
             body["stop"] = list(stop)[:4]
         headers = {"Content-Type": "application/json"}

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import os
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
-BACKENDS = ("smollm2", "transformers", "openai")
-MODES = ("llm_first", "parser_only")
+Backend = Literal["smollm2", "transformers", "openai"]
+Mode = Literal["rank", "llm_first", "parser_only"]
+BACKENDS = typing.get_args(Backend)
+MODES = typing.get_args(Mode)
 
 
 def default_cache_dir() -> str:
@@ -15,7 +19,7 @@ def default_cache_dir() -> str:
 
 @dataclass
 class LLMConfig:
-    backend: str = "smollm2"
+    backend: Backend = "smollm2"
     """Smollm2 | transformers | openai."""
     model_path: str = ""
     """Transformers: local folder; openai: the served model name."""
@@ -33,8 +37,11 @@ class LLMConfig:
     """Model output beyond this is cut before parsing."""
     max_query_chars: int = 1024
     """Longer queries are rejected with ValueError."""
-    mode: str = "llm_first"
-    """llm_first: model, then the parser when its output is invalid | parser_only."""
+    mode: Mode = "rank"
+    """rank: the parser and the label matcher propose candidate requests, the model ranks them by log-likelihood
+    and fills the slots they leave open (the parser alone when there is one candidate and no open slot) |
+    llm_first: the model writes the request under a JSON-schema grammar, the parser answers when that request
+    fails the checks against the query | parser_only: no model."""
     device: str = "cpu"
     """Cpu | cuda | auto (transformers backends)."""
     loc_bins: int = 256
@@ -47,6 +54,18 @@ class LLMConfig:
     """"on": |bottom of A - top of B| below this."""
     text_match_threshold: float = 0.8
     """Cosine similarity for embedding label matches."""
+    bind_threshold: float = 0.6
+    """A query noun no rule matches names the map label the text encoder finds most similar when the cosine
+    similarity is at least this (MiniLM: 'couch'/'sofa' 0.86, 'display'/'monitor' 0.61, 'piano'/'keyboard' 0.59)."""
+    bind_margin: float = 0.03
+    """... and when it beats the second most similar label by this much; otherwise the model ranks the labels."""
+    open_threshold: float = 0.45
+    """Below this similarity to every map label a noun names nothing in the map (NOT_FOUND); between this and
+    bind_threshold the label is an open slot that only the model may fill."""
+    few_shot: int = 4
+    """Worked examples in the model's prompt, retrieved per query from the example pool (balanced by intent)."""
+    max_candidates: int = 6
+    """At most this many candidate requests are ranked by the model."""
     standoff_m: float = 0.6
     """Task steps: goal distance from the object's box."""
 
@@ -61,7 +80,12 @@ class LLMConfig:
             raise ValueError(f"loc_bins must be in [2, 4096], got {self.loc_bins}")
         if self.loc_range_m and (len(self.loc_range_m) != 6 or any(
                 self.loc_range_m[i] >= self.loc_range_m[i + 3] for i in range(3))):
-            raise ValueError(f"loc_range_m must be [xmin, ymin, zmin, xmax, ymax, zmax] with min < max, got {self.loc_range_m}")
+            raise ValueError("loc_range_m must be [xmin, ymin, zmin, xmax, ymax, zmax] with min < max, "
+                             f"got {self.loc_range_m}")
+        if not 0 < self.open_threshold <= self.bind_threshold <= 1 or not 0 <= self.bind_margin < 1:
+            raise ValueError("need 0 < open_threshold <= bind_threshold <= 1 and 0 <= bind_margin < 1")
+        if not 0 <= self.few_shot <= 16 or not 1 <= self.max_candidates <= 32:
+            raise ValueError("few_shot must be in [0, 16] and max_candidates in [1, 32]")
         if self.near_m <= 0 or self.on_tolerance_m <= 0 or self.standoff_m < 0:
             raise ValueError("near_m and on_tolerance_m must be positive, standoff_m non-negative")
         if not 0 < self.text_match_threshold <= 1:

@@ -54,7 +54,8 @@ def generate_samples(objects: Sequence[SceneObject], grid: LocationGrid, rng: np
             g.append((f"the {col} {o.label}", o))
         for s in objects:
             if s is not o and is_on(o.box, s.box) and _unique(
-                    lambda x: x.label == o.label and any(is_on(x.box, y.box) and y.label == s.label for y in objects), objects) is o:
+                    lambda x: x.label == o.label and any(is_on(x.box, y.box) and y.label == s.label
+                                                         for y in objects), objects) is o:
                 g.append((f"the {o.label} on the {s.label}", o))
     for k in rng.permutation(len(g))[:max_per_task]:
         text, o = g[k]
@@ -83,7 +84,8 @@ def _rephrased(rephrase, instr: str) -> str:
     need = {singular(w) for w in tokenize(instr) if "loc" not in w}
     have = {singular(w) for w in tokenize(text)}
     keep_loc = all(t in text for t in instr.split() if t.startswith("<loc"))
-    return text if text and keep_loc and need.issubset(have | {"the", "a", "find", "go", "to", "how", "many", "are", "there",
+    return text if text and keep_loc and need.issubset(have | {"the", "a", "find", "go", "to", "how", "many", "are",
+                                                                  "there",
                                                                   "what", "is", "describe"}) else instr
 
 
@@ -105,7 +107,8 @@ def read_jsonl(path, max_samples: int = 1_000_000) -> list[dict]:
             if not line.strip():
                 continue
             d = json.loads(line)
-            if not isinstance(d, dict) or not isinstance(d.get("instruction"), str) or not isinstance(d.get("response"), str):
+            if not isinstance(d, dict) or not isinstance(d.get("instruction"), str) or \
+                    not isinstance(d.get("response"), str):
                 raise ValueError(f"{path}:{i + 1}: each line needs string instruction and response")
             out.append(d)
     return out

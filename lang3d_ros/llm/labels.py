@@ -6,7 +6,9 @@ through the encoder.
 """
 from __future__ import annotations
 
+import difflib
 import logging
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -20,6 +22,8 @@ SYNONYMS: dict[str, str] = {
     "plant": "potted plant", "laptop computer": "laptop", "bookcase": "bookshelf",
     "shelf": "bookshelf", "cupboard": "cabinet", "closet": "wardrobe", "couch table": "coffee table",
     "carton": "box", "pillow": "cushion", "rug": "carpet", "doorway": "door",
+    "trash bin": "trash can", "rubbish bin": "trash can", "garbage bin": "trash can", "waste bin": "trash can",
+    "trashcan": "trash can", "tv set": "television", "cell phone": "phone", "mobile phone": "phone",
 }
 _IRREGULAR = {"shelves": "shelf", "people": "person", "knives": "knife", "mice": "mouse", "boxes": "box",
               "glasses": "glass", "benches": "bench", "couches": "couch", "dishes": "dish", "watches": "watch"}
@@ -77,6 +81,17 @@ def label_similarity(query: str, label: str) -> float:
     return 0.0
 
 
+@dataclass(frozen=True)
+class LabelChoice:
+    """One map label a query noun may name."""
+
+    label: str
+    score: float
+    """Rule score (1.0 exact / synonym / plural, 0.7 head noun) or the encoder's cosine similarity."""
+    how: str
+    """"rule" or "encoder"."""
+
+
 class LabelMatcher:
     """Scores a query noun against labels; embedding similarities are cached per (query, label)."""
 
@@ -105,3 +120,25 @@ class LabelMatcher:
             sim = e @ q
             s = np.maximum(s, np.where(sim >= self.threshold, sim * 0.95, 0.0))
         return s
+
+    def similarity(self, query: str, labels: Sequence[str]) -> np.ndarray:
+        """(N,) raw similarity of ``query`` to each label: the encoder's cosine when there is an encoder, else a
+        character-sequence ratio (which knows no synonyms)."""
+        if not len(labels):
+            return np.zeros(0)
+        if self.encoder is not None:
+            return self._embed([canonical(l) for l in labels]) @ self._embed([canonical(query)])[0]
+        q = canonical(query)
+        return np.array([difflib.SequenceMatcher(None, q, canonical(l)).ratio() for l in labels])
+
+    def choices(self, query: str, labels: Sequence[str]) -> list[LabelChoice]:
+        """Distinct labels ranked for ``query``: rule matches first (best tier only), else every label by the
+        encoder's similarity, best first. Scores are not thresholded here (see ``understand.bind_label``)."""
+        uniq = list(dict.fromkeys(labels))
+        rules = np.array([label_similarity(query, l) for l in uniq])
+        if len(uniq) and rules.max() > 0:
+            return [LabelChoice(l, float(r), "rule") for l, r in zip(uniq, rules) if r >= rules.max()]
+        sims = self.similarity(query, uniq)
+        order = np.argsort(-sims)
+        return [LabelChoice(uniq[i], float(sims[i]), "encoder" if self.encoder is not None else "spelling")
+                for i in order]

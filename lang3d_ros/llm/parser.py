@@ -9,9 +9,8 @@ relative clauses other than "that/which is".
 """
 from __future__ import annotations
 
-import re
-
 from lang3d_ros.llm.colors import canonical_color
+from lang3d_ros.llm.frontend import Normalized, normalize, words_of
 from lang3d_ros.llm.labels import normalize_label, singular
 from lang3d_ros.llm.request import Phrase, Request, Step
 
@@ -42,15 +41,13 @@ _FILLER = {"that", "which", "is", "are", "located", "sitting", "placed", "lying"
            "positioned", "situated", "one", "ones", "please", "there", "currently", "right", "just", "the"}
 _ROBOT_WORDS = {"me", "you", "robot", "the robot", "us", "here"}
 _BOUNDARY = {"and", "then", "from", "to", "with", "in", "of", "for", "into", "at"}
+_EVERYTHING = {"everything", "anything", "all", "stuff", "things", "objects", "items", "whatever"}
 _CAPTION_NOUNS = {"scene", "room", "map", "environment", "space", "area", "surroundings", "place"}
 
 
 def tokenize(text: str) -> list[str]:
-    t = text.lower().replace("left-most", "leftmost").replace("right-most", "rightmost")
-    t = re.sub(r"what's", "what is", t)
-    t = re.sub(r"where's", "where is", t)
-    t = re.sub(r"[^a-z0-9' ]+", " ", t)
-    return [w.strip("'") for w in t.split() if w.strip("'")]
+    """Lower-case words with contractions expanded (``frontend.words_of``); hyphens split words."""
+    return [x for w in words_of(text) for x in w.split("-") if x]
 
 
 def _match(words: list[str], i: int, cues) -> tuple[str, int] | None:
@@ -146,7 +143,8 @@ class _NP:
 
     def _reference(self, depth: int) -> Phrase | None:
         self.skip(_DETS)
-        if self.i >= len(self.w) or self.w[self.i] in _ROBOT_WORDS or " ".join(self.w[self.i:self.i + 2]) in _ROBOT_WORDS:
+        if (self.i >= len(self.w) or self.w[self.i] in _ROBOT_WORDS
+                or " ".join(self.w[self.i:self.i + 2]) in _ROBOT_WORDS):
             self.i = min(len(self.w), self.i + 1)
             return None
         return self.phrase(depth + 1)
@@ -199,7 +197,8 @@ def _task_clause(w: list[str]) -> list[Step] | None:
     if not w:
         return None
     verb = w[0]
-    if verb in ("go", "navigate", "drive", "move", "head", "walk") and len(w) > 1 and w[1] in ("to", "towards", "toward"):
+    if verb in ("go", "navigate", "drive", "move", "head", "walk") and len(w) > 1 and \
+            w[1] in ("to", "towards", "toward"):
         p = _tail_np(w[2:])
         return [Step("goto", p)] if p else None
     if verb in ("bring", "take", "carry", "fetch", "get", "move", "deliver"):
@@ -250,22 +249,45 @@ def _task_clause(w: list[str]) -> list[Step] | None:
     return None
 
 
-def parse(text: str) -> Request | None:
-    """A query, question or instruction -> Request, or None when none of the known forms fits."""
-    w = tokenize(text)
-    while w and w[0] in ("please", "robot", "hey", "can", "could", "would", "you", "kindly"):
-        w = w[1:]
-    if not w:
-        return None
-    if w[:2] == ["how", "many"]:
-        rest = [x for x in w[2:] if x not in ("do", "you", "see", "can", "i", "we", "does", "the", "map", "have")]
-        for tail in (["in", "the", "room"], ["in", "the", "scene"], ["in", "the", "map"], ["are", "there"],
-                     ["there", "are"], ["in", "total"], ["are", "here"]):
+_COUNT_TAILS = [["in", "this", "room"], ["in", "the", "room"], ["in", "the", "scene"], ["in", "the", "map"],
+                ["in", "here"], ["are", "there"], ["is", "there"], ["there", "are"], ["in", "total"], ["altogether"],
+                ["are", "here"], ["do", "you", "see"], ["can", "you", "see"], ["you", "see"], ["do", "we", "have"],
+                ["do", "i", "have"], ["are", "around"], ["here"], ["around"], ["there"]]
+_COUNT_DROP = {"do", "you", "see", "can", "i", "we", "does", "the", "map", "have", "of", "all"}
+
+
+def _count_phrase(rest: list[str]) -> Phrase | None:
+    """'chairs are there in the room' -> the counted phrase (location fillers dropped)."""
+    changed = True
+    while changed:
+        changed = False
+        for tail in _COUNT_TAILS:
             for k in range(len(rest) - len(tail) + 1):
                 if rest[k:k + len(tail)] == tail:
                     rest = rest[:k] + rest[k + len(tail):]
+                    changed = True
                     break
-        p = _tail_np(rest)
+    return _tail_np([x for x in rest if x not in _COUNT_DROP] or rest)
+
+
+def parse(text: str | Normalized) -> Request | None:
+    """A query, question or instruction -> Request, or None when none of the known forms fits. Text goes through
+    ``frontend.normalize`` first (politeness and lead-ins removed); a navigation lead-in ("take me to") makes the
+    rest a grounding request for the navigation target."""
+    n = text if isinstance(text, Normalized) else normalize(text)
+    w = list(n.words)
+    if not w:
+        return None
+    if n.navigation:
+        p = _tail_np(w)
+        return Request("ground", p) if p is not None and (p.label or p.color or p.relation) else None
+    if w[:2] == ["how", "many"] or w[:3] == ["number", "of"] or w[:4] == ["what", "is", "the", "number"] or \
+            (w[0] in ("count", "tally") and len(w) > 1):
+        start = 2 if w[0] in ("how", "number") else 1 if w[0] in ("count", "tally") else 5
+        rest = w[start:]
+        if rest[:1] == ["up"]:
+            rest = rest[1:]
+        p = _count_phrase(rest)
         return Request("count", p) if p else None
     m_col = (w[:2] == ["what", "color"] or w[:2] == ["what", "colour"] or w[:2] == ["which", "color"]
              or w[:2] == ["which", "colour"])
@@ -273,13 +295,16 @@ def parse(text: str) -> Request | None:
         rest = w[2:] if m_col else w[5:]
         p = _tail_np([x for x in rest if x not in ("is", "are", "does", "do", "have", "has")])
         return Request("attribute", p, "color") if p else None
-    if w[:2] in (["how", "big"], ["how", "large"], ["how", "small"], ["what", "size"]) or \
+    if w[:2] in (["how", "big"], ["how", "large"], ["how", "small"], ["what", "size"], ["how", "tall"],
+                 ["how", "wide"], ["how", "long"], ["how", "high"]) or \
             w[:5] == ["what", "is", "the", "size", "of"]:
         rest = w[5:] if w[2:4] == ["the", "size"] else w[2:]
         p = _tail_np([x for x in rest if x not in ("is", "are")])
         return Request("attribute", p, "size") if p else None
     if w[0] == "where" or w[:3] in (["can", "you", "find"],):
-        rest = [x for x in w[1:] if x not in ("is", "are", "can", "i", "find", "do", "we", "keep", "the")]
+        rest = [x for x in w[1:] if x not in ("is", "are", "can", "i", "find", "do", "we", "keep", "the", "did",
+                                              "leave", "left", "put", "my", "you", "see", "was", "were", "has",
+                                              "have", "been", "does", "go", "went")]
         p = _tail_np(["the"] + rest)
         return Request("where", p) if p else None
     if w[0] in ("describe", "caption", "summarize", "summarise") or w[:3] in (["what", "do", "you"],) or \
@@ -290,8 +315,12 @@ def parse(text: str) -> Request | None:
             return Request("caption", None)
         p = _tail_np(rest)
         return Request("caption", p) if p else None
+    if w[0] in _EVERYTHING and len(w) > 2 and _match(w, 1, _REL_CUES):
+        w = ["what"] + w[1:]
     if w[0] in ("what", "which", "who") and len(w) > 2:
-        rest = [x for x in w[1:] if x not in ("is", "are", "objects", "things", "items", "there", "lies", "sits", "stands")]
+        rest = [x for x in w[1:] if x not in ("is", "are", "objects", "things", "items", "there", "lies", "sits",
+                                              "stands", "sitting", "lying", "standing", "placed", "resting", "kept",
+                                              "stored", "left", "exactly", "else", "currently", "right", "now")]
         rel = _match(rest, 0, _REL_CUES)
         if rel:
             p = _tail_np(["object"] + rest)
@@ -304,4 +333,5 @@ def parse(text: str) -> Request | None:
     if steps:
         return Request("task", None, None, steps)
     p = parse_phrase(" ".join(w))
-    return Request("ground", p) if p is not None and p.label else None
+    # "the black thing on the table": no noun, but a colour or relation says which object
+    return Request("ground", p) if p is not None and (p.label or p.color or p.relation) else None

@@ -9,36 +9,116 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from lang3d_ros.llm.colors import canonical_color
 
-RELATIONS = ("on", "under", "near", "left_of", "right_of", "in_front_of", "behind", "between")
-SUPERLATIVES = ("closest", "farthest", "largest", "smallest", "leftmost", "rightmost", "highest", "lowest")
-SIZES = ("large", "small")
-INTENTS = ("ground", "count", "attribute", "relations", "where", "caption", "task")
-ATTRIBUTES = ("color", "size")
-ACTIONS = ("goto", "pick", "place")
+
+class Intent(StrEnum):
+    """What a request asks for (the strings are part of the ROS and JSON interfaces)."""
+
+    GROUND = "ground"
+    COUNT = "count"
+    ATTRIBUTE = "attribute"
+    RELATIONS = "relations"
+    WHERE = "where"
+    CAPTION = "caption"
+    TASK = "task"
+
+
+class Relation(StrEnum):
+    """A spatial relation between a phrase and its anchor(s), computed on boxes in ``relations.py``."""
+
+    ON = "on"
+    UNDER = "under"
+    NEAR = "near"
+    LEFT_OF = "left_of"
+    RIGHT_OF = "right_of"
+    IN_FRONT_OF = "in_front_of"
+    BEHIND = "behind"
+    BETWEEN = "between"
+
+
+class Superlative(StrEnum):
+    """Orders a phrase's matches; closest/farthest measure to ``Phrase.reference`` or to the robot."""
+
+    CLOSEST = "closest"
+    FARTHEST = "farthest"
+    LARGEST = "largest"
+    SMALLEST = "smallest"
+    LEFTMOST = "leftmost"
+    RIGHTMOST = "rightmost"
+    HIGHEST = "highest"
+    LOWEST = "lowest"
+
+
+class Size(StrEnum):
+    LARGE = "large"
+    SMALL = "small"
+
+
+class Attribute(StrEnum):
+    """What an ``attribute`` question asks about."""
+
+    COLOR = "color"
+    SIZE = "size"
+
+
+class Action(StrEnum):
+    """A task step the navigation / manipulation stack executes."""
+
+    GOTO = "goto"
+    PICK = "pick"
+    PLACE = "place"
+
+
+RELATIONS = tuple(r.value for r in Relation)
+SUPERLATIVES = tuple(s.value for s in Superlative)
+SIZES = tuple(s.value for s in Size)
+INTENTS = tuple(i.value for i in Intent)
+ATTRIBUTES = tuple(a.value for a in Attribute)
+ACTIONS = tuple(a.value for a in Action)
 MAX_DEPTH = 3
 MAX_LABEL_CHARS = 48
 MAX_STEPS = 8
 MAX_JSON_CHARS = 2000
 
 
+def _as(enum_type, value):
+    """``value`` as a member of ``enum_type`` (None stays None); ValueError names the allowed values."""
+    if value is None or isinstance(value, enum_type):
+        return value
+    try:
+        return enum_type(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not one of {[m.value for m in enum_type]}") from None
+
+
 @dataclass(frozen=True)
 class Phrase:
-    label: str = ""  # "" matches any object
+    """Names objects. Enumerated fields are stored as their enums (plain strings are converted on creation)."""
+
+    label: str = ""
+    """Object label; "" matches any object."""
     color: str | None = None
-    size: str | None = None
-    relation: str | None = None
+    size: Size | None = None
+    relation: Relation | None = None
     anchors: tuple["Phrase", ...] = ()
-    superlative: str | None = None
-    reference: "Phrase | None" = None  # what closest/farthest measure to; None -> the robot
+    superlative: Superlative | None = None
+    reference: "Phrase | None" = None
+    """What closest/farthest measure to; None -> the robot."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", _as(Size, self.size))
+        object.__setattr__(self, "relation", _as(Relation, self.relation))
+        object.__setattr__(self, "superlative", _as(Superlative, self.superlative))
+        object.__setattr__(self, "anchors", tuple(self.anchors))
 
     def to_dict(self) -> dict:
         d: dict = {"label": self.label}
         for k in ("color", "size", "relation", "superlative"):
             if getattr(self, k) is not None:
-                d[k] = getattr(self, k)
+                d[k] = str(getattr(self, k))
         if self.anchors:
             d["anchors"] = [a.to_dict() for a in self.anchors]
         if self.reference is not None:
@@ -70,25 +150,34 @@ class Phrase:
 
 @dataclass(frozen=True)
 class Step:
-    action: str  # goto | pick | place
+    action: Action
     target: Phrase
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action", _as(Action, self.action))
 
 
 @dataclass(frozen=True)
 class Request:
-    intent: str
+    intent: Intent
     target: Phrase | None = None
-    attribute: str | None = None  # intent "attribute": what is asked
+    attribute: Attribute | None = None
+    """Intent "attribute": what is asked."""
     steps: tuple[Step, ...] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "intent", _as(Intent, self.intent))
+        object.__setattr__(self, "attribute", _as(Attribute, self.attribute))
+        object.__setattr__(self, "steps", tuple(self.steps))
+
     def to_dict(self) -> dict:
-        d: dict = {"intent": self.intent}
+        d: dict = {"intent": str(self.intent)}
         if self.target is not None:
             d["target"] = self.target.to_dict()
         if self.attribute is not None:
-            d["attribute"] = self.attribute
+            d["attribute"] = str(self.attribute)
         if self.steps:
-            d["steps"] = [{"action": s.action, "target": s.target.to_dict()} for s in self.steps]
+            d["steps"] = [{"action": str(s.action), "target": s.target.to_dict()} for s in self.steps]
         return d
 
 

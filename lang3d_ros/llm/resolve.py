@@ -43,6 +43,8 @@ def label_candidates(label: str, objects: Sequence[SceneObject], matcher: LabelM
     return [Match(o, float(v)) for o, v, k in zip(objects, s, keep) if k]
 
 
+FLOOR_WORDS = ("floor", "ground")
+"""Anchor labels that mean the floor ("the plant on the floor"): no object, the lowest bottom in the map."""
 COLOR_MARGIN = 0.05  # chromaticity distance by which the closest candidate must beat the next one
 
 
@@ -71,9 +73,13 @@ def resolve(phrase: Phrase, objects: Sequence[SceneObject], robot_pose: np.ndarr
     superlative = phrase.superlative
     if phrase.size is not None and superlative is None and len(cands) > 1:
         superlative = "largest" if phrase.size == "large" else "smallest"
-    if phrase.relation is not None:
+    if phrase.relation == "on" and len(phrase.anchors) == 1 and phrase.anchors[0].label in FLOOR_WORDS:
+        floor_z = min(float(o.box.min_xyz[2]) for o in objects)  # the lowest object bottom stands for the floor
+        cands = [m for m in cands if float(m.obj.box.min_xyz[2]) <= floor_z + config.on_tolerance_m]
+    elif phrase.relation is not None:
         anchor_sets = [resolve(a, [o for o in objects], robot_pose, matcher, config) for a in phrase.anchors]
-        anchor_sets = [s[:1] if a.superlative else s for a, s in zip(phrase.anchors, anchor_sets)]
+        # an anchor with a superlative or a size ("the big table") is its best match only
+        anchor_sets = [s[:1] if a.superlative or a.size else s for a, s in zip(phrase.anchors, anchor_sets)]
         if any(len(s) == 0 for s in anchor_sets):
             return []
         kept = []

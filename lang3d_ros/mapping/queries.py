@@ -1,53 +1,53 @@
 """What the services answer, without ROS: grounding, navigation goals and questions on a LanguageMap.
 
-Grounding takes one of two paths and says which: a plain noun phrase ("red mug") goes through the language
-field (relevancy -> clusters -> boxes, "relevancy"); a referring expression with a relation or superlative
-("the mug on the table nearest the door") goes through the 3D-LLM reasoner over the map's objects, where the
-model only structures the text and the geometry is computed in code ("llm" or "parser").
+One routing path: every request is validated once (``llm.frontend.check_query``) and understood once
+(``Reasoner.understand``: front end, parser, label matcher, the model ranking / filling); ``Understanding.route``
+then sends a plain noun phrase ("the couch", "find the red mug" is not plain: it has a colour) to the language
+field (relevancy -> clusters -> boxes, answered_by "relevancy") and everything else (relations, superlatives,
+colours, sizes, questions, tasks) to the reasoner over the map's objects, where the geometry is computed in code
+(answered_by "llm" or "parser"). A noun naming nothing in the map raises Lang3DError(NOT_FOUND).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from lang3d_ros.errors import ErrorCode, Lang3DError
 from lang3d_ros.grounding.objects import SceneObject
-from lang3d_ros.mapping.language_map import LanguageMap, check_query
+from lang3d_ros.llm.frontend import check_query, normalize
+from lang3d_ros.llm.understand import AnsweredBy, Route, Understanding
+from lang3d_ros.mapping.language_map import LanguageMap
 from lang3d_ros.navigation.goal import NavigationResult, plan_to_object
 from lang3d_ros.navigation.grid import OccupancyGrid, build_occupancy_grid
 
 log = logging.getLogger(__name__)
 
-_NAV_PREFIX = re.compile(
-    r"^\s*(please\s+)?(can you\s+|could you\s+)?(take me|bring me|drive|move|navigate|go|head|get me|guide me)"
-    r"(\s+(over|back))?\s+(to|towards|toward|near|next to|up to)\s+", re.IGNORECASE)
-
-
-_ARTICLE = re.compile(r"^(the|a|an|some|my|this|that)\s+", re.IGNORECASE)
+_ARTICLES = ("the", "a", "an", "some", "my", "this", "that")
 
 
 def strip_article(phrase: str) -> str:
     """'the red mug' -> 'red mug' (the noun phrase labels the answer and is what the encoder reads)."""
-    out = _ARTICLE.sub("", phrase.strip(), count=1).strip()
+    words = phrase.strip().split()
+    out = " ".join(words[1:]) if len(words) > 1 and words[0].lower() in _ARTICLES else phrase.strip()
     return out or phrase.strip()
 
 
 def navigation_target_phrase(instruction: str) -> str:
-    """'take me to the chair by the window' -> 'the chair by the window' (text unchanged when no verb prefix)."""
-    text = check_query(instruction)
-    stripped = _NAV_PREFIX.sub("", text, count=1).strip().rstrip(".!?")
-    return stripped or text
+    """'take me to the chair by the window' -> 'the chair by the window' (lead-ins and politeness removed by the
+    front end; text otherwise unchanged)."""
+    n = normalize(check_query(instruction))
+    return n.text or check_query(instruction)
 
 
 @dataclass
 class GroundResult:
     objects: list[SceneObject]
-    answered_by: str  # relevancy | llm | parser
+    answered_by: AnsweredBy
     message: str = ""
     latency_ms: float = 0.0
 
@@ -59,7 +59,7 @@ class NavigateResult:
     target: SceneObject | None = None
     navigation: NavigationResult | None = None
     grid: OccupancyGrid | None = None
-    answered_by: str = ""
+    answered_by: AnsweredBy | str = ""
     latency_ms: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -84,33 +84,34 @@ class QueryEngine:
     def set_reasoner(self, reasoner) -> None:
         self._reasoner = reasoner
 
-    @staticmethod
-    def is_relational(text: str) -> bool:
-        """True when the deterministic parser finds a relation, a superlative, anchors, or a colour / size
-        attribute in the phrase: those are resolved on the map's objects (colour from the fused points), where a
-        label embedding alone cannot tell a red mug from a blue one."""
-        from lang3d_ros.llm import parse
-
-        req = parse(text)
-        t = getattr(req, "target", None) if req is not None else None
-        return bool(t is not None and (t.relation or t.superlative or t.anchors or t.color or t.size))
+    def _understand(self, text: str) -> tuple[list[SceneObject], Understanding]:
+        """The map's objects and the one Understanding of ``text`` (already through check_query)."""
+        if self.map.num_points == 0:
+            raise Lang3DError(ErrorCode.NO_MAP, "the map is empty: no frame has been fused yet")
+        objects = self.map.objects()
+        return objects, self.reasoner.understand(text, objects)
 
     # -------------------------------------------------------------------------------- grounding
     def ground(self, query: str, max_results: int = 0, min_score: float = 0.0, level: str = "",
                robot_pose=(0.0, 0.0, 0.0)) -> GroundResult:
+        """Objects for a query, best first; the route (relevancy or reasoning) is ``Understanding.route``'s."""
         t0 = time.perf_counter()
-        text = check_query(query)
-        if self.map.num_points == 0:
-            raise ValueError("the map is empty: no frame has been fused yet")
-        if not level and self.is_relational(text):
-            ans = self.reasoner.ground(text, self.map.objects(), robot_pose)
+        text = check_query(query, self.config.llm.max_query_chars)
+        objects, u = self._understand(text)
+        return self._ground_understood(text, objects, u, max_results, min_score, level, robot_pose, t0)
+
+    def _ground_understood(self, text: str, objects: list[SceneObject], u: Understanding, max_results: int,
+                           min_score: float, level: str, robot_pose, t0: float) -> GroundResult:
+        if u.route(level) == Route.REASONING:
+            ans = self.reasoner.ground(text, objects, robot_pose, understood=u)
             objs = [o for o in ans.objects if o.score >= min_score][: max_results or self.config.grounding.top_k]
             for o in objs:
                 o.query = text
             return GroundResult(objs, ans.path, ans.message, (time.perf_counter() - t0) * 1e3)
-        objs = self.map.ground(strip_article(text), max_results=max_results, min_score=min_score, level=level)
-        msg = f"{len(objs)} object(s) for {text!r}" if objs else f"nothing in the map matches {text!r}"
-        return GroundResult(objs, "relevancy", msg, (time.perf_counter() - t0) * 1e3)
+        phrase = u.noun_phrase or text
+        objs = self.map.ground(phrase, max_results=max_results, min_score=min_score, level=level)
+        msg = f"{len(objs)} object(s) for {phrase!r}" if objs else f"nothing in the map matches {phrase!r}"
+        return GroundResult(objs, AnsweredBy.RELEVANCY, msg, (time.perf_counter() - t0) * 1e3)
 
     # ------------------------------------------------------------------------------- navigation
     def occupancy_grid(self) -> OccupancyGrid:
@@ -120,28 +121,34 @@ class QueryEngine:
             with self.map.lock:
                 version = self.map.version
                 xyz = self.map.points.points_xyz.cpu().numpy()
-            grid = dataclasses.replace(build_occupancy_grid(xyz, self.config.navigation), frame_id=self.config.frames.map_frame)
+            grid = dataclasses.replace(build_occupancy_grid(xyz, self.config.navigation),
+                                       frame_id=self.config.frames.map_frame)
             self._grid = (version, grid)
             return grid
 
     def navigate(self, instruction: str, standoff_m: float = 0.0, start_xy_yaw=(0.0, 0.0, 0.0)) -> NavigateResult:
+        """A goal pose and a path to the object the instruction names (understood once, like ``ground``)."""
         t0 = time.perf_counter()
-        phrase = navigation_target_phrase(instruction)
-        found = self.ground(phrase, max_results=1, robot_pose=start_xy_yaw)
+        text = check_query(instruction, self.config.llm.max_query_chars)
+        objects, u = self._understand(text)
+        found = self._ground_understood(text, objects, u, 1, 0.0, "", start_xy_yaw, t0)
+        phrase = u.noun_phrase or text
         if not found.objects:
             return NavigateResult(False, f"no target: {found.message or 'nothing matches ' + repr(phrase)}",
                                   answered_by=found.answered_by, latency_ms=(time.perf_counter() - t0) * 1e3)
         target = found.objects[0]
         grid = self.occupancy_grid()
         standoff = standoff_m if standoff_m > 0 else self.config.navigation.standoff_m
-        result = plan_to_object(grid, target.box, np.asarray(start_xy_yaw[:2], dtype=float), self.config.navigation, standoff)
+        result = plan_to_object(grid, target.box, np.asarray(start_xy_yaw[:2], dtype=float), self.config.navigation,
+                                standoff)
         msg = (f"goal {standoff:.2f} m from the {target.label or phrase}, path {result.path_length_m:.2f} m"
                if result.success else f"target found ({target.label or phrase}) but unreachable: {result.reason}")
-        return NavigateResult(result.success, msg, target, result, grid, found.answered_by, (time.perf_counter() - t0) * 1e3)
+        return NavigateResult(result.success, msg, target, result, grid, found.answered_by,
+                              (time.perf_counter() - t0) * 1e3)
 
     # -------------------------------------------------------------------------------- questions
     def ask(self, question: str, robot_pose=(0.0, 0.0, 0.0)):
-        text = check_query(question)
-        if self.map.num_points == 0:
-            raise ValueError("the map is empty: no frame has been fused yet")
-        return self.reasoner.ask(text, self.map.objects(), robot_pose)
+        """A question or an instruction answered from map facts (understood once)."""
+        text = check_query(question, self.config.llm.max_query_chars)
+        objects, u = self._understand(text)
+        return self.reasoner.ask(text, objects, robot_pose, understood=u)

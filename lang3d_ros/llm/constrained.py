@@ -1,0 +1,209 @@
+"""Grammar-constrained decoding: the model writes the request as JSON that a per-request schema admits.
+
+``request_schema(labels)`` is built per request: object labels restricted to the map's labels (plus
+``"other"`` = none of them, and ``"any"`` = any object), intents, relations, superlatives, sizes and colours as
+enums, phrases nested at most two levels (a target and its anchors), every key required in a fixed order (the
+model only chooses values; keys and punctuation are forced). ``generate_request`` decodes with that schema:
+through llguidance's token mask for a local transformers model (greedy, KV cache, forced tokens fed without
+sampling), or as ``response_format`` ``{"type": "json_schema"}`` for an OpenAI-compatible server (llama.cpp
+and vLLM enforce it). Tasks (pick / place steps) are not in the model's schema: the parser writes them.
+The grammar makes the output valid; it does not make it right (see ``understand`` for how it is checked).
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from lang3d_ros.llm.backends import LLMUnavailable
+from lang3d_ros.llm.colors import PALETTE_RGB
+from lang3d_ros.llm.config import LLMConfig
+from lang3d_ros.llm.request import ATTRIBUTES, RELATIONS, SIZES, SUPERLATIVES, Intent, Request, request_from_dict
+
+NONE = "none"
+ANY = "any"
+OTHER = "other"
+MODEL_INTENTS = tuple(i.value for i in Intent if i != Intent.TASK)
+SEPARATORS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+def _phrase_schema(labels: Sequence[str], depth: int) -> dict:
+    props: dict = {"label": {"enum": list(labels) + [ANY, OTHER]},
+                   "color": {"enum": sorted(PALETTE_RGB) + [NONE]}}
+    if depth == 1:
+        props.update({"size": {"enum": list(SIZES) + [NONE]},
+                      "relation": {"enum": list(RELATIONS) + [NONE]},
+                      "superlative": {"enum": list(SUPERLATIVES) + [NONE]},
+                      "anchors": {"type": "array", "items": _phrase_schema(labels, depth + 1), "maxItems": 2}})
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def request_schema(labels: Sequence[str]) -> dict:
+    """The JSON schema of one model answer over these map labels (see the module docstring)."""
+    labels = sorted({str(l) for l in labels if l})
+    return {"type": "object", "additionalProperties": False,
+            "properties": {"intent": {"enum": list(MODEL_INTENTS)}, "target": _phrase_schema(labels, 1),
+                           "attribute": {"enum": list(ATTRIBUTES) + [NONE]}},
+            "required": ["intent", "target", "attribute"]}
+
+
+def _none(v):
+    return None if v in (None, NONE, "") else v
+
+
+def _phrase_dict(d: dict, depth: int = 1) -> dict:
+    label = d.get("label", ANY)
+    out: dict = {"label": "" if label == ANY else label, "color": _none(d.get("color"))}
+    if depth == 1:
+        out.update(size=_none(d.get("size")), relation=_none(d.get("relation")),
+                   superlative=_none(d.get("superlative")))
+        anchors = [_phrase_dict(a, 2) for a in d.get("anchors") or []]
+        rel, sup = out["relation"], out["superlative"]
+        if rel is None and sup in ("closest", "farthest") and anchors:
+            out["reference"] = anchors[0]  # "closest to X": the anchor is what distance is measured to
+        elif rel == "between":
+            out["anchors"] = anchors[:2] if len(anchors) == 2 else anchors[:1] * 2
+        elif rel is not None:
+            out["anchors"] = anchors[:1]
+    return out
+
+
+def model_json_to_request(d: dict) -> Request:
+    """A model answer in the schema's shape -> validated Request (ValueError when inconsistent, e.g. a
+    relation without an anchor)."""
+    if not isinstance(d, dict):
+        raise ValueError("model output is not a JSON object")
+    intent = d.get("intent", "ground")
+    out: dict = {"intent": intent}
+    t = d.get("target")
+    if isinstance(t, dict) and not (intent == "caption" and t.get("label") in (ANY, OTHER)):
+        out["target"] = _phrase_dict(t)
+    if intent == "attribute":
+        out["attribute"] = _none(d.get("attribute")) or "color"
+    return request_from_dict(out)
+
+
+def request_to_model_json(req: Request) -> dict:
+    """The inverse of ``model_json_to_request`` for requests the schema can express (used for few-shot examples
+    and for scoring candidates in the same format the model writes)."""
+    def phrase(p, depth: int) -> dict:
+        d = {"label": p.label or ANY if p is not None else ANY, "color": (p.color if p is not None else None) or NONE}
+        if depth == 1:
+            anchors = list(p.anchors) if p is not None else []
+            if p is not None and p.reference is not None:
+                anchors = [p.reference]
+            d.update(size=(p.size if p is not None else None) or NONE,
+                     relation=(p.relation if p is not None else None) or NONE,
+                     superlative=(p.superlative if p is not None else None) or NONE,
+                     anchors=[phrase(a, 2) for a in anchors])
+        return {k: str(v) if not isinstance(v, list) else v for k, v in d.items()}
+
+    return {"intent": str(req.intent), "target": phrase(req.target, 1), "attribute": str(req.attribute or NONE)}
+
+
+def dumps(d: dict) -> str:
+    """The exact text the grammar makes the model write for ``d`` (separators ', ' and ': ')."""
+    return json.dumps(d, separators=(", ", ": "))
+
+
+@dataclass
+class DecodeStats:
+    """What one constrained decode did."""
+
+    model_tokens: int = 0
+    """Tokens the model chose (one forward step each)."""
+    forced_tokens: int = 0
+    """Tokens the grammar forced (keys, punctuation), fed to the model in one step per run."""
+    seconds: float = 0.0
+
+
+_TOKENIZERS: dict[int, object] = {}
+_TOK_LOCK = threading.Lock()
+
+
+def _ll_tokenizer(backend):
+    """The llguidance tokenizer of a transformers backend, built once (~1 s)."""
+    import llguidance.hf
+
+    key = id(backend.tokenizer)
+    with _TOK_LOCK:
+        if key not in _TOKENIZERS:
+            _TOKENIZERS[key] = llguidance.hf.from_tokenizer(backend.tokenizer,
+                                                            n_vocab=backend.model.get_output_embeddings().weight.shape[0])
+        return _TOKENIZERS[key]
+
+
+def _mask(matcher, vocab: int) -> np.ndarray:
+    """(vocab,) bool: tokens the grammar allows next."""
+    words = np.frombuffer(matcher.compute_bitmask(), dtype=np.uint32)
+    return np.unpackbits(words.view(np.uint8), bitorder="little")[:vocab].astype(bool)
+
+
+def constrained_generate(backend, messages: list[dict], schema: dict, max_new_tokens: int, timeout_s: float
+                         ) -> tuple[str, DecodeStats]:
+    """Greedy decoding of a local transformers model under the JSON ``schema`` (llguidance token masks).
+    The output is valid JSON of the schema unless ``max_new_tokens`` or ``timeout_s`` cut it (LLMUnavailable)."""
+    import llguidance
+    import torch
+
+    t0 = time.perf_counter()
+    tok, model = backend.tokenizer, backend.model
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=SEPARATORS)
+    matcher = llguidance.LLMatcher(_ll_tokenizer(backend), grammar, log_level=0)
+    if matcher.is_error():
+        raise ValueError(f"schema rejected by the grammar compiler: {matcher.get_error()}")
+    stats = DecodeStats()
+    out: list[int] = []
+    with backend._lock, torch.no_grad():
+        enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = enc["input_ids"].to(model.device)
+        res = model(input_ids=ids, use_cache=True)
+        past, logits = res.past_key_values, res.logits[0, -1]
+        while not matcher.is_stopped() and not matcher.is_accepting():
+            if len(out) >= max_new_tokens or time.perf_counter() - t0 > timeout_s:
+                raise LLMUnavailable(f"constrained decoding stopped after {len(out)} tokens "
+                                     f"({time.perf_counter() - t0:.1f} s): the answer is incomplete")
+            forced = matcher.compute_ff_tokens()
+            if forced:
+                step = forced
+                stats.forced_tokens += len(forced)
+            else:
+                allowed = torch.from_numpy(_mask(matcher, vocab)).to(logits.device)
+                step = [int(torch.where(allowed, logits.float(), float("-inf")).argmax())]
+                stats.model_tokens += 1
+            if not matcher.consume_tokens(step):
+                raise ValueError(f"grammar refused tokens {step}: {matcher.get_error()}")
+            out += step
+            if matcher.is_accepting():
+                break
+            res = model(input_ids=torch.tensor([step], device=model.device), past_key_values=past, use_cache=True)
+            past, logits = res.past_key_values, res.logits[0, -1]
+    stats.seconds = time.perf_counter() - t0
+    return tok.decode(out, skip_special_tokens=True), stats
+
+
+def generate_request(backend, query: str, labels: Sequence[str], config: LLMConfig) -> Request:
+    """The model's request for ``query`` over the map's ``labels``, decoded under ``request_schema(labels)``
+    with per-query few-shot examples. ValueError when the answer is inconsistent, LLMUnavailable when the
+    model cannot answer."""
+    from lang3d_ros.llm.prompting import build_messages
+
+    schema = request_schema(labels)
+    messages = build_messages(query, labels, config.few_shot)
+    if hasattr(backend, "model") and hasattr(backend, "tokenizer"):
+        text, _ = constrained_generate(backend, messages, schema, max(config.max_new_tokens, 96), config.timeout_s)
+    else:  # an OpenAI-compatible server enforces the same schema
+        text = backend.generate(messages, max(config.max_new_tokens, 96), config.timeout_s,
+                                response_format={"type": "json_schema",
+                                                 "json_schema": {"name": "lang3d_request", "strict": True,
+                                                                 "schema": schema}})
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"model output is not JSON: {exc.msg}") from exc
+    return model_json_to_request(obj)

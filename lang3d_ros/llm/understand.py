@@ -1,0 +1,238 @@
+"""Text -> one validated Request, once per service call, and the one place that routes it.
+
+``understand(query, objects, ...)`` runs the front end (``frontend.normalize``), the deterministic parser, and
+binds every noun to the map's labels (rules, then the text encoder); the model, when there is one, ranks the
+candidate requests by log-likelihood (SayCan-style closed-set scoring) and fills what the parser left open (a
+noun only the encoder relates to a map label, a sentence the parser cannot read) under a JSON-schema grammar.
+A noun that names nothing in the map raises ``Lang3DError(NOT_FOUND)`` naming the closest labels.
+``Understanding.route`` decides relevancy (a plain noun phrase on the language field) vs reasoning (everything
+else, on the map's objects). It cannot read negation, pronouns, ordinals or comparisons between two objects.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Sequence
+
+from lang3d_ros.errors import ErrorCode, Lang3DError
+from lang3d_ros.grounding.objects import SceneObject
+from lang3d_ros.llm.backends import LLMBackend, LLMUnavailable
+from lang3d_ros.llm.config import LLMConfig
+from lang3d_ros.llm.frontend import Normalized, normalize
+from lang3d_ros.llm.labels import LabelMatcher
+from lang3d_ros.llm.parser import parse
+from lang3d_ros.llm.request import Intent, Phrase, Request, Step, request_from_dict
+
+log = logging.getLogger(__name__)
+
+OTHER = "other"
+"""The closed-set answer "none of the map's labels" (the grammar offers it beside the labels)."""
+_UNBOUND = {"", "me", "user", "here", "floor", "ground"}
+
+
+class AnsweredBy(StrEnum):
+    """Which component decided the answer (the ``answered_by`` string of the ROS services)."""
+
+    RELEVANCY = "relevancy"
+    """The language field's relevancy (a plain noun phrase)."""
+    LLM = "llm"
+    """The 3D-LLM: it wrote the request under the grammar, chose among candidate requests, or filled a slot."""
+    PARSER = "parser"
+    """The deterministic parser and the label matcher, without the model."""
+
+
+class Route(StrEnum):
+    RELEVANCY = "relevancy"
+    REASONING = "reasoning"
+
+
+@dataclass(frozen=True)
+class Understanding:
+    """One query, understood once."""
+
+    request: Request
+    answered_by: AnsweredBy
+    normalized: Normalized
+    note: str = ""
+    candidates: tuple[Request, ...] = ()
+    """The candidate requests the model ranked (empty when it did not rank)."""
+    scores: tuple[float, ...] = ()
+    """Mean per-token log-likelihood of each candidate under the model, same order."""
+    noun_phrase: str = ""
+    """The target as the person said it, lead-ins removed: what the relevancy field reads."""
+
+    @property
+    def navigation(self) -> bool:
+        return self.normalized.navigation
+
+    def target(self) -> Phrase | None:
+        r = self.request
+        return r.target if r.target is not None else (r.steps[0].target if r.steps else None)
+
+    def route(self, level: str = "") -> Route:
+        """Relevancy for a plain noun phrase (label only) or when a feature level is asked for; reasoning on the
+        map's objects for relations, superlatives, colours, sizes, questions and tasks."""
+        if level:
+            return Route.RELEVANCY
+        t = self.request.target
+        plain = t is not None and not (t.color or t.size or t.relation or t.superlative or t.anchors)
+        return Route.RELEVANCY if self.request.intent == Intent.GROUND and plain and t.label else Route.REASONING
+
+
+def _walk_labels(p: Phrase | None, out: list[str]) -> None:
+    if p is None:
+        return
+    if p.label not in _UNBOUND:
+        out.append(p.label)
+    for a in p.anchors:
+        _walk_labels(a, out)
+    _walk_labels(p.reference, out)
+
+
+def request_labels(req: Request) -> list[str]:
+    """Every object label a request names (target, anchors, references, steps), in order, with repeats."""
+    out: list[str] = []
+    _walk_labels(req.target, out)
+    for s in req.steps:
+        _walk_labels(s.target, out)
+    return out
+
+
+def _relabel_phrase(p: Phrase | None, mapping: dict[str, str]) -> Phrase | None:
+    if p is None:
+        return None
+    return replace(p, label=mapping.get(p.label, p.label),
+                   anchors=tuple(_relabel_phrase(a, mapping) for a in p.anchors),
+                   reference=_relabel_phrase(p.reference, mapping))
+
+
+def relabel(req: Request, mapping: dict[str, str]) -> Request:
+    """The request with labels replaced by ``mapping`` (labels not in it unchanged)."""
+    return replace(req, target=_relabel_phrase(req.target, mapping),
+                   steps=tuple(Step(s.action, _relabel_phrase(s.target, mapping)) for s in req.steps))
+
+
+def not_found(noun: str, labels: Sequence[str], matcher: LabelMatcher) -> Lang3DError:
+    """NOT_FOUND naming the (up to three) map labels closest to ``noun``."""
+    uniq = sorted(set(labels))
+    if not uniq:
+        return Lang3DError(ErrorCode.NOT_FOUND, f"nothing called {noun!r} in the map: the map has no objects yet")
+    sims = matcher.similarity(noun, uniq)
+    closest = [uniq[i] for i in sorted(range(len(uniq)), key=lambda i: -sims[i])[:3]]
+    return Lang3DError(ErrorCode.NOT_FOUND, f"nothing called {noun!r} in the map; the closest labels in it are "
+                                            f"{', '.join(closest)}")
+
+
+def label_options(noun: str, labels: Sequence[str], matcher: LabelMatcher, config: LLMConfig) -> tuple[list[str], bool]:
+    """(map labels ``noun`` may name, best first; whether the choice is settled without the model).
+
+    Settled: a rule match (the noun itself: exact, synonym, plural, head noun) or an encoder match above
+    ``bind_threshold`` that beats the runner-up by ``bind_margin``. Open: encoder matches between
+    ``open_threshold`` and that. Empty: nothing close (NOT_FOUND)."""
+    choices = matcher.choices(noun, labels)
+    if not choices:
+        return [], True
+    if choices[0].how == "rule":
+        return [noun], True
+    if choices[0].how != "encoder":  # spelling alone never names a different object
+        return [], True
+    best = choices[0].score
+    second = choices[1].score if len(choices) > 1 else -1.0
+    if best >= config.bind_threshold and best - second >= config.bind_margin:
+        return [choices[0].label], True
+    opts = [c.label for c in choices if c.score >= config.open_threshold][:3]
+    return opts, False
+
+
+def bind_candidates(req: Request, labels: Sequence[str], matcher: LabelMatcher, config: LLMConfig,
+                    allow_open: bool) -> tuple[list[Request], bool]:
+    """Candidate requests with every noun bound to map labels (best first), and whether any slot was open.
+    Raises NOT_FOUND for a noun that names nothing in the map (or an open one when ``allow_open`` is False
+    and no option reaches ``bind_threshold``)."""
+    nouns = list(dict.fromkeys(request_labels(req)))
+    per_noun: list[list[str]] = []
+    any_open = False
+    for noun in nouns:
+        opts, settled = label_options(noun, labels, matcher, config)
+        if not opts:
+            raise not_found(noun, labels, matcher)
+        if not settled:
+            if not allow_open:
+                sims = matcher.similarity(noun, [opts[0]])
+                if sims[0] < config.bind_threshold:
+                    raise not_found(noun, labels, matcher)
+                opts = opts[:1]
+            else:
+                any_open = True
+        per_noun.append(opts)
+    out = []
+    for combo in itertools.islice(itertools.product(*per_noun), config.max_candidates):
+        out.append(relabel(req, dict(zip(nouns, combo))))
+    return out or [req], any_open
+
+
+def _noun_phrase(n: Normalized, req: Request) -> str:
+    """What the relevancy field reads for a plain request: the user's words after the lead-in, without articles."""
+    words = [w for w in n.words if w not in ("the", "a", "an", "some", "my", "this", "that", "any")]
+    t = req.target
+    return " ".join(words) if words else (t.label if t is not None else "")
+
+
+def understand(query: str, objects: Sequence[SceneObject], matcher: LabelMatcher, config: LLMConfig,
+               backend: LLMBackend | None = None) -> Understanding:
+    """The query (already through ``frontend.check_query``) as one Request; see the module docstring.
+    ValueError when nothing understands it; Lang3DError(NOT_FOUND) when it names nothing in the map."""
+    labels = sorted({o.label for o in objects if o.label})
+    n = normalize(query)
+    use_model = backend is not None and config.mode != "parser_only"
+    note = ""
+    if use_model and config.mode == "llm_first":
+        from lang3d_ros.llm.constrained import generate_request
+
+        try:
+            req = generate_request(backend, query, labels, config)
+            if OTHER in request_labels(req):
+                raise ValueError("the model named no map label")
+            from lang3d_ros.llm.prompting import check_against_query
+
+            check_against_query(req, query, labels, matcher, config)
+            return Understanding(req, AnsweredBy.LLM, n, noun_phrase=_noun_phrase(n, req))
+        except ValueError as exc:
+            note = f"model request rejected ({exc}); "
+        except LLMUnavailable as exc:
+            note = f"model unavailable ({exc}); "
+            log.warning("LLM unavailable: %s", exc)
+    parsed = parse(n)
+    if parsed is not None:
+        parsed = request_from_dict(parsed.to_dict())  # the parser's output meets the same schema and limits
+    if parsed is None:
+        if use_model and config.mode == "rank":
+            from lang3d_ros.llm.constrained import generate_request
+
+            try:  # the slot the parser leaves open is the whole request: the model writes it under the grammar
+                req = generate_request(backend, query, labels, config)
+            except LLMUnavailable as exc:
+                raise ValueError(f"could not understand {query!r} and the model is unavailable ({exc})") from exc
+            if OTHER in request_labels(req):
+                raise not_found(n.text or query, labels, matcher)
+            return Understanding(req, AnsweredBy.LLM, n, "the parser did not read it; the model wrote the request",
+                                 noun_phrase=_noun_phrase(n, req))
+        raise ValueError(f"{note}could not understand {query!r}: name an object, e.g. 'the mug on the table'")
+    cands, any_open = bind_candidates(parsed, labels, matcher, config, allow_open=use_model and config.mode == "rank")
+    np_text = _noun_phrase(n, parsed)
+    if len(cands) == 1 or not (use_model and config.mode == "rank"):
+        return Understanding(cands[0], AnsweredBy.PARSER, n, note, noun_phrase=np_text)
+    from lang3d_ros.llm.ranking import rank_requests
+
+    try:
+        scores = rank_requests(backend, query, cands, labels, config, include_other=any_open)
+    except LLMUnavailable as exc:
+        log.warning("LLM unavailable: %s", exc)
+        return Understanding(cands[0], AnsweredBy.PARSER, n, f"model unavailable ({exc}); ", noun_phrase=np_text)
+    best = max(range(len(scores)), key=lambda i: scores[i])
+    if best == len(cands):  # "other": the model says the noun names none of the offered labels
+        raise not_found(request_labels(parsed)[0] if request_labels(parsed) else query, labels, matcher)
+    return Understanding(cands[best], AnsweredBy.LLM, n, note, tuple(cands), tuple(scores[: len(cands)]),
+                         noun_phrase=np_text)
