@@ -32,27 +32,43 @@ def truth(tmp_path_factory):
 
 # ----------------------------------------------------------------------------- queries
 def test_generated_queries_have_unique_answers(truth, tmp_path):
+    from lang3d_ros.datasets.synthetic import LABELS
+    from lang3d_ros.evaluation.metrics import count_phrasing
+    from lang3d_ros.evaluation.queries import COUNT_PHRASINGS, GROUND_KINDS
+
     gt, _ = truth
-    qs = generate_queries(gt, max_ground=20, max_navigate=3, max_ask=4)
+    qs = generate_queries(gt)
     objs = {o.instance_id: o for o in gt.objects}
+    n_label = {lab: sum(o.label == lab for o in gt.objects) for lab in LABELS}
     kinds = {q.kind for q in qs.queries if q.service == "ground"}
-    assert {"label", "relation"} <= kinds
+    assert set(GROUND_KINDS) <= kinds
     for q in qs.queries:
-        if q.kind == "label":
-            lab = objs[q.target_ids[0]].label
-            assert sum(o.label == lab for o in gt.objects) == 1 and lab in q.text
+        o = objs[q.target_ids[0]] if q.target_ids else None
+        if q.kind == "label" and q.service == "ground":
+            assert n_label[o.label] == 1 and o.support_id == 0 and q.text == f"the {o.label}"
+        elif q.kind == "resting":
+            assert n_label[o.label] == 1 and o.support_id in objs and q.text == f"the {o.label}"
         elif q.kind == "attribute":
-            o = objs[q.target_ids[0]]
+            assert n_label[o.label] >= 2 and q.text.endswith(f"the {o.color_name} {o.label}")
             assert sum(x.label == o.label and x.color_name == o.color_name for x in gt.objects) == 1
-            assert q.text == f"the {o.color_name} {o.label}"
         elif q.kind == "relation":
-            o = objs[q.target_ids[0]]
             s = objs[o.support_id]
             assert f"{o.label} on the {s.label}" in q.text
-            assert sum(x.label == o.label and x.support_id in objs and objs[x.support_id].label == s.label for x in gt.objects) == 1
+            assert sum(x.label == o.label and x.support_id in objs and objs[x.support_id].label == s.label
+                       for x in gt.objects) == 1
         elif q.kind == "count":
-            assert q.expected_count == sum(o.label in q.text or o.label + "s" in q.text for o in gt.objects) >= 2
+            lab = next(lab for lab in sorted(LABELS, key=len, reverse=True)
+                       if f" {lab}s" in q.text or f" {lab}es" in q.text)
+            assert q.expected_count == n_label[lab]
+            assert count_phrasing(q.text) in {t.replace("{p}", "X") for t in COUNT_PHRASINGS}
+        if q.service == "navigate":
+            assert o.support_id == 0 and q.text.startswith("take me to the ")
+    counts = [q for q in qs.queries if q.kind == "count"]
+    assert {q.expected_count for q in counts} >= {0, 1} and max(q.expected_count for q in counts) >= 2
+    assert len({count_phrasing(q.text) for q in counts}) == len(COUNT_PHRASINGS)  # several phrasings
     assert [q.id for q in qs.queries] == sorted({q.id for q in qs.queries}, key=[q.id for q in qs.queries].index)
+    small = generate_queries(gt, max_ground=4, max_navigate=1, max_ask=4)  # a small budget still covers every kind
+    assert {q.kind for q in small.queries if q.service == "ground"} == set(GROUND_KINDS)
     # the start pose is where the camera stood: no object footprint holds it
     from lang3d_ros.navigation.goal import distance_to_footprint
 
@@ -61,6 +77,17 @@ def test_generated_queries_have_unique_answers(truth, tmp_path):
     for suffix in (".json", ".yaml"):
         back = load_queries(qs.save(tmp_path / f"q{suffix}"))
         assert back.to_dict() == qs.to_dict()
+
+
+def test_count_answers_are_read_as_numbers():
+    from lang3d_ros.evaluation.metrics import answered_count, score_count
+
+    assert answered_count("There are 3 chairs.") == 3 and answered_count("I see no vase in the map.") == 0
+    assert answered_count("There are two mugs") == 2 and answered_count("There is a mug.") == 1
+    assert answered_count("There is one mug, not a cup") == 1 and answered_count("The map has nothing.") is None
+    entry = {"expected_count": 0, "response": {"success": True, "answer": "There are 0 vases."}}
+    assert score_count(entry) and not score_count(dict(entry, expected_count=1))
+    assert not score_count({"expected_count": 0, "response": {"success": False, "answer": "no"}})
 
 
 def test_bad_queries_files_are_refused(tmp_path):
@@ -221,6 +248,37 @@ def test_recompute_survives_json_and_detects_tampering():
     assert not recompute(bad)["navigation"]["per_query"][0]["path_connected"]
     with pytest.raises(ValueError):
         recompute({"format": "x"})
+
+
+def test_summary_and_side_by_side_report(tmp_path):
+    from lang3d_ros.cli.eval import mask_noise_variants
+    from lang3d_ros.evaluation.report import write_comparison
+
+    raw = make_raw()
+    clean = recompute(raw)
+    s = clean["summary"]
+    assert s["ground_acc@0.25"] == pytest.approx(2 / 3) and s["ground_label_acc@0.25"] == 1.0 and s["ground_label_n"] == 2
+    assert s["ground_relation_n"] == 1 and s["ground_relation_acc@0.25"] == 0.0 and s["ground_resting_n"] == 0
+    assert s["count_accuracy"] == 1.0 and s["navigation_validity"] == 0.5 and s["lerf_localization"] == 0.5
+    assert clean["ask"]["counts"]["by_expected"] == {"1": {"n": 1, "accuracy": 1.0}}
+    assert clean["ask"]["counts"]["by_phrasing"] == {"how many X are there?": {"n": 1, "accuracy": 1.0}}
+    noisy_raw = make_raw()
+    noisy_raw["run"]["params"] = {"semantics": {"mask_noise": {"enabled": True, "seed": 4}}}
+    noisy_raw["queries"][0]["response"]["objects"] = []  # the sofa is missed
+    noisy = recompute(noisy_raw)
+    assert noisy["summary"]["ground_label_acc@0.25"] == 0.5
+    for name in ("clean", "noisy"):
+        (tmp_path / name).mkdir()
+    md = write_comparison(tmp_path, {"clean": (raw, clean), "noisy": (noisy_raw, noisy)}).read_text()
+    row = next(line for line in md.splitlines() if "label (floor objects" in line)
+    assert "100.0% (n=2)" in row and "50.0% (n=2)" in row
+    assert "mask noise on (seed 4)" in md and "the sofa (label" in md and (tmp_path / "comparison.png").stat().st_size > 1000
+    assert "<table>" in (tmp_path / "report.html").read_text()
+    assert mask_noise_variants("both", 4) == {"clean": {}, "noisy": {"semantics": {"mask_noise": {"enabled": True,
+                                                                                                   "seed": 4}}}}
+    assert list(mask_noise_variants("off", 0)) == ["clean"] and list(mask_noise_variants("on", 0)) == ["noisy"]
+    with pytest.raises(ValueError):
+        mask_noise_variants("sometimes", 0)
 
 
 def test_report_shows_the_recomputed_numbers(tmp_path):

@@ -10,14 +10,20 @@ Format ``lang3d_ros.eval_queries`` version 1 (docs/EVALUATION.md)::
       - {id: g00, service: ground,   kind: label,     text: "the sofa",              target_ids: [3]}
       - {id: g01, service: ground,   kind: attribute, text: "the red mug",           target_ids: [7]}
       - {id: g02, service: ground,   kind: relation,  text: "the mug on the table",  target_ids: [7]}
+      - {id: g03, service: ground,   kind: resting,   text: "the laptop",            target_ids: [9]}
       - {id: n00, service: navigate, kind: label,     text: "take me to the sofa",   target_ids: [3], standoff_m: 0.6}
       - {id: a00, service: ask,      kind: relation,  text: "where is the mug on the table?", target_ids: [7]}
       - {id: a01, service: ask,      kind: count,     text: "how many chairs are there?", expected_count: 2}
 
+Kinds: ``label`` a floor object by its unique label; ``attribute`` colour + label among objects that share the
+label; ``relation`` "the X on the Y" (exactly one X rests on a Y); ``resting`` an object resting on another,
+asked by its unique plain label (the case where a map boxes it together with its host); ``count`` "how many"
+in several phrasings (labels present once, several times, and absent ones: 0); ``where`` where-is questions.
 A query is answered correctly when its top object's box overlaps a target's GT box (Acc@0.25 / Acc@0.5), or for
-``count`` questions when the first number in the answer equals ``expected_count``. The generator only emits
-queries whose answer is unique in the GT scene; it cannot judge whether a phrase is natural, and its relational
-queries use the support relation ("on") only, the one relation the GT stores exactly.
+``count`` questions when the first number in the answer (digits or a number word; "no"/"none" = 0) equals
+``expected_count``. The generator only emits queries whose answer is unique in the GT scene; it cannot judge
+whether a phrase is natural, and its relational queries use the support relation ("on") only, the one relation
+the GT stores exactly.
 """
 from __future__ import annotations
 
@@ -31,14 +37,17 @@ import yaml
 QUERIES_FORMAT = "lang3d_ros.eval_queries"
 QUERIES_FORMAT_VERSION = 1
 SERVICES = ("ground", "navigate", "ask")
-KINDS = ("label", "attribute", "relation", "count", "where")
+KINDS = ("label", "attribute", "relation", "resting", "count", "where")
+GROUND_KINDS = ("label", "attribute", "relation", "resting")
+COUNT_PHRASINGS = ("how many {p} are there?", "count the {p}", "how many {p} are in the room?",
+                   "what is the number of {p} here?", "how many {p} can you see?")
 
 
 @dataclass
 class EvalQuery:
     id: str
     service: str  # ground | navigate | ask
-    kind: str  # label | attribute | relation | count | where
+    kind: str  # label | attribute | relation | resting | count | where
     text: str
     target_ids: list[int] = field(default_factory=list)
     expected_count: int | None = None
@@ -122,44 +131,63 @@ def start_pose_from_truth(truth) -> tuple[float, float, float]:
     return (x, y, float(np.arctan2(-y, -x)))
 
 
-def generate_queries(truth, max_ground: int = 12, max_navigate: int = 3, max_ask: int = 4, standoff_m: float = 0.6) -> QuerySet:
-    """Queries with unique answers from a GroundTruth: labels that occur once, colour+label pairs that occur
-    once, and "the A on the B" where exactly one A rests on a B; navigation to the largest floor objects with
-    unique labels; Ask: where-is with the support relation, and counts of repeated labels."""
+def generate_queries(truth, max_ground: int = 60, max_navigate: int = 8, max_ask: int = 30,
+                     standoff_m: float = 0.6, absent_labels: int = 2) -> QuerySet:
+    """Queries with unique answers from a GroundTruth, every kind interleaved so a small budget still covers all:
+    Ground (label / attribute / relation / resting, see the module docstring); Navigate to floor objects named by a
+    unique label or a unique colour + label; Ask: where-is with the support relation, counts of every label in the
+    scene (a second phrasing for repeated labels) and of ``absent_labels`` catalogue labels the scene lacks (0),
+    then where-is by label. The defaults take every unique query a 10-20 object room offers."""
+    from lang3d_ros.datasets.synthetic import LABELS
+
     objs = truth.objects
     by_id = {o.instance_id: o for o in objs}
     n_label = {lab: sum(o.label == lab for o in objs) for lab in {o.label for o in objs}}
-    singles, attrs, rels = [], [], []
+
+    def n_color(o) -> int:
+        return sum(x.label == o.label and x.color_name == o.color_name for x in objs)
+
+    pools: dict[str, list[tuple[str, object]]] = {k: [] for k in GROUND_KINDS}
     for o in objs:
         if n_label[o.label] == 1:
-            singles.append((f"the {o.label}", o))
-        elif sum(x.label == o.label and x.color_name == o.color_name for x in objs) == 1:
-            attrs.append((f"the {o.color_name} {o.label}", o))
+            pools["label" if o.support_id not in by_id else "resting"].append((f"the {o.label}", o))
+        elif n_color(o) == 1:
+            pools["attribute"].append((f"the {o.color_name} {o.label}", o))
         s = by_id.get(o.support_id)
-        if s is not None and n_label[s.label] >= 1:
-            same = [x for x in objs if x.label == o.label and x.support_id in by_id and by_id[x.support_id].label == s.label]
+        if s is not None:
+            same = [x for x in objs
+                    if x.label == o.label and x.support_id in by_id and by_id[x.support_id].label == s.label]
             if len(same) == 1:
-                rels.append((f"the {o.label} on the {s.label}", o))
-    # interleave the three kinds so a small budget still covers all of them
+                pools["relation"].append((f"the {o.label} on the {s.label}", o))
     ground: list[tuple[str, str, object]] = []
-    pools = [("label", singles), ("attribute", attrs), ("relation", rels)]
-    while len(ground) < max_ground and any(p for _, p in pools):
-        for kind, pool in pools:
-            if pool and len(ground) < max_ground:
-                text, o = pool.pop(0)
+    while len(ground) < max_ground and any(pools.values()):
+        for kind in GROUND_KINDS:
+            if pools[kind] and len(ground) < max_ground:
+                text, o = pools[kind].pop(0)
                 ground.append((kind, text, o))
     out = [EvalQuery(f"g{i:02d}", "ground", kind, text, [o.instance_id]) for i, (kind, text, o) in enumerate(ground)]
-    floor_unique = sorted((o for o in objs if o.support_id == 0 and n_label[o.label] == 1), key=lambda o: -o.aabb.volume)
-    out += [EvalQuery(f"n{i:02d}", "navigate", "label", f"take me to the {o.label}", [o.instance_id], standoff_m=standoff_m)
-            for i, o in enumerate(floor_unique[:max_navigate])]
+    floor = sorted((o for o in objs if o.support_id not in by_id), key=lambda o: -o.aabb.volume)
+    nav = [(f"the {o.label}", o) for o in floor if n_label[o.label] == 1]
+    nav += [(f"the {o.color_name} {o.label}", o) for o in floor if n_label[o.label] > 1 and n_color(o) == 1]
+    out += [EvalQuery(f"n{i:02d}", "navigate", "label" if text.count(" ") == 1 else "attribute", f"take me to {text}",
+                      [o.instance_id], standoff_m=standoff_m) for i, (text, o) in enumerate(nav[:max_navigate])]
     asks: list[EvalQuery] = []
-    for text, o in [(t, o) for t, o in [(g[1], g[2]) for g in ground if g[0] == "relation"]][: max_ask // 2]:
+    for text, o in [(g[1], g[2]) for g in ground if g[0] == "relation"][: max_ask // 4]:
         asks.append(EvalQuery("", "ask", "relation", f"where is {text}?", [o.instance_id]))
-    repeated = sorted(lab for lab, n in n_label.items() if n >= 2)
-    for lab in repeated[: max_ask - len(asks)]:
-        asks.append(EvalQuery("", "ask", "count", f"how many {_plural(lab)} are there?", expected_count=n_label[lab]))
+    present = sorted(n_label, key=lambda lab: (-n_label[lab], lab))
+    absent = sorted(set(LABELS) - set(n_label))
+    if absent and absent_labels:  # spread over the catalogue, deterministic
+        absent = [absent[int(i)] for i in np.linspace(0, len(absent) - 1, absent_labels).round()]
+    else:
+        absent = []
+    counts = [(lab, n_label[lab]) for lab in present] + [(lab, 0) for lab in dict.fromkeys(absent)]
+    counts += [(lab, n_label[lab]) for lab in present if n_label[lab] >= 2]  # repeated labels: a second phrasing
+    for k, (lab, n) in enumerate(counts[: max(0, max_ask - len(asks) - 2)]):
+        phrase = COUNT_PHRASINGS[k % len(COUNT_PHRASINGS)].format(p=_plural(lab))
+        asks.append(EvalQuery("", "ask", "count", phrase, expected_count=n))
     for lab in sorted(lab for lab, n in n_label.items() if n == 1)[: max(0, max_ask - len(asks))]:
-        asks.append(EvalQuery("", "ask", "where", f"where is the {lab}?", [next(o.instance_id for o in objs if o.label == lab)]))
+        target = next(o.instance_id for o in objs if o.label == lab)
+        asks.append(EvalQuery("", "ask", "where", f"where is the {lab}?", [target]))
     for i, q in enumerate(asks):
         q.id = f"a{i:02d}"
     return QuerySet([q.validate() for q in out + asks], start_pose_from_truth(truth), standoff_m)
