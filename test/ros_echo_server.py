@@ -45,6 +45,7 @@ class EchoServer(Node):
         res.path.header.frame_id = "map"
         res.path.poses = [req.start, res.goal]
         res.path_length_m = req.standoff_m
+        res.goal_sent, res.goal_accepted = True, req.standoff_m > 0.5
         return res
 
     def ask(self, req, res):
@@ -57,7 +58,7 @@ class EchoServer(Node):
         return res
 
     def load_map(self, req, res):
-        res.success, res.message = False, f"cannot read {req.path}"
+        res.success, res.message, res.error_code = False, f"cannot read {req.path}", LoadMap.Response.ERROR_IO_ERROR
         res.status.source = "file:" + req.path
         return res
 

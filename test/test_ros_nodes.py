@@ -34,7 +34,8 @@ def _params(tmp_path: Path, gt: Path, extra: dict | None = None) -> Path:
         "fusion": {"voxel_size_m": 0.03, "device": "cpu"},
         "mapping": {"train_gaussians": False, "keyframes": {"min_translation_m": 0.25}},
         "llm": {"mode": "parser_only"},
-        "ros": {"ground_truth_file": str(gt), "status_period_s": 0.5, "cloud_period_s": 1.0},
+        "ros": {"ground_truth_file": str(gt), "status_period_s": 0.5, "cloud_period_s": 1.0,
+                "map_dir": str(tmp_path / "maps")},
     }
     for k, v in (extra or {}).items():
         params.setdefault(k, {}).update(v)
@@ -79,6 +80,8 @@ def test_mapper_and_services_end_to_end(tmp_path, synthetic_bag):
     from lang3d_ros.ros.conversions import detected_object_box
     from lang3d_ros.srv import Ask, GetMapStatus, Ground, LoadMap, Navigate, SaveMap
 
+    from lang3d_ros.mapstore.folder import CLIENT_MESSAGE
+
     bag, scene = synthetic_bag
     domain = next_domain_id()
     logs = tmp_path / "logs"
@@ -90,7 +93,7 @@ def test_mapper_and_services_end_to_end(tmp_path, synthetic_bag):
         assert st.source == "live" and st.frames_fused == 0
         # a query before any frame: a clear refusal, not a crash
         res = client.call(Ground, "/lang3d/ground", query="chair")
-        assert not res.success and "empty" in res.message
+        assert not res.success and "empty" in res.message and res.error_code == Ground.Response.ERROR_NO_MAP
         counts = play(client.node, bag, rate=1.0)
         assert counts["/camera/color/image_raw"] == 24
         deadline = time.monotonic() + 90
@@ -122,23 +125,25 @@ def test_mapper_and_services_end_to_end(tmp_path, synthetic_bag):
                dict(query="mug", min_score=float("nan")), dict(query="\x00\x01 mug")]
         for fields in bad:
             r = client.call(Ground, "/lang3d/ground", **fields)
-            assert not r.success and r.message, fields
+            assert not r.success and r.message and r.error_code == Ground.Response.ERROR_BAD_REQUEST, (fields, r)
         r = client.call(Navigate, "/lang3d/navigate", instruction="")
-        assert not r.success and r.message
+        assert not r.success and r.message and r.error_code == Navigate.Response.ERROR_BAD_REQUEST
         r = client.call(Ask, "/lang3d/ask", question="y" * 5000)
         assert not r.success and r.message
-        r = client.call(LoadMap, "/lang3d/load_map", path=str(tmp_path / "nope.l3dmap"))
-        assert not r.success
+        r = client.call(LoadMap, "/lang3d/load_map", path="nope.l3dmap")
+        assert not r.success and r.error_code == LoadMap.Response.ERROR_NOT_ALLOWED  # the mapper serves its live map
+        assert r.status.num_points == st.num_points or r.status.num_points > 0  # the current status, not zeros
         # save, then serve the file from a second server process
-        saved = client.call(SaveMap, "/lang3d/save_map", path=str(tmp_path / "room.l3dmap"))
-        assert saved.success and Path(saved.path).is_file() and saved.size_bytes > 0
+        saved = client.call(SaveMap, "/lang3d/save_map", path="room.l3dmap")
+        assert saved.success and saved.error_code == 0 and saved.size_bytes > 0, saved.message
+        assert Path(saved.path) == tmp_path / "maps" / "room.l3dmap" and Path(saved.path).is_file()
         assert mapper.poll() is None, "the mapper died"
     finally:
         client.close()
         stop(mapper)
     # serving mode: a separate process, the saved map, same answers
     domain2 = next_domain_id()
-    params2 = _params(tmp_path, bag / "ground_truth.json", {"ros": {"load_map": str(tmp_path / "room.l3dmap")}})
+    params2 = _params(tmp_path, bag / "ground_truth.json", {"ros": {"load_map": str(tmp_path / "maps" / "room.l3dmap")}})
     server2 = spawn([str(REPO / "scripts" / "query_server_node"), "--ros-args", "--params-file", str(params2)], domain2, logs)
     client2 = Client(domain2)
     try:
@@ -146,8 +151,11 @@ def test_mapper_and_services_end_to_end(tmp_path, synthetic_bag):
         assert st.source.startswith("file:") and st.num_points > 1000
         res = client2.call(Ground, "/lang3d/ground", query=big.label, max_results=3)
         assert res.success and res.objects[0].label == big.label
-        bad = client2.call(LoadMap, "/lang3d/load_map", path=str(bag / "ground_truth.json"))
-        assert not bad.success and "not a lang3d_ros map file" in bad.message
+        (tmp_path / "maps" / "fake.l3dmap").write_bytes((bag / "ground_truth.json").read_bytes())
+        bad = client2.call(LoadMap, "/lang3d/load_map", path="fake.l3dmap")
+        assert not bad.success and bad.error_code == LoadMap.Response.ERROR_IO_ERROR, bad.message
+        assert bad.message == CLIENT_MESSAGE.format(name="fake.l3dmap")
+        assert bad.status.num_points == st.num_points and bad.status.source == st.source  # the previous status
         again = client2.call(Ground, "/lang3d/ground", query=big.label, max_results=3)
         assert again.success  # the failed load left the served map unchanged
     finally:

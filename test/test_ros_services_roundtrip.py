@@ -52,6 +52,7 @@ def test_every_service_type_round_trips_between_processes(tmp_path):
         res = _call(node, node.create_client(Navigate, "navigate"), Navigate.Request(instruction="go to the chair", standoff_m=0.8, start=start))
         assert res.success and res.message == "go to the chair" and res.goal.pose.position.x == pytest.approx(1.8)
         assert res.target.label == "chair" and len(res.path.poses) == 2 and res.path_length_m == pytest.approx(0.8)
+        assert res.goal_sent and res.goal_accepted and res.error_code == 0
 
         res = _call(node, node.create_client(Ask, "ask"), Ask.Request(question="how many mugs?"))
         assert res.answer == "HOW MANY MUGS?" and res.answered_by == "parser" and res.objects[0].label == "mug"
@@ -61,6 +62,7 @@ def test_every_service_type_round_trips_between_processes(tmp_path):
 
         res = _call(node, node.create_client(LoadMap, "load_map"), LoadMap.Request(path="/nope"))
         assert not res.success and res.message == "cannot read /nope" and res.status.source == "file:/nope"
+        assert res.error_code == LoadMap.Response.ERROR_IO_ERROR == 7
 
         res = _call(node, node.create_client(GetMapStatus, "get_map_status"), GetMapStatus.Request())
         s = res.status

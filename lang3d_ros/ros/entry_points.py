@@ -6,62 +6,65 @@ import signal
 import sys
 
 
-def _spin(nodes, threads: int = 4) -> int:
+def _run_lifecycle_node(make_node, what: str, argv) -> int:
+    """Create the node, refuse to start beside a namesake, autostart when ``ros.autostart``, spin until SIGINT /
+    SIGTERM, then stop cleanly (the map's fate is logged; autosave when configured)."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
-    executor = MultiThreadedExecutor(num_threads=threads)
-    for n in nodes:
-        executor.add_node(n)
-    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())  # SIGTERM stops as cleanly as SIGINT
+    rclpy.init(args=sys.argv if argv is None else argv)
+    node = None
+    try:
+        node = make_node()
+        node.check_unique_name(node.config.ros.duplicate_check_s)
+        if node.config.ros.autostart and not node.autostart():
+            raise RuntimeError("configure/activate failed (the log above says why)")
+        if not node.config.ros.autostart:
+            node.get_logger().info("waiting unconfigured for a lifecycle manager (ros.autostart is false)")
+    except Exception as exc:
+        import traceback
+
+        traceback.print_exc()
+        print(f"lang3d {what} failed to start: {exc}", file=sys.stderr)
+        if node is not None:
+            node.finished = True  # nothing was mapped: no autosave, no shutdown log
+            node.destroy_node()
+        rclpy.try_shutdown()
+        return 1
+    executor = MultiThreadedExecutor(num_threads=max(int(node.config.ros.executor_threads), 2))
+    executor.add_node(node)
+    reason = {"why": "shutdown"}
+
+    def on_sigterm(*_):
+        reason["why"] = "SIGTERM"
+        rclpy.try_shutdown()
+
+    signal.signal(signal.SIGTERM, on_sigterm)  # SIGTERM stops as cleanly as SIGINT
     try:
         with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):  # both mean: stop cleanly
             executor.spin()
+        if reason["why"] == "shutdown":
+            reason["why"] = "SIGINT"
     finally:
-        for n in nodes:
-            n.destroy_node()
+        node.finish(reason["why"])
+        executor.shutdown(timeout_sec=5.0)
+        node.destroy_node()
         rclpy.try_shutdown()
     return 0
 
 
 def mapper_node(argv=None) -> int:
-    """Mapping and serving in one process (the services answer on the live map)."""
-    import rclpy
-
+    """Mapping and serving in one lifecycle node (the services answer on the live map)."""
     from lang3d_ros.ros.mapper_node import MapperNode
-    from lang3d_ros.ros.query_server_node import QueryServerNode
 
-    rclpy.init(args=sys.argv if argv is None else argv)
-    try:
-        mapper = MapperNode()
-        server = QueryServerNode(language_map=mapper.stack.language_map, config=mapper.config, status_fn=mapper.status)
-    except Exception as exc:
-        import traceback
-
-        traceback.print_exc()
-        print(f"lang3d mapper failed to start: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    return _spin([mapper, server])
+    return _run_lifecycle_node(MapperNode, "mapper", argv)
 
 
 def query_server_node(argv=None) -> int:
     """Serving a saved map (parameter ros.load_map), no mapping."""
-    import rclpy
-
     from lang3d_ros.ros.query_server_node import QueryServerNode
 
-    rclpy.init(args=sys.argv if argv is None else argv)
-    try:
-        server = QueryServerNode()
-    except Exception as exc:
-        import traceback
-
-        traceback.print_exc()
-        print(f"lang3d query server failed to start: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    return _spin([server], threads=3)
+    return _run_lifecycle_node(QueryServerNode, "query server", argv)
 
 
 def bag_player(argv=None) -> int:

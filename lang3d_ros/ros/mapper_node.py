@@ -13,15 +13,14 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, DurabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from lang3d_ros.mapping.build import build_stack, ground_truth_tables
 from lang3d_ros.mapping.sync import FrameAssembler
 from lang3d_ros.ros import conversions as cv
-from lang3d_ros.ros.params import declare_config
+from lang3d_ros.ros.lifecycle import Lang3DLifecycleNode
 
 
 def sensor_qos(depth: int) -> QoSProfile:
@@ -39,10 +38,27 @@ def mount_matrix(xyz_rpy) -> np.ndarray:
     return T
 
 
-class MapperNode(Node):
+class MapperNode(Lang3DLifecycleNode):
+    """Lifecycle mapper: configure builds the models and the map, activate subscribes and starts the workers,
+    deactivate unsubscribes (the map stays), cleanup frees (see lang3d_ros.ros.lifecycle)."""
+
+    live = True
+
     def __init__(self, node_name: str = "lang3d_mapper", **kwargs):
         super().__init__(node_name, **kwargs)
-        self.config = cfg = declare_config(self)
+        self.stack = None
+        self.pipeline = None
+        self.assembler = None
+        self.rejected: Counter = Counter()
+        self._last_warn: dict[str, float] = {}
+        self._subs: list = []
+        self._tf = None
+        # one sensor callback at a time (the assembler is not thread-safe), never waiting behind a query
+        self._sensor_group = MutuallyExclusiveCallbackGroup()
+        self._intrinsics_seen = None
+        self._workers_running = False
+
+    def _configure_map(self, cfg) -> None:
         gt = {}
         if cfg.semantics.backend == "ground_truth":
             from lang3d_ros.datasets.synthetic import load_ground_truth
@@ -51,31 +67,65 @@ class MapperNode(Node):
                 raise ValueError("semantics.backend ground_truth needs ros.ground_truth_file (synthetic scenes only)")
             truth = load_ground_truth(cfg.ros.ground_truth_file)
             gt = dict(ground_truth_tables(truth), scene=truth.regenerate_scene())
-        self.stack = build_stack(cfg, **gt)
+        self.stack = build_stack(cfg, start=False, **gt)
         self.pipeline = self.stack.pipeline
+        self.language_map = self.stack.language_map
         use_odom = bool(cfg.ros.odom_topic)
-        self.assembler = FrameAssembler(cfg.mapping.sync, mount_matrix(cfg.ros.camera_mount_xyz_rpy) if use_odom else None)
-        self.rejected: Counter = Counter()
-        self._last_warn: dict[str, float] = {}
+        T_robot_cam = mount_matrix(cfg.ros.camera_mount_xyz_rpy) if use_odom else None
+        self.assembler = FrameAssembler(cfg.mapping.sync, T_robot_cam)
+        self.rejected = Counter()
+        self._intrinsics_seen = None
+
+    def _start_intake(self) -> None:
+        cfg = self.config
+        self.pipeline.start()
+        trainer = self.pipeline.trainer
+        if trainer is not None and hasattr(trainer, "start"):
+            trainer.start()
+        self._workers_running = True
         qos = sensor_qos(cfg.ros.sensor_qos_depth)
-        group = MutuallyExclusiveCallbackGroup()  # one sensor callback at a time: the assembler is not thread-safe
-        self.create_subscription(Image, cfg.ros.color_topic, self._on_color, qos, callback_group=group)
-        self.create_subscription(Image, cfg.ros.depth_topic, self._on_depth, qos, callback_group=group)
-        self.create_subscription(CameraInfo, cfg.ros.camera_info_topic, self._on_info, qos, callback_group=group)
+        group = self._sensor_group
+        self._subs = [self.create_subscription(Image, cfg.ros.color_topic, self._on_color, qos, callback_group=group),
+                      self.create_subscription(Image, cfg.ros.depth_topic, self._on_depth, qos, callback_group=group),
+                      self.create_subscription(CameraInfo, cfg.ros.camera_info_topic, self._on_info, qos,
+                                               callback_group=group)]
         if cfg.ros.pose_topic:
-            self.create_subscription(PoseStamped, cfg.ros.pose_topic, self._on_pose, qos, callback_group=group)
-        if use_odom:
-            self.create_subscription(Odometry, cfg.ros.odom_topic, self._on_odom, qos, callback_group=group)
-        self._tf = self._make_tf() if cfg.ros.use_tf else None
-        self.status_pub = self.create_publisher(self._status_type(), cfg.ros.status_topic, 10)
-        self.cloud_pub = self.create_publisher(PointCloud2, cfg.ros.cloud_topic, 1)
-        timers = MutuallyExclusiveCallbackGroup()
-        self.create_timer(cfg.ros.status_period_s, self._publish_status, callback_group=timers)
-        if cfg.ros.cloud_period_s > 0:
-            self.create_timer(cfg.ros.cloud_period_s, self._publish_cloud, callback_group=timers)
+            self._subs.append(self.create_subscription(PoseStamped, cfg.ros.pose_topic, self._on_pose, qos,
+                                                       callback_group=group))
+        if cfg.ros.odom_topic:
+            self._subs.append(self.create_subscription(Odometry, cfg.ros.odom_topic, self._on_odom, qos,
+                                                       callback_group=group))
+        if cfg.ros.use_tf and self._tf is None:
+            self._tf = self._make_tf()
         self.get_logger().info(
             f"mapping {cfg.ros.color_topic} + {cfg.ros.depth_topic} with poses from "
             f"{cfg.ros.pose_topic or cfg.ros.odom_topic or 'TF'}; semantics: {cfg.semantics.backend}")
+
+    def _stop_intake(self) -> None:
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
+        if self.pipeline is not None and self._workers_running:
+            self._workers_running = False
+            self.pipeline.stop()  # the stop marker queues behind the frames already handed over
+            trainer = self.pipeline.trainer
+            if trainer is not None and hasattr(trainer, "stop"):
+                trainer.stop()
+
+    def _create_outputs(self) -> None:
+        cfg = self.config.ros
+        self.status_pub = self.create_publisher(self._status_type(), cfg.status_topic, 10)
+        self.cloud_pub = self.create_publisher(PointCloud2, cfg.cloud_topic, 1)
+        self._pubs += [self.status_pub, self.cloud_pub]
+        self._timers.append(self.create_timer(cfg.status_period_s, self._publish_status,
+                                              callback_group=self._timer_group))
+        if cfg.cloud_period_s > 0:
+            self._timers.append(self.create_timer(cfg.cloud_period_s, self._publish_cloud,
+                                                  callback_group=self._timer_group))
+
+    def _release(self) -> None:
+        self.stack = self.pipeline = self.assembler = None
+        self._tf = None
 
     @staticmethod
     def _status_type():
@@ -94,13 +144,16 @@ class MapperNode(Node):
         return buffer
 
     # ------------------------------------------------------------------------------ input
+    def _warn_throttled(self, key: str, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warn.get(key, -1e9) > 5.0:  # one line per reason every 5 s
+            self._last_warn[key] = now
+            self.get_logger().warning(text)
+
     def _reject(self, what: str, reason: str) -> None:
         key = f"{what}: {reason}"[:120]
         self.rejected[key] += 1
-        now = time.monotonic()
-        if now - self._last_warn.get(key, 0.0) > 5.0:  # one line per reason every 5 s
-            self._last_warn[key] = now
-            self.get_logger().warning(f"rejected {what} ({self.rejected[key]} so far): {reason}")
+        self._warn_throttled(key, f"rejected {what} ({self.rejected[key]} so far): {reason}")
 
     def _guard(self, what: str, fn, msg) -> None:
         try:
@@ -112,7 +165,16 @@ class MapperNode(Node):
             self.get_logger().error(f"unexpected error on {what}: {exc!r}")
 
     def _on_info(self, msg: CameraInfo) -> None:
-        self._guard("camera_info", lambda m: self.assembler.add_intrinsics(cv.camera_info_to_intrinsics(m)), msg)
+        def handle(m):
+            K = cv.camera_info_to_intrinsics(m)
+            prev = self._intrinsics_seen
+            if prev is not None and prev != K:
+                self._warn_throttled("camera_info changed", f"camera_info changed mid-stream: {prev} -> {K}; "
+                                                             "frames from now on use the new intrinsics")
+            self._intrinsics_seen = K
+            self.assembler.add_intrinsics(K)
+
+        self._guard("camera_info", handle, msg)
 
     def _on_color(self, msg: Image) -> None:
         def handle(m):
@@ -146,7 +208,8 @@ class MapperNode(Node):
         def handle(m):
             T, frame, _child, stamp = cv.odometry_to_matrix(m)
             if frame and frame != self.config.frames.map_frame:
-                raise ValueError(f"odometry is in frame {frame!r}, expected the map frame {self.config.frames.map_frame!r}")
+                raise ValueError(f"odometry is in frame {frame!r}, expected the map frame "
+                                 f"{self.config.frames.map_frame!r}")
             self.assembler.add_pose(stamp, T)
             self._drain(stamp)
 
@@ -169,9 +232,23 @@ class MapperNode(Node):
 
     # ----------------------------------------------------------------------------- output
     def status(self) -> dict:
+        """MapStatus fields. Frames that never reach the pipeline (unpaired images, images without a pose, rejected
+        messages) are added to frames_received and to frames_dropped / frames_rejected, so that once the queues
+        are empty frames_received = frames_fused + frames_dropped + frames_rejected."""
+        if self.pipeline is None:
+            return super().status()
         st = self.pipeline.status()
-        st["frames_dropped"] += sum(self.assembler.stats.dropped.values())
-        st["frames_rejected"] += sum(self.rejected.values())
+        assembler_drops = dict(self.assembler.stats.dropped)
+        n_drop, n_rej = sum(assembler_drops.values()), sum(self.rejected.values())
+        st["frames_received"] += n_drop + n_rej
+        st["frames_dropped"] += n_drop
+        st["frames_rejected"] += n_rej
+        reasons = Counter(st.get("reject_reasons", {}))
+        reasons.update(assembler_drops)
+        reasons.update(self.rejected)
+        st["reasons"] = reasons
+        st["queue_frames"] = self.pipeline._frames.qsize()
+        st["queue_keyframes"] = self.pipeline._keyframes.qsize()
         return st
 
     def _publish_status(self) -> None:
@@ -193,11 +270,9 @@ class MapperNode(Node):
             keep = np.random.default_rng(0).choice(len(xyz), n_max, replace=False)
             xyz, rgb = xyz[keep], rgb[keep]
         now = self.get_clock().now().nanoseconds
-        self.cloud_pub.publish(cv.points_to_pointcloud2(xyz, cv.make_header(self.config.frames.map_frame, now), rgb=rgb))
+        header = cv.make_header(self.config.frames.map_frame, now)
+        self.cloud_pub.publish(cv.points_to_pointcloud2(xyz, header, rgb=rgb))
 
     def destroy_node(self):
-        self.pipeline.stop()
-        trainer = self.pipeline.trainer
-        if trainer is not None and hasattr(trainer, "stop"):
-            trainer.stop()
+        self.finish("node destroyed")
         return super().destroy_node()
