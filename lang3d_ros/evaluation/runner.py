@@ -328,6 +328,7 @@ def evaluate(bag: Path, gt_path: Path, queries: QuerySet, out_dir: Path, opts: E
     out_dir.mkdir(parents=True, exist_ok=True)
     truth = load_ground_truth(gt_path)
     params = merged_params(gt_path, opts.config_files, opts.overrides)
+    params.setdefault("ros", {})["map_dir"] = str(out_dir.resolve())  # SaveMap writes only inside the map folder
     raw = {"format": RAW_FORMAT, "format_version": RAW_FORMAT_VERSION,
            "run": {"bag": str(Path(bag).resolve()), "ground_truth": str(Path(gt_path).resolve()), "rate": opts.rate,
                    "started_unix_s": time.time(), "host": platform.node(), "python": platform.python_version(), "params": params},
