@@ -1,17 +1,24 @@
-"""PointFusion throughput: PointMap (with / without 3-level features) vs gradSLAM's own PointFusion.
+"""PointFusion throughput: PointMap (with / without 3-level segment label votes) vs gradSLAM's own PointFusion,
+and optionally vs an older PointMap checked out elsewhere (``--old-path``, e.g. the per-point feature version).
 
 Same frames, same machine, one process: an analytic RGB-D corridor walk (exact depth + Gaussian noise), GT poses.
 The systems are stepped frame by frame in turn (interleaved), so load from other work hits all of them alike.
+Label votes: on the frames that carry semantics (``--keyframe-every``), PointMap fuses with pixel slots and votes
+three levels of segment labels (a label per wall, per 0.5 m cell, per 0.25 m cell); the old PointMap fuses
+3-level mask features of dim ``--old-feature-dim`` on the same frames (its per-point feature path).
 gradSLAM 0.1.0 is not a dependency: point --gradslam-path at a folder holding it (``pip install --no-deps
 gradslam==0.1.0 kornia==0.6.12 --target DIR``); the harness stubs ``chamferdist`` (ICP only, unused with GT
 poses) and ``cv2`` (plotting only) when they are missing. Without gradSLAM its column is skipped with a message.
 
     python benchmarks/fusion_throughput.py --frames 30 --step-m 0.3 --prefill-frames 40 --backends numba,torch \
         --gradslam-path /tmp/gradslam_env
+    git worktree add /tmp/fusion_old <commit>   # the old code, side by side in the same run
+    python benchmarks/fusion_throughput.py --old-path /tmp/fusion_old --threads 2 --no-gradslam
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import resource
 import sys
@@ -21,12 +28,34 @@ import types
 import numpy as np
 import torch
 
-from lang3d_ros.fusion.analytic_scene import Corridor, corridor_walk
-from lang3d_ros.fusion.config import FusionConfig
-from lang3d_ros.fusion.pointfusion import PointMap
-from lang3d_ros.device import resolve_device
-from lang3d_ros.geometry.camera import Intrinsics
-from lang3d_ros.semantics.types import KeyframeSemantics, LevelMasks
+
+def load_old_pointmap(path: str):
+    """(PointMap, FusionConfig, KeyframeSemantics, LevelMasks, Frame) of the lang3d_ros package under ``path``, imported
+    under the module prefix ``old_lang3d_ros`` before this checkout's own package is imported (both live in one
+    process). The old fusion code must import its dependencies at module level (true of this project's)."""
+    sys.path.insert(0, path)
+    try:
+        from lang3d_ros.datasets.frame import Frame as OldFrame
+        from lang3d_ros.fusion.config import FusionConfig as OldConfig
+        from lang3d_ros.fusion.pointfusion import PointMap as OldPointMap
+        from lang3d_ros.semantics.types import KeyframeSemantics as OldSemantics
+        from lang3d_ros.semantics.types import LevelMasks as OldLevelMasks
+    finally:
+        sys.path.remove(path)
+    for name in [n for n in sys.modules if n == "lang3d_ros" or n.startswith("lang3d_ros.")]:
+        sys.modules["old_" + name] = sys.modules.pop(name)
+    return OldPointMap, OldConfig, OldSemantics, OldLevelMasks, OldFrame
+
+
+_OLD = None
+if "--old-path" in sys.argv:  # before this checkout's lang3d_ros is imported
+    _OLD = load_old_pointmap(sys.argv[sys.argv.index("--old-path") + 1])
+
+from lang3d_ros.device import resolve_device  # noqa: E402
+from lang3d_ros.fusion.analytic_scene import Corridor, corridor_walk  # noqa: E402
+from lang3d_ros.fusion.config import FusionConfig  # noqa: E402
+from lang3d_ros.fusion.pointfusion import PointMap  # noqa: E402
+from lang3d_ros.geometry.camera import Intrinsics  # noqa: E402
 
 
 def load_gradslam(path: str | None):
@@ -81,20 +110,70 @@ class GradslamRunner:
 
     def map_bytes(self) -> int:
         p = self.pcs
-        return sum(t.numel() * t.element_size() for t in (p.points_padded, p.normals_padded, p.colors_padded, p.features_padded) if t is not None)
+        parts = (p.points_padded, p.normals_padded, p.colors_padded, p.features_padded)
+        return sum(t.numel() * t.element_size() for t in parts if t is not None)
 
 
-def semantics_for(frame, dim: int, n_masks: int = 48) -> KeyframeSemantics:
-    """Three levels of masks from the wall id map (a mask per wall, per 0.5 m cell, per 0.25 m cell)."""
-    rng = np.random.default_rng(dim)
-    feats = rng.normal(size=(n_masks, dim)).astype(np.float32)
-    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+def seg_maps(frame, n_masks: int = 48) -> list[np.ndarray]:
+    """Three levels of (H, W) int32 mask ids from the wall id map: a mask per 0.25 m-ish cell, per 0.5 m cell,
+    per wall."""
     wall = frame.instance_map.astype(np.int32)
     h, w = wall.shape
     cols = np.arange(w)[None, :] * 8 // w
     rows = np.arange(h)[:, None] * 4 // h
-    levels = [wall * 0 + (wall * 7 + cols + rows * 8) % n_masks, (wall * 5 + cols // 2) % n_masks, wall]
-    return KeyframeSemantics(tuple(LevelMasks(s.astype(np.int32), feats, np.ones(n_masks, np.float32)) for s in levels))
+    return [wall * 0 + (wall * 7 + cols + rows * 8) % n_masks, (wall * 5 + cols // 2) % n_masks, wall]
+
+
+def labels_for(frame) -> np.ndarray:
+    """(3, H*W) int32 segment labels per pixel (the mask ids, standing in for the instance layer's segments)."""
+    return np.stack([s.reshape(-1) for s in seg_maps(frame)]).astype(np.int32)
+
+
+def old_semantics_for(frame, dim: int, n_masks: int = 48):
+    """The same masks as KeyframeSemantics with random unit features of dim ``dim``, for the old PointMap."""
+    _, _, semantics_cls, masks_cls, _ = _OLD
+    rng = np.random.default_rng(dim)
+    feats = rng.normal(size=(n_masks, dim)).astype(np.float32)
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    return semantics_cls(tuple(masks_cls(s, feats, np.ones(n_masks, np.float32)) for s in seg_maps(frame, n_masks)))
+
+
+class OursRunner:
+    """This checkout's PointMap; on keyframes fused with pixel slots and 3-level label votes."""
+
+    def __init__(self, backend: str, dev, votes: bool):
+        self.map = PointMap(FusionConfig(backend=backend), device=dev)
+        self.votes = votes
+        self.name = f"PointMap [{self.map.backend}]" + (" + 3-level label votes" if votes else "")
+
+    def step(self, f, keyframe: bool) -> int:
+        if self.votes and keyframe:
+            rep = self.map.integrate(f, want_pixel_slots=True)
+            self.map.vote_labels(rep.pixel_slot, rep.pixel_alpha, labels_for(f))
+        else:
+            rep = self.map.integrate(f)
+        return rep.n_points
+
+    def bytes_per_point(self) -> int:
+        return self.map.bytes_per_point
+
+
+class OldRunner:
+    """The PointMap of ``--old-path``; on keyframes fused with 3-level features of dim d (0: none)."""
+
+    def __init__(self, backend: str, dev, dim: int):
+        point_map_cls, config_cls, _, _, self.frame_cls = _OLD
+        self.map = point_map_cls(config_cls(backend=backend), feature_dim=dim or None, device=dev)
+        self.dim = dim
+        self.name = f"old PointMap [{self.map.backend}]" + (f" + 3x{dim}-d features" if dim else "")
+
+    def step(self, f, keyframe: bool) -> int:
+        sem = old_semantics_for(f, self.dim) if self.dim and keyframe else None
+        old_frame = self.frame_cls(**{k.name: getattr(f, k.name) for k in dataclasses.fields(f)})
+        return self.map.integrate(old_frame, sem).n_points
+
+    def bytes_per_point(self) -> int:
+        return self.map.bytes_per_point
 
 
 def main() -> None:
@@ -102,7 +181,10 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=80)
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
-    ap.add_argument("--feature-dims", default="0,3", help="comma list; 0 = no features (e.g. 0,3,512)")
+    ap.add_argument("--keyframe-every", type=int, default=1,
+                    help="frames with semantics (label votes / old features): every n-th frame")
+    ap.add_argument("--old-path", default="", help="a checkout of older lang3d_ros code to run side by side")
+    ap.add_argument("--old-feature-dim", type=int, default=3, help="feature dim of the old PointMap (0: none)")
     ap.add_argument("--backends", default="auto",
                     help="comma list of fusion.backend values to run side by side (auto, numba, torch)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
@@ -121,17 +203,18 @@ def main() -> None:
     corridor = Corridor(length_m=40.0, width_m=3.0, height_m=3.0)
     t0 = time.perf_counter()
     frames = list(corridor_walk(corridor, args.frames, intr, step_m=args.step_m, noise_m=0.002, seed=0))
-    print(f"rendered {len(frames)} frames {args.width}x{args.height} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(f"rendered {len(frames)} frames {args.width}x{args.height} in {time.perf_counter() - t0:.1f} s",
+          file=sys.stderr)
 
-    dims = [int(x) for x in args.feature_dims.split(",") if x.strip()]
     systems: dict[str, dict] = {}
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    for d in dims:
-        sem = [semantics_for(f, d) for f in frames] if d else [None] * len(frames)
-        for b in backends:
-            pm = PointMap(FusionConfig(backend=b), feature_dim=d or None, device=dev)
-            name = f"PointMap [{pm.backend}]" + (f" + 3x{d}-d features" if d else "")
-            systems[name] = dict(kind="ours", map=pm, sem=sem)
+    runners = []
+    for b in backends:
+        if _OLD is not None:
+            runners.append(OldRunner(b, dev, args.old_feature_dim))
+        runners += [OursRunner(b, dev, votes=False), OursRunner(b, dev, votes=True)]
+    for r in runners:
+        systems[r.name] = dict(kind="ours", map=r)
     if not args.no_gradslam:
         classes = load_gradslam(args.gradslam_path)
         if classes is not None:
@@ -144,9 +227,10 @@ def main() -> None:
             f.T_world_cam = far @ f.T_world_cam
             for s in systems.values():
                 if s["kind"] == "ours":
-                    s["map"].integrate(f, semantics_for(f, s["map"].feature_dim) if s["map"].feature_dim else None)
+                    s["map"].step(f, keyframe=True)
         print(f"prefilled PointMaps with {args.prefill_frames} far-away frames in {time.perf_counter() - t0:.0f} s: "
-              + ", ".join(f"{k} {v['map'].num_points:,} pts" for k, v in systems.items() if v["kind"] == "ours"), file=sys.stderr)
+              + ", ".join(f"{k} {v['map'].map.num_points:,} pts" for k, v in systems.items() if v["kind"] == "ours"),
+              file=sys.stderr)
     for s in systems.values():
         s.update(times=[], points=[])
 
@@ -154,36 +238,45 @@ def main() -> None:
         for name, s in systems.items():
             t = time.perf_counter()
             if s["kind"] == "ours":
-                rep = s["map"].integrate(f, s["sem"][i])
-                n = rep.n_points
+                n = s["map"].step(f, keyframe=i % args.keyframe_every == 0)
             else:
                 n = s["map"].step(f)
             s["times"].append(time.perf_counter() - t)
             s["points"].append(n)
         if i % 10 == 0:
-            print(f"frame {i}: " + ", ".join(f"{k}: {v['points'][-1]} pts {1 / v['times'][-1]:.1f} fps" for k, v in systems.items()), file=sys.stderr)
+            print(f"frame {i}: " + ", ".join(f"{k}: {v['points'][-1]} pts {1 / v['times'][-1]:.1f} fps"
+                                             for k, v in systems.items()), file=sys.stderr)
 
     def fps(ts):
         return len(ts) / sum(ts) if ts else float("nan")
 
     q = max(1, len(frames) // 4)
-    print(f"\n{args.width}x{args.height}, {len(frames)} frames (PointMaps prefilled with {args.prefill_frames} far frames), "
-          f"device {dev}, {args.threads} threads, "
+    print(f"\n{args.width}x{args.height}, {len(frames)} frames (PointMaps prefilled with {args.prefill_frames} far "
+          f"frames), semantics every {args.keyframe_every} frame(s), device {dev}, {args.threads} threads, "
           f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (whole process)\n")
-    print("| system | fps all frames | fps last quarter | fps while map > 1M pts | final points | bytes/point | map MiB |")
+    print("| system | fps all frames | fps last quarter | fps while map > 1M pts | final points | bytes/point "
+          "| map MiB |")
     print("|---|---|---|---|---|---|---|")
     base = None
     for name, s in systems.items():
         ts, pts = s["times"], np.array(s["points"])
         big = [t for t, n in zip(ts, pts) if n > 1_000_000]
         if s["kind"] == "ours":
-            bpp = s["map"].bytes_per_point
+            bpp = s["map"].bytes_per_point()
             mib = pts[-1] * bpp / 2**20
         else:
             mib = s["map"].map_bytes() / 2**20
             bpp = round(mib * 2**20 / max(pts[-1], 1))
             base = s
-        print(f"| {name} | {fps(ts):.2f} | {fps(ts[-q:]):.2f} | {fps(big) if big else float('nan'):.2f} | {pts[-1]:,} | {bpp} | {mib:.0f} |")
+        print(f"| {name} | {fps(ts):.2f} | {fps(ts[-q:]):.2f} | {fps(big) if big else float('nan'):.2f} | "
+              f"{pts[-1]:,} | {bpp} | {mib:.0f} |")
+    first = next(iter(systems.values()))
+    if first["map"].name.startswith("old"):
+        print()
+        for name, s in systems.items():
+            if s is not first and s["kind"] == "ours":
+                print(f"- {name}: {fps(s['times']) / fps(first['times']):.2f}x {first['map'].name} (all frames, "
+                      f"same run), {fps(s['times'][-q:]) / fps(first['times'][-q:]):.2f}x over the last quarter")
     if base is not None:
         print()
         for name, s in systems.items():

@@ -14,42 +14,44 @@ from lang3d_ros.fusion.analytic_scene import Corridor, corridor_walk
 from lang3d_ros.fusion.config import FusionConfig
 from lang3d_ros.fusion.pointfusion import PointMap
 from lang3d_ros.geometry.camera import Intrinsics
-from lang3d_ros.semantics.types import KeyframeSemantics, LevelMasks
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.AVAILABLE, reason="numba is not installed")
 
 INTR = Intrinsics(131.25, 131.25, 79.5, 59.5, 160, 120)
 
 
-def _semantics(frame: Frame, dim: int) -> KeyframeSemantics:
-    rng = np.random.default_rng(dim)
-    table = rng.normal(size=(64, dim)).astype(np.float32)
-    seg = frame.instance_map.astype(np.int32)
-    levels = (seg, np.where(seg % 3 == 0, -1, seg), np.full_like(seg, -1))  # covered, partly, uncovered
-    return KeyframeSemantics(tuple(LevelMasks(s, table.copy(), np.ones(64, np.float32)) for s in levels))
+def _pixel_labels(frame: Frame, shift: int) -> np.ndarray:
+    """(3, H*W) int32: per level a segment id per pixel from the frame's wall ids: covered, partly, uncovered;
+    ``shift`` renames the ids between frames so that votes disagree and labels switch."""
+    seg = frame.instance_map.astype(np.int32).reshape(-1)
+    cols = np.tile(np.arange(frame.width) // 40, frame.height).astype(np.int32)
+    return np.stack([seg * 4 + (cols + shift) % 4, np.where(seg % 3 == 0, -1, seg), np.full_like(seg, -1)])
 
 
-def _run_both(frames, semantics=None, **cfg):
+def _run_both(frames, labelled=None, **cfg):
+    """Fuse ``frames`` through a torch and a numba map; frames with labelled[i] also vote labels."""
     maps = {b: PointMap(FusionConfig(backend=b, **cfg), device="cpu") for b in ("torch", "numba")}
     for i, f in enumerate(frames):
-        sem = None if semantics is None else semantics[i]
-        reps = {b: m.integrate(f, sem) for b, m in maps.items()}
+        vote = labelled is not None and labelled[i]
+        reps = {b: m.integrate(f, want_pixel_slots=vote) for b, m in maps.items()}
         a, b = reps["torch"], reps["numba"]
         counts = ("accepted", "n_matched", "n_new", "n_merged", "n_points", "n_pruned", "n_candidates")
         assert [getattr(a, k) for k in counts] == [getattr(b, k) for k in counts], (i, a, b)
+        if vote:
+            np.testing.assert_array_equal(a.pixel_slot, b.pixel_slot)
+            np.testing.assert_array_equal(a.pixel_alpha, b.pixel_alpha)
+            for m, r in zip(maps.values(), (a, b)):
+                m.vote_labels(r.pixel_slot, r.pixel_alpha, _pixel_labels(f, i))
     return maps["torch"], maps["numba"]
 
 
 def _assert_same_map(ref: PointMap, got: PointMap) -> None:
     a, b = ref.state_dict(), got.state_dict()
     assert a.keys() == b.keys()
-    for k in ("voxel_key", "birth_frame", "frame_count", "feature_dim"):
+    for k in ("voxel_key", "birth_frame", "frame_count", "labels"):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    for k in ("points_xyz", "normals", "colors", "confidence"):
+    for k in ("points_xyz", "normals", "colors", "confidence", "label_weight"):
         np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-5, err_msg=k)
-    for k in a:
-        if k.startswith("feature"):
-            np.testing.assert_allclose(np.asarray(b[k], np.float32), np.asarray(a[k], np.float32), atol=2e-3, err_msg=k)
 
 
 def test_backend_is_chosen_and_checked():
@@ -59,17 +61,19 @@ def test_backend_is_chosen_and_checked():
         FusionConfig(backend="opencl").validate()
 
 
-@pytest.mark.parametrize("cpu_threads, dim", [(1, 6), (3, 24)])
-def test_backends_agree_on_corridor_with_features_and_revisits(cpu_threads, dim):
-    """Same counts every frame and the same map (slot for slot) on a walk that revisits, prunes, merges and
-    compacts its index; narrow (float32) and wide (float16) features, frames without semantics between
-    keyframes, the frame split between 3 threads (uneven chunks)."""
+@pytest.mark.parametrize("cpu_threads", [1, 3])
+def test_backends_agree_on_corridor_with_labels_and_revisits(cpu_threads):
+    """Same counts and pixel slots every frame and the same map (slot for slot, labels included) on a walk that
+    revisits, prunes, merges and compacts its index; frames without labels between keyframes, label ids that
+    change between frames (votes against, switches), the frame split between 3 threads (uneven chunks)."""
     walk = list(corridor_walk(Corridor(length_m=5.0), 8, INTR, step_m=0.4, noise_m=0.003, seed=5, back_and_forth=True))
     frames = walk + walk
-    sem = [_semantics(f, dim) if i % 3 else None for i, f in enumerate(frames)]  # keyframes: every frame but 1 in 3
-    ref, got = _run_both(frames, sem, prune_after_frames=4, cpu_threads=cpu_threads,
+    keyframes = [i % 3 != 0 for i in range(len(frames))]
+    ref, got = _run_both(frames, keyframes, prune_after_frames=4, cpu_threads=cpu_threads,
                          index_delta_capacity=3000)  # small: index merges and compactions happen every frame or two
     assert ref.num_points > 5_000
+    lab = ref.to_numpy()["labels"]
+    assert (lab[0] >= 0).mean() > 0.5 and (lab[1] >= 0).any() and (lab[2] == -1).all()
     _assert_same_map(ref, got)
 
 
@@ -82,7 +86,8 @@ def test_backends_agree_on_real_frames_with_holes(gradslam_dir):
         depth[10:14] = np.nan  # holes of every kind next to valid depth
         depth[20:22, :40] = np.inf
         depth[30:33, 50:] = -1.0
-        frames.append(Frame(d["colors"][0, s].astype(np.uint8), depth, intr, d["poses"][0, s].astype(np.float64), index=s))
+        pose = d["poses"][0, s].astype(np.float64)
+        frames.append(Frame(d["colors"][0, s].astype(np.uint8), depth, intr, pose, index=s))
     for mode in ("radial", "gradslam"):
         ref, got = _run_both(frames + frames, confidence_mode=mode, min_depth_m=0.0, max_depth_m=10.0)
         _assert_same_map(ref, got)
@@ -95,14 +100,15 @@ def test_observe_kernel_matches_torch_vertex_and_normal_maps(gradslam_dir):
     intr = Intrinsics.from_K(np.load(gradslam_dir / "intrinsics.npy")[0, 0], 160, 120)
     pose = np.load(gradslam_dir / "poses.npy")[0, 1].astype(np.float64)
     f = Frame(np.zeros((120, 160, 3), np.uint8), depth, intr, pose)
-    obs = {b: PointMap(FusionConfig(backend=b, min_depth_m=0.0, max_depth_m=10.0), device="cpu")._observe(f, None)
+    obs = {b: PointMap(FusionConfig(backend=b, min_depth_m=0.0, max_depth_m=10.0), device="cpu")._observe(f)
            for b in ("torch", "numba")}
     a, b = obs["torch"], obs["numba"]
     assert torch.equal(a["use"], b["use"]) and int(a["use"].sum()) > 10_000
     u = a["use"]
     torch.testing.assert_close(b["vw"][u], a["vw"][u], rtol=0, atol=1e-6)
     torch.testing.assert_close(b["nw"][u], a["nw"][u], rtol=0, atol=1e-5)
-    torch.testing.assert_close(b["lo"], a["lo"]) and torch.testing.assert_close(b["hi"], a["hi"])
+    torch.testing.assert_close(b["lo"], a["lo"])
+    torch.testing.assert_close(b["hi"], a["hi"])
 
 
 def _associate_one_pixel(conf, dist_m, slots):
@@ -167,3 +173,50 @@ def test_maps_in_two_threads_fuse_safely():
     assert not errors
     for m in maps:
         _assert_same_map(solo, m)
+
+
+def _vote_both(n_slots: int, calls: list[tuple[np.ndarray, np.ndarray, np.ndarray]], dead=()) -> list[PointMap]:
+    """Two maps with the same ``n_slots`` live points (slots 0..n-1; ``dead`` ones killed), the same vote calls."""
+    frame = next(iter(corridor_walk(Corridor(length_m=4.0), 1, INTR, step_m=0.1, noise_m=0.0, seed=0)))
+    maps = []
+    for b in ("torch", "numba"):
+        m = PointMap(FusionConfig(backend=b), device="cpu")
+        assert m.integrate(frame).n_new >= n_slots
+        m._kill(torch.as_tensor(list(dead), dtype=torch.int64))
+        for slot, alpha, labels in calls:
+            m.vote_labels(slot, alpha, labels)
+        maps.append(m)
+    return maps
+
+
+def test_vote_rule_heaviest_label_then_boyer_moore():
+    """Per point the label with the most alpha mass votes (lowest label on ties); same label adds, another
+    subtracts and switches below zero; -1 pixels, slot -1, unknown and dead slots take no part."""
+    slot = np.array([0, 0, 0, 1, 1, 2, -1, 10**9, 3], np.int64)
+    alpha = np.array([0.5, 0.25, 0.5, 0.5, 0.5, 0.25, 1.0, 1.0, 1.0], np.float32)
+    lab = np.array([7, 7, 3, 9, 4, -1, 5, 5, 5], np.int32)
+    labels = np.stack([lab, lab, np.full_like(lab, -1)])
+    second = (np.array([0, 1], np.int64), np.array([1.0, 0.25], np.float32), np.array([[3, 9]] * 3, np.int32))
+    for m in _vote_both(5, [(slot, alpha, labels), second], dead=(3,)):
+        # slot 0: 7 has 0.75 > 3's 0.5 -> (7, 0.75); then 3 with 1.0 -> switch to (3, 0.25)
+        # slot 1: tie 9 / 4 at 0.5 -> 4 (lowest); then 9 with 0.25 -> (4, 0.25)
+        lab0, w0 = m._label[0, :5].numpy(), m._label_w[0, :5].numpy()
+        np.testing.assert_array_equal(lab0, [3, 4, -1, -1, -1], err_msg=m.backend)
+        np.testing.assert_allclose(w0, [0.25, 0.25, 0, 0, 0], err_msg=m.backend)
+        np.testing.assert_array_equal(m._label[2, :5].numpy(), [3, 9, -1, -1, -1], err_msg=m.backend)
+
+
+def test_vote_kernel_matches_torch_on_random_votes():
+    """Per-stage parity of the vote: many random calls (several labels per point, ties, zero alphas)."""
+    rng = np.random.default_rng(11)
+    calls = []
+    for _ in range(12):
+        p = 4000
+        slot = rng.integers(-1, 600, p)
+        alpha = rng.choice(np.float32([0.0, 0.25, 0.5, 0.75, 1.0]), p)  # exact sums: ties are real ties
+        labels = rng.integers(-1, 6, (3, p)).astype(np.int32)
+        calls.append((slot, alpha, labels))
+    ref, got = _vote_both(600, calls, dead=(5, 17, 300))
+    np.testing.assert_array_equal(ref._label.numpy(), got._label.numpy())
+    np.testing.assert_array_equal(ref._label_w.numpy(), got._label_w.numpy())
+    assert (ref._label.numpy()[:, :600] >= 0).mean() > 0.9

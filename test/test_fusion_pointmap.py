@@ -1,4 +1,4 @@
-"""PointMap behaviour: bad input leaves the map bit-identical, bounded memory, culling, features, map files."""
+"""PointMap behaviour: bad input leaves the map bit-identical, bounded memory, culling, label votes, map files."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,24 +10,23 @@ import torch
 from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.fusion.analytic_scene import Corridor, corridor_walk
 from lang3d_ros.fusion.config import FusionConfig
-from lang3d_ros.fusion.pointfusion import PointMap
+from lang3d_ros.fusion.pointfusion import STATE_VERSION, PointMap
 from lang3d_ros.geometry.camera import Intrinsics
-from lang3d_ros.semantics.types import KeyframeSemantics, LevelMasks
 
 INTR = Intrinsics(131.25, 131.25, 79.5, 59.5, 160, 120)  # 640x480 Kinect-like optics at 160x120
 
 
+def _labels(frame: Frame, levels=(True, True, True), offset: int = 0) -> np.ndarray:
+    """(3, H*W) int32 pixel labels: per level the frame's wall id (+ offset), or -1 for a level switched off."""
+    seg = frame.instance_map.astype(np.int32).reshape(-1) + offset
+    return np.stack([seg if on else np.full_like(seg, -1) for on in levels])
 
-def _semantics(frame: Frame, dim: int, levels=(True, True, True), seed: int = 0) -> KeyframeSemantics:
-    """Per level: one mask per instance id of the frame (random unit vector per id), or none (-1)."""
-    rng = np.random.default_rng(seed)
-    table = rng.normal(size=(64, dim)).astype(np.float32)
-    table /= np.linalg.norm(table, axis=1, keepdims=True)
-    out = []
-    for on in levels:
-        seg = frame.instance_map.astype(np.int32) if on else np.full(frame.depth_m.shape, -1, np.int32)
-        out.append(LevelMasks(seg_map=seg, features=table.copy(), scores=np.ones(64, np.float32)))
-    return KeyframeSemantics(levels=tuple(out))
+
+def _fuse_and_vote(m: PointMap, frame: Frame, labels: np.ndarray):
+    rep = m.integrate(frame, want_pixel_slots=True)
+    assert rep.accepted, rep.reason
+    m.vote_labels(rep.pixel_slot, rep.pixel_alpha, labels)
+    return rep
 
 
 def _state_equal(a: dict, b: dict) -> bool:
@@ -43,39 +42,156 @@ def frames():
 
 @pytest.mark.parametrize("backend", ["torch", "numba"])
 def test_bad_input_is_rejected_and_changes_nothing(frames, backend):
-    m = PointMap(FusionConfig(backend=backend), feature_dim=8, device="cpu")
+    m = PointMap(FusionConfig(backend=backend), device="cpu")
     for f in frames[:2]:
-        assert m.integrate(f, _semantics(f, 8)).accepted
+        rep = _fuse_and_vote(m, f, _labels(f))
     before = m.state_dict()
     good = frames[2]
     bad_pose = good.T_world_cam.copy()
     bad_pose[0, 0] = np.nan
     scaled = good.T_world_cam.copy()
     scaled[:3, :3] *= 1.1
-    seg_small = _semantics(good, 8)
-    seg_small.levels[1].seg_map = seg_small.levels[1].seg_map[:, :-1]
-    nan_feat = _semantics(good, 8)
-    nan_feat.levels[2].features[0, 0] = np.nan
     cases = {
-        "non-finite pose": (dataclasses.replace(good, T_world_cam=bad_pose), None),
-        "non-rigid pose": (dataclasses.replace(good, T_world_cam=scaled), None),
-        "rgb/depth size": (dataclasses.replace(good, rgb=good.rgb[:, :-2]), None),
-        "all-zero depth": (dataclasses.replace(good, depth_m=np.zeros_like(good.depth_m)), None),
-        "all-NaN depth": (dataclasses.replace(good, depth_m=np.full_like(good.depth_m, np.nan)), None),
-        "negative depth": (dataclasses.replace(good, depth_m=-good.depth_m), None),
-        "integer depth": (dataclasses.replace(good, depth_m=good.depth_m.astype(np.int32)), None),
-        "seg map size": (good, seg_small),
-        "feature dim": (good, _semantics(good, 5)),
-        "non-finite features": (good, nan_feat),
-        "not a frame": ("frame", None),
+        "non-finite pose": dataclasses.replace(good, T_world_cam=bad_pose),
+        "non-rigid pose": dataclasses.replace(good, T_world_cam=scaled),
+        "rgb/depth size": dataclasses.replace(good, rgb=good.rgb[:, :-2]),
+        "all-zero depth": dataclasses.replace(good, depth_m=np.zeros_like(good.depth_m)),
+        "all-NaN depth": dataclasses.replace(good, depth_m=np.full_like(good.depth_m, np.nan)),
+        "negative depth": dataclasses.replace(good, depth_m=-good.depth_m),
+        "integer depth": dataclasses.replace(good, depth_m=good.depth_m.astype(np.int32)),
+        "not a frame": "frame",
     }
-    for name, (frame, sem) in cases.items():
-        rep = m.integrate(frame, sem)
-        assert not rep.accepted and rep.reason, name
-        assert rep.n_points == m.num_points
+    for name, frame in cases.items():
+        rep_bad = m.integrate(frame, want_pixel_slots=True)
+        assert not rep_bad.accepted and rep_bad.reason and rep_bad.pixel_slot is None, name
+        assert rep_bad.n_points == m.num_points
         assert _state_equal(before, m.state_dict()), name
-    assert m.integrate(good, _semantics(good, 8)).accepted
+    slot, alpha, lab = rep.pixel_slot, rep.pixel_alpha, _labels(frames[1], offset=5)
+    nan_alpha = alpha.copy()
+    nan_alpha[3] = np.nan
+    votes = {
+        "slot 2-D": (slot[None], alpha, lab),
+        "slot float": (slot.astype(np.float64), alpha, lab),
+        "alpha length": (slot, alpha[:-1], lab),
+        "alpha NaN": (slot, nan_alpha, lab),
+        "alpha negative": (slot, -alpha - 1, lab),
+        "labels 2 levels": (slot, alpha, lab[:2]),
+        "labels float": (slot, alpha, lab.astype(np.float32)),
+        "labels below -1": (slot, alpha, lab - 10),
+    }
+    for name, args in votes.items():
+        with pytest.raises(ValueError):
+            m.vote_labels(*args)
+        assert _state_equal(before, m.state_dict()), name
+    m.vote_labels(slot, alpha, lab)
     assert not _state_equal(before, m.state_dict())
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_labels_follow_votes_and_uncovered_levels_stay_unlabelled(frames, backend):
+    m = PointMap(FusionConfig(backend=backend), device="cpu")
+    f0 = frames[0]
+    rep = _fuse_and_vote(m, f0, _labels(f0, levels=(False, True, True)))
+    used = rep.pixel_slot >= 0
+    assert used.sum() > 10_000 and np.all(rep.pixel_alpha[used] > 0) and np.all(rep.pixel_alpha[~used] == 0)
+    assert set(np.unique(rep.pixel_slot[used])) == set(m.live_slots())  # every new point came from a pixel
+    assert torch.all(m.labels(0) == -1) and torch.all(m.label_weight(0) == 0)
+    wall, _ = Corridor(length_m=6.0).wall_and_color(m.points_xyz.numpy())
+    assert np.mean(m.labels(2).numpy() == wall) > 0.95  # each point's label is the wall it lies on
+    lab1, w1 = m.labels(1).clone(), m.label_weight(1).clone()
+    rep = _fuse_and_vote(m, f0, _labels(f0, levels=(False, False, True)))  # level 1 uncovered now
+    assert torch.equal(m.labels(1)[: len(lab1)], lab1) and torch.equal(m.label_weight(1)[: len(w1)], w1)
+    assert torch.all(m.label_weight(2)[: len(w1)] > w1)  # the same label again: the weight grows
+    # slot_labels reads labels through pixel slots; -1 for slot -1 and unknown slots
+    got = m.slot_labels(2, rep.pixel_slot)
+    used = rep.pixel_slot >= 0
+    assert np.mean(got[used] == f0.instance_map.reshape(-1)[used]) > 0.95
+    assert np.all(got[~used] == -1)
+    np.testing.assert_array_equal(m.slot_labels(2, np.array([-1, 10**9], np.int64)), [-1, -1])
+    # relabel: wall 1 -> 7, wall 2 dropped, labels beyond the lut untouched
+    before, w_before = m.labels(2).numpy().copy(), m.label_weight(2).numpy().copy()
+    assert {1, 2, 3} <= set(before.tolist())
+    m.relabel(2, np.array([0, 7, -1], np.int32))
+    after, w = m.labels(2).numpy(), m.label_weight(2).numpy()
+    np.testing.assert_array_equal(after[before == 1], 7)
+    assert np.all(after[before == 2] == -1) and np.all(w[before == 2] == 0)
+    np.testing.assert_array_equal(after[before >= 3], before[before >= 3])
+    np.testing.assert_array_equal(w[before != 2], w_before[before != 2])
+    with pytest.raises(ValueError):
+        m.relabel(2, np.array([[0]], np.int32))
+    with pytest.raises(ValueError):
+        m.relabel(2, np.array([-2], np.int32))
+    with pytest.raises(ValueError):
+        m.labels(3)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_other_labels_outvote_and_dead_points_are_reset(frames, backend):
+    m = PointMap(FusionConfig(backend=backend, prune_after_frames=2, stable_confidence=1e9), device="cpu")
+    f0 = frames[0]
+    _fuse_and_vote(m, f0, _labels(f0))
+    n0 = m.num_points
+    wall, _ = Corridor(length_m=6.0).wall_and_color(m.points_xyz.numpy())
+    # the same pixels voting another label with the same mass: a draw (weight 0, label kept) ...
+    rep = m.integrate(f0, want_pixel_slots=True)
+    w_first = m.label_weight(0)[:n0].clone()
+    m.vote_labels(rep.pixel_slot, rep.pixel_alpha, _labels(f0))  # second vote, same labels: w doubles
+    m.vote_labels(rep.pixel_slot, rep.pixel_alpha, _labels(f0, offset=10))
+    m.vote_labels(rep.pixel_slot, rep.pixel_alpha, _labels(f0, offset=10))
+    assert np.mean(m.labels(0).numpy()[:n0] == wall) > 0.95  # two for, two against: kept
+    assert float(m.label_weight(0)[:n0].max()) <= float(w_first.max()) + 1e-5
+    m.vote_labels(rep.pixel_slot, rep.pixel_alpha, _labels(f0, offset=10))  # ... then outvoted
+    assert np.mean(m.labels(0).numpy()[:n0] == wall + 10) > 0.95
+    # every point is pruned (stable_confidence unreachable): pruned slots hold label -1, weight 0
+    assert m.integrate(frames[1]).n_pruned >= n0  # frame 2 of the map: the points of frame 0 go (slots not reused yet)
+    dead = np.setdiff1d(np.arange(n0), m.live_slots())
+    assert len(dead) > 0.9 * n0
+    assert np.all(m._label[:, dead].numpy() == -1) and np.all(m._label_w[:, dead].numpy() == 0)
+    assert np.all(m.slot_labels(0, dead) == -1)
+
+
+def test_state_dict_roundtrip_and_resume(frames):
+    a = PointMap(FusionConfig(), device="cpu")
+    for f in frames[:4]:
+        _fuse_and_vote(a, f, _labels(f))
+    b = PointMap(FusionConfig(), device="cpu")
+    b.load_state_dict(a.state_dict())
+    assert _state_equal(a.state_dict(), b.state_dict())
+    assert a.state_dict()["labels"].dtype == np.int32 and int(a.state_dict()["version"]) == STATE_VERSION == 2
+    ra, rb = _fuse_and_vote(a, frames[4], _labels(frames[4])), _fuse_and_vote(b, frames[4], _labels(frames[4]))
+    assert (ra.n_matched, ra.n_new, ra.n_points) == (rb.n_matched, rb.n_new, rb.n_points)
+    np.testing.assert_allclose(np.sort(a.to_numpy()["confidence"]), np.sort(b.to_numpy()["confidence"]), rtol=1e-6)
+    np.testing.assert_array_equal(np.sort(a.to_numpy()["labels"], 1), np.sort(b.to_numpy()["labels"], 1))
+    st = a.state_dict()
+    lw_nan = st["label_weight"].copy()
+    lw_nan[1, 3] = np.nan
+    bad_states = {
+        "normals rows": dict(st, normals=st["normals"][:-1]),
+        "labels rows": dict(st, labels=st["labels"][:, :-1]),
+        "labels int64": dict(st, labels=st["labels"].astype(np.int64)),
+        "labels below -1": dict(st, labels=st["labels"] - 5),
+        "weight NaN": dict(st, label_weight=lw_nan),
+        "weight negative": dict(st, label_weight=-1.0 - st["label_weight"]),
+        "no labels": {k: v for k, v in st.items() if k != "labels"},
+    }
+    before = b.state_dict()
+    for name, bad in bad_states.items():
+        with pytest.raises(ValueError):
+            b.load_state_dict(bad)
+        assert _state_equal(before, b.state_dict()), name
+    with pytest.raises(ValueError, match="version 1"):
+        b.load_state_dict(dict(st, version=np.array(1)))
+    assert _state_equal(before, b.state_dict())
+
+
+def test_bytes_per_point_from_allocated_arrays(frames):
+    """<= 128 B/point all-in with 3 label levels (issue 13), counted from the per-slot arrays."""
+    m = PointMap(FusionConfig(), device="cpu")
+    _fuse_and_vote(m, frames[0], _labels(frames[0]))
+    per_slot = [m._xyz, m._nrm, m._rgb, m._conf, m._key, m._birth, m._alive, m._scratch[:-1], m._label, m._label_w]
+    counted = sum(t.numel() * t.element_size() for t in per_slot) / m._cap + 16  # + one index entry
+    assert m.bytes_per_point == counted == 97
+    assert m.bytes_per_point <= 128
 
 
 @pytest.mark.parametrize("backend", ["torch", "numba"])
@@ -125,46 +241,6 @@ def test_culling_cost_does_not_grow_with_far_map(frames, backend):
         assert a.n_candidates == b.n_candidates and a.n_new == b.n_new and a.n_matched == b.n_matched
 
 
-def test_features_follow_masks_and_uncovered_pixels_do_not_pollute(frames):
-    m = PointMap(FusionConfig(), device="cpu")  # feature_dim from the first semantics
-    f0 = frames[0]
-    m.integrate(f0, _semantics(f0, 6, levels=(False, True, True)))
-    assert m.feature_dim == 6
-    assert torch.all(m.feature_weight(0) == 0) and torch.all(m.features(0) == 0)
-    w1, f1 = m.feature_weight(1).clone(), m.features(1).clone()
-    assert torch.all(w1 > 0)
-    m.integrate(f0, _semantics(f0, 6, levels=(False, False, True)))  # level 1 uncovered now
-    assert torch.equal(m.feature_weight(1)[: len(w1)], w1) and torch.equal(m.features(1)[: len(f1)], f1)
-    assert torch.all(m.feature_weight(2)[: len(w1)] > w1)
-    # the feature of every point is its wall's unit vector (float32 storage for D <= 16)
-    table = _semantics(f0, 6).levels[1].features
-    wall, _ = Corridor(length_m=6.0).wall_and_color(m.points_xyz.numpy())
-    got = m.features(2).float().numpy()
-    cos = got @ table.T
-    assert np.mean(np.argmax(cos, 1) == wall) > 0.95
-    with pytest.raises(ValueError):
-        m.features(3)
-
-
-def test_state_dict_roundtrip_and_resume(frames):
-    a = PointMap(FusionConfig(), device="cpu")
-    for f in frames[:4]:
-        a.integrate(f, _semantics(f, 4))
-    b = PointMap(FusionConfig(), device="cpu")
-    b.load_state_dict(a.state_dict())
-    assert _state_equal(a.state_dict(), b.state_dict())
-    ra, rb = a.integrate(frames[4], _semantics(frames[4], 4)), b.integrate(frames[4], _semantics(frames[4], 4))
-    assert (ra.n_matched, ra.n_new, ra.n_points) == (rb.n_matched, rb.n_new, rb.n_points)
-    np.testing.assert_allclose(np.sort(a.to_numpy()["confidence"]), np.sort(b.to_numpy()["confidence"]), rtol=1e-6)
-    st = a.state_dict()
-    bad = dict(st, normals=st["normals"][:-1])
-    before = b.state_dict()
-    with pytest.raises(ValueError):
-        b.load_state_dict(bad)
-    assert _state_equal(before, b.state_dict())
-    assert b.bytes_per_point == a.bytes_per_point == 73 + 3 * (4 * 4 + 4)  # D = 4: float32 storage
-
-
 def test_hard_cap_and_pruning(frames):
     m = PointMap(FusionConfig(max_points=5000, evict_fraction=0.1), device="cpu")
     for f in frames[:4]:
@@ -191,7 +267,7 @@ def test_hard_cap_and_pruning(frames):
 def test_cuda_matches_cpu(frames):
     maps = [PointMap(FusionConfig(), device=d) for d in ("cpu", "cuda")]
     for f in frames[:5]:
-        reps = [m.integrate(f, _semantics(f, 4)) for m in maps]
+        reps = [_fuse_and_vote(m, f, _labels(f)) for m in maps]
         assert abs(reps[0].n_points - reps[1].n_points) <= 0.001 * reps[0].n_points
     a, b = (m.to_numpy() for m in maps)
     np.testing.assert_allclose(np.sort(a["points_xyz"], 0), np.sort(b["points_xyz"], 0), atol=1e-3)

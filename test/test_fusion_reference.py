@@ -39,7 +39,7 @@ def _maps(depth, intr, T):
 
 
 def _reference_fusion(frames):
-    pts = np.zeros((0, 3)); nrm = np.zeros((0, 3)); col = np.zeros((0, 3)); conf = np.zeros(0)
+    pts, nrm, col, conf = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)
     for f in frames:
         intr, T = f.intrinsics, f.T_world_cam
         h, w = f.height, f.width
@@ -74,8 +74,8 @@ def _reference_fusion(frames):
             col[i] += a / c * (rgb[pix] - col[i])
             conf[i] = c
         new = np.nonzero(use & (matched < 0))[0]
-        pts = np.concatenate([pts, vw[new]]); nrm = np.concatenate([nrm, nw[new]])
-        col = np.concatenate([col, rgb[new]]); conf = np.concatenate([conf, alpha[new]])
+        pts, nrm = np.concatenate([pts, vw[new]]), np.concatenate([nrm, nw[new]])
+        col, conf = np.concatenate([col, rgb[new]]), np.concatenate([conf, alpha[new]])
     return pts, nrm, col, conf
 
 
@@ -84,7 +84,8 @@ def real_frames(gradslam_dir):
     d = {n: np.load(gradslam_dir / f"{n}.npy") for n in ("colors", "depths", "intrinsics", "poses")}
     intr = Intrinsics.from_K(d["intrinsics"][0, 0], 160, 120)
     seq = [
-        Frame(d["colors"][0, s].astype(np.uint8), d["depths"][0, s, ..., 0], intr, d["poses"][0, s].astype(np.float64), index=s)
+        Frame(d["colors"][0, s].astype(np.uint8), d["depths"][0, s, ..., 0], intr, d["poses"][0, s].astype(np.float64),
+              index=s)
         for s in range(3)
     ]
     return seq + seq  # the second pass revisits the same views

@@ -1,15 +1,20 @@
 """Acceptance: fusing a procedural synthetic scene's noisy frames puts points on the ground-truth surfaces,
-with the right colours and per-instance features, and memory stays flat when the room is revisited."""
+with the right colours and per-instance segment labels, and memory stays flat when the room is revisited."""
 from __future__ import annotations
 
 import numpy as np
 import open3d as o3d
 import pytest
 
-from lang3d_ros.datasets.synthetic import DEFAULT_INTRINSICS, RenderNoise, generate_scene, make_trajectory, render_frames
+from lang3d_ros.datasets.synthetic import (
+    DEFAULT_INTRINSICS,
+    RenderNoise,
+    generate_scene,
+    make_trajectory,
+    render_frames,
+)
 from lang3d_ros.fusion.config import FusionConfig
 from lang3d_ros.fusion.pointfusion import PointMap
-from lang3d_ros.semantics.types import KeyframeSemantics, LevelMasks
 
 INTR = DEFAULT_INTRINSICS.scaled(160, 120)
 MAX_DEPTH_M = 3.5
@@ -17,10 +22,10 @@ NOISE = RenderNoise()  # depth sigma 1.5 mm * z^2, dropouts, edge dropouts, rgb 
 
 
 
-def _instance_semantics(frame, table):
-    seg = frame.instance_map.astype(np.int32)
-    lv = LevelMasks(seg_map=seg, features=table, scores=np.ones(len(table), np.float32))
-    return KeyframeSemantics(levels=(lv, lv, lv))
+def _instance_labels(frame):
+    """(3, H*W) int32: the ground-truth instance id per pixel at every level."""
+    seg = frame.instance_map.astype(np.int32).reshape(-1)
+    return np.stack([seg, seg, seg])
 
 
 @pytest.fixture(scope="module")
@@ -29,18 +34,16 @@ def scene_run():
     T = make_trajectory(scene, "orbit", 16)
     noisy = list(render_frames(scene, T, INTR, NOISE, seed=1))
     clean = list(render_frames(scene, T, INTR, None, seed=1))
-    ids = sorted({int(i) for f in clean for i in np.unique(f.instance_map)})
-    rng = np.random.default_rng(0)
-    table = rng.normal(size=(max(ids) + 1, 16)).astype(np.float32)
-    table /= np.linalg.norm(table, axis=1, keepdims=True)
     m = PointMap(FusionConfig(max_depth_m=MAX_DEPTH_M), device="cpu")
     for f in noisy:
-        assert m.integrate(f, _instance_semantics(f, table)).accepted
-    return scene, T, clean, table, m
+        rep = m.integrate(f, want_pixel_slots=True)
+        assert rep.accepted
+        m.vote_labels(rep.pixel_slot, rep.pixel_alpha, _instance_labels(f))
+    return scene, T, clean, m
 
 
 def test_points_lie_on_ground_truth_surfaces(scene_run):
-    scene, T, _, _, m = scene_run
+    scene, T, _, m = scene_run
     pts = m.points_xyz.numpy()
     assert len(pts) > 5000
     d = scene.distance_to_surfaces(pts)
@@ -50,8 +53,8 @@ def test_points_lie_on_ground_truth_surfaces(scene_run):
     assert np.mean(d < tol) > 0.95, np.quantile(d, [0.5, 0.9, 0.95, 0.99])
 
 
-def test_colours_and_instance_features_are_right(scene_run):
-    scene, T, clean, table, m = scene_run
+def test_colours_and_instance_labels_are_right(scene_run):
+    scene, T, clean, m = scene_run
     pts = m.points_xyz.numpy()
     # expected colour: mean noise-free pixel colour over the views whose depth agrees with the point
     acc, cnt = np.zeros((len(pts), 3)), np.zeros(len(pts))
@@ -68,14 +71,13 @@ def test_colours_and_instance_features_are_right(scene_run):
     assert seen.mean() > 0.9
     err = np.abs(m.colors.numpy()[seen] - acc[seen] / cnt[seen, None]).max(1)
     assert np.mean(err < 0.08) > 0.95, np.quantile(err, [0.5, 0.95])
-    # feature: the unit vector of the instance owning the nearest ground-truth surface
+    # label: the instance owning the nearest ground-truth surface
     rs, gid_to_inst = scene.raycasting_scene()
     closest = rs.compute_closest_points(o3d.core.Tensor(pts.astype(np.float32)))
     inst = gid_to_inst[closest["geometry_ids"].numpy().astype(np.int64)]
     for level in range(3):
-        f = m.features(level).float().numpy()
-        assert np.all(m.feature_weight(level).numpy() > 0)
-        assert np.mean(np.argmax(f @ table.T, 1) == inst) > 0.95
+        assert np.all(m.label_weight(level).numpy() > 0)
+        assert np.mean(m.labels(level).numpy() == inst) > 0.95
 
 
 def test_memory_flat_under_ten_revisits():

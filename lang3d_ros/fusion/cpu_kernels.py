@@ -12,7 +12,7 @@ loops each, with the same rules and tie-breaks (see ``test/test_fusion_backends.
   addressing hash of the entries in the frame's blocks (newest entry wins, as ``LayeredIndex.find``);
 - ``accumulate`` / ``update_points``: dense target ids in first-pixel order, alpha-weighted sums and the
   running-average update of existing points; ``group_new`` / ``write_new_points``: new points;
-- ``feature_means`` / ``update_features`` / ``new_features``: per-level mask features (float32 storage);
+- ``vote_targets`` / ``vote_level``: per-level segment label votes (weighted Boyer-Moore majority);
 - ``candidate_blocks``, ``gather_blocks``, ``merge_sorted``, ``compact_sorted``: the voxel-block index
   (``voxel_index.py``); ``kill_unstable``: pruning.
 
@@ -323,55 +323,6 @@ if AVAILABLE:
             conf[s] = cn
 
     @njit(nogil=True, cache=True)
-    def feature_means(seg, feats, use, alpha, tid, n_t):
-        """One level's mask features per target: ws (n_t,) alpha mass of the target's mask-covered pixels, rows
-        (R,) the covered targets ascending, fmean (R, D) float32 their alpha-weighted mean feature. D-wide work
-        is done once per run of equal mask ids of a target, not per pixel (a point's pixels share a mask)."""
-        n, d = seg.shape[0], feats.shape[1]
-        ws = np.zeros(n_t, np.float32)
-        pend_m = np.full(n_t, -1, np.int64)  # the target's pending mask and its alpha mass
-        pend_w = np.zeros(n_t, np.float32)
-        row_of = np.full(n_t, -1, np.int64)
-        n_rows = 0
-        for i in range(n):
-            m = seg[i]
-            if m < 0 or not use[i]:
-                continue
-            t = tid[i]
-            if row_of[t] < 0:
-                row_of[t] = 0
-                n_rows += 1
-            ws[t] += alpha[i]
-        rows = np.empty(n_rows, np.int64)
-        r = 0
-        for t in range(n_t):
-            if row_of[t] >= 0:
-                row_of[t] = r
-                rows[r] = t
-                r += 1
-        fsum = np.zeros((n_rows, d), np.float32)
-        for i in range(n):
-            m = seg[i]
-            if m < 0 or not use[i]:
-                continue
-            t = tid[i]
-            if pend_m[t] != m:
-                if pend_m[t] >= 0:
-                    pm, pw, ro = pend_m[t], pend_w[t], row_of[t]
-                    for c in range(d):
-                        fsum[ro, c] += pw * feats[pm, c]
-                pend_m[t], pend_w[t] = m, np.float32(0.0)
-            pend_w[t] += alpha[i]
-        for r in range(n_rows):
-            t = rows[r]
-            pm, pw = pend_m[t], pend_w[t]
-            inv = np.float32(1.0) / ws[t]
-            for c in range(d):
-                fsum[r, c] = (fsum[r, c] + pw * feats[pm, c]) * inv
-        return ws, rows, fsum
-
-
-    @njit(nogil=True, cache=True)
     def candidate_blocks(use, vw, block_m, blo, dims, block_offset, block_bits):
         """Block keys (ascending) of the blocks holding a usable pixel's point, dilated by one block, over the
         dense grid of ``dims`` blocks starting at block ``blo`` (which has a one-block margin all round)."""
@@ -519,37 +470,71 @@ if AVAILABLE:
 
 
     @njit(nogil=True, cache=True)
-    def update_features(rows, ws, fmean, n_old, uslots, wmax, wsum, feat, fw):
-        """Running means of one level's float32 features for the existing points among ``rows`` (targets < n_old):
-        the level's weight is the point's frame weight times the share of its pixel mass a mask covers."""
-        for r in range(rows.shape[0]):
-            t = rows[r]
-            if t >= n_old:
-                break  # rows ascend: new points follow
-            s = uslots[t]
-            wl = wmax[t] * ws[t] / wsum[t]
-            fwn = fw[s] + wl
-            b = wl / fwn
-            for c in range(feat.shape[1]):
-                feat[s, c] += b * (fmean[r, c] - feat[s, c])
-            fw[s] = fwn
+    def vote_targets(pixel_slot, n_used, alive, scratch):
+        """Pixels -> dense ids of the live slots they name, in first-pixel order: tid (H*W,) (-1 for slot -1,
+        unknown or dead slots) and uslots (n_t,). ``scratch`` (per slot, EMPTY on entry) is left EMPTY."""
+        n = pixel_slot.shape[0]
+        tid = np.empty(n, np.int64)
+        uslots = np.empty(n, np.int64)
+        n_t = 0
+        for i in range(n):
+            s = pixel_slot[i]
+            if s < 0 or s >= n_used or not alive[s]:
+                tid[i] = -1
+                continue
+            if scratch[s] == EMPTY:
+                scratch[s] = n_t
+                uslots[n_t] = s
+                n_t += 1
+            tid[i] = scratch[s]
+        for j in range(n_t):
+            scratch[uslots[j]] = EMPTY
+        return tid, uslots[:n_t].copy()
 
     @njit(nogil=True, cache=True)
-    def new_features(slots, rows, ws, fmean, n_old, wmax, wsum, feat, fw):
-        """One level's float32 features of the new points (slot slots[t - n_old] for target t >= n_old): the
-        frame's mean where a mask covers the point, else zero with weight zero."""
-        for j in range(slots.shape[0]):
-            fw[slots[j]] = 0.0
-            for c in range(feat.shape[1]):
-                feat[slots[j], c] = 0.0
-        for r in range(rows.shape[0]):
-            t = rows[r]
-            if t < n_old:
+    def vote_level(tid, uslots, alpha, labels, label, weight):
+        """One level's vote: per target, the label with the largest alpha mass m among its pixels (ties: lowest
+        label; pixels labelled -1 do not vote) updates the slot's (label, weight) by weighted Boyer-Moore: same
+        label w += m, else w -= m and a negative w switches to the label with -w. Per target a short linked list
+        of (label, mass): a point's pixels carry one or two labels."""
+        n_t = uslots.shape[0]
+        head = np.full(n_t, -1, np.int64)
+        e_label = np.empty(tid.shape[0], np.int64)
+        e_mass = np.empty(tid.shape[0], np.float32)
+        e_next = np.empty(tid.shape[0], np.int64)
+        n_e = 0
+        for i in range(tid.shape[0]):
+            t, lab = tid[i], labels[i]
+            if t < 0 or lab < 0:
                 continue
-            s = slots[t - n_old]
-            for c in range(feat.shape[1]):
-                feat[s, c] = fmean[r, c]
-            fw[s] = wmax[t] * ws[t] / wsum[t]
+            e = head[t]
+            while e >= 0 and e_label[e] != lab:
+                e = e_next[e]
+            if e >= 0:
+                e_mass[e] += alpha[i]
+            else:
+                e_label[n_e], e_mass[n_e], e_next[n_e] = lab, alpha[i], head[t]
+                head[t] = n_e
+                n_e += 1
+        for t in range(n_t):
+            e = head[t]
+            if e < 0:
+                continue
+            best_l, best_m = e_label[e], e_mass[e]
+            e = e_next[e]
+            while e >= 0:
+                if e_mass[e] > best_m or (e_mass[e] == best_m and e_label[e] < best_l):
+                    best_l, best_m = e_label[e], e_mass[e]
+                e = e_next[e]
+            s = uslots[t]
+            if label[s] == best_l:
+                weight[s] += best_m
+            else:
+                w = weight[s] - best_m
+                if w < 0:
+                    label[s] = best_l
+                    w = -w
+                weight[s] = w
 
 
 def run_split(kernel, n: int, n_threads: int, *args, align: int = 1) -> list:

@@ -1,10 +1,10 @@
-"""Online PointFusion (gradSLAM / Keller et al. 2013) of RGB-D frames and 3-level language features.
+"""Online PointFusion (gradSLAM / Keller et al. 2013) of RGB-D frames, with 3-level segment labels per point.
 
 Per accepted frame: vertex and normal maps (``vertex.py``), confidence alpha per pixel, projective
 association of the map points near the frame into the live image (distance gate, normal-angle gate,
 many-to-one resolved by highest confidence, then smallest squared point-to-vertex distance, as gradSLAM),
-confidence-weighted running averages of position, normal, colour and per-level features, and new points
-for the pixels left over. Unlike gradSLAM:
+confidence-weighted running averages of position, normal and colour, and new points for the pixels left
+over. Unlike gradSLAM:
 
 - Only points in blocks next to the frame's surface are touched (``voxel_index.py``): the blocks holding a
   vertex of the frame, dilated by one block (>= the distance gate), are looked up in a sorted voxel hash.
@@ -21,12 +21,13 @@ for the pixels left over. Unlike gradSLAM:
 - Points below ``stable_confidence`` ``prune_after_frames`` frames after their birth are pruned; above
   ``max_points`` the lowest-confidence points are evicted. Map files keep no prune schedule.
 
-Language features: per level, pixels with seg_map -1 add nothing; a point's level weight grows only with
-covered pixels (``feature_weight(level)``), so uncovered frames never dilute its feature.
-Memory per point (``bytes_per_point``): 45 B of attributes (xyz, normal, colour, confidence float32, birth
-int32, alive bool), 8 B voxel key, 4 B per-frame scratch, 16 B index entry = 73 B without features; plus
-3 * (e D + 4) B with 3-level features of dim D stored in e-byte floats (default float32 for D <= 16, float16
-above: D = 3: 121 B; D = 512: 3157 B). Storage grows by
+Segment labels (``vote_labels``): per point and level (LEVELS: subpart, part, whole) an int32 segment id and
+a float32 vote weight, updated by a weighted Boyer-Moore majority vote of the pixels that fused into the point
+(``FusionReport.pixel_slot``); the ids belong to the caller (the instance layer), which renames or drops them
+with ``relabel``. Language lives per segment there, not per point.
+Memory per point (``bytes_per_point``, summed from the per-slot arrays allocated): 45 B of attributes (xyz,
+normal, colour, confidence float32, birth int32, alive bool), 8 B voxel key, 4 B per-frame scratch, 16 B index
+entry, 3 * 8 B of labels and vote weights = 97 B. Storage grows by
 1.5x, so up to a third of the allocation may be unused. Per-frame cost: O(pixels + points near the frame);
 the index merge is O(N) once every ``index_delta_capacity`` new points, the cap eviction O(N) when it fires.
 Not differentiable; no loop closure / deformation: a pose correction after the fact does not move points.
@@ -61,11 +62,10 @@ from lang3d_ros.fusion.vertex import (
 from lang3d_ros.fusion.voxel_index import LayeredIndex, VoxelKeys
 from lang3d_ros.geometry.camera import Intrinsics
 from lang3d_ros.grounding.objects import LEVELS
-from lang3d_ros.semantics.types import KeyframeSemantics, LevelMasks
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 _GROWTH = 1.5
 _SCRATCH_EMPTY = 2**31 - 1
 
@@ -84,17 +84,25 @@ def _warm_up_kernels(config: FusionConfig) -> None:
     intr = Intrinsics(8.0, 8.0, 7.5, 5.5, 16, 12)
     rgb = np.full((12, 16, 3), 128, np.uint8)
     cfg = FusionConfig(**{**config.__dict__, "backend": "numba", "min_depth_m": 0.1, "max_depth_m": 8.0})
-    seg = np.zeros((12, 16), np.int32)
-    sem = KeyframeSemantics(tuple(LevelMasks(seg, np.ones((1, 2), np.float32), np.ones(1, np.float32)) for _ in LEVELS))
+    labels = np.zeros((len(LEVELS), 12 * 16), np.int32)
     scratch = PointMap(cfg, device="cpu")
     for i in range(2):
-        scratch.integrate(Frame(rgb, np.full((12, 16), 1.0 + 0.01 * i, np.float32), intr, np.eye(4), index=i), sem)
+        rep = scratch.integrate(Frame(rgb, np.full((12, 16), 1.0 + 0.01 * i, np.float32), intr, np.eye(4), index=i),
+                                want_pixel_slots=True)
+        scratch.vote_labels(rep.pixel_slot, rep.pixel_alpha, labels)
     z, live = np.zeros(1, np.int64), np.zeros(1, np.bool_)  # kernels two frames do not reach (index merge, pruning)
     cpu_kernels.compact_sorted(z, z, z, live)
     cpu_kernels.merge_sorted(z, z, z, z)
     cpu_kernels.kill_unstable(z, 0, np.float32(1.0), np.zeros(1, np.int32), live, np.zeros(1, np.float32))
     dt = time.perf_counter() - t0
     (logger.info if dt > 1.0 else logger.debug)("fusion CPU kernels ready in %.1f s", dt)
+
+
+def _rotate(R: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(3, 3) R times (N, 3) v, as (N, 3), in the numba kernels' operation order (no BLAS, no fused multiply-add),
+    so that both backends round alike."""
+    x, y, z = v.unbind(1)
+    return torch.stack([(R[r, 0] * x + R[r, 1] * y) + R[r, 2] * z for r in range(3)], 1)
 
 
 @dataclass
@@ -110,36 +118,29 @@ class FusionReport:
     time_ms: float = 0.0
     n_merged: int = 0  # leftover pixels fused into the point owning their voxel
     n_candidates: int = 0  # map points examined for association (frustum-culled set)
+    pixel_slot: np.ndarray | None = None
+    """(H*W,) int64, with ``want_pixel_slots``: the slot each pixel fused into (matched point, merged point or the
+    new point it created), -1 for pixels that took no part. Valid until the next ``integrate``."""
+    pixel_alpha: np.ndarray | None = None
+    """(H*W,) float32, with ``want_pixel_slots``: each pixel's confidence weight alpha (0 where pixel_slot is -1)."""
 
 
 class PointMap:
-    """A growing point map fused online from RGB-D frames and optional ``KeyframeSemantics``.
+    """A growing point map fused online from RGB-D frames, with per-level segment labels voted by pixels.
 
-    feature_dim: D of the language features, or None to take it from the first semantics given.
-    device: "auto" (CUDA when available), "cpu", "cuda", or a torch.device. feature_dtype: storage type of
-    features; None: float16 for D > 16 (halves memory of CLIP-sized features), float32 for narrow latents
-    (a few bytes more per point; the numba backend updates them in place). Arithmetic is float32.
+    device: "auto" (CUDA when available), "cpu", "cuda", or a torch.device. Arithmetic is float32.
     One map per thread: not thread-safe.
     """
 
     def __init__(
         self,
         config: FusionConfig | None = None,
-        feature_dim: int | None = None,
         device: str | torch.device = "auto",
-        feature_dtype: torch.dtype | None = None,
     ):
         self.config = config if config is not None else FusionConfig()
         self.config.validate()
-        if feature_dim is not None and int(feature_dim) <= 0:
-            raise ValueError(f"feature_dim must be positive or None, got {feature_dim}")
-        if feature_dtype is not None and not feature_dtype.is_floating_point:
-            raise ValueError(f"feature_dtype must be floating point, got {feature_dtype}")
         self.device = resolve_device(device)
         self._cpu = self._resolve_backend(self.config.backend)  # cpu_kernels, or None for the torch path
-        self._feature_dtype_arg = feature_dtype
-        self._feature_dim = None if feature_dim is None else int(feature_dim)
-        self.feature_dtype = self._storage_dtype()
         self._keys = VoxelKeys(self.config.voxel_size_m, self.config.block_voxels)
         self._cos_gate = math.cos(math.radians(self.config.angle_threshold_deg))
         self._rays_cache: tuple[Intrinsics, torch.Tensor, torch.Tensor] | None = None
@@ -177,27 +178,13 @@ class PointMap:
         self._birth = torch.zeros(capacity, dtype=torch.int32, device=dev)
         self._alive = torch.zeros(capacity, dtype=torch.bool, device=dev)
         self._scratch = torch.full((capacity + 1,), _SCRATCH_EMPTY, dtype=torch.int32, device=dev)  # per-frame dedupe
-        self._feat: list[torch.Tensor] = []
-        self._fw: list[torch.Tensor] = []
-        if self._feature_dim is not None:
-            self._alloc_features()
+        self._label = torch.full((len(LEVELS), capacity), -1, dtype=torch.int32, device=dev)
+        self._label_w = torch.zeros((len(LEVELS), capacity), dtype=torch.float32, device=dev)
         self._free = torch.empty(0, dtype=torch.int64, device=dev)
         self._n_alive = 0
         self._frame_no = 0
         self._births: deque[tuple[int, torch.Tensor]] = deque()
         self._index = LayeredIndex(dev, self.config.index_delta_capacity, self._cpu)
-
-    def _storage_dtype(self) -> torch.dtype:
-        """The features' storage type: the one asked for, else by D (see the class docstring)."""
-        if self._feature_dtype_arg is not None:
-            return self._feature_dtype_arg
-        return torch.float32 if self._feature_dim is not None and self._feature_dim <= 16 else torch.float16
-
-    def _alloc_features(self) -> None:
-        self.feature_dtype = self._storage_dtype()
-        d = self._feature_dim
-        self._feat = [torch.zeros(self._cap, d, dtype=self.feature_dtype, device=self.device) for _ in LEVELS]
-        self._fw = [torch.zeros(self._cap, device=self.device) for _ in LEVELS]
 
     def _grow(self, need: int) -> None:
         if need <= self._cap:
@@ -213,8 +200,8 @@ class PointMap:
         self._conf, self._key, self._birth = grow(self._conf), grow(self._key, -1), grow(self._birth)
         self._alive = grow(self._alive, False)
         self._scratch = torch.full((new_cap + 1,), _SCRATCH_EMPTY, dtype=torch.int32, device=self.device)
-        self._feat = [grow(f) for f in self._feat]
-        self._fw = [grow(w) for w in self._fw]
+        self._label = grow(self._label.T, -1).T.contiguous()
+        self._label_w = grow(self._label_w.T).T.contiguous()
         self._cap = new_cap
 
     def _allocate(self, n: int) -> torch.Tensor:
@@ -237,13 +224,16 @@ class PointMap:
         if slots.numel() == 0:
             return
         if self._cpu is not None:
-            self._alive.numpy()[slots.numpy()] = False  # numpy fancy indexing: no torch thread pool
-            self._conf.numpy()[slots.numpy()] = 0
+            s = slots.numpy()  # numpy fancy indexing: no torch thread pool
+            self._alive.numpy()[s] = False
+            self._conf.numpy()[s] = 0
+            self._label.numpy()[:, s] = -1
+            self._label_w.numpy()[:, s] = 0
         else:
             self._alive[slots] = False
             self._conf[slots] = 0
-        for w in self._fw:
-            w[slots] = 0
+            self._label[:, slots] = -1
+            self._label_w[:, slots] = 0
         self._free = self._cat([self._free, slots])
         self._n_alive -= int(slots.numel())
 
@@ -254,10 +244,6 @@ class PointMap:
     @property
     def num_points(self) -> int:
         return self._n_alive
-
-    @property
-    def feature_dim(self) -> int | None:
-        return self._feature_dim
 
     @property
     def points_xyz(self) -> torch.Tensor:
@@ -279,45 +265,79 @@ class PointMap:
         """(N,) float32 accumulated confidence (sum of per-frame alpha)."""
         return self._conf[self._live()]
 
-    def features(self, level: int) -> torch.Tensor:
-        """(N, D) feature_dtype running mean of level ``level`` (0 subpart, 1 part, 2 whole); zeros if unseen."""
-        self._check_level(level)
-        return self._feat[level][self._live()]
+    def live_slots(self) -> np.ndarray:
+        """(N,) int64 slots of the live points, in accessor order (``points_xyz``, ``labels``...)."""
+        return self._live().cpu().numpy()
 
-    def feature_weight(self, level: int) -> torch.Tensor:
-        """(N,) float32 accumulated weight of the level's feature (0: never covered by a mask)."""
-        self._check_level(level)
-        return self._fw[level][self._live()]
+    def labels(self, level: int) -> torch.Tensor:
+        """(N,) int32 segment label of level ``level`` (0 subpart, 1 part, 2 whole) per live point; -1 unlabelled."""
+        return self._label[self._level(level)][self._live()]
 
-    def _check_level(self, level: int) -> None:
-        if self._feature_dim is None:
-            raise ValueError("this map has no language features (feature_dim is None and no semantics seen)")
+    def label_weight(self, level: int) -> torch.Tensor:
+        """(N,) float32 vote weight of each live point's label (0: unlabelled or contested to a draw)."""
+        return self._label_w[self._level(level)][self._live()]
+
+    def slot_labels(self, level: int, slots: np.ndarray) -> np.ndarray:
+        """(K,) int32 labels at ``slots`` (K,) int64 (e.g. ``FusionReport.pixel_slot``); -1 where a slot is -1,
+        unknown or dead."""
+        lvl = self._level(level)
+        s = np.asarray(slots)
+        if s.ndim != 1 or not np.issubdtype(s.dtype, np.integer):
+            raise ValueError(f"slots must be a 1-D integer array, got {s.dtype} {s.shape}")
+        s = s.astype(np.int64, copy=False)
+        ok = (s >= 0) & (s < self._used)
+        sc = np.where(ok, s, 0)
+        alive = self._alive[: max(self._used, 1)].cpu().numpy()
+        ok &= alive[sc] if self._used else False
+        lab = self._label[lvl, : max(self._used, 1)].cpu().numpy()
+        return np.where(ok, lab[sc], -1).astype(np.int32)
+
+    def relabel(self, level: int, lut: np.ndarray) -> None:
+        """Rename the level's labels: label l < S becomes lut[l] ((S,) int32); lut -1 drops it (label -1, weight 0);
+        labels >= S are unchanged. Raises ValueError (nothing changed) on a malformed lut."""
+        lvl = self._level(level)
+        lut = np.asarray(lut)
+        if lut.ndim != 1 or not np.issubdtype(lut.dtype, np.integer):
+            raise ValueError(f"lut must be a 1-D integer array, got {lut.dtype} {lut.shape}")
+        if lut.size and (lut.min() < -1 or lut.max() > np.iinfo(np.int32).max):
+            raise ValueError("lut values must be int32 labels >= -1")
+        if lut.size == 0 or self._used == 0:
+            return
+        lab = self._label[lvl, : self._used]
+        lut_t = torch.from_numpy(lut.astype(np.int32)).to(self.device)
+        hit = (lab >= 0) & (lab < lut.size)
+        new = torch.where(hit, lut_t[lab.clamp(0, lut.size - 1).long()], lab)
+        self._label_w[lvl, : self._used] = torch.where(new < 0, torch.zeros(()), self._label_w[lvl, : self._used])
+        self._label[lvl, : self._used] = new
+
+    def _level(self, level: int) -> int:
         if not isinstance(level, (int, np.integer)) or not 0 <= int(level) < len(LEVELS):
             raise ValueError(f"level must be 0..{len(LEVELS) - 1} ({LEVELS}), got {level!r}")
+        return int(level)
 
     @property
     def bytes_per_point(self) -> int:
-        """Bytes per live point: attributes + voxel key + index entry (+ 3 levels of features and weights)."""
-        b = 3 * 12 + 4 + 4 + 1 + 8 + 4 + 16
-        if self._feature_dim is not None:
-            elt = torch.empty(0, dtype=self.feature_dtype).element_size()
-            b += len(LEVELS) * (self._feature_dim * elt + 4)
-        return b
+        """Bytes per slot, summed over the per-slot arrays actually allocated (attributes, voxel key, labels and
+        vote weights, per-frame scratch) plus one index entry (int64 key + int64 slot)."""
+        per_slot = [self._xyz, self._nrm, self._rgb, self._conf, self._key, self._birth, self._alive, self._scratch]
+        b = sum(t.element_size() * (t[0].numel() if t.dim() > 1 else 1) for t in per_slot)
+        b += (self._label.element_size() + self._label_w.element_size()) * self._label.shape[0]
+        b += 16  # index entry
+        return int(b)
 
+    # ------------------------------------------------------------------ map files
     def to_numpy(self) -> dict[str, np.ndarray]:
-        """Live points as numpy: points_xyz (N,3), normals (N,3), colors (N,3), confidence (N,), and when
-        features exist features (3, N, D) float32 and feature_weight (3, N)."""
+        """Live points as numpy: points_xyz (N,3), normals (N,3), colors (N,3), confidence (N,), labels (3, N)
+        int32, label_weight (3, N) float32."""
         live = self._live()
-        out = {
+        return {
             "points_xyz": self._xyz[live].cpu().numpy(),
             "normals": self._nrm[live].cpu().numpy(),
             "colors": self._rgb[live].cpu().numpy(),
             "confidence": self._conf[live].cpu().numpy(),
+            "labels": self._label[:, live].cpu().numpy(),
+            "label_weight": self._label_w[:, live].cpu().numpy(),
         }
-        if self._feature_dim is not None:
-            out["features"] = np.stack([f[live].float().cpu().numpy() for f in self._feat])
-            out["feature_weight"] = np.stack([w[live].cpu().numpy() for w in self._fw])
-        return out
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to resume fusing, as numpy arrays (for map files)."""
@@ -325,7 +345,6 @@ class PointMap:
         st = {
             "version": np.array(STATE_VERSION),
             "frame_count": np.array(self._frame_no, dtype=np.int64),
-            "feature_dim": np.array(-1 if self._feature_dim is None else self._feature_dim, dtype=np.int64),
             "points_xyz": self._xyz[live].cpu().numpy(),
             "normals": self._nrm[live].cpu().numpy(),
             "colors": self._rgb[live].cpu().numpy(),
@@ -333,50 +352,49 @@ class PointMap:
             "birth_frame": self._birth[live].cpu().numpy(),
             "voxel_key": self._key[live].cpu().numpy(),
             "voxel_grid": np.array([self.config.voxel_size_m, self.config.block_voxels], dtype=np.float64),
+            "labels": self._label[:, live].cpu().numpy(),
+            "label_weight": self._label_w[:, live].cpu().numpy(),
         }
-        for i in range(len(self._feat)):
-            st[f"features_{i}"] = self._feat[i][live].cpu().numpy()
-            st[f"feature_weight_{i}"] = self._fw[i][live].cpu().numpy()
         return st
 
     def load_state_dict(self, state: dict) -> None:
-        """Replace the map by ``state`` (from ``state_dict``). Raises ValueError, map unchanged, if invalid."""
+        """Replace the map by ``state`` (from ``state_dict``). Raises ValueError, map unchanged, if invalid; a
+        state of another version (1: per-point features, before segment labels) is refused, naming it."""
         try:
             version = int(np.asarray(state["version"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"fusion state has no readable version: {exc}") from exc
+        if version != STATE_VERSION:
+            raise ValueError(f"fusion state version {version} is not supported (this build reads version "
+                             f"{STATE_VERSION}: per-point segment labels; version 1 held per-point features)")
+        try:
             frame_count = int(np.asarray(state["frame_count"]))
-            fd = int(np.asarray(state["feature_dim"]))
-            arrs = {k: np.asarray(state[k]) for k in ("points_xyz", "normals", "colors", "confidence", "birth_frame")}
+            names = ("points_xyz", "normals", "colors", "confidence", "birth_frame", "labels", "label_weight")
+            arrs = {k: np.asarray(state[k]) for k in names}
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"fusion state is missing or has a malformed entry: {exc}") from exc
-        if version != STATE_VERSION:
-            raise ValueError(f"fusion state version {version} is not {STATE_VERSION}")
-        n = arrs["points_xyz"].shape[0]
+        n = arrs["points_xyz"].shape[0] if arrs["points_xyz"].ndim == 2 else -1
         for k in ("points_xyz", "normals", "colors"):
             if arrs[k].shape != (n, 3):
                 raise ValueError(f"fusion state {k} has shape {arrs[k].shape}, expected ({n}, 3)")
         for k in ("confidence", "birth_frame"):
             if arrs[k].shape != (n,):
                 raise ValueError(f"fusion state {k} has shape {arrs[k].shape}, expected ({n},)")
+        for k in ("labels", "label_weight"):
+            if arrs[k].shape != (len(LEVELS), n):
+                raise ValueError(f"fusion state {k} has shape {arrs[k].shape}, expected ({len(LEVELS)}, {n})")
         if not all(np.all(np.isfinite(arrs[k])) for k in ("points_xyz", "normals", "colors", "confidence")):
             raise ValueError("fusion state has non-finite values")
-        if fd == -1:
-            fd_new = self._feature_dim if "features_0" not in state else None
-        else:
-            fd_new = fd
-        feats = []
-        if fd != -1:
-            for i in range(len(LEVELS)):
-                f = np.asarray(state.get(f"features_{i}"))
-                w = np.asarray(state.get(f"feature_weight_{i}"))
-                if f.shape != (n, fd) or w.shape != (n,) or not np.all(np.isfinite(w)):
-                    raise ValueError(f"fusion state level {i} features {f.shape} / weights {w.shape} do not match ({n}, {fd})")
-                feats.append((f, w))
+        if arrs["labels"].dtype != np.int32 or (n and arrs["labels"].min() < -1):
+            raise ValueError(f"fusion state labels must be int32 >= -1, got {arrs['labels'].dtype}")
+        lw = arrs["label_weight"]
+        if not np.issubdtype(lw.dtype, np.floating) or not np.all(np.isfinite(lw)) or (n and lw.min() < 0):
+            raise ValueError("fusion state label weights must be finite floats >= 0")
         xyz = torch.from_numpy(np.ascontiguousarray(arrs["points_xyz"], dtype=np.float32)).to(self.device)
         vc, ok = self._keys.voxel_coords(xyz)
         if not bool(ok.all()):
             raise ValueError("fusion state has points outside the keyable coordinate range")
         # validated: replace
-        self._feature_dim = fd_new
         self._reset_storage(n)
         self._used = n
         self._xyz[:] = xyz
@@ -384,6 +402,8 @@ class PointMap:
         self._rgb[:] = torch.from_numpy(arrs["colors"].astype(np.float32)).to(self.device)
         self._conf[:] = torch.from_numpy(arrs["confidence"].astype(np.float32)).to(self.device)
         self._birth[:] = torch.from_numpy(arrs["birth_frame"].astype(np.int32)).to(self.device)
+        self._label[:] = torch.from_numpy(arrs["labels"]).to(self.device)
+        self._label_w[:] = torch.from_numpy(lw.astype(np.float32)).to(self.device)
         self._alive[:] = True
         self._key[:] = self._keys.keys(vc)
         grid = np.asarray(state.get("voxel_grid", [0.0, 0.0]), dtype=np.float64).reshape(-1)
@@ -392,15 +412,12 @@ class PointMap:
             grid, [self.config.voxel_size_m, self.config.block_voxels]
         ):  # same grid: keep each point's birth voxel
             self._key[:] = torch.from_numpy(keys.astype(np.int64)).to(self.device)
-        for i, (f, w) in enumerate(feats):
-            self._feat[i][:] = torch.from_numpy(f).to(self.device, self.feature_dtype)
-            self._fw[i][:] = torch.from_numpy(w.astype(np.float32)).to(self.device)
         self._n_alive = n
         self._frame_no = frame_count
         self._index.rebuild(self._key[:n], torch.arange(n, device=self.device))
 
     # ------------------------------------------------------------------ input checks
-    def _check(self, frame, semantics) -> str:
+    def _check(self, frame) -> str:
         """'' when usable, else the reason. Reads only."""
         if not isinstance(frame, Frame):
             return f"expected a Frame, got {type(frame).__name__}"
@@ -412,49 +429,89 @@ class PointMap:
             return f"depth_m must be float metres, got {frame.depth_m.dtype}"
         if frame.height < 2 or frame.width < 2:
             return f"image {frame.width}x{frame.height} too small for normals"
-        if semantics is None:
-            return ""
-        if not isinstance(semantics, KeyframeSemantics):
-            return f"semantics must be KeyframeSemantics, got {type(semantics).__name__}"
-        dims = set()
-        for name, lv in zip(LEVELS, semantics.levels):
-            seg, feats = np.asarray(lv.seg_map), np.asarray(lv.features)
-            if not np.issubdtype(seg.dtype, np.integer):
-                return f"semantics level {name}: seg_map must be integer, got {seg.dtype}"
-            try:
-                lv.validate(frame.height, frame.width)
-            except ValueError as exc:
-                return f"semantics level {name}: {exc}"
-            if seg.size and seg.min() < -1:
-                return f"semantics level {name}: seg_map has ids below -1"
-            if not np.all(np.isfinite(feats)):
-                return f"semantics level {name}: features are not finite"
-            dims.add(int(feats.shape[1]))
-        if len(dims) != 1:
-            return f"semantics levels have different feature dims {sorted(dims)}"
-        d = dims.pop()
-        if self._feature_dim is not None and d != self._feature_dim:
-            return f"semantics feature dim {d} != map feature_dim {self._feature_dim}"
         return ""
 
     # ------------------------------------------------------------------ integrate
-    def integrate(self, frame: Frame, semantics: KeyframeSemantics | None = None) -> FusionReport:
-        """Fuse one frame (and its semantics). Bad input -> FusionReport(accepted=False, reason), map unchanged."""
+    def integrate(self, frame: Frame, want_pixel_slots: bool = False) -> FusionReport:
+        """Fuse one frame. Bad input -> FusionReport(accepted=False, reason), map unchanged. ``want_pixel_slots``:
+        the report carries each pixel's slot and alpha (for ``vote_labels`` and the instance layer)."""
         t0 = time.perf_counter()
-        reason = self._check(frame, semantics)
+        reason = self._check(frame)
         if reason:
             logger.warning("fusion rejected frame %s: %s", getattr(frame, "index", "?"), reason)
             return FusionReport(False, reason, n_points=self._n_alive, time_ms=(time.perf_counter() - t0) * 1e3)
-        obs = self._observe(frame, semantics)
+        obs = self._observe(frame)
         if obs is None:
             reason = "no valid depth pixels (all zero, NaN, Inf, negative or out of range)"
             logger.warning("fusion rejected frame %s: %s", frame.index, reason)
             return FusionReport(False, reason, n_points=self._n_alive, time_ms=(time.perf_counter() - t0) * 1e3)
-        rep = self._fuse(obs)
+        rep = self._fuse(obs, bool(want_pixel_slots))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         rep.time_ms = (time.perf_counter() - t0) * 1e3
         return rep
+
+    # ------------------------------------------------------------------ label votes
+    def vote_labels(self, pixel_slot: np.ndarray, pixel_alpha: np.ndarray, pixel_labels: np.ndarray) -> None:
+        """One frame's segment votes. pixel_slot (P,) int64 and pixel_alpha (P,) float32 from ``FusionReport``,
+        pixel_labels (3, P) int32: per level the segment id each pixel observed (-1: none). Per point and level,
+        the label with the largest alpha mass m among this call's pixels of the point (ties: the lowest label)
+        votes with weight m: same label w += m; another w -= m, and below 0 the label switches with w = -w.
+        Unknown slots and dead points are ignored. Bad shapes or values -> ValueError, nothing changed."""
+        slot, alpha, labels = np.asarray(pixel_slot), np.asarray(pixel_alpha), np.asarray(pixel_labels)
+        if slot.ndim != 1 or not np.issubdtype(slot.dtype, np.integer):
+            raise ValueError(f"pixel_slot must be a 1-D integer array, got {slot.dtype} {slot.shape}")
+        p = slot.shape[0]
+        if alpha.shape != (p,) or not np.issubdtype(alpha.dtype, np.floating):
+            raise ValueError(f"pixel_alpha must be ({p},) float, got {alpha.dtype} {alpha.shape}")
+        if labels.shape != (len(LEVELS), p) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"pixel_labels must be ({len(LEVELS)}, {p}) integer, got {labels.dtype} {labels.shape}")
+        if p and (not np.all(np.isfinite(alpha)) or alpha.min() < 0):
+            raise ValueError("pixel_alpha must be finite and >= 0")
+        if p and (labels.min() < -1 or labels.max() > np.iinfo(np.int32).max):
+            raise ValueError("pixel_labels must be int32 segment ids >= -1")
+        if p == 0 or self._used == 0:
+            return
+        slot = np.ascontiguousarray(slot, dtype=np.int64)
+        alpha = np.ascontiguousarray(alpha, dtype=np.float32)
+        labels = np.ascontiguousarray(labels, dtype=np.int32)
+        if self._cpu is not None:
+            tid, uslots = self._cpu.vote_targets(slot, self._used, self._alive.numpy(), self._scratch.numpy())
+            self._cpu.run_each([(self._cpu.vote_level, (tid, uslots, alpha, labels[lvl], self._label[lvl].numpy(),
+                                                        self._label_w[lvl].numpy())) for lvl in range(len(LEVELS))],
+                               self._threads())
+            return
+        dev = self.device
+        s = torch.from_numpy(slot).to(dev)
+        ok = (s >= 0) & (s < self._used)
+        ok &= self._alive.index_select(0, torch.where(ok, s, torch.zeros_like(s)))
+        a = torch.from_numpy(alpha).to(dev)
+        for lvl in range(len(LEVELS)):
+            lab = torch.from_numpy(labels[lvl]).to(dev).to(torch.int64)
+            self._vote_level(lvl, s, a, lab, ok & (lab >= 0))
+
+    def _vote_level(self, lvl: int, s: torch.Tensor, a: torch.Tensor, lab: torch.Tensor, ok: torch.Tensor) -> None:
+        """Torch reference of one level's vote: (slot, label) pairs -> alpha mass, per slot the heaviest (lowest
+        label on ties), then the Boyer-Moore update."""
+        dev = s.device
+        sel = torch.nonzero(ok).squeeze(1)
+        if sel.numel() == 0:
+            return
+        pair, inv = torch.unique((s[sel] << 32) | lab[sel], return_inverse=True)  # sorted: by slot, then label
+        mass = torch.zeros(pair.numel(), device=dev).index_add_(0, inv, a[sel])
+        ps, pl = pair >> 32, pair & 0xFFFFFFFF
+        slots, grp = torch.unique_consecutive(ps, return_inverse=True)
+        best = torch.full((slots.numel(),), -1.0, device=dev).scatter_reduce_(0, grp, mass, "amax")
+        is_best = mass == best[grp]
+        pos = torch.arange(pair.numel(), device=dev)
+        first = torch.full((slots.numel(),), pair.numel(), device=dev, dtype=torch.int64).scatter_reduce_(
+            0, grp[is_best], pos[is_best], "amin")  # lowest label among the heaviest
+        vl, vm = pl[first].to(torch.int32), mass[first]
+        cur_l, cur_w = self._label[lvl, slots], self._label_w[lvl, slots]
+        w = torch.where(cur_l == vl, cur_w + vm, cur_w - vm)
+        switch = w < 0
+        self._label[lvl, slots] = torch.where(switch, vl, cur_l)
+        self._label_w[lvl, slots] = w.abs()
 
     def _rays(self, intr: Intrinsics) -> tuple[torch.Tensor, torch.Tensor]:
         if self._rays_cache is None or self._rays_cache[0] != intr:
@@ -464,7 +521,7 @@ class PointMap:
             self._rays_cache = (intr, rays, alpha)
         return self._rays_cache[1], self._rays_cache[2]
 
-    def _observe(self, frame: Frame, semantics: KeyframeSemantics | None) -> dict | None:
+    def _observe(self, frame: Frame) -> dict | None:
         """Per-pixel world samples on the full (H*W) grid; None when no pixel is usable. Changes no map state."""
         cfg, dev, intr = self.config, self.device, frame.intrinsics
         h, w = frame.height, frame.width
@@ -494,8 +551,8 @@ class PointMap:
             verts = torch.cat([rays * z[..., None], z[..., None]], -1)
             nrm = normal_map(verts)
             use = (normal_valid_mask(valid) & (nrm != 0).any(-1)).reshape(-1)
-            vw = torch.addmm(t, verts.reshape(-1, 3), R.T)
-            nw = nrm.reshape(-1, 3) @ R.T
+            vw = _rotate(R, verts.reshape(-1, 3)) + t
+            nw = _rotate(R, nrm.reshape(-1, 3))
             zu = z.reshape(-1)[use]
             if zu.numel() == 0:
                 return None
@@ -517,14 +574,7 @@ class PointMap:
         else:
             alpha = confidence_map(verts, intr, cfg.sigma, "gradslam").reshape(-1)
         rgb = torch.from_numpy(np.ascontiguousarray(frame.rgb)).to(dev).reshape(-1, 3)
-        sem = None
-        if semantics is not None:
-            sem = []
-            for lv in semantics.levels:
-                seg = torch.from_numpy(np.ascontiguousarray(lv.seg_map, dtype=np.int64)).to(dev).reshape(-1)
-                feats = torch.from_numpy(np.ascontiguousarray(lv.features, dtype=np.float32)).to(dev)
-                sem.append((seg, feats))
-        return dict(h=h, w=w, intr=intr, R=R, t=t, use=use, vw=vw, nw=nw, alpha=alpha, rgb=rgb, sem=sem, lo=lo, hi=hi)
+        return dict(h=h, w=w, intr=intr, R=R, t=t, use=use, vw=vw, nw=nw, alpha=alpha, rgb=rgb, lo=lo, hi=hi)
 
     def _candidate_blocks(self, o: dict) -> torch.Tensor:
         """Block keys of the blocks holding a used pixel's point, dilated by one block (26-neighbourhood)."""
@@ -560,7 +610,7 @@ class PointMap:
         cells = cells[((cells >= 0) & (cells < (1 << kb.block_bits))).all(-1)]
         return kb.block_keys(cells)
 
-    def _fuse(self, o: dict) -> FusionReport:
+    def _fuse(self, o: dict, want_pixel_slots: bool) -> FusionReport:
         """The frame's pixels -> target per pixel (an existing slot, a new point or unused), then running averages
         of the targets and new points. Each pass has a torch and a numba (``self._cpu``) implementation."""
         hw = o["use"].numel()
@@ -578,8 +628,6 @@ class PointMap:
         n_new = 0 if new_keys is None else int(new_keys.numel())
         uslots, tid, wsum, wmax, mean = self._accumulate(o, target, n_new)
         n_old = int(uslots.numel())
-        n_t = n_old + n_new
-        fmean = self._feature_means(o, tid, n_t) if o["sem"] is not None else []
 
         # update existing points: c <- c + w, x <- (c x + w x_frame) / (c + w)
         if n_old:
@@ -590,28 +638,9 @@ class PointMap:
                                     self._conf.numpy())
             else:
                 self._update_points(uslots, w_f, mean[:n_old])
-            if self._cpu is not None and self.feature_dtype == torch.float32 and fmean:
-                self._cpu.run_each([(self._cpu.update_features, (
-                    rows.numpy(), ws.numpy(), fm.numpy(), n_old, uslots.numpy(), wmax.numpy(), wsum.numpy(),
-                    self._feat[lvl].numpy(), self._fw[lvl].numpy())) for lvl, (ws, rows, fm) in enumerate(fmean)],
-                    self._threads())
-                fmean_torch = []
-            else:
-                fmean_torch = fmean
-            for lvl, (ws, rows, fm) in enumerate(fmean_torch):
-                k = int(torch.searchsorted(rows, n_old))  # rows of existing points come first
-                if k == 0:
-                    continue
-                t = rows[:k]
-                s = uslots[t]
-                wl = w_f[t] * ws[t] / wsum[t]  # the level's share of the point's frame weight
-                fwn = self._fw[lvl][s] + wl
-                f = self._feat[lvl][s].to(torch.float32)
-                f += (wl / fwn)[:, None] * (fm[:k] - f)
-                self._feat[lvl][s] = f.to(self.feature_dtype)
-                self._fw[lvl][s] = fwn
 
         # new points
+        slots = None
         if n_new:
             slots = self._allocate(n_new)
             if self._cpu is not None:
@@ -619,6 +648,8 @@ class PointMap:
                     slots.numpy(), mean.numpy(), wmax.numpy(), n_old, new_keys.numpy(), self._frame_no,
                     self._xyz.numpy(), self._nrm.numpy(), self._rgb.numpy(), self._conf.numpy(), self._key.numpy(),
                     self._birth.numpy(), self._alive.numpy())
+                self._label.numpy()[:, slots.numpy()] = -1
+                self._label_w.numpy()[:, slots.numpy()] = 0
             else:
                 nm = mean[n_old:]
                 self._xyz.index_copy_(0, slots, nm[:, 0:3].contiguous())
@@ -628,34 +659,32 @@ class PointMap:
                 self._key[slots] = new_keys
                 self._birth[slots] = self._frame_no
                 self._alive[slots] = True
-            for lvl in range(len(self._feat)):
-                if self._cpu is not None and self.feature_dtype == torch.float32:
-                    if fmean:
-                        ws, rows, fm = (x.numpy() for x in fmean[lvl])
-                    else:  # no semantics this frame: new points start unseen
-                        ws, rows, fm = np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
-                    self._cpu.new_features(slots.numpy(), rows, ws, fm, n_old, wmax.numpy(), wsum.numpy(),
-                                           self._feat[lvl].numpy(), self._fw[lvl].numpy())
-                    continue
-                self._feat[lvl][slots] = 0
-                self._fw[lvl][slots] = 0
-                if fmean:
-                    ws, rows, fm = fmean[lvl]
-                    k = int(torch.searchsorted(rows, n_old))
-                    t = rows[k:]
-                    s = slots[t - n_old]
-                    self._feat[lvl][s] = fm[k:].to(self.feature_dtype)
-                    self._fw[lvl][s] = wmax[t] * ws[t] / wsum[t]
+                self._label[:, slots] = -1
+                self._label_w[:, slots] = 0
             self._n_alive += n_new
             self._index.insert(new_keys, slots, self._key, self._alive)
             self._births.append((self._frame_no, slots))
+        pixel_slot = pixel_alpha = None
+        if want_pixel_slots:
+            pixel_slot, pixel_alpha = self._pixel_slots(o, target, slots)
 
         n_pruned = self._prune() + self._evict()
         self._frame_no += 1
         return FusionReport(
             True, "", n_matched=n_matched, n_new=n_new, n_points=self._n_alive, n_pruned=n_pruned,
-            n_merged=n_merged, n_candidates=n_cand,
+            n_merged=n_merged, n_candidates=n_cand, pixel_slot=pixel_slot, pixel_alpha=pixel_alpha,
         )
+
+    def _pixel_slots(self, o: dict, target: torch.Tensor, slots: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+        """(H*W,) int64 slot each pixel fused into (new point j: slots[j]), -1 unused; (H*W,) float32 alpha there."""
+        t = target.cpu().numpy()
+        out = t.copy()
+        new = t <= -2
+        if slots is not None:
+            out[new] = slots.cpu().numpy()[-2 - t[new]]
+        out[t == -1] = -1
+        alpha = np.where(out >= 0, o["alpha"].cpu().numpy(), np.float32(0)).astype(np.float32)
+        return out, alpha
 
     def _leftovers(self, o: dict, local: LayeredIndex | None, target: torch.Tensor) -> tuple[int, torch.Tensor | None]:
         """Usable pixels association left unmatched: fuse into the point owning their voxel, else into a gated
@@ -777,35 +806,6 @@ class PointMap:
         best = s.gather(1, j[:, None]).squeeze(1)
         return torch.where(torch.isfinite(best_d2), best, torch.full_like(best, -1))
 
-    def _feature_means(self, o: dict, tid: torch.Tensor, n_t: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Per level: ws (n_t,) alpha mass of each target's mask-covered pixels, rows (R,) the covered targets
-        ascending, fmean (R, D) float32 their alpha-weighted mean mask feature (uncovered targets take no row)."""
-        if self._feature_dim is None:
-            self._feature_dim = int(o["sem"][0][1].shape[1])
-            self._alloc_features()
-        if self._cpu is not None:  # the levels are independent: one thread each
-            calls = [(self._cpu.feature_means, (seg.numpy(), feats.numpy(), o["use"].numpy(), o["alpha"].numpy(),
-                                                tid.numpy(), n_t)) for seg, feats in o["sem"]]
-            return [tuple(torch.from_numpy(a) for a in r) for r in self._cpu.run_each(calls, self._threads())]
-        out = []
-        for seg, feats in o["sem"]:
-            cov = torch.nonzero(o["use"] & (seg >= 0)).squeeze(1)
-            t, sg, a = tid[cov], seg[cov], o["alpha"][cov]
-            ws = torch.zeros(n_t, device=self.device).index_add_(0, t, a)
-            if feats.shape[1] > 16:  # wide: reduce (target, mask) pairs first, D-wide rows only for covered targets
-                if cov.numel():
-                    pair, inv = torch.unique(t * feats.shape[0] + sg, return_inverse=True)
-                    pw = torch.zeros(pair.numel(), device=self.device).index_add_(0, inv, a)
-                    t, sg, a = pair // feats.shape[0], pair % feats.shape[0], pw
-                rows, row = torch.unique(t, return_inverse=True)
-                fs = torch.zeros(rows.numel(), feats.shape[1], device=self.device).index_add_(0, row, feats[sg] * a[:, None])
-            else:  # narrow: a dense (n_t, D) block is cheaper than finding the covered targets first
-                fs = torch.zeros(n_t, feats.shape[1], device=self.device).index_add_(0, t, feats[sg] * a[:, None])
-                rows = torch.nonzero(ws > 0).squeeze(1)
-                fs = fs[rows]
-            out.append((ws, rows, fs / ws[rows, None]))
-        return out
-
     def _associate(self, o: dict, local: LayeredIndex, target: torch.Tensor) -> tuple[int, int]:
         """Projective association (gradSLAM) of the live points in ``local``: target[pixel] = the map point the
         pixel wins, (H*W,) in place. Returns the number of candidate points examined and of pixels matched."""
@@ -827,11 +827,12 @@ class PointMap:
         if cand.numel() == 0:
             return 0, 0
         p = self._xyz.index_select(0, cand)
-        pc = (p - o["t"]) @ o["R"]  # R^T (p - t)
-        z = pc[:, 2]
+        dp, R = p - o["t"], o["R"]
+        # R^T (p - t) written out in the numba kernel's operation order: u, v land on the same side of a .5
+        x, y, z = ((dp[:, 0] * R[0, c] + dp[:, 1] * R[1, c]) + dp[:, 2] * R[2, c] for c in range(3))
         zs = torch.where(z > 0, z, torch.ones_like(z))
-        u = pc[:, 0] / zs * float(intr.fx) + float(intr.cx)
-        v = pc[:, 1] / zs * float(intr.fy) + float(intr.cy)
+        u = x / zs * float(intr.fx) + float(intr.cx)
+        v = y / zs * float(intr.fy) + float(intr.cy)
         ok = (z > 0) & (u > -1e-3) & (u < w - 0.999) & (v > -1e-3) & (v < h - 0.999)
         q = torch.round(v).to(torch.int64).clamp_(0, h - 1) * w + torch.round(u).to(torch.int64).clamp_(0, w - 1)
         ok &= o["use"].index_select(0, q)
@@ -868,7 +869,8 @@ class PointMap:
                     slots.numpy(), born, np.float32(self.config.stable_confidence), self._birth.numpy(),
                     self._alive.numpy(), self._conf.numpy()))
             else:
-                k = self._alive[slots] & (self._birth[slots] == born) & (self._conf[slots] < self.config.stable_confidence)
+                k = self._alive[slots] & (self._birth[slots] == born)
+                k &= self._conf[slots] < self.config.stable_confidence
                 dead = slots[k]
             self._kill(dead)
             n += int(dead.numel())
