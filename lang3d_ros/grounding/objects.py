@@ -19,6 +19,9 @@ class SceneObject:
     feature: (D,) unit-norm CLIP embedding of the instance (mean of its points' features) or None;
     color_rgb: (3,) mean colour in [0, 1]; score: relevancy to ``query`` in [0, 1] (1.0 when not a query result);
     level: which semantic level produced it (one of LEVELS) or "" when not from a query.
+    From the instance map: instance_id is the segment's stable id (kept across updates; a merge keeps the older
+    id); support_id the id of the instance it rests on (-1: none, or the floor when the floor is no instance);
+    n_observations the keyframes whose masks matched it; first_seen_ns / last_seen_ns their stamps.
     """
 
     instance_id: int
@@ -33,6 +36,10 @@ class SceneObject:
     label_scores: dict[str, float] = field(default_factory=dict)
     point_indices: np.ndarray | None = None  # indices into the map's points, when known
     aabb: Box3D | None = None  # axis-aligned box of the same (outlier-clipped) points, when known
+    support_id: int = -1
+    n_observations: int = 0
+    first_seen_ns: int = 0
+    last_seen_ns: int = 0
 
     @property
     def center(self) -> np.ndarray:
@@ -59,6 +66,8 @@ class SceneObject:
             "color_rgb": np.asarray(self.color_rgb, dtype=float).tolist(),
             "box": self.box.to_dict(),
             "label_scores": {k: float(v) for k, v in self.label_scores.items()},
+            "support_id": int(self.support_id),
+            "n_observations": int(self.n_observations),
         }
         if self.aabb is not None:
             out["aabb"] = self.aabb.to_dict()

@@ -46,23 +46,25 @@ class InstanceConfig:
     box_percentile: float = 2.0
     """Robust boxes: clip this percentile off both ends of each box axis."""
     support_max_gap_m: float = 0.06
-    """Support: the bottom of an object within this distance of the top of the other's box ..."""
-    support_min_footprint_overlap: float = 0.5
-    """... and this fraction of its footprint over the other's footprint."""
+    """Support: the bottom of an object within this distance of the height of ..."""
+    support_search_margin_m: float = 0.1
+    """... on points of the other's horizontal surfaces within this distance of its footprint ..."""
+    support_min_points: int = 5
+    """... at least this many of them."""
 
     def validate(self) -> None:
         for name in ("min_overlap_fraction", "split_min_share", "containment_min_fraction", "merge_together_ratio",
-                     "merge_min_box_overlap", "support_min_footprint_overlap"):
+                     "merge_min_box_overlap"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"instances.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("match_min_cosine", "merge_min_cosine"):
             if not -1.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"instances.{name} must be in [-1, 1], got {getattr(self, name)}")
         for name in ("min_overlap_px", "maintain_every_keyframes", "merge_min_together", "drop_min_observations",
-                     "drop_after_keyframes", "min_points"):
+                     "drop_after_keyframes", "min_points", "support_min_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"instances.{name} must be >= 1, got {getattr(self, name)}")
-        if self.box_margin_m < 0 or self.support_max_gap_m < 0:
-            raise ValueError("instances.box_margin_m and support_max_gap_m must be >= 0")
+        if self.box_margin_m < 0 or self.support_max_gap_m < 0 or self.support_search_margin_m < 0:
+            raise ValueError("instances.box_margin_m, support_max_gap_m and support_search_margin_m must be >= 0")
         if not 0.0 <= self.box_percentile < 25.0:
             raise ValueError("instances.box_percentile must be in [0, 25)")

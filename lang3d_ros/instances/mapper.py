@@ -108,7 +108,13 @@ class InstanceMapper:
             self.table.n_points[:] = 0
             return
         labels = [_np(points.labels(lvl)).astype(np.int32) for lvl in range(len(LEVELS))]
-        refresh_stats(self.table, labels, _np(points.points_xyz), _np(points.colors), self.config)
+        normals = _np(points.normals) if hasattr(points, "normals") else None
+        refresh_stats(self.table, labels, _np(points.points_xyz), _np(points.colors), self.config, normals)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the segment table plus the co-observation counts (about 48 B per pair in a dict)."""
+        return self.table.nbytes + 48 * len(self.coobs.counts)
 
     # ---------------------------------------------------------------- files
     def to_arrays(self) -> dict[str, np.ndarray]:

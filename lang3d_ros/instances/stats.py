@@ -1,8 +1,8 @@
 """Segment statistics refreshed from the labelled points: counts, robust boxes, colour, support.
 
 O(N) bincounts for counts and moments; percentiles per segment come from one sort per quantity over a bounded
-sample of the points (at most ``max_sample`` per level, evenly strided), so a refresh costs the same at 1M
-points as at 300k. Runs on the mapping worker after keyframes, never in the query path. What it cannot do: a
+sample of the points (at most ``max_sample`` per level, evenly strided), so a refresh costs about the same at 1M
+points as at 150k. Runs on the mapping worker after keyframes, never in the query path. What it cannot do: a
 segment made of two far-apart pieces (a mislabelled stray) gets a box spanning both unless the stray is under
 ``box_percentile`` of its points.
 """
@@ -16,14 +16,17 @@ from lang3d_ros.instances.table import SegmentTable
 
 def group_quantiles(groups: np.ndarray, values: np.ndarray, n_groups: int, qs: tuple[float, ...]) -> np.ndarray:
     """groups (K,) int64 in [0, n_groups), values (K,) float -> (n_groups, len(qs)) per-group quantiles
-    (nearest rank; NaN for empty groups)."""
+    (nearest rank; NaN for empty groups). One float64 sort of group + value scaled into [0, 0.5): values are
+    resolved to ~1e-12 of their range."""
     out = np.full((n_groups, len(qs)), np.nan, np.float64)
     if len(groups) == 0:
         return out
-    order = np.lexsort((values, groups))
-    g_sorted = groups[order]
-    v_sorted = values[order]
-    counts = np.bincount(g_sorted, minlength=n_groups)
+    v = np.asarray(values, np.float64)
+    v_lo = float(v.min())
+    span = max(float(v.max()) - v_lo, 1e-12)
+    key = np.sort(groups.astype(np.float64) + (v - v_lo) * (0.5 / span))
+    v_sorted = (key - np.floor(key)) * (span / 0.5) + v_lo
+    counts = np.bincount(groups, minlength=n_groups)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     has = counts > 0
     for j, q in enumerate(qs):
@@ -33,11 +36,13 @@ def group_quantiles(groups: np.ndarray, values: np.ndarray, n_groups: int, qs: t
 
 
 def refresh_stats(table: SegmentTable, labels_by_level: list[np.ndarray], xyz: np.ndarray, rgb: np.ndarray,
-                  config: InstanceConfig, max_sample: int = 300_000) -> None:
-    """Recompute n_points, boxes and colour of every row from the points, then support.
+                  config: InstanceConfig, normals: np.ndarray | None = None, max_sample: int = 150_000) -> None:
+    """Recompute n_points, boxes and colour of every row from the points, then support (of the last level,
+    "whole"; the other levels get -1).
 
     labels_by_level: per level (N,) int32 segment id of each point (-1 none); xyz (N, 3) float32 map frame;
-    rgb (N, 3) float32 in [0, 1]. Rows without points keep their previous boxes and get n_points 0.
+    rgb (N, 3) float32 in [0, 1]; normals (N, 3) or None. Rows without points keep their previous boxes and get
+    n_points 0.
     """
     s = len(table)
     table.n_points[:] = 0
@@ -98,31 +103,48 @@ def refresh_stats(table: SegmentTable, labels_by_level: list[np.ndarray], xyz: n
         table.aabb_min[r], table.aabb_max[r] = lo[r], hi[r]
         table.obb_center[r], table.obb_size[r], table.obb_yaw_rad[r] = center[r], size[r], yaw[r]
         table.color_rgb[r] = color[r]
-    compute_support(table, config)
+    whole = len(labels_by_level) - 1
+    compute_support(table, whole, labels_by_level[whole], xyz, normals, config)
 
 
-def compute_support(table: SegmentTable, config: InstanceConfig) -> None:
-    """support_id of each row: among same-level segments whose box top is within ``support_max_gap_m`` of
-    this one's bottom and whose footprint (xy AABB) holds at least ``support_min_footprint_overlap`` of this
-    one's footprint, the one with the highest top; -1 if none. Boxes only: a chair pushed under a table's top
-    is not "on" it because its bottom is far below the top."""
+def compute_support(table: SegmentTable, level: int, labels: np.ndarray, xyz: np.ndarray,
+                    normals: np.ndarray | None, config: InstanceConfig, max_points_per_segment: int = 20_000) -> None:
+    """support_id of the level's rows (other levels: -1): among segments reaching lower than this one's bottom
+    (a neighbour resting on the same surface is no support), the one with the most points on a horizontal
+    surface (|normal z| >= 0.7 when normals are given) at the height of this one's bottom (within
+    ``support_max_gap_m``) and inside its footprint grown by ``support_search_margin_m`` (the surface right under
+    an object is hidden by it; the surface around it is seen); at least ``support_min_points`` such points.
+
+    labels (N,) int32 segment ids of ``level``; xyz (N, 3); normals (N, 3) or None. Large segments are strided
+    down to ``max_points_per_segment`` points for the test. Cannot see support by a surface the camera never
+    saw around the object (an object filling its support's whole top)."""
+    cfg = config
     table.support_id[:] = -1
-    for level in np.unique(table.level):
-        rows = np.flatnonzero((table.level == level) & (table.n_points > 0))
-        if len(rows) < 2:
-            continue
-        lo, hi = table.aabb_min[rows].astype(np.float64), table.aabb_max[rows].astype(np.float64)
-        area = np.maximum((hi[:, 0] - lo[:, 0]) * (hi[:, 1] - lo[:, 1]), 1e-6)
-        for s0 in range(0, len(rows), 512):
-            a = slice(s0, s0 + 512)
-            gap = np.abs(lo[a, None, 2] - hi[None, :, 2])  # (a, b): a's bottom vs b's top
-            ixy = np.minimum(hi[a, None, :2], hi[None, :, :2]) - np.maximum(lo[a, None, :2], lo[None, :, :2])
-            ixy = np.clip(ixy, 0, None)
-            ix, iy = ixy[..., 0], ixy[..., 1]
-            ok = (gap <= config.support_max_gap_m) & (ix * iy / area[a, None] >= config.support_min_footprint_overlap)
-            ok &= hi[None, :, 2] < hi[a, None, 2]  # the support's top is below this one's top
-            ok[np.arange(ok.shape[0]), np.arange(s0, s0 + ok.shape[0])] = False
-            top = np.where(ok, hi[None, :, 2], -np.inf)
-            best = np.argmax(top, axis=1)
-            has = ok.any(1)
-            table.support_id[rows[a][has]] = table.ids[rows[best[has]]]
+    rows = np.flatnonzero((table.level == level) & (table.n_points > 0))
+    if len(rows) < 2:
+        return
+    r_of = table.row_of(labels)
+    has = np.flatnonzero(r_of >= 0)
+    order = has[np.argsort(r_of[has], kind="stable")]
+    counts = np.bincount(r_of[has], minlength=len(table))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    lo, hi = table.aabb_min.astype(np.float64), table.aabb_max.astype(np.float64)
+    m, gap = cfg.support_search_margin_m, cfg.support_max_gap_m
+    for a in rows.tolist():
+        bottom = lo[a, 2]
+        flo, fhi = lo[a, :2] - m, hi[a, :2] + m
+        cand = rows[(rows != a) & np.all(lo[rows, :2] <= fhi, 1) & np.all(hi[rows, :2] >= flo, 1)
+                    & (lo[rows, 2] < bottom - gap) & (hi[rows, 2] >= bottom - gap)]
+        best, best_n = -1, cfg.support_min_points - 1
+        for b in cand.tolist():
+            idx = order[starts[b]:starts[b + 1]]
+            idx = idx[:: max(1, len(idx) // max_points_per_segment)]
+            p = xyz[idx]
+            ok = np.all((p[:, :2] >= flo) & (p[:, :2] <= fhi), 1) & (np.abs(p[:, 2] - bottom) <= gap)
+            if normals is not None:
+                ok &= np.abs(normals[idx, 2]) >= 0.7
+            n = int(ok.sum())
+            if n > best_n:
+                best, best_n = b, n
+        if best >= 0:
+            table.support_id[a] = table.ids[best]

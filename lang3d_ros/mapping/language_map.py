@@ -1,26 +1,31 @@
-"""The live, queryable language map: fused points with per-level language features, the text encoder that
-reads queries, and (optionally) the scene autoencoder and language Gaussians trained beside it.
+"""The live, queryable language map: fused points that carry per-level segment labels, the segment table
+(one float16 language feature, boxes, colour and support per 3D instance), and the text encoder that reads queries
+(optionally the scene autoencoder and language Gaussians trained beside it).
 
-Thread model: the mapping worker writes (``integrate``), service threads read (``ground``, ``objects``,
-``relevancy``); one re-entrant lock orders them, so a query sees the map between two frames, never during one.
-Queries on the fused points need no Gaussians; grounding quality follows the fused features.
+Thread model: the mapping worker writes (``integrate``: fusion, mask association, label votes, statistics and
+the periodic merge / drop pass), service threads read (``ground``, ``objects``, ``relevancy_by_level``); one
+re-entrant lock orders them, so a query sees the map between two frames, never during one. Queries rank segments,
+never points: their cost grows with the number of segments, not of points. What it cannot do: an object no mask
+ever covered is not an instance; the features are those of the masks, so grounding quality follows the
+semantics backend.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.fusion.pointfusion import FusionReport, PointMap
-from lang3d_ros.grounding.extract import extract_objects
-from lang3d_ros.grounding.ground import ground_query
 from lang3d_ros.grounding.objects import LEVELS, SceneObject
 from lang3d_ros.grounding.relevancy import DEFAULT_TEMPERATURE
+from lang3d_ros.instances.mapper import InstanceMapper
 from lang3d_ros.mapstore import MapBundle, read_map, write_map
 from lang3d_ros.semantics.types import KeyframeSemantics
 
@@ -48,6 +53,16 @@ def check_query(text) -> str:
     return text
 
 
+@dataclass
+class _LevelSnapshot:
+    """Query-time view of one level's segments (rows with enough points): rows (S,) into the table,
+    ids (S,) int32, unit features (S, D) float32."""
+
+    rows: np.ndarray
+    ids: np.ndarray
+    features: np.ndarray
+
+
 class LanguageMap:
     def __init__(self, config, text_encoder, device: str = "auto"):
         """config: lang3d_ros.config.Lang3DConfig; text_encoder: has encode_text(list[str]) -> (N, D) unit tensor
@@ -57,138 +72,234 @@ class LanguageMap:
         self.config = config
         self.text_encoder = text_encoder
         self.feature_dim = int(text_encoder.feature_dim)
-        self.points = PointMap(config.fusion, feature_dim=self.feature_dim, device=device)
-        self.canonical = canonical_text_features(text_encoder, config.semantics).float().cpu()
+        self.points = PointMap(config.fusion, device=device)
+        self.instances = InstanceMapper(config.instances, self.feature_dim)
+        self.canonical = canonical_text_features(text_encoder, config.semantics).float().cpu().numpy()
         self.lock = threading.RLock()
         self.version = 0
         self.source = "live"
         self.trainer = None  # the online GaussianTrainer, when language Gaussians are trained beside mapping
         self.autoencoder = None
-        self._objects_cache: tuple[int, tuple, list[SceneObject]] | None = None
-        self._qcache: dict | None = None
-        self._text_cache: dict[str, torch.Tensor] = {}
+        self._objects_cache: tuple[tuple, tuple, list[SceneObject]] | None = None
+        self._snapshot: tuple[tuple, list[_LevelSnapshot]] | None = None
+        self._text_cache: dict[str, np.ndarray] = {}
+        self._phrase_cache: dict[tuple, np.ndarray] = {}
 
     # ---------------------------------------------------------------- writing
     def integrate(self, frame: Frame, semantics: KeyframeSemantics | None = None) -> FusionReport:
+        """Fuse one frame; with ``semantics`` (a keyframe) also associate its masks with the segments, vote
+        the point labels and refresh the segment statistics (every few keyframes: merge and drop)."""
+        if semantics is not None:
+            self._check_semantics(frame, semantics)
         with self.lock:
-            report = self.points.integrate(frame, semantics)
+            if semantics is None:
+                report = self.points.integrate(frame)
+            else:
+                report = self.points.integrate(frame, want_pixel_slots=True)
+                if report.accepted:
+                    self.instances.observe(self.points, frame, semantics, report.pixel_slot, report.pixel_alpha)
             if report.accepted:
                 self.version += 1
+                if semantics is not None:
+                    self._snapshot = (self._state_key(), self._build_snapshot())
             return report
 
+    def _check_semantics(self, frame: Frame, semantics: KeyframeSemantics) -> None:
+        h, w = frame.depth_m.shape[:2]
+        for masks in semantics.levels:
+            masks.validate(h, w)
+            if masks.num_masks and masks.features.shape[1] != self.feature_dim:
+                raise ValueError(f"mask features have dim {masks.features.shape[1]}, the map's text encoder "
+                                 f"{self.feature_dim}")
+            if masks.scores.shape != (masks.num_masks,) or not np.all(np.isfinite(masks.features)):
+                raise ValueError("mask scores must be (M,) and features finite")
+
+    def maintain(self) -> None:
+        """Run the merge / drop pass now (the mapping worker runs it every few keyframes by itself)."""
+        with self.lock:
+            self.instances.maintain(self.points)
+            self.version += 1
+            self._snapshot = (self._state_key(), self._build_snapshot())
+
+    def _state_key(self) -> tuple[int]:
+        """Changes whenever the segment table changes (the snapshot and objects() read only the table)."""
+        return (self.instances.version,)
+
+    def _build_snapshot(self) -> list[_LevelSnapshot]:
+        t = self.instances.table
+        out = []
+        for lvl in range(len(LEVELS)):
+            rows = np.flatnonzero((t.level == lvl) & (t.n_points >= self.config.instances.min_points))
+            out.append(_LevelSnapshot(rows, t.ids[rows].copy(), t.unit_features(rows)))
+        return out
+
+    def _levels(self) -> list[_LevelSnapshot]:
+        with self.lock:
+            if self._snapshot is None or self._snapshot[0] != self._state_key():
+                self._snapshot = (self._state_key(), self._build_snapshot())
+            return self._snapshot[1]
+
     # ---------------------------------------------------------------- reading
-    def encode_query(self, text: str) -> torch.Tensor:
+    def encode_query(self, text: str) -> np.ndarray:
+        """(D,) float32 unit text feature, cached."""
         if text not in self._text_cache:
             if len(self._text_cache) > 256:
                 self._text_cache.clear()
-            self._text_cache[text] = self.text_encoder.encode_text([text])[0].float().cpu()
+            q = self.text_encoder.encode_text([text])[0]
+            q = q.detach().float().cpu().numpy() if hasattr(q, "detach") else np.asarray(q, np.float32)
+            self._text_cache[text] = q / max(float(np.linalg.norm(q)), 1e-8)
         return self._text_cache[text]
 
     @property
     def num_points(self) -> int:
         return self.points.num_points
 
-    def _query_arrays(self) -> dict:
-        """Query-time snapshot, rebuilt when the map changed: points, colours, and per level the unit-normalised
-        features in bfloat16 (one (N, D) matmul per level per query: ~12 ms for 200k x 384 on 2 CPU cores,
-        against ~0.9 s to convert and normalise float16 features per query) and the covered-point mask.
-        Costs 2 x D bytes per point per level on top of the fused map; bfloat16 rounding moves cosines by ~4e-3."""
-        with self.lock:
-            cache = self._qcache
-            if cache is not None and cache["version"] == self.version:
-                return cache
-            xyz = self.points.points_xyz.cpu().numpy()
-            colors = self.points.colors.cpu().numpy()
-            feats, covered = [], []
-            dtype = torch.float16 if self.points.device.type == "cuda" else torch.bfloat16
-            for lvl in range(len(LEVELS)):
-                f = self.points.features(lvl)
-                w = self.points.feature_weight(lvl)
-                unit = torch.empty(f.shape, dtype=dtype, device=f.device)
-                for s in range(0, f.shape[0], 100_000):
-                    c = f[s : s + 100_000].float()
-                    unit[s : s + 100_000] = (c / c.norm(dim=1, keepdim=True).clamp_min(1e-8)).to(dtype)
-                feats.append(unit)
-                covered.append((w > 0).cpu().numpy())
-            cache = {"version": self.version, "xyz": xyz, "colors": colors, "features": feats, "covered": covered}
-            self._qcache = cache
-            return cache
+    @property
+    def num_segments(self) -> int:
+        return len(self.instances.table)
+
+    def _segment_relevancy(self, q: np.ndarray, levels: list[_LevelSnapshot]) -> list[np.ndarray]:
+        """LERF relevancy of every snapshot segment per level: min over canonical phrases of
+        sigmoid(T (cos(f, q) - cos(f, c)))."""
+        phrases = np.concatenate([q[None], self.canonical], 0).T.astype(np.float32)  # (D, 1 + C)
+        out = []
+        for snap in levels:
+            cos = snap.features @ phrases  # (S, 1 + C)
+            z = DEFAULT_TEMPERATURE * (cos[:, :1] - cos[:, 1:])
+            out.append((1.0 / (1.0 + np.exp(-z))).min(axis=1) if len(cos) else np.zeros(0, np.float32))
+        return out
 
     def relevancy_by_level(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """-> (relevancy (3, N) float32, points (N, 3) float32, colours (N, 3) in [0, 1]), one consistent snapshot.
-        Points a level's masks never covered score 0."""
+        """-> (relevancy (3, N) float32, points (N, 3) float32, colours (N, 3) in [0, 1]), one consistent snapshot:
+        each point scores its segment's relevancy at that level (a gather through the point labels); points
+        without a segment at a level score 0."""
         q = self.encode_query(check_query(text))
-        cache = self._query_arrays()
-        n = len(cache["xyz"])
-        out = np.zeros((len(LEVELS), n), np.float32)
-        if n == 0:
-            return out, cache["xyz"], cache["colors"]
-        phrases = torch.cat([q[None], self.canonical], 0)  # (1 + C, D)
-        for lvl, unit in enumerate(cache["features"]):
-            cos = (unit @ phrases.T.to(unit.device, unit.dtype)).float().cpu()  # (N, 1 + C)
-            rel = torch.sigmoid(DEFAULT_TEMPERATURE * (cos[:, :1] - cos[:, 1:])).min(dim=1).values
-            out[lvl] = rel.numpy()
-            out[lvl, ~cache["covered"][lvl]] = 0.0
-        return out, cache["xyz"], cache["colors"]
+        with self.lock:
+            levels = self._levels()
+            xyz = self.points.points_xyz.cpu().numpy()
+            colors = self.points.colors.cpu().numpy()
+            labels = [_numpy(self.points.labels(lvl)) for lvl in range(len(LEVELS))]
+            next_id = self.instances.table.next_id
+        out = np.zeros((len(LEVELS), len(xyz)), np.float32)
+        for lvl, (snap, rel) in enumerate(zip(levels, self._segment_relevancy(q, levels))):
+            lut = np.zeros(next_id + 1, np.float32)
+            lut[snap.ids] = rel
+            lab = labels[lvl]
+            ok = (lab >= 0) & (lab < next_id)
+            out[lvl, ok] = lut[lab[ok]]
+        return out, xyz, colors
 
     def ground(self, text: str, max_results: int = 0, min_score: float = 0.0, level: str = "") -> list[SceneObject]:
-        """Text -> objects, best first (LangSplat's best level unless ``level`` names one)."""
+        """Text -> instances, best first: segments ranked by LERF relevancy of their feature, on LangSplat's best
+        level (the level holding the most relevant segment; ties go to the coarser level) unless ``level`` names
+        one. Kept: relevancy >=
+        max(absolute_threshold, relative_threshold * best, min_score), at most max_results (config top_k)."""
         text = check_query(text)
         if level and level not in LEVELS:
             raise ValueError(f"unknown level {level!r}; use one of {LEVELS} or empty for the best level")
         if self.num_points == 0:
             raise ValueError("the map is empty: no frame has been fused yet")
-        rel, xyz, colors = self.relevancy_by_level(text)
-        lvl = LEVELS.index(level) if level else int(np.argmax(rel.max(axis=1)))
-        cfg = self.config.grounding
-        if max_results > 0 or min_score > 0:
-            import dataclasses
+        q = self.encode_query(text)
+        with self.lock:
+            levels = self._levels()
+            rels = self._segment_relevancy(q, levels)
+            tops = [float(r.max()) if len(r) else -1.0 for r in rels]
+            # ties (the ground-truth backend's identical levels) go to the coarser level, whose ids objects() uses
+            lvl = LEVELS.index(level) if level else max(range(len(LEVELS)), key=lambda k: (round(tops[k], 6), k))
+            rel, snap = rels[lvl], levels[lvl]
+            if len(rel) == 0:
+                return []
+            cfg = self.config.grounding
+            thr = max(cfg.absolute_threshold, cfg.relative_threshold * float(rel.max()), min_score, cfg.min_score)
+            keep = np.flatnonzero(rel >= thr)
+            t = self.instances.table
+            keep = keep[np.lexsort((-t.n_points[snap.rows[keep]], -rel[keep]))][: max_results or cfg.top_k]
+            return [self._scene_object(int(snap.rows[k]), score=float(rel[k]), query=text) for k in keep]
 
-            cfg = dataclasses.replace(cfg, top_k=max_results or cfg.top_k, min_score=max(min_score, cfg.min_score))
-        objs = ground_query(xyz, rel[lvl], query=text, colors=colors, config=cfg, level=LEVELS[lvl])
-        return objs
+    def _scene_object(self, row: int, score: float = 1.0, query: str = "", label: str = "") -> SceneObject:
+        t = self.instances.table
+        return SceneObject(
+            instance_id=int(t.ids[row]), label=label or query, box=t.box(row), aabb=t.aabb(row), score=score,
+            query=query, level=LEVELS[int(t.level[row])], n_points=int(t.n_points[row]),
+            color_rgb=t.color_rgb[row].astype(np.float64), feature=t.unit_features(np.array([row]))[0],
+            support_id=int(t.support_id[row]), n_observations=int(t.n_observations[row]),
+            first_seen_ns=int(t.first_seen_ns[row]), last_seen_ns=int(t.last_seen_ns[row]))
+
+    def _phrase_features(self, phrases: tuple[str, ...]) -> np.ndarray:
+        if phrases not in self._phrase_cache:
+            from lang3d_ros.grounding.extract import text_embeddings
+
+            self._phrase_cache[phrases] = text_embeddings(self.text_encoder, list(phrases))
+        return self._phrase_cache[phrases]
 
     def objects(self, vocabulary: tuple[str, ...] | None = None) -> list[SceneObject]:
-        """The map as labelled object instances (open-vocabulary classification of "whole"-level clusters); cached
-        until the map changes."""
-        import dataclasses
+        """The "whole"-level instances as labelled SceneObjects, largest first; cached until the map changes.
 
+        Label: open-vocabulary classification of the segment feature against ``extraction.vocabulary`` plus the
+        structure phrases (softmax of ``label_temperature * cos``); segments whose best phrase is structure, or
+        that are wide and thin (a floor or wall slab), are left out unless ``extraction.keep_structure``."""
         cfg = self.config.extraction
         if vocabulary:
             cfg = dataclasses.replace(cfg, vocabulary=list(vocabulary))
         key = tuple(cfg.vocabulary)
         with self.lock:
-            if self._objects_cache and self._objects_cache[0] == self.version and self._objects_cache[1] == key:
+            if self._objects_cache and self._objects_cache[0] == self._state_key() and self._objects_cache[1] == key:
                 return self._objects_cache[2]
-            if self.num_points == 0:
-                return []
-            xyz = self.points.points_xyz.cpu().numpy()
-            colors = self.points.colors.cpu().numpy()
-            lvl = LEVELS.index("whole")
-            weight = self.points.feature_weight(lvl).cpu().numpy()
-            covered = np.flatnonzero(weight > 0)
-            feats = self.points.features(lvl)[torch.as_tensor(covered)].float().cpu().numpy()
-            version = self.version
-        objs = extract_objects(xyz[covered], feats, self.text_encoder, colors=colors[covered], config=cfg, level="whole")
-        for i, o in enumerate(objs):
-            o.instance_id = i + 1
-            if o.point_indices is not None:
-                o.point_indices = covered[o.point_indices]
-        with self.lock:
+            version = self._state_key()
+            t = self.instances.table
+            min_points = self.config.instances.min_points
+            rows = np.flatnonzero((t.level == LEVELS.index("whole")) & (t.n_points >= min_points))
+            rows = rows[np.argsort(-t.n_points[rows], kind="stable")]
+            objs = []
+            if len(rows):
+                phrases = tuple(cfg.vocabulary) + tuple(cfg.structure_labels)
+                text = self._phrase_features(phrases)
+                n_vocab = len(cfg.vocabulary)
+                cos = t.unit_features(rows) @ text.T  # (S, P)
+                logits = cfg.label_temperature * cos[:, :n_vocab]
+                prob = np.exp(logits - logits.max(1, keepdims=True))
+                prob /= prob.sum(1, keepdims=True)
+                size = t.obb_size[rows]
+                slab = (size[:, :2].max(1) >= cfg.planar_min_extent_m) & (size.min(1) <= cfg.planar_max_thickness_m)
+                for i, row in enumerate(rows.tolist()):
+                    best = int(np.argmax(cos[i]))
+                    structure = best >= n_vocab or bool(slab[i])
+                    if structure and not cfg.keep_structure:
+                        continue
+                    v = int(np.argmax(prob[i]))
+                    label = f"structure:{phrases[best]}" if structure else cfg.vocabulary[v]
+                    o = self._scene_object(row, score=float(prob[i, v]), label=label)
+                    o.query = ""
+                    o.label_scores = {name: float(x) for name, x in zip(cfg.vocabulary, prob[i])}
+                    objs.append(o)
             self._objects_cache = (version, key, objs)
-        return objs
+            return objs
 
     def memory_mb(self) -> float:
-        return self.points.num_points * self.points.bytes_per_point / 2**20
+        """Points (geometry, colour, labels and votes, index) plus the segment table, MiB."""
+        with self.lock:
+            return (self.points.num_points * self.points.bytes_per_point + self.instances.nbytes) / 2**20
 
     # ---------------------------------------------------------------- files
+    def encoder_metadata(self) -> dict:
+        """Which text encoder the map's features belong to (a server needs the same one)."""
+        sem = self.config.semantics
+        meta = {"text_encoder": type(self.text_encoder).__name__, "feature_dim": self.feature_dim,
+                "semantics_backend": sem.backend}
+        if sem.backend == "ground_truth":
+            meta["gt_text_encoder"] = sem.gt_text_encoder
+        else:
+            meta["clip_model"] = f"{sem.clip.backend}:{sem.clip.model_name}:{sem.clip.pretrained}"
+        return meta
+
     def to_bundle(self) -> MapBundle:
         with self.lock:
             state = self.points.state_dict()
             bundle = MapBundle(arrays={f"points.{k}": np.asarray(v) for k, v in state.items()})
-            bundle.metadata = {"frame_id": self.config.frames.map_frame, "feature_dim": self.feature_dim,
-                               "levels": list(LEVELS), "version": self.version, "saved_unix_s": time.time(),
-                               "text_encoder": type(self.text_encoder).__name__}
+            bundle.arrays.update({f"instances.{k}": v for k, v in self.instances.to_arrays().items()})
+            bundle.metadata = {"frame_id": self.config.frames.map_frame, "levels": list(LEVELS),
+                               "version": self.version, "saved_unix_s": time.time(),
+                               "num_segments": len(self.instances.table), **self.encoder_metadata()}
             if self.autoencoder is not None:
                 import io
 
@@ -209,29 +320,45 @@ class LanguageMap:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "gaussians.ply"
             ae = self.autoencoder.model.state_dict() if self.autoencoder is not None else None  # decoder weights
-            save_gaussians(path, self.trainer.snapshot(), metadata={"frame_id": self.config.frames.map_frame}, autoencoder_state=ae)
+            save_gaussians(path, self.trainer.snapshot(), metadata={"frame_id": self.config.frames.map_frame},
+                           autoencoder_state=ae)
             return path.read_bytes()
 
     def save(self, path) -> int:
         return write_map(path, self.to_bundle())
 
     def load(self, path) -> None:
-        """Replace this map's content by a map file; on any error the current content is unchanged."""
+        """Replace this map's content by a map file; on any error (ValueError) the current content is unchanged."""
         bundle = read_map(path)
         meta = bundle.metadata
         if int(meta.get("feature_dim", -1)) != self.feature_dim:
             raise ValueError(f"map file features have dim {meta.get('feature_dim')}, this server's text encoder has "
-                             f"{self.feature_dim}: configure the same encoder the map was built with ({meta.get('text_encoder')})")
+                             f"{self.feature_dim}: configure the encoder the map was built with "
+                             f"({ {k: meta.get(k) for k in ('text_encoder', 'gt_text_encoder', 'clip_model')} })")
         state = {k[len("points."):]: v for k, v in bundle.arrays.items() if k.startswith("points.")}
-        fresh = PointMap(self.config.fusion, feature_dim=self.feature_dim, device=self.points.device)
+        inst = {k[len("instances."):]: v for k, v in bundle.arrays.items() if k.startswith("instances.")}
+        fresh = PointMap(self.config.fusion, device=self.points.device)
+        instances = InstanceMapper(self.config.instances, self.feature_dim)
         try:
             fresh.load_state_dict(state)
+            instances.load_arrays(inst)
+            for lvl in range(len(LEVELS)):
+                lab = _numpy(fresh.labels(lvl))
+                if lab.size and int(lab.max()) >= instances.table.next_id:
+                    raise ValueError(f"point labels of level {LEVELS[lvl]} refer to segments the table never had")
+            instances.refresh(fresh)
         except (KeyError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{path}: point map is invalid ({exc})") from exc
+            raise ValueError(f"{path}: map is invalid ({exc})") from exc
         with self.lock:
             self.points = fresh
+            self.instances = instances
             self.version += 1
             self.source = f"file:{path}"
             self._objects_cache = None
-            self._qcache = None
-        log.info("loaded %s: %d points (%s)", path, fresh.num_points, json.dumps({k: meta.get(k) for k in ("frame_id", "feature_dim")}))
+            self._snapshot = None
+        log.info("loaded %s: %d points, %d segments (%s)", path, fresh.num_points, len(instances.table),
+                 json.dumps({k: meta.get(k) for k in ("frame_id", "feature_dim", "text_encoder")}))
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
