@@ -13,7 +13,27 @@ class SyncConfig:
     pose_wait_s: float = 0.5
     """How long an image pair waits for a later pose before it is dropped."""
     buffer_size: int = 30
-    """Per stream; older messages are discarded."""
+    """Per stream; older messages are discarded (counted as dropped "buffer full")."""
+    max_stamp_lag_s: float = 2.0
+    """An image or pose stamped more than this before the newest image is stale and rejected; images that keep
+    arriving that far back (``clock_jump_confirm`` in a row) mean the clock jumped back instead."""
+    max_pose_lead_s: float = 2.0
+    """A pose stamped more than this after the newest image is rejected (future stamp)."""
+    clock_jump_confirm: int = 2
+    """Consecutive images stamped more than ``max_stamp_lag_s`` back that reset the synchronizer (bag loop,
+    simulator reset): buffers and pose history are cleared, with a warning. A lone late image is only rejected."""
+    pose_max_speed_m_s: float = 10.0
+    """A pose sample farther from the accepted sample nearest in time than ``pose_max_jump_m`` + this speed times
+    their time difference is rejected (pose jump)."""
+    pose_max_angular_speed_rad_s: float = 10.0
+    """Likewise for rotation: ``pose_max_jump_rad`` + this rate times the time difference."""
+    pose_max_jump_m: float = 0.5
+    """Translation always allowed between two pose samples (noise, relocalisation corrections)."""
+    pose_max_jump_rad: float = 0.5
+    """Rotation always allowed between two pose samples."""
+    pose_follow_jump_s: float = 2.0
+    """Rejected pose samples that stay consistent among themselves for this long are followed (a relocalised pose
+    source): the pose history restarts from them, with a warning. 0 = never follow a jump."""
 
 
 @dataclass
@@ -38,6 +58,8 @@ class MappingConfig:
     """When a frame becomes a keyframe (semantics run on keyframes only)."""
     frame_queue_size: int = 2
     """Frames waiting for fusion; a full queue drops the newest frame (counted)."""
+    reject_log_period_s: float = 5.0
+    """Rejected and dropped frames are logged once per reason per this period (with the count since)."""
     keyframe_queue_size: int = 4
     """Keyframes waiting for semantics."""
     fuse_every_frame: bool = True

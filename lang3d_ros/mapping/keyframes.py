@@ -20,7 +20,8 @@ def view_overlap(frame: Frame, keyframe: Frame, stride_px: int = 16, depth_tol_m
     T_kf_cam = invert_rigid(keyframe.T_world_cam) @ frame.T_world_cam
     p_kf = p_cam @ T_kf_cam[:3, :3].T + T_kf_cam[:3, 3]
     uv, z = keyframe.intrinsics.project(p_kf)
-    inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] <= keyframe.width - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= keyframe.height - 1)
+    inside = ((z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] <= keyframe.width - 1)
+              & (uv[:, 1] >= 0) & (uv[:, 1] <= keyframe.height - 1))
     if not np.any(inside):
         return 0.0
     ui = np.round(uv[inside, 0]).astype(int)
@@ -31,9 +32,15 @@ def view_overlap(frame: Frame, keyframe: Frame, stride_px: int = 16, depth_tol_m
 
 
 class KeyframeSelector:
+    """Chooses keyframes against the last accepted one; ``reset`` forgets it (the next frame is a keyframe)."""
+
     def __init__(self, config: KeyframeConfig):
         self.config = config
         self.last: Frame | None = None
+
+    def reset(self) -> None:
+        """Forget the last keyframe (after a time jump back: its stamp no longer orders with the new frames)."""
+        self.last = None
 
     def reason(self, frame: Frame) -> str:
         """Why ``frame`` is a keyframe ("" when it is not). Does not change state; call ``accept`` for keyframes."""

@@ -5,7 +5,14 @@ Two worker threads keep the caller (a ROS callback) from ever blocking:
   it, when its queue is full: never an unbounded queue);
 - the semantics worker runs SAM + CLIP (or the ground-truth backend) on keyframes and then fuses the keyframe
   with its language features, feeds the scene autoencoder, and hands the keyframe to the Gaussian trainer.
-A frame that fails validation is rejected with its reason (counted, logged) and changes nothing.
+A frame that fails validation is rejected with its reason (counted, logged once per reason every
+``mapping.reject_log_period_s``) and changes nothing. Every frame handed in is counted in exactly one place::
+
+    frames_received == frames_fused + frames_dropped + frames_rejected + frames_pending
+
+(``frames_pending``: queued or being processed; 0 after ``wait_idle``). A frame stamped more than
+``mapping.sync.max_stamp_lag_s`` before the last keyframe (bag loop, simulator reset) resets the keyframe selector
+with a warning; a frame whose intrinsics differ from the previous frame's is counted and warned about.
 """
 from __future__ import annotations
 
@@ -22,21 +29,33 @@ import numpy as np
 from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.mapping.keyframes import KeyframeSelector
 from lang3d_ros.mapping.language_map import LanguageMap
+from lang3d_ros.mapping.ratelog import ReasonLog
 
 log = logging.getLogger(__name__)
 _STOP = object()
 
 
+DROP_QUEUE_FULL = "fusion queue full"
+DROP_NOT_KEYFRAME = "not a keyframe (mapping.fuse_every_frame is false)"
+
+
 @dataclass
 class PipelineCounters:
+    """Frame outcomes (see the module docstring for how they add up) and timings."""
+
     frames_received: int = 0
     frames_fused: int = 0
     frames_rejected: int = 0
     frames_dropped: int = 0
     keyframes: int = 0
-    keyframes_dropped: int = 0
+    keyframes_without_semantics: int = 0
+    """Keyframes fused as plain frames because the semantics queue was full (they are in frames_fused)."""
+    selector_resets: int = 0
+    intrinsics_changes: int = 0
     reject_reasons: Counter = field(default_factory=Counter)
-    fusion_ms: float = 0.0  # running mean
+    drop_reasons: Counter = field(default_factory=Counter)
+    fusion_ms: float = 0.0
+    """Running mean."""
     semantics_ms: float = 0.0
 
 
@@ -60,6 +79,8 @@ class MappingPipeline:
         self._threads: list[threading.Thread] = []
         self._busy = 0
         self.last_error = ""
+        self._say = ReasonLog(log, period_s=getattr(config.mapping, "reject_log_period_s", 5.0))
+        self._last_intrinsics = None
 
     # ------------------------------------------------------------------ control
     def start(self) -> "MappingPipeline":
@@ -94,6 +115,8 @@ class MappingPipeline:
         except queue.Full:
             with self._lock:
                 self.counters.frames_dropped += 1
+                self.counters.drop_reasons[DROP_QUEUE_FULL] += 1
+            self._say(f"frame dropped ({DROP_QUEUE_FULL})", "fusion is slower than the frame rate", logging.INFO)
             return False
 
     def wait_idle(self, timeout_s: float = 60.0) -> bool:
@@ -109,24 +132,43 @@ class MappingPipeline:
 
     def process_now(self, frame: Frame) -> str:
         """Synchronous path (offline tools, tests): the same steps as the workers, in the caller's thread.
-        Returns "" when fused, else the rejection reason."""
+        Returns "" when fused (or handed to the semantics worker), else the rejection or drop reason."""
         with self._lock:
             self.counters.frames_received += 1
         return self._handle_frame(frame, inline=True)
 
     # ------------------------------------------------------------------ workers
     def _reject(self, frame: Frame, reason: str) -> str:
+        key = reason.split(":")[0][:80]
         with self._lock:
             self.counters.frames_rejected += 1
-            self.counters.reject_reasons[reason.split(":")[0][:80]] += 1
-        log.warning("frame %d (stamp %d ns) rejected: %s", frame.index, frame.stamp_ns, reason)
+            self.counters.reject_reasons[key] += 1
+        self._say(f"frame rejected ({key})", f"frame {frame.index} (stamp {frame.stamp_ns} ns): {reason}")
         return reason
+
+    def _check_stream(self, frame: Frame) -> None:
+        """Time jumps back reset the keyframe selector; intrinsics changes are counted (the frame stays usable)."""
+        last = self.selector.last
+        lag_ns = int(self.config.mapping.sync.max_stamp_lag_s * 1e9)
+        if last is not None and frame.stamp_ns < last.stamp_ns - lag_ns:
+            self.selector.reset()
+            with self._lock:
+                self.counters.selector_resets += 1
+            self._say("time jumped back: keyframe selection restarts",
+                      f"frame stamp {(last.stamp_ns - frame.stamp_ns) * 1e-9:.3f} s before the last keyframe's")
+        K = frame.intrinsics
+        if self._last_intrinsics is not None and K != self._last_intrinsics:
+            with self._lock:
+                self.counters.intrinsics_changes += 1
+            self._say("camera intrinsics changed between frames", f"{self._last_intrinsics} -> {K}")
+        self._last_intrinsics = K
 
     def _handle_frame(self, frame: Frame, inline: bool = False) -> str:
         try:
             frame.validate()
         except ValueError as exc:
             return self._reject(frame, str(exc))
+        self._check_stream(frame)
         kf_reason = self.selector.reason(frame)
         if kf_reason:
             self.selector.accept(frame)
@@ -137,10 +179,13 @@ class MappingPipeline:
                 return ""
             except queue.Full:
                 with self._lock:
-                    self.counters.keyframes_dropped += 1
+                    self.counters.keyframes_without_semantics += 1
                 log.debug("keyframe %d fused without semantics: semantics worker busy", frame.index)
-        if not self.config.mapping.fuse_every_frame:
-            return ""
+        elif not self.config.mapping.fuse_every_frame:
+            with self._lock:
+                self.counters.frames_dropped += 1
+                self.counters.drop_reasons[DROP_NOT_KEYFRAME] += 1
+            return DROP_NOT_KEYFRAME
         t0 = time.perf_counter()
         report = self.map.integrate(frame)
         if not report.accepted:
@@ -204,13 +249,24 @@ class MappingPipeline:
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
+        """Counters and map size. Frame keys (they add up: received = fused + dropped + rejected + pending):
+        ``frames_received``, ``frames_fused``, ``frames_dropped``, ``frames_rejected``, ``frames_pending``, with
+        ``drop_reasons`` and ``reject_reasons`` (dicts reason -> count). Also ``keyframes`` (fused with semantics),
+        ``keyframes_without_semantics`` (fused as plain frames, semantics busy), ``selector_resets`` (time jumped
+        back), ``intrinsics_changes``, ``source``, ``num_points``, ``fusion_ms``, ``semantics_ms``, ``memory_mb``
+        and the trainer's ``num_gaussians``, ``training_*``. A node adds the FrameAssembler's ``status()``
+        (its frames_* count colour images before they become frames)."""
         with self._lock:
             c = self.counters
+            pending = c.frames_received - c.frames_fused - c.frames_dropped - c.frames_rejected
             out = {"source": self.map.source, "frames_received": c.frames_received, "frames_fused": c.frames_fused,
-                   "frames_rejected": c.frames_rejected, "frames_dropped": c.frames_dropped + c.keyframes_dropped,
-                   "keyframes": c.keyframes, "num_points": self.map.num_points, "fusion_ms": c.fusion_ms,
+                   "frames_rejected": c.frames_rejected, "frames_dropped": c.frames_dropped,
+                   "frames_pending": pending, "keyframes": c.keyframes,
+                   "keyframes_without_semantics": c.keyframes_without_semantics,
+                   "selector_resets": c.selector_resets, "intrinsics_changes": c.intrinsics_changes,
+                   "num_points": self.map.num_points, "fusion_ms": c.fusion_ms,
                    "semantics_ms": c.semantics_ms, "memory_mb": self.map.memory_mb(),
-                   "reject_reasons": dict(c.reject_reasons)}
+                   "reject_reasons": dict(c.reject_reasons), "drop_reasons": dict(c.drop_reasons)}
         t = self.trainer.status() if self.trainer is not None else {}
         out.update(num_gaussians=int(t.get("num_gaussians", 0)), training_state=str(t.get("state", "disabled")),
                    training_iterations=int(t.get("iterations", 0)), training_loss=float(t.get("loss", float("nan"))),
