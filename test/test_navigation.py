@@ -315,3 +315,19 @@ def test_reachable_target_behind_a_door_from_an_unseen_start_across_unseen_floor
     pts_narrow, _, can_n = _partitioned_room(rng, gap_m=0.55)
     res_n, _ = navigate_to_object(pts_narrow, can_n, start)
     assert not res_n.success and "none connected to the start" in res_n.reason
+
+
+def test_clearance_is_a_tight_lower_bound_of_the_distance_to_obstacle_points():
+    import dataclasses
+
+    from lang3d_ros.navigation.grid import clearance_m
+
+    scene = make_room(1, n_objects=3, noise_m=0.003)
+    grid = build_occupancy_grid(scene.points)
+    clear = clearance_m(grid)
+    cells = np.argwhere(np.ones(grid.data.shape, bool))
+    exact = cKDTree(grid.obstacle_xy).query(grid.ij_to_xy(cells))[0].reshape(grid.data.shape)
+    assert np.all(clear <= exact + 1e-9) and np.max(exact - clear) <= 0.05 / 3 * np.sqrt(2) + 1e-9
+    coarse = dataclasses.replace(grid, obstacle_xy=None)  # cells only: the old, looser bound, not the cached one
+    assert clearance_m(coarse) is not clear and np.all(clearance_m(coarse) <= clear + 1e-9)
+    assert (clearance_m(coarse) < clear - 0.02).mean() > 0.3

@@ -162,7 +162,7 @@ def plan_to_object(
     if not np.isfinite(standoff) or standoff <= 0:
         raise ValueError(f"standoff_m must be positive, got {standoff}")
     _footprint(box)
-    clear = clearance_m(grid, cfg.robot_radius_m + 2.0 * cfg.resolution_m)
+    clear = clearance_m(grid)
     if traversable is None:
         traversable = traversable_mask(grid, cfg.robot_radius_m, cfg.plan_through_unseen_floor, clear)
     if traversable.shape != grid.data.shape:

@@ -36,6 +36,7 @@ class OccupancyGrid:
     floor_z_m: float
     frame_id: str = "map"
     obstacle_xy: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def height(self) -> int:
@@ -135,26 +136,38 @@ def build_occupancy_grid(points: np.ndarray, config: NavigationConfig | None = N
     return grid
 
 
-def clearance_m(grid: OccupancyGrid, exact_below_m: float = 1.0) -> np.ndarray:
-    """(H,W) float64: distance (m) from each cell centre to the nearest obstacle point (inf without obstacles).
+_FINE_CELLS = 16_000_000  # most sub-cells of the fine distance transform behind clearance_m
 
-    Exact from ``grid.obstacle_xy`` (a k-d tree query) for the cells whose cell-based bound is below
-    ``exact_below_m``; elsewhere, and for grids without obstacle points, the lower bound: distance to the
-    nearest occupied cell centre minus half a cell diagonal."""
+
+def clearance_m(grid: OccupancyGrid) -> np.ndarray:
+    """(H,W) float64: a lower bound (m) on the distance from each cell centre to the nearest obstacle point (inf
+    without obstacles).
+
+    With ``grid.obstacle_xy``: the points are rasterised on sub-cells (3 x 3 per cell, 1 x 1 on huge grids) and a
+    Euclidean distance transform gives centre-to-sub-cell distances, minus half a sub-cell diagonal (1.2 cm at 5 cm
+    cells). Without obstacle points: distance to the nearest occupied cell centre minus half a cell diagonal.
+    Computed once per grid (cached on it)."""
+    if "clearance_m" not in grid._cache:
+        grid._cache["clearance_m"] = _clearance_m(grid)
+    return grid._cache["clearance_m"]
+
+
+def _clearance_m(grid: OccupancyGrid) -> np.ndarray:
     occupied = grid.data == OCCUPIED
     if not occupied.any():
         return np.full(grid.data.shape, np.inf)
-    half_diag_m = np.sqrt(0.5) * grid.resolution_m
-    bound = np.maximum(ndimage.distance_transform_edt(~occupied) * grid.resolution_m - half_diag_m, 0.0)
-    if grid.obstacle_xy is None or len(grid.obstacle_xy) == 0:
-        return bound
-    from scipy.spatial import cKDTree
-
-    near = bound < exact_below_m
-    cells = np.argwhere(near)
-    exact = bound.copy()
-    exact[near] = cKDTree(np.asarray(grid.obstacle_xy, dtype=np.float64)).query(grid.ij_to_xy(cells), workers=1)[0]
-    return np.maximum(exact, bound)
+    res = grid.resolution_m
+    pts = None if grid.obstacle_xy is None else np.asarray(grid.obstacle_xy, dtype=np.float64).reshape(-1, 2)
+    if pts is None or len(pts) == 0:
+        return np.maximum(ndimage.distance_transform_edt(~occupied) * res - np.sqrt(0.5) * res, 0.0)
+    k = 3 if grid.data.size * 9 <= _FINE_CELLS else 1
+    fine = np.zeros((grid.height * k, grid.width * k), dtype=bool)
+    ij = np.floor((pts - grid.origin_xy) / (res / k)).astype(np.int64)[:, ::-1]
+    ok = (ij[:, 0] >= 0) & (ij[:, 0] < fine.shape[0]) & (ij[:, 1] >= 0) & (ij[:, 1] < fine.shape[1])
+    fine[ij[ok, 0], ij[ok, 1]] = True
+    dist = ndimage.distance_transform_edt(~fine) * (res / k)
+    centre = k // 2  # the sub-cell holding the cell centre (k odd)
+    return np.maximum(dist[centre::k, centre::k] - np.sqrt(0.5) * res / k, 0.0)
 
 
 def unseen_floor_mask(grid: OccupancyGrid) -> np.ndarray:
@@ -183,6 +196,5 @@ def traversable_mask(grid: OccupancyGrid, robot_radius_m: float, unseen_floor: b
         base = base | unseen_floor_mask(grid)
     if not (grid.data == OCCUPIED).any():
         return base
-    reach_m = robot_radius_m + 2.0 * grid.resolution_m
-    clear = clearance_m(grid, reach_m) if clearance is None else clearance
+    clear = clearance_m(grid) if clearance is None else clearance
     return base & (clear > robot_radius_m + np.sqrt(0.5) * grid.resolution_m)
