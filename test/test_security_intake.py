@@ -98,6 +98,18 @@ def test_one_pose_stamped_in_the_future_is_rejected_and_intake_continues(offset_
     assert st["frames_dropped"] == 0
 
 
+def test_poses_running_ahead_of_a_paused_camera_are_kept():
+    s = Stream()
+    _start(s, 10)
+    for i in range(10, 10 + 30 * 20):  # the camera pauses 20 s, the pose source goes on
+        t = T0_NS + i * PERIOD_NS
+        assert s.pose(t + 5_000_000, _pose((i * PERIOD_NS + 5_000_000) * 1e-9)) == ""
+    for i in range(610, 640):
+        s.tick(i)
+    st = s.adds_up()
+    assert st["poses_rejected"] == {} and st["frames_assembled"] >= 39
+
+
 def test_a_stale_pose_and_a_lone_late_image_are_rejected_individually():
     s = Stream()
     _start(s, 10)

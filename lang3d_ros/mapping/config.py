@@ -18,7 +18,8 @@ class SyncConfig:
     """An image or pose stamped more than this before the newest image is stale and rejected; images that keep
     arriving that far back (``clock_jump_confirm`` in a row) mean the clock jumped back instead."""
     max_pose_lead_s: float = 2.0
-    """A pose stamped more than this after the newest image is rejected (future stamp)."""
+    """A pose stamped more than this after both the newest image and the newest accepted pose is rejected (future
+    stamp); poses that run ahead of a paused camera sample by sample are kept."""
     clock_jump_confirm: int = 2
     """Consecutive images stamped more than ``max_stamp_lag_s`` back that reset the synchronizer (bag loop,
     simulator reset): buffers and pose history are cleared, with a warning. A lone late image is only rejected."""

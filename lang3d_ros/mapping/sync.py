@@ -6,10 +6,11 @@ Colour and depth are paired by approximate time (|dt| <= slop). The camera pose 
 This is the path used where message_filters is not installed; it is tested against known streams.
 
 Faults in the streams are refused one message at a time, so that intake recovers at once:
-- the newest image stamp is the clock: a pose stamped more than ``max_pose_lead_s`` after it (future) or an image or
-  pose more than ``max_stamp_lag_s`` before it (stale) is rejected; ``clock_jump_confirm`` images in a row that far
-  back mean the clock went back (bag loop, simulator reset): everything buffered is dropped (counted), the
-  synchronizer restarts from those images, ``clock_resets`` counts it and a warning is logged;
+- the newest image stamp is the clock: a pose stamped more than ``max_pose_lead_s`` after it and after the newest
+  accepted pose (future) or an image or pose more than ``max_stamp_lag_s`` before it (stale) is rejected;
+  ``clock_jump_confirm`` images in a row that far back mean the clock went back (bag loop, simulator reset):
+  everything buffered is dropped (counted), the synchronizer restarts from those images (and the poses held with
+  them), ``clock_resets`` counts it and a warning is logged;
 - a pose sample farther from the accepted sample nearest in time than the speed limits allow is rejected
   (``pose jump`` / ``pose turn``); a jump that persists ``pose_follow_jump_s`` is followed, with a warning;
 - a change of camera intrinsics is counted and warned about; later frames carry the new intrinsics.
@@ -182,9 +183,12 @@ class FrameAssembler:
         self.stats.poses_received += 1
         c = self.config
         ref = self._newest_image_ns
-        if ref is not None and stamp_ns > ref + int(c.max_pose_lead_s * 1e9):
-            return self._reject_pose(REJECT_FUTURE, f"pose stamped {(stamp_ns - ref) * 1e-9:.3f} s after the newest "
-                                                    f"image (limit mapping.sync.max_pose_lead_s={c.max_pose_lead_s})")
+        # poses run ahead of a paused camera one sample at a time: judge the lead against the newer of the two
+        ahead_of = ref if ref is None or not self._pose_t else max(ref, self._pose_t[-1])
+        if ahead_of is not None and stamp_ns > ahead_of + int(c.max_pose_lead_s * 1e9):
+            return self._reject_pose(REJECT_FUTURE, f"pose stamped {(stamp_ns - ahead_of) * 1e-9:.3f} s after the "
+                                                    f"newest image or pose (limit mapping.sync.max_pose_lead_s="
+                                                    f"{c.max_pose_lead_s})")
         if ref is not None and stamp_ns < ref - int(c.max_stamp_lag_s * 1e9):
             if len(self._late) < self._maxlen:  # the first pose of a new, earlier timeline often precedes its image
                 self._late.append(_Late("pose", stamp_ns, T))
@@ -267,12 +271,13 @@ class FrameAssembler:
             late, self._late = self._late, []
             self._reset(f"image stamps went back by {(ref - stamp_ns) * 1e-9:.3f} s (bag loop, simulator reset or a "
                         f"stray stamp ahead)")
+            for item in late:  # images first: they set the clock the held poses are judged against
+                if item.kind != "pose":
+                    self._store(item.kind, item.stamp_ns, item.data)
             for item in late:
                 if item.kind == "pose":
                     self.stats.poses_received -= 1  # counted when it first arrived
                     self.add_pose(item.stamp_ns, item.data)
-                else:
-                    self._store(item.kind, item.stamp_ns, item.data)
             return
         if self._late:
             self._reject_late()
