@@ -17,6 +17,7 @@ re-label a Gaussian from rendered views (codes follow the nearest labelled point
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -118,8 +119,8 @@ def gather_segment_relevancy(codes: np.ndarray | torch.Tensor, segment_ids: np.n
 @dataclass
 class GaussianAnswer:
     """One instance answered from the Gaussians: the instance table's segment id, its level index, score in [0, 1],
-    how many Gaussians carry the code, and the axis-aligned box of their centres (map frame, metres; 2nd..98th
-    percentile, so a few stray Gaussians do not inflate it)."""
+    how many Gaussians carry the code, and the axis-aligned box of their footprints (map frame, metres: centre -/+
+    largest scale, 2nd..98th percentile, so a few stray Gaussians do not inflate it)."""
 
     segment_id: int
     level: int
@@ -155,6 +156,7 @@ def answer_from_gaussians(
     codes = model.codes[:, level].cpu().numpy().astype(np.int64)
     solid = model.opacities().detach().cpu().numpy() >= min_opacity
     means = model.means.detach().cpu().numpy()
+    reach = model.scales().detach().max(dim=1).values.cpu().numpy()[:, None]
     out: list[GaussianAnswer] = []
     for i in np.argsort(-scores, kind="stable"):
         if len(out) >= top_k or scores[i] < min_score:
@@ -162,10 +164,10 @@ def answer_from_gaussians(
         members = np.flatnonzero((codes == ids[i]) & solid)
         if len(members) < max(min_gaussians, 1):
             continue
-        m = means[members]
+        m, r = means[members], reach[members]
         out.append(GaussianAnswer(int(ids[i]), int(level), float(scores[i]), int(len(members)),
-                                  np.percentile(m, 2, axis=0).astype(np.float32),
-                                  np.percentile(m, 98, axis=0).astype(np.float32)))
+                                  np.percentile(m - r, 2, axis=0).astype(np.float32),
+                                  np.percentile(m + r, 98, axis=0).astype(np.float32)))
     return out
 
 
@@ -226,3 +228,43 @@ def render_relevancy(model: GaussianModel, gaussian_relevancy: np.ndarray | torc
     out = model.render(feats, view[None], K[None], int(intrinsics.width), int(intrinsics.height), cfg,
                        detach_geometry=True)
     return out.image[0, ..., 0].clamp(0.0, 1.0).cpu().numpy().astype(np.float32)
+
+
+def point_map_label_source(language_map) -> Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The ``GaussianTrainer.label_source`` of a live map: a callable that, under ``language_map.lock``, returns the
+    fused points (M, 3) float32, their segment labels (M, 3) int32 and vote weights (M, 3) float32 per level, in the
+    PointMap's live order (``points_xyz``, ``labels(level)``, ``label_weight(level)``)."""
+
+    def source() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with language_map.lock:
+            pm = language_map.points
+            xyz = pm.points_xyz.detach().cpu().numpy().astype(np.float32)
+            labels = np.stack([_to_numpy(pm.labels(lvl)) for lvl in range(NUM_LEVELS)], axis=1).astype(np.int32)
+            weights = np.stack([_to_numpy(pm.label_weight(lvl)) for lvl in range(NUM_LEVELS)], axis=1)
+        return xyz, labels, weights.astype(np.float32)
+
+    return source
+
+
+def segments_carried(model: GaussianModel, level: int, segment_ids: np.ndarray, min_gaussians: int = 1,
+                     min_opacity: float = 0.05) -> np.ndarray:
+    """(S,) bool: which of ``segment_ids`` (S,) at ``level`` are carried by >= ``min_gaussians`` Gaussians of opacity
+    >= ``min_opacity``. Ground from the Gaussians keeps the points' ranking of the instance table's segments and
+    answers those the field carries, so its ids and boxes are the instance table's (``answer_from_gaussians`` gives
+    the Gaussians' own boxes)."""
+    ids = np.asarray(segment_ids, dtype=np.int64).reshape(-1)
+    if not 0 <= level < NUM_LEVELS:
+        raise ValueError(f"level must be in 0..{NUM_LEVELS - 1}, got {level}")
+    codes = model.codes[:, level].cpu().numpy().astype(np.int64)
+    solid = model.opacities().detach().cpu().numpy() >= min_opacity
+    carried, counts = np.unique(codes[solid & (codes >= 0)], return_counts=True)
+    n = np.zeros(ids.shape, np.int64)
+    if len(carried):
+        pos = np.minimum(np.searchsorted(carried, ids), len(carried) - 1)
+        hit = carried[pos] == ids
+        n[hit] = counts[pos[hit]]
+    return n >= max(min_gaussians, 1)
+
+
+def _to_numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)

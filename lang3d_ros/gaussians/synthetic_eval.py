@@ -55,6 +55,7 @@ class TrainedSyntheticScene:
     held_keyframes: list
     coverage: torch.Tensor  # (N, L) mask-supervised share per Gaussian and level
     stats: dict = field(default_factory=dict)  # rgb_s, lang_s, psnr_before/after_db, latent_l1_before/after
+    train_frames: list = field(default_factory=list)  # the training frames (labelled points for instance codes)
 
     def latents(self) -> torch.Tensor:
         """(N, L, d) latents as queries read them (unit-normalised when the config says so)."""
@@ -116,7 +117,7 @@ def train_synthetic_scene(seed: int, settings: SyntheticSceneSettings | None = N
     stats["lang_s"] = time.perf_counter() - t0
     stats["latent_l1_after"] = held_latent_l1(model, kf_held, cfg.gaussians)
     cov = language_coverage(model, kf_train, cfg.gaussians)
-    return TrainedSyntheticScene(seed, cfg, model, ae, sem, held, kf_held, cov, stats)
+    return TrainedSyntheticScene(seed, cfg, model, ae, sem, held, kf_held, cov, stats, train)
 
 
 @torch.no_grad()
@@ -171,3 +172,48 @@ def oracle_localization(scene: TrainedSyntheticScene) -> list[ViewQuery]:
 def shuffle_permutation(n_gaussians: int, seed: int = 0) -> torch.Tensor:
     """(N,) random permutation of the Gaussians: the latent-shuffling control that must break localization."""
     return torch.randperm(n_gaussians, generator=torch.Generator().manual_seed(seed))
+
+
+@dataclass
+class SegmentTable:
+    """Ground-truth stand-in for the fused map's instance table, from a synthetic scene's labelled points: segment
+    ids (S,) (the GT instance ids), per level the unit language feature (L, S, D) of each segment (its label's
+    embedding; the whole level uses the root object's label), and the labelled points (M, 3) with their segment id
+    per level (M, L) (back-projected training pixels, every ``stride``-th)."""
+
+    ids: np.ndarray
+    features: torch.Tensor
+    points_xyz: np.ndarray
+    labels: np.ndarray
+
+    def relevancy(self, text: str, text_encoder, canonical: torch.Tensor) -> np.ndarray:
+        """(L, S) LERF canonical relevancy of every segment to ``text``."""
+        from lang3d_ros.grounding.relevancy import relevancy
+
+        q = torch.nn.functional.normalize(text_encoder.encode_text([text])[0].float(), dim=-1)
+        return np.stack([relevancy(self.features[lvl], q, canonical).cpu().numpy()
+                         for lvl in range(self.features.shape[0])]).astype(np.float32)
+
+
+def segment_table(scene: TrainedSyntheticScene, stride: int = 2) -> SegmentTable:
+    """The scene's GT segment table (see ``SegmentTable``) from its training frames."""
+    from lang3d_ros.geometry.transforms import transform_points
+
+    sem = scene.semantics
+    ids = np.array(sorted(sem.instance_labels), dtype=np.int64)
+    pts, labs = [], []
+    for f in scene.train_frames:
+        v, u = np.mgrid[0 : f.height : stride, 0 : f.width : stride]
+        z = f.depth_m[v, u]
+        ok = np.isfinite(z) & (z > 0)
+        pts.append(transform_points(f.T_world_cam, f.intrinsics.backproject(u[ok], v[ok], z[ok])).astype(np.float32))
+        inst = f.instance_map[v[ok], u[ok]].astype(np.int64)
+        known = np.isin(inst, ids)
+        lab = np.where(known, inst, -1)
+        root = np.array([sem.root.get(int(i), -1) if k else -1 for i, k in zip(inst, known)], dtype=np.int64)
+        labs.append(np.stack([lab, lab, root], axis=1))
+    feats = []
+    for lvl in range(3):
+        texts = [sem.text_of(int(i) if lvl < 2 else int(sem.root[int(i)])) for i in ids]
+        feats.append(torch.nn.functional.normalize(torch.from_numpy(sem.embed_texts(texts)).float(), dim=-1))
+    return SegmentTable(ids, torch.stack(feats), np.concatenate(pts), np.concatenate(labs).astype(np.int32))
