@@ -32,12 +32,12 @@ SYNTHETIC_CONFIG = Path(__file__).resolve().parents[2] / "config" / "synthetic.y
 
 def default_params(gt_path: Path) -> dict:
     """Mapper parameters for synthetic scenes (config/synthetic.yaml: GT-label semantics via MiniLM, CPU fusion,
-    parser-only LLM) with the ground-truth file and a faster status period."""
+    parser-only LLM) with the ground-truth file, a faster status period and no autosave (SaveMap writes the map)."""
     from lang3d_ros.config import _deep_update, parameters_from_yaml
 
     params = parameters_from_yaml(SYNTHETIC_CONFIG)
     _deep_update(params, {"ros": {"ground_truth_file": str(Path(gt_path).resolve()), "status_period_s": 0.5,
-                                  "cloud_period_s": 0.0}})
+                                  "cloud_period_s": 0.0, "autosave": {"period_s": 0.0, "on_shutdown": False}}})
     return params
 
 

@@ -167,6 +167,8 @@ class GroundTruthSemantics:
         self.min_mask_area_px = min_mask_area_px
         self._cache: dict[str, np.ndarray] = {}
         self.noise = MaskNoise(mask_noise) if mask_noise is not None and mask_noise.enabled else None
+        if self.noise is not None:
+            logger.info("ground-truth semantics with the mask-noise model (seed %d)", mask_noise.seed)
         self.last_noise_reports: list[MaskNoiseReport] = []
 
     def _root_of(self, iid: int) -> int:
