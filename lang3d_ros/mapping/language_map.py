@@ -23,8 +23,9 @@ import torch
 
 from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.fusion.pointfusion import FusionReport, PointMap
+from lang3d_ros.grounding.extract import classify_segments, text_embeddings
+from lang3d_ros.grounding.ground import choose_level, segment_relevancy, select_segments
 from lang3d_ros.grounding.objects import LEVELS, SceneObject
-from lang3d_ros.grounding.relevancy import DEFAULT_TEMPERATURE
 from lang3d_ros.instances.mapper import InstanceMapper
 from lang3d_ros.mapstore import MapBundle, read_map, write_map
 from lang3d_ros.semantics.types import KeyframeSemantics
@@ -159,15 +160,8 @@ class LanguageMap:
         return len(self.instances.table)
 
     def _segment_relevancy(self, q: np.ndarray, levels: list[_LevelSnapshot]) -> list[np.ndarray]:
-        """LERF relevancy of every snapshot segment per level: min over canonical phrases of
-        sigmoid(T (cos(f, q) - cos(f, c)))."""
-        phrases = np.concatenate([q[None], self.canonical], 0).T.astype(np.float32)  # (D, 1 + C)
-        out = []
-        for snap in levels:
-            cos = snap.features @ phrases  # (S, 1 + C)
-            z = DEFAULT_TEMPERATURE * (cos[:, :1] - cos[:, 1:])
-            out.append((1.0 / (1.0 + np.exp(-z))).min(axis=1) if len(cos) else np.zeros(0, np.float32))
-        return out
+        """(S_l,) LERF relevancy of every snapshot segment, per level."""
+        return [segment_relevancy(snap.features, q, self.canonical) for snap in levels]
 
     def relevancy_by_level(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> (relevancy (3, N) float32, points (N, 3) float32, colours (N, 3) in [0, 1]), one consistent snapshot:
@@ -195,25 +189,17 @@ class LanguageMap:
         one. Kept: relevancy >=
         max(absolute_threshold, relative_threshold * best, min_score), at most max_results (config top_k)."""
         text = check_query(text)
-        if level and level not in LEVELS:
-            raise ValueError(f"unknown level {level!r}; use one of {LEVELS} or empty for the best level")
+        choose_level([0.0] * len(LEVELS), level)  # ValueError for an unknown level, before any work
         if self.num_points == 0:
             raise ValueError("the map is empty: no frame has been fused yet")
         q = self.encode_query(text)
         with self.lock:
             levels = self._levels()
             rels = self._segment_relevancy(q, levels)
-            tops = [float(r.max()) if len(r) else -1.0 for r in rels]
-            # ties (the ground-truth backend's identical levels) go to the coarser level, whose ids objects() uses
-            lvl = LEVELS.index(level) if level else max(range(len(LEVELS)), key=lambda k: (round(tops[k], 6), k))
+            lvl = choose_level([float(r.max()) if len(r) else -1.0 for r in rels], level)
             rel, snap = rels[lvl], levels[lvl]
-            if len(rel) == 0:
-                return []
-            cfg = self.config.grounding
-            thr = max(cfg.absolute_threshold, cfg.relative_threshold * float(rel.max()), min_score, cfg.min_score)
-            keep = np.flatnonzero(rel >= thr)
-            t = self.instances.table
-            keep = keep[np.lexsort((-t.n_points[snap.rows[keep]], -rel[keep]))][: max_results or cfg.top_k]
+            n_points = self.instances.table.n_points[snap.rows]
+            keep = select_segments(rel, n_points, self.config.grounding, max_results, min_score)
             return [self._scene_object(int(snap.rows[k]), score=float(rel[k]), query=text) for k in keep]
 
     def _scene_object(self, row: int, score: float = 1.0, query: str = "", label: str = "") -> SceneObject:
@@ -227,17 +213,15 @@ class LanguageMap:
 
     def _phrase_features(self, phrases: tuple[str, ...]) -> np.ndarray:
         if phrases not in self._phrase_cache:
-            from lang3d_ros.grounding.extract import text_embeddings
-
             self._phrase_cache[phrases] = text_embeddings(self.text_encoder, list(phrases))
         return self._phrase_cache[phrases]
 
     def objects(self, vocabulary: tuple[str, ...] | None = None) -> list[SceneObject]:
-        """The "whole"-level instances as labelled SceneObjects, largest first; cached until the map changes.
+        """The "whole"-level instances as labelled SceneObjects, largest first; cached until the table changes.
 
-        Label: open-vocabulary classification of the segment feature against ``extraction.vocabulary`` plus the
-        structure phrases (softmax of ``label_temperature * cos``); segments whose best phrase is structure, or
-        that are wide and thin (a floor or wall slab), are left out unless ``extraction.keep_structure``."""
+        Label: open-vocabulary classification of the segment feature (grounding/extract.py); structure (floor,
+        walls) is left out unless ``extraction.keep_structure``. Segments under ``instances.min_points`` points
+        are left out."""
         cfg = self.config.extraction
         if vocabulary:
             cfg = dataclasses.replace(cfg, vocabulary=list(vocabulary))
@@ -247,30 +231,22 @@ class LanguageMap:
                 return self._objects_cache[2]
             version = self._state_key()
             t = self.instances.table
-            min_points = self.config.instances.min_points
-            rows = np.flatnonzero((t.level == LEVELS.index("whole")) & (t.n_points >= min_points))
+            rows = np.flatnonzero((t.level == LEVELS.index("whole")) & (t.n_points >= self.config.instances.min_points))
             rows = rows[np.argsort(-t.n_points[rows], kind="stable")]
             objs = []
             if len(rows):
-                phrases = tuple(cfg.vocabulary) + tuple(cfg.structure_labels)
-                text = self._phrase_features(phrases)
-                n_vocab = len(cfg.vocabulary)
-                cos = t.unit_features(rows) @ text.T  # (S, P)
-                logits = cfg.label_temperature * cos[:, :n_vocab]
-                prob = np.exp(logits - logits.max(1, keepdims=True))
-                prob /= prob.sum(1, keepdims=True)
-                size = t.obb_size[rows]
-                slab = (size[:, :2].max(1) >= cfg.planar_min_extent_m) & (size.min(1) <= cfg.planar_max_thickness_m)
+                text = self._phrase_features(tuple(cfg.vocabulary) + tuple(cfg.structure_labels))
+                lab = classify_segments(t.unit_features(rows), t.obb_size[rows].astype(np.float64), text, cfg)
                 for i, row in enumerate(rows.tolist()):
-                    best = int(np.argmax(cos[i]))
-                    structure = best >= n_vocab or bool(slab[i])
-                    if structure and not cfg.keep_structure:
+                    if lab.structure[i] and not cfg.keep_structure:
                         continue
-                    v = int(np.argmax(prob[i]))
-                    label = f"structure:{phrases[best]}" if structure else cfg.vocabulary[v]
-                    o = self._scene_object(row, score=float(prob[i, v]), label=label)
-                    o.query = ""
-                    o.label_scores = {name: float(x) for name, x in zip(cfg.vocabulary, prob[i])}
+                    v = int(lab.label_index[i])
+                    name = cfg.vocabulary[v]
+                    if lab.structure[i]:
+                        p = int(lab.structure_phrase[i])
+                        name = f"structure:{cfg.structure_labels[p] if p >= 0 else name}"
+                    o = self._scene_object(row, score=float(lab.label_prob[i, v]), label=name)
+                    o.label_scores = {n: float(x) for n, x in zip(cfg.vocabulary, lab.label_prob[i])}
                     objs.append(o)
             self._objects_cache = (version, key, objs)
             return objs
