@@ -260,6 +260,7 @@ def test_summary_and_side_by_side_report(tmp_path):
     assert s["ground_acc@0.25"] == pytest.approx(2 / 3) and s["ground_label_acc@0.25"] == 1.0 and s["ground_label_n"] == 2
     assert s["ground_relation_n"] == 1 and s["ground_relation_acc@0.25"] == 0.0 and s["ground_resting_n"] == 0
     assert s["count_accuracy"] == 1.0 and s["navigation_validity"] == 0.5 and s["lerf_localization"] == 0.5
+    assert s["navigation_validity_target_found"] == 0.5 and s["navigation_n_target_found"] == 2
     assert clean["ask"]["counts"]["by_expected"] == {"1": {"n": 1, "accuracy": 1.0}}
     assert clean["ask"]["counts"]["by_phrasing"] == {"how many X are there?": {"n": 1, "accuracy": 1.0}}
     noisy_raw = make_raw()

@@ -262,6 +262,8 @@ def recompute(raw: dict) -> dict:
                            "per_query": count_rows}},
         "navigation": {"n": len(nav_rows), "validity": _rate([r["valid"] for r in nav_rows]),
                        "by_kind": _split_rate(nav_rows, lambda r: r["kind"], "valid"),
+                       "validity_target_found": _rate([r["valid"] for r in nav_rows if r["target_iou"] >= 0.25]),
+                       "n_target_found": sum(r["target_iou"] >= 0.25 for r in nav_rows),
                        "success_rate": _rate([r["success"] for r in nav_rows]), "per_query": nav_rows,
                        "settings": {k: s[k] for k in ("robot_radius_m", "standoff_tolerance_m", "facing_tolerance_deg",
                                                       "path_clearance_m")}},
@@ -297,7 +299,8 @@ def headline(results: dict, raw: dict) -> dict:
         out[f"ground_{k}_acc@0.25"], out[f"ground_{k}_n"] = v["acc@0.25"], v["n"]
     c, nav, lerf = results["ask"]["counts"], results["navigation"], results["lerf"]
     out.update({"count_accuracy": c["accuracy"], "count_n": c["n"], "navigation_validity": nav["validity"],
-                "navigation_n": nav["n"], "lerf_localization": lerf["localization_accuracy"], "lerf_miou": lerf["miou"],
+                "navigation_n": nav["n"], "navigation_validity_target_found": nav["validity_target_found"],
+                "navigation_n_target_found": nav["n_target_found"], "lerf_localization": lerf["localization_accuracy"], "lerf_miou": lerf["miou"],
                 "lerf_n": lerf["n"], "num_points": results["frames"].get("num_points"),
                 "keyframes": results["frames"].get("keyframes"),
                 "map_file_mb": (raw.get("save_map") or {}).get("size_bytes", 0) / 2**20 or None,

@@ -248,6 +248,7 @@ COMPARISON_ROWS = (  # (summary key, row name, percentage?)
     ("ground_acc@0.5", "Ground Acc@0.5 (all kinds)", True),
     ("count_accuracy", "Counts (\"how many\", several phrasings)", True),
     ("navigation_validity", "Navigation validity", True),
+    ("navigation_validity_target_found", "  when the target was found (IoU >= 0.25)", True),
     ("lerf_localization", "LERF localization", True),
     ("lerf_miou", "LERF mIoU", False),
     ("num_points", "map points", False),
@@ -258,6 +259,7 @@ COMPARISON_ROWS = (  # (summary key, row name, percentage?)
 )
 _COUNT_KEYS = {"ground_acc@0.25": "ground_n", "ground_acc@0.5": "ground_n", "count_accuracy": "count_n",
                "navigation_validity": "navigation_n", "lerf_localization": "lerf_n",
+               "navigation_validity_target_found": "navigation_n_target_found",
                **{f"ground_{k}_acc@0.25": f"ground_{k}_n" for k in ("label", "attribute", "relation", "resting")}}
 
 
