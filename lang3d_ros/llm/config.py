@@ -62,6 +62,10 @@ class LLMConfig:
     open_threshold: float = 0.45
     """Below this similarity to every map label a noun names nothing in the map (NOT_FOUND); between this and
     bind_threshold the label is an open slot that only the model may fill."""
+    rank_temperature: float = 0.05
+    """Ranking open labels: the model's mean log-likelihood of a label is added to its encoder similarity divided
+    by this (SayCan's language score x grounding score); smaller trusts the encoder more. Chosen a priori (a
+    0.05 similarity gap weighs one nat), not tuned on the phrasing set."""
     few_shot: int = 4
     """Worked examples in the model's prompt, retrieved per query from the example pool (balanced by intent)."""
     max_candidates: int = 6
@@ -84,6 +88,8 @@ class LLMConfig:
                              f"got {self.loc_range_m}")
         if not 0 < self.open_threshold <= self.bind_threshold <= 1 or not 0 <= self.bind_margin < 1:
             raise ValueError("need 0 < open_threshold <= bind_threshold <= 1 and 0 <= bind_margin < 1")
+        if self.rank_temperature <= 0:
+            raise ValueError("rank_temperature must be positive")
         if not 0 <= self.few_shot <= 16 or not 1 <= self.max_candidates <= 32:
             raise ValueError("few_shot must be in [0, 16] and max_candidates in [1, 32]")
         if self.near_m <= 0 or self.on_tolerance_m <= 0 or self.standoff_m < 0:

@@ -11,6 +11,7 @@ The grammar makes the output valid; it does not make it right (see ``understand`
 """
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -63,6 +64,8 @@ def _phrase_dict(d: dict, depth: int = 1) -> dict:
                    superlative=_none(d.get("superlative")))
         anchors = [_phrase_dict(a, 2) for a in d.get("anchors") or []]
         rel, sup = out["relation"], out["superlative"]
+        if rel is not None and not anchors:  # the schema cannot tie anchors to a relation: a bare one is dropped
+            out["relation"] = rel = None
         if rel is None and sup in ("closest", "farthest") and anchors:
             out["reference"] = anchors[0]  # "closest to X": the anchor is what distance is measured to
         elif rel == "between":
@@ -73,8 +76,9 @@ def _phrase_dict(d: dict, depth: int = 1) -> dict:
 
 
 def model_json_to_request(d: dict) -> Request:
-    """A model answer in the schema's shape -> validated Request (ValueError when inconsistent, e.g. a
-    relation without an anchor)."""
+    """A model answer in the schema's shape -> validated Request. Every answer the schema admits converts: a
+    relation without anchors is dropped, "between" with one anchor uses it twice, anchors without a relation
+    are the reference of closest / farthest or ignored."""
     if not isinstance(d, dict):
         raise ValueError("model output is not a JSON object")
     intent = d.get("intent", "ground")
@@ -121,6 +125,9 @@ class DecodeStats:
     seconds: float = 0.0
 
 
+decode_log: list[dict] | None = None
+"""When a list, every ``generate_request`` appends what it decoded: query, text, valid_json (meets the schema),
+consistent (became a Request), token counts and seconds. Benchmarks set it; None (default) records nothing."""
 _TOKENIZERS: dict[int, object] = {}
 _TOK_LOCK = threading.Lock()
 
@@ -135,6 +142,25 @@ def _ll_tokenizer(backend):
             _TOKENIZERS[key] = llguidance.hf.from_tokenizer(backend.tokenizer,
                                                             n_vocab=backend.model.get_output_embeddings().weight.shape[0])
         return _TOKENIZERS[key]
+
+
+_PREFIX: dict[int, tuple[list[int], object]] = {}
+
+
+def _prefix_cache(backend, system: dict, ids: list[int]):
+    """(a copy of the KV cache of the system message, its token count) when ``ids`` starts with it, else
+    (None, 0). The system prompt is the same for every request, so its prefill runs once per backend."""
+    import torch
+
+    prefix = backend.tokenizer.apply_chat_template([system], add_generation_prompt=False, tokenize=True,
+                                                   return_dict=True)["input_ids"]
+    if len(prefix) >= len(ids) or ids[: len(prefix)] != prefix:
+        return None, 0
+    key = id(backend)
+    if key not in _PREFIX or _PREFIX[key][0] != prefix:
+        res = backend.model(input_ids=torch.tensor([prefix], device=backend.model.device), use_cache=True)
+        _PREFIX[key] = (prefix, res.past_key_values)
+    return copy.deepcopy(_PREFIX[key][1]), len(prefix)
 
 
 def _mask(matcher, vocab: int) -> np.ndarray:
@@ -160,9 +186,10 @@ def constrained_generate(backend, messages: list[dict], schema: dict, max_new_to
     stats = DecodeStats()
     out: list[int] = []
     with backend._lock, torch.no_grad():
-        enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        ids = enc["input_ids"].to(model.device)
-        res = model(input_ids=ids, use_cache=True)
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                      return_dict=True)["input_ids"][0].tolist()
+        past, start = _prefix_cache(backend, messages[0], ids)
+        res = model(input_ids=torch.tensor([ids[start:]], device=model.device), past_key_values=past, use_cache=True)
         past, logits = res.past_key_values, res.logits[0, -1]
         while not matcher.is_stopped() and not matcher.is_accepting():
             if len(out) >= max_new_tokens or time.perf_counter() - t0 > timeout_s:
@@ -195,15 +222,38 @@ def generate_request(backend, query: str, labels: Sequence[str], config: LLMConf
 
     schema = request_schema(labels)
     messages = build_messages(query, labels, config.few_shot)
+    stats = DecodeStats()
     if hasattr(backend, "model") and hasattr(backend, "tokenizer"):
-        text, _ = constrained_generate(backend, messages, schema, max(config.max_new_tokens, 96), config.timeout_s)
+        text, stats = constrained_generate(backend, messages, schema, max(config.max_new_tokens, 160),
+                                           config.timeout_s)
     else:  # an OpenAI-compatible server enforces the same schema
         text = backend.generate(messages, max(config.max_new_tokens, 96), config.timeout_s,
                                 response_format={"type": "json_schema",
                                                  "json_schema": {"name": "lang3d_request", "strict": True,
                                                                  "schema": schema}})
+    record = {"query": query, "text": text, "valid_json": False, "consistent": False,
+              "model_tokens": stats.model_tokens, "forced_tokens": stats.forced_tokens, "seconds": stats.seconds}
+    if decode_log is not None:
+        decode_log.append(record)
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"model output is not JSON: {exc.msg}") from exc
-    return model_json_to_request(obj)
+    record["valid_json"] = _valid(obj, schema)
+    req = model_json_to_request(obj)
+    record["consistent"] = True
+    return req
+
+
+def _valid(value, schema: dict) -> bool:
+    """Whether ``value`` meets the subset of JSON schema ``request_schema`` uses (enum, object, array)."""
+    if "enum" in schema:
+        return value in schema["enum"]
+    if schema.get("type") == "object":
+        props = schema["properties"]
+        return (isinstance(value, dict) and set(value) <= set(props) and set(schema.get("required", ())) <= set(value)
+                and all(_valid(v, props[k]) for k, v in value.items()))
+    if schema.get("type") == "array":
+        return (isinstance(value, list) and len(value) <= schema.get("maxItems", len(value))
+                and all(_valid(v, schema["items"]) for v in value))
+    return True

@@ -281,7 +281,7 @@ def parse(text: str | Normalized) -> Request | None:
     if n.navigation:
         p = _tail_np(w)
         return Request("ground", p) if p is not None and (p.label or p.color or p.relation) else None
-    if w[:2] == ["how", "many"] or w[:3] == ["number", "of"] or w[:4] == ["what", "is", "the", "number"] or \
+    if w[:2] in (["how", "many"], ["number", "of"]) or w[:4] == ["what", "is", "the", "number"] or \
             (w[0] in ("count", "tally") and len(w) > 1):
         start = 2 if w[0] in ("how", "number") else 1 if w[0] in ("count", "tally") else 5
         rest = w[start:]

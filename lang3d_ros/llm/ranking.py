@@ -57,10 +57,26 @@ def score_continuations(backend, messages: list[dict], continuations: Sequence[s
     return out
 
 
+def label_prompt(query: str, noun: str, labels: Sequence[str]) -> list[dict]:
+    """The closed-set question for one open noun: which of the room's objects does it mean."""
+    return [{"role": "system", "content": "You answer with the name of one object in the room."},
+            {"role": "user", "content": f"Objects in the room: {', '.join(sorted(set(labels)))}.\n"
+                                        f"Someone said: \"{query}\"\nWhich object do they mean by \"{noun}\"?"}]
+
+
+def rank_labels(backend, query: str, noun: str, options: Sequence[str], labels: Sequence[str], timeout_s: float,
+                include_other: bool = True) -> list[float]:
+    """Mean log-probability of each option (and of "none of them" at the end when ``include_other``) as the
+    model's answer to ``label_prompt``."""
+    texts = [f"The {o}." for o in options] + (["None of them."] if include_other else [])
+    return score_continuations(backend, label_prompt(query, noun, labels), texts, timeout_s)
+
+
 def rank_requests(backend, query: str, candidates: Sequence[Request], labels: Sequence[str], config: LLMConfig,
                   include_other: bool = False) -> list[float]:
-    """Scores (higher = more likely) of each candidate, plus one for "other" at the end when ``include_other``.
-    Backends without token log-probabilities (HTTP servers) raise LLMUnavailable."""
+    """Scores (higher = more likely) of each candidate's JSON after the few-shot prompt, plus one for the
+    candidate whose target is "other" at the end when ``include_other``. Backends without token
+    log-probabilities (HTTP servers) raise LLMUnavailable."""
     from lang3d_ros.llm.prompting import build_messages
 
     if not (hasattr(backend, "model") and hasattr(backend, "tokenizer")):

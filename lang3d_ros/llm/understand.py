@@ -146,31 +146,40 @@ def label_options(noun: str, labels: Sequence[str], matcher: LabelMatcher, confi
     return opts, False
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One reading of the parsed request with its nouns bound to map labels."""
+
+    request: Request
+    labels: dict[str, str]
+    """Query noun -> the map label this candidate binds it to."""
+
+
 def bind_candidates(req: Request, labels: Sequence[str], matcher: LabelMatcher, config: LLMConfig,
-                    allow_open: bool) -> tuple[list[Request], bool]:
-    """Candidate requests with every noun bound to map labels (best first), and whether any slot was open.
+                    allow_open: bool) -> tuple[list[Candidate], dict[str, list[str]]]:
+    """Candidates with every noun bound to map labels (best first), and the open nouns with their options.
     Raises NOT_FOUND for a noun that names nothing in the map (or an open one when ``allow_open`` is False
     and no option reaches ``bind_threshold``)."""
     nouns = list(dict.fromkeys(request_labels(req)))
     per_noun: list[list[str]] = []
-    any_open = False
+    open_nouns: dict[str, list[str]] = {}
     for noun in nouns:
         opts, settled = label_options(noun, labels, matcher, config)
         if not opts:
             raise not_found(noun, labels, matcher)
         if not settled:
             if not allow_open:
-                sims = matcher.similarity(noun, [opts[0]])
-                if sims[0] < config.bind_threshold:
+                if matcher.similarity(noun, [opts[0]])[0] < config.bind_threshold:
                     raise not_found(noun, labels, matcher)
                 opts = opts[:1]
             else:
-                any_open = True
+                open_nouns[noun] = opts
         per_noun.append(opts)
     out = []
     for combo in itertools.islice(itertools.product(*per_noun), config.max_candidates):
-        out.append(relabel(req, dict(zip(nouns, combo))))
-    return out or [req], any_open
+        mapping = dict(zip(nouns, combo))
+        out.append(Candidate(relabel(req, mapping), mapping))
+    return out or [Candidate(req, {})], open_nouns
 
 
 def _noun_phrase(n: Normalized, req: Request) -> str:
@@ -220,19 +229,31 @@ def understand(query: str, objects: Sequence[SceneObject], matcher: LabelMatcher
             return Understanding(req, AnsweredBy.LLM, n, "the parser did not read it; the model wrote the request",
                                  noun_phrase=_noun_phrase(n, req))
         raise ValueError(f"{note}could not understand {query!r}: name an object, e.g. 'the mug on the table'")
-    cands, any_open = bind_candidates(parsed, labels, matcher, config, allow_open=use_model and config.mode == "rank")
+    cands, open_nouns = bind_candidates(parsed, labels, matcher, config,
+                                        allow_open=use_model and config.mode == "rank")
     np_text = _noun_phrase(n, parsed)
-    if len(cands) == 1 or not (use_model and config.mode == "rank"):
-        return Understanding(cands[0], AnsweredBy.PARSER, n, note, noun_phrase=np_text)
-    from lang3d_ros.llm.ranking import rank_requests
+    if not open_nouns:
+        return Understanding(cands[0].request, AnsweredBy.PARSER, n, note, noun_phrase=np_text)
+    from lang3d_ros.llm.ranking import rank_labels
 
-    try:
-        scores = rank_requests(backend, query, cands, labels, config, include_other=any_open)
-    except LLMUnavailable as exc:
+    per_noun: dict[str, dict[str, float]] = {}
+    try:  # SayCan: the model's log-likelihood of each label (and of "none of them") times a grounding prior,
+        # the text encoder's similarity as a softmax with temperature ``rank_temperature`` ("none" sits halfway
+        # between open_threshold and bind_threshold); a candidate sums its labels' scores
+        none_sim = 0.5 * (config.open_threshold + config.bind_threshold)
+        for noun, opts in open_nouns.items():
+            sc = rank_labels(backend, query, noun, opts, labels, config.timeout_s, include_other=True)
+            sims = list(matcher.similarity(noun, opts)) + [none_sim]
+            total = [m + s / config.rank_temperature for m, s in zip(sc, sims)]
+            per_noun[noun] = dict(zip(opts, total))
+            if total[-1] > max(total[:-1]):
+                raise not_found(noun, labels, matcher)
+    except LLMUnavailable as exc:  # as without a model: the best label when it is close enough, else NOT_FOUND
         log.warning("LLM unavailable: %s", exc)
-        return Understanding(cands[0], AnsweredBy.PARSER, n, f"model unavailable ({exc}); ", noun_phrase=np_text)
-    best = max(range(len(scores)), key=lambda i: scores[i])
-    if best == len(cands):  # "other": the model says the noun names none of the offered labels
-        raise not_found(request_labels(parsed)[0] if request_labels(parsed) else query, labels, matcher)
-    return Understanding(cands[best], AnsweredBy.LLM, n, note, tuple(cands), tuple(scores[: len(cands)]),
-                         noun_phrase=np_text)
+        cands, _ = bind_candidates(parsed, labels, matcher, config, allow_open=False)
+        return Understanding(cands[0].request, AnsweredBy.PARSER, n, f"{note}model unavailable ({exc}); ",
+                             noun_phrase=np_text)
+    scores = [sum(per_noun[nn][c.labels[nn]] for nn in open_nouns) for c in cands]
+    best = max(range(len(cands)), key=lambda i: scores[i])
+    return Understanding(cands[best].request, AnsweredBy.LLM, n, note, tuple(c.request for c in cands),
+                         tuple(scores), noun_phrase=np_text)
