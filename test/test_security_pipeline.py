@@ -10,6 +10,7 @@ import pytest
 from conftest import synthetic_config
 
 from lang3d_ros.geometry.camera import Intrinsics
+from lang3d_ros.mapping.pipeline import combine_intake_status
 from lang3d_ros.mapping.sync import FrameAssembler
 
 DAY_NS = 86400 * 10**9
@@ -79,6 +80,11 @@ def test_faults_injected_into_the_streams_do_not_stop_or_corrupt_mapping(scene_f
     _adds_up(st)
     assert st["frames_received"] == a["frames_assembled"] >= 70
     assert st["frames_fused"] >= 70 and st["selector_resets"] == 1
+    node = combine_intake_status(st, a, {"unsupported image encoding": 2})  # what a mapper node publishes
+    assert node["frames_received"] == 2 * len(frames) + 2 == (node["frames_fused"] + node["frames_dropped"]
+                                                              + node["frames_rejected"] + node["frames_pending"])
+    assert node["frames_pending"] == 0 and node["reject_reasons"]["unsupported image encoding"] == 2
+    assert node["poses_rejected"] == a["poses_rejected"] and node["clock_resets"] == 1
     xyz = stack.language_map.points.points_xyz.cpu().numpy()
     assert len(xyz) > 1000 and np.abs(xyz).max() < 50.0  # nothing fused 10 km or 1000 km away
 

@@ -254,8 +254,8 @@ class MappingPipeline:
         ``drop_reasons`` and ``reject_reasons`` (dicts reason -> count). Also ``keyframes`` (fused with semantics),
         ``keyframes_without_semantics`` (fused as plain frames, semantics busy), ``selector_resets`` (time jumped
         back), ``intrinsics_changes``, ``source``, ``num_points``, ``fusion_ms``, ``semantics_ms``, ``memory_mb``
-        and the trainer's ``num_gaussians``, ``training_*``. A node adds the FrameAssembler's ``status()``
-        (its frames_* count colour images before they become frames)."""
+        and the trainer's ``num_gaussians``, ``training_*``. A node folds in the FrameAssembler's ``status()``
+        with ``combine_intake_status`` (its frames_* count colour images before they become frames)."""
         with self._lock:
             c = self.counters
             pending = c.frames_received - c.frames_fused - c.frames_dropped - c.frames_rejected
@@ -272,3 +272,30 @@ class MappingPipeline:
                    training_iterations=int(t.get("iterations", 0)), training_loss=float(t.get("loss", float("nan"))),
                    training_psnr_db=float(t.get("psnr", float("nan"))))
         return out
+
+
+def combine_intake_status(pipeline_status: dict, assembler_status: dict,
+                          colour_messages_rejected: dict[str, int] | None = None) -> dict:
+    """A node's frame counters: ``MappingPipeline.status()`` with the FrameAssembler's ``status()`` folded in, so
+    that ``frames_received == frames_fused + frames_dropped + frames_rejected + frames_pending`` counts colour images
+    from the topic on. ``colour_messages_rejected``: colour messages the node could not decode (reason -> count);
+    they never reached the assembler. Non-colour faults stay in their own keys (``depth_dropped``,
+    ``poses_rejected``, ``clock_resets``, ...). Returns a new dict; reason dicts are merged by key."""
+    p, a = pipeline_status, assembler_status
+    decode = dict(colour_messages_rejected or {})
+    n_decode = sum(decode.values())
+    out = dict(p)
+    out["frames_received"] = a["colour_received"] + n_decode
+    out["frames_dropped"] = p["frames_dropped"] + a["frames_dropped"]
+    out["frames_rejected"] = p["frames_rejected"] + a["frames_rejected"] + n_decode
+    out["frames_pending"] = p["frames_pending"] + a["frames_pending"] + (a["frames_assembled"] - p["frames_received"])
+    drops, rejects = Counter(p.get("drop_reasons", {})), Counter(p.get("reject_reasons", {}))
+    drops.update(a["drop_reasons"])
+    rejects.update(a["reject_reasons"])
+    rejects.update(decode)
+    out["drop_reasons"], out["reject_reasons"] = dict(drops), dict(rejects)
+    for key in ("depth_received", "depth_dropped", "poses_received", "poses_rejected", "pose_jumps_followed",
+                "clock_resets"):
+        out[key] = a[key]
+    out["camera_info_changes"] = a["intrinsics_changes"]
+    return out
