@@ -78,6 +78,8 @@ def write_map(path: str | os.PathLike, bundle: MapBundle) -> int:
     """Write ``bundle`` atomically to ``path``; returns the file size in bytes.
 
     Creates missing parent folders: callers that serve clients confine ``path`` with ``MapFolder.for_write`` first.
+    Raises ValueError (nothing written) for invalid entry names, object arrays and float arrays holding NaN or
+    infinity (``read_map`` refuses those, so such a map could never be loaded again).
     """
     path = Path(path)
     if path.is_dir():
@@ -87,6 +89,8 @@ def write_map(path: str | os.PathLike, bundle: MapBundle) -> int:
     for name, a in bundle.arrays.items():
         _check_name(name)
         a = np.asarray(a)
+        if a.dtype.kind == "f" and not _all_finite(a):
+            raise ValueError(f"array {name} contains NaN or infinite values: map files hold finite floats only")
         data = _npy_bytes(a)
         entries[f"arrays/{name}.npy"] = {"kind": "array", "name": name, "shape": list(a.shape), "dtype": str(a.dtype),
                                          "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -288,14 +292,16 @@ def _array_from_npy(data: bytearray, e: _Entry, where: str) -> np.ndarray:
     return a.reshape(shape, order="F" if fortran else "C")
 
 
-def _check_finite(a: np.ndarray, e: _Entry, where: str) -> None:
-    if a.dtype.kind != "f":
-        return
+def _all_finite(a: np.ndarray) -> bool:
+    """Chunked, so that a multi-GB array needs no array-sized temporary."""
     flat = a.reshape(-1, order="A") if a.flags.f_contiguous or a.flags.c_contiguous else a.ravel()
     step = 1 << 22
-    for i in range(0, flat.size, step):
-        if not np.isfinite(flat[i:i + step]).all():
-            raise _err(f"{where}: array {e.name} contains NaN or infinite values")
+    return all(np.isfinite(flat[i:i + step]).all() for i in range(0, flat.size, step))
+
+
+def _check_finite(a: np.ndarray, e: _Entry, where: str) -> None:
+    if a.dtype.kind == "f" and not _all_finite(a):
+        raise _err(f"{where}: array {e.name} contains NaN or infinite values")
 
 
 def peek_map_format(path: str | os.PathLike) -> tuple[str, int] | None:
