@@ -1,4 +1,5 @@
-"""The numba CPU kernels (fusion/cpu_kernels.py) against the torch path, which is the reference."""
+"""The numba backend (numba_backend.py, cpu_kernels.py) against the torch backend, the reference: stage by
+stage and frame by frame."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +12,10 @@ import torch
 from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.fusion import cpu_kernels
 from lang3d_ros.fusion.analytic_scene import Corridor, corridor_walk
+from lang3d_ros.fusion.backend import make_backend
 from lang3d_ros.fusion.config import FusionConfig
 from lang3d_ros.fusion.pointfusion import PointMap
+from lang3d_ros.fusion.types import PointStore
 from lang3d_ros.geometry.camera import Intrinsics
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.AVAILABLE, reason="numba is not installed")
@@ -103,12 +106,13 @@ def test_observe_kernel_matches_torch_vertex_and_normal_maps(gradslam_dir):
     obs = {b: PointMap(FusionConfig(backend=b, min_depth_m=0.0, max_depth_m=10.0), device="cpu")._observe(f)
            for b in ("torch", "numba")}
     a, b = obs["torch"], obs["numba"]
-    assert torch.equal(a["use"], b["use"]) and int(a["use"].sum()) > 10_000
-    u = a["use"]
-    torch.testing.assert_close(b["vw"][u], a["vw"][u], rtol=0, atol=1e-6)
-    torch.testing.assert_close(b["nw"][u], a["nw"][u], rtol=0, atol=1e-5)
-    torch.testing.assert_close(b["lo"], a["lo"])
-    torch.testing.assert_close(b["hi"], a["hi"])
+    assert torch.equal(a.use, b.use) and int(a.use.sum()) > 10_000
+    u = a.use
+    torch.testing.assert_close(b.vertex_world[u], a.vertex_world[u], rtol=0, atol=1e-6)
+    torch.testing.assert_close(b.normal_world[u], a.normal_world[u], rtol=0, atol=1e-5)
+    torch.testing.assert_close(b.alpha, a.alpha)
+    torch.testing.assert_close(b.lo_m, a.lo_m)
+    torch.testing.assert_close(b.hi_m, a.hi_m)
 
 
 def _associate_one_pixel(conf, dist_m, slots):
@@ -200,10 +204,10 @@ def test_vote_rule_heaviest_label_then_boyer_moore():
     for m in _vote_both(5, [(slot, alpha, labels), second], dead=(3,)):
         # slot 0: 7 has 0.75 > 3's 0.5 -> (7, 0.75); then 3 with 1.0 -> switch to (3, 0.25)
         # slot 1: tie 9 / 4 at 0.5 -> 4 (lowest); then 9 with 0.25 -> (4, 0.25)
-        lab0, w0 = m._label[0, :5].numpy(), m._label_w[0, :5].numpy()
+        lab0, w0 = m._store.label[0, :5].numpy(), m._store.label_w[0, :5].numpy()
         np.testing.assert_array_equal(lab0, [3, 4, -1, -1, -1], err_msg=m.backend)
         np.testing.assert_allclose(w0, [0.25, 0.25, 0, 0, 0], err_msg=m.backend)
-        np.testing.assert_array_equal(m._label[2, :5].numpy(), [3, 9, -1, -1, -1], err_msg=m.backend)
+        np.testing.assert_array_equal(m._store.label[2, :5].numpy(), [3, 9, -1, -1, -1], err_msg=m.backend)
 
 
 def test_vote_kernel_matches_torch_on_random_votes():
@@ -217,6 +221,67 @@ def test_vote_kernel_matches_torch_on_random_votes():
         labels = rng.integers(-1, 6, (3, p)).astype(np.int32)
         calls.append((slot, alpha, labels))
     ref, got = _vote_both(600, calls, dead=(5, 17, 300))
-    np.testing.assert_array_equal(ref._label.numpy(), got._label.numpy())
-    np.testing.assert_array_equal(ref._label_w.numpy(), got._label_w.numpy())
-    assert (ref._label.numpy()[:, :600] >= 0).mean() > 0.9
+    np.testing.assert_array_equal(ref._store.label.numpy(), got._store.label.numpy())
+    np.testing.assert_array_equal(ref._store.label_w.numpy(), got._store.label_w.numpy())
+    assert (ref._store.label.numpy()[:, :600] >= 0).mean() > 0.9
+
+
+def _clone(store: PointStore) -> PointStore:
+    return PointStore(**{f.name: getattr(store, f.name).clone() for f in dataclasses.fields(store)})
+
+
+@pytest.mark.parametrize("merge_neighbour_px", [0, 1])
+def test_stages_agree_one_by_one(merge_neighbour_px):
+    """Each stage of the two backends on the same inputs (the torch stage's output feeds the next stage of both),
+    on a map mid-walk: candidate blocks, association, leftovers (voxel owner, neighbour owner, grouping),
+    accumulation, point update, new points, pruning. A rule changed in one backend only fails here, by stage."""
+    cfg = FusionConfig(prune_after_frames=4, merge_neighbour_px=merge_neighbour_px, backend="torch")
+    walk = list(corridor_walk(Corridor(length_m=5.0), 8, INTR, step_m=0.25, noise_m=0.003, seed=9))
+    pm = PointMap(cfg, device="cpu")
+    for f in walk[:5]:
+        pm.integrate(f)
+    keys, store = pm._keys, pm._store
+    be = {b: make_backend(dataclasses.replace(cfg, backend=b), torch.device("cpu")) for b in ("torch", "numba")}
+    obs = pm._observe(walk[5])
+
+    blocks = {b: x.candidate_blocks(obs, keys) for b, x in be.items()}
+    assert torch.equal(blocks["torch"], blocks["numba"]) and blocks["torch"].numel() > 10
+    local = pm._index.gather_blocks(blocks["torch"], keys.shift)
+
+    targets, counts = {}, {}
+    for b, x in be.items():
+        targets[b] = x.new_target(obs.num_pixels)
+        counts[b] = x.associate(_clone(store), obs, local, targets[b])
+    assert counts["torch"] == counts["numba"] and counts["torch"][1] > 1000
+    assert torch.equal(targets["torch"], targets["numba"])
+
+    left = {}
+    for b, x in be.items():
+        t = targets["torch"].clone()
+        n_merged, new_keys = x.leftovers(_clone(store), obs, local, t, keys)
+        left[b] = (t, n_merged, new_keys)
+    assert torch.equal(left["torch"][0], left["numba"][0])
+    assert left["torch"][1] == left["numba"][1] > 0
+    assert torch.equal(left["torch"][2], left["numba"][2])
+    target, new_keys = left["torch"][0], left["torch"][2]
+
+    accs = {b: x.accumulate(_clone(store), obs, target, int(new_keys.numel())) for b, x in be.items()}
+    a, n = accs["torch"], accs["numba"]
+    assert torch.equal(a.uslots, n.uslots) and torch.equal(a.tid, n.tid)
+    for k in ("wsum", "wmax", "mean"):
+        torch.testing.assert_close(getattr(n, k), getattr(a, k), rtol=1e-5, atol=1e-6, msg=k)
+
+    stores = {b: _clone(store) for b in be}
+    slots = torch.arange(pm._used, pm._used + new_keys.numel())
+    for b, x in be.items():
+        stores[b] = stores[b].grown(max(store.capacity, pm._used + new_keys.numel()))
+        x.update_points(stores[b], a)
+        x.write_new_points(stores[b], a, slots, new_keys, 5)
+    for f in dataclasses.fields(PointStore):
+        torch.testing.assert_close(getattr(stores["numba"], f.name), getattr(stores["torch"], f.name),
+                                   rtol=1e-5, atol=1e-6, msg=f.name)
+
+    every = torch.arange(pm._used + new_keys.numel())
+    dead = {b: x.kill_unstable(stores[b], every, 5) for b, x in be.items()}  # the new points: confidence < 1
+    assert torch.equal(dead["torch"], dead["numba"]) and dead["torch"].numel() > 0
+    assert torch.equal(stores["torch"].alive, stores["numba"].alive)

@@ -146,7 +146,7 @@ def test_other_labels_outvote_and_dead_points_are_reset(frames, backend):
     assert m.integrate(frames[1]).n_pruned >= n0  # frame 2 of the map: the points of frame 0 go (slots not reused yet)
     dead = np.setdiff1d(np.arange(n0), m.live_slots())
     assert len(dead) > 0.9 * n0
-    assert np.all(m._label[:, dead].numpy() == -1) and np.all(m._label_w[:, dead].numpy() == 0)
+    assert np.all(m._store.label[:, dead].numpy() == -1) and np.all(m._store.label_w[:, dead].numpy() == 0)
     assert np.all(m.slot_labels(0, dead) == -1)
 
 
@@ -188,8 +188,10 @@ def test_bytes_per_point_from_allocated_arrays(frames):
     """<= 128 B/point all-in with 3 label levels (issue 13), counted from the per-slot arrays."""
     m = PointMap(FusionConfig(), device="cpu")
     _fuse_and_vote(m, frames[0], _labels(frames[0]))
-    per_slot = [m._xyz, m._nrm, m._rgb, m._conf, m._key, m._birth, m._alive, m._scratch[:-1], m._label, m._label_w]
-    counted = sum(t.numel() * t.element_size() for t in per_slot) / m._cap + 16  # + one index entry
+    st = m._store
+    per_slot = [st.xyz, st.nrm, st.rgb, st.conf, st.key, st.birth, st.alive, st.scratch[:-1], st.label, st.label_w]
+    assert len(per_slot) == len(dataclasses.fields(st))
+    counted = sum(t.numel() * t.element_size() for t in per_slot) / st.capacity + 16  # + one index entry
     assert m.bytes_per_point == counted == 97
     assert m.bytes_per_point <= 128
 

@@ -43,7 +43,8 @@ class Corridor:
         """(N,3) points on the walls -> (N,) wall id 0..5 (nearest wall) and (N,3) uint8 colour."""
         p = np.asarray(points_xyz, dtype=np.float64)
         b = self._bounds()
-        d = np.abs(np.stack([p[:, 0] - b[0], p[:, 0] - b[1], p[:, 1] - b[2], p[:, 1] - b[3], p[:, 2] - b[4], p[:, 2] - b[5]], 1))
+        d = np.abs(np.stack([p[:, 0] - b[0], p[:, 0] - b[1], p[:, 1] - b[2], p[:, 1] - b[3], p[:, 2] - b[4],
+                             p[:, 2] - b[5]], 1))
         wall = np.argmin(d, axis=1)
         cell = np.floor(p / self.checker_m).astype(np.int64)
         # the checker uses the two coordinates in the wall's plane
@@ -55,7 +56,8 @@ class Corridor:
         """(N,3) -> (N,) distance in metres to the nearest wall plane (exact inside the box)."""
         p = np.asarray(points_xyz, dtype=np.float64)
         b = self._bounds()
-        d = np.abs(np.stack([p[:, 0] - b[0], p[:, 0] - b[1], p[:, 1] - b[2], p[:, 1] - b[3], p[:, 2] - b[4], p[:, 2] - b[5]], 1))
+        d = np.abs(np.stack([p[:, 0] - b[0], p[:, 0] - b[1], p[:, 1] - b[2], p[:, 1] - b[3], p[:, 2] - b[4],
+                             p[:, 2] - b[5]], 1))
         return d.min(1)
 
     def render(self, T_world_cam: np.ndarray, intrinsics: Intrinsics, noise_m: float = 0.0,
@@ -63,7 +65,8 @@ class Corridor:
         """Ray cast one view -> rgb (H,W,3) uint8, depth_m (H,W) float32, wall id (H,W) int32."""
         h, w = intrinsics.height, intrinsics.width
         u, v = np.meshgrid(np.arange(w), np.arange(h))
-        rays = np.stack([(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy, np.ones_like(u, float)], -1)
+        rays = np.stack([(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy,
+                         np.ones_like(u, float)], -1)
         R, o = T_world_cam[:3, :3], T_world_cam[:3, 3]
         d = rays.reshape(-1, 3) @ R.T
         b = self._bounds()

@@ -1,17 +1,21 @@
 """PointFusion parameters (gradSLAM's defaults where it has them)."""
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
-CONFIDENCE_MODES = ("radial", "gradslam")
-BACKENDS = ("auto", "torch", "numba")
+ConfidenceMode = Literal["radial", "gradslam"]
+Backend = Literal["auto", "torch", "numba"]
+CONFIDENCE_MODES = typing.get_args(ConfidenceMode)
+BACKENDS = typing.get_args(Backend)
 
 
 @dataclass
 class FusionConfig:
     sigma: float = 0.6
     """Confidence alpha = exp(-r^2 / (2 sigma^2)); r depends on confidence_mode."""
-    confidence_mode: str = "radial"
+    confidence_mode: ConfidenceMode = "radial"
     """"radial": r = pixel distance from the principal point / half image diagonal (Keller et al. 2013); "gradslam":
     r = |p_cam| in metres, as gradSLAM's get_alpha computes it (far points get ~0 weight)."""
     dist_threshold_m: float = 0.05
@@ -42,9 +46,9 @@ class FusionConfig:
     """Frames after its birth at which a point still below stable_confidence is pruned."""
     device: str = "auto"
     """Auto | cpu | cuda."""
-    backend: str = "auto"
-    """Per-frame passes: "numba" = fused CPU loops (cpu_kernels.py), "torch" = tensor ops (any device, the
-    reference); "auto" = numba on CPU when it is installed, else torch."""
+    backend: Backend = "auto"
+    """Fusion stages: "numba" = fused CPU loops (numba_backend.py, cpu_kernels.py), "torch" = tensor ops
+    (torch_backend.py: any device, the reference); "auto" = numba on CPU when it is installed, else torch."""
     cpu_threads: int = 0
     """Threads for the numba kernels that split a frame by rows (0: torch's thread count)."""
 
@@ -65,7 +69,8 @@ class FusionConfig:
         if bv < 1 or bv > 16 or bv & (bv - 1):
             raise ValueError(f"block_voxels must be a power of two in [1, 16], got {bv}")
         if bv * self.voxel_size_m < self.dist_threshold_m:
-            raise ValueError("block_voxels * voxel_size_m must be >= dist_threshold_m (frustum culling would miss matches)")
+            raise ValueError("block_voxels * voxel_size_m must be >= dist_threshold_m (frustum culling would miss "
+                             "matches)")
         if self.cpu_threads < 0:
             raise ValueError("cpu_threads must be >= 0 (0: torch's thread count)")
         if self.merge_neighbour_px < 0:

@@ -1,4 +1,5 @@
-"""Fused CPU loops (numba) for PointMap's per-frame passes; the torch code in ``pointfusion.py`` is the reference.
+"""Fused CPU loops (numba) for the fusion stages, called by ``numba_backend.py``; ``torch_backend.py`` is the
+reference.
 
 The torch path runs each step as several full-image tensor passes (gather, compare, scatter, nonzero); on a
 CPU that is memory-bound and costs ~75 ms per 640x480 frame. These kernels do the same steps in one or two
@@ -36,7 +37,7 @@ try:
 except ImportError:  # the torch path is used instead
     AVAILABLE = False
 
-EMPTY = 2**31 - 1  # matches pointfusion._SCRATCH_EMPTY
+EMPTY = 2**31 - 1  # matches types.SCRATCH_EMPTY
 
 if AVAILABLE:
 

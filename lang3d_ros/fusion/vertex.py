@@ -17,7 +17,6 @@ import math
 import torch
 
 from lang3d_ros.device import resolve_device
-
 from lang3d_ros.geometry.camera import Intrinsics
 
 
@@ -43,7 +42,8 @@ def vertex_map(depth_m: torch.Tensor, intrinsics: Intrinsics, rays: torch.Tensor
     ``rays``: optional cached ``pixel_rays(intrinsics)`` on the same device.
     """
     if depth_m.ndim != 2 or depth_m.shape != (intrinsics.height, intrinsics.width):
-        raise ValueError(f"depth {tuple(depth_m.shape)} does not match intrinsics {intrinsics.height}x{intrinsics.width}")
+        raise ValueError(f"depth {tuple(depth_m.shape)} does not match intrinsics "
+                         f"{intrinsics.height}x{intrinsics.width}")
     if rays is None:
         rays = pixel_rays(intrinsics, depth_m.device)
     valid = valid_depth_mask(depth_m)

@@ -168,7 +168,8 @@ class LayeredIndex:
                          for a, b in ((self.main.keys, self.delta.keys), (self.main.slots, self.delta.slots)))
         return torch.cat([self.main.keys, self.delta.keys]), torch.cat([self.main.slots, self.delta.slots])
 
-    def insert(self, keys_sorted: torch.Tensor, slots: torch.Tensor, slot_key: torch.Tensor, alive: torch.Tensor) -> None:
+    def insert(self, keys_sorted: torch.Tensor, slots: torch.Tensor, slot_key: torch.Tensor,
+               alive: torch.Tensor) -> None:
         """Insert ascending keys; merge delta into main (dropping stale entries) when delta is full."""
         self._entries = None
         self.delta = self.delta.merged(keys_sorted, slots)
