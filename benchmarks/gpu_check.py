@@ -222,6 +222,25 @@ def write_results(out_dir: Path, steps: list[StepResult], started: float) -> tup
     return jpath, mpath
 
 
+def plan(py: str) -> list[tuple[str, list[str], float]]:
+    """The steps in order: (name, command run in the repository root, time cap in seconds)."""
+    me = str(Path(__file__).resolve())
+    return [
+        ("environment", [py, me, "--child", "environment"], 30),
+        ("query", [py, "benchmarks/gaussians_query.py", "--sizes", "1000000", "--device", "cuda", "--repeats", "20",
+                   "--render", "0"], 60),
+        ("fusion", [py, "benchmarks/fusion_throughput.py", "--device", "cuda", "--frames", "80", "--no-gradslam",
+                    "--keyframe-every", "1"], 75),
+        ("semantics", [py, "benchmarks/semantics_keyframe.py", "--device", "cuda", "--sam", "vit_h", "--clip",
+                       "ViT-B-16", "--points-per-side", "32", "--repeats", "3", "--nms-counts", "100",
+                       "--loop-max", "100"], 120),
+        ("gsplat_build", [py, me, "--child", "build_gsplat"], 240),
+        ("parity_tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test/test_rasterizer_gpu.py"], 60),
+        ("parity_numbers", [py, me, "--child", "parity_numbers"], 45),
+        ("training", [py, me, "--child", "training_speed"], 90),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("gpu_check_results"), help="folder for gpu_check.json / .md")
@@ -239,23 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     major, minor = torch.cuda.get_device_capability(0)
     env.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")  # gsplat's JIT build: this GPU only
     env.setdefault("MAX_JOBS", str(os.cpu_count() or 4))
-    py, me = sys.executable, str(Path(__file__).resolve())
-    plan = [
-        ("environment", [py, me, "--child", "environment"], 30),
-        ("query", [py, "benchmarks/gaussians_query.py", "--sizes", "1000000", "--device", "cuda", "--repeats", "20",
-                   "--render", "0"], 60),
-        ("fusion", [py, "benchmarks/fusion_throughput.py", "--device", "cuda", "--frames", "80", "--no-gradslam",
-                    "--feature-dims", "0,3"], 75),
-        ("semantics", [py, "benchmarks/semantics_keyframe.py", "--device", "cuda", "--sam", "vit_h", "--clip",
-                       "ViT-B-16", "--points-per-side", "32", "--repeats", "3", "--nms-counts", "100",
-                       "--loop-max", "100"], 120),
-        ("gsplat_build", [py, me, "--child", "build_gsplat"], 240),
-        ("parity_tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test/test_rasterizer_gpu.py"], 60),
-        ("parity_numbers", [py, me, "--child", "parity_numbers"], 45),
-        ("training", [py, me, "--child", "training_speed"], 90),
-    ]
     steps = []
-    for name, cmd, cap in plan:
+    for name, cmd, cap in plan(sys.executable):
         no_gsplat = any(s.name == "gsplat_build" and s.status != "passed" for s in steps)
         if name.startswith(("parity", "training")) and no_gsplat:
             steps.append(StepResult(name, cmd, "skipped", 0.0, {}, "gsplat did not build"))

@@ -93,3 +93,26 @@ def test_gpu_check_steps_run_and_report_on_cpu(tmp_path):
     assert "| ok | passed |" in text and "| slow | timeout |" in text and "- x: 3" in text
     statuses = [s["status"] for s in __import__("json").loads(jpath.read_text())["steps"]]
     assert statuses == ["passed", "timeout", "failed", "skipped"]
+
+
+@pytest.mark.slow
+def test_gpu_check_plan_fits_the_budget_and_its_scripts_take_its_flags():
+    """Every benchmark the check runs accepts the flags it passes (their --help lists them), the test file exists,
+    and the caps fit the 8-minute budget (the sum may exceed the default budget; steps share what is left)."""
+    import subprocess
+    import sys
+
+    gc = _gpu_check()
+    steps = gc.plan(sys.executable)
+    assert [s[0] for s in steps][:2] == ["environment", "query"] and steps[-1][0] == "training"
+    assert max(cap for _, _, cap in steps) <= 240 and 300 <= 450 <= 8 * 60
+    for name, cmd, _ in steps:
+        if cmd[1].startswith("benchmarks/") and cmd[1] != "benchmarks/gpu_check.py":
+            helptext = subprocess.run([sys.executable, cmd[1], "--help"], cwd=REPO, capture_output=True, text=True,
+                                      timeout=120).stdout
+            for flag in (a for a in cmd[2:] if a.startswith("--")):
+                assert flag in helptext, f"{name}: {cmd[1]} has no {flag}"
+        elif cmd[1] == "-m":
+            assert (REPO / cmd[-1]).is_file()
+        else:
+            assert cmd[3] in gc.CHILD_STEPS
