@@ -40,6 +40,7 @@ MAP_SUFFIX = ".l3dmap"
 MAX_MANIFEST_BYTES = MapReadLimits.max_manifest_bytes
 _TEMP_RE = re.compile(r"^(?P<target>.+)\.writing-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
 _CHUNK_BYTES = 1 << 20
+_NPY_HEADER_MAX_BYTES = 1 << 17
 
 
 @dataclass
@@ -272,7 +273,7 @@ def _stream_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, e: _Entry, where: 
 def _array_from_npy(data: bytearray, e: _Entry, where: str) -> np.ndarray:
     """An array backed by ``data`` (no copy), from its .npy header; no pickle, header checked against manifest."""
     try:
-        fh = io.BytesIO(data)
+        fh = io.BytesIO(bytes(memoryview(data)[:_NPY_HEADER_MAX_BYTES]))  # the header only: no copy of the data
         major, _minor = np.lib.format.read_magic(fh)
         reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = reader(fh)
