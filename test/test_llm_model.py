@@ -2,6 +2,8 @@
 tokenizer, LoRA fine-tuning of a tiny Llama, samples from synthetic ground truth."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -84,3 +86,52 @@ def test_samples_jsonl_and_lora_finetune_lowers_loss(smollm2, tmp_path):
                                                                            loc_bins=64, max_len=64))
     assert len(tok) >= 64 and model.get_input_embeddings().weight.shape[0] == len(tok)
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_adapter_manifest_checksums_refuse_a_tampered_adapter(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lang3d_ros.llm.finetune import MANIFEST, load_adapter, save_adapter, verify_adapter
+
+    def tiny():
+        torch.manual_seed(0)
+        return LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=1))
+
+    pm = get_peft_model(tiny(), LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    manifest = save_adapter(pm, None, tmp_path / "ok", {"data_seed": 7, "steps": 0})
+    assert verify_adapter(tmp_path / "ok")["data_seed"] == 7 and "adapter_model.safetensors" in manifest["files"]
+    assert load_adapter(tiny(), tmp_path / "ok") is not None
+    weights = tmp_path / "ok" / "adapter_model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 0xFF  # one flipped byte in the weights
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="checksum"):
+        load_adapter(tiny(), tmp_path / "ok")
+    (tmp_path / "ok" / MANIFEST).unlink()
+    with pytest.raises(ValueError, match="manifest"):
+        verify_adapter(tmp_path / "ok")
+
+
+def test_request_samples_and_splits_hold_out_what_they_say():
+    from lang3d_ros.llm.constrained import model_json_to_request
+    from lang3d_ros.llm.datagen import TEMPLATES, request_samples, split_samples
+
+    rng = np.random.default_rng(0)
+    samples = []
+    for seed in (5000, 5001, 5002):
+        objs = objects_from_ground_truth(synthetic.generate_scene(seed, 12))
+        samples += request_samples(objs, LocationGrid.around_boxes([o.box for o in objs], bins=64), rng, f"s{seed}")
+    assert {s["template"] for s in samples} <= set(TEMPLATES) and len({s["template"] for s in samples}) >= 10
+    for s in samples:  # every response is a request the grammar could write, and the scene carries location tokens
+        model_json_to_request(json.loads(s["response"]))
+        assert "<loc_" in s["scene"]
+    assert any(s["instruction"] == s["instruction"].lower() and "?" not in s["instruction"] for s in samples)
+    sp = split_samples(samples, rng, held_templates=("near",), held_combos=(("on", "red"),), held_labels=("vase",),
+                       held_scenes=("s5002",))
+    assert sum(len(v) for v in sp.values()) == len(samples)
+    assert all(s["template"] == "near" for s in sp["test_template"])
+    train = sp["train"]
+    assert train and not any(s["template"] == "near" or (s["relation"], s["attribute"]) == ("on", "red")
+                             or "vase" in s["labels"] or s["scene_id"] == "s5002" for s in train)

@@ -112,3 +112,147 @@ def read_jsonl(path, max_samples: int = 1_000_000) -> list[dict]:
                 raise ValueError(f"{path}:{i + 1}: each line needs string instruction and response")
             out.append(d)
     return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The 3D-LLM data recipe for the language interface: (scene with location tokens + instruction) -> the request JSON
+# the model writes under the grammar. A paraphrase grammar varies the wording; splits hold out templates,
+# relation x attribute combinations, labels and scenes. Its synonyms are for training only: the frozen phrasing
+# set (test/data/phrasings) was written separately and is never generated from or trained on.
+LEAD_INS = ("", "", "find ", "show me ", "where's ", "locate ", "can you find ", "i'm looking for ",
+            "point me to ", "look for ")
+NAV_LEAD_INS = ("go to ", "take me to ", "head over to ", "navigate to ", "i need you to go to ", "drive to ",
+                "could you go to ")
+POLITE_START = ("", "", "", "please ", "hey robot ", "robot, ")
+POLITE_VERB_START = ("could you ", "can you ", "i need you to ", "would you ")
+VERBS = ("find", "show", "locate", "look", "point", "go", "take", "head", "navigate", "drive", "count")
+POLITE_END = ("", "", "", " please", " for me", " thanks", " now")
+TRAIN_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "sofa": ("couch", "settee"), "trash can": ("bin", "garbage can", "wastebasket"), "mug": ("cup", "coffee mug"),
+    "monitor": ("screen", "display"), "laptop": ("notebook", "laptop computer"), "plant": ("potted plant",),
+    "backpack": ("bag", "rucksack"), "shelf": ("bookshelf", "shelves"), "cabinet": ("cupboard",),
+    "pillow": ("cushion",), "lamp": ("light",), "toy car": ("toy truck", "little car"), "stool": ("footstool",),
+    "bowl": ("dish",), "bottle": ("water bottle",), "box": ("carton",), "ball": ("football",),
+    "keyboard": ("computer keyboard",), "vase": ("flower vase",), "table": ("desk",), "book": ("novel",),
+}
+TEMPLATES = ("plain", "color", "on", "near", "superlative", "closest_to", "count", "count_on", "color_question",
+             "where", "relations_on", "navigate")
+
+
+def _typo(word: str, rng: np.random.Generator) -> str:
+    """Two neighbouring letters swapped (words of four letters or more)."""
+    if len(word) < 4:
+        return word
+    i = int(rng.integers(1, len(word) - 2))
+    return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+
+
+def paraphrase(text: str, rng: np.random.Generator, typo_p: float = 0.05, speech_p: float = 0.5) -> str:
+    """Politeness before / after, speech-like lower case without punctuation (``speech_p``), an occasional typo
+    in one word (``typo_p``). Lead-ins and synonyms are chosen by the templates (they change the request)."""
+    start = POLITE_START + (POLITE_VERB_START if text.split()[0] in VERBS else ())
+    out = f"{rng.choice(start)}{text}{rng.choice(POLITE_END)}"
+    if rng.random() < typo_p:
+        words = out.split()
+        k = int(rng.integers(len(words)))
+        words[k] = _typo(words[k], rng)
+        out = " ".join(words)
+    if rng.random() < speech_p:
+        return " ".join(out.lower().replace(",", " ").replace("?", " ").replace(".", " ").split())
+    out = out[:1].upper() + out[1:]
+    return out + ("?" if out.split()[0].lower() in ("where's", "how", "what", "can", "could") else ".")
+
+
+def _name(label: str, rng: np.random.Generator, synonym_p: float) -> str:
+    syn = TRAIN_SYNONYMS.get(label, ())
+    return str(rng.choice(syn)) if syn and rng.random() < synonym_p else label
+
+
+def _plural_word(label: str) -> str:
+    return label + ("es" if label.endswith(("s", "x", "ch", "sh")) else "s")
+
+
+def request_samples(objects: Sequence[SceneObject], grid: LocationGrid, rng: np.random.Generator, scene_id: str,
+                    per_template: int = 3, synonym_p: float = 0.3) -> list[dict]:
+    """Training pairs for the request model from one scene's objects: {"scene_id", "scene" (objects with
+    location tokens), "instruction" (paraphrased), "response" (the request JSON in the grammar's format),
+    "template", "labels", "relation", "attribute"}. The response is what the sentence asks for, whether or not
+    the scene has a unique answer (the model structures the text; the geometry is resolved in code)."""
+    from lang3d_ros.llm.constrained import dumps, request_to_model_json
+    from lang3d_ros.llm.request import Phrase, Request
+
+    objects = list(objects)
+    if not objects:
+        raise ValueError("need at least one object to generate samples")
+    scene = scene_text(objects, grid)
+    labels = sorted({o.label for o in objects})
+    col = {o.instance_id: color_name(o.color_rgb) for o in objects}
+    on = [(o, s) for o in objects for s in objects if s is not o and is_on(o.box, s.box)]
+    out: list[dict] = []
+
+    def add(template: str, text: str, req: Request, relation: str = "", attribute: str = "") -> None:
+        out.append({"scene_id": scene_id, "scene": scene, "instruction": paraphrase(text, rng),
+                    "response": dumps(request_to_model_json(req)), "template": template,
+                    "labels": sorted(set(req.target.labels())) if req.target is not None else [],
+                    "relation": relation, "attribute": attribute})
+
+    for _ in range(per_template):
+        o = objects[int(rng.integers(len(objects)))]
+        name = _name(o.label, rng, synonym_p)
+        add("plain", f"{rng.choice(LEAD_INS)}the {name}", Request("ground", Phrase(o.label)))
+        add("color", f"{rng.choice(LEAD_INS)}the {col[o.instance_id]} {name}",
+            Request("ground", Phrase(o.label, col[o.instance_id])), attribute=col[o.instance_id])
+        add("navigate", f"{rng.choice(NAV_LEAD_INS)}the {name}", Request("ground", Phrase(o.label)))
+        add("where", f"where is the {name}", Request("where", Phrase(o.label)))
+        add("color_question", f"what colour is the {name}", Request("attribute", Phrase(o.label), "color"))
+        lab = labels[int(rng.integers(len(labels)))]
+        add("count", f"{rng.choice(('how many ', 'count the ', 'how many '))}{_plural_word(_name(lab, rng, synonym_p))}"
+            f"{rng.choice(('', ' are there', ' do you see', ' in this room'))}", Request("count", Phrase(lab)))
+        sup = str(rng.choice(("closest", "farthest", "largest", "smallest", "leftmost", "rightmost", "highest")))
+        add("superlative", f"the {sup} {name}", Request("ground", Phrase(o.label, superlative=sup)), sup)
+        ref = objects[int(rng.integers(len(objects)))]
+        if ref.label != o.label:
+            add("closest_to", f"the {name} closest to the {_name(ref.label, rng, synonym_p)}",
+                Request("ground", Phrase(o.label, superlative="closest", reference=Phrase(ref.label))), "closest")
+        near = [x for x in objects if x is not o and x.label != o.label]
+        if near:
+            x = near[int(rng.integers(len(near)))]
+            add("near", f"the {name} {rng.choice(('near', 'next to', 'by'))} the {_name(x.label, rng, synonym_p)}",
+                Request("ground", Phrase(o.label, relation="near", anchors=(Phrase(x.label),))), "near")
+        if on:
+            a, s = on[int(rng.integers(len(on)))]
+            c = col[a.instance_id] if rng.random() < 0.5 else None
+            add("on", f"the {(c + ' ') if c else ''}{_name(a.label, rng, synonym_p)} on the "
+                f"{_name(s.label, rng, synonym_p)}",
+                Request("ground", Phrase(a.label, c, relation="on", anchors=(Phrase(s.label),))), "on", c or "")
+            add("count_on", f"how many things are on the {_name(s.label, rng, synonym_p)}",
+                Request("count", Phrase("", relation="on", anchors=(Phrase(s.label),))), "on")
+            add("relations_on", f"what is on the {_name(s.label, rng, synonym_p)}",
+                Request("relations", Phrase("", relation="on", anchors=(Phrase(s.label),))), "on")
+    return out
+
+
+def split_samples(samples: Sequence[dict], rng: np.random.Generator, held_templates: Sequence[str] = ("near",),
+                  held_combos: Sequence[tuple[str, str]] = (("on", "red"), ("closest", "")),
+                  held_labels: Sequence[str] = ("vase", "stool"), held_scenes: Sequence[str] = ()) -> dict:
+    """Splits for honest evaluation of generated data: ``test_template`` (templates never trained on),
+    ``test_combo`` (relation x attribute pairs never trained on), ``test_label`` (samples naming a held-out
+    label), ``test_scene`` (held-out scenes), and ``train`` (none of these). A sample lands in the first held-out
+    split it belongs to. ``rng`` only shuffles each split."""
+    out: dict[str, list[dict]] = {k: [] for k in ("train", "test_template", "test_combo", "test_label",
+                                                  "test_scene")}
+    combos = {tuple(c) for c in held_combos}
+    for s in samples:
+        if s["template"] in held_templates:
+            out["test_template"].append(s)
+        elif (s["relation"], s["attribute"]) in combos:
+            out["test_combo"].append(s)
+        elif set(s["labels"]) & set(held_labels):
+            out["test_label"].append(s)
+        elif s["scene_id"] in held_scenes:
+            out["test_scene"].append(s)
+        else:
+            out["train"].append(s)
+    for v in out.values():
+        rng.shuffle(v)
+    return out
