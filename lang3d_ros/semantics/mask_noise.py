@@ -11,7 +11,7 @@ masks of unlabelled clutter, or CLIP's view-dependent bias (the feature noise is
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -49,7 +49,6 @@ class _Segment:
     jittered: bool = False
     text: str = ""
     confused: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
