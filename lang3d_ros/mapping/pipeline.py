@@ -37,6 +37,7 @@ _STOP = object()
 
 DROP_QUEUE_FULL = "fusion queue full"
 DROP_NOT_KEYFRAME = "not a keyframe (mapping.fuse_every_frame is false)"
+DROP_STOPPED = "pipeline stopped"
 
 
 @dataclass
@@ -100,7 +101,10 @@ class MappingPipeline:
                     break
                 except queue.Full:
                     with contextlib.suppress(queue.Empty):  # make room for the stop marker
-                        q.get_nowait()
+                        if q.get_nowait() is not _STOP:
+                            with self._lock:
+                                self.counters.frames_dropped += 1
+                                self.counters.drop_reasons[DROP_STOPPED] += 1
         for t in self._threads:
             t.join(timeout_s)
         self._threads = []
@@ -120,11 +124,13 @@ class MappingPipeline:
             return False
 
     def wait_idle(self, timeout_s: float = 60.0) -> bool:
-        """Block until both queues are empty and no frame is in flight (for tests, replay and evaluation)."""
+        """Block until both queues are empty and every frame received is counted as fused, dropped or rejected
+        (for tests, replay and evaluation)."""
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
             with self._lock:
-                idle = self._busy == 0
+                c = self.counters
+                idle = self._busy == 0 and c.frames_received <= c.frames_fused + c.frames_dropped + c.frames_rejected
             if idle and self._frames.empty() and self._keyframes.empty():
                 return True
             time.sleep(0.01)
@@ -132,10 +138,17 @@ class MappingPipeline:
 
     def process_now(self, frame: Frame) -> str:
         """Synchronous path (offline tools, tests): the same steps as the workers, in the caller's thread.
-        Returns "" when fused (or handed to the semantics worker), else the rejection or drop reason."""
+        Returns "" when fused, else the rejection or drop reason. An unexpected exception before the frame is
+        counted is counted as a rejection ("internal error") and re-raised; a failure of the autoencoder or the
+        Gaussian trainer after the keyframe is fused is logged and kept in ``last_error``, not raised."""
         with self._lock:
             self.counters.frames_received += 1
-        return self._handle_frame(frame, inline=True)
+        try:
+            return self._handle_frame(frame, inline=True)
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._reject(frame, f"internal error: {self.last_error}")
+            raise
 
     # ------------------------------------------------------------------ workers
     def _reject(self, frame: Frame, reason: str) -> str:
@@ -213,15 +226,19 @@ class MappingPipeline:
         if not report.accepted:
             return self._reject(frame, report.reason)
         self._count_fused((time.perf_counter() - t1) * 1e3, semantics_ms=(t1 - t0) * 1e3)
-        if self.autoencoder is not None:
-            import torch
+        try:  # the frame is fused and counted: a failure from here on is the learner's, logged, not the frame's
+            if self.autoencoder is not None:
+                import torch
 
-            feats = [lv.features for lv in sem.levels if lv.num_masks]
-            if feats:
-                self.autoencoder.add_features(torch.as_tensor(np.concatenate(feats)))
-                self.autoencoder.train_steps(self.config.mapping.autoencoder_steps_per_keyframe)
-        if self.trainer is not None:
-            self.trainer.add_keyframe(frame, sem)
+                feats = [lv.features for lv in sem.levels if lv.num_masks]
+                if feats:
+                    self.autoencoder.add_features(torch.as_tensor(np.concatenate(feats)))
+                    self.autoencoder.train_steps(self.config.mapping.autoencoder_steps_per_keyframe)
+            if self.trainer is not None:
+                self.trainer.add_keyframe(frame, sem)
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("keyframe %d: autoencoder or Gaussian trainer failed (the frame is fused)", frame.index)
         return ""
 
     def _loop(self, q: queue.Queue, handle) -> None:
