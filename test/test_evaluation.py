@@ -1,5 +1,6 @@
 """Evaluation building blocks without ROS: query generation and files, z-buffer rendering, the LERF protocol,
 scoring rules and recompute(raw) -> results, the report."""
+
 from __future__ import annotations
 
 import copy
@@ -10,8 +11,14 @@ import numpy as np
 import pytest
 
 from lang3d_ros.datasets.synthetic import DEFAULT_INTRINSICS, generate_scene, make_trajectory
-from lang3d_ros.evaluation.lerf_protocol import (mask_boxes, measure_levels, score_view_query, segmentation_mask, smooth_kernel_px,
-                                                 smooth_relevancy)
+from lang3d_ros.evaluation.lerf_protocol import (
+    mask_boxes,
+    measure_levels,
+    score_view_query,
+    segmentation_mask,
+    smooth_kernel_px,
+    smooth_relevancy,
+)
 from lang3d_ros.evaluation.metrics import RAW_FORMAT, RAW_FORMAT_VERSION, differences, recompute
 from lang3d_ros.evaluation.queries import EvalQuery, QuerySet, generate_queries, load_queries
 from lang3d_ros.evaluation.render import gather, gt_instance_map, point_index_image
@@ -54,11 +61,17 @@ def test_generated_queries_have_unique_answers(truth, tmp_path):
         elif q.kind == "relation":
             s = objs[o.support_id]
             assert f"{o.label} on the {s.label}" in q.text
-            assert sum(x.label == o.label and x.support_id in objs and objs[x.support_id].label == s.label
-                       for x in gt.objects) == 1
+            assert (
+                sum(
+                    x.label == o.label and x.support_id in objs and objs[x.support_id].label == s.label
+                    for x in gt.objects
+                )
+                == 1
+            )
         elif q.kind == "count":
-            lab = next(lab for lab in sorted(LABELS, key=len, reverse=True)
-                       if f" {lab}s" in q.text or f" {lab}es" in q.text)
+            lab = next(
+                lab for lab in sorted(LABELS, key=len, reverse=True) if f" {lab}s" in q.text or f" {lab}es" in q.text
+            )
             assert q.expected_count == n_label[lab]
             assert count_phrasing(q.text) in {t.replace("{p}", "X") for t in COUNT_PHRASINGS}
         if q.service == "navigate":
@@ -96,7 +109,11 @@ def test_bad_queries_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match="not a lang3d_ros.eval_queries"):
         load_queries(p)
     good = QuerySet([EvalQuery("a", "ground", "label", "the sofa", [1])]).to_dict()
-    for bad, msg in [({"service": "fly"}, "service"), ({"kind": "count"}, "expected_count"), ({"target_ids": []}, "target_ids")]:
+    for bad, msg in [
+        ({"service": "fly"}, "service"),
+        ({"kind": "count"}, "expected_count"),
+        ({"target_ids": []}, "target_ids"),
+    ]:
         d = copy.deepcopy(good)
         d["queries"][0].update(bad)
         p.write_text(json.dumps(d))
@@ -114,7 +131,12 @@ def test_zbuffer_keeps_the_nearest_point_and_closes_gaps():
     K = Intrinsics(fx=100.0, fy=100.0, cx=39.5, cy=29.5, width=80, height=60)
     g = np.stack(np.meshgrid(np.arange(-1.0, 1.0, 0.03), np.arange(-1.0, 1.0, 0.03)), -1).reshape(-1, 2)
     far = np.column_stack([g, np.full(len(g), 3.0)])
-    near = np.column_stack([g[(np.abs(g[:, 0]) < 0.3) & (np.abs(g[:, 1]) < 0.3)], np.full(((np.abs(g[:, 0]) < 0.3) & (np.abs(g[:, 1]) < 0.3)).sum(), 2.0)])
+    near = np.column_stack(
+        [
+            g[(np.abs(g[:, 0]) < 0.3) & (np.abs(g[:, 1]) < 0.3)],
+            np.full(((np.abs(g[:, 0]) < 0.3) & (np.abs(g[:, 1]) < 0.3)).sum(), 2.0),
+        ]
+    )
     pts = np.vstack([far, near]).astype(np.float32)
     idx = point_index_image(pts, np.eye(4), K, point_size_m=0.03)
     assert (idx[:, 8:70] >= 0).mean() > 0.95  # the far plane spans u 6..73; its 1-px spaced points leave no gaps
@@ -149,7 +171,12 @@ def test_lerf_localization_and_segmentation():
     hit, iou, lvl = score_view_query(levels, mask_boxes(gt))
     assert lvl == 1 and hit and iou > 0.8
     sm = smooth_relevancy(rel, 29)
-    assert sm.shape == rel.shape and sm.max() <= 0.9 + 1e-9 and segmentation_mask(sm)[30, 40] and not segmentation_mask(sm)[5, 5]
+    assert (
+        sm.shape == rel.shape
+        and sm.max() <= 0.9 + 1e-9
+        and segmentation_mask(sm)[30, 40]
+        and not segmentation_mask(sm)[5, 5]
+    )
     assert mask_boxes(gt).tolist() == [[30, 20, 49, 39]]
 
 
@@ -176,44 +203,161 @@ def _box(center, size, yaw=0.0):
 
 
 def _obj(box, label="sofa"):
-    return {"instance_id": 0, "label": label, "query": label, "score": 0.9, "level": "whole", "num_points": 10, "box": box.to_dict()}
+    return {
+        "instance_id": 0,
+        "label": label,
+        "query": label,
+        "score": 0.9,
+        "level": "whole",
+        "num_points": 10,
+        "box": box.to_dict(),
+    }
 
 
 def make_raw() -> dict:
     sofa, table = _box([1.0, 0.0, 0.4], [1.8, 0.8, 0.8]), _box([-1.5, 1.0, 0.38], [1.2, 0.8, 0.76])
-    gt_objs = [{"instance_id": 1, "label": "sofa", "color_name": "red", "support_id": 0, "obb": sofa.to_dict()},
-               {"instance_id": 2, "label": "table", "color_name": "brown", "support_id": 0, "obb": table.to_dict()}]
+    gt_objs = [
+        {"instance_id": 1, "label": "sofa", "color_name": "red", "support_id": 0, "obb": sofa.to_dict()},
+        {"instance_id": 2, "label": "table", "color_name": "brown", "support_id": 0, "obb": table.to_dict()},
+    ]
     goal = {"x": 1.0, "y": -1.0, "yaw": math.pi / 2, "frame_id": "map"}  # 0.6 m in front of the sofa, facing it
     q = lambda i, svc, kind, text, tid, resp, ms=50.0, err=None: {
-        "id": i, "service": svc, "kind": kind, "text": text, "target_ids": tid, "expected_count": None, "standoff_m": None,
-        "request": {}, "response": resp, "latency_ms": ms if resp else None, "error": err}
+        "id": i,
+        "service": svc,
+        "kind": kind,
+        "text": text,
+        "target_ids": tid,
+        "expected_count": None,
+        "standoff_m": None,
+        "request": {},
+        "response": resp,
+        "latency_ms": ms if resp else None,
+        "error": err,
+    }
     queries = [
-        q("g0", "ground", "label", "the sofa", [1], {"success": True, "message": "", "answered_by": "relevancy", "latency_ms": 20.0, "objects": [_obj(sofa)]}),
-        q("g1", "ground", "label", "the table", [2], {"success": True, "message": "", "answered_by": "relevancy", "latency_ms": 20.0,
-                                                      "objects": [_obj(_box([-1.5, 1.3, 0.38], [1.2, 0.8, 0.76]), "table")]}),
-        q("g2", "ground", "relation", "the table near the sofa", [2], None, err="timeout: /lang3d/ground did not answer in 30 s"),
-        q("n0", "navigate", "label", "take me to the sofa", [1], {"success": True, "message": "ok", "target": _obj(sofa), "goal": goal,
-                                                               "path": [[-1.0, -1.5], [1.0, -1.0]], "path_length_m": 2.06}),
-        q("n1", "navigate", "label", "take me to the table", [2], {"success": True, "message": "ok", "target": _obj(table, "table"),
-                                                                  "goal": {"x": -1.5, "y": 1.0, "yaw": 0.0, "frame_id": "map"},
-                                                                  "path": [[-1.0, -1.5], [-1.5, 1.0]], "path_length_m": 2.5}),
-        dict(q("a0", "ask", "count", "how many sofas are there?", [], {"success": True, "message": "", "answer": "There is 1 sofa.",
-                                                                       "answered_by": "parser", "objects": []}), expected_count=1),
+        q(
+            "g0",
+            "ground",
+            "label",
+            "the sofa",
+            [1],
+            {"success": True, "message": "", "answered_by": "relevancy", "latency_ms": 20.0, "objects": [_obj(sofa)]},
+        ),
+        q(
+            "g1",
+            "ground",
+            "label",
+            "the table",
+            [2],
+            {
+                "success": True,
+                "message": "",
+                "answered_by": "relevancy",
+                "latency_ms": 20.0,
+                "objects": [_obj(_box([-1.5, 1.3, 0.38], [1.2, 0.8, 0.76]), "table")],
+            },
+        ),
+        q(
+            "g2",
+            "ground",
+            "relation",
+            "the table near the sofa",
+            [2],
+            None,
+            err="timeout: /lang3d/ground did not answer in 30 s",
+        ),
+        q(
+            "n0",
+            "navigate",
+            "label",
+            "take me to the sofa",
+            [1],
+            {
+                "success": True,
+                "message": "ok",
+                "target": _obj(sofa),
+                "goal": goal,
+                "path": [[-1.0, -1.5], [1.0, -1.0]],
+                "path_length_m": 2.06,
+            },
+        ),
+        q(
+            "n1",
+            "navigate",
+            "label",
+            "take me to the table",
+            [2],
+            {
+                "success": True,
+                "message": "ok",
+                "target": _obj(table, "table"),
+                "goal": {"x": -1.5, "y": 1.0, "yaw": 0.0, "frame_id": "map"},
+                "path": [[-1.0, -1.5], [-1.5, 1.0]],
+                "path_length_m": 2.5,
+            },
+        ),
+        dict(
+            q(
+                "a0",
+                "ask",
+                "count",
+                "how many sofas are there?",
+                [],
+                {"success": True, "message": "", "answer": "There is 1 sofa.", "answered_by": "parser", "objects": []},
+            ),
+            expected_count=1,
+        ),
     ]
     queries[3]["standoff_m"] = queries[4]["standoff_m"] = 0.6
-    return {"format": RAW_FORMAT, "format_version": RAW_FORMAT_VERSION, "run": {"bag": "b", "ground_truth": "g", "rate": 1.0},
-            "settings": {}, "ground_truth": {"room": {"min_xyz": [-3, -2.5, 0], "max_xyz": [3, 2.5, 2.6]}, "objects": gt_objs},
-            "start_xy_yaw": [-1.0, -1.5, 0.0], "standoff_m": 0.6, "queries": queries,
-            "status_calls": [{"latency_ms": 3.0, "status": {}}, {"latency_ms": 5.0, "status": {}}],
-            "mapping": {"final_status": {"frames_received": 10, "frames_fused": 8, "frames_dropped": 2, "frames_rejected": 0,
-                                         "keyframes": 4, "num_points": 1000, "num_gaussians": 0, "training_state": "disabled"},
-                        "errors": [], "wait_s": 1.0},
-            "memory": {"mapper_vmhwm_mb": 512.0}, "save_map": {"latency_ms": 40.0},
-            "views": [{"view": 0, "queries": [{"label": "sofa", "gt_boxes_xyxy": [[10, 10, 20, 20]], "levels": [
-                {"score": 0.6, "argmax_uv": [15, 15], "intersection_px": 80, "union_px": 100},
-                {"score": 0.4, "argmax_uv": [50, 50], "intersection_px": 0, "union_px": 200}], "error": None},
-                {"label": "table", "gt_boxes_xyxy": [[30, 30, 40, 40]], "levels": [
-                    {"score": 0.7, "argmax_uv": [5, 5], "intersection_px": 10, "union_px": 100}], "error": None}]}]}
+    return {
+        "format": RAW_FORMAT,
+        "format_version": RAW_FORMAT_VERSION,
+        "run": {"bag": "b", "ground_truth": "g", "rate": 1.0},
+        "settings": {},
+        "ground_truth": {"room": {"min_xyz": [-3, -2.5, 0], "max_xyz": [3, 2.5, 2.6]}, "objects": gt_objs},
+        "start_xy_yaw": [-1.0, -1.5, 0.0],
+        "standoff_m": 0.6,
+        "queries": queries,
+        "status_calls": [{"latency_ms": 3.0, "status": {}}, {"latency_ms": 5.0, "status": {}}],
+        "mapping": {
+            "final_status": {
+                "frames_received": 10,
+                "frames_fused": 8,
+                "frames_dropped": 2,
+                "frames_rejected": 0,
+                "keyframes": 4,
+                "num_points": 1000,
+                "num_gaussians": 0,
+                "training_state": "disabled",
+            },
+            "errors": [],
+            "wait_s": 1.0,
+        },
+        "memory": {"mapper_vmhwm_mb": 512.0},
+        "save_map": {"latency_ms": 40.0},
+        "views": [
+            {
+                "view": 0,
+                "queries": [
+                    {
+                        "label": "sofa",
+                        "gt_boxes_xyxy": [[10, 10, 20, 20]],
+                        "levels": [
+                            {"score": 0.6, "argmax_uv": [15, 15], "intersection_px": 80, "union_px": 100},
+                            {"score": 0.4, "argmax_uv": [50, 50], "intersection_px": 0, "union_px": 200},
+                        ],
+                        "error": None,
+                    },
+                    {
+                        "label": "table",
+                        "gt_boxes_xyxy": [[30, 30, 40, 40]],
+                        "levels": [{"score": 0.7, "argmax_uv": [5, 5], "intersection_px": 10, "union_px": 100}],
+                        "error": None,
+                    },
+                ],
+            }
+        ],
+    }
 
 
 def test_recompute_scores_every_part():
@@ -228,7 +372,9 @@ def test_recompute_scores_every_part():
     assert not nav["n1"]["collision_free"] and not nav["n1"]["valid"]  # a goal inside the table
     assert r["navigation"]["validity"] == 0.5
     assert r["ask"]["counts"]["accuracy"] == 1.0
-    assert r["lerf"]["n"] == 2 and r["lerf"]["localization_accuracy"] == 0.5 and r["lerf"]["miou"] == pytest.approx(0.45)
+    assert (
+        r["lerf"]["n"] == 2 and r["lerf"]["localization_accuracy"] == 0.5 and r["lerf"]["miou"] == pytest.approx(0.45)
+    )
     assert r["latency_ms"]["ground"]["n"] == 2 and r["latency_ms"]["get_map_status"]["p50"] == pytest.approx(4.0)
     assert r["frames"]["frames_dropped"] == 2 and r["memory"]["mapper_peak_mb"] == 512.0
 
@@ -257,7 +403,9 @@ def test_summary_and_side_by_side_report(tmp_path):
     raw = make_raw()
     clean = recompute(raw)
     s = clean["summary"]
-    assert s["ground_acc@0.25"] == pytest.approx(2 / 3) and s["ground_label_acc@0.25"] == 1.0 and s["ground_label_n"] == 2
+    assert (
+        s["ground_acc@0.25"] == pytest.approx(2 / 3) and s["ground_label_acc@0.25"] == 1.0 and s["ground_label_n"] == 2
+    )
     assert s["ground_relation_n"] == 1 and s["ground_relation_acc@0.25"] == 0.0 and s["ground_resting_n"] == 0
     assert s["count_accuracy"] == 1.0 and s["navigation_validity"] == 0.5 and s["lerf_localization"] == 0.5
     assert s["navigation_validity_target_found"] == 0.5 and s["navigation_n_target_found"] == 2
@@ -273,10 +421,16 @@ def test_summary_and_side_by_side_report(tmp_path):
     md = write_comparison(tmp_path, {"clean": (raw, clean), "noisy": (noisy_raw, noisy)}).read_text()
     row = next(line for line in md.splitlines() if "label (floor objects" in line)
     assert "100.0% (n=2)" in row and "50.0% (n=2)" in row
-    assert "mask noise on (seed 4)" in md and "the sofa (label" in md and (tmp_path / "comparison.png").stat().st_size > 1000
+    assert (
+        "mask noise on (seed 4)" in md
+        and "the sofa (label" in md
+        and (tmp_path / "comparison.png").stat().st_size > 1000
+    )
     assert "<table>" in (tmp_path / "report.html").read_text()
-    assert mask_noise_variants("both", 4) == {"clean": {}, "noisy": {"semantics": {"mask_noise": {"enabled": True,
-                                                                                                   "seed": 4}}}}
+    assert mask_noise_variants("both", 4) == {
+        "clean": {},
+        "noisy": {"semantics": {"mask_noise": {"enabled": True, "seed": 4}}},
+    }
     assert list(mask_noise_variants("off", 0)) == ["clean"] and list(mask_noise_variants("on", 0)) == ["noisy"]
     with pytest.raises(ValueError):
         mask_noise_variants("sometimes", 0)
@@ -288,7 +442,9 @@ def test_report_shows_the_recomputed_numbers(tmp_path):
     raw = make_raw()
     results = recompute(raw)
     np.savez_compressed(tmp_path / "heatmaps.npz", v0_sofa=np.random.default_rng(0).random((12, 16)))
-    md = write_report(tmp_path, raw, results, map_xyz=np.random.default_rng(0).random((500, 3)), notes=["a note"]).read_text()
+    md = write_report(
+        tmp_path, raw, results, map_xyz=np.random.default_rng(0).random((500, 3)), notes=["a note"]
+    ).read_text()
     assert "66.7% / 33.3% (n=3)" in md and "timeout" in md and "a note" in md
     for png in ("topdown.png", "latency.png", "heatmaps.png"):
         assert (tmp_path / png).stat().st_size > 1000 and png in md

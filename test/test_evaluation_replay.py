@@ -1,11 +1,11 @@
 """`lang3d eval` end to end on a small synthetic bag: the real mapper process, replay, services, scoring; run
 twice, the metrics agree within noise; results.json equals recompute(raw.json); failures are listed."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-
 from ros_helpers import require_ros
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

@@ -6,6 +6,7 @@ all scoring rules, so the report never shows a number that the raw record cannot
 A query that errored or timed out has no response and counts as a miss (it stays in the per-query lists).
 What it cannot do: judge answers it has no GT for (free-text answers other than counts).
 """
+
 from __future__ import annotations
 
 import math
@@ -54,16 +55,29 @@ def _score_box_queries(entries: list[dict], gt: dict[int, Box3D], objects_of) ->
         resp = e.get("response")
         objs = objects_of(resp) if resp else []
         iou = best_iou(objs, e["target_ids"], gt) if resp else 0.0
-        row = {"id": e["id"], "service": e["service"], "kind": e["kind"], "text": e["text"], "iou": iou,
-               "answered_by": (resp or {}).get("answered_by", ""), "top_label": objs[0]["label"] if objs else "",
-               "error": e.get("error")}
+        row = {
+            "id": e["id"],
+            "service": e["service"],
+            "kind": e["kind"],
+            "text": e["text"],
+            "iou": iou,
+            "answered_by": (resp or {}).get("answered_by", ""),
+            "top_label": objs[0]["label"] if objs else "",
+            "error": e.get("error"),
+        }
         for t in IOU_THRESHOLDS:
             row[f"hit@{t}"] = bool(iou >= t)
         per.append(row)
         by_kind.setdefault(e["kind"], []).append(row)
-    out = {"n": len(per), "per_query": per, "misses": [r["id"] for r in per if not r["hit@0.25"]],
-           "by_kind": {k: {"n": len(v), **{f"acc@{t}": _rate([r[f"hit@{t}"] for r in v]) for t in IOU_THRESHOLDS}}
-                       for k, v in sorted(by_kind.items())}}
+    out = {
+        "n": len(per),
+        "per_query": per,
+        "misses": [r["id"] for r in per if not r["hit@0.25"]],
+        "by_kind": {
+            k: {"n": len(v), **{f"acc@{t}": _rate([r[f"hit@{t}"] for r in v]) for t in IOU_THRESHOLDS}}
+            for k, v in sorted(by_kind.items())
+        },
+    }
     for t in IOU_THRESHOLDS:
         out[f"acc@{t}"] = _rate([r[f"hit@{t}"] for r in per])
     return out
@@ -77,9 +91,14 @@ def _ask_objects(resp: dict) -> list[dict]:
     return resp.get("objects", []) if resp.get("success") else []
 
 
-_NUMBER_WORDS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
-    "eighteen nineteen twenty".split())}
+_NUMBER_WORDS = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+        "seventeen "
+        "eighteen nineteen twenty".split()
+    )
+}
 _NUMBER_WORDS.update(no=0, none=0, single=1, a=1, an=1)
 
 
@@ -160,10 +179,20 @@ def score_navigation(entry: dict, raw: dict, gt: dict[int, Box3D], s: dict) -> d
     """Goal validity on the GT scene: collision-free (robot disc vs GT footprints and walls), standoff within
     tolerance of the GT target's footprint, facing the GT box centre, path from the start to the goal clear."""
     resp = entry.get("response") or {}
-    row = {"id": entry["id"], "text": entry["text"], "success": bool(resp.get("success")),
-           "message": resp.get("message", ""),
-           "error": entry.get("error"), "collision_free": False, "standoff_ok": False, "facing": False,
-           "path_connected": False, "standoff_error_m": None, "facing_error_deg": None, "target_iou": 0.0}
+    row = {
+        "id": entry["id"],
+        "text": entry["text"],
+        "success": bool(resp.get("success")),
+        "message": resp.get("message", ""),
+        "error": entry.get("error"),
+        "collision_free": False,
+        "standoff_ok": False,
+        "facing": False,
+        "path_connected": False,
+        "standoff_error_m": None,
+        "facing_error_deg": None,
+        "target_iou": 0.0,
+    }
     tgt = resp.get("target")
     if tgt and tgt.get("box"):
         row["target_iou"] = best_iou([tgt], entry["target_ids"], gt)
@@ -174,8 +203,10 @@ def score_navigation(entry: dict, raw: dict, gt: dict[int, Box3D], s: dict) -> d
     goal_xy = np.array([[g["x"], g["y"]]])
     obstacles = _obstacles(raw, s)
     room = raw["ground_truth"]["room"]
-    row["collision_free"] = bool(_clearance_m(goal_xy, obstacles)[0] >= s["robot_radius_m"]
-                                 and _room_contains(goal_xy, room, s["robot_radius_m"])[0])
+    row["collision_free"] = bool(
+        _clearance_m(goal_xy, obstacles)[0] >= s["robot_radius_m"]
+        and _room_contains(goal_xy, room, s["robot_radius_m"])[0]
+    )
     gt_boxes = [gt[i] for i in entry["target_ids"] if i in gt]
     want = float(entry.get("standoff_m") or raw.get("standoff_m", 0.6))
     if gt_boxes:
@@ -188,11 +219,16 @@ def score_navigation(entry: dict, raw: dict, gt: dict[int, Box3D], s: dict) -> d
         row["facing"] = bool(row["facing_error_deg"] <= s["facing_tolerance_deg"])
     path = np.asarray(resp.get("path") or [], dtype=np.float64).reshape(-1, 2)
     start = np.asarray(raw["start_xy_yaw"][:2], dtype=np.float64)
-    if (len(path) >= 1 and np.linalg.norm(path[-1] - goal_xy[0]) < 1e-3
-            and np.linalg.norm(path[0] - start) <= s["start_tolerance_m"]):
+    if (
+        len(path) >= 1
+        and np.linalg.norm(path[-1] - goal_xy[0]) < 1e-3
+        and np.linalg.norm(path[0] - start) <= s["start_tolerance_m"]
+    ):
         samples = _sample_path(path, s["path_step_m"])
-        row["path_connected"] = bool(np.all(_clearance_m(samples, obstacles) >= s["path_clearance_m"])
-                                     and np.all(_room_contains(samples, room, 0.0)))
+        row["path_connected"] = bool(
+            np.all(_clearance_m(samples, obstacles) >= s["path_clearance_m"])
+            and np.all(_room_contains(samples, room, 0.0))
+        )
     row["valid"] = bool(row["collision_free"] and row["standoff_ok"] and row["facing"] and row["path_connected"])
     return row
 
@@ -201,8 +237,13 @@ def latency_stats(samples_ms: list[float]) -> dict:
     a = np.asarray([x for x in samples_ms if x is not None and np.isfinite(x)], dtype=np.float64)
     if len(a) == 0:
         return {"n": 0, "p50": None, "p95": None, "mean": None, "max": None}
-    return {"n": int(len(a)), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
-            "mean": float(a.mean()), "max": float(a.max())}
+    return {
+        "n": int(len(a)),
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "mean": float(a.mean()),
+        "max": float(a.max()),
+    }
 
 
 def _mean_or_none(values: list) -> float | None:
@@ -220,8 +261,16 @@ def score_views(raw: dict) -> dict:
                 hit, iou, lvl = score_view_query(q["levels"], q["gt_boxes_xyxy"])
             hits.append(hit)
             ious.append(iou)
-            per.append({"view": view["view"], "label": q["label"], "hit": hit, "iou": iou, "level": lvl,
-                        "error": q.get("error")})
+            per.append(
+                {
+                    "view": view["view"],
+                    "label": q["label"],
+                    "hit": hit,
+                    "iou": iou,
+                    "level": lvl,
+                    "error": q.get("error"),
+                }
+            )
     return {"n": len(per), "localization_accuracy": _rate(hits), "miou": _rate(ious), "per_view_query": per}
 
 
@@ -236,13 +285,24 @@ def recompute(raw: dict) -> dict:
     asks_box = [e for e in entries if e["service"] == "ask" and e["kind"] != "count"]
     counts = [e for e in entries if e["service"] == "ask" and e["kind"] == "count"]
     navs = [e for e in entries if e["service"] == "navigate"]
-    relational = _score_box_queries([e for e in ground + asks_box if e["kind"] == "relation"], gt,
-                                    lambda r: r.get("objects", []) if r.get("success") else [])
+    relational = _score_box_queries(
+        [e for e in ground + asks_box if e["kind"] == "relation"],
+        gt,
+        lambda r: r.get("objects", []) if r.get("success") else [],
+    )
     relational["answered_by"] = dict(Counter(r["answered_by"] or "none" for r in relational["per_query"]))
-    count_rows = [{"id": e["id"], "text": e["text"], "expected": e["expected_count"],
-                   "answer": (e.get("response") or {}).get("answer", ""), "correct": score_count(e),
-                   "phrasing": count_phrasing(e["text"]), "error": e.get("error")}
-                  for e in counts]
+    count_rows = [
+        {
+            "id": e["id"],
+            "text": e["text"],
+            "expected": e["expected_count"],
+            "answer": (e.get("response") or {}).get("answer", ""),
+            "correct": score_count(e),
+            "phrasing": count_phrasing(e["text"]),
+            "error": e.get("error"),
+        }
+        for e in counts
+    ]
     nav_rows = [dict(score_navigation(e, raw, gt, s), kind=e["kind"]) for e in navs]
     by_service: dict[str, list[float]] = {}
     for e in entries:
@@ -255,32 +315,59 @@ def recompute(raw: dict) -> dict:
     results = {
         "grounding": _score_box_queries(ground, gt, _ground_objects),
         "relational": relational,
-        "ask": {"boxes": _score_box_queries(asks_box, gt, _ask_objects),
-                "counts": {"n": len(count_rows), "accuracy": _rate([r["correct"] for r in count_rows]),
-                           "by_expected": _split_rate(count_rows, lambda r: _bucket(int(r["expected"])), "correct"),
-                           "by_phrasing": _split_rate(count_rows, lambda r: r["phrasing"], "correct"),
-                           "per_query": count_rows}},
-        "navigation": {"n": len(nav_rows), "validity": _rate([r["valid"] for r in nav_rows]),
-                       "by_kind": _split_rate(nav_rows, lambda r: r["kind"], "valid"),
-                       "validity_target_found": _rate([r["valid"] for r in nav_rows if r["target_iou"] >= 0.25]),
-                       "n_target_found": sum(r["target_iou"] >= 0.25 for r in nav_rows),
-                       "success_rate": _rate([r["success"] for r in nav_rows]), "per_query": nav_rows,
-                       "settings": {k: s[k] for k in ("robot_radius_m", "standoff_tolerance_m", "facing_tolerance_deg",
-                                                      "path_clearance_m")}},
+        "ask": {
+            "boxes": _score_box_queries(asks_box, gt, _ask_objects),
+            "counts": {
+                "n": len(count_rows),
+                "accuracy": _rate([r["correct"] for r in count_rows]),
+                "by_expected": _split_rate(count_rows, lambda r: _bucket(int(r["expected"])), "correct"),
+                "by_phrasing": _split_rate(count_rows, lambda r: r["phrasing"], "correct"),
+                "per_query": count_rows,
+            },
+        },
+        "navigation": {
+            "n": len(nav_rows),
+            "validity": _rate([r["valid"] for r in nav_rows]),
+            "by_kind": _split_rate(nav_rows, lambda r: r["kind"], "valid"),
+            "validity_target_found": _rate([r["valid"] for r in nav_rows if r["target_iou"] >= 0.25]),
+            "n_target_found": sum(r["target_iou"] >= 0.25 for r in nav_rows),
+            "success_rate": _rate([r["success"] for r in nav_rows]),
+            "per_query": nav_rows,
+            "settings": {
+                k: s[k] for k in ("robot_radius_m", "standoff_tolerance_m", "facing_tolerance_deg", "path_clearance_m")
+            },
+        },
         "lerf": score_views(raw),
-        "lerf_gaussians": dict(score_views({"views": raw.get("views_gaussians", [])}), heldout_psnr_db=_mean_or_none(
-            [v.get("heldout_psnr_db") for v in raw.get("views_gaussians", [])])),
+        "lerf_gaussians": dict(
+            score_views({"views": raw.get("views_gaussians", [])}),
+            heldout_psnr_db=_mean_or_none([v.get("heldout_psnr_db") for v in raw.get("views_gaussians", [])]),
+        ),
         "latency_ms": {k: latency_stats(v) for k, v in sorted(by_service.items())},
         "server_ground_latency_ms": latency_stats(server_ground),
-        "frames": {k: st.get(k) for k in ("frames_received", "frames_fused", "frames_dropped", "frames_rejected",
-                                          "keyframes",
-                                         "num_points", "num_gaussians", "training_state")},
+        "frames": {
+            k: st.get(k)
+            for k in (
+                "frames_received",
+                "frames_fused",
+                "frames_dropped",
+                "frames_rejected",
+                "keyframes",
+                "num_points",
+                "num_gaussians",
+                "training_state",
+            )
+        },
         "mapping_wait_s": raw.get("mapping", {}).get("wait_s"),
         "memory": {"mapper_peak_mb": raw.get("memory", {}).get("mapper_vmhwm_mb")},
-        "errors": [{"id": e["id"], "service": e["service"], "text": e["text"], "error": e["error"]}
-                   for e in entries if e.get("error")]
-                  + [{"id": "mapping", "service": "mapping", "text": "", "error": m}
-                     for m in raw.get("mapping", {}).get("errors", [])],
+        "errors": [
+            {"id": e["id"], "service": e["service"], "text": e["text"], "error": e["error"]}
+            for e in entries
+            if e.get("error")
+        ]
+        + [
+            {"id": "mapping", "service": "mapping", "text": "", "error": m}
+            for m in raw.get("mapping", {}).get("errors", [])
+        ],
     }
     results["summary"] = headline(results, raw)
     return results
@@ -298,13 +385,24 @@ def headline(results: dict, raw: dict) -> dict:
         v = g["by_kind"].get(k, {"n": 0, "acc@0.25": float("nan")})
         out[f"ground_{k}_acc@0.25"], out[f"ground_{k}_n"] = v["acc@0.25"], v["n"]
     c, nav, lerf = results["ask"]["counts"], results["navigation"], results["lerf"]
-    out.update({"count_accuracy": c["accuracy"], "count_n": c["n"], "navigation_validity": nav["validity"],
-                "navigation_n": nav["n"], "navigation_validity_target_found": nav["validity_target_found"],
-                "navigation_n_target_found": nav["n_target_found"], "lerf_localization": lerf["localization_accuracy"], "lerf_miou": lerf["miou"],
-                "lerf_n": lerf["n"], "num_points": results["frames"].get("num_points"),
-                "keyframes": results["frames"].get("keyframes"),
-                "map_file_mb": (raw.get("save_map") or {}).get("size_bytes", 0) / 2**20 or None,
-                "mapper_peak_mb": results["memory"]["mapper_peak_mb"], "errors": len(results["errors"])})
+    out.update(
+        {
+            "count_accuracy": c["accuracy"],
+            "count_n": c["n"],
+            "navigation_validity": nav["validity"],
+            "navigation_n": nav["n"],
+            "navigation_validity_target_found": nav["validity_target_found"],
+            "navigation_n_target_found": nav["n_target_found"],
+            "lerf_localization": lerf["localization_accuracy"],
+            "lerf_miou": lerf["miou"],
+            "lerf_n": lerf["n"],
+            "num_points": results["frames"].get("num_points"),
+            "keyframes": results["frames"].get("keyframes"),
+            "map_file_mb": (raw.get("save_map") or {}).get("size_bytes", 0) / 2**20 or None,
+            "mapper_peak_mb": results["memory"]["mapper_peak_mb"],
+            "errors": len(results["errors"]),
+        }
+    )
     return out
 
 

@@ -2,6 +2,7 @@
 ``metrics.recompute`` derives from raw); plots also read raw (boxes, goals, paths) and heatmaps.npz.
 What it cannot do: interactive views; the HTML is the Markdown's tables and images in a static page.
 """
+
 from __future__ import annotations
 
 import html
@@ -135,22 +136,37 @@ def _summary_rows(r: dict) -> list[tuple[str, str]]:
     lat = r["latency_ms"]
     rows = [
         ("Ground Acc@0.25 / Acc@0.5", f"{_pct(g['acc@0.25'])} / {_pct(g['acc@0.5'])} (n={g['n']})"),
-        ("Relational Acc@0.25 / Acc@0.5", f"{_pct(rel['acc@0.25'])} / {_pct(rel['acc@0.5'])} (n={rel['n']}, answered by {rel['answered_by']})"),
+        (
+            "Relational Acc@0.25 / Acc@0.5",
+            f"{_pct(rel['acc@0.25'])} / {_pct(rel['acc@0.5'])} (n={rel['n']}, answered by {rel['answered_by']})",
+        ),
         ("Ask (boxes) Acc@0.25", f"{_pct(r['ask']['boxes']['acc@0.25'])} (n={r['ask']['boxes']['n']})"),
         ("Ask (counts) accuracy", f"{_pct(r['ask']['counts']['accuracy'])} (n={r['ask']['counts']['n']})"),
-        ("Navigation goal validity", f"{_pct(nav['validity'])} (n={nav['n']}, planner success {_pct(nav['success_rate'])})"),
+        (
+            "Navigation goal validity",
+            f"{_pct(nav['validity'])} (n={nav['n']}, planner success {_pct(nav['success_rate'])})",
+        ),
         ("LERF localization accuracy", f"{_pct(lerf['localization_accuracy'])} (n={lerf['n']} view-queries)"),
         ("LERF mIoU", _f(lerf["miou"])),
     ]
     lg = r.get("lerf_gaussians") or {"n": 0}
     if lg["n"]:
-        rows += [("LERF localization / mIoU, rendered from the Gaussians",
-                  f"{_pct(lg['localization_accuracy'])} / {_f(lg['miou'])} (n={lg['n']}, same views)"),
-                 ("Gaussians' held-out-view PSNR (dB)", _f(lg.get("heldout_psnr_db"), 2))]
+        rows += [
+            (
+                "LERF localization / mIoU, rendered from the Gaussians",
+                f"{_pct(lg['localization_accuracy'])} / {_f(lg['miou'])} (n={lg['n']}, same views)",
+            ),
+            ("Gaussians' held-out-view PSNR (dB)", _f(lg.get("heldout_psnr_db"), 2)),
+        ]
     for name, st in lat.items():
         rows.append((f"latency {name} p50 / p95 (ms)", f"{_f(st['p50'], 1)} / {_f(st['p95'], 1)} (n={st['n']})"))
     fr = r["frames"]
-    rows.append(("frames received / fused / dropped / rejected", f"{fr['frames_received']} / {fr['frames_fused']} / {fr['frames_dropped']} / {fr['frames_rejected']}"))
+    rows.append(
+        (
+            "frames received / fused / dropped / rejected",
+            f"{fr['frames_received']} / {fr['frames_fused']} / {fr['frames_dropped']} / {fr['frames_rejected']}",
+        )
+    )
     rows.append(("keyframes, map points", f"{fr['keyframes']}, {fr['num_points']}"))
     rows.append(("training state", str(fr["training_state"])))
     rows.append(("mapper peak memory (VmHWM, MiB)", _f(r["memory"]["mapper_peak_mb"], 1)))
@@ -165,39 +181,117 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def markdown(raw: dict, results: dict, images: dict[str, str], notes: list[str] | None = None) -> str:
     r = results
-    lines = ["# lang3d evaluation report", "",
-             f"Bag: `{raw['run']['bag']}`  ", f"Ground truth: `{raw['run']['ground_truth']}`  ",
-             f"Replay rate: {raw['run']['rate']}x; every number below is recomputed from `raw.json` by "
-             "`lang3d_ros.evaluation.metrics.recompute` (the CLI checks it matches `results.json`).", ""]
+    lines = [
+        "# lang3d evaluation report",
+        "",
+        f"Bag: `{raw['run']['bag']}`  ",
+        f"Ground truth: `{raw['run']['ground_truth']}`  ",
+        f"Replay rate: {raw['run']['rate']}x; every number below is recomputed from `raw.json` by "
+        "`lang3d_ros.evaluation.metrics.recompute` (the CLI checks it matches `results.json`).",
+        "",
+    ]
     for n in notes or []:
         lines.append(f"> {n}")
     if notes:
         lines.append("")
     lines += ["## Summary", "", _table(["metric", "value"], [list(x) for x in _summary_rows(r)]), ""]
-    lines += ["## Grounding (Ground service)", "",
-              _table(["id", "kind", "query", "top label", "answered by", "IoU", "@0.25", "@0.5", "error"],
-                     [[q["id"], q["kind"], q["text"], q["top_label"], q["answered_by"], _f(q["iou"]), q["hit@0.25"], q["hit@0.5"], q["error"] or ""]
-                      for q in r["grounding"]["per_query"]]), ""]
-    lines += ["By kind: " + ", ".join(f"{k}: {_pct(v['acc@0.25'])} @0.25 (n={v['n']})"
-                                      for k, v in r["grounding"]["by_kind"].items()), ""]
+    lines += [
+        "## Grounding (Ground service)",
+        "",
+        _table(
+            ["id", "kind", "query", "top label", "answered by", "IoU", "@0.25", "@0.5", "error"],
+            [
+                [
+                    q["id"],
+                    q["kind"],
+                    q["text"],
+                    q["top_label"],
+                    q["answered_by"],
+                    _f(q["iou"]),
+                    q["hit@0.25"],
+                    q["hit@0.5"],
+                    q["error"] or "",
+                ]
+                for q in r["grounding"]["per_query"]
+            ],
+        ),
+        "",
+    ]
+    lines += [
+        "By kind: "
+        + ", ".join(f"{k}: {_pct(v['acc@0.25'])} @0.25 (n={v['n']})" for k, v in r["grounding"]["by_kind"].items()),
+        "",
+    ]
     counts = r["ask"]["counts"]
     if counts["n"]:
-        lines += ["Counts by expected number: " + ", ".join(f"{k}: {_pct(v['accuracy'])} (n={v['n']})"
-                                                            for k, v in counts.get("by_expected", {}).items()), "",
-                  "Counts by phrasing: " + ", ".join(f"\"{k}\": {_pct(v['accuracy'])} (n={v['n']})"
-                                                     for k, v in counts.get("by_phrasing", {}).items()), ""]
-    lines += ["## Navigation (Navigate service, checked on the GT scene)", "",
-              _table(["id", "instruction", "success", "collision-free", "standoff ok (err m)", "facing (err deg)", "path connected", "valid", "message / error"],
-                     [[q["id"], q["text"], q["success"], q["collision_free"], f"{q['standoff_ok']} ({_f(q['standoff_error_m'], 2)})",
-                       f"{q['facing']} ({_f(q['facing_error_deg'], 1)})", q["path_connected"], q["valid"], q["error"] or q["message"]]
-                      for q in r["navigation"]["per_query"]]), ""]
-    lines += ["## Ask", "",
-              _table(["id", "question", "expected", "answer", "correct", "error"],
-                     [[q["id"], q["text"], q["expected"], q["answer"], q["correct"], q["error"] or ""] for q in r["ask"]["counts"]["per_query"]]
-                     + [[q["id"], q["text"], "GT box", q["top_label"], q["hit@0.25"], q["error"] or ""] for q in r["ask"]["boxes"]["per_query"]]), ""]
-    lines += ["## Rendered views (LERF protocol on the fused map's relevancy)", "",
-              _table(["view", "label", "localization hit", "IoU", "level", "error"],
-                     [[q["view"], q["label"], q["hit"], _f(q["iou"]), q["level"], q["error"] or ""] for q in r["lerf"]["per_view_query"]]), ""]
+        lines += [
+            "Counts by expected number: "
+            + ", ".join(f"{k}: {_pct(v['accuracy'])} (n={v['n']})" for k, v in counts.get("by_expected", {}).items()),
+            "",
+            "Counts by phrasing: "
+            + ", ".join(f'"{k}": {_pct(v["accuracy"])} (n={v["n"]})' for k, v in counts.get("by_phrasing", {}).items()),
+            "",
+        ]
+    lines += [
+        "## Navigation (Navigate service, checked on the GT scene)",
+        "",
+        _table(
+            [
+                "id",
+                "instruction",
+                "success",
+                "collision-free",
+                "standoff ok (err m)",
+                "facing (err deg)",
+                "path connected",
+                "valid",
+                "message / error",
+            ],
+            [
+                [
+                    q["id"],
+                    q["text"],
+                    q["success"],
+                    q["collision_free"],
+                    f"{q['standoff_ok']} ({_f(q['standoff_error_m'], 2)})",
+                    f"{q['facing']} ({_f(q['facing_error_deg'], 1)})",
+                    q["path_connected"],
+                    q["valid"],
+                    q["error"] or q["message"],
+                ]
+                for q in r["navigation"]["per_query"]
+            ],
+        ),
+        "",
+    ]
+    lines += [
+        "## Ask",
+        "",
+        _table(
+            ["id", "question", "expected", "answer", "correct", "error"],
+            [
+                [q["id"], q["text"], q["expected"], q["answer"], q["correct"], q["error"] or ""]
+                for q in r["ask"]["counts"]["per_query"]
+            ]
+            + [
+                [q["id"], q["text"], "GT box", q["top_label"], q["hit@0.25"], q["error"] or ""]
+                for q in r["ask"]["boxes"]["per_query"]
+            ],
+        ),
+        "",
+    ]
+    lines += [
+        "## Rendered views (LERF protocol on the fused map's relevancy)",
+        "",
+        _table(
+            ["view", "label", "localization hit", "IoU", "level", "error"],
+            [
+                [q["view"], q["label"], q["hit"], _f(q["iou"]), q["level"], q["error"] or ""]
+                for q in r["lerf"]["per_view_query"]
+            ],
+        ),
+        "",
+    ]
     lines += ["## Failures (errors and timeouts count as misses)", ""]
     lines += [f"- `{e['id']}` ({e['service']}) {e['text']}: {e['error']}" for e in r["errors"]] or ["- none"]
     lines.append("")
@@ -212,9 +306,18 @@ def _md_to_html(md: str) -> str:
     def flush():
         if table:
             rows = [t.strip().strip("|").split("|") for t in table if not set(t.replace("|", "").strip()) <= {"-"}]
-            out.append("<table>" + "".join(
-                "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c.strip())}</{'th' if i == 0 else 'td'}>" for c in r) + "</tr>"
-                for i, r in enumerate(rows)) + "</table>")
+            out.append(
+                "<table>"
+                + "".join(
+                    "<tr>"
+                    + "".join(
+                        f"<{'th' if i == 0 else 'td'}>{html.escape(c.strip())}</{'th' if i == 0 else 'td'}>" for c in r
+                    )
+                    + "</tr>"
+                    for i, r in enumerate(rows)
+                )
+                + "</table>"
+            )
             table.clear()
 
     for line in md.splitlines():
@@ -227,7 +330,9 @@ def _md_to_html(md: str) -> str:
             out.append(f"<h{n}>{html.escape(line[n:].strip())}</h{n}>")
         elif line.startswith("!["):
             alt, src = line[2:].split("](")
-            out.append(f'<p><img alt="{html.escape(alt)}" src="{html.escape(src.rstrip(")"))}" style="max-width:100%"></p>')
+            out.append(
+                f'<p><img alt="{html.escape(alt)}" src="{html.escape(src.rstrip(")"))}" style="max-width:100%"></p>'
+            )
         elif line.startswith("> "):
             out.append(f"<blockquote>{html.escape(line[2:])}</blockquote>")
         elif line.startswith("- "):
@@ -235,18 +340,24 @@ def _md_to_html(md: str) -> str:
         elif line.strip():
             out.append(f"<p>{html.escape(line.rstrip())}</p>")
     flush()
-    style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>lang3d evaluation report</title><style>{style}</style></head><body>{''.join(out)}</body></html>"
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>lang3d evaluation report</title>"
+        f"<style>{style}</style></head><body>{''.join(out)}</body></html>"
+    )
 
 
 COMPARISON_ROWS = (  # (summary key, row name, percentage?)
     ("ground_acc@0.25", "Ground Acc@0.25 (all kinds)", True),
     ("ground_label_acc@0.25", "  label (floor objects, unique label)", True),
     ("ground_attribute_acc@0.25", "  colour + label among same-label objects", True),
-    ("ground_relation_acc@0.25", "  \"the X on the Y\"", True),
+    ("ground_relation_acc@0.25", '  "the X on the Y"', True),
     ("ground_resting_acc@0.25", "  resting on another object, plain label", True),
     ("ground_acc@0.5", "Ground Acc@0.5 (all kinds)", True),
-    ("count_accuracy", "Counts (\"how many\", several phrasings)", True),
+    ("count_accuracy", 'Counts ("how many", several phrasings)', True),
     ("navigation_validity", "Navigation validity", True),
     ("navigation_validity_target_found", "  when the target was found (IoU >= 0.25)", True),
     ("lerf_localization", "LERF localization", True),
@@ -257,10 +368,15 @@ COMPARISON_ROWS = (  # (summary key, row name, percentage?)
     ("mapper_peak_mb", "mapper peak memory (VmHWM, MiB)", False),
     ("errors", "errors and timeouts", False),
 )
-_COUNT_KEYS = {"ground_acc@0.25": "ground_n", "ground_acc@0.5": "ground_n", "count_accuracy": "count_n",
-               "navigation_validity": "navigation_n", "lerf_localization": "lerf_n",
-               "navigation_validity_target_found": "navigation_n_target_found",
-               **{f"ground_{k}_acc@0.25": f"ground_{k}_n" for k in ("label", "attribute", "relation", "resting")}}
+_COUNT_KEYS = {
+    "ground_acc@0.25": "ground_n",
+    "ground_acc@0.5": "ground_n",
+    "count_accuracy": "count_n",
+    "navigation_validity": "navigation_n",
+    "lerf_localization": "lerf_n",
+    "navigation_validity_target_found": "navigation_n_target_found",
+    **{f"ground_{k}_acc@0.25": f"ground_{k}_n" for k in ("label", "attribute", "relation", "resting")},
+}
 
 
 def comparison_table(summaries: dict[str, dict]) -> str:
@@ -316,27 +432,45 @@ def write_comparison(out_dir: Path, runs: dict[str, tuple[dict, dict]], notes: l
     summaries = {n: res["summary"] for n, (_, res) in runs.items()}
     plot = plot_comparison(summaries, out_dir / "comparison.png")
     first_raw = next(iter(runs.values()))[0]
-    lines = ["# lang3d evaluation report: clean and mask-noise runs side by side", "",
-             f"Bag: `{first_raw['run']['bag']}`  ", f"Ground truth: `{first_raw['run']['ground_truth']}`  ",
-             "Same bag, same queries, same mapper settings except `semantics.mask_noise`; every number is recomputed "
-             "from each run's `raw.json` by `lang3d_ros.evaluation.metrics.recompute`.", ""]
+    lines = [
+        "# lang3d evaluation report: clean and mask-noise runs side by side",
+        "",
+        f"Bag: `{first_raw['run']['bag']}`  ",
+        f"Ground truth: `{first_raw['run']['ground_truth']}`  ",
+        "Same bag, same queries, same mapper settings except `semantics.mask_noise`; every number is recomputed "
+        "from each run's `raw.json` by `lang3d_ros.evaluation.metrics.recompute`.",
+        "",
+    ]
     lines += [f"> {n}" for n in notes or []] + ([""] if notes else [])
     lines += ["## Side by side", "", comparison_table(summaries), ""]
     for n, (raw, res) in runs.items():
         noise = ((raw["run"].get("params") or {}).get("semantics") or {}).get("mask_noise") or {}
-        lines.append(f"- `{n}`: mask noise {'on (seed ' + str(noise.get('seed', 0)) + ')' if noise.get('enabled') else 'off'}"
-                     f"; full report `{n}/report.md`, raw record `{n}/raw.json`")
+        lines.append(
+            f"- `{n}`: mask noise {'on (seed ' + str(noise.get('seed', 0)) + ')' if noise.get('enabled') else 'off'}"
+            f"; full report `{n}/report.md`, raw record `{n}/raw.json`"
+        )
     lines += ["", "## Misses per variant", ""]
     for n, (_, res) in runs.items():
         miss = [q for q in res["grounding"]["per_query"] if not q["hit@0.25"]]
         wrong = [q for q in res["ask"]["counts"]["per_query"] if not q["correct"]]
         bad_nav = [q for q in res["navigation"]["per_query"] if not q["valid"]]
-        lines.append(f"- `{n}`: Ground misses: " + ("; ".join(f"{q['text']} ({q['kind']}, IoU {_f(q['iou'], 2)}, "
-                                                              f"top {q['top_label'] or '-'})" for q in miss) or "none"))
-        lines.append(f"- `{n}`: wrong counts: " + ("; ".join(f"{q['text']} -> {q['answer']!r} (want {q['expected']})"
-                                                            for q in wrong) or "none"))
-        lines.append(f"- `{n}`: invalid navigation: " + ("; ".join(f"{q['text']}: {q['error'] or q['message']}"
-                                                                  for q in bad_nav) or "none"))
+        lines.append(
+            f"- `{n}`: Ground misses: "
+            + (
+                "; ".join(
+                    f"{q['text']} ({q['kind']}, IoU {_f(q['iou'], 2)}, top {q['top_label'] or '-'})" for q in miss
+                )
+                or "none"
+            )
+        )
+        lines.append(
+            f"- `{n}`: wrong counts: "
+            + ("; ".join(f"{q['text']} -> {q['answer']!r} (want {q['expected']})" for q in wrong) or "none")
+        )
+        lines.append(
+            f"- `{n}`: invalid navigation: "
+            + ("; ".join(f"{q['text']}: {q['error'] or q['message']}" for q in bad_nav) or "none")
+        )
     lines += ["", "## Plots", "", f"![clean vs noisy]({plot.name})", ""]
     lines += [f"![{n}: top-down]({n}/topdown.png)" for n in runs] + [""]
     md = "\n".join(lines)
@@ -345,12 +479,15 @@ def write_comparison(out_dir: Path, runs: dict[str, tuple[dict, dict]], notes: l
     return out_dir / "report.md"
 
 
-def write_report(out_dir: Path, raw: dict, results: dict, map_xyz: np.ndarray | None = None,
-                 notes: list[str] | None = None) -> Path:
+def write_report(
+    out_dir: Path, raw: dict, results: dict, map_xyz: np.ndarray | None = None, notes: list[str] | None = None
+) -> Path:
     """Plots + report.md + report.html in out_dir; returns the report.md path."""
     out_dir = Path(out_dir)
-    images = {"top-down map": plot_topdown(raw, results, out_dir / "topdown.png", map_xyz).name,
-              "latency histograms": plot_latency(raw, out_dir / "latency.png").name}
+    images = {
+        "top-down map": plot_topdown(raw, results, out_dir / "topdown.png", map_xyz).name,
+        "latency histograms": plot_latency(raw, out_dir / "latency.png").name,
+    }
     heat = plot_heatmaps(out_dir / "heatmaps.npz", out_dir / "heatmaps.png")
     if heat is not None:
         images["relevancy heatmaps (best level, rendered from GT poses)"] = heat.name

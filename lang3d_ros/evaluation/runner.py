@@ -8,6 +8,7 @@ Ground / Navigate / Ask per query (each errored or timed-out call is recorded, c
 What it cannot do: evaluate maps it cannot save (a mapper without SaveMap), or control CPU contention: frames
 dropped under load are counted, not retried.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,17 @@ def default_params(gt_path: Path) -> dict:
     from lang3d_ros.config import _deep_update, parameters_from_yaml
 
     params = parameters_from_yaml(SYNTHETIC_CONFIG)
-    _deep_update(params, {"ros": {"ground_truth_file": str(Path(gt_path).resolve()), "status_period_s": 0.5,
-                                  "cloud_period_s": 0.0, "autosave": {"period_s": 0.0, "on_shutdown": False}}})
+    _deep_update(
+        params,
+        {
+            "ros": {
+                "ground_truth_file": str(Path(gt_path).resolve()),
+                "status_period_s": 0.5,
+                "cloud_period_s": 0.0,
+                "autosave": {"period_s": 0.0, "on_shutdown": False},
+            }
+        },
+    )
     return params
 
 
@@ -70,15 +80,37 @@ class EvalOptions:
 def object_dict(msg) -> dict:
     from lang3d_ros.ros.conversions import detected_object_box
 
-    return {"instance_id": int(msg.instance_id), "label": msg.label, "query": msg.query, "score": float(msg.score),
-            "level": msg.level, "num_points": int(msg.num_points), "box": detected_object_box(msg).to_dict(),
-            "aabb": {"center": [msg.bbox_center.position.x, msg.bbox_center.position.y, msg.bbox_center.position.z],
-                     "size": [msg.bbox_size.x, msg.bbox_size.y, msg.bbox_size.z]}}
+    return {
+        "instance_id": int(msg.instance_id),
+        "label": msg.label,
+        "query": msg.query,
+        "score": float(msg.score),
+        "level": msg.level,
+        "num_points": int(msg.num_points),
+        "box": detected_object_box(msg).to_dict(),
+        "aabb": {
+            "center": [msg.bbox_center.position.x, msg.bbox_center.position.y, msg.bbox_center.position.z],
+            "size": [msg.bbox_size.x, msg.bbox_size.y, msg.bbox_size.z],
+        },
+    }
 
 
 def status_dict(st) -> dict:
-    keys = ("source", "frames_received", "frames_fused", "frames_rejected", "frames_dropped", "keyframes", "num_points",
-            "num_gaussians", "training_state", "training_iterations", "training_loss", "training_psnr_db", "memory_mb")
+    keys = (
+        "source",
+        "frames_received",
+        "frames_fused",
+        "frames_rejected",
+        "frames_dropped",
+        "keyframes",
+        "num_points",
+        "num_gaussians",
+        "training_state",
+        "training_iterations",
+        "training_loss",
+        "training_psnr_db",
+        "memory_mb",
+    )
     out = {k: getattr(st, k) for k in keys}
     return {k: (float(v) if isinstance(v, float) else v) for k, v in out.items()}
 
@@ -90,14 +122,21 @@ def _yaw(q) -> float:
 def response_dict(service: str, res) -> dict:
     out = {"success": bool(res.success), "message": res.message}
     if service == "ground":
-        out.update(answered_by=res.answered_by, latency_ms=float(res.latency_ms), objects=[object_dict(o) for o in res.objects])
+        out.update(
+            answered_by=res.answered_by, latency_ms=float(res.latency_ms), objects=[object_dict(o) for o in res.objects]
+        )
     elif service == "ask":
         out.update(answer=res.answer, answered_by=res.answered_by, objects=[object_dict(o) for o in res.objects])
     elif service == "navigate":
         out["target"] = object_dict(res.target) if res.target.label or res.target.num_points else None
         if res.success:
             p = res.goal.pose
-            out["goal"] = {"x": p.position.x, "y": p.position.y, "yaw": _yaw(p.orientation), "frame_id": res.goal.header.frame_id}
+            out["goal"] = {
+                "x": p.position.x,
+                "y": p.position.y,
+                "yaw": _yaw(p.orientation),
+                "frame_id": res.goal.header.frame_id,
+            }
             out["path"] = [[ps.pose.position.x, ps.pose.position.y] for ps in res.path.poses]
             out["path_length_m"] = float(res.path_length_m)
     return out
@@ -124,8 +163,11 @@ class _Session:
         self.status_calls: list[dict] = []
         self.domain = procs.next_domain_id()
         self.params_file = procs.write_params(out_dir / "params.yaml", params)
-        self.mapper = procs.spawn(["-c", procs.MAPPER_CODE, "--ros-args", "--params-file", str(self.params_file)],
-                                  self.domain, out_dir / "logs")
+        self.mapper = procs.spawn(
+            ["-c", procs.MAPPER_CODE, "--ros-args", "--params-file", str(self.params_file)],
+            self.domain,
+            out_dir / "logs",
+        )
         self.client = procs.ServiceClient(self.domain)
         self.GetMapStatus = GetMapStatus
         deadline = time.monotonic() + opts.startup_timeout_s
@@ -186,8 +228,12 @@ def wait_for_mapping(session: _Session, opts: EvalOptions, n_images: int) -> dic
                 break
             time.sleep(2.0)
             st = session.status()
-        train = {"state": st.get("training_state"), "wait_s": time.monotonic() - t1,
-                 "iterations": st.get("training_iterations"), "psnr_db": st.get("training_psnr_db")}
+        train = {
+            "state": st.get("training_state"),
+            "wait_s": time.monotonic() - t1,
+            "iterations": st.get("training_iterations"),
+            "psnr_db": st.get("training_psnr_db"),
+        }
     return {"final_status": st, "wait_s": wait_s, "errors": errors, "training": train}
 
 
@@ -205,14 +251,28 @@ def run_queries(session: _Session, qs: QuerySet, opts: EvalOptions) -> list[dict
             req_log = dict(fields)
         elif q.service == "navigate":
             standoff = float(q.standoff_m or qs.standoff_m)
-            srv, name, fields = Navigate, "/lang3d/navigate", {"instruction": q.text, "standoff_m": standoff, "start": start}
+            srv, name, fields = (
+                Navigate,
+                "/lang3d/navigate",
+                {"instruction": q.text, "standoff_m": standoff, "start": start},
+            )
             req_log = {"instruction": q.text, "standoff_m": standoff, "start_xy_yaw": list(qs.start_xy_yaw)}
         else:
             srv, name, fields = Ask, "/lang3d/ask", {"question": q.text, "robot_pose": start}
             req_log = {"question": q.text, "robot_pose_xy_yaw": list(qs.start_xy_yaw)}
-        entry = {"id": q.id, "service": q.service, "kind": q.kind, "text": q.text, "target_ids": list(q.target_ids),
-                 "expected_count": q.expected_count, "standoff_m": q.standoff_m or (qs.standoff_m if q.service == "navigate" else None),
-                 "request": req_log, "response": None, "latency_ms": None, "error": None}
+        entry = {
+            "id": q.id,
+            "service": q.service,
+            "kind": q.kind,
+            "text": q.text,
+            "target_ids": list(q.target_ids),
+            "expected_count": q.expected_count,
+            "standoff_m": q.standoff_m or (qs.standoff_m if q.service == "navigate" else None),
+            "request": req_log,
+            "response": None,
+            "latency_ms": None,
+            "error": None,
+        }
         try:
             res, ms = session.client.call(srv, name, opts.service_timeout_s, **fields)
             entry["response"], entry["latency_ms"] = response_dict(q.service, res), ms
@@ -229,9 +289,21 @@ def save_map(session: _Session, path: Path, opts: EvalOptions) -> dict:
 
     try:
         res, ms = session.client.call(SaveMap, "/lang3d/save_map", opts.service_timeout_s * 4, path=str(path.resolve()))
-        return {"success": bool(res.success), "message": res.message, "path": res.path, "size_bytes": int(res.size_bytes), "latency_ms": ms}
+        return {
+            "success": bool(res.success),
+            "message": res.message,
+            "path": res.path,
+            "size_bytes": int(res.size_bytes),
+            "latency_ms": ms,
+        }
     except Exception as exc:
-        return {"success": False, "message": f"{type(exc).__name__}: {exc}", "path": "", "size_bytes": 0, "latency_ms": None}
+        return {
+            "success": False,
+            "message": f"{type(exc).__name__}: {exc}",
+            "path": "",
+            "size_bytes": 0,
+            "latency_ms": None,
+        }
 
 
 # ----------------------------------------------------------------------------- rendered views
@@ -258,9 +330,8 @@ def measure_views(lmap, cfg, truth, scene, opts: EvalOptions, heatmaps_path: Pat
     from tqdm import tqdm
 
     from lang3d_ros.evaluation.lerf_protocol import mask_boxes, measure_levels
-    from lang3d_ros.evaluation.render import gather, gt_instance_map, point_index_image
+    from lang3d_ros.evaluation.render import _NoBackend, gather, gt_instance_map, point_index_image
     from lang3d_ros.mapping.build import RenderedInstances
-    from lang3d_ros.evaluation.render import _NoBackend
 
     K = truth.intrinsics
     if K is None or lmap.num_points == 0:
@@ -270,7 +341,9 @@ def measure_views(lmap, cfg, truth, scene, opts: EvalOptions, heatmaps_path: Pat
     xyz = lmap.points.points_xyz.cpu().numpy()
     rel_cache: dict[str, np.ndarray] = {}
     views, heat = [], {}
-    for vi in tqdm(choose_views(len(truth.T_world_cams), opts.n_views), desc="views", unit="view", disable=not opts.progress):
+    for vi in tqdm(
+        choose_views(len(truth.T_world_cams), opts.n_views), desc="views", unit="view", disable=not opts.progress
+    ):
         T = truth.T_world_cams[vi]
         inst = gt_instance_map(scene, T, K, rays)
         index = point_index_image(xyz, T, K, point_size_m=cfg.fusion.voxel_size_m)
@@ -285,22 +358,44 @@ def measure_views(lmap, cfg, truth, scene, opts: EvalOptions, heatmaps_path: Pat
                     rel_cache[lab] = lmap.relevancy_by_level(lab)[0]
                 rel_img = gather(rel_cache[lab], index)
                 levels = [m.to_dict() for m in measure_levels(rel_img, gt_mask)]
-                entries.append({"label": lab, "gt_pixels": int(gt_mask.sum()), "gt_boxes_xyxy": mask_boxes(gt_mask).tolist(),
-                                "levels": levels, "error": None})
+                entries.append(
+                    {
+                        "label": lab,
+                        "gt_pixels": int(gt_mask.sum()),
+                        "gt_boxes_xyxy": mask_boxes(gt_mask).tolist(),
+                        "levels": levels,
+                        "error": None,
+                    }
+                )
                 if len(heat) < 8:
                     k = int(np.argmax([lv["score"] for lv in levels]))
                     heat[f"v{vi}_{lab}"] = rel_img[k]
             except Exception as exc:
-                entries.append({"label": lab, "gt_pixels": int(gt_mask.sum()), "gt_boxes_xyxy": mask_boxes(gt_mask).tolist(),
-                                "levels": [], "error": f"{type(exc).__name__}: {exc}"})
-        views.append({"view": int(vi), "stamp_ns": int(truth.stamps_ns[vi]) if len(truth.stamps_ns) > vi else None,
-                      "T_world_cam": np.asarray(T).tolist(), "queries": entries})
+                entries.append(
+                    {
+                        "label": lab,
+                        "gt_pixels": int(gt_mask.sum()),
+                        "gt_boxes_xyxy": mask_boxes(gt_mask).tolist(),
+                        "levels": [],
+                        "error": f"{type(exc).__name__}: {exc}",
+                    }
+                )
+        views.append(
+            {
+                "view": int(vi),
+                "stamp_ns": int(truth.stamps_ns[vi]) if len(truth.stamps_ns) > vi else None,
+                "T_world_cam": np.asarray(T).tolist(),
+                "queries": entries,
+            }
+        )
     if heatmaps_path is not None and heat:
         np.savez_compressed(heatmaps_path, **heat)
     return views
 
 
-def measure_map_gaussians(map_path: Path, lmap, cfg, truth, scene, point_views: list[dict], opts: EvalOptions) -> list[dict]:
+def measure_map_gaussians(
+    map_path: Path, lmap, cfg, truth, scene, point_views: list[dict], opts: EvalOptions
+) -> list[dict]:
     """The same GT views rendered from the map file's language Gaussians (when it holds trained ones; [] otherwise),
     scored side by side with the points' (results["lerf_gaussians"])."""
     from lang3d_ros.evaluation.render import measure_gaussian_views
@@ -314,11 +409,15 @@ def measure_map_gaussians(map_path: Path, lmap, cfg, truth, scene, point_views: 
 
 def ground_truth_record(truth) -> dict:
     lx, ly, lz = truth.room_size_m
-    return {"room": {"min_xyz": [-lx / 2, -ly / 2, 0.0], "max_xyz": [lx / 2, ly / 2, lz]},
-            "objects": [o.to_dict() for o in truth.objects]}
+    return {
+        "room": {"min_xyz": [-lx / 2, -ly / 2, 0.0], "max_xyz": [lx / 2, ly / 2, lz]},
+        "objects": [o.to_dict() for o in truth.objects],
+    }
 
 
-def evaluate(bag: Path, gt_path: Path, queries: QuerySet, out_dir: Path, opts: EvalOptions | None = None) -> tuple[dict, dict]:
+def evaluate(
+    bag: Path, gt_path: Path, queries: QuerySet, out_dir: Path, opts: EvalOptions | None = None
+) -> tuple[dict, dict]:
     """Run the whole evaluation; writes raw.json, results.json, map.l3dmap, heatmaps.npz under out_dir and
     returns (raw, results)."""
     from lang3d_ros.datasets.synthetic import load_ground_truth
@@ -329,12 +428,33 @@ def evaluate(bag: Path, gt_path: Path, queries: QuerySet, out_dir: Path, opts: E
     truth = load_ground_truth(gt_path)
     params = merged_params(gt_path, opts.config_files, opts.overrides)
     params.setdefault("ros", {})["map_dir"] = str(out_dir.resolve())  # SaveMap writes only inside the map folder
-    raw = {"format": RAW_FORMAT, "format_version": RAW_FORMAT_VERSION,
-           "run": {"bag": str(Path(bag).resolve()), "ground_truth": str(Path(gt_path).resolve()), "rate": opts.rate,
-                   "started_unix_s": time.time(), "host": platform.node(), "python": platform.python_version(), "params": params},
-           "settings": dict(DEFAULT_SETTINGS, robot_radius_m=float(params.get("navigation", {}).get("robot_radius_m", DEFAULT_SETTINGS["robot_radius_m"]))),
-           "ground_truth": ground_truth_record(truth), "start_xy_yaw": list(queries.start_xy_yaw), "standoff_m": queries.standoff_m,
-           "queries": [], "status_calls": [], "mapping": {"errors": []}, "memory": {}, "views": []}
+    raw = {
+        "format": RAW_FORMAT,
+        "format_version": RAW_FORMAT_VERSION,
+        "run": {
+            "bag": str(Path(bag).resolve()),
+            "ground_truth": str(Path(gt_path).resolve()),
+            "rate": opts.rate,
+            "started_unix_s": time.time(),
+            "host": platform.node(),
+            "python": platform.python_version(),
+            "params": params,
+        },
+        "settings": dict(
+            DEFAULT_SETTINGS,
+            robot_radius_m=float(
+                params.get("navigation", {}).get("robot_radius_m", DEFAULT_SETTINGS["robot_radius_m"])
+            ),
+        ),
+        "ground_truth": ground_truth_record(truth),
+        "start_xy_yaw": list(queries.start_xy_yaw),
+        "standoff_m": queries.standoff_m,
+        "queries": [],
+        "status_calls": [],
+        "mapping": {"errors": []},
+        "memory": {},
+        "views": [],
+    }
     session = _Session(out_dir, params, opts)
     map_path = out_dir / "map.l3dmap"
     try:
