@@ -127,3 +127,13 @@ def test_an_intrinsics_change_between_frames_is_counted_and_the_frames_used(scen
         assert stack.pipeline.process_now(g) == ""
     st = stack.pipeline.status()
     assert st["intrinsics_changes"] == 1 and st["frames_fused"] == 12
+
+
+def test_frames_discarded_at_stop_are_counted(scene_frames):
+    scene, frames = scene_frames
+    stack = _stack(scene, frame_queue_size=1)
+    assert stack.pipeline.submit(frames[0]) and not stack.pipeline.submit(frames[1])  # workers not started
+    stack.pipeline.stop()
+    st = stack.pipeline.status()
+    _adds_up(st)
+    assert st["drop_reasons"] == {"fusion queue full": 1, "pipeline stopped": 1}
