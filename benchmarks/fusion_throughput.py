@@ -5,7 +5,7 @@ Same frames, same machine, one process: an analytic RGB-D corridor walk (exact d
 The systems are stepped frame by frame in turn (interleaved), so load from other work hits all of them alike.
 Label votes: on the frames that carry semantics (``--keyframe-every``), PointMap fuses with pixel slots and votes
 three levels of segment labels (a label per wall, per 0.5 m cell, per 0.25 m cell); the old PointMap fuses
-3-level mask features of dim ``--old-feature-dim`` on the same frames (its per-point feature path).
+3-level mask features of each dim of ``--old-feature-dims`` on the same frames (its per-point feature path).
 gradSLAM 0.1.0 is not a dependency: point --gradslam-path at a folder holding it (``pip install --no-deps
 gradslam==0.1.0 kornia==0.6.12 --target DIR``); the harness stubs ``chamferdist`` (ICP only, unused with GT
 poses) and ``cv2`` (plotting only) when they are missing. Without gradSLAM its column is skipped with a message.
@@ -146,10 +146,15 @@ class OursRunner:
         self.votes = votes
         self.name = f"PointMap [{self.map.backend}]" + (" + 3-level label votes" if votes else "")
 
-    def step(self, f, keyframe: bool) -> int:
-        if self.votes and keyframe:
+    def prepare(self, f, keyframe: bool):
+        """The step's inputs, built outside the timed region: (frame, (3, H*W) pixel labels or None)."""
+        return f, (labels_for(f) if self.votes and keyframe else None)
+
+    def step(self, inputs) -> int:
+        f, labels = inputs
+        if labels is not None:
             rep = self.map.integrate(f, want_pixel_slots=True)
-            self.map.vote_labels(rep.pixel_slot, rep.pixel_alpha, labels_for(f))
+            self.map.vote_labels(rep.pixel_slot, rep.pixel_alpha, labels)
         else:
             rep = self.map.integrate(f)
         return rep.n_points
@@ -167,10 +172,13 @@ class OldRunner:
         self.dim = dim
         self.name = f"old PointMap [{self.map.backend}]" + (f" + 3x{dim}-d features" if dim else "")
 
-    def step(self, f, keyframe: bool) -> int:
+    def prepare(self, f, keyframe: bool):
+        """The step's inputs, built outside the timed region: (the old package's Frame, its semantics or None)."""
         sem = old_semantics_for(f, self.dim) if self.dim and keyframe else None
-        old_frame = self.frame_cls(**{k.name: getattr(f, k.name) for k in dataclasses.fields(f)})
-        return self.map.integrate(old_frame, sem).n_points
+        return self.frame_cls(**{k.name: getattr(f, k.name) for k in dataclasses.fields(f)}), sem
+
+    def step(self, inputs) -> int:
+        return self.map.integrate(*inputs).n_points
 
     def bytes_per_point(self) -> int:
         return self.map.bytes_per_point
@@ -184,7 +192,8 @@ def main() -> None:
     ap.add_argument("--keyframe-every", type=int, default=1,
                     help="frames with semantics (label votes / old features): every n-th frame")
     ap.add_argument("--old-path", default="", help="a checkout of older lang3d_ros code to run side by side")
-    ap.add_argument("--old-feature-dim", type=int, default=3, help="feature dim of the old PointMap (0: none)")
+    ap.add_argument("--old-feature-dims", default="0,3",
+                    help="comma list of feature dims for old PointMaps (0: geometry only), one map each")
     ap.add_argument("--backends", default="auto",
                     help="comma list of fusion.backend values to run side by side (auto, numba, torch)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
@@ -211,7 +220,7 @@ def main() -> None:
     runners = []
     for b in backends:
         if _OLD is not None:
-            runners.append(OldRunner(b, dev, args.old_feature_dim))
+            runners += [OldRunner(b, dev, int(d)) for d in args.old_feature_dims.split(",") if d.strip()]
         runners += [OursRunner(b, dev, votes=False), OursRunner(b, dev, votes=True)]
     for r in runners:
         systems[r.name] = dict(kind="ours", map=r)
@@ -227,7 +236,7 @@ def main() -> None:
             f.T_world_cam = far @ f.T_world_cam
             for s in systems.values():
                 if s["kind"] == "ours":
-                    s["map"].step(f, keyframe=True)
+                    s["map"].step(s["map"].prepare(f, keyframe=True))
         print(f"prefilled PointMaps with {args.prefill_frames} far-away frames in {time.perf_counter() - t0:.0f} s: "
               + ", ".join(f"{k} {v['map'].map.num_points:,} pts" for k, v in systems.items() if v["kind"] == "ours"),
               file=sys.stderr)
@@ -236,9 +245,10 @@ def main() -> None:
 
     for i, f in enumerate(frames):
         for name, s in systems.items():
+            inputs = s["map"].prepare(f, keyframe=i % args.keyframe_every == 0) if s["kind"] == "ours" else None
             t = time.perf_counter()
             if s["kind"] == "ours":
-                n = s["map"].step(f, keyframe=i % args.keyframe_every == 0)
+                n = s["map"].step(inputs)
             else:
                 n = s["map"].step(f)
             s["times"].append(time.perf_counter() - t)
@@ -270,13 +280,14 @@ def main() -> None:
             base = s
         print(f"| {name} | {fps(ts):.2f} | {fps(ts[-q:]):.2f} | {fps(big) if big else float('nan'):.2f} | "
               f"{pts[-1]:,} | {bpp} | {mib:.0f} |")
-    first = next(iter(systems.values()))
-    if first["map"].name.startswith("old"):
-        print()
+    olds = [s for s in systems.values() if s["kind"] == "ours" and s["map"].name.startswith("old")]
+    if olds:
+        print("\nSame run, throughput ratios new / old (all frames; last quarter):")
         for name, s in systems.items():
-            if s is not first and s["kind"] == "ours":
-                print(f"- {name}: {fps(s['times']) / fps(first['times']):.2f}x {first['map'].name} (all frames, "
-                      f"same run), {fps(s['times'][-q:]) / fps(first['times'][-q:]):.2f}x over the last quarter")
+            if s["kind"] == "ours" and s not in olds:
+                print(f"- {name}: " + ", ".join(
+                    f"{fps(s['times']) / fps(o['times']):.2f}x ({fps(s['times'][-q:]) / fps(o['times'][-q:]):.2f}x) "
+                    f"{o['map'].name}" for o in olds))
     if base is not None:
         print()
         for name, s in systems.items():

@@ -15,7 +15,8 @@ from lang3d_ros.fusion.analytic_scene import Corridor, corridor_walk
 from lang3d_ros.fusion.backend import make_backend
 from lang3d_ros.fusion.config import FusionConfig
 from lang3d_ros.fusion.pointfusion import PointMap
-from lang3d_ros.fusion.types import PointStore
+from lang3d_ros.fusion.types import FrameObservation, PointStore
+from lang3d_ros.fusion.voxel_index import LayeredIndex
 from lang3d_ros.geometry.camera import Intrinsics
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.AVAILABLE, reason="numba is not installed")
@@ -115,42 +116,37 @@ def test_observe_kernel_matches_torch_vertex_and_normal_maps(gradslam_dir):
     torch.testing.assert_close(b.hi_m, a.hi_m)
 
 
-def _associate_one_pixel(conf, dist_m, slots):
-    """Points straight ahead of an identity camera, all landing on the centre pixel of a 5x5 image."""
-    n = len(slots)
+def _associate_one_pixel(backend: str, conf, dist_m, slots) -> int:
+    """Points straight ahead of an identity camera, all landing on the centre pixel of a 5x5 image, through the
+    backend's ``associate`` stage (candidates listed in the given slot order)."""
     cap = max(slots) + 1
-    xyz = np.zeros((cap, 3), np.float32)
-    nrm = np.zeros((cap, 3), np.float32)
-    nrm[:, 2] = -1.0
-    conf_all = np.zeros(cap, np.float32)
+    store = PointStore.empty(cap, torch.device("cpu"))
+    store.nrm[:, 2] = -1.0
+    store.key[:] = 0
     for s, c, dm in zip(slots, conf, dist_m):
-        xyz[s] = (0.0, 0.0, 1.0 + dm)
-        conf_all[s] = c
-    vw = np.zeros((25, 3), np.float32)
-    vw[12] = (0.0, 0.0, 1.0)
-    nw = np.zeros((25, 3), np.float32)
-    nw[12, 2] = -1.0
-    use = np.zeros(25, np.bool_)
-    use[12] = True
-    target = np.full(25, -1, np.int64)
-    keys = np.zeros(cap, np.int64)
-    cand = np.asarray(slots, np.int64)
-    q, d2, c = np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.float32)
-    n_live = cpu_kernels.project_candidates(
-        xyz, nrm, conf_all, np.ones(cap, np.bool_), keys, cand, np.zeros(n, np.int64),
-        np.eye(3, dtype=np.float32), np.zeros(3, np.float32), np.float32(2.0), np.float32(2.0), np.float32(2.0),
-        np.float32(2.0), 5, 5, use, vw, nw, np.float32(0.05**2), np.float32(0.9), q, d2, c, 0, n)
-    assert n_live == n
-    cpu_kernels.resolve_many_to_one(cand, q, d2, c, target)
+        store.xyz[s] = torch.tensor([0.0, 0.0, 1.0 + dm])
+        store.conf[s] = c
+        store.alive[s] = True
+    vw, nw, use = torch.zeros(25, 3), torch.zeros(25, 3), torch.zeros(25, dtype=torch.bool)
+    vw[12, 2], nw[12, 2], use[12] = 1.0, -1.0, True
+    obs = FrameObservation(5, 5, Intrinsics(2.0, 2.0, 2.0, 2.0, 5, 5), torch.eye(3), torch.zeros(3), use, vw, nw,
+                           torch.ones(25), torch.zeros(25, 3, dtype=torch.uint8), torch.zeros(3), torch.ones(3))
+    be = make_backend(FusionConfig(backend=backend, dist_threshold_m=0.05), torch.device("cpu"))
+    local = LayeredIndex(torch.device("cpu"), 100, be.index_kernels)
+    local.main.keys, local.main.slots = torch.zeros(len(slots), dtype=torch.int64), torch.as_tensor(slots)
+    target = be.new_target(25)
+    n_cand, n_matched = be.associate(store, obs, local, target)
+    assert n_cand == len(slots) and n_matched == 1
     return int(target[12])
 
 
-def test_association_many_to_one_rule():
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_association_many_to_one_rule(backend):
     """Highest confidence, then smallest distance, then lowest slot, in any candidate order."""
-    assert _associate_one_pixel([1.0, 2.0, 1.5], [0.0, 0.02, 0.01], [4, 9, 2]) == 9
-    assert _associate_one_pixel([2.0, 2.0, 2.0], [0.02, 0.01, 0.03], [4, 9, 2]) == 9
-    assert _associate_one_pixel([2.0, 2.0, 2.0], [0.01, 0.01, 0.01], [4, 9, 2]) == 2
-    assert _associate_one_pixel([2.0, 2.0], [0.01, 0.06], [3, 1]) == 3  # slot 1 fails the distance gate
+    assert _associate_one_pixel(backend, [1.0, 2.0, 1.5], [0.0, 0.02, 0.01], [4, 9, 2]) == 9
+    assert _associate_one_pixel(backend, [2.0, 2.0, 2.0], [0.02, 0.01, 0.03], [4, 9, 2]) == 9
+    assert _associate_one_pixel(backend, [2.0, 2.0, 2.0], [0.01, 0.01, 0.01], [4, 9, 2]) == 2
+    assert _associate_one_pixel(backend, [2.0, 2.0], [0.01, 0.06], [3, 1]) == 3  # slot 1 fails the distance gate
 
 
 def test_maps_in_two_threads_fuse_safely():

@@ -67,6 +67,11 @@ class FusionBackend(Protocol):
                          new_keys: torch.Tensor, frame_no: int) -> None:
         """New point j into slot slots[j]: the frame mean, confidence wmax, voxel key, birth, alive, no labels."""
 
+    def pixel_slots(self, obs: FrameObservation, target: torch.Tensor,
+                    slots: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+        """(P,) int64 slot each pixel fused into (new point j: slots[j]; -1 unused) and (P,) float32 its alpha
+        (0 where unused), as numpy (``FusionReport.pixel_slot`` / ``pixel_alpha``)."""
+
     def vote_labels(self, store: PointStore, n_used: int, pixel_slot, pixel_alpha, pixel_labels) -> None:
         """pixel_slot (P,) int64, pixel_alpha (P,) float32, pixel_labels (L, P) int32 numpy arrays (validated):
         per point and level the heaviest label votes; weighted Boyer-Moore update of (label, label_w)."""

@@ -13,7 +13,8 @@ loops each, with the same rules and tie-breaks (see ``test/test_fusion_backends.
   addressing hash of the entries in the frame's blocks (newest entry wins, as ``LayeredIndex.find``);
 - ``accumulate`` / ``update_points``: dense target ids in first-pixel order, alpha-weighted sums and the
   running-average update of existing points; ``group_new`` / ``write_new_points``: new points;
-- ``vote_targets`` / ``vote_level``: per-level segment label votes (weighted Boyer-Moore majority);
+- ``pixel_slots``: the slot each pixel fused into; ``vote_labels``: per-level segment label votes (weighted
+  Boyer-Moore majority);
 - ``candidate_blocks``, ``gather_blocks``, ``merge_sorted``, ``compact_sorted``: the voxel-block index
   (``voxel_index.py``); ``kill_unstable``: pruning.
 
@@ -471,14 +472,33 @@ if AVAILABLE:
 
 
     @njit(nogil=True, cache=True)
-    def vote_targets(pixel_slot, n_used, alive, scratch):
-        """Pixels -> dense ids of the live slots they name, in first-pixel order: tid (H*W,) (-1 for slot -1,
-        unknown or dead slots) and uslots (n_t,). ``scratch`` (per slot, EMPTY on entry) is left EMPTY."""
-        n = pixel_slot.shape[0]
-        tid = np.empty(n, np.int64)
-        uslots = np.empty(n, np.int64)
-        n_t = 0
+    def pixel_slots(target, slots, alpha):
+        """target (P,) (slot, -(2 + new id) or -1), slots (n_new,) the new points' slots, alpha (P,) -> pixel_slot
+        (P,) int64 (-1 unused) and pixel_alpha (P,) float32 (0 where unused)."""
+        n = target.shape[0]
+        out = np.empty(n, np.int64)
+        out_alpha = np.zeros(n, np.float32)
         for i in range(n):
+            t = target[i]
+            s = t if t >= 0 else (slots[-2 - t] if t <= -2 else -1)
+            out[i] = s
+            if s >= 0:
+                out_alpha[i] = alpha[i]
+        return out, out_alpha
+
+    @njit(nogil=True, cache=True)
+    def vote_labels(pixel_slot, n_used, alive, scratch, alpha, labels, label, weight):
+        """Every level's vote, in one pass over the pixels: per live slot named by pixel_slot (P,) and level, the
+        label of labels (L, P) with the largest alpha mass m among its pixels (ties: lowest label; -1 does not
+        vote) updates (label, weight) (L, C) by weighted Boyer-Moore: same label w += m, else w -= m and a
+        negative w switches to the label with -w. Per slot and level the first label's mass is kept inline and
+        any further label in a short linked list (a point's pixels carry one or two labels). ``scratch`` (per
+        slot, EMPTY on entry) is left EMPTY."""
+        n, n_lv = pixel_slot.shape[0], labels.shape[0]
+        uslots = np.empty(n, np.int64)
+        tid = np.empty(n, np.int64)
+        n_t = 0
+        for i in range(n):  # dense ids of the live slots, first-pixel order
             s = pixel_slot[i]
             if s < 0 or s >= n_used or not alive[s]:
                 tid[i] = -1
@@ -490,52 +510,56 @@ if AVAILABLE:
             tid[i] = scratch[s]
         for j in range(n_t):
             scratch[uslots[j]] = EMPTY
-        return tid, uslots[:n_t].copy()
-
-    @njit(nogil=True, cache=True)
-    def vote_level(tid, uslots, alpha, labels, label, weight):
-        """One level's vote: per target, the label with the largest alpha mass m among its pixels (ties: lowest
-        label; pixels labelled -1 do not vote) updates the slot's (label, weight) by weighted Boyer-Moore: same
-        label w += m, else w -= m and a negative w switches to the label with -w. Per target a short linked list
-        of (label, mass): a point's pixels carry one or two labels."""
-        n_t = uslots.shape[0]
-        head = np.full(n_t, -1, np.int64)
-        e_label = np.empty(tid.shape[0], np.int64)
-        e_mass = np.empty(tid.shape[0], np.float32)
-        e_next = np.empty(tid.shape[0], np.int64)
+        # per (target, level): the first label seen and its mass inline; further labels in a linked list
+        f_label = np.full((n_t, n_lv), -1, np.int64)
+        f_mass = np.zeros((n_t, n_lv), np.float32)
+        head = np.full((n_t, n_lv), -1, np.int64)
+        e_label = np.empty(n * n_lv, np.int64)
+        e_mass = np.empty(n * n_lv, np.float32)
+        e_next = np.empty(n * n_lv, np.int64)
         n_e = 0
-        for i in range(tid.shape[0]):
-            t, lab = tid[i], labels[i]
-            if t < 0 or lab < 0:
+        for i in range(n):
+            t = tid[i]
+            if t < 0:
                 continue
-            e = head[t]
-            while e >= 0 and e_label[e] != lab:
-                e = e_next[e]
-            if e >= 0:
-                e_mass[e] += alpha[i]
-            else:
-                e_label[n_e], e_mass[n_e], e_next[n_e] = lab, alpha[i], head[t]
-                head[t] = n_e
-                n_e += 1
+            a = alpha[i]
+            for lv in range(n_lv):
+                lab = labels[lv, i]
+                if lab < 0:
+                    continue
+                if f_label[t, lv] == lab:
+                    f_mass[t, lv] += a
+                elif f_label[t, lv] < 0:
+                    f_label[t, lv], f_mass[t, lv] = lab, a
+                else:
+                    e = head[t, lv]
+                    while e >= 0 and e_label[e] != lab:
+                        e = e_next[e]
+                    if e >= 0:
+                        e_mass[e] += a
+                    else:
+                        e_label[n_e], e_mass[n_e], e_next[n_e] = lab, a, head[t, lv]
+                        head[t, lv] = n_e
+                        n_e += 1
         for t in range(n_t):
-            e = head[t]
-            if e < 0:
-                continue
-            best_l, best_m = e_label[e], e_mass[e]
-            e = e_next[e]
-            while e >= 0:
-                if e_mass[e] > best_m or (e_mass[e] == best_m and e_label[e] < best_l):
-                    best_l, best_m = e_label[e], e_mass[e]
-                e = e_next[e]
             s = uslots[t]
-            if label[s] == best_l:
-                weight[s] += best_m
-            else:
-                w = weight[s] - best_m
-                if w < 0:
-                    label[s] = best_l
-                    w = -w
-                weight[s] = w
+            for lv in range(n_lv):
+                best_l, best_m = f_label[t, lv], f_mass[t, lv]
+                if best_l < 0:
+                    continue
+                e = head[t, lv]
+                while e >= 0:
+                    if e_mass[e] > best_m or (e_mass[e] == best_m and e_label[e] < best_l):
+                        best_l, best_m = e_label[e], e_mass[e]
+                    e = e_next[e]
+                if label[lv, s] == best_l:
+                    weight[lv, s] += best_m
+                else:
+                    w = weight[lv, s] - best_m
+                    if w < 0:
+                        label[lv, s] = best_l
+                        w = -w
+                    weight[lv, s] = w
 
 
 def run_split(kernel, n: int, n_threads: int, *args, align: int = 1) -> list:

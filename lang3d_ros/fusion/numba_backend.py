@@ -173,11 +173,14 @@ class NumbaBackend:
         store.label_w.numpy()[:, s] = 0
 
     # ------------------------------------------------------------------ label votes
+    def pixel_slots(self, obs: FrameObservation, target: torch.Tensor,
+                    slots: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+        s = np.zeros(0, np.int64) if slots is None else slots.numpy()
+        return K.pixel_slots(target.numpy(), s, obs.alpha.numpy())
+
     def vote_labels(self, store: PointStore, n_used: int, pixel_slot, pixel_alpha, pixel_labels) -> None:
-        tid, uslots = K.vote_targets(pixel_slot, n_used, store.alive.numpy(), store.scratch.numpy())
-        label, weight = store.label.numpy(), store.label_w.numpy()
-        K.run_each([(K.vote_level, (tid, uslots, pixel_alpha, pixel_labels[lvl], label[lvl], weight[lvl]))
-                    for lvl in range(pixel_labels.shape[0])], self._threads())
+        K.vote_labels(pixel_slot, n_used, store.alive.numpy(), store.scratch.numpy(), pixel_alpha, pixel_labels,
+                      store.label.numpy(), store.label_w.numpy())
 
     # ------------------------------------------------------------------ pruning and helpers
     def kill_unstable(self, store: PointStore, slots: torch.Tensor, born: int) -> torch.Tensor:

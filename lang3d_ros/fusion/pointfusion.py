@@ -326,7 +326,7 @@ class PointMap:
         slots = self._write_new_points(acc, new_keys)
         report = FusionReport(True, "", n_matched=n_matched, n_new=n_new, n_merged=n_merged, n_candidates=n_cand)
         if want_pixel_slots:
-            report.pixel_slot, report.pixel_alpha = self._pixel_slots(obs, target, slots)
+            report.pixel_slot, report.pixel_alpha = self._backend.pixel_slots(obs, target, slots)
         report.n_pruned = self._prune() + self._evict()
         self._frame_no += 1
         report.n_points = self._n_alive
@@ -379,18 +379,6 @@ class PointMap:
         self._index.insert(new_keys, slots, self._store.key, self._store.alive)
         self._births.append((self._frame_no, slots))
         return slots
-
-    def _pixel_slots(self, obs: FrameObservation, target: torch.Tensor,
-                     slots: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
-        """(H*W,) int64 slot each pixel fused into (new point j: slots[j]), -1 unused; (H*W,) float32 alpha there."""
-        t = target.cpu().numpy()
-        out = t.copy()
-        new = t <= -2
-        if slots is not None:
-            out[new] = slots.cpu().numpy()[-2 - t[new]]
-        out[t == -1] = -1
-        alpha = np.where(out >= 0, obs.alpha.cpu().numpy(), np.float32(0)).astype(np.float32)
-        return out, alpha
 
     # ------------------------------------------------------------------ label votes
     def vote_labels(self, pixel_slot: np.ndarray, pixel_alpha: np.ndarray, pixel_labels: np.ndarray) -> None:

@@ -238,6 +238,15 @@ class TorchBackend:
         store.label[:, slots] = -1
         store.label_w[:, slots] = 0
 
+    def pixel_slots(self, obs: FrameObservation, target: torch.Tensor,
+                    slots: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+        out = target.clone()
+        if slots is not None:
+            new = target <= -2
+            out[new] = slots[-2 - target[new]]
+        alpha = torch.where(out >= 0, obs.alpha, torch.zeros((), device=self.device))
+        return out.cpu().numpy(), alpha.cpu().numpy().astype(np.float32)
+
     # ------------------------------------------------------------------ label votes
     def vote_labels(self, store: PointStore, n_used: int, pixel_slot, pixel_alpha, pixel_labels) -> None:
         dev = self.device
