@@ -1,25 +1,30 @@
 """Associating one keyframe's masks (one level) with the segment table, and counting co-observations.
 
 For every mask the pixels that fused into map points (fusion's projective association, ``pixel_slot``) are
-histogrammed by the segment those points already carry. Masks and segments are then paired one-to-one, largest
-overlap first, when the overlap is large enough and the features agree (cosine). A mask left over tries the
-segments whose box holds its points (a new side of a known object); failing that it starts a segment.
+histogrammed by the segment those points already carry. A mask may pair with a segment whose features agree
+(cosine) when enough of its pixels landed on the segment's points, or when the box of its points and the
+segment's box overlap by most of the smaller one (a new side of a known object, or a segment an earlier mask of
+this object started); masks and segments are paired one-to-one maximising the evidence (linear assignment), so
+when a segment still spans two objects each mask keeps the segment it has most history with. A mask left over
+starts a segment.
 
-What each pixel votes for: its mask's segment, except where its point already belongs to another segment that
-(a) no other mask of this frame claims and that covers a good share of this mask (the mask spans two segments:
-under-segmentation must not fuse two objects), or (b) disagrees with the mask's feature (label confusion, a small
-object inside a host's mask). Fusion's weighted Boyer-Moore vote then moves a point only when the evidence of
-several keyframes outweighs what it had, so a wrong mask in one keyframe does not re-label an object for good.
+A segment that no point has voted for yet keeps the box of its masks' points, so the next keyframe finds it
+again. Every pixel of a mask votes for the mask's segment; fusion's weighted Boyer-Moore vote moves a point only
+when the evidence of several keyframes outweighs what it had, so one wrong mask (two objects under one mask, a
+confused label, an object split in two) does not re-label an object for good, and a wrong first keyframe is
+undone by the next clean ones.
 
-Pairs of segments covered by one mask ("together") or by two masks of one frame while their boxes touch
-("apart") are counted for the maintenance pass: a pair seen together more often than apart is one object that
-some masks split. Cannot tell apart two objects that every mask covers together.
+Pairs of segments are counted for the maintenance pass: "together" when a mask matched to one also covers the
+other and no mask of the frame matched the other, "apart" when two masks of the frame matched them while their
+boxes touch; a pair seen together more often than apart is one object that some masks split. Cannot tell
+apart two objects that every mask covers together.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from lang3d_ros.instances.config import InstanceConfig
 from lang3d_ros.instances.table import SegmentTable
@@ -132,54 +137,64 @@ def associate_level(
     cos_full = np.full((m_count, u), -1.0, np.float32)
     cos_full[:, ok_seg] = cos
 
-    # one-to-one pairing, largest overlap first
-    valid = (hist >= cfg.min_overlap_px) & (hist >= cfg.min_overlap_fraction * px_per_mask[:, None])
-    valid &= cos_full >= cfg.match_min_cosine
-    match = np.full(m_count, -1, np.int64)  # index into seg_ids
-    claimed = np.zeros(u, bool)
-    mi, si = np.nonzero(valid)
-    for k in np.argsort(-hist[mi, si], kind="stable"):
-        m, s = mi[k], si[k]
-        if match[m] < 0 and not claimed[s]:
-            match[m], claimed[s] = s, True
-    match_id = np.where(match >= 0, seg_ids[np.maximum(match, 0)] if u else -1, -1).astype(np.int64)
-
-    # geometric fallback, then new segments, for masks with enough points
+    # boxes of the masks' points
     active = px_per_mask >= cfg.min_overlap_px
-    left = np.flatnonzero(active & (match_id < 0))
-    if len(left):
-        lvl_rows = table.rows_of_level(level)
-        taken = set(match_id[match_id >= 0].tolist())
-        lvl_rows = lvl_rows[~np.isin(table.ids[lvl_rows], list(taken))] if taken else lvl_rows
-        pts_mask = seg[in_mask]
-        xyz = pixel_xyz[in_mask]
-        order = np.argsort(pts_mask, kind="stable")
-        starts = np.searchsorted(pts_mask[order], np.arange(m_count + 1))
-        unit_lvl = table.unit_features(lvl_rows) if len(lvl_rows) else None
-        for m in left:
-            if unit_lvl is None:
-                break
-            p = xyz[order[starts[m]:starts[m + 1]]]
-            lo, hi = np.percentile(p, 5, axis=0), np.percentile(p, 95, axis=0)
-            blo = table.aabb_min[lvl_rows] - cfg.box_margin_m
-            bhi = table.aabb_max[lvl_rows] + cfg.box_margin_m
-            inter = np.clip(np.minimum(hi, bhi) - np.maximum(lo, blo), 0.0, None)
-            ext = np.maximum(hi - lo, 0.02)
-            frac = np.prod(np.minimum(inter, ext) / ext, axis=1) * (table.n_points[lvl_rows] > 0)
-            c = unit_lvl @ feats[m]
-            cand = np.flatnonzero((frac >= cfg.containment_min_fraction) & (c >= cfg.match_min_cosine))
-            if len(cand):
-                best = cand[np.argmax(c[cand] * frac[cand])]
-                match_id[m] = int(table.ids[lvl_rows[best]])
-                keep = np.ones(len(lvl_rows), bool)
-                keep[best] = False
-                lvl_rows, unit_lvl = lvl_rows[keep], unit_lvl[keep]
-        new_masks = np.flatnonzero(active & (match_id < 0))
-        if len(new_masks):
-            match_id[new_masks] = table.append(level, feats[new_masks], scores[new_masks], stamp_ns, keyframe)
+    box_lo = np.zeros((m_count, 3))
+    box_hi = np.zeros((m_count, 3))
+    pts_mask = seg[in_mask]
+    xyz = pixel_xyz[in_mask]
+    order = np.argsort(pts_mask, kind="stable")
+    starts = np.searchsorted(pts_mask[order], np.arange(m_count + 1))
+    for m in np.flatnonzero(active):
+        p = xyz[order[starts[m]:starts[m + 1]]]
+        box_lo[m], box_hi[m] = np.percentile(p, 5, axis=0), np.percentile(p, 95, axis=0)
+
+    # candidates: the level's segments with a box or with labelled pixels in some mask
+    cols = table.rows_of_level(level)
+    cols = cols[np.any(table.aabb_max[cols] > table.aabb_min[cols], axis=1) | np.isin(cols, rows[ok_seg])]
+    n_c = len(cols)
+    col_of_seg = np.searchsorted(cols, rows) if n_c else np.zeros(u, np.int64)
+    hist_c = np.zeros((m_count, n_c), np.float64)
+    if u and n_c:
+        in_cols = ok_seg & (col_of_seg < n_c) & (cols[np.minimum(col_of_seg, n_c - 1)] == rows)
+        hist_c[:, col_of_seg[in_cols]] = hist[:, in_cols]
+    cos_c = feats @ table.unit_features(cols).T if n_c else np.zeros((m_count, 0), np.float32)
+    blo = table.aabb_min[cols].astype(np.float64) - cfg.box_margin_m
+    bhi = table.aabb_max[cols].astype(np.float64) + cfg.box_margin_m
+    ext = np.maximum(box_hi - box_lo, 0.02)
+    side = np.minimum(box_hi[:, None] + 0.01, bhi[None]) - np.maximum(box_lo[:, None] - 0.01, blo[None])
+    inter = np.prod(np.clip(side, 0.0, None), axis=2)
+    frac = inter / np.minimum(np.prod(ext + 0.02, axis=1)[:, None], np.prod(bhi - blo, axis=1)[None])  # of the smaller
+    agree = (cos_c >= cfg.match_min_cosine) & active[:, None]
+    by_overlap = (hist_c >= cfg.min_overlap_px) & (hist_c >= cfg.min_overlap_fraction * px_per_mask[:, None])
+    by_box = frac >= cfg.containment_min_fraction
+    valid = agree & (by_overlap | by_box)
+    # one-to-one pairing maximising the evidence: labelled pixels shared, plus half the mask's pixels times the box
+    # overlap (a segment an earlier mask of this object started, a new side of a known object)
+    score = hist_c + 0.5 * frac * px_per_mask[:, None] * by_box
+    match_id = np.full(m_count, -1, np.int64)
+    keep_cols = np.flatnonzero(valid.any(0))
+    if len(keep_cols):
+        big = 1e12
+        cost = np.where(valid[:, keep_cols], -score[:, keep_cols], big)
+        cost = np.concatenate([cost, np.where(np.eye(m_count, dtype=bool), 0.0, big)], 1)  # "no match" columns
+        r_idx, c_idx = linear_sum_assignment(cost)
+        ok = c_idx < len(keep_cols)
+        match_id[r_idx[ok]] = table.ids[cols[keep_cols[c_idx[ok]]]]
     created_mask = np.zeros(m_count, bool)
-    if len(left):
+    new_masks = np.flatnonzero(active & (match_id < 0))
+    if len(new_masks):
+        match_id[new_masks] = table.append(level, feats[new_masks], scores[new_masks], stamp_ns, keyframe)
+        rows_new = table.row_of(match_id[new_masks])
+        table.aabb_min[rows_new], table.aabb_max[rows_new] = box_lo[new_masks], box_hi[new_masks]
         created_mask[new_masks] = True
+    grow = np.flatnonzero((match_id >= 0) & ~created_mask)
+    if len(grow):  # a segment no point voted for yet: its box is the union of its masks' boxes
+        r = table.row_of(match_id[grow])
+        empty = table.n_points[r] == 0
+        r, g = r[empty], grow[empty]
+        table.aabb_min[r] = np.minimum(table.aabb_min[r], box_lo[g])
+        table.aabb_max[r] = np.maximum(table.aabb_max[r], box_hi[g])
 
     # running mean features and observation counts of matched segments
     upd = np.flatnonzero((match_id >= 0) & ~created_mask)
@@ -195,50 +210,35 @@ def associate_level(
         table.last_seen_ns[r] = stamp_ns
         table.last_keyframe[r] = keyframe
 
-    # what each pixel votes for
+    # every pixel of an active mask votes for the mask's segment: the points' vote (weighted Boyer-Moore over
+    # keyframes) decides, so one wrong mask does not move an established point
     sel = in_mask & active[np.maximum(seg, 0)]
-    px_match = np.where(sel, match_id[np.maximum(seg, 0)], -1)
-    out[sel] = px_match[sel]
+    out[sel] = match_id[seg[sel]]
     if u:
         share = hist / labelled_per_mask[:, None]
-        strong = (share >= cfg.split_min_share) & (hist >= cfg.min_overlap_px)
-        claimed_ids = set(match_id[match_id >= 0].tolist())
-        other = sel & lab & (existing != px_match)
-        idx = np.flatnonzero(other)
-        if len(idx):
-            m_of = seg[idx].astype(np.int64)
-            s_of = np.searchsorted(seg_ids, existing[idx])
-            is_claimed = np.isin(existing[idx], list(claimed_ids)) if claimed_ids else np.zeros(len(idx), bool)
-            keep_own = strong[m_of, s_of] & ~is_claimed & ok_seg[s_of]
-            disagree = cos_full[m_of, s_of] < cfg.match_min_cosine
-            out[idx[keep_own]] = existing[idx[keep_own]]
-            out[idx[~keep_own & disagree]] = -1
-        _count_pairs(table, coobs, hist, strong & ok_seg[None, :], seg_ids, match_id, cfg)
+        strong = (share >= cfg.split_min_share) & (hist >= cfg.min_overlap_px) & ok_seg[None, :]
+        _count_pairs(table, coobs, strong, seg_ids, np.where(created_mask, -1, match_id), cfg)
     created = match_id[created_mask].astype(np.int32)
     return LevelAssociation(out, match_id[upd].astype(np.int32), created)
 
 
-def _count_pairs(table: SegmentTable, coobs: CoObservation, hist: np.ndarray, strong: np.ndarray, seg_ids: np.ndarray,
+def _count_pairs(table: SegmentTable, coobs: CoObservation, strong: np.ndarray, seg_ids: np.ndarray,
                  match_id: np.ndarray, cfg: InstanceConfig) -> None:
-    """together: two segments strong in one mask; apart: strong in different masks, boxes touching."""
-    mask_of: dict[int, int] = {}
-    for m in range(hist.shape[0]):
-        members = seg_ids[strong[m]].tolist()
-        if match_id[m] >= 0 and int(match_id[m]) in seg_ids and int(match_id[m]) not in members:
-            members.append(int(match_id[m]))
-        for i, a in enumerate(members):
-            mask_of.setdefault(a, m)
-            for b in members[i + 1:]:
-                if a != b:
-                    coobs.add(int(a), int(b), 1, 0)
-    ids = np.array(sorted(mask_of), dtype=np.int64)
+    """together: a mask matched to a also covers b (strong) and no mask of the frame matched b (b looks like a
+    fragment of a); apart: a and b matched by two masks of the frame while their boxes touch. strong (M, U)
+    bool over seg_ids; match_id (M,) segment each mask matched (-1 none or new)."""
+    matched = match_id[match_id >= 0]
+    matched_set = set(matched.tolist())
+    for m in np.flatnonzero(match_id >= 0):
+        a = int(match_id[m])
+        for b in seg_ids[strong[m]].tolist():
+            if b != a and b not in matched_set:
+                coobs.add(a, int(b), 1, 0)
+    ids = np.unique(matched)
     if len(ids) < 2:
         return
     rows = table.row_of(ids)
-    masks = np.array([mask_of[int(i)] for i in ids])
     ia, ib = np.triu_indices(len(ids), 1)
-    diff = masks[ia] != masks[ib]
-    ia, ib = ia[diff], ib[diff]
     touch = _boxes_touch(table.aabb_min[rows[ia]], table.aabb_max[rows[ia]], table.aabb_min[rows[ib]],
                          table.aabb_max[rows[ib]], cfg.box_margin_m)
     for a, b in zip(ids[ia[touch]].tolist(), ids[ib[touch]].tolist()):

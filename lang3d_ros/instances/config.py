@@ -21,10 +21,11 @@ class InstanceConfig:
     match_min_cosine: float = 0.75
     """Feature agreement needed to match a mask to a segment (cosine of unit features)."""
     split_min_share: float = 0.15
-    """A mask that covers another segment with at least this share of its labelled pixels covers two segments:
-    pixels of that segment keep voting for it (an under-segmented mask does not fuse two objects)."""
+    """A segment holding at least this share of a mask's labelled pixels counts as covered by it (co-observation
+    counts for the merge pass)."""
     containment_min_fraction: float = 0.5
-    """Geometric fallback: fraction of the mask's points inside a segment's (margin-grown) box to match it."""
+    """Geometric fallback: intersection of the mask points' box and a segment's (margin-grown) box, as a fraction
+    of the smaller of the two, needed to match it."""
     box_margin_m: float = 0.05
     """Margin added to segment boxes by the geometric fallback and the overlap merge."""
     maintain_every_keyframes: int = 5

@@ -5,9 +5,9 @@ Merge (same level, features agree to ``merge_min_cosine``) when either
   object that some keyframes over-segmented), or
 - their margin-grown AABBs overlap by ``merge_min_box_overlap`` of the smaller one and no frame ever showed them
   apart (ConceptGraphs' geometric + semantic merge, guarded so that touching neighbours seen apart stay two).
-The merged segment keeps the oldest id. Drop segments without points, and, once ``drop_after_keyframes`` have
-passed since they appeared, those seen in fewer than ``drop_min_observations`` keyframes or holding fewer than
-``min_points`` points. The caller relabels the points with the returned lookup tables.
+The merged segment keeps the oldest id. Once ``drop_after_keyframes`` have passed since a segment appeared, drop
+it when it was seen in fewer than ``drop_min_observations`` keyframes or holds fewer than ``min_points`` points.
+The caller relabels the points with the returned lookup tables.
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def maintain(table: SegmentTable, coobs: CoObservation, config: InstanceConfig, 
         table.keep(keep)
     age = keyframe - table.first_keyframe
     weak = (table.n_observations < cfg.drop_min_observations) | (table.n_points < cfg.min_points)
-    drop = (table.n_points <= 0) | ((age >= cfg.drop_after_keyframes) & weak)
+    drop = (age >= cfg.drop_after_keyframes) & weak
     dropped_ids = table.ids[drop]
     lut[dropped_ids] = -1
     lut[lut >= 0] = np.where(np.isin(lut[lut >= 0], dropped_ids), -1, lut[lut >= 0])

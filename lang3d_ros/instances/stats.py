@@ -91,11 +91,12 @@ def refresh_stats(table: SegmentTable, labels_by_level: list[np.ndarray], xyz: n
         cy, sy = np.cos(yaw), np.sin(yaw)
         center = np.stack([cy * uc - sy * vc, sy * uc + cy * vc, 0.5 * (lo[:, 2] + hi[:, 2])], 1)
         size = np.stack([qu[:, 1] - qu[:, 0], qv[:, 1] - qv[:, 0], hi[:, 2] - lo[:, 2]], 1)
-        # colour: median chromaticity times median brightness (a shaded face moves brightness, not chromaticity)
+        # colour: median chromaticity times the 80th-percentile brightness (shading darkens faces, it moves
+        # brightness, not chromaticity; the lit faces are closest to the albedo)
         col = rgb[pick].astype(np.float64)
         bright = col.mean(1)
         chroma = col / np.maximum(col.sum(1, keepdims=True), 1e-6)
-        med_b = group_quantiles(g, bright, s, (0.5,))[:, 0]
+        med_b = group_quantiles(g, bright, s, (0.8,))[:, 0]
         med_c = np.stack([group_quantiles(g, chroma[:, k], s, (0.5,))[:, 0] for k in range(3)], 1)
         med_c /= np.maximum(med_c.sum(1, keepdims=True), 1e-6)
         color = np.clip(med_c * 3.0 * med_b[:, None], 0.0, 1.0)
