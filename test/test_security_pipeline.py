@@ -26,10 +26,11 @@ def scene_frames():
     return scene, frames
 
 
-def _stack(scene, **mapping):
+def _stack(scene, start: bool = True, **mapping):
     from lang3d_ros.mapping.build import build_stack, ground_truth_tables
 
-    return build_stack(synthetic_config(mapping={"train_gaussians": False, **mapping}), **ground_truth_tables(scene))
+    return build_stack(synthetic_config(mapping={"train_gaussians": False, **mapping}), **ground_truth_tables(scene),
+                       start=start)
 
 
 def _adds_up(pipeline_status: dict) -> None:
@@ -131,8 +132,9 @@ def test_an_intrinsics_change_between_frames_is_counted_and_the_frames_used(scen
 
 def test_frames_discarded_at_stop_are_counted(scene_frames):
     scene, frames = scene_frames
-    stack = _stack(scene, frame_queue_size=1)
-    assert stack.pipeline.submit(frames[0]) and not stack.pipeline.submit(frames[1])  # workers not started
+    stack = _stack(scene, start=False, frame_queue_size=1)
+    assert stack.pipeline.process_now(frames[0]) == ""
+    assert stack.pipeline.submit(frames[1]) and not stack.pipeline.submit(frames[2])  # no worker takes them
     stack.pipeline.stop()
     st = stack.pipeline.status()
     _adds_up(st)
