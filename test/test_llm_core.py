@@ -240,9 +240,11 @@ def test_llm_path_when_valid_parser_when_not(room):
     good = ScriptedBackend(model_answer(label="mug", color="blue", relation="on", anchors=["table"]))
     a = Reasoner(cfg, backend=good).ground("the blue mug on the table", room, POSE)
     assert a.path == "llm" and [o.instance_id for o in a.objects] == [4]
-    schema = good.formats[0]["json_schema"]["schema"]  # the map's labels (+ any / other) are the only choices
-    assert schema["properties"]["target"]["properties"]["label"]["enum"] == sorted({o.label for o in room}) + [
-        "any", "other"]
+    schema = good.formats[0]["json_schema"]["schema"]  # narrowed per request: the map labels the query names,
+    target = schema["properties"]["target"]["properties"]  # the colours and relations it cues (+ none / any / other)
+    assert target["label"]["enum"] == ["mug", "table", "any", "other"]
+    assert target["color"]["enum"] == ["blue", "none"] and target["relation"]["enum"] == ["on", "none"]
+    assert "count" not in schema["properties"]["intent"]["enum"]
     # hallucinated label, swapped target/anchor, dropped colour, runaway text, unavailable model -> parser answers
     for text in [model_answer(label="lamp"),
                  model_answer(label="table", color="blue", relation="on", anchors=["mug"]),

@@ -1,9 +1,11 @@
 """Grammar-constrained decoding: the model writes the request as JSON that a per-request schema admits.
 
-``request_schema(labels)`` is built per request: object labels restricted to the map's labels (plus
-``"other"`` = none of them, and ``"any"`` = any object), intents, relations, superlatives, sizes and colours as
-enums, phrases nested at most two levels (a target and its anchors), every key required in a fixed order (the
-model only chooses values; keys and punctuation are forced). ``generate_request`` decodes with that schema:
+``request_schema`` is built per request: object labels restricted to the map's labels (plus ``"other"`` =
+none of them, and ``"any"`` = any object), intents, relations, superlatives, sizes and colours as enums,
+phrases nested at most two levels (a target and its anchors), every key required in a fixed order (the model
+only chooses values; keys and punctuation are forced). ``Vocabulary.from_query`` narrows the enums further to
+the labels some phrase of the query may name and the cues its words contain, so the model chooses the structure
+but cannot invent a colour, relation or object. ``generate_request`` decodes with that schema:
 through llguidance's token mask for a local transformers model (greedy, KV cache, forced tokens fed without
 sampling), or as ``response_format`` ``{"type": "json_schema"}`` for an OpenAI-compatible server (llama.cpp
 and vLLM enforce it). Tasks (pick / place steps) are not in the model's schema: the parser writes them.
@@ -32,22 +34,50 @@ MODEL_INTENTS = tuple(i.value for i in Intent if i != Intent.TASK)
 SEPARATORS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
-def _phrase_schema(labels: Sequence[str], depth: int) -> dict:
-    props: dict = {"label": {"enum": list(labels) + [ANY, OTHER]},
-                   "color": {"enum": sorted(PALETTE_RGB) + [NONE]}}
+@dataclass(frozen=True)
+class Vocabulary:
+    """The values a request's enums may take. ``from_query`` narrows them to what a query's words cue."""
+
+    labels: tuple[str, ...]
+    colors: tuple[str, ...] = tuple(sorted(PALETTE_RGB))
+    sizes: tuple[str, ...] = SIZES
+    relations: tuple[str, ...] = RELATIONS
+    superlatives: tuple[str, ...] = SUPERLATIVES
+    intents: tuple[str, ...] = MODEL_INTENTS
+
+    @classmethod
+    def from_query(cls, query: str, labels: Sequence[str], matcher, config: LLMConfig) -> "Vocabulary":
+        """Labels some phrase of the query may name (``prompting.admissible_labels``); colours, sizes, relations
+        and superlatives its words cue; "count" only when it asks how many. The model still chooses the
+        structure (which noun is the target, which the anchor, the intent); it can no longer name a colour or a
+        relation the query does not."""
+        from lang3d_ros.llm.parser import tokenize
+        from lang3d_ros.llm.prompting import _query_cues, admissible_labels
+
+        words = tokenize(query)
+        rels, sups, cols, sizes = _query_cues(words)
+        counting = ("how" in words and "many" in words) or words[:1] == ["count"] or "number" in words
+        ok = admissible_labels(query, labels, matcher, config)
+        return cls(tuple(sorted(l for l in set(labels) if l in ok)), tuple(sorted(cols)), tuple(sorted(sizes)),
+                   tuple(sorted(rels)), tuple(sorted(sups)),
+                   ("count",) if counting else tuple(i for i in MODEL_INTENTS if i != "count"))
+
+
+def _phrase_schema(v: Vocabulary, depth: int) -> dict:
+    props: dict = {"label": {"enum": list(v.labels) + [ANY, OTHER]}, "color": {"enum": list(v.colors) + [NONE]}}
     if depth == 1:
-        props.update({"size": {"enum": list(SIZES) + [NONE]},
-                      "relation": {"enum": list(RELATIONS) + [NONE]},
-                      "superlative": {"enum": list(SUPERLATIVES) + [NONE]},
-                      "anchors": {"type": "array", "items": _phrase_schema(labels, depth + 1), "maxItems": 2}})
+        props.update({"size": {"enum": list(v.sizes) + [NONE]},
+                      "relation": {"enum": list(v.relations) + [NONE]},
+                      "superlative": {"enum": list(v.superlatives) + [NONE]},
+                      "anchors": {"type": "array", "items": _phrase_schema(v, depth + 1), "maxItems": 2}})
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
-def request_schema(labels: Sequence[str]) -> dict:
-    """The JSON schema of one model answer over these map labels (see the module docstring)."""
-    labels = sorted({str(l) for l in labels if l})
+def request_schema(labels: Sequence[str] | Vocabulary) -> dict:
+    """The JSON schema of one model answer over these map labels, or over a (narrowed) Vocabulary."""
+    v = labels if isinstance(labels, Vocabulary) else Vocabulary(tuple(sorted({str(l) for l in labels if l})))
     return {"type": "object", "additionalProperties": False,
-            "properties": {"intent": {"enum": list(MODEL_INTENTS)}, "target": _phrase_schema(labels, 1),
+            "properties": {"intent": {"enum": list(v.intents)}, "target": _phrase_schema(v, 1),
                            "attribute": {"enum": list(ATTRIBUTES) + [NONE]}},
             "required": ["intent", "target", "attribute"]}
 
@@ -214,13 +244,14 @@ def constrained_generate(backend, messages: list[dict], schema: dict, max_new_to
     return tok.decode(out, skip_special_tokens=True), stats
 
 
-def generate_request(backend, query: str, labels: Sequence[str], config: LLMConfig) -> Request:
-    """The model's request for ``query`` over the map's ``labels``, decoded under ``request_schema(labels)``
-    with per-query few-shot examples. ValueError when the answer is inconsistent, LLMUnavailable when the
-    model cannot answer."""
+def generate_request(backend, query: str, labels: Sequence[str], config: LLMConfig, matcher=None) -> Request:
+    """The model's request for ``query`` over the map's ``labels``, decoded under ``request_schema`` with
+    per-query few-shot examples; with a ``matcher`` (LabelMatcher) the schema is narrowed to the query's cues
+    (``Vocabulary.from_query``). LLMUnavailable when the model cannot answer."""
     from lang3d_ros.llm.prompting import build_messages
 
-    schema = request_schema(labels)
+    schema = request_schema(Vocabulary.from_query(query, labels, matcher, config) if matcher is not None
+                            else labels)
     messages = build_messages(query, labels, config.few_shot)
     stats = DecodeStats()
     if hasattr(backend, "model") and hasattr(backend, "tokenizer"):

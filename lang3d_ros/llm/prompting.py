@@ -169,6 +169,13 @@ def check_against_query(req: Request, query: str, labels: Sequence[str], matcher
     for p in phrases:
         if p.label and p.label not in ("me",) and p.label not in ok:
             raise ValueError(f"model named {p.label!r}, which no phrase of the query names")
+    named = [p.label for p in phrases if p.label]
+    if not named and ok:
+        raise ValueError(f"model named no object although the query names {sorted(ok)}")
+    t0 = req.target
+    if req.intent in ("ground", "where", "attribute") and t0 is not None and not (
+            t0.label or t0.color or t0.size or t0.relation or t0.superlative):
+        raise ValueError("model's target matches any object")
     rels, sups, cols, sizes = _query_cues(words)
     got_rels = {str(p.relation) for p in phrases if p.relation}
     got_sups = {str(p.superlative) for p in phrases if p.superlative}

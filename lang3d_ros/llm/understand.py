@@ -201,7 +201,7 @@ def understand(query: str, objects: Sequence[SceneObject], matcher: LabelMatcher
         from lang3d_ros.llm.constrained import generate_request
 
         try:
-            req = generate_request(backend, query, labels, config)
+            req = generate_request(backend, query, labels, config, matcher)
             if OTHER in request_labels(req):
                 raise ValueError("the model named no map label")
             from lang3d_ros.llm.prompting import check_against_query
@@ -221,7 +221,7 @@ def understand(query: str, objects: Sequence[SceneObject], matcher: LabelMatcher
             from lang3d_ros.llm.constrained import generate_request
 
             try:  # the slot the parser leaves open is the whole request: the model writes it under the grammar
-                req = generate_request(backend, query, labels, config)
+                req = generate_request(backend, query, labels, config, matcher)
             except LLMUnavailable as exc:
                 raise ValueError(f"could not understand {query!r} and the model is unavailable ({exc})") from exc
             if OTHER in request_labels(req):
