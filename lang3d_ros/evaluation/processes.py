@@ -25,9 +25,33 @@ MAPPER_CODE = "import sys; from lang3d_ros.ros.entry_points import mapper_node; 
 SERVER_CODE = "import sys; from lang3d_ros.ros.entry_points import query_server_node; sys.exit(query_server_node())"
 
 
+_held_domains: list[tuple[int, object]] = []  # (domain id, locked file) claimed by this process, oldest first
+
+
 def next_domain_id() -> int:
-    """A domain id no other run of this process uses (30..99 of the portable 0..101 range)."""
-    return 30 + (os.getpid() * 7 + next(_ids)) % 70
+    """A domain id (30..99 of the portable 0..101 range) that no other process on this machine holds: each id is
+    claimed by an exclusive lock on a file in the temp folder, held until this process exits, so concurrent
+    evaluations and tests do not hear each other's topics. When this process holds all 70, its oldest is reused."""
+    import fcntl
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / "lang3d_ros_domains"
+    folder.mkdir(exist_ok=True)
+    start = (os.getpid() * 7 + next(_ids)) % 70
+    for k in range(70):
+        domain = 30 + (start + k) % 70
+        f = open(folder / f"{domain}.lock", "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        _held_domains.append((domain, f))
+        return domain
+    if not _held_domains:
+        raise RuntimeError("every ROS domain id in 30..99 is held by other processes on this machine")
+    _held_domains.append(_held_domains.pop(0))
+    return _held_domains[-1][0]
 
 
 def ros_env(domain_id: int, log_dir: Path) -> dict[str, str]:
