@@ -123,6 +123,17 @@ def test_a_stale_pose_and_a_lone_late_image_are_rejected_individually():
     assert st["frames_assembled"] >= 39
 
 
+def test_a_late_pair_from_a_stalled_driver_is_rejected_without_a_reset():
+    s = Stream()
+    _start(s, 100)
+    s.image(T0_NS + 10 * PERIOD_NS)  # colour + depth of frame 10, delivered 3 s late
+    for i in range(100, 130):
+        s.tick(i)
+    st = s.adds_up()
+    assert st["clock_resets"] == 0 and st["reject_reasons"] == {"stale stamp": 1}
+    assert st["depth_dropped"] == {"stale stamp": 1} and st["frames_assembled"] >= 129
+
+
 @pytest.mark.parametrize("back_s", [60, 5])
 def test_clock_jump_back_resets_the_synchronizer_and_mapping_continues(back_s, caplog):
     s = Stream()

@@ -20,9 +20,10 @@ class SyncConfig:
     max_pose_lead_s: float = 2.0
     """A pose stamped more than this after both the newest image and the newest accepted pose is rejected (future
     stamp); poses that run ahead of a paused camera sample by sample are kept."""
-    clock_jump_confirm: int = 2
-    """Consecutive images stamped more than ``max_stamp_lag_s`` back that reset the synchronizer (bag loop,
-    simulator reset): buffers and pose history are cleared, with a warning. A lone late image is only rejected."""
+    clock_jump_confirm: int = 4
+    """Consecutive images (colour or depth) stamped more than ``max_stamp_lag_s`` back that reset the synchronizer
+    (bag loop, simulator reset): buffers and pose history are cleared, with a warning, and the held images and
+    poses are replayed on the new clock. A late pair delivered by a stalled driver is only rejected."""
     pose_max_speed_m_s: float = 10.0
     """A pose sample farther from the accepted sample nearest in time than ``pose_max_jump_m`` + this speed times
     their time difference is rejected (pose jump)."""
