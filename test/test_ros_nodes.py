@@ -225,7 +225,8 @@ def test_mapper_survives_a_fuzzed_sensor_stream(tmp_path, synthetic_bag):
         st = client.call(GetMapStatus, "/lang3d/get_map_status").status
         assert mapper.poll() is None, "the mapper died on bad input"
         # every bad message is counted (with the default sensor QoS depth of 5 a burst can lose some before the callback)
-        assert st.frames_rejected >= 55, st.frames_rejected
+        assert st.frames_rejected + st.messages_rejected >= 55, (st.frames_rejected, st.messages_rejected)
+        assert st.frames_rejected >= 10  # the 10 broken colour images are rejected frames
         assert st.frames_fused == 0
         log = (tmp_path / "logs" / "proc-0.log").read_text()
         for reason in ("image data has 7 bytes", "unsupported image encoding 'yuv422_yuy2'", "step 3 is smaller",

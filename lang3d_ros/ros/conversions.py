@@ -77,10 +77,12 @@ def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
     if d.size and (not np.all(np.isfinite(d)) or np.max(np.abs(d)) > DISTORTION_TOLERANCE):
         raise ValueError(
             f"CameraInfo has distortion ({msg.distortion_model}, d={np.round(d, 4).tolist()}) that the pipeline cannot "
-            "handle: subscribe to the rectified image (e.g. image_proc's image_rect) whose camera_info has zero distortion"
+            "handle: subscribe to the rectified image (e.g. image_proc's image_rect) whose camera_info has zero "
+            "distortion"
         )
     if int(msg.binning_x) > 1 or int(msg.binning_y) > 1:
-        raise ValueError(f"CameraInfo binning {msg.binning_x}x{msg.binning_y} is not supported; publish unbinned images")
+        raise ValueError(f"CameraInfo binning {msg.binning_x}x{msg.binning_y} is not supported; "
+                         "publish unbinned images")
     if int(msg.roi.width) or int(msg.roi.height):
         if (int(msg.roi.width), int(msg.roi.height)) != (int(msg.width), int(msg.height)):
             raise ValueError("CameraInfo with a region of interest is not supported; publish the full image")
@@ -144,11 +146,13 @@ def matrix_to_transform_stamped(T: np.ndarray, parent: str, child: str, stamp_ns
     return msg
 
 
-def planar_pose_stamped(x: float, y: float, yaw_rad: float, frame_id: str, stamp_ns: int, z: float = 0.0) -> PoseStamped:
+def planar_pose_stamped(x: float, y: float, yaw_rad: float, frame_id: str, stamp_ns: int,
+                        z: float = 0.0) -> PoseStamped:
     q = yaw_quaternion(yaw_rad)
     return PoseStamped(
         header=make_header(frame_id, stamp_ns),
-        pose=Pose(position=Point(x=float(x), y=float(y), z=float(z)), orientation=Quaternion(x=0.0, y=0.0, z=float(q[2]), w=float(q[3]))),
+        pose=Pose(position=Point(x=float(x), y=float(y), z=float(z)),
+                  orientation=Quaternion(x=0.0, y=0.0, z=float(q[2]), w=float(q[3]))),
     )
 
 
@@ -254,7 +258,8 @@ def boxes_to_marker_array(boxes: list[Box3D], header: Header, labels: list[str] 
     for i, box in enumerate(boxes):
         color = colors[i] if colors is not None else (0.1, 0.8, 0.2)
         cube = Marker(header=header, ns=ns, id=3 * i, type=Marker.CUBE, action=Marker.ADD, pose=box_center_pose(box))
-        cube.scale = Vector3(x=max(float(box.size[0]), 1e-3), y=max(float(box.size[1]), 1e-3), z=max(float(box.size[2]), 1e-3))
+        sx, sy, sz = (max(float(s), 1e-3) for s in box.size)
+        cube.scale = Vector3(x=sx, y=sy, z=sz)
         cube.color = _color_msg(color, alpha)
         cube.lifetime.sec = sec
         edges = Marker(header=header, ns=ns, id=3 * i + 1, type=Marker.LINE_LIST, action=Marker.ADD)
@@ -268,7 +273,8 @@ def boxes_to_marker_array(boxes: list[Box3D], header: Header, labels: list[str] 
         edges.lifetime.sec = sec
         out.markers += [cube, edges]
         if labels is not None:
-            text = Marker(header=header, ns=ns, id=3 * i + 2, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, text=str(labels[i]))
+            text = Marker(header=header, ns=ns, id=3 * i + 2, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD,
+                          text=str(labels[i]))
             text.pose.position = Point(x=float(box.center[0]), y=float(box.center[1]), z=float(box.max_xyz[2] + 0.1))
             text.pose.orientation.w = 1.0
             text.scale.z = 0.12
@@ -315,8 +321,11 @@ def status_to_msg(status: dict, header: Header):
     return MapStatus(header=header, source=str(status.get("source", "live")), frames_received=u32("frames_received"),
                      frames_fused=u32("frames_fused"), frames_rejected=u32("frames_rejected"),
                      frames_dropped=u32("frames_dropped"), keyframes=u32("keyframes"),
-                     num_points=int(max(status.get("num_points", 0), 0)), num_gaussians=int(max(status.get("num_gaussians", 0), 0)),
-                     training_state=str(status.get("training_state", "disabled")), training_iterations=u32("training_iterations"),
+                     frames_pending=u32("frames_pending"), messages_rejected=u32("messages_rejected"),
+                     num_points=int(max(status.get("num_points", 0), 0)),
+                     num_gaussians=int(max(status.get("num_gaussians", 0), 0)),
+                     training_state=str(status.get("training_state", "disabled")),
+                     training_iterations=u32("training_iterations"),
                      training_loss=float(status.get("training_loss", float("nan"))),
                      training_psnr_db=float(status.get("training_psnr_db", float("nan"))),
                      memory_mb=float(status.get("memory_mb", 0.0)))

@@ -18,9 +18,12 @@ from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from lang3d_ros.mapping.build import build_stack, ground_truth_tables
+from lang3d_ros.mapping.pipeline import combine_intake_status
 from lang3d_ros.mapping.sync import FrameAssembler
 from lang3d_ros.ros import conversions as cv
 from lang3d_ros.ros.lifecycle import Lang3DLifecycleNode
+
+COLOUR = "colour image"
 
 
 def sensor_qos(depth: int) -> QoSProfile:
@@ -55,7 +58,6 @@ class MapperNode(Lang3DLifecycleNode):
         self._tf = None
         # one sensor callback at a time (the assembler is not thread-safe), never waiting behind a query
         self._sensor_group = MutuallyExclusiveCallbackGroup()
-        self._intrinsics_seen = None
         self._workers_running = False
 
     def _configure_map(self, cfg) -> None:
@@ -74,7 +76,6 @@ class MapperNode(Lang3DLifecycleNode):
         T_robot_cam = mount_matrix(cfg.ros.camera_mount_xyz_rpy) if use_odom else None
         self.assembler = FrameAssembler(cfg.mapping.sync, T_robot_cam)
         self.rejected = Counter()
-        self._intrinsics_seen = None
 
     def _start_intake(self) -> None:
         cfg = self.config
@@ -165,26 +166,19 @@ class MapperNode(Lang3DLifecycleNode):
             self.get_logger().error(f"unexpected error on {what}: {exc!r}")
 
     def _on_info(self, msg: CameraInfo) -> None:
-        def handle(m):
-            K = cv.camera_info_to_intrinsics(m)
-            prev = self._intrinsics_seen
-            if prev is not None and prev != K:
-                self._warn_throttled("camera_info changed", f"camera_info changed mid-stream: {prev} -> {K}; "
-                                                             "frames from now on use the new intrinsics")
-            self._intrinsics_seen = K
-            self.assembler.add_intrinsics(K)
-
-        self._guard("camera_info", handle, msg)
+        # a change mid-stream is counted (camera_info_changes) and warned about by the assembler
+        self._guard("camera_info", lambda m: self.assembler.add_intrinsics(cv.camera_info_to_intrinsics(m)), msg)
 
     def _on_color(self, msg: Image) -> None:
         def handle(m):
             stamp = cv.stamp_to_ns(m.header.stamp)
-            self.assembler.add_color(stamp, cv.image_to_rgb8(m))
-            if self._tf is not None:
+            rgb = cv.image_to_rgb8(m)
+            if self._tf is not None:  # before add_color: an image refused here is counted once, as a colour reject
                 self._lookup_camera_pose(m.header.frame_id, m.header.stamp, stamp)
+            self.assembler.add_color(stamp, rgb)
             self._drain(stamp)
 
-        self._guard("colour image", handle, msg)
+        self._guard(COLOUR, handle, msg)
 
     def _on_depth(self, msg: Image) -> None:
         def handle(m):
@@ -199,7 +193,7 @@ class MapperNode(Lang3DLifecycleNode):
             T, frame, stamp = cv.pose_stamped_to_matrix(m)
             if frame and frame != self.config.frames.map_frame:
                 raise ValueError(f"pose is in frame {frame!r}, expected the map frame {self.config.frames.map_frame!r}")
-            self.assembler.add_pose(stamp, T)
+            self.assembler.add_pose(stamp, T)  # a stale / future / jumping pose is counted and logged there
             self._drain(stamp)
 
         self._guard("pose", handle, msg)
@@ -232,20 +226,19 @@ class MapperNode(Lang3DLifecycleNode):
 
     # ----------------------------------------------------------------------------- output
     def status(self) -> dict:
-        """MapStatus fields. Frames that never reach the pipeline (unpaired images, images without a pose, rejected
-        messages) are added to frames_received and to frames_dropped / frames_rejected, so that once the queues
-        are empty frames_received = frames_fused + frames_dropped + frames_rejected."""
+        """MapStatus fields: the pipeline's and the assembler's counters combined (``combine_intake_status``), so
+        frames_received (colour images) = frames_fused + frames_dropped + frames_rejected + frames_pending; colour
+        images that could not be decoded are rejected frames, other refused messages are ``messages_rejected``."""
         if self.pipeline is None:
             return super().status()
-        st = self.pipeline.status()
-        assembler_drops = dict(self.assembler.stats.dropped)
-        n_drop, n_rej = sum(assembler_drops.values()), sum(self.rejected.values())
-        st["frames_received"] += n_drop + n_rej
-        st["frames_dropped"] += n_drop
-        st["frames_rejected"] += n_rej
+        colour = {k: v for k, v in self.rejected.items() if k.startswith(COLOUR)}
+        st = combine_intake_status(self.pipeline.status(), self.assembler.status(), colour)
+        others = {k: v for k, v in self.rejected.items() if not k.startswith(COLOUR)}
+        st["messages_rejected"] = sum(others.values()) + sum(st.get("poses_rejected", {}).values())
         reasons = Counter(st.get("reject_reasons", {}))
-        reasons.update(assembler_drops)
-        reasons.update(self.rejected)
+        reasons.update(st.get("drop_reasons", {}))
+        reasons.update(others)
+        reasons.update(st.get("poses_rejected", {}))
         st["reasons"] = reasons
         st["queue_frames"] = self.pipeline._frames.qsize()
         st["queue_keyframes"] = self.pipeline._keyframes.qsize()
