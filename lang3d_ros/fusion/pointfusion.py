@@ -70,13 +70,21 @@ class FusionReport:
 
     accepted: bool
     reason: str = ""
-    n_matched: int = 0  # pixels fused into a map point by projective association
-    n_new: int = 0  # points created
-    n_points: int = 0  # live points after the frame
-    n_pruned: int = 0  # points pruned (unstable) or evicted (cap) by this frame
+    """Why the frame was rejected ("" when accepted)."""
+    n_matched: int = 0
+    """Pixels fused into a map point by projective association."""
+    n_new: int = 0
+    """Points created."""
+    n_points: int = 0
+    """Live points after the frame."""
+    n_pruned: int = 0
+    """Points pruned (unstable) or evicted (cap) by this frame."""
     time_ms: float = 0.0
-    n_merged: int = 0  # leftover pixels fused into the point owning their voxel
-    n_candidates: int = 0  # map points examined for association (frustum-culled set)
+    """Wall time of the call."""
+    n_merged: int = 0
+    """Leftover pixels fused into an existing point (its voxel's owner or a gated neighbour's point)."""
+    n_candidates: int = 0
+    """Map point index entries examined for association (the frustum-culled set)."""
     pixel_slot: np.ndarray | None = None
     """(H*W,) int64, with ``want_pixel_slots``: the slot each pixel fused into (matched point, merged point or the
     new point it created), -1 for pixels that took no part. Valid until the next ``integrate``."""
