@@ -230,7 +230,8 @@ def _clone(store: PointStore) -> PointStore:
 def test_stages_agree_one_by_one(merge_neighbour_px):
     """Each stage of the two backends on the same inputs (the torch stage's output feeds the next stage of both),
     on a map mid-walk: candidate blocks, association, leftovers (voxel owner, neighbour owner, grouping),
-    accumulation, point update, new points, pruning. A rule changed in one backend only fails here, by stage."""
+    accumulation, point update, new points, pixel slots, pruning. A rule changed in one backend only fails here,
+    by stage."""
     cfg = FusionConfig(prune_after_frames=4, merge_neighbour_px=merge_neighbour_px, backend="torch")
     walk = list(corridor_walk(Corridor(length_m=5.0), 8, INTR, step_m=0.25, noise_m=0.003, seed=9))
     pm = PointMap(cfg, device="cpu")
@@ -276,6 +277,11 @@ def test_stages_agree_one_by_one(merge_neighbour_px):
     for f in dataclasses.fields(PointStore):
         torch.testing.assert_close(getattr(stores["numba"], f.name), getattr(stores["torch"], f.name),
                                    rtol=1e-5, atol=1e-6, msg=f.name)
+
+    pix = {b: x.pixel_slots(obs, target, slots) for b, x in be.items()}
+    for ref_arr, got_arr in zip(pix["torch"], pix["numba"]):
+        np.testing.assert_array_equal(got_arr, ref_arr)
+    assert (pix["torch"][0] >= pm._used).sum() == (target <= -2).sum() > 0  # new points' pixels name their slots
 
     every = torch.arange(pm._used + new_keys.numel())
     dead = {b: x.kill_unstable(stores[b], every, 5) for b, x in be.items()}  # the new points: confidence < 1
