@@ -83,7 +83,7 @@ class PointStore:
         total = 0
         for f in fields(self):
             t = getattr(self, f.name)
-            per_slot = t.shape[0] if f.name in ("label", "label_w") else (t[0].numel() if t.dim() > 1 else 1)
+            per_slot = t.shape[0] if f.name in ("label", "label_w") else (t.shape[1:].numel() if t.dim() > 1 else 1)
             total += per_slot * t.element_size()
         return total
 
