@@ -12,6 +12,7 @@ codes and through latents (segment score = mean decoded relevancy of its Gaussia
 
     OMP_NUM_THREADS=1 python benchmarks/gaussians_field.py --seeds 21 22 --threads 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,8 +75,11 @@ def run_scene(seed: int, settings: SyntheticSceneSettings) -> dict:
             levels = [m.to_dict() for m in measure_levels(rel, gt)]
             codes_hits.append(bool(score_view_query(levels, mask_boxes(gt))[0]))
     # instance answers per scene label (unique labels only: the id comparison is then unambiguous)
-    labels = [lab for lab in sorted(set(scene.semantics.instance_labels.values()))
-              if list(scene.semantics.instance_labels.values()).count(lab) == 1]
+    labels = [
+        lab
+        for lab in sorted(set(scene.semantics.instance_labels.values()))
+        if list(scene.semantics.instance_labels.values()).count(lab) == 1
+    ]
     rows = []
     for lab in labels:
         _, rel = seg_rel(lab)
@@ -85,18 +89,29 @@ def run_scene(seed: int, settings: SyntheticSceneSettings) -> dict:
         lat_scores = segment_scores_from_gaussians(model, lvl, table.ids, dec)
         by_latents = answer_from_gaussians(model, lvl, table.ids, lat_scores, top_k=1)
         gt_ids = [i for i, name in scene.semantics.instance_labels.items() if name == lab]
-        rows.append({
-            "label": lab, "points_correct": pid in gt_ids,
-            "codes_same_id": bool(by_codes) and by_codes[0].segment_id == pid,
-            "codes_box_iou": box_iou(pmin, pmax, by_codes[0].box_min_xyz, by_codes[0].box_max_xyz) if by_codes else 0.0,
-            "latents_same_id": bool(by_latents) and by_latents[0].segment_id == pid,
-            "latents_correct": bool(by_latents) and by_latents[0].segment_id in gt_ids,
-        })
+        rows.append(
+            {
+                "label": lab,
+                "points_correct": pid in gt_ids,
+                "codes_same_id": bool(by_codes) and by_codes[0].segment_id == pid,
+                "codes_box_iou": box_iou(pmin, pmax, by_codes[0].box_min_xyz, by_codes[0].box_max_xyz)
+                if by_codes
+                else 0.0,
+                "latents_same_id": bool(by_latents) and by_latents[0].segment_id == pid,
+                "latents_correct": bool(by_latents) and by_latents[0].segment_id in gt_ids,
+            }
+        )
     coded = float((model.codes >= 0).any(dim=1).float().mean())
-    return {"seed": seed, "gaussians": model.num_gaussians, "coded_share": coded, "train_s": train_s,
-            "psnr_db": scene.stats["psnr_after_db"],
-            "lerf_latents": (sum(q.hit for q in latents), len(latents)),
-            "lerf_codes": (sum(codes_hits), len(codes_hits)), "answers": rows}
+    return {
+        "seed": seed,
+        "gaussians": model.num_gaussians,
+        "coded_share": coded,
+        "train_s": train_s,
+        "psnr_db": scene.stats["psnr_after_db"],
+        "lerf_latents": (sum(q.hit for q in latents), len(latents)),
+        "lerf_codes": (sum(codes_hits), len(codes_hits)),
+        "answers": rows,
+    }
 
 
 def main() -> None:
@@ -107,27 +122,36 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    settings = SyntheticSceneSettings(frames=32, holdout_every=2, width_px=160, height_px=120,
-                                      rgb_iters=args.rgb_iters, lang_iters=args.lang_iters)
-    print("| seed | Gaussians | coded | held-out PSNR (dB) | LERF loc., latents | LERF loc., codes | answers: points "
-          "correct | codes: same id as points | codes: box IoU vs points (mean) | latents: same id as points | "
-          "latents correct |")
+    settings = SyntheticSceneSettings(
+        frames=32, holdout_every=2, width_px=160, height_px=120, rgb_iters=args.rgb_iters, lang_iters=args.lang_iters
+    )
+    print(
+        "| seed | Gaussians | coded | held-out PSNR (dB) | LERF loc., latents | LERF loc., codes | answers: points "
+        "correct | codes: same id as points | codes: box IoU vs points (mean) | latents: same id as points | "
+        "latents correct |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     tot = np.zeros(8)
     for seed in args.seeds:
         r = run_scene(seed, settings)
         a = r["answers"]
         n = len(a)
-        pc, cs, ls, lc = (sum(x[k] for x in a) for k in ("points_correct", "codes_same_id", "latents_same_id",
-                                                          "latents_correct"))
+        pc, cs, ls, lc = (
+            sum(x[k] for x in a) for k in ("points_correct", "codes_same_id", "latents_same_id", "latents_correct")
+        )
         iou = float(np.mean([x["codes_box_iou"] for x in a])) if a else float("nan")
         (lh, ln), (ch, cn) = r["lerf_latents"], r["lerf_codes"]
-        print(f"| {seed} | {r['gaussians']} | {r['coded_share']:.1%} | {r['psnr_db']:.2f} | {lh}/{ln} = {lh / ln:.1%} | "
-              f"{ch}/{cn} = {ch / cn:.1%} | {pc}/{n} | {cs}/{n} | {iou:.3f} | {ls}/{n} | {lc}/{n} |", flush=True)
+        print(
+            f"| {seed} | {r['gaussians']} | {r['coded_share']:.1%} | {r['psnr_db']:.2f} | {lh}/{ln} = {lh / ln:.1%} | "
+            f"{ch}/{cn} = {ch / cn:.1%} | {pc}/{n} | {cs}/{n} | {iou:.3f} | {ls}/{n} | {lc}/{n} |",
+            flush=True,
+        )
         tot += [lh, ln, ch, cn, pc, cs, ls, n]
     lh, ln, ch, cn, pc, cs, ls, n = tot
-    print(f"| all | | | | {lh:.0f}/{ln:.0f} = {lh / ln:.1%} | {ch:.0f}/{cn:.0f} = {ch / cn:.1%} | {pc:.0f}/{n:.0f} | "
-          f"{cs:.0f}/{n:.0f} | | {ls:.0f}/{n:.0f} | |")
+    print(
+        f"| all | | | | {lh:.0f}/{ln:.0f} = {lh / ln:.1%} | {ch:.0f}/{cn:.0f} = {ch / cn:.1%} | {pc:.0f}/{n:.0f} | "
+        f"{cs:.0f}/{n:.0f} | | {ls:.0f}/{n:.0f} | |"
+    )
 
 
 if __name__ == "__main__":

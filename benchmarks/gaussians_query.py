@@ -6,6 +6,7 @@ fixed 512-d unit vector per phrase (the text tower's cost is not part of this fi
 
     .venv/bin/python benchmarks/gaussians_query.py --sizes 200000 1000000 [--device cuda]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lang3d_ros.gaussians.query import LanguageQueryEngine
 from lang3d_ros.device import resolve_device
+from lang3d_ros.gaussians.query import LanguageQueryEngine
 from lang3d_ros.gaussians.render import render
 
 QUERIES = ["chair", "table", "lamp", "plant", "mug", "book", "sofa", "window"]
@@ -48,15 +49,23 @@ def bench_query(n: int, k: int, device: torch.device, repeats: int) -> dict:
     pick = torch.randint(0, 64, (3, n), generator=g)
     lat = torch.stack([centres[lvl][pick[lvl]] for lvl in range(3)], 1) + 0.05 * torch.randn(n, 3, 3, generator=g)
     t0 = time.perf_counter()
-    engine = LanguageQueryEngine(lat, decoder(device), FixedTextEncoder(512, device), codebook_size=k,
-                                 kmeans_iterations=10, device=device)
+    engine = LanguageQueryEngine(
+        lat, decoder(device), FixedTextEncoder(512, device), codebook_size=k, kmeans_iterations=10, device=device
+    )
     build_s = time.perf_counter() - t0
     for q in QUERIES:  # warm-up, fills the text cache
         engine.query(q)
     code_ms = [engine.query(QUERIES[i % len(QUERIES)]).latency_ms for i in range(repeats)]
     exact_ms = [engine.query(QUERIES[i % len(QUERIES)], exact=True).latency_ms for i in range(2)]
     err = engine.codebook_error(QUERIES[:4])
-    return {"n": n, "k": k, "build_s": build_s, "code_ms": statistics.median(code_ms), "exact_ms": statistics.median(exact_ms), **err}
+    return {
+        "n": n,
+        "k": k,
+        "build_s": build_s,
+        "code_ms": statistics.median(code_ms),
+        "exact_ms": statistics.median(exact_ms),
+        **err,
+    }
 
 
 def bench_render(n: int, width: int, height: int, device: torch.device, backend: str, repeats: int) -> dict:
@@ -83,8 +92,13 @@ def bench_render(n: int, width: int, height: int, device: torch.device, backend:
             torch.cuda.synchronize()
         fwd.append(t1 - t0)
         fb.append(time.perf_counter() - t1)
-    return {"n": n, "size": f"{width}x{height}", "backend": backend, "fwd_ms": 1e3 * statistics.median(fwd),
-            "fwdbwd_ms": 1e3 * statistics.median(fb)}
+    return {
+        "n": n,
+        "size": f"{width}x{height}",
+        "backend": backend,
+        "fwd_ms": 1e3 * statistics.median(fwd),
+        "fwdbwd_ms": 1e3 * statistics.median(fb),
+    }
 
 
 def main() -> None:
@@ -99,12 +113,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
     print(f"device {dev}, torch {torch.__version__}, {args.threads} threads\n")
-    print("| Gaussians | codebook K | build (s) | query, codebook (ms) | query, exact decode (ms) | max abs err | mean abs err | level agreement |")
+    print(
+        "| Gaussians | codebook K | build (s) | query, codebook (ms) | query, exact decode (ms) | max abs err "
+        "| mean abs err | level agreement |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in tqdm(args.sizes, desc="query sizes", leave=False):
         r = bench_query(n, args.codebook, dev, args.repeats)
-        print(f"| {n:,} | {r['k']} | {r['build_s']:.1f} | {r['code_ms']:.1f} | {r['exact_ms']:.0f} | {r['max_abs']:.3f} | "
-              f"{r['mean_abs']:.4f} | {r['level_agreement']:.2f} |")
+        print(
+            f"| {n:,} | {r['k']} | {r['build_s']:.1f} | {r['code_ms']:.1f} | {r['exact_ms']:.0f} | "
+            f"{r['max_abs']:.3f} | "
+            f"{r['mean_abs']:.4f} | {r['level_agreement']:.2f} |"
+        )
     if args.render:
         print("\n| Gaussians | image | backend | forward (ms) | forward+backward (ms) |")
         print("|---:|---:|---|---:|---:|")

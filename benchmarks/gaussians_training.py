@@ -6,6 +6,7 @@ decoded per pixel, no Gaussians) and (b) the Gaussians' rendered latents. Prints
     python benchmarks/gaussians_training.py --seeds 4 5 --frames 32 --holdout-every 2 --threads 1
     python benchmarks/gaussians_training.py --device cuda --width 640 --height 480 --rgb-iters 3000   # gsplat
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,10 +28,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    print(f"{platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, device {a.device}, "
-          f"{a.threads} threads; {a.frames} frames {a.width}x{a.height} per scene, every {a.holdout_every}-th held out")
-    print("| seed | Gaussians | RGB it/s | PSNR before -> after (dB) | language it/s | latent L1 before -> after | "
-          "oracle | Gaussians | Gaussians, no gate / no norm weight |")
+    print(
+        f"{platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"device {a.device}, "
+        f"{a.threads} threads; {a.frames} frames {a.width}x{a.height} per scene, every {a.holdout_every}-th held out"
+    )
+    print(
+        "| seed | Gaussians | RGB it/s | PSNR before -> after (dB) | language it/s | latent L1 before -> after | "
+        "oracle | Gaussians | Gaussians, no gate / no norm weight |"
+    )
     print("|---:|---:|---:|---|---:|---|---:|---:|---:|")
     totals = {"oracle": [], "gauss": [], "plain": []}
     for seed in a.seeds:
@@ -41,30 +47,51 @@ def main() -> None:
     from lang3d_ros.gaussians.evaluation import accuracy
 
     print(f"| all | | | | | | {_pct(totals['oracle'])} | {_pct(totals['gauss'])} | {_pct(totals['plain'])} |")
-    print(f"\nLERF localization on held-out views: Gaussians {accuracy(totals['gauss']):.1%}, oracle {accuracy(totals['oracle']):.1%}")
+    print(
+        f"\nLERF localization on held-out views: Gaussians {accuracy(totals['gauss']):.1%}, "
+        f"oracle {accuracy(totals['oracle']):.1%}"
+    )
     for q in totals["gauss"]:
         if not q.hit:
             print(f"miss: view {q.view} '{q.label}' ({q.gt_pixels} px), level {q.level}, smoothed max {q.score:.3f}")
 
 
 def _pct(queries) -> str:
-    return f"{sum(q.hit for q in queries)}/{len(queries)} = {100.0 * sum(q.hit for q in queries) / max(len(queries), 1):.1f}%"
+    hits = sum(q.hit for q in queries)
+    return f"{hits}/{len(queries)} = {100.0 * hits / max(len(queries), 1):.1f}%"
 
 
 def run_scene(a, seed: int):
     """Train one scene; -> (Markdown row, {"oracle" | "gauss" | "plain": [ViewQuery]})."""
-    from lang3d_ros.gaussians.synthetic_eval import (SyntheticSceneSettings, gaussian_localization, oracle_localization,
-                                                     train_synthetic_scene)
+    from lang3d_ros.gaussians.synthetic_eval import (
+        SyntheticSceneSettings,
+        gaussian_localization,
+        oracle_localization,
+        train_synthetic_scene,
+    )
 
-    settings = SyntheticSceneSettings(frames=a.frames, holdout_every=a.holdout_every, width_px=a.width, height_px=a.height,
-                                      rgb_iters=a.rgb_iters, lang_iters=a.lang_iters, device=a.device)
+    settings = SyntheticSceneSettings(
+        frames=a.frames,
+        holdout_every=a.holdout_every,
+        width_px=a.width,
+        height_px=a.height,
+        rgb_iters=a.rgb_iters,
+        lang_iters=a.lang_iters,
+        device=a.device,
+    )
     sc = train_synthetic_scene(seed, settings)
-    res = {"gauss": gaussian_localization(sc, gated=True), "plain": gaussian_localization(sc, gated=False),
-           "oracle": oracle_localization(sc)}
+    res = {
+        "gauss": gaussian_localization(sc, gated=True),
+        "plain": gaussian_localization(sc, gated=False),
+        "oracle": oracle_localization(sc),
+    }
     st = sc.stats
-    row = (f"| {seed} | {sc.model.num_gaussians} | {a.rgb_iters / st['rgb_s']:.2f} | {st['psnr_before_db']:.2f} -> {st['psnr_after_db']:.2f} | "
-           f"{a.lang_iters / st['lang_s']:.2f} | {st['latent_l1_before']:.4f} -> {st['latent_l1_after']:.4f} | "
-           f"{_pct(res['oracle'])} | {_pct(res['gauss'])} | {_pct(res['plain'])} |")
+    row = (
+        f"| {seed} | {sc.model.num_gaussians} | {a.rgb_iters / st['rgb_s']:.2f} | "
+        f"{st['psnr_before_db']:.2f} -> {st['psnr_after_db']:.2f} | "
+        f"{a.lang_iters / st['lang_s']:.2f} | {st['latent_l1_before']:.4f} -> {st['latent_l1_after']:.4f} | "
+        f"{_pct(res['oracle'])} | {_pct(res['gauss'])} | {_pct(res['plain'])} |"
+    )
     return row, res
 
 

@@ -16,6 +16,7 @@ Without CUDA it stops at once with a message and exit code 2 (nothing is measure
 Exit code 0 when every step passed, 1 otherwise. Results: ``<out>/gpu_check.json`` and ``<out>/gpu_check.md``.
 Cannot: measure anything on a CPU-only machine, or build gsplat without a CUDA compiler (the step says so).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,9 +52,11 @@ def cuda_or_exit() -> None:
     import torch
 
     if not torch.cuda.is_available():
-        print(f"gpu_check: no CUDA device (torch {torch.__version__}, torch.version.cuda {torch.version.cuda}, "
-              f"{torch.cuda.device_count()} devices): this check needs an NVIDIA GPU. Nothing was measured.",
-              file=sys.stderr)
+        print(
+            f"gpu_check: no CUDA device (torch {torch.__version__}, torch.version.cuda {torch.version.cuda}, "
+            f"{torch.cuda.device_count()} devices): this check needs an NVIDIA GPU. Nothing was measured.",
+            file=sys.stderr,
+        )
         sys.exit(NO_CUDA_EXIT)
 
 
@@ -75,7 +78,7 @@ def run_step(name: str, command: list[str], cap_s: float, deadline: float, env: 
     res.wall_s = time.monotonic() - t0
     for line in out.splitlines():
         if line.startswith(RESULT_TAG):
-            res.numbers.update(json.loads(line[len(RESULT_TAG):]))
+            res.numbers.update(json.loads(line[len(RESULT_TAG) :]))
     res.output_tail = out[-4000:]
     print(f"[gpu_check] {name}: {res.status} in {res.wall_s:.0f} s", flush=True)
     return res
@@ -92,9 +95,16 @@ def environment() -> dict:
         gs = gsplat.__version__
     except ImportError as exc:
         gs = f"not importable: {exc}"
-    return {"gpu": props.name, "gpu_memory_gib": round(props.total_memory / 2**30, 1),
-            "capability": ".".join(map(str, torch.cuda.get_device_capability(0))), "torch": torch.__version__,
-            "cuda": torch.version.cuda, "gsplat": gs, "python": platform.python_version(), "host": platform.node()}
+    return {
+        "gpu": props.name,
+        "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+        "capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "gsplat": gs,
+        "python": platform.python_version(),
+        "host": platform.node(),
+    }
 
 
 def build_gsplat() -> dict:
@@ -107,8 +117,14 @@ def build_gsplat() -> dict:
     return {"gsplat_build_s": round(time.perf_counter() - t0, 1)}
 
 
-def parity_numbers(device: str = "cuda", backends: tuple[str, str] = ("gsplat", "torch"), n: int = 100_000,
-                   width: int = 640, height: int = 480, seed: int = 0) -> dict:
+def parity_numbers(
+    device: str = "cuda",
+    backends: tuple[str, str] = ("gsplat", "torch"),
+    n: int = 100_000,
+    width: int = 640,
+    height: int = 480,
+    seed: int = 0,
+) -> dict:
     """Render n random Gaussians (2 m to 6 m in front of the camera) with two backends at width x height; returns
     max / mean absolute image and alpha differences and the relative gradient difference per input."""
     import torch
@@ -132,16 +148,29 @@ def parity_numbers(device: str = "cuda", backends: tuple[str, str] = ("gsplat", 
         outs[b], grads[b] = out, [t.grad for t in leaves]
     a, c = outs[backends[0]], outs[backends[1]]
     diff = (a.image - c.image).detach().abs()
-    res = {"parity_gaussians": n, "parity_image": f"{width}x{height}", "image_max_abs": float(diff.max()),
-           "image_mean_abs": float(diff.mean()), "alpha_max_abs": float((a.alpha - c.alpha).detach().abs().max())}
+    res = {
+        "parity_gaussians": n,
+        "parity_image": f"{width}x{height}",
+        "image_max_abs": float(diff.max()),
+        "image_mean_abs": float(diff.mean()),
+        "alpha_max_abs": float((a.alpha - c.alpha).detach().abs().max()),
+    }
     names = ["means", "quats", "scales", "opacities", "features"]
     for name, ga, gc in zip(names, grads[backends[0]], grads[backends[1]]):
         res[f"grad_rel_{name}"] = float((ga - gc).norm() / gc.norm().clamp(min=1e-12))
     return res
 
 
-def training_speed(device: str = "cuda", width: int = 640, height: int = 480, frames: int = 8, stride: int = 4,
-                   iterations: int = 50, warmup: int = 5, seed: int = 11) -> dict:
+def training_speed(
+    device: str = "cuda",
+    width: int = 640,
+    height: int = 480,
+    frames: int = 8,
+    stride: int = 4,
+    iterations: int = 50,
+    warmup: int = 5,
+    seed: int = 11,
+) -> dict:
     """RGB and language iterations/s on a synthetic scene rendered at width x height (``frames`` views, Gaussians
     back-projected every ``stride``-th pixel of each). Language targets: random unit latents per ground-truth
     instance (speed does not depend on their values)."""
@@ -158,8 +187,14 @@ def training_speed(device: str = "cuda", width: int = 640, height: int = 480, fr
     cfg = Lang3DConfig().gaussians
     cfg.device = device
     scene = generate_scene(seed, n_objects=8)
-    fr = list(render_frames(scene, make_trajectory(scene, "orbit", frames, seed=seed),
-                            DEFAULT_INTRINSICS.scaled(width, height), seed=seed))
+    fr = list(
+        render_frames(
+            scene,
+            make_trajectory(scene, "orbit", frames, seed=seed),
+            DEFAULT_INTRINSICS.scaled(width, height),
+            seed=seed,
+        )
+    )
     rng = np.random.default_rng(seed)
     ids = sorted({int(i) for f in fr for i in np.unique(f.instance_map) if i > 0})
     feats = rng.normal(size=(len(ids), 8)).astype(np.float32)
@@ -193,14 +228,23 @@ def training_speed(device: str = "cuda", width: int = 640, height: int = 480, fr
         opt.language_step(kfs[i % len(kfs)])
     sync()
     lang_s = time.perf_counter() - t0
-    return {"train_image": f"{width}x{height}", "train_gaussians": model.num_gaussians,
-            "backend": model.render_rgb(kfs[0].viewmat[None], kfs[0].K[None], 8, 8, cfg).meta["backend"],
-            "rgb_it_per_s": round(iterations / rgb_s, 2), "language_it_per_s": round(iterations / lang_s, 2),
-            "train_psnr_before_db": round(psnr0, 2), "train_psnr_after_db": round(evaluate_psnr(model, kfs, cfg), 2)}
+    return {
+        "train_image": f"{width}x{height}",
+        "train_gaussians": model.num_gaussians,
+        "backend": model.render_rgb(kfs[0].viewmat[None], kfs[0].K[None], 8, 8, cfg).meta["backend"],
+        "rgb_it_per_s": round(iterations / rgb_s, 2),
+        "language_it_per_s": round(iterations / lang_s, 2),
+        "train_psnr_before_db": round(psnr0, 2),
+        "train_psnr_after_db": round(evaluate_psnr(model, kfs, cfg), 2),
+    }
 
 
-CHILD_STEPS = {"environment": environment, "build_gsplat": build_gsplat, "parity_numbers": parity_numbers,
-               "training_speed": training_speed}
+CHILD_STEPS = {
+    "environment": environment,
+    "build_gsplat": build_gsplat,
+    "parity_numbers": parity_numbers,
+    "training_speed": training_speed,
+}
 
 
 def write_results(out_dir: Path, steps: list[StepResult], started: float) -> tuple[Path, Path]:
@@ -209,8 +253,12 @@ def write_results(out_dir: Path, steps: list[StepResult], started: float) -> tup
     doc = {"started_unix_s": started, "total_s": round(time.time() - started, 1), "steps": [asdict(s) for s in steps]}
     jpath = out_dir / "gpu_check.json"
     jpath.write_text(json.dumps(doc, indent=1))
-    lines = [f"# GPU check ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {doc['total_s']} s)", "",
-             "| step | status | wall (s) |", "|---|---|---:|"]
+    lines = [
+        f"# GPU check ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {doc['total_s']} s)",
+        "",
+        "| step | status | wall (s) |",
+        "|---|---|---:|",
+    ]
     lines += [f"| {s.name} | {s.status} | {s.wall_s:.0f} |" for s in steps]
     for s in steps:
         lines += ["", f"## {s.name}", "", "`" + " ".join(s.command) + "`", ""]
@@ -227,13 +275,59 @@ def plan(py: str) -> list[tuple[str, list[str], float]]:
     me = str(Path(__file__).resolve())
     return [
         ("environment", [py, me, "--child", "environment"], 30),
-        ("query", [py, "benchmarks/gaussians_query.py", "--sizes", "1000000", "--device", "cuda", "--repeats", "20",
-                   "--render", "0"], 60),
-        ("fusion", [py, "benchmarks/fusion_throughput.py", "--device", "cuda", "--frames", "80", "--no-gradslam",
-                    "--keyframe-every", "1"], 75),
-        ("semantics", [py, "benchmarks/semantics_keyframe.py", "--device", "cuda", "--sam", "vit_h", "--clip",
-                       "ViT-B-16", "--points-per-side", "32", "--repeats", "3", "--nms-counts", "100",
-                       "--loop-max", "100"], 120),
+        (
+            "query",
+            [
+                py,
+                "benchmarks/gaussians_query.py",
+                "--sizes",
+                "1000000",
+                "--device",
+                "cuda",
+                "--repeats",
+                "20",
+                "--render",
+                "0",
+            ],
+            60,
+        ),
+        (
+            "fusion",
+            [
+                py,
+                "benchmarks/fusion_throughput.py",
+                "--device",
+                "cuda",
+                "--frames",
+                "80",
+                "--no-gradslam",
+                "--keyframe-every",
+                "1",
+            ],
+            75,
+        ),
+        (
+            "semantics",
+            [
+                py,
+                "benchmarks/semantics_keyframe.py",
+                "--device",
+                "cuda",
+                "--sam",
+                "vit_h",
+                "--clip",
+                "ViT-B-16",
+                "--points-per-side",
+                "32",
+                "--repeats",
+                "3",
+                "--nms-counts",
+                "100",
+                "--loop-max",
+                "100",
+            ],
+            120,
+        ),
         ("gsplat_build", [py, me, "--child", "build_gsplat"], 240),
         ("parity_tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test/test_rasterizer_gpu.py"], 60),
         ("parity_numbers", [py, me, "--child", "parity_numbers"], 45),

@@ -1,5 +1,6 @@
 """Instance codes on Gaussians: assignment from labelled points, relevancy through codes, instance answers, relevancy
 images for a camera pose, online growth from new keyframes, and the grounding.field choice."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,8 +63,9 @@ def test_gather_segment_relevancy_maps_codes_and_zeroes_unknown_ones():
 
 def _blob_model(rng):
     pts = _two_blobs(rng)
-    model = GaussianModel.from_points(pts, np.full(pts.shape, 0.5), config=GaussianConfig(init_opacity=0.9),
-                                      device="cpu")
+    model = GaussianModel.from_points(
+        pts, np.full(pts.shape, 0.5), config=GaussianConfig(init_opacity=0.9), device="cpu"
+    )
     model.codes[:, 2] = torch.as_tensor(np.repeat([7, 9], 400), dtype=torch.int32)
     return model, pts
 
@@ -106,3 +108,75 @@ def test_resolve_field():
         resolve_field("gaussians", False)
     with pytest.raises(ValueError, match="points, gaussians or auto"):
         resolve_field("mesh", True)
+
+
+@pytest.mark.slow
+def test_gaussians_answer_with_the_points_instance_ids_and_boxes_on_a_synthetic_room():
+    """A trained synthetic room (seed 23, not the demo's): Gaussians coded from the labelled points answer every
+    unique label with the same segment id as the points' answer (best segment at the best level) and a box that
+    overlaps the points' box; the relevancy image through codes lights the answered object's pixels."""
+    from lang3d_ros.gaussians.synthetic_eval import SyntheticSceneSettings, segment_table, train_synthetic_scene
+
+    scene = train_synthetic_scene(
+        23,
+        SyntheticSceneSettings(
+            frames=12, width_px=160, height_px=120, rgb_iters=40, lang_iters=0, autoencoder_steps=20
+        ),
+    )
+    table = segment_table(scene)
+    model = scene.model
+    model.codes = torch.from_numpy(codes_from_points(model.means.detach().numpy(), table.points_xyz, table.labels))
+    coded = (model.codes >= 0).any(dim=1)
+    assert 0.2 < float(coded.float().mean()) < 0.9  # objects are coded; floor and walls carry no segment
+    present = {int(i) for i in np.unique(table.labels[:, 0]) if i >= 0}
+    assert present <= {int(i) for i in model.codes[:, 0].unique()}  # every segment with points has Gaussians
+    sem = scene.semantics
+    canonical = torch.nn.functional.normalize(
+        sem.text_encoder.encode_text(["object", "things", "stuff", "texture"]), dim=-1
+    )
+    values = list(sem.instance_labels.values())
+    unique = sorted({lab for lab in values if values.count(lab) == 1})
+    assert len(unique) >= 4
+    big = 0
+    for lab in unique:
+        rel = table.relevancy(lab, sem.text_encoder, canonical)  # (L, S)
+        lvl = int(np.argmax(rel.max(axis=1)))
+        pid = next(int(table.ids[i]) for i in np.argsort(-rel[lvl]) if (table.labels[:, lvl] == table.ids[i]).any())
+        pts = table.points_xyz[table.labels[:, lvl] == pid]
+        ans = answer_from_gaussians(model, lvl, table.ids, rel[lvl], top_k=1)
+        assert ans and ans[0].segment_id == pid, lab
+        lo, hi = np.percentile(pts, 2, axis=0), np.percentile(pts, 98, axis=0)
+        inter = np.prod(np.clip(np.minimum(hi, ans[0].box_max_xyz) - np.maximum(lo, ans[0].box_min_xyz), 0, None))
+        iou = inter / (np.prod(hi - lo) + np.prod(ans[0].box_max_xyz - ans[0].box_min_xyz) - inter)
+        if ans[0].num_gaussians >= 30:  # the centres of a handful of coarse Gaussians do not span a small object
+            assert iou > 0.5, (lab, iou)
+            big += 1
+    assert big >= 3
+    # the rendered relevancy image of one answer covers that object's pixels in a held-out view more than the rest
+    f = next(f for f in scene.held_frames if (f.instance_map == pid).sum() > 50)
+    rel = gather_segment_relevancy(model.codes, table.ids, np.where(table.ids == pid, 1.0, 0.0))[lvl]
+    img = render_relevancy(model, rel, f.T_world_cam, f.intrinsics, scene.config.gaussians)
+    on = f.instance_map == pid
+    assert img[on].mean() > 0.5 and img[~on].mean() < 0.1
+
+
+def test_segments_carried_and_the_point_map_label_source():
+    import threading
+    from types import SimpleNamespace
+
+    from lang3d_ros.gaussians.instances import point_map_label_source, segments_carried
+
+    model, _ = _blob_model(np.random.default_rng(6))
+    with torch.no_grad():
+        model.params["opacity_logits"][400:] = -10.0  # blob 9 transparent: not carried
+    assert segments_carried(model, 2, np.array([9, 7, 3])).tolist() == [False, True, False]
+    assert segments_carried(model, 2, np.array([7]), min_gaussians=401).tolist() == [False]
+    assert segments_carried(model, 0, np.array([7])).tolist() == [False]
+    pm = SimpleNamespace(
+        points_xyz=torch.zeros(4, 3),
+        label_weight=lambda lvl: torch.full((4,), 0.5),
+        labels=lambda lvl: torch.tensor([lvl, -1, 5, 6], dtype=torch.int32),
+    )
+    xyz, labels, weights = point_map_label_source(SimpleNamespace(lock=threading.RLock(), points=pm))()
+    assert xyz.shape == (4, 3) and labels.dtype == np.int32 and labels[:, 0].tolist() == [0, -1, 5, 6]
+    assert labels[0].tolist() == [0, 1, 2] and weights.shape == (4, 3)

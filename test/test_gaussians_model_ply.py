@@ -1,4 +1,5 @@
 """GaussianModel initialisation (real garden points) and the 3DGS PLY store (bit-identical reload, validation)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,13 @@ def test_init_from_real_points_scales_colours_and_render(garden):
     assert model.latents.shape == (30000, 3, 3) and float(model.latents.abs().sum()) == 0.0
     Ks = torch.from_numpy(d["Ks"][:1]).float().clone()
     Ks[:, :2] /= 8
-    out = model.render_rgb(torch.from_numpy(d["viewmats"][:1]), Ks, int(d["width"]) // 8, int(d["height"]) // 8,
-                           GaussianConfig(backend="torch"))
+    out = model.render_rgb(
+        torch.from_numpy(d["viewmats"][:1]),
+        Ks,
+        int(d["width"]) // 8,
+        int(d["height"]) // 8,
+        GaussianConfig(backend="torch"),
+    )
     assert out.image.shape == (1, int(d["height"]) // 8, int(d["width"]) // 8, 3) and float(out.alpha.mean()) > 0.3
 
 
@@ -84,7 +90,9 @@ def test_save_reload_is_bit_identical_with_metadata_and_autoencoder(tmp_path, ga
     assert [p.name for p in tmp_path.iterdir()] == ["map.ply"]  # no temp files left behind
     # a standard 3DGS reader sees the usual properties first
     header = path.read_bytes().split(b"end_header\n")[0].decode()
-    assert "element vertex 5000" in header and "property float f_rest_8" in header and "property float lang_2_2" in header
+    assert (
+        "element vertex 5000" in header and "property float f_rest_8" in header and "property float lang_2_2" in header
+    )
     cov = "".join(f"property float cov_{lvl}\n" for lvl in range(3))
     assert "property float lang_2_2\n" + cov + "property int seg_0\nproperty int seg_1\n" in header
 
@@ -145,9 +153,28 @@ def test_reading_truncated_foreign_or_corrupt_files_raises(tmp_path, garden):
 
 def test_plain_3dgs_file_without_language_data_loads(tmp_path):
     n = 4
-    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1",
-             "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-    header = "ply\nformat binary_little_endian 1.0\nelement vertex 4\n" + "".join(f"property float {k}\n" for k in names)
+    names = [
+        "x",
+        "y",
+        "z",
+        "nx",
+        "ny",
+        "nz",
+        "f_dc_0",
+        "f_dc_1",
+        "f_dc_2",
+        "opacity",
+        "scale_0",
+        "scale_1",
+        "scale_2",
+        "rot_0",
+        "rot_1",
+        "rot_2",
+        "rot_3",
+    ]
+    header = "ply\nformat binary_little_endian 1.0\nelement vertex 4\n" + "".join(
+        f"property float {k}\n" for k in names
+    )
     body = np.arange(n * len(names), dtype="<f4").reshape(n, len(names))
     (tmp_path / "g.ply").write_bytes((header + "end_header\n").encode() + body.tobytes())
     loaded = load_gaussians(tmp_path / "g.ply")

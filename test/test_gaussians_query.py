@@ -1,4 +1,5 @@
 """3D and 2D language queries: a label's Gaussians score highest, codebook vs exact, level choice, LERF map."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Training on real garden points: RGB loss falls and held-out PSNR rises; densification keeps Adam in step;
 language latents fit autoencoded mask features; the online GaussianTrainer worker."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,9 @@ from lang3d_ros.geometry.transforms import invert_rigid
 from lang3d_ros.semantics.types import KeyframeSemantics, LevelMasks
 
 SCALE = 8  # garden 648x420 -> 81x52
-CFG = GaussianConfig(device="cpu", backend="torch", downscale=1, densify_from=20, densify_every=20, lr_colors=5e-2,
-                     init_opacity=0.5)
+CFG = GaussianConfig(
+    device="cpu", backend="torch", downscale=1, densify_from=20, densify_every=20, lr_colors=5e-2, init_opacity=0.5
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,9 @@ def garden_scene(garden_npz):
     rng = np.random.default_rng(0)
     idx = rng.choice(d["means3d"].shape[0], 8000, replace=False)
     pts, cols = d["means3d"][idx], d["colors"][idx]
-    gt = GaussianModel.from_points(pts, cols, config=GaussianConfig(init_opacity=0.9, init_scale_factor=1.5), device="cpu")
+    gt = GaussianModel.from_points(
+        pts, cols, config=GaussianConfig(init_opacity=0.9, init_scale_factor=1.5), device="cpu"
+    )
     _, region = kmeans(torch.from_numpy(pts), 4, iterations=10)
     onehot = torch.nn.functional.one_hot(region, 4).float()
     W, H = int(d["width"]) // SCALE, int(d["height"]) // SCALE
@@ -51,9 +55,18 @@ def garden_scene(garden_npz):
         T = invert_rigid(vm_np)
         T[:3, :3] = np.linalg.svd(T[:3, :3])[0] @ np.linalg.svd(T[:3, :3])[2]  # re-orthonormalise float32 input
         depth = torch.where(rgb.alpha[0, ..., 0] > 0.5, rgb.depth[0, ..., 0], torch.zeros(()))
-        frames.append(Frame((rgb.image[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8),
-                            depth.numpy().astype(np.float32), intr, T, index=c))
-        seg = torch.where(lab.alpha[0, ..., 0] > 0.5, lab.image[0].argmax(-1), torch.tensor(-1)).numpy().astype(np.int32)
+        frames.append(
+            Frame(
+                (rgb.image[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8),
+                depth.numpy().astype(np.float32),
+                intr,
+                T,
+                index=c,
+            )
+        )
+        seg = (
+            torch.where(lab.alpha[0, ..., 0] > 0.5, lab.image[0].argmax(-1), torch.tensor(-1)).numpy().astype(np.int32)
+        )
         labels.append(seg)
     return pts, cols, frames, labels
 
@@ -118,12 +131,17 @@ def test_densify_clones_splits_prunes_and_keeps_adam_state_aligned(garden_scene)
 def test_language_training_fits_mask_latents_with_rgb_frozen(garden_scene):
     pts, cols, frames, labels = garden_scene
     sub = np.random.default_rng(2).choice(len(pts), 4000, replace=False)
-    model = GaussianModel.from_points(pts[sub], cols[sub], config=GaussianConfig(init_opacity=0.9, init_scale_factor=2.0), device="cpu")
+    model = GaussianModel.from_points(
+        pts[sub], cols[sub], config=GaussianConfig(init_opacity=0.9, init_scale_factor=2.0), device="cpu"
+    )
     g = torch.Generator().manual_seed(0)
     feats = torch.nn.functional.normalize(torch.randn(4, 32, generator=g), dim=-1).numpy()
     encoder = torch.nn.Linear(32, 3)
     torch.nn.init.normal_(encoder.weight, generator=g)
-    kfs = [make_keyframe(f, 2, semantics=_semantics(seg, feats), encoder=encoder) for f, seg in zip(frames[::3], labels[::3])]
+    kfs = [
+        make_keyframe(f, 2, semantics=_semantics(seg, feats), encoder=encoder)
+        for f, seg in zip(frames[::3], labels[::3])
+    ]
     assert kfs[0].lang_target.shape == (3, 26, 40, 3) and kfs[0].lang_mask.any()
     opt = GaussianOptimizer(model, GaussianConfig(device="cpu", backend="torch", lr_latents=0.05), extent=1.0)
     means_before = model.means.detach().clone()
@@ -150,9 +168,19 @@ def test_online_trainer_worker(garden_scene, tmp_path):
     pts, _, frames, labels = garden_scene
     feats = np.eye(4, 8, dtype=np.float32)
     enc = torch.nn.Linear(8, 3)
-    cfg = GaussianConfig(device="cpu", backend="torch", downscale=2, rgb_iterations=25, language_iterations=10,
-                         densify_from=10, densify_every=10, queue_size=2, log_every=10, code_refresh_every=10,
-                         code_max_distance_m=0.5)
+    cfg = GaussianConfig(
+        device="cpu",
+        backend="torch",
+        downscale=2,
+        rgb_iterations=25,
+        language_iterations=10,
+        densify_from=10,
+        densify_every=10,
+        queue_size=2,
+        log_every=10,
+        code_refresh_every=10,
+        code_max_distance_m=0.5,
+    )
     _, region = kmeans(torch.from_numpy(pts), 4, iterations=10)
     point_labels = np.stack([region.numpy(), region.numpy(), region.numpy() + 10], axis=1).astype(np.int32)
     calls = []
@@ -226,8 +254,16 @@ def test_online_trainer_grows_gaussians_where_a_new_keyframe_is_not_covered(gard
     _, _, frames, _ = garden_scene
     covered = {}
     for grow in (False, True):
-        cfg = GaussianConfig(device="cpu", backend="torch", downscale=1, rgb_iterations=3, language_iterations=0,
-                             densify_from=100, init_opacity=0.5, grow_from_keyframes=grow)
+        cfg = GaussianConfig(
+            device="cpu",
+            backend="torch",
+            downscale=1,
+            rgb_iterations=3,
+            language_iterations=0,
+            densify_from=100,
+            init_opacity=0.5,
+            grow_from_keyframes=grow,
+        )
         trainer = GaussianTrainer(cfg, init_stride=2)
         trainer.add_keyframe(frames[0])
         trainer.start()

@@ -1,5 +1,6 @@
 """LERF evaluation labels (labelme and LERF-OVS JSON) and nerfstudio scenes, read from fixture files written here,
 then scored on a point map whose relevancy is known."""
+
 from __future__ import annotations
 
 import json
@@ -7,28 +8,53 @@ import json
 import numpy as np
 import pytest
 
-from lang3d_ros.evaluation.lerf import GL_TO_OPTICAL, evaluate_lerf, read_frame_labels, read_label_folder, read_transforms
+from lang3d_ros.evaluation.lerf import (
+    GL_TO_OPTICAL,
+    evaluate_lerf,
+    read_frame_labels,
+    read_label_folder,
+    read_transforms,
+)
 from lang3d_ros.evaluation.metrics import score_views
 
 
 def _labelme(path, name, shapes, h=60, w=80):
-    path.write_text(json.dumps({"version": "5.0.1", "imagePath": name, "imageHeight": h, "imageWidth": w, "imageData": None,
-                                "shapes": [{"label": l, "points": p, "shape_type": "polygon", "flags": {}} for l, p in shapes]}))
+    path.write_text(
+        json.dumps(
+            {
+                "version": "5.0.1",
+                "imagePath": name,
+                "imageHeight": h,
+                "imageWidth": w,
+                "imageData": None,
+                "shapes": [{"label": l, "points": p, "shape_type": "polygon", "flags": {}} for l, p in shapes],
+            }
+        )
+    )
 
 
 def test_labelme_and_lerf_ovs_layouts(tmp_path):
     square = [[10, 10], [29, 10], [29, 29], [10, 29]]
     tri = [[50, 40], [70, 40], [50, 55]]
-    _labelme(tmp_path / "frame_00001.json", "frame_00001.jpg", [("mug", square), ("mug", tri), ("plate", [[0, 0], [5, 0], [5, 5]])])
+    _labelme(
+        tmp_path / "frame_00001.json",
+        "frame_00001.jpg",
+        [("mug", square), ("mug", tri), ("plate", [[0, 0], [5, 0], [5, 5]])],
+    )
     fl = read_frame_labels(tmp_path / "frame_00001.json")
     assert (fl.image_name, fl.width, fl.height) == ("frame_00001.jpg", 80, 60) and set(fl.objects) == {"mug", "plate"}
     mug = fl.objects["mug"]
     assert mug.mask.shape == (60, 80) and mug.mask[20, 20] and mug.mask[42, 52] and not mug.mask[5, 40]
     assert 400 + 150 <= mug.mask.sum() <= 400 + 200  # the 20x20 square and a ~21x16/2 triangle, outlines included
     assert mug.boxes_xyxy.tolist() == [[10, 10, 29, 29], [50, 40, 70, 55]]
-    (tmp_path / "frame_00002.json").write_text(json.dumps({
-        "info": {"name": "frame_00002.jpg", "width": 80, "height": 60},
-        "objects": [{"category": "plate", "bbox": [10, 10, 29, 29], "segmentation": square}]}))
+    (tmp_path / "frame_00002.json").write_text(
+        json.dumps(
+            {
+                "info": {"name": "frame_00002.jpg", "width": 80, "height": 60},
+                "objects": [{"category": "plate", "bbox": [10, 10, 29, 29], "segmentation": square}],
+            }
+        )
+    )
     fl2 = read_frame_labels(tmp_path / "frame_00002.json")
     assert fl2.objects["plate"].mask.sum() == 400 and fl2.objects["plate"].boxes_xyxy.tolist() == [[10, 10, 29, 29]]
     assert [f.image_name for f in read_label_folder(tmp_path)] == ["frame_00001.jpg", "frame_00002.jpg"]
@@ -43,8 +69,19 @@ def test_labelme_and_lerf_ovs_layouts(tmp_path):
 def test_transforms_opengl_to_optical(tmp_path):
     T_gl = np.eye(4)
     T_gl[:3, 3] = [0.0, 0.0, 2.0]  # OpenGL camera at z=2 looking down -z (towards the origin)
-    (tmp_path / "transforms.json").write_text(json.dumps({"fl_x": 100, "fl_y": 100, "cx": 40, "cy": 30, "w": 80, "h": 60,
-                                                          "frames": [{"file_path": "images/frame_00001.jpg", "transform_matrix": T_gl.tolist()}]}))
+    (tmp_path / "transforms.json").write_text(
+        json.dumps(
+            {
+                "fl_x": 100,
+                "fl_y": 100,
+                "cx": 40,
+                "cy": 30,
+                "w": 80,
+                "h": 60,
+                "frames": [{"file_path": "images/frame_00001.jpg", "transform_matrix": T_gl.tolist()}],
+            }
+        )
+    )
     cams = read_transforms(tmp_path)
     cam = cams["frame_00001.jpg"]
     assert cam.intrinsics.width == 80 and np.allclose(cam.T_world_cam, T_gl @ GL_TO_OPTICAL)
@@ -55,8 +92,9 @@ class PlaneMap:
     """A plane of points at z=0 (x, y in [-1, 1]) whose relevancy is 1 inside a label's square, 0.1 elsewhere."""
 
     def __init__(self, squares):
-        import torch
         from types import SimpleNamespace
+
+        import torch
 
         g = np.stack(np.meshgrid(np.arange(-1, 1, 0.01), np.arange(-1, 1, 0.01)), -1).reshape(-1, 2)
         self.xyz = np.column_stack([g, np.zeros(len(g))]).astype(np.float32)
@@ -74,13 +112,28 @@ def test_eval_lerf_scores_a_known_map(tmp_path):
     # camera 2 m above the plane, looking down: f=40 px -> 1 m = 20 px; world x -> +u, world y -> -v
     T_gl = np.eye(4)
     T_gl[:3, 3] = [0.0, 0.0, 2.0]
-    (tmp_path / "transforms.json").write_text(json.dumps({"fl_x": 40, "fl_y": 40, "cx": 39.5, "cy": 29.5, "w": 80, "h": 60,
-                                                          "frames": [{"file_path": "images/frame_00001.jpg", "transform_matrix": T_gl.tolist()}]}))
+    (tmp_path / "transforms.json").write_text(
+        json.dumps(
+            {
+                "fl_x": 40,
+                "fl_y": 40,
+                "cx": 39.5,
+                "cy": 29.5,
+                "w": 80,
+                "h": 60,
+                "frames": [{"file_path": "images/frame_00001.jpg", "transform_matrix": T_gl.tolist()}],
+            }
+        )
+    )
     labels = tmp_path / "labels"
     labels.mkdir()
-    # "mug" occupies x, y in [0.2, 0.6]: u in [43.5, 51.5], v in [17.5, 25.5]; the polygon says so, "bowl" is labelled elsewhere
-    _labelme(labels / "frame_00001.json", "frame_00001.jpg", [("mug", [[44, 18], [51, 18], [51, 25], [44, 25]]),
-                                                                ("bowl", [[5, 5], [12, 5], [12, 12], [5, 12]])])
+    # "mug" occupies x, y in [0.2, 0.6]: u in [43.5, 51.5], v in [17.5, 25.5]; the polygon says so, "bowl" is
+    # labelled elsewhere
+    _labelme(
+        labels / "frame_00001.json",
+        "frame_00001.jpg",
+        [("mug", [[44, 18], [51, 18], [51, 25], [44, 25]]), ("bowl", [[5, 5], [12, 5], [12, 12], [5, 12]])],
+    )
     lmap = PlaneMap({"mug": (0.2, 0.2, 0.6, 0.6), "bowl": (-0.6, -0.6, -0.2, -0.2)})
     raw = evaluate_lerf(lmap, read_label_folder(labels), read_transforms(tmp_path), point_size_m=0.01, progress=False)
     res = {q["label"]: q for q in score_views(raw)["per_view_query"]}
@@ -112,12 +165,26 @@ def test_eval_lerf_scores_the_gaussians_side_by_side(tmp_path):
 
     T_gl = np.eye(4)
     T_gl[:3, 3] = [0.0, 0.0, 2.0]
-    (tmp_path / "transforms.json").write_text(json.dumps({"fl_x": 40, "fl_y": 40, "cx": 39.5, "cy": 29.5, "w": 80, "h": 60,
-                                                          "frames": [{"file_path": "images/frame_00001.jpg", "transform_matrix": T_gl.tolist()}]}))
+    (tmp_path / "transforms.json").write_text(
+        json.dumps(
+            {
+                "fl_x": 40,
+                "fl_y": 40,
+                "cx": 39.5,
+                "cy": 29.5,
+                "w": 80,
+                "h": 60,
+                "frames": [{"file_path": "images/frame_00001.jpg", "transform_matrix": T_gl.tolist()}],
+            }
+        )
+    )
     labels = tmp_path / "labels"
     labels.mkdir()
-    _labelme(labels / "frame_00001.json", "frame_00001.jpg", [("mug", [[44, 18], [51, 18], [51, 25], [44, 25]]),
-                                                                ("bowl", [[5, 5], [12, 5], [12, 12], [5, 12]])])
+    _labelme(
+        labels / "frame_00001.json",
+        "frame_00001.jpg",
+        [("mug", [[44, 18], [51, 18], [51, 25], [44, 25]]), ("bowl", [[5, 5], [12, 5], [12, 12], [5, 12]])],
+    )
     g = np.stack(np.meshgrid(np.linspace(-1.0, 1.0, 41), np.linspace(-0.8, 0.8, 33)), -1).reshape(-1, 2)
     pts = np.concatenate([g, np.zeros((len(g), 1))], 1)
     cfg = GaussianConfig(device="cpu", backend="torch", init_opacity=0.9)
@@ -130,8 +197,9 @@ def test_eval_lerf_scores_the_gaussians_side_by_side(tmp_path):
     engine = LanguageQueryEngine(lat, lambda z: z, _AxisText(), codebook_size=0, device="cpu")
     field = MapField(model, engine, cfg)
     lmap = PlaneMap({"mug": (0.2, 0.2, 0.6, 0.6), "bowl": (-0.6, -0.6, -0.2, -0.2)})
-    raw = evaluate_lerf(lmap, read_label_folder(labels), read_transforms(tmp_path), point_size_m=0.01, progress=False,
-                        field=field)
+    raw = evaluate_lerf(
+        lmap, read_label_folder(labels), read_transforms(tmp_path), point_size_m=0.01, progress=False, field=field
+    )
     assert len(raw["views_gaussians"]) == len(raw["views"]) == 1
     gres = {q["label"]: q for q in score_views({"views": raw["views_gaussians"]})["per_view_query"]}
     assert set(gres) == {"mug", "bowl"} and gres["mug"]["hit"] and gres["mug"]["iou"] > 0.3

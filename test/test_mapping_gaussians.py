@@ -1,4 +1,5 @@
 """Language Gaussians trained online beside mapping (CPU rasterizer), saved inside the map file."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """The tiled PyTorch rasterizer against a naive per-pixel reference (values and gradients), and its
 projection against gsplat's own CPU-runnable PyTorch reference (gsplat/cuda/_torch_impl.py)."""
+
 from __future__ import annotations
 
 import math
@@ -182,8 +183,20 @@ def test_render_interface_background_depth_and_errors():
     feats = torch.tensor([[1.0, 0.0, 0.0]])
     viewmats = torch.eye(4)[None]
     Ks = torch.tensor([[[50.0, 0.0, 15.5], [0.0, 50.0, 11.5], [0.0, 0.0, 1.0]]])
-    out = render(means, quats, scales, opac, feats, viewmats, Ks, 32, 24, backend="torch",
-                 background=torch.tensor([0.0, 0.0, 1.0]), expected_depth=True)
+    out = render(
+        means,
+        quats,
+        scales,
+        opac,
+        feats,
+        viewmats,
+        Ks,
+        32,
+        24,
+        backend="torch",
+        background=torch.tensor([0.0, 0.0, 1.0]),
+        expected_depth=True,
+    )
     assert out.image.shape == (1, 24, 32, 3) and out.depth.shape == (1, 24, 32, 1)
     # with the project's pixel convention the Gaussian centre projects onto pixel (15.5, 11.5): symmetric image
     assert torch.allclose(out.image[0], out.image[0].flip(0).flip(1), atol=1e-5)
@@ -213,7 +226,9 @@ def test_real_garden_points_render_and_backprop(garden_npz):
     W, H = int(d["width"]) // 4, int(d["height"]) // 4
     Ks = torch.from_numpy(d["Ks"][:1]).float().clone()
     Ks[:, :2] /= 4
-    out = render(means, quats, scales, opac, colors, torch.from_numpy(d["viewmats"][:1]).float(), Ks, W, H, backend="torch")
+    out = render(
+        means, quats, scales, opac, colors, torch.from_numpy(d["viewmats"][:1]).float(), Ks, W, H, backend="torch"
+    )
     assert out.image.shape == (1, H, W, 3)
     assert float(out.alpha.mean()) > 0.5 and torch.isfinite(out.image).all()
     out.image.sum().backward()

@@ -1,4 +1,5 @@
 """gsplat (CUDA) against the tiled PyTorch rasterizer on real garden points; skips without CUDA."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -63,8 +64,12 @@ def _gpu_check():
 def test_gpu_check_stops_at_once_without_cuda(tmp_path):
     import subprocess
 
-    p = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), str(tmp_path / "out")], capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu_check.sh"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2, p.stdout + p.stderr
     assert "no CUDA device" in p.stderr and "Nothing was measured" in p.stderr
     assert not (tmp_path / "out").exists()
@@ -108,8 +113,9 @@ def test_gpu_check_plan_fits_the_budget_and_its_scripts_take_its_flags():
     assert max(cap for _, _, cap in steps) <= 240 and 300 <= 450 <= 8 * 60
     for name, cmd, _ in steps:
         if cmd[1].startswith("benchmarks/") and cmd[1] != "benchmarks/gpu_check.py":
-            helptext = subprocess.run([sys.executable, cmd[1], "--help"], cwd=REPO, capture_output=True, text=True,
-                                      timeout=120).stdout
+            helptext = subprocess.run(
+                [sys.executable, cmd[1], "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
+            ).stdout
             for flag in (a for a in cmd[2:] if a.startswith("--")):
                 assert flag in helptext, f"{name}: {cmd[1]} has no {flag}"
         elif cmd[1] == "-m":

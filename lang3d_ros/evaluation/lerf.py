@@ -10,6 +10,7 @@ Several polygons with one label are one mask (union) with one box each. Scenes: 
 camera-to-world in the OpenGL convention, converted here to the optical frame). What it cannot do: undo
 nerfstudio's dataparser transform (the map must be in transforms.json's world frame), or read COLMAP models.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,11 +68,18 @@ def read_frame_labels(path) -> FrameLabels:
         raise ValueError(f"{path}: not JSON ({exc})") from exc
     if "shapes" in data:
         name, h, w = data.get("imagePath", path.stem + ".jpg"), data["imageHeight"], data["imageWidth"]
-        items = [(s["label"], s["points"], _bbox_of(s["points"])) for s in data["shapes"] if s.get("shape_type", "polygon") == "polygon"]
+        items = [
+            (s["label"], s["points"], _bbox_of(s["points"]))
+            for s in data["shapes"]
+            if s.get("shape_type", "polygon") == "polygon"
+        ]
     elif "objects" in data and "info" in data:
         info = data["info"]
         name, h, w = info["name"], info["height"], info["width"]
-        items = [(o["category"], o["segmentation"], list(o.get("bbox") or _bbox_of(o["segmentation"]))) for o in data["objects"]]
+        items = [
+            (o["category"], o["segmentation"], list(o.get("bbox") or _bbox_of(o["segmentation"])))
+            for o in data["objects"]
+        ]
     else:
         raise ValueError(f"{path}: neither a labelme file (shapes) nor a LERF-OVS label file (info + objects)")
     objects: dict[str, LabelledObject] = {}
@@ -79,7 +87,9 @@ def read_frame_labels(path) -> FrameLabels:
         m = polygon_mask(poly, h, w)
         if label in objects:
             prev = objects[label]
-            objects[label] = LabelledObject(prev.mask | m, np.vstack([prev.boxes_xyxy, np.asarray(box, dtype=np.float64).reshape(1, 4)]))
+            objects[label] = LabelledObject(
+                prev.mask | m, np.vstack([prev.boxes_xyxy, np.asarray(box, dtype=np.float64).reshape(1, 4)])
+            )
         else:
             objects[label] = LabelledObject(m, np.asarray(box, dtype=np.float64).reshape(1, 4))
     return FrameLabels(Path(name).name, int(w), int(h), objects)
@@ -107,8 +117,17 @@ def read_transforms(scene_dir) -> dict[str, SceneCamera]:
     for fr in data.get("frames", []):
         g = {k: fr.get(k, data.get(k)) for k in ("fl_x", "fl_y", "cx", "cy", "w", "h")}
         if any(v is None for v in g.values()):
-            raise ValueError(f"{path}: frame {fr.get('file_path')} lacks intrinsics {[k for k, v in g.items() if v is None]}")
-        K = Intrinsics(fx=float(g["fl_x"]), fy=float(g["fl_y"]), cx=float(g["cx"]), cy=float(g["cy"]), width=int(g["w"]), height=int(g["h"]))
+            raise ValueError(
+                f"{path}: frame {fr.get('file_path')} lacks intrinsics {[k for k, v in g.items() if v is None]}"
+            )
+        K = Intrinsics(
+            fx=float(g["fl_x"]),
+            fy=float(g["fl_y"]),
+            cx=float(g["cx"]),
+            cy=float(g["cy"]),
+            width=int(g["w"]),
+            height=int(g["h"]),
+        )
         T = np.asarray(fr["transform_matrix"], dtype=np.float64).reshape(4, 4) @ GL_TO_OPTICAL
         out[Path(fr["file_path"]).name] = SceneCamera(T, K)
     if not out:
@@ -117,7 +136,9 @@ def read_transforms(scene_dir) -> dict[str, SceneCamera]:
 
 
 def _camera_for(cams: dict[str, SceneCamera], fl: FrameLabels) -> SceneCamera:
-    cam = cams.get(fl.image_name) or next((c for n, c in cams.items() if Path(n).stem == Path(fl.image_name).stem), None)
+    cam = cams.get(fl.image_name) or next(
+        (c for n, c in cams.items() if Path(n).stem == Path(fl.image_name).stem), None
+    )
     if cam is None:
         raise ValueError(f"label frame {fl.image_name} is not in transforms.json")
     K = cam.intrinsics
@@ -126,8 +147,14 @@ def _camera_for(cams: dict[str, SceneCamera], fl: FrameLabels) -> SceneCamera:
     return SceneCamera(cam.T_world_cam, K)
 
 
-def evaluate_lerf(lmap, labels: list[FrameLabels], cams: dict[str, SceneCamera], point_size_m: float,
-                  progress: bool = True, field=None) -> dict:
+def evaluate_lerf(
+    lmap,
+    labels: list[FrameLabels],
+    cams: dict[str, SceneCamera],
+    point_size_m: float,
+    progress: bool = True,
+    field=None,
+) -> dict:
     """Render the map's relevancy per labelled frame and label -> raw record {"views": [...]} (metrics.score_views).
     With ``field`` (``gaussians.evaluation.MapField``, the map's trained language Gaussians) the same frames and labels
     are also rendered from the Gaussians: ``"views_gaussians"`` in the same layout."""
@@ -144,8 +171,10 @@ def evaluate_lerf(lmap, labels: list[FrameLabels], cams: dict[str, SceneCamera],
         try:
             cam = _camera_for(cams, fl)
         except ValueError as exc:
-            entry["queries"] = [{"label": lab, "gt_boxes_xyxy": o.boxes_xyxy.tolist(), "levels": [], "error": str(exc)}
-                                for lab, o in fl.objects.items()]
+            entry["queries"] = [
+                {"label": lab, "gt_boxes_xyxy": o.boxes_xyxy.tolist(), "levels": [], "error": str(exc)}
+                for lab, o in fl.objects.items()
+            ]
             views.append(entry)
             if field is not None:
                 gviews.append(entry)
@@ -154,7 +183,13 @@ def evaluate_lerf(lmap, labels: list[FrameLabels], cams: dict[str, SceneCamera],
             gviews.append({"view": i, "image": fl.image_name, "queries": _gaussian_queries(field, fl, cam)})
         index = point_index_image(xyz, cam.T_world_cam, cam.intrinsics, point_size_m=point_size_m)
         for lab, obj in sorted(fl.objects.items()):
-            q = {"label": lab, "gt_pixels": int(obj.mask.sum()), "gt_boxes_xyxy": obj.boxes_xyxy.tolist(), "levels": [], "error": None}
+            q = {
+                "label": lab,
+                "gt_pixels": int(obj.mask.sum()),
+                "gt_boxes_xyxy": obj.boxes_xyxy.tolist(),
+                "levels": [],
+                "error": None,
+            }
             try:
                 if lab not in rel_cache:
                     rel_cache[lab] = lmap.relevancy_by_level(lab)[0]
@@ -175,8 +210,13 @@ def _gaussian_queries(field, fl: FrameLabels, cam: SceneCamera) -> list[dict]:
 
     out = []
     for lab, obj in sorted(fl.objects.items()):
-        q = {"label": lab, "gt_pixels": int(obj.mask.sum()), "gt_boxes_xyxy": obj.boxes_xyxy.tolist(), "levels": [],
-             "error": None}
+        q = {
+            "label": lab,
+            "gt_pixels": int(obj.mask.sum()),
+            "gt_boxes_xyxy": obj.boxes_xyxy.tolist(),
+            "levels": [],
+            "error": None,
+        }
         try:
             rel = field.relevancy_levels(lab, cam.T_world_cam, cam.intrinsics)
             q["levels"] = [m.to_dict() for m in measure_levels(rel, obj.mask)]
@@ -187,16 +227,30 @@ def _gaussian_queries(field, fl: FrameLabels, cam: SceneCamera) -> list[dict]:
 
 
 def add_lerf_parser(subparsers) -> None:
-    p = subparsers.add_parser("eval-lerf", help="LERF localization accuracy and mIoU of a map file (LangSplat's 2D table)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "eval-lerf",
+        help="LERF localization accuracy and mIoU of a map file (LangSplat's 2D table)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("scene", type=Path, help="scene folder with transforms.json (nerfstudio layout)")
-    p.add_argument("--labels", type=Path, required=True, help="folder of the scene's label JSONs (lerf_ovs/label/<scene>)")
-    p.add_argument("--map", type=Path, required=True, help="lang3d map file of the scene (in transforms.json's world frame)")
-    p.add_argument("--config", type=Path, action="append", default=[], help="params YAML (text encoder the map was built with)")
+    p.add_argument(
+        "--labels", type=Path, required=True, help="folder of the scene's label JSONs (lerf_ovs/label/<scene>)"
+    )
+    p.add_argument(
+        "--map", type=Path, required=True, help="lang3d map file of the scene (in transforms.json's world frame)"
+    )
+    p.add_argument(
+        "--config", type=Path, action="append", default=[], help="params YAML (text encoder the map was built with)"
+    )
     p.add_argument("--out", type=Path, default=Path("lang3d_eval_lerf"))
-    p.add_argument("--field", choices=["points", "gaussians", "both"], default="both",
-                   help="besides the points' splats (always scored), render the map's language Gaussians: gaussians "
-                        "(an error when the map holds none) or both (when it holds them; the default)")
+    p.add_argument(
+        "--field",
+        choices=["points", "gaussians", "both"],
+        default="both",
+        help="besides the points' splats (always scored), render the map's language Gaussians: gaussians "
+        "(an error when the map holds none) or both (when it holds them; the default)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_lerf)
 
@@ -217,18 +271,32 @@ def run_lerf(args: argparse.Namespace) -> int:
         field = load_map_field(args.map, lmap.text_encoder, cfg, device=cfg.gaussians.device)
         if field is None and args.field == "gaussians":
             raise ValueError(f"{args.map} holds no language Gaussians (map it with mapping.train_gaussians)")
-    raw = evaluate_lerf(lmap, read_label_folder(args.labels), read_transforms(args.scene), cfg.fusion.voxel_size_m,
-                        not args.no_progress, field=field)
-    raw["run"] = {"scene": str(args.scene.resolve()), "labels": str(args.labels.resolve()), "map": str(args.map.resolve())}
+    raw = evaluate_lerf(
+        lmap,
+        read_label_folder(args.labels),
+        read_transforms(args.scene),
+        cfg.fusion.voxel_size_m,
+        not args.no_progress,
+        field=field,
+    )
+    raw["run"] = {
+        "scene": str(args.scene.resolve()),
+        "labels": str(args.labels.resolve()),
+        "map": str(args.map.resolve()),
+    }
     results = score_views(raw)
     if field is not None:
         results["gaussians"] = score_views({"views": raw["views_gaussians"]})
         g = results["gaussians"]
-        print(f"Gaussians: LERF localization accuracy {g['localization_accuracy']:.3f}, mIoU {g['miou']:.3f} "
-              f"({g['n']} frame-label pairs)")
+        print(
+            f"Gaussians: LERF localization accuracy {g['localization_accuracy']:.3f}, mIoU {g['miou']:.3f} "
+            f"({g['n']} frame-label pairs)"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "lerf_raw.json").write_text(json.dumps(raw, indent=1))
     (args.out / "lerf_results.json").write_text(json.dumps(results, indent=1))
-    print(f"LERF localization accuracy {results['localization_accuracy']:.3f}, mIoU {results['miou']:.3f} "
-          f"({results['n']} frame-label pairs); written to {args.out}")
+    print(
+        f"LERF localization accuracy {results['localization_accuracy']:.3f}, mIoU {results['miou']:.3f} "
+        f"({results['n']} frame-label pairs); written to {args.out}"
+    )
     return 0

@@ -12,6 +12,7 @@ As LangSplat's evaluation code does it, with the smoothing kernel scaled to the 
 What it cannot do: pixels no map point projects to hold relevancy 0 (holes count as background); on ties of the
 maximum only the first argmax pixel is tested (LangSplat tests all tied pixels).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,11 +33,14 @@ def _mean_filter_valid(a: np.ndarray, size: int) -> np.ndarray:
     return s / np.maximum(n, 1e-12)
 
 
-def smooth_kernel_px(width_px: int, reference_kernel_px: int = LERF_SMOOTH_KERNEL_PX,
-                     reference_width_px: int = LERF_IMAGE_WIDTH_PX) -> int:
+def smooth_kernel_px(
+    width_px: int, reference_kernel_px: int = LERF_SMOOTH_KERNEL_PX, reference_width_px: int = LERF_IMAGE_WIDTH_PX
+) -> int:
     """Mean-filter size for an image ``width_px`` wide: the reference kernel scaled by width, nearest odd, >= 1."""
     if width_px <= 0 or reference_kernel_px <= 0 or reference_width_px <= 0:
-        raise ValueError(f"sizes must be positive, got width {width_px}, kernel {reference_kernel_px} at {reference_width_px}")
+        raise ValueError(
+            f"sizes must be positive, got width {width_px}, kernel {reference_kernel_px} at {reference_width_px}"
+        )
     scaled = reference_kernel_px * width_px / reference_width_px
     return max(1, 2 * int(np.floor((scaled - 1.0) / 2.0 + 0.5)) + 1)
 
@@ -87,12 +91,19 @@ class LevelMeasure:
     kernel_px: int
 
     def to_dict(self) -> dict:
-        return {"score": float(self.score), "argmax_uv": [int(self.argmax_uv[0]), int(self.argmax_uv[1])],
-                "intersection_px": int(self.intersection_px), "union_px": int(self.union_px),
-                "seg_score": float(self.seg_score), "kernel_px": int(self.kernel_px)}
+        return {
+            "score": float(self.score),
+            "argmax_uv": [int(self.argmax_uv[0]), int(self.argmax_uv[1])],
+            "intersection_px": int(self.intersection_px),
+            "union_px": int(self.union_px),
+            "seg_score": float(self.seg_score),
+            "kernel_px": int(self.kernel_px),
+        }
 
 
-def measure_levels(rel_levels_hw: np.ndarray, gt_mask_hw: np.ndarray, kernel_px: int | None = None) -> list[LevelMeasure]:
+def measure_levels(
+    rel_levels_hw: np.ndarray, gt_mask_hw: np.ndarray, kernel_px: int | None = None
+) -> list[LevelMeasure]:
     """(L,H,W) relevancy per level and the (H,W) bool GT mask -> one LevelMeasure per level.
     ``kernel_px``: mean-filter size; None: ``smooth_kernel_px(W)`` (LERF's kernel scaled to this width)."""
     rels = np.asarray(rel_levels_hw)
@@ -107,8 +118,16 @@ def measure_levels(rel_levels_hw: np.ndarray, gt_mask_hw: np.ndarray, kernel_px:
         v, u = np.unravel_index(int(np.argmax(loc)), loc.shape)
         seg = 0.5 * (loc + rel.astype(np.float64))
         pred = segmentation_mask(seg)
-        out.append(LevelMeasure(float(loc.max()), (int(u), int(v)), int(np.sum(pred & gt)), int(np.sum(pred | gt)),
-                                float(seg.max()), k_px))
+        out.append(
+            LevelMeasure(
+                float(loc.max()),
+                (int(u), int(v)),
+                int(np.sum(pred & gt)),
+                int(np.sum(pred | gt)),
+                float(seg.max()),
+                k_px,
+            )
+        )
     return out
 
 

@@ -6,6 +6,7 @@ voxel-sized points close the gaps between them; the nearest point wins each pixe
 Gaussians (``measure_gaussian_views`` does, through lang3d_ros.gaussians), anti-alias, or fill pixels no point
 covers (index -1).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,14 @@ import numpy as np
 from lang3d_ros.geometry.camera import Intrinsics
 
 
-def point_index_image(points_world: np.ndarray, T_world_cam: np.ndarray, intrinsics: Intrinsics,
-                      point_size_m: float = 0.03, max_radius_px: int = 4, near_m: float = 0.05) -> np.ndarray:
+def point_index_image(
+    points_world: np.ndarray,
+    T_world_cam: np.ndarray,
+    intrinsics: Intrinsics,
+    point_size_m: float = 0.03,
+    max_radius_px: int = 4,
+    near_m: float = 0.05,
+) -> np.ndarray:
     """(N,3) map-frame points, camera pose, intrinsics -> (H,W) int64 index of the nearest point (-1: none)."""
     K = intrinsics
     T_cam_world = np.linalg.inv(np.asarray(T_world_cam, dtype=np.float64))
@@ -64,11 +71,20 @@ def gt_instance_map(scene, T_world_cam: np.ndarray, intrinsics: Intrinsics, rayc
     from lang3d_ros.mapping.build import RenderedInstances
 
     rays = raycaster or RenderedInstances(_NoBackend(), scene)
-    return rays.instance_map(SimpleNamespace(intrinsics=intrinsics, T_world_cam=np.asarray(T_world_cam, dtype=np.float64)))
+    return rays.instance_map(
+        SimpleNamespace(intrinsics=intrinsics, T_world_cam=np.asarray(T_world_cam, dtype=np.float64))
+    )
 
 
-def measure_gaussian_views(field, truth, scene, view_indices: list[int], min_view_fraction: float = 0.004,
-                           segment_relevancy=None, heatmaps: dict | None = None) -> list[dict]:
+def measure_gaussian_views(
+    field,
+    truth,
+    scene,
+    view_indices: list[int],
+    min_view_fraction: float = 0.004,
+    segment_relevancy=None,
+    heatmaps: dict | None = None,
+) -> list[dict]:
     """The LERF per-level measurements of relevancy rendered from language Gaussians, in the same GT views and with
     the same record layout as the points' ``evaluation.runner.measure_views`` (so ``metrics.score_views`` scores
     both). ``field``: ``gaussians.evaluation.MapField``; ``truth``: the scene's GroundTruth (poses, intrinsics,
@@ -93,8 +109,13 @@ def measure_gaussian_views(field, truth, scene, view_indices: list[int], min_vie
             gt_mask = np.isin(inst, [i for i, name in label_of.items() if name == lab])
             if gt_mask.mean() < min_view_fraction:
                 continue
-            entry = {"label": lab, "gt_pixels": int(gt_mask.sum()), "gt_boxes_xyxy": mask_boxes(gt_mask).tolist(),
-                     "levels": [], "error": None}
+            entry = {
+                "label": lab,
+                "gt_pixels": int(gt_mask.sum()),
+                "gt_boxes_xyxy": mask_boxes(gt_mask).tolist(),
+                "levels": [],
+                "error": None,
+            }
             try:
                 rel = field.relevancy_levels(lab, T, K, segment_relevancy)
                 entry["levels"] = [m.to_dict() for m in measure_levels(rel, gt_mask)]
@@ -103,9 +124,16 @@ def measure_gaussian_views(field, truth, scene, view_indices: list[int], min_vie
             except Exception as exc:  # a failed view-query is a miss, recorded with its reason
                 entry["error"] = f"{type(exc).__name__}: {exc}"
             entries.append(entry)
-        views.append({"view": int(vi), "stamp_ns": int(truth.stamps_ns[vi]) if len(truth.stamps_ns) > vi else None,
-                      "T_world_cam": np.asarray(T).tolist(), "queries": entries, "field": "gaussians",
-                      "heldout_psnr_db": heldout_psnr_db(field, scene, truth.T_world_cams, vi, K)})
+        views.append(
+            {
+                "view": int(vi),
+                "stamp_ns": int(truth.stamps_ns[vi]) if len(truth.stamps_ns) > vi else None,
+                "T_world_cam": np.asarray(T).tolist(),
+                "queries": entries,
+                "field": "gaussians",
+                "heldout_psnr_db": heldout_psnr_db(field, scene, truth.T_world_cams, vi, K),
+            }
+        )
     return views
 
 

@@ -1,4 +1,5 @@
 """Language-Gaussian parameters (3DGS / LangSplat / gsplat values as defaults)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,8 +21,10 @@ def resolve_field(choice: str, gaussians_ready: bool) -> Literal["points", "gaus
     if choice not in ("points", "gaussians", "auto"):
         raise ValueError(f"grounding.field must be points, gaussians or auto, got {choice!r}")
     if choice == "gaussians" and not gaussians_ready:
-        raise ValueError("grounding.field is gaussians but no trained language Gaussians with instance codes exist "
-                         "(enable mapping.train_gaussians and wait for training_state done)")
+        raise ValueError(
+            "grounding.field is gaussians but no trained language Gaussians with instance codes exist "
+            "(enable mapping.train_gaussians and wait for training_state done)"
+        )
     if choice == "points" or not gaussians_ready:
         return "points"
     return "gaussians"

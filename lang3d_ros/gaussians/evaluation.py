@@ -12,6 +12,7 @@ as the fused map's evaluation does.
 ``MapField.relevancy_levels`` renders per-level relevancy for any camera pose, from the latents or the instance codes.
 Cannot: score views without a ground-truth instance map (synthetic frames only).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,7 +41,9 @@ class ViewQuery:
     gt_pixels: int
 
 
-def label_masks(instance_map: np.ndarray, instance_labels: dict[int, str], min_view_fraction: float = MIN_VIEW_FRACTION) -> dict[str, np.ndarray]:
+def label_masks(
+    instance_map: np.ndarray, instance_labels: dict[int, str], min_view_fraction: float = MIN_VIEW_FRACTION
+) -> dict[str, np.ndarray]:
     """(H, W) instance ids -> {label: (H, W) bool mask of all its instances}, labels covering >= the fraction."""
     present = {int(i) for i in np.unique(instance_map)} & set(instance_labels)
     out = {}
@@ -58,8 +61,15 @@ def score_levels(view: int, label: str, rel_levels_hw: np.ndarray, gt_mask_hw: n
     return ViewQuery(view, label, bool(hit), int(k), float(levels[k]["score"]), int(gt_mask_hw.sum()))
 
 
-def gaussian_view_queries(engine, model, frames: list[Frame], keyframes: list[Keyframe], instance_labels: dict[int, str],
-                          config: GaussianConfig, min_view_fraction: float = MIN_VIEW_FRACTION) -> list[ViewQuery]:
+def gaussian_view_queries(
+    engine,
+    model,
+    frames: list[Frame],
+    keyframes: list[Keyframe],
+    instance_labels: dict[int, str],
+    config: GaussianConfig,
+    min_view_fraction: float = MIN_VIEW_FRACTION,
+) -> list[ViewQuery]:
     """LERF verdicts on maps rendered from ``model`` (keyframes at full resolution: downscale 1)."""
     out = []
     for f, kf in zip(frames, keyframes):
@@ -71,8 +81,13 @@ def gaussian_view_queries(engine, model, frames: list[Frame], keyframes: list[Ke
 
 
 @torch.no_grad()
-def oracle_view_queries(engine, frames: list[Frame], keyframes: list[Keyframe], instance_labels: dict[int, str],
-                        min_view_fraction: float = MIN_VIEW_FRACTION) -> list[ViewQuery]:
+def oracle_view_queries(
+    engine,
+    frames: list[Frame],
+    keyframes: list[Keyframe],
+    instance_labels: dict[int, str],
+    min_view_fraction: float = MIN_VIEW_FRACTION,
+) -> list[ViewQuery]:
     """LERF verdicts on the keyframes' target latents decoded per pixel (relevancy 0 where no mask covers)."""
     out = []
     for f, kf in zip(frames, keyframes):
@@ -96,7 +111,9 @@ def _check_size(frame: Frame, kf: Keyframe) -> None:
     if frame.instance_map is None:
         raise ValueError(f"frame {frame.index} has no instance map (synthetic frames only)")
     if tuple(frame.instance_map.shape) != (kf.height, kf.width):
-        raise ValueError(f"keyframe {kf.width}x{kf.height} differs from frame {frame.width}x{frame.height}: evaluate at downscale 1")
+        raise ValueError(
+            f"keyframe {kf.width}x{kf.height} differs from frame {frame.width}x{frame.height}: evaluate at downscale 1"
+        )
 
 
 @dataclass
@@ -119,13 +136,18 @@ class MapField:
 
         if segment_relevancy is None:
             view, K = camera_tensors(T_world_cam, intrinsics, self.model.device)
-            rel, _ = self.engine.relevancy_map(self.model, view, K, int(intrinsics.width), int(intrinsics.height), text,
-                                               self.config, smoothing_px=1)
+            rel, _ = self.engine.relevancy_map(
+                self.model, view, K, int(intrinsics.width), int(intrinsics.height), text, self.config, smoothing_px=1
+            )
             return rel.cpu().numpy().astype(np.float32)
         ids, seg_rel = segment_relevancy(text)
         per_gaussian = gather_segment_relevancy(self.model.codes, ids, seg_rel)
-        return np.stack([render_relevancy(self.model, per_gaussian[lvl], T_world_cam, intrinsics, self.config)
-                         for lvl in range(per_gaussian.shape[0])])
+        return np.stack(
+            [
+                render_relevancy(self.model, per_gaussian[lvl], T_world_cam, intrinsics, self.config)
+                for lvl in range(per_gaussian.shape[0])
+            ]
+        )
 
 
 def load_map_field(map_path, text_encoder, config, device: str = "cpu") -> MapField | None:
@@ -155,7 +177,14 @@ def load_map_field(map_path, text_encoder, config, device: str = "cpu") -> MapFi
     gcfg = dataclasses.replace(g, device=device)
     model = loaded.model
     engine = LanguageQueryEngine(
-        model.params["latents"].detach(), ae.decode, text_encoder,
-        canonical_phrases=tuple(config.semantics.clip.canonical_phrases), codebook_size=0, device=device,
-        coverage=model.coverage, min_coverage=g.min_language_coverage, weight_by_latent_norm=g.weight_by_latent_norm)
+        model.params["latents"].detach(),
+        ae.decode,
+        text_encoder,
+        canonical_phrases=tuple(config.semantics.clip.canonical_phrases),
+        codebook_size=0,
+        device=device,
+        coverage=model.coverage,
+        min_coverage=g.min_language_coverage,
+        weight_by_latent_norm=g.weight_by_latent_norm,
+    )
     return MapField(model, engine, gcfg)

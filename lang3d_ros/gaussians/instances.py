@@ -14,6 +14,7 @@ Two ways to score a Gaussian for a text query (benchmarks/gaussians_field.py mea
 Cannot: invent instances the instance table does not hold (a Gaussian answer is always one of its segments), or
 re-label a Gaussian from rendered views (codes follow the nearest labelled points, not the image evidence).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -85,8 +86,9 @@ def codes_from_points(
     return out
 
 
-def gather_segment_relevancy(codes: np.ndarray | torch.Tensor, segment_ids: np.ndarray,
-                             segment_relevancy: np.ndarray) -> np.ndarray:
+def gather_segment_relevancy(
+    codes: np.ndarray | torch.Tensor, segment_ids: np.ndarray, segment_relevancy: np.ndarray
+) -> np.ndarray:
     """Per-Gaussian relevancy through instance codes.
 
     codes (N, L) int (-1: none); segment_ids (S,) int, the instance table's segment ids; segment_relevancy (S,)
@@ -119,8 +121,9 @@ def gather_segment_relevancy(codes: np.ndarray | torch.Tensor, segment_ids: np.n
 @dataclass
 class GaussianAnswer:
     """One instance answered from the Gaussians: the instance table's segment id, its level index, score in [0, 1],
-    how many Gaussians carry the code, and the axis-aligned box of their footprints (map frame, metres: centre -/+
-    largest scale, 2nd..98th percentile, so a few stray Gaussians do not inflate it)."""
+    how many Gaussians carry the code, and the axis-aligned box of their centres (map frame, metres; 2nd..98th
+    percentile, so a few stray Gaussians do not inflate it; centres, not footprints: on coarse CPU-sized fields
+    adding each Gaussian's scale lowered the IoU with the points' box, e.g. 0.91 -> 0.35 for a box-shaped object)."""
 
     segment_id: int
     level: int
@@ -156,7 +159,6 @@ def answer_from_gaussians(
     codes = model.codes[:, level].cpu().numpy().astype(np.int64)
     solid = model.opacities().detach().cpu().numpy() >= min_opacity
     means = model.means.detach().cpu().numpy()
-    reach = model.scales().detach().max(dim=1).values.cpu().numpy()[:, None]
     out: list[GaussianAnswer] = []
     for i in np.argsort(-scores, kind="stable"):
         if len(out) >= top_k or scores[i] < min_score:
@@ -164,15 +166,23 @@ def answer_from_gaussians(
         members = np.flatnonzero((codes == ids[i]) & solid)
         if len(members) < max(min_gaussians, 1):
             continue
-        m, r = means[members], reach[members]
-        out.append(GaussianAnswer(int(ids[i]), int(level), float(scores[i]), int(len(members)),
-                                  np.percentile(m - r, 2, axis=0).astype(np.float32),
-                                  np.percentile(m + r, 98, axis=0).astype(np.float32)))
+        m = means[members]
+        out.append(
+            GaussianAnswer(
+                int(ids[i]),
+                int(level),
+                float(scores[i]),
+                int(len(members)),
+                np.percentile(m, 2, axis=0).astype(np.float32),
+                np.percentile(m, 98, axis=0).astype(np.float32),
+            )
+        )
     return out
 
 
-def segment_scores_from_gaussians(model: GaussianModel, level: int, segment_ids: np.ndarray,
-                                  gaussian_relevancy: np.ndarray, min_opacity: float = 0.05) -> np.ndarray:
+def segment_scores_from_gaussians(
+    model: GaussianModel, level: int, segment_ids: np.ndarray, gaussian_relevancy: np.ndarray, min_opacity: float = 0.05
+) -> np.ndarray:
     """(S,) score per segment: the opacity-weighted mean of ``gaussian_relevancy`` (N,) (e.g. decoded latents) over
     the Gaussians whose code at ``level`` is the segment; 0 for a segment no Gaussian carries."""
     ids = np.asarray(segment_ids, dtype=np.int64).reshape(-1)
@@ -193,8 +203,9 @@ def segment_scores_from_gaussians(model: GaussianModel, level: int, segment_ids:
     return np.where(wsum > 0, sums / np.maximum(wsum, 1e-12), 0.0).astype(np.float32)
 
 
-def camera_tensors(T_world_cam: np.ndarray, intrinsics: Intrinsics,
-                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def camera_tensors(
+    T_world_cam: np.ndarray, intrinsics: Intrinsics, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Camera pose (4, 4) and intrinsics -> (viewmat (4, 4) world -> camera, K (3, 3)) for the renderer; a negative
     focal length (a y-up camera) becomes a positive one with a mirrored view, as ``training.make_keyframe``."""
     T = np.asarray(T_world_cam, dtype=np.float64)
@@ -209,8 +220,13 @@ def camera_tensors(T_world_cam: np.ndarray, intrinsics: Intrinsics,
 
 
 @torch.no_grad()
-def render_relevancy(model: GaussianModel, gaussian_relevancy: np.ndarray | torch.Tensor, T_world_cam: np.ndarray,
-                     intrinsics: Intrinsics, config: GaussianConfig | None = None) -> np.ndarray:
+def render_relevancy(
+    model: GaussianModel,
+    gaussian_relevancy: np.ndarray | torch.Tensor,
+    T_world_cam: np.ndarray,
+    intrinsics: Intrinsics,
+    config: GaussianConfig | None = None,
+) -> np.ndarray:
     """A relevancy image for a camera pose: "where in this image is the mug".
 
     gaussian_relevancy (N,) in [0, 1] per Gaussian (``gather_segment_relevancy`` at the chosen level, or decoded
@@ -225,8 +241,9 @@ def render_relevancy(model: GaussianModel, gaussian_relevancy: np.ndarray | torc
         raise ValueError(f"gaussian_relevancy must be ({model.num_gaussians},), got {tuple(rel.shape)}")
     view, K = camera_tensors(T_world_cam, intrinsics, model.device)
     feats = rel.to(model.device, torch.float32).clamp(0.0, 1.0)[:, None]
-    out = model.render(feats, view[None], K[None], int(intrinsics.width), int(intrinsics.height), cfg,
-                       detach_geometry=True)
+    out = model.render(
+        feats, view[None], K[None], int(intrinsics.width), int(intrinsics.height), cfg, detach_geometry=True
+    )
     return out.image[0, ..., 0].clamp(0.0, 1.0).cpu().numpy().astype(np.float32)
 
 
@@ -246,8 +263,9 @@ def point_map_label_source(language_map) -> Callable[[], tuple[np.ndarray, np.nd
     return source
 
 
-def segments_carried(model: GaussianModel, level: int, segment_ids: np.ndarray, min_gaussians: int = 1,
-                     min_opacity: float = 0.05) -> np.ndarray:
+def segments_carried(
+    model: GaussianModel, level: int, segment_ids: np.ndarray, min_gaussians: int = 1, min_opacity: float = 0.05
+) -> np.ndarray:
     """(S,) bool: which of ``segment_ids`` (S,) at ``level`` are carried by >= ``min_gaussians`` Gaussians of opacity
     >= ``min_opacity``. Ground from the Gaussians keeps the points' ranking of the instance table's segments and
     answers those the field carries, so its ids and boxes are the instance table's (``answer_from_gaussians`` gives

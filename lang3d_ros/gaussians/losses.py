@@ -1,5 +1,6 @@
 """Image losses and metrics of 3DGS: L1, SSIM (11x11 Gaussian window, sigma 1.5), PSNR.
 Images are (H, W, C) float tensors in [0, 1]."""
+
 from __future__ import annotations
 
 import math

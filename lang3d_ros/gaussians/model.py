@@ -10,6 +10,7 @@ Beside the parameters (not trained by gradients): ``codes`` (N, 3 levels) int32,
 (``training.language_coverage``, set when language training is done; the query gate), dropped when rows change.
 Cannot: render SH bands above 0 (the renderer takes post-activation features).
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,7 +53,11 @@ class GaussianModel:
             raise ValueError(f"missing Gaussian parameters {missing}")
         n = params["means"].shape[0]
         shapes = {
-            "means": (n, 3), "quats": (n, 4), "log_scales": (n, 3), "opacity_logits": (n,), "sh_dc": (n, 3),
+            "means": (n, 3),
+            "quats": (n, 4),
+            "log_scales": (n, 3),
+            "opacity_logits": (n,),
+            "sh_dc": (n, 3),
             "sh_rest": (n, (sh_degree + 1) ** 2 - 1, 3),
         }
         for k, shape in shapes.items():
@@ -169,15 +174,17 @@ class GaussianModel:
 
     def clone(self, device: str | torch.device | None = None) -> "GaussianModel":
         dev = self.device if device is None else resolve_device(device)
-        out = GaussianModel({k: v.detach().to(dev).clone() for k, v in self.params.items()}, self.sh_degree,
-                            self.codes.to(dev).clone())
+        out = GaussianModel(
+            {k: v.detach().to(dev).clone() for k, v in self.params.items()}, self.sh_degree, self.codes.to(dev).clone()
+        )
         out.coverage = None if self.coverage is None else self.coverage.to(dev).clone()
         return out
 
     def select(self, keep: torch.Tensor) -> "GaussianModel":
         """A new model with the Gaussians where ``keep`` (N,) bool (or index tensor) selects."""
-        out = GaussianModel({k: v.detach()[keep].clone() for k, v in self.params.items()}, self.sh_degree,
-                            self.codes[keep].clone())
+        out = GaussianModel(
+            {k: v.detach()[keep].clone() for k, v in self.params.items()}, self.sh_degree, self.codes[keep].clone()
+        )
         out.coverage = None if self.coverage is None else self.coverage[keep].clone()
         return out
 
@@ -201,11 +208,24 @@ class GaussianModel:
         if detach_geometry:
             geo = [g.detach() for g in geo]
         return render(
-            *geo, features, viewmats, Ks, width, height, backend=cfg.backend, near=cfg.near_m, far=cfg.far_m,
-            background=background, expected_depth=expected_depth, eps2d=cfg.eps2d, tile_size=cfg.tile_size,
+            *geo,
+            features,
+            viewmats,
+            Ks,
+            width,
+            height,
+            backend=cfg.backend,
+            near=cfg.near_m,
+            far=cfg.far_m,
+            background=background,
+            expected_depth=expected_depth,
+            eps2d=cfg.eps2d,
+            tile_size=cfg.tile_size,
         )
 
-    def render_rgb(self, viewmats, Ks, width, height, config=None, background=None, expected_depth=False) -> RenderOutput:
+    def render_rgb(
+        self, viewmats, Ks, width, height, config=None, background=None, expected_depth=False
+    ) -> RenderOutput:
         return self.render(self.colors(), viewmats, Ks, width, height, config, background, expected_depth)
 
     def unit_latents(self, eps: float = 1e-9) -> torch.Tensor:
@@ -216,7 +236,7 @@ class GaussianModel:
 
     def render_latents(self, viewmats, Ks, width, height, config=None) -> RenderOutput:
         """All levels in one pass: image (C, H, W, 3 * d), level-major (level l at [l * d:(l + 1) * d]). With
-        ``config.normalize_latents`` (default) each Gaussian's latent is first put on the unit sphere (``unit_latents``)."""
+        ``config.normalize_latents`` each Gaussian's latent is first put on the unit sphere (``unit_latents``)."""
         cfg = config or GaussianConfig()
         lat = self.unit_latents() if cfg.normalize_latents else self.params["latents"]
         return self.render(lat.reshape(lat.shape[0], -1), viewmats, Ks, width, height, cfg, detach_geometry=True)

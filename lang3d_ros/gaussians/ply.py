@@ -26,6 +26,7 @@ the header, the exact body size (truncation), the CRCs and the version; a plain 
 (no ``lang3d_ros_gaussians`` comment) loads with zero latents, and a version-1 file (no ``seg_*``) with codes -1.
 Cannot: ASCII PLY, property types other than float and int.
 """
+
 from __future__ import annotations
 
 import io
@@ -75,8 +76,16 @@ def _vertex_array(model: GaussianModel) -> np.ndarray:
     p = {k: v.detach().cpu().to(torch.float32).numpy() for k, v in model.params.items()}
     n = model.num_gaussians
     rest = p["sh_rest"].transpose(0, 2, 1).reshape(n, -1)  # (N, 3, K-1) channel-major, as 3DGS
-    cols = [p["means"], np.zeros((n, 3), np.float32), p["sh_dc"], rest, p["opacity_logits"][:, None],
-            p["log_scales"], p["quats"], p["latents"].reshape(n, -1)]
+    cols = [
+        p["means"],
+        np.zeros((n, 3), np.float32),
+        p["sh_dc"],
+        rest,
+        p["opacity_logits"][:, None],
+        p["log_scales"],
+        p["quats"],
+        p["latents"].reshape(n, -1),
+    ]
     names = _vertex_names(model.sh_degree, model.latent_dim)
     if model.coverage is not None:
         cols.append(model.coverage.detach().cpu().to(torch.float32).numpy())
@@ -118,12 +127,21 @@ def save_gaussians(
     vertex = _vertex_array(model)
     blob = b"" if autoencoder_state is None else _state_to_npz(autoencoder_state)
     info = {
-        "version": FORMAT_VERSION, "sh_degree": model.sh_degree, "latent_dim": model.latent_dim,
-        "num_levels": NUM_LEVELS, "vertex_crc32": zlib.crc32(vertex.tobytes()), "blob_bytes": len(blob),
-        "blob_crc32": zlib.crc32(blob), "metadata": meta_json,
+        "version": FORMAT_VERSION,
+        "sh_degree": model.sh_degree,
+        "latent_dim": model.latent_dim,
+        "num_levels": NUM_LEVELS,
+        "vertex_crc32": zlib.crc32(vertex.tobytes()),
+        "blob_bytes": len(blob),
+        "blob_crc32": zlib.crc32(blob),
+        "metadata": meta_json,
     }
-    lines = ["ply", "format binary_little_endian 1.0", f"comment {MAGIC_COMMENT} {json.dumps(info)}",
-             f"element vertex {model.num_gaussians}"]
+    lines = [
+        "ply",
+        "format binary_little_endian 1.0",
+        f"comment {MAGIC_COMMENT} {json.dumps(info)}",
+        f"element vertex {model.num_gaussians}",
+    ]
     lines += [f"property {'int' if vertex.dtype[name].kind == 'i' else 'float'} {name}" for name in vertex.dtype.names]
     if blob:
         lines += [f"element lang3d_blob {len(blob)}", "property uchar b"]
@@ -179,7 +197,9 @@ def load_gaussians(path: str | os.PathLike, device: str | torch.device = "cpu") 
         parts = line.split()
         if parts[0] == "format":
             if parts[1:] != ["binary_little_endian", "1.0"]:
-                raise ValueError(f"{path}: unsupported PLY format {' '.join(parts[1:])!r} (need binary_little_endian 1.0)")
+                raise ValueError(
+                    f"{path}: unsupported PLY format {' '.join(parts[1:])!r} (need binary_little_endian 1.0)"
+                )
         elif parts[0] == "comment" and len(parts) > 2 and parts[1] == MAGIC_COMMENT:
             try:
                 info = json.loads(line.split(MAGIC_COMMENT, 1)[1])
@@ -203,8 +223,22 @@ def load_gaussians(path: str | os.PathLike, device: str | torch.device = "cpu") 
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: duplicate vertex property names")
     dtype = np.dtype([(p, PLY_TYPES[t]) for p, t in props])
-    required = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
-                "rot_0", "rot_1", "rot_2", "rot_3"]
+    required = [
+        "x",
+        "y",
+        "z",
+        "f_dc_0",
+        "f_dc_1",
+        "f_dc_2",
+        "opacity",
+        "scale_0",
+        "scale_1",
+        "scale_2",
+        "rot_0",
+        "rot_1",
+        "rot_2",
+        "rot_3",
+    ]
     missing = [r for r in required if r not in names]
     if missing:
         raise ValueError(f"{path}: not a 3DGS PLY, vertex lacks {missing}")

@@ -15,6 +15,7 @@ that disagree, and the decoder has never seen one.
 Cannot: re-cluster incrementally (rebuild the engine after latents change); the decoder must already live
 on the engine's device.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,7 +40,9 @@ class TextEncoder(Protocol):
     def encode_text(self, texts: list[str]) -> torch.Tensor: ...  # (N, D) unit rows
 
 
-def kmeans(x: torch.Tensor, k: int, iterations: int = 20, seed: int = 0, chunk: int = 1 << 16) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans(
+    x: torch.Tensor, k: int, iterations: int = 20, seed: int = 0, chunk: int = 1 << 16
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means. x (N, d) -> (centers (K, d), assign (N,) int64), K = min(k, N).
 
     Initialised from K distinct random rows; an empty cluster is re-seeded with the worst-fit point.
@@ -125,7 +128,9 @@ class LanguageQueryEngine:
         self.min_coverage = float(min_coverage)
         self.weight_by_latent_norm = bool(weight_by_latent_norm)
         # (N, L) 0/1 per Gaussian and level: enough of it is mask-supervised
-        self.gate = None if coverage is None else (coverage.detach().float().to(self.device) >= self.min_coverage).float()
+        self.gate = (
+            None if coverage is None else (coverage.detach().float().to(self.device) >= self.min_coverage).float()
+        )
         weight = torch.ones(self.latents.shape[:2], device=self.device)
         if self.gate is not None:
             weight = weight * self.gate
@@ -139,12 +144,22 @@ class LanguageQueryEngine:
         self.code_features: torch.Tensor | None = None
         if codebook_size > 0:
             t0 = time.perf_counter()
-            cents, assigns = zip(*(kmeans(self.latents[:, lvl], codebook_size, kmeans_iterations, seed=lvl) for lvl in range(self.num_levels)))
+            cents, assigns = zip(
+                *(
+                    kmeans(self.latents[:, lvl], codebook_size, kmeans_iterations, seed=lvl)
+                    for lvl in range(self.num_levels)
+                )
+            )
             self.centers = torch.stack(cents)  # (L, K, d)
             self.assign = torch.stack(assigns).to(torch.int32)  # (L, N)
             self.code_features = torch.stack([self._decode(c) for c in self.centers])  # (L, K, D)
-            log.info("codebook: %d levels x %d codes for %d Gaussians in %.2f s", self.num_levels,
-                     self.centers.shape[1], self.latents.shape[0], time.perf_counter() - t0)
+            log.info(
+                "codebook: %d levels x %d codes for %d Gaussians in %.2f s",
+                self.num_levels,
+                self.centers.shape[1],
+                self.latents.shape[0],
+                time.perf_counter() - t0,
+            )
 
     @property
     def num_levels(self) -> int:
@@ -153,7 +168,9 @@ class LanguageQueryEngine:
     def _encode(self, texts: list[str]) -> torch.Tensor:
         emb = self.text_encoder.encode_text(texts)
         if not isinstance(emb, torch.Tensor) or emb.ndim != 2 or emb.shape[0] != len(texts):
-            raise ValueError(f"text encoder must return ({len(texts)}, D) tensor, got {getattr(emb, 'shape', type(emb))}")
+            raise ValueError(
+                f"text encoder must return ({len(texts)}, D) tensor, got {getattr(emb, 'shape', type(emb))}"
+            )
         return F.normalize(emb.detach().float().to(self.device), dim=-1)
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -174,8 +191,10 @@ class LanguageQueryEngine:
         if exact or self.code_features is None:
             rows = []
             for lvl in range(self.num_levels):
-                r = [relevancy(self._decode(self.latents[s : s + self.chunk, lvl]), q, self.canonical, self.temperature)
-                     for s in range(0, self.latents.shape[0], self.chunk)]
+                r = [
+                    relevancy(self._decode(self.latents[s : s + self.chunk, lvl]), q, self.canonical, self.temperature)
+                    for s in range(0, self.latents.shape[0], self.chunk)
+                ]
                 rows.append(torch.cat(r))
             rel = torch.stack(rows)
         else:
@@ -237,7 +256,11 @@ class LanguageQueryEngine:
         vm, Km = viewmat[None].to(model.device), K[None].to(model.device)
         with torch.no_grad():
             out = model.render_latents(vm, Km, width, height, config)
-            gate = None if self.gate is None else model.render(self.gate.to(model.device), vm, Km, width, height, config).image[0]
+            gate = (
+                None
+                if self.gate is None
+                else model.render(self.gate.to(model.device), vm, Km, width, height, config).image[0]
+            )
         d = model.latent_dim
         img = out.image[0].to(self.device)  # (H, W, L*d)
         maps = []
@@ -251,11 +274,15 @@ class LanguageQueryEngine:
             if self.weight_by_latent_norm:
                 rel = rel * z.norm(dim=-1).clamp(max=1.0).reshape(height, width)
             if smoothing_px > 1:
-                rel = F.avg_pool2d(rel[None, None], smoothing_px, stride=1, padding=smoothing_px // 2, count_include_pad=False)[0, 0]
+                rel = F.avg_pool2d(
+                    rel[None, None], smoothing_px, stride=1, padding=smoothing_px // 2, count_include_pad=False
+                )[0, 0]
             maps.append(rel)
         maps_t = torch.stack(maps)
         return maps_t, int(maps_t.flatten(1).max(1).values.argmax())
 
     def relevancy_of_latents(self, latents: torch.Tensor, text: str) -> torch.Tensor:
         """(M, d) latents -> (M,) relevancy of their decoded features to ``text`` (no gate, no weight)."""
-        return relevancy(self._decode(latents.to(self.device).float()), self.text_embedding(text), self.canonical, self.temperature)
+        return relevancy(
+            self._decode(latents.to(self.device).float()), self.text_embedding(text), self.canonical, self.temperature
+        )

@@ -19,6 +19,7 @@ Cannot: distortion, fisheye/ortho cameras, antialiased mode, packed output, SH e
 features (N, D), any D). ``Ks`` here use gsplat's pixel convention (see ``render.render`` for the
 project's integer-centre convention).
 """
+
 from __future__ import annotations
 
 import math
@@ -37,9 +38,15 @@ def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
     w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
     R = torch.stack(
         [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ],
         dim=-1,
     )
@@ -116,7 +123,9 @@ def project_gaussians(
 
 
 @torch.no_grad()
-def _min_sigma_over_tiles(m: torch.Tensor, con: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, tile: int) -> torch.Tensor:
+def _min_sigma_over_tiles(
+    m: torch.Tensor, con: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, tile: int
+) -> torch.Tensor:
     """Lower bound of sigma over the pixel centres of tiles (x0, y0) for Gaussians at m (M, 2) with conics
     con (M, 3): the exact minimum of the quadratic over the tile's rectangle of pixel centres."""
     lo_x, lo_y = x0 * tile + 0.5, y0 * tile + 0.5
@@ -237,7 +246,14 @@ def rasterize_tiles(
             a, b, c = conics[g].unbind(-1)
             # sigma(px, py) = 0.5 a dx^2 + 0.5 c dy^2 + b dx dy, dx = px - mx: a quadratic form in the pixel basis
             coef = torch.stack(
-                [0.5 * a, 0.5 * c, b, -a * mx - b * my, -c * my - b * mx, 0.5 * a * mx * mx + 0.5 * c * my * my + b * mx * my],
+                [
+                    0.5 * a,
+                    0.5 * c,
+                    b,
+                    -a * mx - b * my,
+                    -c * my - b * mx,
+                    0.5 * a * mx * mx + 0.5 * c * my * my + b * mx * my,
+                ],
                 dim=1,
             )  # (B, 6, K)
             sigma = torch.matmul(basis, coef)  # (B, P, K)
@@ -246,7 +262,9 @@ def rasterize_tiles(
             alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), alpha, torch.zeros((), dtype=dt, device=dev))
             one_minus = 1.0 - alpha
             next_T = T[..., None] * torch.cumprod(one_minus, dim=-1)
-            w = torch.where(next_T > TRANSMITTANCE_MIN, alpha * next_T / one_minus, torch.zeros((), dtype=dt, device=dev))
+            w = torch.where(
+                next_T > TRANSMITTANCE_MIN, alpha * next_T / one_minus, torch.zeros((), dtype=dt, device=dev)
+            )
             acc = acc + torch.bmm(w, values[g])
             T = next_T[..., -1]
             k0 += kc
@@ -294,8 +312,15 @@ def rasterize_torch(
     images, alphas = [], []
     for ci in range(viewmats.shape[0]):
         img, alpha, zsum = rasterize_tiles(
-            proj["means2d"][ci], proj["conics"][ci], opacities, features, proj["depths"][ci], proj["radii"][ci],
-            width, height, tile_size,
+            proj["means2d"][ci],
+            proj["conics"][ci],
+            opacities,
+            features,
+            proj["depths"][ci],
+            proj["radii"][ci],
+            width,
+            height,
+            tile_size,
         )
         if backgrounds is not None:
             img = img + backgrounds[ci] * (1.0 - alpha)

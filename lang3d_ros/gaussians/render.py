@@ -6,6 +6,7 @@ either. Both backends share gsplat's projection and compositing rules, so they a
 (see test/test_rasterizer_gpu.py). Cannot: SH evaluation (pass post-activation colours or latents as
 ``features``), distorted cameras.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,7 +21,7 @@ BACKENDS = ("auto", "gsplat", "torch")
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """"auto" -> "gsplat" on CUDA when gsplat imports, else "torch"."""
+    """ "auto" -> "gsplat" on CUDA when gsplat imports, else "torch"."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch":
@@ -68,7 +69,10 @@ def _check(means, quats, scales, opacities, features, viewmats, Ks, width, heigh
         raise ValueError("focal lengths in Ks must be positive (mirror the viewmat for a y-up camera)")
     if int(width) <= 0 or int(height) <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
-    if background is not None and tuple(background.shape) not in ((features.shape[1],), (viewmats.shape[0], features.shape[1])):
+    if background is not None and tuple(background.shape) not in (
+        (features.shape[1],),
+        (viewmats.shape[0], features.shape[1]),
+    ):
         raise ValueError(f"background must be (D,) or (C, D) with D={features.shape[1]}, got {tuple(background.shape)}")
 
 
@@ -108,16 +112,43 @@ def render(
         from gsplat import rasterization
 
         img, alpha, meta = rasterization(
-            means, quats, scales, opacities, features, viewmats, Ks_px, int(width), int(height),
-            near_plane=near, far_plane=far, eps2d=eps2d, sh_degree=None, packed=False, tile_size=tile_size,
-            backgrounds=bg, render_mode="RGB+ED" if expected_depth else "RGB",
+            means,
+            quats,
+            scales,
+            opacities,
+            features,
+            viewmats,
+            Ks_px,
+            int(width),
+            int(height),
+            near_plane=near,
+            far_plane=far,
+            eps2d=eps2d,
+            sh_degree=None,
+            packed=False,
+            tile_size=tile_size,
+            backgrounds=bg,
+            render_mode="RGB+ED" if expected_depth else "RGB",
         )
         if meta["means2d"].requires_grad:
             meta["means2d"].retain_grad()
     else:
         img, alpha, meta = rasterize_torch(
-            means, quats, scales, opacities, features, viewmats, Ks_px, int(width), int(height),
-            near=near, far=far, eps2d=eps2d, tile_size=tile_size, backgrounds=bg, expected_depth=expected_depth,
+            means,
+            quats,
+            scales,
+            opacities,
+            features,
+            viewmats,
+            Ks_px,
+            int(width),
+            int(height),
+            near=near,
+            far=far,
+            eps2d=eps2d,
+            tile_size=tile_size,
+            backgrounds=bg,
+            expected_depth=expected_depth,
         )
     meta = dict(meta, backend=name)
     depth = img[..., D:] if expected_depth else None

@@ -7,6 +7,7 @@ held-out frames (``lang3d_ros.gaussians.evaluation``) from the Gaussians or from
 Cannot: run on real data (needs the synthetic ground truth); densification never triggers on short schedules
 (``GaussianConfig.densify_from``), so the geometry is the initial points moved by the RGB steps.
 """
+
 from __future__ import annotations
 
 import time
@@ -87,8 +88,14 @@ def train_synthetic_scene(seed: int, settings: SyntheticSceneSettings | None = N
     cfg.gaussians.downscale = 1
     cfg.semantics.backend, cfg.semantics.gt_text_encoder = "ground_truth", "minilm"
     scene = generate_scene(seed, n_objects=s.n_objects)
-    frames = list(render_frames(scene, make_trajectory(scene, "orbit", s.frames, seed=seed),
-                                DEFAULT_INTRINSICS.scaled(s.width_px, s.height_px), seed=seed))
+    frames = list(
+        render_frames(
+            scene,
+            make_trajectory(scene, "orbit", s.frames, seed=seed),
+            DEFAULT_INTRINSICS.scaled(s.width_px, s.height_px),
+            seed=seed,
+        )
+    )
     k = s.holdout_every
     train, held = [f for i, f in enumerate(frames) if i % k], [f for i, f in enumerate(frames) if not i % k]
     sem = build_semantics_backend(cfg.semantics, **ground_truth_tables(scene))
@@ -137,14 +144,26 @@ def query_engine(scene: TrainedSyntheticScene, gated: bool = True):
     from lang3d_ros.gaussians.query import LanguageQueryEngine
 
     g = scene.config.gaussians
-    kw = (dict(coverage=scene.coverage, min_coverage=g.min_language_coverage, weight_by_latent_norm=g.weight_by_latent_norm)
-          if gated else dict(coverage=None, weight_by_latent_norm=False))
-    return LanguageQueryEngine(scene.latents(), lambda z: scene.autoencoder.decode(z), scene.semantics.text_encoder,
-                               codebook_size=0, device=g.device, **kw)
+    kw = (
+        dict(
+            coverage=scene.coverage, min_coverage=g.min_language_coverage, weight_by_latent_norm=g.weight_by_latent_norm
+        )
+        if gated
+        else dict(coverage=None, weight_by_latent_norm=False)
+    )
+    return LanguageQueryEngine(
+        scene.latents(),
+        lambda z: scene.autoencoder.decode(z),
+        scene.semantics.text_encoder,
+        codebook_size=0,
+        device=g.device,
+        **kw,
+    )
 
 
-def gaussian_localization(scene: TrainedSyntheticScene, gated: bool = True,
-                          latent_permutation: torch.Tensor | None = None) -> list[ViewQuery]:
+def gaussian_localization(
+    scene: TrainedSyntheticScene, gated: bool = True, latent_permutation: torch.Tensor | None = None
+) -> list[ViewQuery]:
     """LERF verdicts on the held-out views from maps rendered with ``query_engine(scene, gated)``.
     ``latent_permutation`` (N,) int: Gaussian i renders the latents of Gaussian perm[i] (geometry and coverage
     stay); the model's latents are swapped for the call and restored after."""
@@ -152,21 +171,30 @@ def gaussian_localization(scene: TrainedSyntheticScene, gated: bool = True,
     trained = model.params["latents"]
     if latent_permutation is not None:
         perm = torch.as_tensor(latent_permutation, dtype=torch.long, device=trained.device)
-        if perm.shape != (trained.shape[0],) or not torch.equal(perm.sort().values, torch.arange(trained.shape[0], device=perm.device)):
+        if perm.shape != (trained.shape[0],) or not torch.equal(
+            perm.sort().values, torch.arange(trained.shape[0], device=perm.device)
+        ):
             raise ValueError(f"latent_permutation must be a permutation of {trained.shape[0]} Gaussians")
         model.params["latents"] = trained.detach()[perm]
     try:
         engine = query_engine(scene, gated)
-        return gaussian_view_queries(engine, model, scene.held_frames, scene.held_keyframes,
-                                     scene.semantics.instance_labels, scene.config.gaussians)
+        return gaussian_view_queries(
+            engine,
+            model,
+            scene.held_frames,
+            scene.held_keyframes,
+            scene.semantics.instance_labels,
+            scene.config.gaussians,
+        )
     finally:
         model.params["latents"] = trained
 
 
 def oracle_localization(scene: TrainedSyntheticScene) -> list[ViewQuery]:
     """LERF verdicts on the held-out views' own autoencoded mask latents (no Gaussians)."""
-    return oracle_view_queries(query_engine(scene, gated=False), scene.held_frames, scene.held_keyframes,
-                               scene.semantics.instance_labels)
+    return oracle_view_queries(
+        query_engine(scene, gated=False), scene.held_frames, scene.held_keyframes, scene.semantics.instance_labels
+    )
 
 
 def shuffle_permutation(n_gaussians: int, seed: int = 0) -> torch.Tensor:
@@ -191,8 +219,9 @@ class SegmentTable:
         from lang3d_ros.grounding.relevancy import relevancy
 
         q = torch.nn.functional.normalize(text_encoder.encode_text([text])[0].float(), dim=-1)
-        return np.stack([relevancy(self.features[lvl], q, canonical).cpu().numpy()
-                         for lvl in range(self.features.shape[0])]).astype(np.float32)
+        return np.stack(
+            [relevancy(self.features[lvl], q, canonical).cpu().numpy() for lvl in range(self.features.shape[0])]
+        ).astype(np.float32)
 
 
 def segment_table(scene: TrainedSyntheticScene, stride: int = 2) -> SegmentTable:

@@ -4,11 +4,13 @@ RGB: loss (1 - 0.2) L1 + 0.2 (1 - SSIM) on a keyframe rendered at 1/``downscale`
 background); every ``densify_every`` iterations inside [densify_from, densify_until], Gaussians whose mean
 view-space positional gradient (NDC units, as 3DGS) exceeds the threshold are cloned (small) or split in two
 (large, scales / 1.6), and Gaussians with opacity below ``prune_opacity`` are removed; Adam moments follow
-the surviving rows, and clones and split halves inherit their parent's instance codes (``model.codes``). Language: geometry and colour frozen, all three levels' latents rendered in one pass
+the surviving rows, and clones and split halves inherit their parent's instance codes (``model.codes``).
+Language: geometry and colour frozen, all three levels' latents rendered in one pass
 ((N, 3 d) features) and fitted with L1 to the autoencoded feature maps on the pixels a mask covers.
 ``language_coverage`` measures which Gaussians the masks supervise (the query gate).
 Cannot: opacity reset, screen-size pruning, SH bands above 0, exposure compensation.
 """
+
 from __future__ import annotations
 
 import logging
@@ -108,8 +110,9 @@ def make_keyframe(
     )
 
 
-def _latent_targets(seg: torch.Tensor, features: list[torch.Tensor],
-                    encoder: FeatureEncoder) -> tuple[torch.Tensor, torch.Tensor]:
+def _latent_targets(
+    seg: torch.Tensor, features: list[torch.Tensor], encoder: FeatureEncoder
+) -> tuple[torch.Tensor, torch.Tensor]:
     """seg (L, H, W) int64 mask rows, features per level (M_l, D) -> (targets (L, H, W, d), mask (L, H, W) bool)."""
     targets = []
     for lvl, f in enumerate(features):
@@ -150,11 +153,19 @@ class GaussianOptimizer:
     def __init__(self, model: GaussianModel, config: GaussianConfig, extent: float = 1.0, seed: int = 0):
         self.model, self.cfg, self.extent = model, config, float(extent)
         self.gen = torch.Generator(device="cpu").manual_seed(seed)
-        lrs = {"means": config.lr_means * self.extent, "quats": config.lr_quats, "log_scales": config.lr_scales,
-               "opacity_logits": config.lr_opacities, "sh_dc": config.lr_colors, "sh_rest": config.lr_colors / 20}
+        lrs = {
+            "means": config.lr_means * self.extent,
+            "quats": config.lr_quats,
+            "log_scales": config.lr_scales,
+            "opacity_logits": config.lr_opacities,
+            "sh_dc": config.lr_colors,
+            "sh_rest": config.lr_colors / 20,
+        }
         for k in model.params:
             model.params[k] = model.params[k].detach().requires_grad_(k in RGB_PARAMS)
-        self.rgb_opt = torch.optim.Adam([{"params": [model.params[k]], "lr": lrs[k], "name": k} for k in RGB_PARAMS], eps=1e-15)
+        self.rgb_opt = torch.optim.Adam(
+            [{"params": [model.params[k]], "lr": lrs[k], "name": k} for k in RGB_PARAMS], eps=1e-15
+        )
         self.lang_opt: torch.optim.Adam | None = None
         self.rgb_iterations = 0
         self.language_iterations = 0
@@ -213,8 +224,12 @@ class GaussianOptimizer:
             new["log_scales"][ns:] = torch.log(s / 1.6)
         keep = ~split & (torch.sigmoid(p["opacity_logits"]) >= c.prune_opacity)
         self._replace_rows(keep, new, new_codes)
-        stats = {"cloned": int(clone.sum()), "split": int(split.sum()), "pruned": int((~keep).sum()) - int(split.sum()),
-                 "num_gaussians": self.model.num_gaussians}
+        stats = {
+            "cloned": int(clone.sum()),
+            "split": int(split.sum()),
+            "pruned": int((~keep).sum()) - int(split.sum()),
+            "num_gaussians": self.model.num_gaussians,
+        }
         log.debug("densify at %d: %s", self.rgb_iterations, stats)
         return stats
 
@@ -229,8 +244,9 @@ class GaussianOptimizer:
         self._replace_rows(keep, {k: v.detach().to(dev) for k, v in new.params.items()}, new.codes.to(dev))
         return self.model.num_gaussians
 
-    def _replace_rows(self, keep: torch.Tensor, appended: dict[str, torch.Tensor],
-                      appended_codes: torch.Tensor) -> None:
+    def _replace_rows(
+        self, keep: torch.Tensor, appended: dict[str, torch.Tensor], appended_codes: torch.Tensor
+    ) -> None:
         """Keep rows ``keep`` (N,) bool and append ``appended`` rows (with ``appended_codes`` (M, 3) int32); carry Adam
         moments (zeros for new rows)."""
         self.model.codes = torch.cat([self.model.codes[keep], appended_codes.to(torch.int32)])
@@ -262,8 +278,9 @@ class GaussianOptimizer:
             for k in RGB_PARAMS:
                 self.model.params[k].requires_grad_(False)
             self.model.params["latents"] = self.model.params["latents"].detach().requires_grad_(True)
-            self.lang_opt = torch.optim.Adam([{"params": [self.model.params["latents"]], "lr": self.cfg.lr_latents,
-                                               "name": "latents"}], eps=1e-15)
+            self.lang_opt = torch.optim.Adam(
+                [{"params": [self.model.params["latents"]], "lr": self.cfg.lr_latents, "name": "latents"}], eps=1e-15
+            )
         d = self.model.latent_dim
         out = self.model.render_latents(kf.viewmat[None], kf.K[None], kf.width, kf.height, self.cfg)
         img = out.image[0].reshape(kf.height, kf.width, NUM_LEVELS, d).permute(2, 0, 1, 3)  # (L, H, W, d)
@@ -304,5 +321,7 @@ def evaluate_psnr(model: GaussianModel, keyframes: list[Keyframe], config: Gauss
     """Mean PSNR (dB) of the model rendered at each keyframe's view."""
     if not keyframes:
         raise ValueError("no keyframes to evaluate")
-    vals = [psnr(model.render_rgb(k.viewmat[None], k.K[None], k.width, k.height, config).image[0], k.rgb) for k in keyframes]
+    vals = [
+        psnr(model.render_rgb(k.viewmat[None], k.K[None], k.width, k.height, config).image[0], k.rgb) for k in keyframes
+    ]
     return float(np.mean(vals)) if all(math.isfinite(v) for v in vals) else float("inf")

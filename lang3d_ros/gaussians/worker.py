@@ -15,6 +15,7 @@ States: idle (no keyframes yet), training_rgb, training_language, paused, done, 
 Cannot: resume RGB training after the language phase started; keyframes with semantics that arrive after
 ``done`` are stored but not trained on.
 """
+
 from __future__ import annotations
 
 import logging
@@ -149,7 +150,9 @@ class GaussianTrainer:
         with self._lock:
             opt = self._opt
             return {
-                "state": "paused" if not self._running.is_set() and self._state not in ("done", "failed") else self._state,
+                "state": "paused"
+                if not self._running.is_set() and self._state not in ("done", "failed")
+                else self._state,
                 "iterations": 0 if opt is None else opt.rgb_iterations + opt.language_iterations,
                 "rgb_iterations": 0 if opt is None else opt.rgb_iterations,
                 "language_iterations": 0 if opt is None else opt.language_iterations,
@@ -225,8 +228,9 @@ class GaussianTrainer:
         if int(ok.sum()) < 4:
             return
         pts = transform_points(frame.T_world_cam, frame.intrinsics.backproject(u[ok], v[ok], z[ok])).astype(np.float32)
-        new = GaussianModel.from_points(pts, frame.rgb[v[ok], u[ok]], config=self.cfg, device=self.device,
-                                        seed=self.seed)
+        new = GaussianModel.from_points(
+            pts, frame.rgb[v[ok], u[ok]], config=self.cfg, device=self.device, seed=self.seed
+        )
         self._opt.add_gaussians(new)
         self._grown += new.num_gaussians
 
@@ -240,13 +244,17 @@ class GaussianTrainer:
             with self._lock:
                 if self.model is None:
                     pts, cols = points_from_frame(frame, self.init_stride)
-                    self.model = GaussianModel.from_points(pts, cols, config=self.cfg, device=self.device, seed=self.seed)
+                    self.model = GaussianModel.from_points(
+                        pts, cols, config=self.cfg, device=self.device, seed=self.seed
+                    )
                     grow = False
                 else:
                     grow = self.cfg.grow_from_keyframes and self._opt is not None and self._opt.lang_opt is None
                 self.keyframes.append(kf)
                 if self._opt is None:
-                    self._opt = GaussianOptimizer(self.model, self.cfg, scene_extent(self.model, self.keyframes), self.seed)
+                    self._opt = GaussianOptimizer(
+                        self.model, self.cfg, scene_extent(self.model, self.keyframes), self.seed
+                    )
                 elif self._opt.rgb_iterations < self.cfg.densify_from:
                     self._opt.extent = scene_extent(self.model, self.keyframes)
                 if grow:
@@ -273,8 +281,14 @@ class GaussianTrainer:
             self._state = "done"
             return
         if it % cfg.log_every == 0:
-            log.info("%s iteration %d: loss %.4f psnr %.2f dB, %d Gaussians", self._state, it, self._loss,
-                     self._psnr, self.model.num_gaussians)
+            log.info(
+                "%s iteration %d: loss %.4f psnr %.2f dB, %d Gaussians",
+                self._state,
+                it,
+                self._loss,
+                self._psnr,
+                self.model.num_gaussians,
+            )
 
     def _run(self) -> None:
         try:
