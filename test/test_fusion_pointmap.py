@@ -184,6 +184,19 @@ def test_state_dict_roundtrip_and_resume(frames):
     assert _state_equal(before, b.state_dict())
 
 
+def test_empty_map_answers_every_accessor():
+    """Before the first frame (capacity 0): sizes, labels, votes, relabel and map files work on nothing."""
+    m = PointMap(FusionConfig(), device="cpu")
+    assert m.bytes_per_point == 97 and m.num_points == 0
+    assert m.labels(0).shape == (0,) and m.live_slots().shape == (0,)
+    np.testing.assert_array_equal(m.slot_labels(1, np.array([0, -1], np.int64)), [-1, -1])
+    m.vote_labels(np.array([0], np.int64), np.array([1.0], np.float32), np.zeros((3, 1), np.int32))
+    m.relabel(2, np.array([1], np.int32))
+    b = PointMap(FusionConfig(), device="cpu")
+    b.load_state_dict(m.state_dict())
+    assert _state_equal(m.state_dict(), b.state_dict()) and b.num_points == 0
+
+
 def test_bytes_per_point_from_allocated_arrays(frames):
     """<= 128 B/point all-in with 3 label levels (issue 13), counted from the per-slot arrays."""
     m = PointMap(FusionConfig(), device="cpu")
