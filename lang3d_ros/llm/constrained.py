@@ -48,19 +48,18 @@ class Vocabulary:
     @classmethod
     def from_query(cls, query: str, labels: Sequence[str], matcher, config: LLMConfig) -> "Vocabulary":
         """Labels some phrase of the query may name (``prompting.admissible_labels``); colours, sizes, relations
-        and superlatives its words cue; "count" only when it asks how many. The model still chooses the
-        structure (which noun is the target, which the anchor, the intent); it can no longer name a colour or a
-        relation the query does not."""
+        and superlatives its words cue; intents its words allow (``prompting.cued_intents``). The model still
+        chooses the
+        structure (which noun is the target, which the anchor, the intent among those allowed); it can no longer
+        name a colour or a relation the query does not."""
         from lang3d_ros.llm.parser import tokenize
-        from lang3d_ros.llm.prompting import _query_cues, admissible_labels
+        from lang3d_ros.llm.prompting import _query_cues, admissible_labels, cued_intents
 
         words = tokenize(query)
         rels, sups, cols, sizes = _query_cues(words)
-        counting = ("how" in words and "many" in words) or words[:1] == ["count"] or "number" in words
         ok = admissible_labels(query, labels, matcher, config)
         return cls(tuple(sorted(l for l in set(labels) if l in ok)), tuple(sorted(cols)), tuple(sorted(sizes)),
-                   tuple(sorted(rels)), tuple(sorted(sups)),
-                   ("count",) if counting else tuple(i for i in MODEL_INTENTS if i != "count"))
+                   tuple(sorted(rels)), tuple(sorted(sups)), cued_intents(words, bool(rels)))
 
 
 def _phrase_schema(v: Vocabulary, depth: int) -> dict:

@@ -144,11 +144,15 @@ def _phrases(req: Request) -> list[Phrase]:
 
 
 def admissible_labels(query: str, labels: Sequence[str], matcher: LabelMatcher, config: LLMConfig) -> set[str]:
-    """Map labels some phrase of the query (one to three words) may name: itself, or what the label matcher
-    offers for it (rules, or encoder similarity above ``open_threshold``)."""
+    """Map labels some phrase of the query (one to three words, politeness and lead-ins removed, words like
+    "room" skipped) may name: itself, or what the label matcher offers for it (rules, or encoder similarity
+    above ``open_threshold``)."""
+    from lang3d_ros.llm.frontend import normalize
+    from lang3d_ros.llm.parser import _CAPTION_NOUNS
     from lang3d_ros.llm.understand import label_options
 
-    words = [w for w in tokenize(query) if w not in ("the", "a", "an", "my", "this", "that", "please")]
+    skip = {"the", "a", "an", "my", "this", "that", "please"} | _CAPTION_NOUNS
+    words = [x for w in normalize(query).words for x in w.split("-") if x and x not in skip]
     out: set[str] = set()
     for n in (1, 2, 3):
         for k in range(len(words) - n + 1):
@@ -157,6 +161,31 @@ def admissible_labels(query: str, labels: Sequence[str], matcher: LabelMatcher, 
             out.update(opts)
             out.update(l for l in labels if label_similarity(gram, l) >= 1.0)
     return out
+
+
+_CAPTION_CUES = {"describe", "caption", "summarize", "summarise", "overview"}
+_ATTRIBUTE_CUES = {"color", "colour", "colored", "coloured", "big", "large", "small", "size", "tall", "wide", "long",
+                   "high", "heavy", "dimensions"}
+_RELATIONS_CUES = {"what", "which", "whats", "everything", "anything", "things", "objects", "stuff", "items"}
+
+
+def cued_intents(words: Sequence[str], has_relation: bool) -> tuple[str, ...]:
+    """Intents a query's words allow: count only for how many / count / number; where only with "where";
+    attribute only with a colour or size word; caption only with describe-like words (or "what do you see");
+    relations only with a relation cue and a what / everything word; ground always (except when counting)."""
+    w = set(words)
+    if ("how" in w and "many" in w) or list(words[:1]) == ["count"] or "number" in w:
+        return ("count",)
+    out = ["ground"]
+    if "where" in w:
+        out.append("where")
+    if w & _ATTRIBUTE_CUES and ("what" in w or "how" in w or "which" in w):
+        out.append("attribute")
+    if w & _CAPTION_CUES or ("what" in w and "see" in w) or list(words[:3]) == ["tell", "me", "about"]:
+        out.append("caption")
+    if has_relation and w & _RELATIONS_CUES:
+        out.append("relations")
+    return tuple(out)
 
 
 def check_against_query(req: Request, query: str, labels: Sequence[str], matcher: LabelMatcher,
@@ -197,6 +226,5 @@ def check_against_query(req: Request, query: str, labels: Sequence[str], matcher
             at = pos(a.label) if a.label else None
             if first is not None and at is not None and at < first:
                 raise ValueError(f"model made {t.label!r} the target but the query names {a.label!r} first")
-    counting = ("how" in words and "many" in words) or (words[:1] == ["count"]) or "number" in words
-    if counting != (req.intent == "count"):
-        raise ValueError("count intent does not match the query")
+    if str(req.intent) not in cued_intents(words, bool(rels)):
+        raise ValueError(f"intent {req.intent!r} is not one the query's words allow")
