@@ -91,12 +91,12 @@ def refresh_stats(table: SegmentTable, labels_by_level: list[np.ndarray], xyz: n
         cy, sy = np.cos(yaw), np.sin(yaw)
         center = np.stack([cy * uc - sy * vc, sy * uc + cy * vc, 0.5 * (lo[:, 2] + hi[:, 2])], 1)
         size = np.stack([qu[:, 1] - qu[:, 0], qv[:, 1] - qv[:, 0], hi[:, 2] - lo[:, 2]], 1)
-        # colour: median chromaticity times the 80th-percentile brightness (shading darkens faces, it moves
+        # colour: median chromaticity times the 90th-percentile brightness (shading darkens faces, it moves
         # brightness, not chromaticity; the lit faces are closest to the albedo)
         col = rgb[pick].astype(np.float64)
         bright = col.mean(1)
         chroma = col / np.maximum(col.sum(1, keepdims=True), 1e-6)
-        med_b = group_quantiles(g, bright, s, (0.8,))[:, 0]
+        med_b = group_quantiles(g, bright, s, (0.9,))[:, 0]
         med_c = np.stack([group_quantiles(g, chroma[:, k], s, (0.5,))[:, 0] for k in range(3)], 1)
         med_c /= np.maximum(med_c.sum(1, keepdims=True), 1e-6)
         color = np.clip(med_c * 3.0 * med_b[:, None], 0.0, 1.0)
@@ -118,7 +118,8 @@ def compute_support(table: SegmentTable, level: int, labels: np.ndarray, xyz: np
 
     labels (N,) int32 segment ids of ``level``; xyz (N, 3); normals (N, 3) or None. Large segments are strided
     down to ``max_points_per_segment`` points for the test. Cannot see support by a surface the camera never
-    saw around the object (an object filling its support's whole top)."""
+    saw around the object (an object filling its support's whole top). An object with a support gets its box
+bottom lowered to the support surface's height (the underside a camera cannot see)."""
     cfg = config
     table.support_id[:] = -1
     rows = np.flatnonzero((table.level == level) & (table.n_points > 0))
@@ -136,7 +137,7 @@ def compute_support(table: SegmentTable, level: int, labels: np.ndarray, xyz: np
         flo, fhi = lo[a, :2] - m, hi[a, :2] + m
         cand = rows[(rows != a) & np.all(lo[rows, :2] <= fhi, 1) & np.all(hi[rows, :2] >= flo, 1)
                     & (lo[rows, 2] < bottom - gap) & (hi[rows, 2] >= bottom - gap)]
-        best, best_n = -1, cfg.support_min_points - 1
+        best, best_n, surface_z = -1, cfg.support_min_points - 1, bottom
         for b in cand.tolist():
             idx = order[starts[b]:starts[b + 1]]
             idx = idx[:: max(1, len(idx) // max_points_per_segment)]
@@ -146,6 +147,11 @@ def compute_support(table: SegmentTable, level: int, labels: np.ndarray, xyz: np
                 ok &= np.abs(normals[idx, 2]) >= 0.7
             n = int(ok.sum())
             if n > best_n:
-                best, best_n = b, n
+                best, best_n, surface_z = b, n, float(np.median(p[ok, 2]))
         if best >= 0:
             table.support_id[a] = table.ids[best]
+            if surface_z < bottom:  # it rests on the surface: its hidden underside reaches down to it
+                top = float(table.aabb_max[a, 2])
+                table.aabb_min[a, 2] = surface_z
+                table.obb_center[a, 2] = 0.5 * (surface_z + top)
+                table.obb_size[a, 2] = top - surface_z

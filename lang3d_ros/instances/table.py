@@ -29,7 +29,7 @@ class SegmentTable:
     mask confidences; n_observations (S,) int32 keyframes that saw it; n_points (S,) int32 points labelled with it;
     aabb_min / aabb_max (S, 3) float32 map frame, percentile-clipped; obb_center (S, 3), obb_size (S, 3) float32
     and obb_yaw_rad (S,) float32: gravity-aligned oriented box (yaw of the xy principal axis);
-    color_rgb (S, 3) float32 in [0, 1]: median chromaticity times 80th-percentile brightness (robust to shading);
+    color_rgb (S, 3) float32 in [0, 1]: median chromaticity times 90th-percentile brightness (robust to shading);
     support_id (S,) int32 id of the segment it rests on (-1 none); first_seen_ns / last_seen_ns (S,) int64 stamps;
     first_keyframe / last_keyframe (S,) int32 keyframe counters. Geometry and colour are refreshed from the points
     by ``instances.stats.refresh_stats``; until then a new row has zeros there.
