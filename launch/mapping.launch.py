@@ -1,14 +1,17 @@
 """Online mapping + serving: the mapper and the query server in one process (services answer on the live map).
 
 ros2 launch lang3d_ros mapping.launch.py [config:=/path/robot.yaml] [namespace:=robot1] [use_sim_time:=true]
+                                         [autostart:=false] [rviz:=true]
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 
 def generate_launch_description():
@@ -19,9 +22,19 @@ def generate_launch_description():
         DeclareLaunchArgument("extra_config", default_value=os.path.join(share, "config", "lang3d.yaml"),
                               description="a second parameter file layered on top (e.g. a camera's)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", description="true when replaying bags with /clock"),
-        Node(package="lang3d_ros", executable="mapper_node", name="lang3d_mapper", namespace=LaunchConfiguration("namespace"),
-             output="screen", emulate_tty=True,
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="true when replaying bags with /clock"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="configure + activate the lifecycle node at start; false = wait for "
+                                          "a lifecycle manager (nav2_lifecycle_manager, node_names [lang3d_mapper])"),
+        DeclareLaunchArgument("rviz", default_value="false",
+                              description="true: also open RViz with config/lang3d.rviz"),
+        Node(package="lang3d_ros", executable="mapper_node", name="lang3d_mapper",
+             namespace=LaunchConfiguration("namespace"), output="screen", emulate_tty=True,
              parameters=[LaunchConfiguration("config"), LaunchConfiguration("extra_config"),
-                         {"use_sim_time": LaunchConfiguration("use_sim_time")}]),
+                         {"use_sim_time": LaunchConfiguration("use_sim_time"),
+                          "ros.autostart": LaunchConfiguration("autostart")}]),
+        Node(package="rviz2", executable="rviz2", name="lang3d_rviz", output="screen",
+             arguments=["-d", os.path.join(share, "config", "lang3d.rviz")],
+             condition=IfCondition(LaunchConfiguration("rviz"))),
     ])

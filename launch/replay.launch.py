@@ -1,15 +1,17 @@
 """Replay a bag into the mapper (mapping + serving), e.g. a synthetic bag from `lang3d synth`.
 
 ros2 launch lang3d_ros replay.launch.py bag:=/path/bag [rate:=1.0] [config:=.../synthetic.yaml]
-                                        [ground_truth:=/path/bag/ground_truth.json]
+                                        [ground_truth:=/path/bag/ground_truth.json] [rviz:=true]
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, TimerAction
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 
 def generate_launch_description():
@@ -19,10 +21,20 @@ def generate_launch_description():
         DeclareLaunchArgument("rate", default_value="1.0", description="playback speed factor"),
         DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "synthetic.yaml")),
         DeclareLaunchArgument("ground_truth", default_value="", description="synthetic bags: <bag>/ground_truth.json"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="configure + activate the lifecycle node at start; false = wait for "
+                                          "a lifecycle manager (nav2_lifecycle_manager, node_names [lang3d_mapper])"),
+        DeclareLaunchArgument("rviz", default_value="false",
+                              description="true: also open RViz with config/lang3d.rviz"),
         Node(package="lang3d_ros", executable="mapper_node", name="lang3d_mapper", output="screen", emulate_tty=True,
-             parameters=[LaunchConfiguration("config"), {"ros.ground_truth_file": LaunchConfiguration("ground_truth")}]),
+             parameters=[LaunchConfiguration("config"), {"ros.ground_truth_file": LaunchConfiguration("ground_truth"),
+                                                      "ros.autostart": LaunchConfiguration("autostart")}]),
         # give the mapper time to load its models before the first frame
         TimerAction(period=5.0, actions=[ExecuteProcess(
-            cmd=["ros2", "run", "lang3d_ros", "bag_player", LaunchConfiguration("bag"), "--rate", LaunchConfiguration("rate")],
+            cmd=["ros2", "run", "lang3d_ros", "bag_player", LaunchConfiguration("bag"),
+                 "--rate", LaunchConfiguration("rate")],
             output="screen")]),
+        Node(package="rviz2", executable="rviz2", name="lang3d_rviz", output="screen",
+             arguments=["-d", os.path.join(share, "config", "lang3d.rviz")],
+             condition=IfCondition(LaunchConfiguration("rviz"))),
     ])

@@ -27,6 +27,21 @@ def bag(tmp_path_factory):
     return out / "bag", scene
 
 
+RVIZ_TYPES = {"PointCloud2": "sensor_msgs/msg/PointCloud2", "MarkerArray": "visualization_msgs/msg/MarkerArray",
+              "Map": "nav_msgs/msg/OccupancyGrid", "Pose": "geometry_msgs/msg/PoseStamped", "Path": "nav_msgs/msg/Path"}
+
+
+def rviz_topics(path: Path) -> dict[str, str]:
+    """{topic: message type} of every display in an RViz2 config that subscribes to a topic."""
+    out = {}
+    for d in yaml.safe_load(path.read_text())["Visualization Manager"]["Displays"]:
+        if "Topic" in d:
+            kind = d["Class"].split("/")[-1]
+            assert kind in RVIZ_TYPES, f"display class {d['Class']} has no known message type"
+            out[d["Topic"]["Value"]] = RVIZ_TYPES[kind]
+    return out
+
+
 class Probe:
     """A client node: lifecycle calls, lang3d services, and the messages of /diagnostics and the objects topics."""
 
@@ -155,6 +170,13 @@ def test_lifecycle_transitions_diagnostics_objects_and_sigterm_autosave(tmp_path
         ids = [o.instance_id for o in objs]
         assert objs and len(set(ids)) == len(ids) and all(o.header.frame_id == "map" for o in objs)
         assert probe.markers and any(m.text for m in probe.markers[-1].markers)  # labelled boxes
+        # every topic config/lang3d.rviz shows is published by the active mapper, with the type the display reads
+        published = dict(probe.node.get_publisher_names_and_types_by_node("lang3d_mapper", "/"))
+        shown = rviz_topics(REPO / "config" / "lang3d.rviz")
+        assert len(shown) == 6 and yaml.safe_load((REPO / "config" / "lang3d.rviz").read_text())[
+            "Visualization Manager"]["Global Options"]["Fixed Frame"] == "map"
+        for topic, msg_type in shown.items():
+            assert msg_type in published.get(topic, []), (topic, msg_type, sorted(published))
         # inactive again: intake and services stop, the map stays
         before = probe.call(GetMapStatus, "/lang3d/get_map_status").status
         assert probe.transition(Transition.TRANSITION_DEACTIVATE) and probe.state() == "inactive"
