@@ -458,12 +458,23 @@ def evaluate(
     session = _Session(out_dir, params, opts)
     map_path = out_dir / "map.l3dmap"
     try:
-        raw["mapping"]["initial_status"] = session.status()
+        raw["mapping"]["initial_status"] = first = session.status()
+        if first["frames_received"] or first["num_points"]:
+            raise RuntimeError(
+                f"the mapper answering on ROS domain {session.domain} already holds {first['num_points']} points: "
+                "another process uses this domain (its services answered before ours started); run again"
+            )
         t0 = time.monotonic()
         raw["mapping"]["bag_counts"] = replay(session, Path(bag), opts.rate, opts.progress)
         raw["mapping"]["replay_s"] = time.monotonic() - t0
         n_img = max(raw["mapping"]["bag_counts"].values(), default=0)
         raw["mapping"].update(wait_for_mapping(session, opts, n_img))
+        received = raw["mapping"]["final_status"].get("frames_received") or 0
+        if received > n_img:
+            raw["mapping"]["errors"].append(
+                f"the mapper received {received} frames from a bag of {n_img} images: another publisher on ROS "
+                f"domain {session.domain}; the figures of this run are not reliable"
+            )
         raw["queries"] = run_queries(session, queries, opts)
         raw["mapping"]["after_queries_status"] = session.status()
         raw["save_map"] = save_map(session, map_path, opts)
