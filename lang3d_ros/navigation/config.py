@@ -53,6 +53,13 @@ class NavigationConfig:
     unseen floor) can leave it without snapping."""
     smooth_path: bool = True
     """Shorten the A* path by line-of-sight shortcuts on the inflated grid."""
+    execute: bool = False
+    """Nodes only: Navigate also sends its goal to Nav2's NavigateToPose action (``execute_action``) and reports
+    whether Nav2 accepted it; without nav2_msgs installed the answer says so and still carries the goal."""
+    execute_action: str = "navigate_to_pose"
+    """Name of the Nav2 NavigateToPose action server (relative to the node namespace unless absolute)."""
+    execute_timeout_s: float = 5.0
+    """How long Navigate waits for the action server and for Nav2 to accept or reject the goal (s)."""
 
     def validate(self) -> None:
         if self.resolution_m <= 0 or self.robot_radius_m < 0:

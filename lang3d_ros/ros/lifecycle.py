@@ -54,6 +54,7 @@ class Lang3DLifecycleNode(LifecycleNode):
         self._objects_key = None
         self.num_instances: int | None = None
         self.finished = False
+        self._nav2 = None
 
     # --------------------------------------------------------------------------------- start-up
     def check_unique_name(self, wait_s: float) -> None:
@@ -110,6 +111,12 @@ class Lang3DLifecycleNode(LifecycleNode):
             cfg = self.config.ros
             self._start_intake()
             self.query_services.create()
+            if self.config.navigation.execute:
+                from lang3d_ros.ros.nav2 import Nav2Handoff
+
+                nav = self.config.navigation
+                self._nav2 = Nav2Handoff(self, nav.execute_action, nav.execute_timeout_s)
+                self.query_services.navigate_hook = self._nav2
             self._create_outputs()
             if cfg.diagnostics.enabled:
                 self._pubs.append(self.create_publisher(DiagnosticArray, "/diagnostics", 10))
@@ -190,6 +197,10 @@ class Lang3DLifecycleNode(LifecycleNode):
         self._timers, self._pubs = [], []
         if self.query_services is not None:
             self.query_services.destroy()
+            self.query_services.navigate_hook = None
+        if self._nav2 is not None:
+            self._nav2.destroy()
+            self._nav2 = None
 
     def _free(self) -> None:
         self._stop_outputs()
