@@ -15,17 +15,22 @@ from lang3d_ros.grounding.relevancy import DEFAULT_TEMPERATURE
 
 
 def segment_relevancy(features: np.ndarray, query: np.ndarray, canonical: np.ndarray,
-                      temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
+                      temperature: float = DEFAULT_TEMPERATURE, canonical_cos: np.ndarray | None = None) -> np.ndarray:
     """features (S, D) unit rows, query (D,) unit, canonical (C, D) unit rows -> (S,) float32 LERF relevancy
-    min_c sigmoid(T (cos(f, q) - cos(f, c))) in (0, 1)."""
+    min_c sigmoid(T (cos(f, q) - cos(f, c))) in (0, 1). canonical_cos (S, C): the features' cosines with the
+    canonical phrases when precomputed (they do not depend on the query; a query is then one matrix-vector
+    product)."""
     if features.ndim != 2 or query.ndim != 1 or canonical.ndim != 2:
         raise ValueError(f"shapes must be (S,D), (D,), (C,D); got {features.shape}, {query.shape}, {canonical.shape}")
     if len(features) == 0:
         return np.zeros(0, np.float32)
-    phrases = np.concatenate([query[None], canonical], 0).T.astype(np.float32)  # (D, 1 + C)
-    cos = features.astype(np.float32, copy=False) @ phrases
-    z = temperature * (cos[:, :1] - cos[:, 1:])
-    return (1.0 / (1.0 + np.exp(-z))).min(axis=1).astype(np.float32)
+    if canonical_cos is None:
+        canonical_cos = features @ canonical.T.astype(np.float32)
+    if canonical_cos.shape != (len(features), len(canonical)):
+        raise ValueError(f"canonical_cos must be {(len(features), len(canonical))}, got {canonical_cos.shape}")
+    cos_q = np.einsum("sd,d->s", features, query.astype(np.float32))  # single-threaded: no BLAS thread hand-off
+    z = temperature * (cos_q[:, None] - canonical_cos)
+    return (1.0 / (1.0 + np.exp(-z.min(axis=1)))).astype(np.float32)
 
 
 def choose_level(best_by_level: list[float], level: str = "") -> int:

@@ -62,14 +62,15 @@ def merge_candidates(table: SegmentTable, coobs: CoObservation, config: Instance
             a = slice(s0, s0 + 512)
             inter = np.prod(np.clip(np.minimum(hi[a, None], hi[None]) - np.maximum(lo[a, None], lo[None]), 0, None), 2)
             frac = inter / np.minimum(vol[a, None], vol[None])
-            cos = unit[a] @ unit.T
-            ia, ib = np.nonzero((frac >= cfg.merge_min_box_overlap) & (cos >= cfg.merge_min_cosine))
+            ia, ib = np.nonzero(frac >= cfg.merge_min_box_overlap)
             ia += s0
-            for i, j in zip(ia.tolist(), ib.tolist()):
-                if i < j:
-                    ida, idb = int(table.ids[rows[i]]), int(table.ids[rows[j]])
-                    if coobs.get(ida, idb)[1] == 0:
-                        pairs.append((ida, idb))
+            upper = ia < ib
+            ia, ib = ia[upper], ib[upper]
+            agree = np.einsum("kd,kd->k", unit[ia], unit[ib]) >= cfg.merge_min_cosine
+            for i, j in zip(ia[agree].tolist(), ib[agree].tolist()):
+                ida, idb = int(table.ids[rows[i]]), int(table.ids[rows[j]])
+                if coobs.get(ida, idb)[1] == 0:
+                    pairs.append((ida, idb))
     return pairs
 
 

@@ -132,13 +132,20 @@ bottom lowered to the support surface's height (the underside a camera cannot se
     starts = np.concatenate([[0], np.cumsum(counts)])
     lo, hi = table.aabb_min.astype(np.float64), table.aabb_max.astype(np.float64)
     m, gap = cfg.support_search_margin_m, cfg.support_max_gap_m
-    for a in rows.tolist():
+    lo_r, hi_r = lo[rows], hi[rows]
+    pairs: dict[int, list[int]] = {}
+    for s0 in range(0, len(rows), 512):  # candidate supporters by box, vectorised
+        a = slice(s0, s0 + 512)
+        ok = np.all(lo_r[None, :, :2] <= hi_r[a, None, :2] + m, 2)
+        ok &= np.all(hi_r[None, :, :2] >= lo_r[a, None, :2] - m, 2)
+        ok &= (lo_r[None, :, 2] < lo_r[a, None, 2] - gap) & (hi_r[None, :, 2] >= lo_r[a, None, 2] - gap)
+        for i, j in zip(*np.nonzero(ok)):
+            pairs.setdefault(int(rows[s0 + i]), []).append(int(rows[j]))
+    for a, cand in pairs.items():
         bottom = lo[a, 2]
         flo, fhi = lo[a, :2] - m, hi[a, :2] + m
-        cand = rows[(rows != a) & np.all(lo[rows, :2] <= fhi, 1) & np.all(hi[rows, :2] >= flo, 1)
-                    & (lo[rows, 2] < bottom - gap) & (hi[rows, 2] >= bottom - gap)]
         best, best_n, surface_z = -1, cfg.support_min_points - 1, bottom
-        for b in cand.tolist():
+        for b in cand:
             idx = order[starts[b]:starts[b + 1]]
             idx = idx[:: max(1, len(idx) // max_points_per_segment)]
             p = xyz[idx]

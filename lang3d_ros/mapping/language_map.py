@@ -57,11 +57,12 @@ def check_query(text) -> str:
 @dataclass
 class _LevelSnapshot:
     """Query-time view of one level's segments (rows with enough points): rows (S,) into the table,
-    ids (S,) int32, unit features (S, D) float32."""
+    ids (S,) int32, unit features (S, D) float32, canonical_cos (S, C) their cosines with the canonical phrases."""
 
     rows: np.ndarray
     ids: np.ndarray
     features: np.ndarray
+    canonical_cos: np.ndarray
 
 
 class LanguageMap:
@@ -75,7 +76,8 @@ class LanguageMap:
         self.feature_dim = int(text_encoder.feature_dim)
         self.points = PointMap(config.fusion, device=device)
         self.instances = InstanceMapper(config.instances, self.feature_dim)
-        self.canonical = canonical_text_features(text_encoder, config.semantics).float().cpu().numpy()
+        canonical = canonical_text_features(text_encoder, config.semantics)
+        self.canonical = np.ascontiguousarray(canonical.float().cpu().numpy())  # (C, D) unit rows
         self.lock = threading.RLock()
         self.version = 0
         self.source = "live"
@@ -131,7 +133,8 @@ class LanguageMap:
         out = []
         for lvl in range(len(LEVELS)):
             rows = np.flatnonzero((t.level == lvl) & (t.n_points >= self.config.instances.min_points))
-            out.append(_LevelSnapshot(rows, t.ids[rows].copy(), t.unit_features(rows)))
+            f = t.unit_features(rows)
+            out.append(_LevelSnapshot(rows, t.ids[rows].copy(), f, f @ self.canonical.T))
         return out
 
     def _levels(self) -> list[_LevelSnapshot]:
@@ -161,7 +164,8 @@ class LanguageMap:
 
     def _segment_relevancy(self, q: np.ndarray, levels: list[_LevelSnapshot]) -> list[np.ndarray]:
         """(S_l,) LERF relevancy of every snapshot segment, per level."""
-        return [segment_relevancy(snap.features, q, self.canonical) for snap in levels]
+        return [segment_relevancy(snap.features, q, self.canonical, canonical_cos=snap.canonical_cos)
+                for snap in levels]
 
     def relevancy_by_level(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> (relevancy (3, N) float32, points (N, 3) float32, colours (N, 3) in [0, 1]), one consistent snapshot:
