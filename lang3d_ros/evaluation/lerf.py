@@ -209,16 +209,23 @@ def _gaussian_queries(field, fl: FrameLabels, cam: SceneCamera) -> list[dict]:
     from lang3d_ros.evaluation.lerf_protocol import measure_levels
 
     out = []
+    try:  # one render and decode for all labels of the frame
+        rels, err = field.relevancy_levels_many(sorted(fl.objects), cam.T_world_cam, cam.intrinsics), None
+    except Exception as exc:  # the frame's pairs are misses, recorded with the reason
+        rels, err = {}, f"{type(exc).__name__}: {exc}"
     for lab, obj in sorted(fl.objects.items()):
         q = {
             "label": lab,
             "gt_pixels": int(obj.mask.sum()),
             "gt_boxes_xyxy": obj.boxes_xyxy.tolist(),
             "levels": [],
-            "error": None,
+            "error": err,
         }
+        if err is not None:
+            out.append(q)
+            continue
         try:
-            rel = field.relevancy_levels(lab, cam.T_world_cam, cam.intrinsics)
+            rel = rels[lab]
             q["levels"] = [m.to_dict() for m in measure_levels(rel, obj.mask)]
         except Exception as exc:  # a failed frame-label pair is a miss, recorded with its reason
             q["error"] = f"{type(exc).__name__}: {exc}"

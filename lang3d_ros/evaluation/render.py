@@ -101,28 +101,37 @@ def measure_gaussian_views(
     rays = RenderedInstances(_NoBackend(), scene)
     label_of = {o.instance_id: o.label for o in truth.objects}
     views = []
-    for vi in view_indices:
+    psnrs = heldout_psnrs_db(field, scene, truth.T_world_cams, view_indices, K)
+    for vi, psnr_db in zip(view_indices, psnrs):
         T = truth.T_world_cams[vi]
         inst = gt_instance_map(scene, T, K, rays)
         entries = []
+        masks = {}
         for lab in sorted({label_of[i] for i in np.unique(inst) if i in label_of}):
             gt_mask = np.isin(inst, [i for i, name in label_of.items() if name == lab])
-            if gt_mask.mean() < min_view_fraction:
-                continue
+            if gt_mask.mean() >= min_view_fraction:
+                masks[lab] = gt_mask
+        try:
+            rels, err = field.relevancy_levels_many(sorted(masks), T, K, segment_relevancy), None
+        except Exception as exc:  # a failed view counts its queries as misses, with the reason
+            rels, err = {}, f"{type(exc).__name__}: {exc}"
+        for lab, gt_mask in masks.items():
             entry = {
                 "label": lab,
                 "gt_pixels": int(gt_mask.sum()),
                 "gt_boxes_xyxy": mask_boxes(gt_mask).tolist(),
                 "levels": [],
-                "error": None,
+                "error": err,
             }
             try:
-                rel = field.relevancy_levels(lab, T, K, segment_relevancy)
+                if err is not None:
+                    raise RuntimeError(err)
+                rel = rels[lab]
                 entry["levels"] = [m.to_dict() for m in measure_levels(rel, gt_mask)]
                 if heatmaps is not None and len(heatmaps) < 8:
                     heatmaps[f"g{vi}_{lab}"] = rel[int(np.argmax([lv["score"] for lv in entry["levels"]]))]
             except Exception as exc:  # a failed view-query is a miss, recorded with its reason
-                entry["error"] = f"{type(exc).__name__}: {exc}"
+                entry["error"] = err or f"{type(exc).__name__}: {exc}"
             entries.append(entry)
         views.append(
             {
@@ -131,7 +140,7 @@ def measure_gaussian_views(
                 "T_world_cam": np.asarray(T).tolist(),
                 "queries": entries,
                 "field": "gaussians",
-                "heldout_psnr_db": heldout_psnr_db(field, scene, truth.T_world_cams, vi, K),
+                "heldout_psnr_db": psnr_db,
             }
         )
     return views
@@ -148,22 +157,27 @@ def halfway_pose(T_a: np.ndarray, T_b: np.ndarray) -> np.ndarray:
     return out
 
 
-def heldout_psnr_db(field, scene, T_world_cams: np.ndarray, view: int, intrinsics: Intrinsics) -> float | None:
+def heldout_psnrs_db(field, scene, T_world_cams: np.ndarray, views: list[int], intrinsics: Intrinsics) -> list:
     """PSNR (dB) of the Gaussians' RGB at the pose halfway between trajectory poses ``view`` and ``view + 1`` (or
-    ``view - 1`` at the end) against the synthetic scene rendered there without noise; None with one pose."""
+    ``view - 1`` at the end) against the synthetic scene rendered there without noise, per view in ``views`` (one
+    scene renderer for all); None for each with a single pose."""
     import torch
 
     from lang3d_ros.datasets.synthetic import render_frames
     from lang3d_ros.gaussians.instances import camera_tensors
     from lang3d_ros.gaussians.losses import psnr
 
-    if len(T_world_cams) < 2:
-        return None
-    other = view + 1 if view + 1 < len(T_world_cams) else view - 1
-    T = halfway_pose(T_world_cams[view], T_world_cams[other])
-    gt = next(iter(render_frames(scene, T[None], intrinsics)))
+    if len(T_world_cams) < 2 or not views:
+        return [None] * len(views)
+    poses = []
+    for view in views:
+        other = view + 1 if view + 1 < len(T_world_cams) else view - 1
+        poses.append(halfway_pose(T_world_cams[view], T_world_cams[other]))
+    out = []
     model = field.model
-    vm, K = camera_tensors(T, intrinsics, model.device)
-    with torch.no_grad():
-        img = model.render_rgb(vm[None], K[None], int(intrinsics.width), int(intrinsics.height), field.config).image[0]
-    return float(psnr(img.cpu(), torch.from_numpy(gt.rgb).float() / 255.0))
+    for T, gt in zip(poses, render_frames(scene, np.stack(poses), intrinsics)):
+        vm, K = camera_tensors(T, intrinsics, model.device)
+        with torch.no_grad():
+            img = model.render_rgb(vm[None], K[None], int(intrinsics.width), int(intrinsics.height), field.config)
+        out.append(float(psnr(img.image[0].cpu(), torch.from_numpy(gt.rgb).float() / 255.0)))
+    return out

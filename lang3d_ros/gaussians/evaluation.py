@@ -132,14 +132,26 @@ class MapField:
         ``segment_relevancy``: None renders the decoded latents (``LanguageQueryEngine.relevancy_map``); otherwise a
         callable text -> (segment ids (S,), relevancy (L, S)) from the instance table, gathered through each
         Gaussian's instance codes and rendered per level (``instances.render_relevancy``)."""
-        from lang3d_ros.gaussians.instances import camera_tensors, gather_segment_relevancy, render_relevancy
+        return self.relevancy_levels_many([text], T_world_cam, intrinsics, segment_relevancy)[text]
+
+    def relevancy_levels_many(
+        self, texts: list[str], T_world_cam: np.ndarray, intrinsics, segment_relevancy=None
+    ) -> dict[str, np.ndarray]:
+        """``relevancy_levels`` for several texts: {text: (L, H, W) float32}; the latents path renders and decodes
+        the view once for all of them."""
+        from lang3d_ros.gaussians.instances import camera_tensors
 
         if segment_relevancy is None:
             view, K = camera_tensors(T_world_cam, intrinsics, self.model.device)
-            rel, _ = self.engine.relevancy_map(
-                self.model, view, K, int(intrinsics.width), int(intrinsics.height), text, self.config, smoothing_px=1
+            maps = self.engine.relevancy_maps(
+                self.model, view, K, int(intrinsics.width), int(intrinsics.height), texts, self.config, smoothing_px=1
             )
-            return rel.cpu().numpy().astype(np.float32)
+            return {t: m.cpu().numpy().astype(np.float32) for t, m in maps.items()}
+        return {t: self._code_levels(t, T_world_cam, intrinsics, segment_relevancy) for t in texts}
+
+    def _code_levels(self, text: str, T_world_cam: np.ndarray, intrinsics, segment_relevancy) -> np.ndarray:
+        from lang3d_ros.gaussians.instances import gather_segment_relevancy, render_relevancy
+
         ids, seg_rel = segment_relevancy(text)
         per_gaussian = gather_segment_relevancy(self.model.codes, ids, seg_rel)
         return np.stack(

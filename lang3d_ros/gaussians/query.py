@@ -248,11 +248,27 @@ class LanguageQueryEngine:
         Pixels count where alpha >= ``min_alpha``, or, with ``coverage``, where the rendered gate >= ``min_coverage``;
         with ``weight_by_latent_norm`` relevancy is multiplied by min(|rendered latent|, 1). ``model`` must hold
         the engine's Gaussians (same N, same order). Returns ((L, H, W) relevancy; best level by maximum)."""
+        maps_t = self.relevancy_maps(model, viewmat, K, width, height, [text], config, smoothing_px, min_alpha)[text]
+        return maps_t, int(maps_t.flatten(1).max(1).values.argmax())
+
+    def relevancy_maps(
+        self,
+        model,
+        viewmat: torch.Tensor,
+        K: torch.Tensor,
+        width: int,
+        height: int,
+        texts: Sequence[str],
+        config=None,
+        smoothing_px: int = 5,
+        min_alpha: float = 0.05,
+    ) -> dict[str, torch.Tensor]:
+        """``relevancy_map`` for several texts from one render and one decode per level: {text: (L, H, W)}."""
         if smoothing_px <= 0 or smoothing_px % 2 == 0:
             raise ValueError(f"smoothing_px must be odd and positive, got {smoothing_px}")
         if model.num_gaussians != self.latents.shape[0]:
             raise ValueError(f"model has {model.num_gaussians} Gaussians, the engine {self.latents.shape[0]}")
-        q = self.text_embedding(text)
+        qs = {t: self.text_embedding(t) for t in texts}
         vm, Km = viewmat[None].to(model.device), K[None].to(model.device)
         with torch.no_grad():
             out = model.render_latents(vm, Km, width, height, config)
@@ -263,23 +279,24 @@ class LanguageQueryEngine:
             )
         d = model.latent_dim
         img = out.image[0].to(self.device)  # (H, W, L*d)
-        maps = []
+        maps: dict[str, list[torch.Tensor]] = {t: [] for t in qs}
         for lvl in range(self.num_levels):
             z = img[..., lvl * d : (lvl + 1) * d].reshape(-1, d)
-            rel = relevancy(self._decode(z), q, self.canonical, self.temperature).reshape(height, width)
+            feats = self._decode(z)
             if gate is None:
-                rel = rel * (out.alpha[0, ..., 0] >= min_alpha).to(self.device)
+                keep = (out.alpha[0, ..., 0] >= min_alpha).to(self.device).float()
             else:
-                rel = rel * (gate[..., lvl] >= self.min_coverage).to(self.device)
+                keep = (gate[..., lvl] >= self.min_coverage).to(self.device).float()
             if self.weight_by_latent_norm:
-                rel = rel * z.norm(dim=-1).clamp(max=1.0).reshape(height, width)
-            if smoothing_px > 1:
-                rel = F.avg_pool2d(
-                    rel[None, None], smoothing_px, stride=1, padding=smoothing_px // 2, count_include_pad=False
-                )[0, 0]
-            maps.append(rel)
-        maps_t = torch.stack(maps)
-        return maps_t, int(maps_t.flatten(1).max(1).values.argmax())
+                keep = keep * z.norm(dim=-1).clamp(max=1.0).reshape(height, width)
+            for t, q in qs.items():
+                rel = relevancy(feats, q, self.canonical, self.temperature).reshape(height, width) * keep
+                if smoothing_px > 1:
+                    rel = F.avg_pool2d(
+                        rel[None, None], smoothing_px, stride=1, padding=smoothing_px // 2, count_include_pad=False
+                    )[0, 0]
+                maps[t].append(rel)
+        return {t: torch.stack(m) for t, m in maps.items()}
 
     def relevancy_of_latents(self, latents: torch.Tensor, text: str) -> torch.Tensor:
         """(M, d) latents -> (M,) relevancy of their decoded features to ``text`` (no gate, no weight)."""
