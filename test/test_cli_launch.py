@@ -90,6 +90,27 @@ def test_launch_replay_then_call_services(tmp_path):
         assert rc == 0 and res["objects"][0]["header"]["frame_id"] == "map", answers
         rc, res = call("ground", "")
         assert rc == 3 and res["success"] is False and "empty" in res["message"]
+        assert res["error_code"] == 1  # ERROR_BAD_REQUEST
+        # the launched (autostarted) mapper publishes /diagnostics
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx, domain_id=int(env["ROS_DOMAIN_ID"]))
+        try:
+            node = rclpy.create_node("lang3d_diag_probe", context=ctx)
+            got = []
+            node.create_subscription(DiagnosticArray, "/diagnostics", got.append, 10)
+            executor = SingleThreadedExecutor(context=ctx)
+            executor.add_node(node)
+            end = time.monotonic() + 20
+            while not got and time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.2)
+            assert got and {s.name for s in got[0].status} >= {"lang3d_mapper: intake", "lang3d_mapper: map"}
+            node.destroy_node()
+        finally:
+            rclpy.shutdown(context=ctx)
     finally:
         os.killpg(launch.pid, signal.SIGINT)
         launch.wait(30)

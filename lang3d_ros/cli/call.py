@@ -36,20 +36,28 @@ def message_to_dict(msg):
 
 
 def _describe(service: str, res) -> str:
-    lines = [f"success: {res.success}" + (f"  ({res.message})" if res.message else "")]
+    from lang3d_ros.errors import ErrorCode
+
+    code = int(getattr(res, "error_code", 0))
+    name = ErrorCode(code).name if code in ErrorCode._value2member_map_ else str(code)
+    lines = [f"success: {res.success}" + (f"  ({res.message})" if res.message else "")
+             + ("" if res.success and code == 0 else f"  [error_code {code} {name}]")]
     for o in getattr(res, "objects", []):
         c, s = o.bbox_center.position, o.bbox_size
         lines.append(f"  #{o.instance_id} {o.label!r} score {o.score:.2f} level {o.level or '-'} "
-                     f"centre ({c.x:.2f}, {c.y:.2f}, {c.z:.2f}) m size ({s.x:.2f}, {s.y:.2f}, {s.z:.2f}) m [{o.header.frame_id}]")
+                     f"centre ({c.x:.2f}, {c.y:.2f}, {c.z:.2f}) m size ({s.x:.2f}, {s.y:.2f}, {s.z:.2f}) m "
+                     f"[{o.header.frame_id}]")
     if service == "navigate" and res.success:
         p, q = res.goal.pose.position, res.goal.pose.orientation
-        lines.append(f"  goal ({p.x:.2f}, {p.y:.2f}) m, quaternion z={q.z:.3f} w={q.w:.3f} [{res.goal.header.frame_id}];"
+        lines.append(f"  goal ({p.x:.2f}, {p.y:.2f}) m, quaternion z={q.z:.3f} w={q.w:.3f} "
+                     f"[{res.goal.header.frame_id}];"
                      f" path {len(res.path.poses)} poses, {res.path_length_m:.2f} m; target {res.target.label!r}")
     if service == "ask" and res.success:
         lines.append(f"  answer ({res.answered_by}): {res.answer}")
     if service in ("status", "load"):
         s = res.status
-        lines.append(f"  {s.source}: {s.frames_fused} frames fused, {s.keyframes} keyframes, {s.frames_dropped} dropped, "
+        lines.append(f"  {s.source}: {s.frames_fused} frames fused, {s.keyframes} keyframes, "
+                     f"{s.frames_dropped} dropped, "
                      f"{s.frames_rejected} rejected, {s.num_points} points, {s.num_gaussians} Gaussians, "
                      f"training {s.training_state}, {s.memory_mb:.0f} MiB")
     if service == "save" and res.success:
@@ -63,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
 
         from lang3d_ros.srv import Ask, GetMapStatus, Ground, LoadMap, Navigate, SaveMap
     except ImportError as exc:
-        raise ValueError(f"ROS 2 or the built interfaces are not importable ({exc}); source env.sh or your workspace") from exc
-    kinds = {"ground": (Ground, "ground", dict(query=args.text, max_results=max(args.max, 0), min_score=args.min_score, level=args.level)),
+        raise ValueError(f"ROS 2 or the built interfaces are not importable ({exc}); "
+                         "source env.sh or your workspace") from exc
+    kinds = {"ground": (Ground, "ground", dict(query=args.text, max_results=max(args.max, 0),
+                                               min_score=args.min_score, level=args.level)),
              "navigate": (Navigate, "navigate", dict(instruction=args.text, standoff_m=args.standoff)),
              "ask": (Ask, "ask", dict(question=args.text)),
              "status": (GetMapStatus, "get_map_status", {}),
@@ -77,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         client = node.create_client(srv_type, full)
         if not client.wait_for_service(timeout_sec=args.timeout):
-            raise ValueError(f"service {full} is not available (is the mapper or query server running, same ROS_DOMAIN_ID?)")
+            raise ValueError(f"service {full} is not available "
+                             "(is the mapper or query server running, same ROS_DOMAIN_ID?)")
         future = client.call_async(srv_type.Request(**fields))
         rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
         if not future.done():

@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
 
 
@@ -24,11 +23,17 @@ def add_parser(subparsers) -> None:
                    help="mapping: mapper + services on the live map; serve: a saved map; replay: mapping fed by a bag")
     p.add_argument("bag", nargs="?", type=Path, help="replay: the bag folder")
     p.add_argument("--config", action="append", type=Path, default=[],
-                   help="parameter file(s), later ones override (default: config/lang3d.yaml; replay: config/synthetic.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one parameter, e.g. fusion.voxel_size_m=0.03")
+                   help="parameter file(s), later ones override "
+                        "(default: config/lang3d.yaml; replay: config/synthetic.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one parameter, e.g. fusion.voxel_size_m=0.03")
     p.add_argument("--map", type=Path, help="serve: the map file")
+    p.add_argument("--no-autostart", action="store_true",
+                   help="leave the lifecycle node unconfigured for a lifecycle manager (ros.autostart=false); "
+                        "replay needs autostart")
     p.add_argument("--rate", type=float, default=1.0, help="replay: playback speed factor")
-    p.add_argument("--ground-truth", type=Path, help="replay of a synthetic bag: its ground_truth.json (default: <bag>/ground_truth.json)")
+    p.add_argument("--ground-truth", type=Path,
+                   help="replay of a synthetic bag: its ground_truth.json (default: <bag>/ground_truth.json)")
     p.add_argument("--exit-after-replay", type=float, default=None, metavar="S",
                    help="replay: stop the mapper S seconds after the bag has played (default: run until Ctrl-C)")
     p.set_defaults(func=run)
@@ -97,6 +102,10 @@ def _stop_all(procs: list[subprocess.Popen], timeout_s: float = 10.0) -> None:
 
 def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
+    if args.no_autostart:
+        if args.what == "replay":
+            raise ValueError("replay needs an active mapper: drop --no-autostart")
+        overrides.setdefault("ros", {})["autostart"] = False
     if args.what == "replay":
         if args.bag is None or not args.bag.exists():
             raise ValueError(f"replay needs an existing bag folder, got {args.bag}")
@@ -133,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
             if args.what == "replay" and replay_done_at is None and procs[1].poll() is not None:
                 replay_done_at = time.monotonic()
                 print(f"[lang3d launch] bag played (exit {procs[1].returncode})", flush=True)
-            if replay_done_at is not None and args.exit_after_replay is not None and time.monotonic() - replay_done_at >= args.exit_after_replay:
+            if (replay_done_at is not None and args.exit_after_replay is not None
+                    and time.monotonic() - replay_done_at >= args.exit_after_replay):
                 break
             time.sleep(0.2)
         return 0
