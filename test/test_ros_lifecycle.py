@@ -197,3 +197,61 @@ def test_lifecycle_transitions_diagnostics_objects_and_sigterm_autosave(tmp_path
     restored = LanguageMap(cfg, build_text_encoder(cfg.semantics), device="cpu")
     restored.load(saved[0])
     assert restored.num_points == after.num_points
+
+
+def test_lifecycle_shutdown_saves_a_restart_resumes_and_cleanup_frees(tmp_path, bag):
+    require_ros()
+    from lang3d_ros.srv import GetMapStatus
+    from lifecycle_msgs.msg import Transition
+
+    from lang3d_ros.ros.autosave import autosaves
+    from lang3d_ros.ros.bag_player import play
+
+    bag_dir, scene = bag
+    params = {
+        "semantics": {"backend": "ground_truth", "gt_text_encoder": "minilm"},
+        "fusion": {"voxel_size_m": 0.04, "device": "cpu"},
+        "mapping": {"train_gaussians": False},
+        "llm": {"mode": "parser_only"},
+        "ros": {"ground_truth_file": str(bag_dir / "ground_truth.json"), "cloud_period_s": 0.0, "objects_period_s": 0.0,
+                "map_dir": str(tmp_path / "maps"), "sensor_qos_depth": 20, "autosave": {"period_s": 0.0}},
+    }
+    logs = tmp_path / "logs"
+
+    def start(extra_ros: dict):
+        p = dict(params, ros=dict(params["ros"], **extra_ros))
+        f = tmp_path / f"params{len(list(tmp_path.glob('params*')))}.yaml"
+        f.write_text(yaml.safe_dump({"/**": {"ros__parameters": p}}))
+        domain = next_domain_id()
+        return spawn([str(REPO / "scripts" / "mapper_node"), "--ros-args", "--params-file", str(f)], domain, logs), \
+            Probe(domain)
+
+    mapper, probe = start({})
+    try:
+        assert probe.call(GetMapStatus, "/lang3d/get_map_status", timeout_s=180).status.frames_fused == 0
+        assert probe.state() == "active"  # autostart
+        play(probe.node, bag_dir, rate=1.0)
+        assert probe.spin_for(60, lambda: probe.call(GetMapStatus, "/lang3d/get_map_status").status.frames_fused >= 8)
+        probe.spin_for(2.0)
+        n_points = probe.call(GetMapStatus, "/lang3d/get_map_status").status.num_points
+        # the lifecycle shutdown (what a manager sends at the end) saves the map
+        assert probe.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN) and probe.state() == "finalized"
+        assert len(autosaves(tmp_path / "maps")) == 1
+    finally:
+        probe.close()
+        stop(mapper)
+    assert "lifecycle shutdown: map of" in (logs / "proc-0.log").read_text()
+    # a restart with ros.autosave.resume continues from that autosave
+    mapper, probe = start({"autosave": {"period_s": 0.0, "resume": True, "on_shutdown": True}})
+    try:
+        st = probe.call(GetMapStatus, "/lang3d/get_map_status", timeout_s=180).status
+        assert st.num_points == n_points and "autosave_" in st.source, st
+        # deactivate + cleanup: back to unconfigured, services gone, the map freed (a stop now saves nothing)
+        assert probe.transition(Transition.TRANSITION_DEACTIVATE)
+        assert probe.transition(Transition.TRANSITION_CLEANUP) and probe.state() == "unconfigured"
+        assert probe.spin_for(10, lambda: not probe.service_present())
+    finally:
+        probe.close()
+        stop(mapper)
+    assert "the map is empty, nothing to save" in (logs / "proc-1.log").read_text()
+    assert len(autosaves(tmp_path / "maps")) == 1
