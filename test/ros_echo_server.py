@@ -4,14 +4,14 @@ import contextlib
 
 import rclpy
 from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
-
 from lang3d_ros.msg import DetectedObject
 from lang3d_ros.srv import Ask, GetMapStatus, Ground, LoadMap, Navigate, SaveMap
+from rclpy.node import Node
 
 
 def _obj(label: str, score: float, i: int) -> DetectedObject:
-    o = DetectedObject(instance_id=i, label=label, query=label, score=score, level="part", has_oriented_box=True, num_points=10 * i)
+    o = DetectedObject(instance_id=i, label=label, query=label, score=score, level="part", has_oriented_box=True,
+                       num_points=10 * i)
     o.header.frame_id = "map"
     o.bbox_center.position.x = float(i)
     o.bbox_size.x, o.bbox_size.y, o.bbox_size.z = 0.1, 0.2, 0.3

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from ros_helpers import next_domain_id, require_ros, ros_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +55,8 @@ def test_launch_replay_then_call_services(tmp_path):
     from lang3d_ros.datasets.synthetic import DEFAULT_INTRINSICS, generate_scene, make_trajectory, render_frames
 
     scene = generate_scene(seed=21, n_objects=6)
-    frames = render_frames(scene, make_trajectory(scene, "orbit", 16, seed=21), DEFAULT_INTRINSICS.scaled(160, 120), seed=21)
+    frames = render_frames(scene, make_trajectory(scene, "orbit", 16, seed=21), DEFAULT_INTRINSICS.scaled(160, 120),
+                           seed=21)
     write_bag(frames, tmp_path / "bag", pose_msg="pose", scene=scene, seed=21)
     env = ros_env(next_domain_id(), tmp_path / "logs")
     launch = subprocess.Popen([sys.executable, "-m", "lang3d_ros.cli", "launch", "replay", str(tmp_path / "bag"),

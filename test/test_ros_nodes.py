@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from ros_helpers import next_domain_id, require_ros, spawn, stop
 
 pytestmark = pytest.mark.ros
@@ -75,17 +74,18 @@ class Client:
 
 def test_mapper_and_services_end_to_end(tmp_path, synthetic_bag):
     require_ros()
-    from lang3d_ros.geometry.boxes import iou_3d
-    from lang3d_ros.ros.bag_player import play
-    from lang3d_ros.ros.conversions import detected_object_box
     from lang3d_ros.srv import Ask, GetMapStatus, Ground, LoadMap, Navigate, SaveMap
 
+    from lang3d_ros.geometry.boxes import iou_3d
     from lang3d_ros.mapstore.folder import CLIENT_MESSAGE
+    from lang3d_ros.ros.bag_player import play
+    from lang3d_ros.ros.conversions import detected_object_box
 
     bag, scene = synthetic_bag
     domain = next_domain_id()
     logs = tmp_path / "logs"
-    mapper = spawn([str(REPO / "scripts" / "mapper_node"), "--ros-args", "--params-file", str(_params(tmp_path, bag / "ground_truth.json"))], domain, logs)
+    params = _params(tmp_path, bag / "ground_truth.json")
+    mapper = spawn([str(REPO / "scripts" / "mapper_node"), "--ros-args", "--params-file", str(params)], domain, logs)
     client = Client(domain)
     server2 = None
     try:
@@ -109,7 +109,8 @@ def test_mapper_and_services_end_to_end(tmp_path, synthetic_bag):
         assert res.success and res.answered_by == "relevancy", res.message
         o = res.objects[0]
         assert o.header.frame_id == "map" and o.label == big.label and 0 < o.score <= 1
-        best = max(iou_3d(detected_object_box(m).aabb(), g.aabb) for m in res.objects for g in scene.objects if g.label == big.label)
+        best = max(iou_3d(detected_object_box(m).aabb(), g.aabb) for m in res.objects for g in scene.objects
+                   if g.label == big.label)
         assert best >= 0.25
         # navigation: a Nav2-ready goal in the map frame
         res = client.call(Navigate, "/lang3d/navigate", instruction=f"take me to the {big.label}", standoff_m=0.6)
@@ -143,8 +144,10 @@ def test_mapper_and_services_end_to_end(tmp_path, synthetic_bag):
         stop(mapper)
     # serving mode: a separate process, the saved map, same answers
     domain2 = next_domain_id()
-    params2 = _params(tmp_path, bag / "ground_truth.json", {"ros": {"load_map": str(tmp_path / "maps" / "room.l3dmap")}})
-    server2 = spawn([str(REPO / "scripts" / "query_server_node"), "--ros-args", "--params-file", str(params2)], domain2, logs)
+    params2 = _params(tmp_path, bag / "ground_truth.json",
+                      {"ros": {"load_map": str(tmp_path / "maps" / "room.l3dmap")}})
+    server2 = spawn([str(REPO / "scripts" / "query_server_node"), "--ros-args", "--params-file", str(params2)],
+                    domain2, logs)
     client2 = Client(domain2)
     try:
         st = client2.call(GetMapStatus, "/lang3d/get_map_status").status
@@ -168,15 +171,16 @@ def test_mapper_survives_a_fuzzed_sensor_stream(tmp_path, synthetic_bag):
     and still maps the good frames that follow."""
     require_ros()
     from geometry_msgs.msg import PoseStamped
+    from lang3d_ros.srv import GetMapStatus
     from sensor_msgs.msg import CameraInfo, Image
 
     from lang3d_ros.ros.bag_player import play
-    from lang3d_ros.srv import GetMapStatus
 
     bag, _scene = synthetic_bag
     domain = next_domain_id()
     params = _params(tmp_path, bag / "ground_truth.json", {"ros": {"sensor_qos_depth": 100}})  # queue the whole burst
-    mapper = spawn([str(REPO / "scripts" / "mapper_node"), "--ros-args", "--params-file", str(params)], domain, tmp_path / "logs")
+    mapper = spawn([str(REPO / "scripts" / "mapper_node"), "--ros-args", "--params-file", str(params)], domain,
+                   tmp_path / "logs")
     client = Client(domain)
     try:
         client.call(GetMapStatus, "/lang3d/get_map_status")  # up
@@ -224,7 +228,8 @@ def test_mapper_survives_a_fuzzed_sensor_stream(tmp_path, synthetic_bag):
         time.sleep(2.0)
         st = client.call(GetMapStatus, "/lang3d/get_map_status").status
         assert mapper.poll() is None, "the mapper died on bad input"
-        # every bad message is counted (with the default sensor QoS depth of 5 a burst can lose some before the callback)
+        # every bad message is counted (with the default sensor QoS depth of 5 a burst can lose some before the
+        # callback)
         assert st.frames_rejected + st.messages_rejected >= 55, (st.frames_rejected, st.messages_rejected)
         assert st.frames_rejected >= 10  # the 10 broken colour images are rejected frames
         assert st.frames_fused == 0

@@ -49,7 +49,8 @@ def play(node, bag: Path, rate: float = 1.0, topics: list[str] | None = None, pr
         conns = [c for c in reader.connections if not topics or c.topic in topics]
         missing = sorted(set(topics or []) - {c.topic for c in conns})
         if missing:
-            raise ValueError(f"{bag}: topics {missing} are not in the bag (it has {sorted({c.topic for c in reader.connections})})")
+            have = sorted({c.topic for c in reader.connections})
+            raise ValueError(f"{bag}: topics {missing} are not in the bag (it has {have})")
         pubs = {}
         for c in conns:
             if c.topic not in pubs:
