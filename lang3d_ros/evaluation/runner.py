@@ -196,8 +196,10 @@ def replay(session: _Session, bag: Path, rate: float, progress: bool) -> dict:
 
 
 def wait_for_mapping(session: _Session, opts: EvalOptions, n_images: int) -> dict:
-    """Poll until received == fused + dropped + rejected and the map is unchanged for 3 polls (or timeout);
-    then, when training runs, until training_state is done (or timeout)."""
+    """Poll until received == fused + dropped + rejected and the map is unchanged for 3 polls, or nothing has
+    changed for 20 polls (10 s: frames left pending in the mapper's synchroniser at the end of the bag, e.g. an
+    image whose pose never came, are counted in ``pending_frames``), or timeout; then, when training runs, until
+    training_state is done (or timeout)."""
     from tqdm import tqdm
 
     t0 = time.monotonic()
@@ -214,11 +216,14 @@ def wait_for_mapping(session: _Session, opts: EvalOptions, n_images: int) -> dic
             last = key
             if st["frames_received"] > 0 and done >= st["frames_received"] and stable >= 3:
                 break
+            if st["frames_received"] > 0 and stable >= 20:
+                break
             if time.monotonic() - t0 > opts.mapping_timeout_s:
                 errors.append(f"mapping did not settle in {opts.mapping_timeout_s:.0f} s: {st}")
                 break
             time.sleep(0.5)
     wait_s = time.monotonic() - t0
+    pending = max(0, st.get("frames_received", 0) - st["frames_fused"] - st["frames_dropped"] - st["frames_rejected"])
     train = {"state": st.get("training_state"), "wait_s": 0.0}
     if st.get("training_state") not in ("disabled", "done", "", None):
         t1 = time.monotonic()
@@ -234,7 +239,7 @@ def wait_for_mapping(session: _Session, opts: EvalOptions, n_images: int) -> dic
             "iterations": st.get("training_iterations"),
             "psnr_db": st.get("training_psnr_db"),
         }
-    return {"final_status": st, "wait_s": wait_s, "errors": errors, "training": train}
+    return {"final_status": st, "wait_s": wait_s, "errors": errors, "training": train, "pending_frames": pending}
 
 
 def run_queries(session: _Session, qs: QuerySet, opts: EvalOptions) -> list[dict]:
