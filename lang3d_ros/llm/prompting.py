@@ -163,6 +163,7 @@ def admissible_labels(query: str, labels: Sequence[str], matcher: LabelMatcher, 
     return out
 
 
+_TASK_VERBS = {"bring", "take", "carry", "fetch", "put", "place", "pick", "grab", "deliver", "move", "set"}
 _CAPTION_CUES = {"describe", "caption", "summarize", "summarise", "overview"}
 _ATTRIBUTE_CUES = {"color", "colour", "colored", "coloured", "big", "large", "small", "size", "tall", "wide", "long",
                    "high", "heavy", "dimensions"}
@@ -220,6 +221,15 @@ def check_against_query(req: Request, query: str, labels: Sequence[str], matcher
         return next((k for k in range(len(sing) - len(lw) + 1) if sing[k:k + len(lw)] == lw), None)
 
     t = req.target
+    for a in (list(t.anchors) + ([t.reference] if t.reference is not None else [])) if t is not None else []:
+        if a.label and a.label == t.label and (pos(a.label) is None or
+                                               sum(x == singular(a.label.split()[-1]) for x in sing) < 2):
+            raise ValueError(f"model made {a.label!r} its own anchor; the query names it once")
+    from lang3d_ros.llm.frontend import normalize
+
+    first = normalize(query).words[:1]
+    if first and first[0] in _TASK_VERBS:  # "take me to ..." is navigation: its lead-in is removed first
+        raise ValueError("an instruction to fetch or place: the model's schema has no task steps")
     if t is not None and t.label and (t.anchors or t.reference is not None):
         first = pos(t.label)
         for a in list(t.anchors) + ([t.reference] if t.reference else []):
