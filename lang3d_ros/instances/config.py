@@ -28,6 +28,10 @@ class InstanceConfig:
     of the smaller of the two, needed to match it."""
     box_margin_m: float = 0.05
     """Margin added to segment boxes by the geometric fallback and the overlap merge."""
+    vote_erode_px: int = 2
+    """Only pixels at least this far inside their mask (4-neighbourhood erosion) vote and count for association:
+    a mask's boundary, where it spills onto the background behind the object, moves no labels. Masks that would
+    lose more than half their pixels are kept whole."""
     maintain_every_keyframes: int = 5
     """Run the merge / drop pass every this many keyframes."""
     merge_min_cosine: float = 0.85
@@ -65,6 +69,8 @@ class InstanceConfig:
                      "drop_after_keyframes", "min_points", "support_min_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"instances.{name} must be >= 1, got {getattr(self, name)}")
+        if self.vote_erode_px < 0:
+            raise ValueError("instances.vote_erode_px must be >= 0")
         if self.box_margin_m < 0 or self.support_max_gap_m < 0 or self.support_search_margin_m < 0:
             raise ValueError("instances.box_margin_m, support_max_gap_m and support_search_margin_m must be >= 0")
         if not 0.0 <= self.box_percentile < 25.0:

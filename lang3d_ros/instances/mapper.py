@@ -48,6 +48,32 @@ def pixel_points(frame) -> np.ndarray:
     return p
 
 
+def erode_labels(seg_map: np.ndarray, px: int) -> np.ndarray:
+    """(H, W) int mask ids (-1 none) -> the same with pixels within ``px`` (4-neighbourhood steps) of another
+    mask, of no mask or of the image border set to -1; masks that would lose more than half their pixels (small or
+    thin objects) are kept whole."""
+    out = np.asarray(seg_map).copy()
+    for _ in range(px):
+        keep = out >= 0
+        keep[1:, :] &= out[1:, :] == out[:-1, :]
+        keep[:-1, :] &= out[:-1, :] == out[1:, :]
+        keep[:, 1:] &= out[:, 1:] == out[:, :-1]
+        keep[:, :-1] &= out[:, :-1] == out[:, 1:]
+        keep[0, :] = keep[-1, :] = False
+        keep[:, 0] = keep[:, -1] = False
+        out[~keep] = -1
+    # a mask that erosion would mostly remove (a small or thin object) keeps all its pixels
+    orig = np.asarray(seg_map)
+    n = int(orig.max(initial=-1)) + 1
+    if n and px:
+        before = np.bincount(orig[orig >= 0], minlength=n)
+        after = np.bincount(out[out >= 0], minlength=n)
+        small = after < 0.5 * before
+        restore = (orig >= 0) & small[np.maximum(orig, 0)]
+        out[restore] = orig[restore]
+    return out
+
+
 class InstanceMapper:
     def __init__(self, config: InstanceConfig, feature_dim: int):
         config.validate()
@@ -75,7 +101,8 @@ class InstanceMapper:
         for lvl, masks in enumerate(semantics.levels):
             if masks.num_masks == 0:
                 continue
-            seg = np.where(slot >= 0, masks.seg_map.reshape(-1), -1).astype(np.int32)
+            seg_map = erode_labels(masks.seg_map, cfg.vote_erode_px)
+            seg = np.where(slot >= 0, seg_map.reshape(-1), -1).astype(np.int32)
             existing = np.asarray(points.slot_labels(lvl, slot), dtype=np.int32).reshape(-1)
             res = associate_level(self.table, self.coobs, lvl, seg, masks.features, masks.scores.astype(np.float32),
                                   existing, xyz, cfg, int(frame.stamp_ns), kf)
