@@ -3,6 +3,7 @@
 The ROS build goes through CMakeLists.txt (colcon, ament_cmake): it generates the msg/srv and installs
 this same Python package beside them. See README, "Why this layout".
 """
+
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -23,7 +24,9 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["lang3d_ros", "lang3d_ros.*"]),
     package_data={"lang3d_ros": ["py.typed"]},
-    data_files=[("share/lang3d_ros/config", [str(p.relative_to(HERE)) for p in sorted((HERE / "config").glob("*.yaml"))])],
+    data_files=[
+        ("share/lang3d_ros/config", [str(p.relative_to(HERE)) for p in sorted((HERE / "config").glob("*.yaml"))])
+    ],
     install_requires=_requirements("core.txt"),
     extras_require={"test": _requirements("test.txt")},
     entry_points={"console_scripts": ["lang3d = lang3d_ros.cli:main"]},

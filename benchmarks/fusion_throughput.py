@@ -15,6 +15,7 @@ poses) and ``cv2`` (plotting only) when they are missing. Without gradSLAM its c
     git worktree add /tmp/fusion_old <commit>   # the old code, side by side in the same run
     python benchmarks/fusion_throughput.py --old-path /tmp/fusion_old --threads 2 --no-gradslam
 """
+
 from __future__ import annotations
 
 import argparse
@@ -189,21 +190,35 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=80)
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
-    ap.add_argument("--keyframe-every", type=int, default=1,
-                    help="frames with semantics (label votes / old features): every n-th frame")
+    ap.add_argument(
+        "--keyframe-every",
+        type=int,
+        default=1,
+        help="frames with semantics (label votes / old features): every n-th frame",
+    )
     ap.add_argument("--old-path", default="", help="a checkout of older lang3d_ros code to run side by side")
-    ap.add_argument("--old-feature-dims", default="0,3",
-                    help="comma list of feature dims for old PointMaps (0: geometry only), one map each")
-    ap.add_argument("--backends", default="auto",
-                    help="comma list of fusion.backend values to run side by side (auto, numba, torch)")
+    ap.add_argument(
+        "--old-feature-dims",
+        default="0,3",
+        help="comma list of feature dims for old PointMaps (0: geometry only), one map each",
+    )
+    ap.add_argument(
+        "--backends",
+        default="auto",
+        help="comma list of fusion.backend values to run side by side (auto, numba, torch)",
+    )
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gradslam-path", default="/tmp/gradslam_env")
     ap.add_argument("--no-gradslam", action="store_true")
     ap.add_argument("--step-m", type=float, default=0.08, help="camera advance per frame (map growth)")
-    ap.add_argument("--prefill-frames", type=int, default=0,
-                    help="untimed: first fuse this many frames of a copy of the walk 1 km away into the PointMaps "
-                         "(a large map elsewhere; gradSLAM starts empty, which favours it)")
+    ap.add_argument(
+        "--prefill-frames",
+        type=int,
+        default=0,
+        help="untimed: first fuse this many frames of a copy of the walk 1 km away into the PointMaps "
+        "(a large map elsewhere; gradSLAM starts empty, which favours it)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
@@ -212,8 +227,9 @@ def main() -> None:
     corridor = Corridor(length_m=40.0, width_m=3.0, height_m=3.0)
     t0 = time.perf_counter()
     frames = list(corridor_walk(corridor, args.frames, intr, step_m=args.step_m, noise_m=0.002, seed=0))
-    print(f"rendered {len(frames)} frames {args.width}x{args.height} in {time.perf_counter() - t0:.1f} s",
-          file=sys.stderr)
+    print(
+        f"rendered {len(frames)} frames {args.width}x{args.height} in {time.perf_counter() - t0:.1f} s", file=sys.stderr
+    )
 
     systems: dict[str, dict] = {}
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -237,9 +253,11 @@ def main() -> None:
             for s in systems.values():
                 if s["kind"] == "ours":
                     s["map"].step(s["map"].prepare(f, keyframe=True))
-        print(f"prefilled PointMaps with {args.prefill_frames} far-away frames in {time.perf_counter() - t0:.0f} s: "
-              + ", ".join(f"{k} {v['map'].map.num_points:,} pts" for k, v in systems.items() if v["kind"] == "ours"),
-              file=sys.stderr)
+        print(
+            f"prefilled PointMaps with {args.prefill_frames} far-away frames in {time.perf_counter() - t0:.0f} s: "
+            + ", ".join(f"{k} {v['map'].map.num_points:,} pts" for k, v in systems.items() if v["kind"] == "ours"),
+            file=sys.stderr,
+        )
     for s in systems.values():
         s.update(times=[], points=[])
 
@@ -254,18 +272,24 @@ def main() -> None:
             s["times"].append(time.perf_counter() - t)
             s["points"].append(n)
         if i % 10 == 0:
-            print(f"frame {i}: " + ", ".join(f"{k}: {v['points'][-1]} pts {1 / v['times'][-1]:.1f} fps"
-                                             for k, v in systems.items()), file=sys.stderr)
+            print(
+                f"frame {i}: "
+                + ", ".join(f"{k}: {v['points'][-1]} pts {1 / v['times'][-1]:.1f} fps" for k, v in systems.items()),
+                file=sys.stderr,
+            )
 
     def fps(ts):
         return len(ts) / sum(ts) if ts else float("nan")
 
     q = max(1, len(frames) // 4)
-    print(f"\n{args.width}x{args.height}, {len(frames)} frames (PointMaps prefilled with {args.prefill_frames} far "
-          f"frames), semantics every {args.keyframe_every} frame(s), device {dev}, {args.threads} threads, "
-          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (whole process)\n")
-    print("| system | fps all frames | fps last quarter | fps while map > 1M pts | final points | bytes/point "
-          "| map MiB |")
+    print(
+        f"\n{args.width}x{args.height}, {len(frames)} frames (PointMaps prefilled with {args.prefill_frames} far "
+        f"frames), semantics every {args.keyframe_every} frame(s), device {dev}, {args.threads} threads, "
+        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (whole process)\n"
+    )
+    print(
+        "| system | fps all frames | fps last quarter | fps while map > 1M pts | final points | bytes/point | map MiB |"
+    )
     print("|---|---|---|---|---|---|---|")
     base = None
     for name, s in systems.items():
@@ -278,22 +302,32 @@ def main() -> None:
             mib = s["map"].map_bytes() / 2**20
             bpp = round(mib * 2**20 / max(pts[-1], 1))
             base = s
-        print(f"| {name} | {fps(ts):.2f} | {fps(ts[-q:]):.2f} | {fps(big) if big else float('nan'):.2f} | "
-              f"{pts[-1]:,} | {bpp} | {mib:.0f} |")
+        print(
+            f"| {name} | {fps(ts):.2f} | {fps(ts[-q:]):.2f} | {fps(big) if big else float('nan'):.2f} | "
+            f"{pts[-1]:,} | {bpp} | {mib:.0f} |"
+        )
     olds = [s for s in systems.values() if s["kind"] == "ours" and s["map"].name.startswith("old")]
     if olds:
         print("\nSame run, throughput ratios new / old (all frames; last quarter):")
         for name, s in systems.items():
             if s["kind"] == "ours" and s not in olds:
-                print(f"- {name}: " + ", ".join(
-                    f"{fps(s['times']) / fps(o['times']):.2f}x ({fps(s['times'][-q:]) / fps(o['times'][-q:]):.2f}x) "
-                    f"{o['map'].name}" for o in olds))
+                print(
+                    f"- {name}: "
+                    + ", ".join(
+                        f"{fps(s['times']) / fps(o['times']):.2f}x "
+                        f"({fps(s['times'][-q:]) / fps(o['times'][-q:]):.2f}x) "
+                        f"{o['map'].name}"
+                        for o in olds
+                    )
+                )
     if base is not None:
         print()
         for name, s in systems.items():
             if s is not base:
-                print(f"- {name}: {fps(s['times']) / fps(base['times']):.1f}x gradSLAM's throughput (all frames), "
-                      f"{fps(s['times'][-q:]) / fps(base['times'][-q:]):.1f}x over the last quarter")
+                print(
+                    f"- {name}: {fps(s['times']) / fps(base['times']):.1f}x gradSLAM's throughput (all frames), "
+                    f"{fps(s['times'][-q:]) / fps(base['times'][-q:]):.1f}x over the last quarter"
+                )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ D-dimensional feature near its label's; loaded through PointMap.load_state_dict 
 text embeddings are cached after the first call (the text encoder's own cost is not part of this figure).
 Prints a Markdown table (median and max over the repeats, milliseconds).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,10 +70,17 @@ def synthetic_instance_map(config, encoder, n_points: int, n_segments: int, seed
         f = base + rng.normal(size=base.shape) / np.sqrt(base.shape[1])  # segments of one object: cosine ~0.5
         ids = table.append(lvl, f / np.linalg.norm(f, axis=1, keepdims=True), np.ones(k, np.float32), 0, 1)
         labels[lvl] = ids[keys]
-    state = {"version": np.array(STATE_VERSION), "frame_count": np.array(1), "points_xyz": xyz.astype(np.float32),
-             "normals": np.tile([0.0, 0.0, 1.0], (n, 1)).astype(np.float32), "colors": colors,
-             "confidence": np.ones(n, np.float32), "birth_frame": np.zeros(n, np.int32), "labels": labels,
-             "label_weight": np.ones((len(LEVELS), n), np.float32)}
+    state = {
+        "version": np.array(STATE_VERSION),
+        "frame_count": np.array(1),
+        "points_xyz": xyz.astype(np.float32),
+        "normals": np.tile([0.0, 0.0, 1.0], (n, 1)).astype(np.float32),
+        "colors": colors,
+        "confidence": np.ones(n, np.float32),
+        "birth_frame": np.zeros(n, np.int32),
+        "labels": labels,
+        "label_weight": np.ones((len(LEVELS), n), np.float32),
+    }
     lmap.points.load_state_dict(state)
     lmap.instances.refresh(lmap.points)
     lmap.version += 1
@@ -104,9 +112,14 @@ def main() -> None:
     for q in queries:  # warm the text cache: the encoder is not measured
         lmap.encode_query(q)
     lmap.ground(queries[0])
-    rows: dict[str, list[float]] = {"ground (library, cached text)": [], "objects() after a map change": [],
-                                    "objects() cached": [], "relevancy_by_level (3, N) gather": [],
-                                    "worker: refresh statistics": [], "worker: merge / drop pass": []}
+    rows: dict[str, list[float]] = {
+        "ground (library, cached text)": [],
+        "objects() after a map change": [],
+        "objects() cached": [],
+        "relevancy_by_level (3, N) gather": [],
+        "worker: refresh statistics": [],
+        "worker: merge / drop pass": [],
+    }
     for q in queries:  # the segment snapshot is current, as after a keyframe (integrate rebuilds it)
         rows["ground (library, cached text)"].append(timed(lambda: lmap.ground(q, max_results=5))[1])
     for i, q in enumerate(queries):
@@ -117,10 +130,12 @@ def main() -> None:
             rows["relevancy_by_level (3, N) gather"].append(timed(lambda: lmap.relevancy_by_level(q))[1])
             rows["worker: refresh statistics"].append(timed(lambda: lmap.instances.refresh(lmap.points))[1])
             rows["worker: merge / drop pass"].append(timed(lambda: lmap.instances.maintain(lmap.points))[1])
-    print(f"Map: {lmap.num_points} points, {lmap.num_segments} segments ({args.dim}-d float16 features), "
-          f"{lmap.memory_mb():.1f} MiB ({lmap.memory_mb() * 2**20 / max(lmap.num_points, 1):.1f} B/point, table "
-          f"{lmap.instances.nbytes / 2**20:.1f} MiB), synthesised in {build_s:.1f} s. "
-          f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}.\n")
+    print(
+        f"Map: {lmap.num_points} points, {lmap.num_segments} segments ({args.dim}-d float16 features), "
+        f"{lmap.memory_mb():.1f} MiB ({lmap.memory_mb() * 2**20 / max(lmap.num_points, 1):.1f} B/point, table "
+        f"{lmap.instances.nbytes / 2**20:.1f} MiB), synthesised in {build_s:.1f} s. "
+        f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}.\n"
+    )
     print("| step | median ms | max ms | runs |")
     print("|---|---:|---:|---:|")
     for name, v in rows.items():

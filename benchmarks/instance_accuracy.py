@@ -12,6 +12,7 @@ of the Ask answer; labels present, and absent labels whose answer is 0). Also by
 map-file bytes per point. What it cannot measure: SAM /
 CLIP features (the semantics are ground-truth labels, with or without the noise model).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,9 @@ def run_seed(seed: int, noise: bool, frames: int, objects: int, width: int, heig
     from lang3d_ros.mapping.build import build_stack, ground_truth_tables
     from lang3d_ros.mapping.queries import QueryEngine
 
-    cfg = load_config(REPO / "config" / "synthetic.yaml",
-                      overrides={"semantics": {"mask_noise": {"enabled": noise, "seed": seed}}})
+    cfg = load_config(
+        REPO / "config" / "synthetic.yaml", overrides={"semantics": {"mask_noise": {"enabled": noise, "seed": seed}}}
+    )
     scene = generate_scene(seed, n_objects=objects)
     poses = make_trajectory(scene, "orbit", frames, seed=seed)
     K = DEFAULT_INTRINSICS.scaled(width, height)
@@ -80,11 +82,20 @@ def run_seed(seed: int, noise: bool, frames: int, objects: int, width: int, heig
         hits.setdefault(kind, []).append(ok)
         if not ok:
             misses.append(f"{q.kind}: {q.text!r}")
-    return {"seed": seed, "noise": noise, "hits": hits, "misses": misses, "map_s": map_s,
-            "points": lmap.num_points, "segments": lmap.num_segments, "objects": len(lmap.objects()),
-            "gt_objects": len(scene.objects),
-            "bytes_per_point": lmap.memory_mb() * 2**20 / max(lmap.num_points, 1),
-            "file_bytes_per_point": file_bytes / max(lmap.num_points, 1), "file_mb": file_bytes / 2**20}
+    return {
+        "seed": seed,
+        "noise": noise,
+        "hits": hits,
+        "misses": misses,
+        "map_s": map_s,
+        "points": lmap.num_points,
+        "segments": lmap.num_segments,
+        "objects": len(lmap.objects()),
+        "gt_objects": len(scene.objects),
+        "bytes_per_point": lmap.memory_mb() * 2**20 / max(lmap.num_points, 1),
+        "file_bytes_per_point": file_bytes / max(lmap.num_points, 1),
+        "file_mb": file_bytes / 2**20,
+    }
 
 
 def main() -> None:
@@ -99,8 +110,10 @@ def main() -> None:
     variants = {"off": [False], "on": [True], "both": [False, True]}[a.noise]
     results = [run_seed(s, n, a.frames, a.objects, a.width, a.height) for n in variants for s in a.seeds]
     kinds = ("label", "attribute", "relation", "resting", "count", "count of absent")
-    print(f"\n{platform.node()} {platform.machine()}, seeds {a.seeds}, {a.objects} objects, {a.frames} frames "
-          f"{a.width}x{a.height}\n")
+    print(
+        f"\n{platform.node()} {platform.machine()}, seeds {a.seeds}, {a.objects} objects, {a.frames} frames "
+        f"{a.width}x{a.height}\n"
+    )
     print("| masks | " + " | ".join(f"{k} (n)" for k in kinds) + " | ground all | B/point (RAM) | B/point (file) |")
     print("|---|" + "---|" * (len(kinds) + 3))
     for n in variants:
@@ -112,13 +125,17 @@ def main() -> None:
         g = [h for r in rs for k in kinds[:4] for h in r["hits"].get(k, [])]
         bpp = np.mean([r["bytes_per_point"] for r in rs])
         fpp = np.mean([r["file_bytes_per_point"] for r in rs])
-        print(f"| {'noisy' if n else 'clean'} | " + " | ".join(cells) + f" | {100 * np.mean(g):.1f}% ({len(g)}) | "
-              f"{bpp:.0f} | {fpp:.0f} |")
+        print(
+            f"| {'noisy' if n else 'clean'} | " + " | ".join(cells) + f" | {100 * np.mean(g):.1f}% ({len(g)}) | "
+            f"{bpp:.0f} | {fpp:.0f} |"
+        )
     print()
     for r in results:
-        print(f"seed {r['seed']} {'noisy' if r['noise'] else 'clean'}: {r['points']} points, {r['segments']} "
-              f"segments, {r['objects']}/{r['gt_objects']} objects, map file {r['file_mb']:.1f} MiB, mapped in "
-              f"{r['map_s']:.0f} s; misses: {r['misses'] or 'none'}")
+        print(
+            f"seed {r['seed']} {'noisy' if r['noise'] else 'clean'}: {r['points']} points, {r['segments']} "
+            f"segments, {r['objects']}/{r['gt_objects']} objects, map file {r['file_mb']:.1f} MiB, mapped in "
+            f"{r['map_s']:.0f} s; misses: {r['misses'] or 'none'}"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ checks (issue 15), and the cost of refusing a zip bomb.
 The "before" reader is the container module of ``--old-commit`` (it writes and reads format version 1); peak memory
 is tracemalloc's (numpy registers its buffers with it), above the bundle already in memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _old_module(commit: str):
-    src = subprocess.run(["git", "show", f"{commit}:lang3d_ros/mapstore/container.py"], cwd=REPO, check=True,
-                         capture_output=True, text=True).stdout
+    src = subprocess.run(
+        ["git", "show", f"{commit}:lang3d_ros/mapstore/container.py"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     spec = importlib.util.spec_from_loader("old_container", loader=None)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["old_container"] = mod  # dataclasses look their module up
@@ -62,9 +68,21 @@ def _bomb(path: Path, inflated: int, chunk: int = 1 << 24) -> None:
     original = zipfile._get_compressor
     zipfile._get_compressor = lambda m, *a: Repeated() if m == zipfile.ZIP_DEFLATED else original(m, *a)
     try:
-        manifest = {"format": "lang3d_ros.map", "version": 2, "metadata": {},
-                    "entries": {"arrays/x.npy": {"kind": "array", "name": "x", "shape": [inflated // 4],
-                                                 "dtype": "float32", "bytes": inflated, "sha256": "0" * 64}}}
+        manifest = {
+            "format": "lang3d_ros.map",
+            "version": 2,
+            "metadata": {},
+            "entries": {
+                "arrays/x.npy": {
+                    "kind": "array",
+                    "name": "x",
+                    "shape": [inflated // 4],
+                    "dtype": "float32",
+                    "bytes": inflated,
+                    "sha256": "0" * 64,
+                }
+            },
+        }
         with zipfile.ZipFile(path, "w") as zf:
             zf.writestr("manifest.json", json.dumps(manifest))
             info = zipfile.ZipInfo("arrays/x.npy")
@@ -87,11 +105,15 @@ def main() -> None:
 
     n = args.mb * 2**20 // (4 * (3 + 3 + 16) + 2 * 16)
     rng = np.random.default_rng(0)
-    bundle = MapBundle(arrays={"points.points_xyz": rng.normal(size=(n, 3)).astype(np.float32),
-                               "points.normals": rng.normal(size=(n, 3)).astype(np.float32),
-                               "points.features_0": rng.normal(size=(n, 16)).astype(np.float32),
-                               "instances.feature": rng.normal(size=(n, 16)).astype(np.float16)},
-                       metadata={"frame_id": "map"})
+    bundle = MapBundle(
+        arrays={
+            "points.points_xyz": rng.normal(size=(n, 3)).astype(np.float32),
+            "points.normals": rng.normal(size=(n, 3)).astype(np.float32),
+            "points.features_0": rng.normal(size=(n, 16)).astype(np.float32),
+            "instances.feature": rng.normal(size=(n, 16)).astype(np.float16),
+        },
+        metadata={"frame_id": "map"},
+    )
     old = _old_module(args.old_commit)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -99,8 +121,10 @@ def main() -> None:
         write_map(tmp / "new.l3dmap", bundle)
         size_mb = (tmp / "new.l3dmap").stat().st_size / 2**20
         rows = []
-        for label, fn in (("before (old reader)", lambda: old.read_map(tmp / "old.l3dmap")),
-                          ("after (checked reader)", lambda: read_map(tmp / "new.l3dmap"))):
+        for label, fn in (
+            ("before (old reader)", lambda: old.read_map(tmp / "old.l3dmap")),
+            ("after (checked reader)", lambda: read_map(tmp / "new.l3dmap")),
+        ):
             runs = [_measure(fn) for _ in range(args.repeats)]
             rows.append((label, min(r[0] for r in runs), min(r[1] for r in runs)))
         _bomb(tmp / "bomb.l3dmap", 2 << 30)

@@ -10,6 +10,7 @@ Reports: requests answered / sent, round-trip p50 / p95 / max under load and unl
 counters (received = fused + dropped + rejected once idle). test/test_ros_load.py runs the same code.
 What it cannot do: separate DDS transport losses of best-effort sensor messages (those frames reach no counter).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,14 @@ def make_bag(out: Path, seed: int, n_frames: int, fps: float = 5.0):
 
     scene = generate_scene(seed=seed, n_objects=7)
     poses = make_trajectory(scene, "orbit", n_frames, seed=seed)
-    frames = render_frames(scene, poses, DEFAULT_INTRINSICS.scaled(160, 120), noise=None, seed=seed,
-                           stamps_ns=make_stamps(n_frames, fps=fps, seed=seed))
+    frames = render_frames(
+        scene,
+        poses,
+        DEFAULT_INTRINSICS.scaled(160, 120),
+        noise=None,
+        seed=seed,
+        stamps_ns=make_stamps(n_frames, fps=fps, seed=seed),
+    )
     write_bag(frames, out / "bag", storage="mcap", depth_encoding="16UC1", pose_msg="pose", scene=scene, seed=seed)
     return out / "bag", scene
 
@@ -53,8 +60,13 @@ def mapper_params(path: Path, bag: Path, extra: dict | None = None) -> Path:
         "fusion": {"voxel_size_m": 0.04, "device": "cpu"},
         "mapping": {"train_gaussians": False, "keyframes": {"min_translation_m": 0.25}},
         "llm": {"mode": "parser_only"},
-        "ros": {"ground_truth_file": str(bag / "ground_truth.json"), "status_period_s": 0.5, "cloud_period_s": 0.0,
-                "map_dir": str(path.parent / "maps"), "sensor_qos_depth": 20},
+        "ros": {
+            "ground_truth_file": str(bag / "ground_truth.json"),
+            "status_period_s": 0.5,
+            "cloud_period_s": 0.0,
+            "map_dir": str(path.parent / "maps"),
+            "sensor_qos_depth": 20,
+        },
     }
     for k, v in (extra or {}).items():
         params.setdefault(k, {}).update(v)
@@ -154,8 +166,9 @@ def wait_idle(client: LoadClient, timeout_s: float = 120.0):
     return st
 
 
-def run_load(tmp: Path, domain_id: int, seed: int, n_frames: int, n_clients: int, per_client: int,
-             rate: float = 1.0) -> dict:
+def run_load(
+    tmp: Path, domain_id: int, seed: int, n_frames: int, n_clients: int, per_client: int, rate: float = 1.0
+) -> dict:
     """The whole experiment; returns a dict of results (the test asserts on it, main prints it)."""
     from lang3d_ros.evaluation.processes import MAPPER_CODE, spawn, stop
     from lang3d_ros.ros.bag_player import play
@@ -184,8 +197,16 @@ def run_load(tmp: Path, domain_id: int, seed: int, n_frames: int, n_clients: int
     finally:
         client.close()
         stop(mapper)
-    return {"loaded": loaded, "unloaded": unloaded, "status": st, "played": played, "load_s": load_s,
-            "replay_outlasted_load": replay_running_at_end, "mapper_alive": alive, "n_frames": n_frames}
+    return {
+        "loaded": loaded,
+        "unloaded": unloaded,
+        "status": st,
+        "played": played,
+        "load_s": load_s,
+        "replay_outlasted_load": replay_running_at_end,
+        "mapper_alive": alive,
+        "n_frames": n_frames,
+    }
 
 
 def main() -> None:
@@ -206,18 +227,26 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="lang3d-load-"))
     r = run_load(out, next_domain_id(), args.seed, args.frames, args.clients, args.queries, args.rate)
     ld, un, st = r["loaded"], r["unloaded"], r["status"]
-    print(f"# {platform.node()} {time.strftime('%Y-%m-%d')}, seed {args.seed}, {args.frames} frames at 5 Hz, "
-          f"rate {args.rate}")
+    print(
+        f"# {platform.node()} {time.strftime('%Y-%m-%d')}, seed {args.seed}, {args.frames} frames at 5 Hz, "
+        f"rate {args.rate}"
+    )
     print("| run | answered / sent | p50 ms | p95 ms | max ms | error codes |")
     print("|---|---|---|---|---|---|")
     for name, res in ((f"{args.clients} clients during replay", ld), ("1 client, idle map", un)):
-        print(f"| {name} | {res.answered} / {res.sent} | {res.percentile_ms(50):.1f} | {res.percentile_ms(95):.1f} | "
-              f"{max(res.latencies_ms, default=float('nan')):.1f} | {res.error_codes} |")
-    print(f"\np95 under load / unloaded p50 = {ld.percentile_ms(95) / un.percentile_ms(50):.1f}x; load phase "
-          f"{r['load_s']:.1f} s (replay still running at its end: {r['replay_outlasted_load']})")
-    print(f"mapper: received {st.frames_received} (bag: {r['played'].get('/camera/color/image_raw')} colour images), "
-          f"fused {st.frames_fused}, dropped {st.frames_dropped}, rejected {st.frames_rejected}, "
-          f"keyframes {st.keyframes}")
+        print(
+            f"| {name} | {res.answered} / {res.sent} | {res.percentile_ms(50):.1f} | {res.percentile_ms(95):.1f} | "
+            f"{max(res.latencies_ms, default=float('nan')):.1f} | {res.error_codes} |"
+        )
+    print(
+        f"\np95 under load / unloaded p50 = {ld.percentile_ms(95) / un.percentile_ms(50):.1f}x; load phase "
+        f"{r['load_s']:.1f} s (replay still running at its end: {r['replay_outlasted_load']})"
+    )
+    print(
+        f"mapper: received {st.frames_received} (bag: {r['played'].get('/camera/color/image_raw')} colour images), "
+        f"fused {st.frames_fused}, dropped {st.frames_dropped}, rejected {st.frames_rejected}, "
+        f"keyframes {st.keyframes}"
+    )
 
 
 if __name__ == "__main__":

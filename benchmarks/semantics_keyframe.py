@@ -6,6 +6,7 @@ weights, but random SAM yields different mask counts than a trained one, so the 
   .venv/bin/python benchmarks/semantics_keyframe.py                       # tiny models, CPU
   .venv/bin/python benchmarks/semantics_keyframe.py --device cuda --sam vit_h --clip ViT-B-16 --points-per-side 32
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,13 +18,13 @@ import numpy as np
 import torch
 
 from lang3d_ros.datasets.frame import Frame
+from lang3d_ros.device import resolve_device
 from lang3d_ros.geometry.camera import Intrinsics
 from lang3d_ros.semantics.backends import SamClipSemantics
-from lang3d_ros.device import resolve_device
 from lang3d_ros.semantics.encoders import OpenClipEncoder
 from lang3d_ros.semantics.mask_nms import mask_nms
 from lang3d_ros.semantics.sam_masks import build_sam_from_arch, sam_arch
-from lang3d_ros.testing.tiny_models import TINY_CLIP_DIM, TINY_CLIP_IMAGE_SIZE, tiny_semantics_config
+from lang3d_ros.testing.tiny_models import tiny_semantics_config
 
 
 def loop_mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_thr=0.8, score_thr=0.7, inner_thr=0.5) -> torch.Tensor:
@@ -120,9 +121,15 @@ def keyframe_rows(args, device: torch.device) -> list[str]:
         rgb = np.full((args.height, args.width, 3), 100, np.uint8)
         for _ in range(12):  # a few coloured boxes on a flat background
             y0, x0 = rng.integers(0, args.height - 40), rng.integers(0, args.width - 40)
-            rgb[y0:y0 + rng.integers(20, args.height // 2), x0:x0 + rng.integers(20, args.width // 2)] = rng.integers(0, 256, 3)
-        frame = Frame(rgb=rgb, depth_m=np.ones((args.height, args.width), np.float32),
-                      intrinsics=Intrinsics(500.0, 500.0, args.width / 2, args.height / 2, args.width, args.height), T_world_cam=np.eye(4))
+            rgb[y0 : y0 + rng.integers(20, args.height // 2), x0 : x0 + rng.integers(20, args.width // 2)] = (
+                rng.integers(0, 256, 3)
+            )
+        frame = Frame(
+            rgb=rgb,
+            depth_m=np.ones((args.height, args.width), np.float32),
+            intrinsics=Intrinsics(500.0, 500.0, args.width / 2, args.height / 2, args.width, args.height),
+            T_world_cam=np.eye(4),
+        )
         backend.process(frame)  # warm-up
         runs = []
         for _ in range(args.repeats):
@@ -130,8 +137,12 @@ def keyframe_rows(args, device: torch.device) -> list[str]:
             runs.append(dict(backend.last_latency_ms))
         med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
         counts = "/".join(str(lvl.num_masks) for lvl in ks.levels)
-        return [f"| {args.width}x{args.height} | SAM {args.sam}, {args.points_per_side}^2 pts, crop layers {args.crop_n_layers} "
-                f"| CLIP {args.clip} ({cfg.feature_dim}-d) | {counts} | {med['masks_ms']:.0f} | {med['embed_ms']:.0f} | {med['total_ms']:.0f} |"]
+        return [
+            f"| {args.width}x{args.height} | SAM {args.sam}, {args.points_per_side}^2 pts, crop layers "
+            f"{args.crop_n_layers} "
+            f"| CLIP {args.clip} ({cfg.feature_dim}-d) | {counts} | {med['masks_ms']:.0f} | {med['embed_ms']:.0f} | "
+            f"{med['total_ms']:.0f} |"
+        ]
 
 
 def main() -> None:
@@ -165,7 +176,11 @@ def main() -> None:
         if masks.shape[0] <= args.loop_max:
             t_loop, keep_loop = timed(lambda: loop_mask_nms(masks, scores), device, 1, warmup=False)
             same = "yes" if keep_loop.tolist() == keep_vec.tolist() else "NO"
-            print(f"| {masks.shape[0]} | {args.width}x{args.height} | {t_vec:.1f} | {t_loop:.0f} | {t_loop / t_vec:.0f}x | {same} |", flush=True)
+            print(
+                f"| {masks.shape[0]} | {args.width}x{args.height} | {t_vec:.1f} | {t_loop:.0f} | "
+                f"{t_loop / t_vec:.0f}x | {same} |",
+                flush=True,
+            )
         else:
             print(f"| {masks.shape[0]} | {args.width}x{args.height} | {t_vec:.1f} | (skipped) | | |", flush=True)
 

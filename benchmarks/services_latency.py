@@ -7,6 +7,7 @@ written through PointMap.load_state_dict + LanguageMap.save. A query server proc
 this process calls Ground, Navigate, Ask and GetMapStatus ``--repeats`` times each (after one warm-up call) and prints a
 Markdown table. What it cannot do: include fusion or semantics costs (the map is synthesised, not fused).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,8 +88,10 @@ def main() -> None:
     finally:
         client.close()
         stop(server)
-    print(f"\n{platform.node()} {platform.machine()}, python {platform.python_version()}, {n} points, "
-          f"{a.repeats} calls each\n")
+    print(
+        f"\n{platform.node()} {platform.machine()}, python {platform.python_version()}, {n} points, "
+        f"{a.repeats} calls each\n"
+    )
     print("| service | p50 (ms) | p95 (ms) | max (ms) | success |")
     print("|---|---|---|---|---|")
     for name, st, ok in rows:

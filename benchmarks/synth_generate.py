@@ -1,7 +1,8 @@
 """Benchmark: generate a synthetic scene, render N frames, write a bag, read it back. Prints a Markdown table.
 
-    .venv/bin/python benchmarks/synth_generate.py --frames 200 --width 640 --height 480
+.venv/bin/python benchmarks/synth_generate.py --frames 200 --width 640 --height 480
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,13 @@ import time
 from pathlib import Path
 
 from lang3d_ros.datasets.rosbag import RosbagSource, write_bag
-from lang3d_ros.datasets.synthetic import DEFAULT_INTRINSICS, RenderNoise, generate_scene, make_trajectory, render_frames
+from lang3d_ros.datasets.synthetic import (
+    DEFAULT_INTRINSICS,
+    RenderNoise,
+    generate_scene,
+    make_trajectory,
+    render_frames,
+)
 
 
 def main() -> None:
@@ -38,16 +45,22 @@ def main() -> None:
     for _ in render_frames(scene, poses[: min(20, args.frames)], intr, noise=RenderNoise(), seed=args.seed):
         n += 1
     t_render = (time.perf_counter() - t0) / n
-    rows.append(("render only (extrapolated)", t_render * args.frames, f"{1e3 * t_render:.0f} ms/frame (first {n} frames)"))
+    rows.append(
+        ("render only (extrapolated)", t_render * args.frames, f"{1e3 * t_render:.0f} ms/frame (first {n} frames)")
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix="synth_bench_"))
     try:
         t0 = time.perf_counter()
         frames = render_frames(scene, poses, intr, noise=RenderNoise(), seed=args.seed)
-        write_bag(frames, tmp / "bag", storage=args.storage, pose_msg="both", scene=scene, progress=True, total=args.frames)
+        write_bag(
+            frames, tmp / "bag", storage=args.storage, pose_msg="both", scene=scene, progress=True, total=args.frames
+        )
         t_total = time.perf_counter() - t0
         size_mb = sum(p.stat().st_size for p in (tmp / "bag").iterdir()) / 1e6
-        rows.append((f"render + write bag ({args.storage})", t_total, f"{args.frames / t_total:.1f} frames/s, {size_mb:.0f} MB"))
+        rows.append(
+            (f"render + write bag ({args.storage})", t_total, f"{args.frames / t_total:.1f} frames/s, {size_mb:.0f} MB")
+        )
         t0 = time.perf_counter()
         src = RosbagSource(tmp / "bag")
         count = sum(1 for _ in src)

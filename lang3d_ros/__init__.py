@@ -5,6 +5,7 @@ generates ``lang3d_ros.msg`` / ``lang3d_ros.srv`` into the colcon install space;
 below lets those generated modules and this source tree (e.g. an editable pip install) form one
 package, whichever comes first on ``sys.path``.
 """
+
 from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)  # noqa: F821 - merges generated msg/srv with the sources

@@ -8,6 +8,7 @@ feeds ``ros2 launch`` / ``--params-file`` and the library::
         fusion:
           voxel_size_m: 0.02
 """
+
 from __future__ import annotations
 
 import ast
@@ -202,8 +203,13 @@ def field_docs(cls: type) -> dict[str, str]:
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     out = {}
     for st, nxt in zip(body, body[1:]):
-        if (isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name) and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+        if (
+            isinstance(st, ast.AnnAssign)
+            and isinstance(st.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
             out[st.target.id] = " ".join(nxt.value.value.split())
     return out
 

@@ -3,6 +3,7 @@
 ``from_mapping(cls, data)`` builds a (nested) dataclass from a dict, rejecting unknown keys and
 values of the wrong type with a message that names the dotted key. ``to_mapping`` goes back.
 """
+
 from __future__ import annotations
 
 import dataclasses

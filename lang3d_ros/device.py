@@ -1,11 +1,12 @@
 """The one device rule of the project: "auto" means CUDA when available, else CPU."""
+
 from __future__ import annotations
 
 import torch
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU; any other string goes to ``torch.device``.
+    """ "auto" -> CUDA when available, else CPU; any other string goes to ``torch.device``.
 
     Raises ValueError for an unknown name or for CUDA on a machine without it.
     """

@@ -4,6 +4,7 @@ A planner branches on ``error_code`` (as on Nav2's action results: ``error_code`
 wording of ``message``. The numbers are part of the ROS interface: every ``srv/*.srv`` repeats them as constants
 (``uint16 ERROR_NOT_FOUND=3``), and a test checks that the two lists agree.
 """
+
 from __future__ import annotations
 
 from enum import IntEnum

@@ -2,6 +2,7 @@
 
 ros2 launch lang3d_ros serve_map.launch.py map:=/path/room.l3dmap [config:=...] [autostart:=false] [rviz:=true]
 """
+
 import os
 
 from ament_index_python.packages import get_package_share_directory
@@ -15,20 +16,39 @@ from launch import LaunchDescription
 
 def generate_launch_description():
     share = get_package_share_directory("lang3d_ros")
-    return LaunchDescription([
-        DeclareLaunchArgument("map", description="map file written by SaveMap (.l3dmap)"),
-        DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "lang3d.yaml")),
-        DeclareLaunchArgument("namespace", default_value=""),
-        DeclareLaunchArgument("autostart", default_value="true",
-                              description="configure + activate the lifecycle node at start; false = wait for "
-                                          "a lifecycle manager (nav2_lifecycle_manager)"),
-        DeclareLaunchArgument("rviz", default_value="false",
-                              description="true: also open RViz with config/lang3d.rviz"),
-        Node(package="lang3d_ros", executable="query_server_node", name="lang3d_query_server",
-             namespace=LaunchConfiguration("namespace"), output="screen", emulate_tty=True,
-             parameters=[LaunchConfiguration("config"), {"ros.load_map": LaunchConfiguration("map"),
-                                                      "ros.autostart": LaunchConfiguration("autostart")}]),
-        Node(package="rviz2", executable="rviz2", name="lang3d_rviz", output="screen",
-             arguments=["-d", os.path.join(share, "config", "lang3d.rviz")],
-             condition=IfCondition(LaunchConfiguration("rviz"))),
-    ])
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument("map", description="map file written by SaveMap (.l3dmap)"),
+            DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "lang3d.yaml")),
+            DeclareLaunchArgument("namespace", default_value=""),
+            DeclareLaunchArgument(
+                "autostart",
+                default_value="true",
+                description="configure + activate the lifecycle node at start; false = wait for "
+                "a lifecycle manager (nav2_lifecycle_manager)",
+            ),
+            DeclareLaunchArgument(
+                "rviz", default_value="false", description="true: also open RViz with config/lang3d.rviz"
+            ),
+            Node(
+                package="lang3d_ros",
+                executable="query_server_node",
+                name="lang3d_query_server",
+                namespace=LaunchConfiguration("namespace"),
+                output="screen",
+                emulate_tty=True,
+                parameters=[
+                    LaunchConfiguration("config"),
+                    {"ros.load_map": LaunchConfiguration("map"), "ros.autostart": LaunchConfiguration("autostart")},
+                ],
+            ),
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                name="lang3d_rviz",
+                output="screen",
+                arguments=["-d", os.path.join(share, "config", "lang3d.rviz")],
+                condition=IfCondition(LaunchConfiguration("rviz")),
+            ),
+        ]
+    )

@@ -4,6 +4,7 @@
 Example (GPU machine):
   python scripts/finetune_location_tokens.py --data samples.jsonl --model smollm2 --out runs/loc --device cuda
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,14 @@ def main() -> None:
     else:
         tok = AutoTokenizer.from_pretrained(a.model)
         model = AutoModelForCausalLM.from_pretrained(a.model)
-    cfg = FinetuneConfig(steps=a.steps, batch_size=a.batch_size, learning_rate=a.lr, lora_r=a.lora_r,
-                         loc_bins=a.loc_bins, device=a.device)
+    cfg = FinetuneConfig(
+        steps=a.steps,
+        batch_size=a.batch_size,
+        learning_rate=a.lr,
+        lora_r=a.lora_r,
+        loc_bins=a.loc_bins,
+        device=a.device,
+    )
     pm, losses = finetune_location_tokens(model.train(), tok, read_jsonl(a.data), cfg)
     pm.save_pretrained(a.out)
     tok.save_pretrained(a.out)

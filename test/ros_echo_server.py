@@ -1,5 +1,6 @@
 """A server for every lang3d_ros service type whose answers are computed from the request, so a client in another
 process can check that every field crossed the wire. Run: python ros_echo_server.py (stops on SIGINT)."""
+
 import contextlib
 
 import rclpy
@@ -10,8 +11,9 @@ from rclpy.node import Node
 
 
 def _obj(label: str, score: float, i: int) -> DetectedObject:
-    o = DetectedObject(instance_id=i, label=label, query=label, score=score, level="part", has_oriented_box=True,
-                       num_points=10 * i)
+    o = DetectedObject(
+        instance_id=i, label=label, query=label, score=score, level="part", has_oriented_box=True, num_points=10 * i
+    )
     o.header.frame_id = "map"
     o.bbox_center.position.x = float(i)
     o.bbox_size.x, o.bbox_size.y, o.bbox_size.z = 0.1, 0.2, 0.3

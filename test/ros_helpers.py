@@ -1,5 +1,6 @@
 """Helpers for tests that run real rclpy: a private ROS_DOMAIN_ID per test, loopback-only discovery.
 The process helpers live in lang3d_ros.evaluation.processes (the `lang3d eval` CLI uses them too)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """TEST-ONLY stand-in for Nav2's navigate_to_pose action server (uses the test-built nav2_msgs of
 test/nav2_stub): accepts goals in the map frame, rejects others, prints each goal and finishes it at once."""
+
 import contextlib
 
 import rclpy
@@ -17,8 +18,9 @@ class StandIn(Node):
     def on_goal(self, goal):
         p = goal.pose.pose.position
         accepted = goal.pose.header.frame_id == "map"
-        print(f"GOAL {goal.pose.header.frame_id} {p.x:.3f} {p.y:.3f} {'accepted' if accepted else 'rejected'}",
-              flush=True)
+        print(
+            f"GOAL {goal.pose.header.frame_id} {p.x:.3f} {p.y:.3f} {'accepted' if accepted else 'rejected'}", flush=True
+        )
         return GoalResponse.ACCEPT if accepted else GoalResponse.REJECT
 
     def execute(self, handle):

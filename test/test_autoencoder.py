@@ -1,4 +1,5 @@
 """Per-scene autoencoder: incremental training reconstructs a scene's real (MiniLM) features."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,9 +10,28 @@ from lang3d_ros.semantics.autoencoder import SceneAutoencoder
 from lang3d_ros.semantics.config import AutoencoderConfig
 from lang3d_ros.semantics.encoders import MiniLMTextEncoder
 
-SCENE = ["chair", "red chair", "table", "sofa", "floor lamp", "coffee mug", "book", "potted plant", "floor", "wall",
-         "bed", "television", "laptop", "water bottle", "bookshelf", "door", "window", "rug", "pillow", "wall clock"]
-
+SCENE = [
+    "chair",
+    "red chair",
+    "table",
+    "sofa",
+    "floor lamp",
+    "coffee mug",
+    "book",
+    "potted plant",
+    "floor",
+    "wall",
+    "bed",
+    "television",
+    "laptop",
+    "water bottle",
+    "bookshelf",
+    "door",
+    "window",
+    "rug",
+    "pillow",
+    "wall clock",
+]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +88,9 @@ def test_state_dict_roundtrip(tmp_path, scene_features) -> None:
 
 
 def test_replay_buffer_is_bounded() -> None:
-    ae = SceneAutoencoder(8, AutoencoderConfig(encoder_dims=[4, 3], decoder_dims=[4, 8], batch_size=4, buffer_size=10), device="cpu")
+    ae = SceneAutoencoder(
+        8, AutoencoderConfig(encoder_dims=[4, 3], decoder_dims=[4, 8], batch_size=4, buffer_size=10), device="cpu"
+    )
     assert ae.add_features(torch.randn(6, 8)) == 6
     assert ae.add_features(torch.randn(30, 8)) == 10
     assert ae.num_seen == 36
@@ -76,7 +98,9 @@ def test_replay_buffer_is_bounded() -> None:
 
 
 def test_bad_input_changes_nothing() -> None:
-    ae = SceneAutoencoder(8, AutoencoderConfig(encoder_dims=[4, 3], decoder_dims=[4, 8], batch_size=4, buffer_size=10), device="cpu")
+    ae = SceneAutoencoder(
+        8, AutoencoderConfig(encoder_dims=[4, 3], decoder_dims=[4, 8], batch_size=4, buffer_size=10), device="cpu"
+    )
     with pytest.raises(ValueError, match="at least 2"):
         ae.train_steps(5)
     ae.add_features(torch.randn(3, 8))

@@ -1,4 +1,5 @@
 """Bags: write synthetic frames, read them back through the synchronising reader, and reject bad bags."""
+
 from __future__ import annotations
 
 import numpy as np

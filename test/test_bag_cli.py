@@ -1,4 +1,5 @@
 """`lang3d synth` and `lang3d info` end to end on a tiny bag."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,21 @@ from lang3d_ros.datasets.synthetic import load_ground_truth
 
 def test_synth_then_info(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["synth", "--seed", "4", "--out", str(out), "--frames", "6", "--width", "80", "--height", "60", "--pose-rate", "90"]
+    args = [
+        "synth",
+        "--seed",
+        "4",
+        "--out",
+        str(out),
+        "--frames",
+        "6",
+        "--width",
+        "80",
+        "--height",
+        "60",
+        "--pose-rate",
+        "90",
+    ]
     assert main(args + ["--storage", "sqlite3", "--depth-encoding", "32FC1"]) == 0
     gt = load_ground_truth(out / "bag" / "ground_truth.json")
     assert len(gt.objects) == 12 and gt.T_world_cams.shape == (6, 4, 4) and gt.intrinsics.width == 80
@@ -24,7 +39,11 @@ def test_synth_then_info(tmp_path, capsys):
 
     assert main(["info", str(out / "bag")]) == 0
     text = capsys.readouterr().out
-    assert "| /camera/color/image_raw | sensor_msgs/msg/Image | 6 |" in text and "80x60 rgb8" in text and "80x60 32FC1" in text
+    assert (
+        "| /camera/color/image_raw | sensor_msgs/msg/Image | 6 |" in text
+        and "80x60 rgb8" in text
+        and "80x60 32FC1" in text
+    )
     assert "fx=65.625" in text and "trajectory (/camera/pose)" in text
     assert main(["info", "--json", str(out / "bag")]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -1,4 +1,5 @@
 """`lang3d launch` / `lang3d call` / `lang3d config`: the no-`ros2 launch` path with the same YAML, end to end."""
+
 from __future__ import annotations
 
 import ast
@@ -18,13 +19,29 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_config_command_merges_and_rejects(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "lang3d_ros.cli", "config", str(REPO / "config" / "lang3d.yaml"),
-                          str(REPO / "config" / "realsense_d435.yaml"), "--set", "fusion.voxel_size_m=0.05"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lang3d_ros.cli",
+            "config",
+            str(REPO / "config" / "lang3d.yaml"),
+            str(REPO / "config" / "realsense_d435.yaml"),
+            "--set",
+            "fusion.voxel_size_m=0.05",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "voxel_size_m: 0.05" in out.stdout and "/camera/camera/aligned_depth_to_color/image_raw" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "lang3d_ros.cli", "config", "--set", "fusion.voxel=1"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "lang3d_ros.cli", "config", "--set", "fusion.voxel=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 1 and "unknown key" in bad.stderr
 
 
@@ -55,17 +72,37 @@ def test_launch_replay_then_call_services(tmp_path):
     from lang3d_ros.datasets.synthetic import DEFAULT_INTRINSICS, generate_scene, make_trajectory, render_frames
 
     scene = generate_scene(seed=21, n_objects=6)
-    frames = render_frames(scene, make_trajectory(scene, "orbit", 16, seed=21), DEFAULT_INTRINSICS.scaled(160, 120),
-                           seed=21)
+    frames = render_frames(
+        scene, make_trajectory(scene, "orbit", 16, seed=21), DEFAULT_INTRINSICS.scaled(160, 120), seed=21
+    )
     write_bag(frames, tmp_path / "bag", pose_msg="pose", scene=scene, seed=21)
     env = ros_env(next_domain_id(), tmp_path / "logs")
-    launch = subprocess.Popen([sys.executable, "-m", "lang3d_ros.cli", "launch", "replay", str(tmp_path / "bag"),
-                               "--set", "fusion.voxel_size_m=0.04"], env=env, start_new_session=True,
-                              stdout=open(tmp_path / "launch.log", "w"), stderr=subprocess.STDOUT)
+    launch = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lang3d_ros.cli",
+            "launch",
+            "replay",
+            str(tmp_path / "bag"),
+            "--set",
+            "fusion.voxel_size_m=0.04",
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=open(tmp_path / "launch.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
+
         def call(*args, timeout=60):
-            r = subprocess.run([sys.executable, "-m", "lang3d_ros.cli", "call", *args, "--json", "--timeout", "60"],
-                               env=env, capture_output=True, text=True, timeout=timeout + 60)
+            r = subprocess.run(
+                [sys.executable, "-m", "lang3d_ros.cli", "call", *args, "--json", "--timeout", "60"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout + 60,
+            )
             return r.returncode, (json.loads(r.stdout) if r.stdout.strip().startswith("{") else r.stderr)
 
         deadline = time.monotonic() + 150

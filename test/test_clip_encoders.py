@@ -1,4 +1,5 @@
 """CLIP (open_clip and transformers, tiny random checkpoints), MiniLM (real weights) and the per-mask crops."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,9 +9,16 @@ import torch.nn.functional as F
 
 from lang3d_ros.semantics.crops import mask_boxes, mask_crops
 from lang3d_ros.semantics.device import MissingModelError
-from lang3d_ros.semantics.encoders import CLIP_MEAN, CLIP_STD, HFClipEncoder, ImageEncoder, MiniLMTextEncoder, OpenClipEncoder, TextEncoder
+from lang3d_ros.semantics.encoders import (
+    CLIP_MEAN,
+    CLIP_STD,
+    HFClipEncoder,
+    ImageEncoder,
+    MiniLMTextEncoder,
+    OpenClipEncoder,
+    TextEncoder,
+)
 from lang3d_ros.testing.tiny_models import TINY_CLIP_DIM, TINY_CLIP_IMAGE_SIZE, save_tiny_hf_clip, save_tiny_open_clip
-
 
 
 @pytest.fixture(scope="module")

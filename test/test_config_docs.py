@@ -1,5 +1,6 @@
 """Every configuration field is documented at the field (a docstring under it), and that text is what
 ``lang3d config --describe`` and the declared ROS parameters show; ``Literal`` choices are enforced."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,8 +26,12 @@ def _config_classes(cls, seen=None):
 
 
 def test_every_field_of_every_config_class_has_a_docstring():
-    missing = [f"{cls.__name__}.{f.name}" for cls in _config_classes(Lang3DConfig)
-               for f in dataclasses.fields(cls) if len(field_docs(cls).get(f.name, "")) < 8]
+    missing = [
+        f"{cls.__name__}.{f.name}"
+        for cls in _config_classes(Lang3DConfig)
+        for f in dataclasses.fields(cls)
+        if len(field_docs(cls).get(f.name, "")) < 8
+    ]
     assert not missing, f"fields without a description (write a docstring under each): {missing}"
 
 

@@ -1,4 +1,5 @@
 """Dataset readers on small folders written here (TUM, Replica, ScanNet layouts) and the real gradslam batch."""
+
 from __future__ import annotations
 
 import json
@@ -81,7 +82,11 @@ def test_replica_reader(frames, tmp_path):
         rows.append(" ".join(f"{v:.12e}" for v in f.T_world_cam.reshape(-1)))
     (root / "traj.txt").write_text("\n".join(rows) + "\n")
     k = TINY
-    (tmp_path / "cam_params.json").write_text(json.dumps({"camera": {"w": k.width, "h": k.height, "fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy, "scale": 6553.5}}))
+    (tmp_path / "cam_params.json").write_text(
+        json.dumps(
+            {"camera": {"w": k.width, "h": k.height, "fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy, "scale": 6553.5}}
+        )
+    )
     src = open_source(root)
     assert isinstance(src, ReplicaSource) and len(src) == len(frames) and src.intrinsics == TINY
     for a, b in zip(src, frames):
@@ -125,7 +130,9 @@ def test_gradslam_batch_reproduces_reference_vertex_maps(gradslam_dir):
             assert len(v) > 0.5 * f.depth_m.size
             p_cam = f.intrinsics.backproject(u, v, f.depth_m[v, u])
             np.testing.assert_allclose(p_cam, vertex[b, f.index][v, u], atol=1e-5)
-            np.testing.assert_allclose(transform_points(f.T_world_cam, p_cam), global_vertex[b, f.index][v, u], atol=1e-4)
+            np.testing.assert_allclose(
+                transform_points(f.T_world_cam, p_cam), global_vertex[b, f.index][v, u], atol=1e-4
+            )
     with pytest.raises(ValueError, match="sequence must be in 0..1"):
         GradslamBatchSource(gradslam_dir, sequence=5)
 

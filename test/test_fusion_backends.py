@@ -1,5 +1,6 @@
 """The numba backend (numba_backend.py, cpu_kernels.py) against the torch backend, the reference: stage by
 stage and frame by frame."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,8 +74,9 @@ def test_backends_agree_on_corridor_with_labels_and_revisits(cpu_threads):
     walk = list(corridor_walk(Corridor(length_m=5.0), 8, INTR, step_m=0.4, noise_m=0.003, seed=5, back_and_forth=True))
     frames = walk + walk
     keyframes = [i % 3 != 0 for i in range(len(frames))]
-    ref, got = _run_both(frames, keyframes, prune_after_frames=4, cpu_threads=cpu_threads,
-                         index_delta_capacity=3000)  # small: index merges and compactions happen every frame or two
+    ref, got = _run_both(
+        frames, keyframes, prune_after_frames=4, cpu_threads=cpu_threads, index_delta_capacity=3000
+    )  # small: index merges and compactions happen every frame or two
     assert ref.num_points > 5_000
     lab = ref.to_numpy()["labels"]
     assert (lab[0] >= 0).mean() > 0.5 and (lab[1] >= 0).any() and (lab[2] == -1).all()
@@ -104,8 +106,10 @@ def test_observe_kernel_matches_torch_vertex_and_normal_maps(gradslam_dir):
     intr = Intrinsics.from_K(np.load(gradslam_dir / "intrinsics.npy")[0, 0], 160, 120)
     pose = np.load(gradslam_dir / "poses.npy")[0, 1].astype(np.float64)
     f = Frame(np.zeros((120, 160, 3), np.uint8), depth, intr, pose)
-    obs = {b: PointMap(FusionConfig(backend=b, min_depth_m=0.0, max_depth_m=10.0), device="cpu")._observe(f)
-           for b in ("torch", "numba")}
+    obs = {
+        b: PointMap(FusionConfig(backend=b, min_depth_m=0.0, max_depth_m=10.0), device="cpu")._observe(f)
+        for b in ("torch", "numba")
+    }
     a, b = obs["torch"], obs["numba"]
     assert torch.equal(a.use, b.use) and int(a.use.sum()) > 10_000
     u = a.use
@@ -129,8 +133,20 @@ def _associate_one_pixel(backend: str, conf, dist_m, slots) -> int:
         store.alive[s] = True
     vw, nw, use = torch.zeros(25, 3), torch.zeros(25, 3), torch.zeros(25, dtype=torch.bool)
     vw[12, 2], nw[12, 2], use[12] = 1.0, -1.0, True
-    obs = FrameObservation(5, 5, Intrinsics(2.0, 2.0, 2.0, 2.0, 5, 5), torch.eye(3), torch.zeros(3), use, vw, nw,
-                           torch.ones(25), torch.zeros(25, 3, dtype=torch.uint8), torch.zeros(3), torch.ones(3))
+    obs = FrameObservation(
+        5,
+        5,
+        Intrinsics(2.0, 2.0, 2.0, 2.0, 5, 5),
+        torch.eye(3),
+        torch.zeros(3),
+        use,
+        vw,
+        nw,
+        torch.ones(25),
+        torch.zeros(25, 3, dtype=torch.uint8),
+        torch.zeros(3),
+        torch.ones(3),
+    )
     be = make_backend(FusionConfig(backend=backend, dist_threshold_m=0.05), torch.device("cpu"))
     local = LayeredIndex(torch.device("cpu"), 100, be.index_kernels)
     local.main.keys, local.main.slots = torch.zeros(len(slots), dtype=torch.int64), torch.as_tensor(slots)
@@ -275,8 +291,9 @@ def test_stages_agree_one_by_one(merge_neighbour_px):
         x.update_points(stores[b], a)
         x.write_new_points(stores[b], a, slots, new_keys, 5)
     for f in dataclasses.fields(PointStore):
-        torch.testing.assert_close(getattr(stores["numba"], f.name), getattr(stores["torch"], f.name),
-                                   rtol=1e-5, atol=1e-6, msg=f.name)
+        torch.testing.assert_close(
+            getattr(stores["numba"], f.name), getattr(stores["torch"], f.name), rtol=1e-5, atol=1e-6, msg=f.name
+        )
 
     pix = {b: x.pixel_slots(obs, target, slots) for b, x in be.items()}
     for ref_arr, got_arr in zip(pix["torch"], pix["numba"]):

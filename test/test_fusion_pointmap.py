@@ -1,4 +1,5 @@
 """PointMap behaviour: bad input leaves the map bit-identical, bounded memory, culling, label votes, map files."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -268,10 +269,12 @@ def test_hard_cap_and_pruning(frames):
     d = frames[0].depth_m.copy()
     d[50:70, 70:90] = 0.6
     m.integrate(dataclasses.replace(frames[0], depth_m=d))
+
     def n_patch():
         p = m.points_xyz.numpy()
         cam = (p - frames[0].T_world_cam[:3, 3]) @ frames[0].T_world_cam[:3, :3]
         return int(np.sum(np.abs(cam[:, 2] - 0.6) < 0.02))
+
     assert n_patch() > 50
     for f in frames[1:4]:
         m.integrate(f)

@@ -1,5 +1,6 @@
 """PointMap against a brute-force PointFusion reference (numpy, every map point projected every frame, the
 gradSLAM algorithm plus PointMap's documented deviations) on gradSLAM's real RGB-D frames."""
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,6 @@ from lang3d_ros.fusion.pointfusion import PointMap
 from lang3d_ros.geometry.camera import Intrinsics
 
 DIST, ANGLE, SIGMA = 0.05, 20.0, 0.6
-
 
 
 def _maps(depth, intr, T):
@@ -84,8 +84,13 @@ def real_frames(gradslam_dir):
     d = {n: np.load(gradslam_dir / f"{n}.npy") for n in ("colors", "depths", "intrinsics", "poses")}
     intr = Intrinsics.from_K(d["intrinsics"][0, 0], 160, 120)
     seq = [
-        Frame(d["colors"][0, s].astype(np.uint8), d["depths"][0, s, ..., 0], intr, d["poses"][0, s].astype(np.float64),
-              index=s)
+        Frame(
+            d["colors"][0, s].astype(np.uint8),
+            d["depths"][0, s, ..., 0],
+            intr,
+            d["poses"][0, s].astype(np.float64),
+            index=s,
+        )
         for s in range(3)
     ]
     return seq + seq  # the second pass revisits the same views
@@ -93,8 +98,14 @@ def real_frames(gradslam_dir):
 
 @pytest.mark.parametrize("backend", ["torch", "numba"])
 def test_pointfusion_matches_bruteforce_reference(real_frames, backend):
-    cfg = FusionConfig(confidence_mode="gradslam", merge_duplicates=False, min_depth_m=0.0, max_depth_m=10.0,
-                       prune_after_frames=1000, backend=backend)
+    cfg = FusionConfig(
+        confidence_mode="gradslam",
+        merge_duplicates=False,
+        min_depth_m=0.0,
+        max_depth_m=10.0,
+        prune_after_frames=1000,
+        backend=backend,
+    )
     m = PointMap(cfg, device="cpu")
     reports = [m.integrate(f) for f in real_frames]
     assert all(r.accepted for r in reports)

@@ -1,5 +1,6 @@
 """Acceptance: fusing a procedural synthetic scene's noisy frames puts points on the ground-truth surfaces,
 with the right colours and per-instance segment labels, and memory stays flat when the room is revisited."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,6 @@ from lang3d_ros.fusion.pointfusion import PointMap
 INTR = DEFAULT_INTRINSICS.scaled(160, 120)
 MAX_DEPTH_M = 3.5
 NOISE = RenderNoise()  # depth sigma 1.5 mm * z^2, dropouts, edge dropouts, rgb sigma 2
-
 
 
 def _instance_labels(frame):

@@ -1,4 +1,5 @@
 """Query grounding on segment tables: LERF relevancy per segment, level choice, which segments a query keeps."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Labels of instance features with a stand-in text encoder whose phrase vectors are known."""
+
 from __future__ import annotations
 
 import numpy as np

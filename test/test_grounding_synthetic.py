@@ -1,5 +1,6 @@
 """Navigation on the procedural scenes of lang3d_ros.datasets.synthetic (points sampled on
 their meshes, only the surfaces a camera inside the room can see)."""
+
 from __future__ import annotations
 
 import numpy as np

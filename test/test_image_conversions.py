@@ -1,4 +1,5 @@
 """sensor_msgs/Image <-> numpy: every supported encoding, row padding, byte order; property tests with hypothesis."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,8 +25,14 @@ def _pad_rows(data: bytes, h: int, row_bytes: int, pad: int) -> bytes:
 
 
 @settings(max_examples=200, deadline=None)
-@given(encoding=st.sampled_from(sorted(ENCODINGS)), h=st.integers(1, 9), w=st.integers(1, 9),
-       pad=st.integers(0, 7), big=st.booleans(), seed=st.integers(0, 2**31))
+@given(
+    encoding=st.sampled_from(sorted(ENCODINGS)),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    pad=st.integers(0, 7),
+    big=st.booleans(),
+    seed=st.integers(0, 2**31),
+)
 def test_roundtrip_with_padding_and_byte_order(encoding, h, w, pad, big, seed):
     img = _random_image(np.random.default_rng(seed), encoding, h, w)
     hh, ww, step, data = encode_image(img, encoding, is_bigendian=big)
@@ -36,8 +43,14 @@ def test_roundtrip_with_padding_and_byte_order(encoding, h, w, pad, big, seed):
 
 
 @settings(max_examples=200, deadline=None)
-@given(encoding=st.text(min_size=0, max_size=8) | st.sampled_from(sorted(ENCODINGS)), h=st.integers(-2, 6),
-       w=st.integers(-2, 6), step=st.integers(-4, 64), nbytes=st.integers(0, 400), big=st.booleans())
+@given(
+    encoding=st.text(min_size=0, max_size=8) | st.sampled_from(sorted(ENCODINGS)),
+    h=st.integers(-2, 6),
+    w=st.integers(-2, 6),
+    step=st.integers(-4, 64),
+    nbytes=st.integers(0, 400),
+    big=st.booleans(),
+)
 def test_malformed_headers_give_clear_errors_never_wrong_arrays(encoding, h, w, step, nbytes, big):
     data = bytes(nbytes)
     try:

@@ -4,6 +4,7 @@ The association and maintenance run against ``VoxelLabelMap``, a small stand-in 
 (one point per occupied voxel, fusion's weighted Boyer-Moore label vote), so these tests isolate the instance
 logic from fusion; test_instances_map.py runs the same properties through the real PointMap and LanguageMap.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -155,8 +156,14 @@ def make_scene(objects: list[SceneObjectGT]) -> SyntheticScene:
     return SyntheticScene(seed=0, room_size_m=(6.0, 5.0, 2.6), objects=objects, room_meshes=rooms)
 
 
-def orbit_poses(n: int, radius_m: float = 2.2, height_m: float = 1.6, target=(0.0, 0.0, 0.4),
-                arc_rad: float = 2 * np.pi, phase_rad: float = 0.0) -> np.ndarray:
+def orbit_poses(
+    n: int,
+    radius_m: float = 2.2,
+    height_m: float = 1.6,
+    target=(0.0, 0.0, 0.4),
+    arc_rad: float = 2 * np.pi,
+    phase_rad: float = 0.0,
+) -> np.ndarray:
     ang = phase_rad + np.linspace(0.0, arc_rad, n, endpoint=False)
     return np.stack([look_at((radius_m * np.cos(a), radius_m * np.sin(a), height_m), target) for a in ang])
 
@@ -187,12 +194,14 @@ def _backend(scene):
 
 def touching_scene() -> SyntheticScene:
     red, blue = (0.8, 0.1, 0.1), (0.1, 0.2, 0.8)
-    return make_scene([
-        box_object(1, "chair", "red", red, (-0.3, 0.5, 0.45), (0.5, 0.5, 0.9)),
-        box_object(2, "chair", "blue", blue, (0.2, 0.5, 0.45), (0.5, 0.5, 0.9)),  # touches chair 1
-        box_object(3, "bed", "white", (0.9, 0.9, 0.9), (0.2, -0.8, 0.25), (1.6, 1.0, 0.5)),
-        box_object(4, "book", "green", (0.1, 0.6, 0.1), (0.2, -0.8, 0.53), (0.3, 0.22, 0.06), support_id=3),
-    ])
+    return make_scene(
+        [
+            box_object(1, "chair", "red", red, (-0.3, 0.5, 0.45), (0.5, 0.5, 0.9)),
+            box_object(2, "chair", "blue", blue, (0.2, 0.5, 0.45), (0.5, 0.5, 0.9)),  # touches chair 1
+            box_object(3, "bed", "white", (0.9, 0.9, 0.9), (0.2, -0.8, 0.25), (1.6, 1.0, 0.5)),
+            box_object(4, "book", "green", (0.1, 0.6, 0.1), (0.2, -0.8, 0.53), (0.3, 0.22, 0.06), support_id=3),
+        ]
+    )
 
 
 def test_an_instance_survives_ten_revisits_as_one():
@@ -278,10 +287,12 @@ def test_table_arrays_round_trip_and_reject_bad_input():
     assert other.coobs.counts.keys() == mapper.coobs.counts.keys() and other.keyframes == mapper.keyframes
     assert mapper.table.feature.dtype == np.float16
     before = other.table
-    for bad in ({"table.feature": arrays["table.feature"][:, :3]},
-                {"table.obb_size": np.full_like(arrays["table.obb_size"], np.nan)},
-                {"table.ids": np.zeros_like(arrays["table.ids"])},
-                {"coobs.pairs": np.zeros((1, 3), np.int32)}):
+    for bad in (
+        {"table.feature": arrays["table.feature"][:, :3]},
+        {"table.obb_size": np.full_like(arrays["table.obb_size"], np.nan)},
+        {"table.ids": np.zeros_like(arrays["table.ids"])},
+        {"coobs.pairs": np.zeros((1, 3), np.int32)},
+    ):
         with pytest.raises(ValueError):
             other.load_arrays({**arrays, **bad})
         assert other.table is before

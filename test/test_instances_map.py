@@ -1,5 +1,6 @@
 """Instances through the real stack: PointMap label votes + LanguageMap (ground, objects, relevancy, map files),
 ground-truth-label semantics through the real MiniLM text encoder."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -98,9 +99,11 @@ def test_map_file_round_trip_and_bad_files(mapped, tmp_path):
     assert [o.instance_id for o in other.ground("chair")] == [o.instance_id for o in lmap.ground("chair")]
     bundle = lmap.to_bundle()
     n_before, objs_before = other.num_points, b
-    for name, value in (("instances.table.feature", lambda a: a[:, :5]),
-                        ("instances.table.aabb_min", lambda a: np.full_like(a, np.inf)),
-                        ("instances.table.next_id", lambda a: np.zeros_like(a))):
+    for name, value in (
+        ("instances.table.feature", lambda a: a[:, :5]),
+        ("instances.table.aabb_min", lambda a: np.full_like(a, np.inf)),
+        ("instances.table.next_id", lambda a: np.zeros_like(a)),
+    ):
         bad = read_map(path)
         bad.arrays[name] = value(bundle.arrays[name])
         write_map(tmp_path / "bad.l3dmap", bad)

@@ -1,10 +1,11 @@
 """The ROS-free mapping loop on a synthetic scene with ground-truth-label semantics (real MiniLM text encoder)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import synthetic_config
+
 from lang3d_ros.config import load_config
 from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.geometry.boxes import iou_3d
@@ -22,7 +23,9 @@ def scene_frames():
 
 
 def _config():
-    return synthetic_config(mapping={"frame_queue_size": 2, "keyframe_queue_size": 4, "keyframes": {"min_translation_m": 0.3}})
+    return synthetic_config(
+        mapping={"frame_queue_size": 2, "keyframe_queue_size": 4, "keyframes": {"min_translation_m": 0.3}}
+    )
 
 
 def test_pipeline_maps_a_scene_and_grounds_its_objects(scene_frames):
@@ -92,7 +95,10 @@ def test_config_yaml_overrides_and_rejects_unknown_keys(tmp_path):
     from lang3d_ros.config_base import ConfigError
 
     p = tmp_path / "c.yaml"
-    p.write_text("/**:\n  ros__parameters:\n    fusion:\n      voxel_size_m: 0.05\n    mapping:\n      keyframes:\n        min_rotation_deg: 5\n")
+    p.write_text(
+        "/**:\n  ros__parameters:\n    fusion:\n      voxel_size_m: 0.05\n    mapping:\n      keyframes:\n        "
+        "min_rotation_deg: 5\n"
+    )
     cfg = load_config(p)
     assert cfg.fusion.voxel_size_m == 0.05 and cfg.mapping.keyframes.min_rotation_deg == 5.0
     p.write_text("/**:\n  ros__parameters:\n    fusion:\n      voxel_size: 0.05\n")

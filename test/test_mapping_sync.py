@@ -1,4 +1,5 @@
 """Frame assembly from separate streams and keyframe selection, on streams with known timing and motion."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -109,8 +110,9 @@ def test_view_overlap_and_keyframe_reasons():
     T_side[0, 3] = 1.0  # 1 m sideways in front of a plane 2 m away: half the view is new
     ov = view_overlap(_plane_frame(T_side), f0, stride_px=4)
     assert 0.2 < ov < 0.8
-    sel = KeyframeSelector(KeyframeConfig(min_translation_m=0.3, min_rotation_deg=15, max_overlap=0.6,
-                                          max_interval_s=5))
+    sel = KeyframeSelector(
+        KeyframeConfig(min_translation_m=0.3, min_rotation_deg=15, max_overlap=0.6, max_interval_s=5)
+    )
     assert sel.reason(f0) == "first frame"
     sel.accept(f0)
     small = np.eye(4)

@@ -1,4 +1,5 @@
 """Map files: bit-identical round trip, atomic writes, and clear errors for truncated, foreign or corrupt files."""
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,13 @@ from lang3d_ros.mapstore import MapBundle, read_map, write_map
 def _bundle():
     rng = np.random.default_rng(0)
     return MapBundle(
-        arrays={"points_xyz": rng.normal(size=(1000, 3)).astype(np.float32),
-                "features_whole": rng.normal(size=(1000, 16)).astype(np.float16),
-                "ids": np.arange(1000, dtype=np.int64), "version": np.array(3),
-                "view": np.arange(12.0).reshape(3, 4)[:, ::2]},
+        arrays={
+            "points_xyz": rng.normal(size=(1000, 3)).astype(np.float32),
+            "features_whole": rng.normal(size=(1000, 16)).astype(np.float16),
+            "ids": np.arange(1000, dtype=np.int64),
+            "version": np.array(3),
+            "view": np.arange(12.0).reshape(3, 4)[:, ::2],
+        },
         blobs={"gaussians.ply": b"ply\nformat binary_little_endian 1.0\n" + bytes(range(256))},
         metadata={"frame_id": "map", "levels": ["subpart", "part", "whole"], "nan": float("nan")},
     )

@@ -1,4 +1,5 @@
 """The vectorised mask NMS equals a direct O(n^2) loop written from LangSplat's description."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,9 @@ import torch
 from lang3d_ros.semantics.mask_nms import mask_nms, pairwise_intersections
 
 
-def reference_mask_nms(masks: np.ndarray, scores: np.ndarray, iou_thr: float, score_thr: float, inner_thr: float) -> list[int]:
+def reference_mask_nms(
+    masks: np.ndarray, scores: np.ndarray, iou_thr: float, score_thr: float, inner_thr: float
+) -> list[int]:
     """Direct loop: per pair counts, LangSplat's matrices, its fallbacks; zero-area masks dropped."""
     n = len(scores)
     order = sorted(range(n), key=lambda k: (-scores[k], k))
@@ -34,7 +37,9 @@ def reference_mask_nms(masks: np.ndarray, scores: np.ndarray, iou_thr: float, sc
         iou_max = max([iou[i, j] for i in range(j)], default=0.0)
         inner_u = max([inner[i, j] for i in range(j)], default=0.0)
         inner_l = max([inner[r, j] for r in range(max(j - 1, 0), n)], default=0.0)  # tril(diagonal=1)
-        keep.append([iou_max <= iou_thr, s[j] > score_thr, inner_u <= 1 - inner_thr, inner_l <= 1 - inner_thr, area[j] > 0])
+        keep.append(
+            [iou_max <= iou_thr, s[j] > score_thr, inner_u <= 1 - inner_thr, inner_l <= 1 - inner_thr, area[j] > 0]
+        )
     keep = np.array(keep, dtype=bool)
     for col in (1, 2, 3):  # LangSplat: when a rule drops everything, its 3 best masks stay eligible
         if not keep[:, col].any():
@@ -111,7 +116,7 @@ def test_empty_and_zero_area() -> None:
 def test_pairwise_intersections_chunked() -> None:
     rng = np.random.default_rng(3)
     m = torch.from_numpy(rng.random((7, 9, 11)) < 0.4)
-    ref = (m.reshape(7, -1).float() @ m.reshape(7, -1).float().T)
+    ref = m.reshape(7, -1).float() @ m.reshape(7, -1).float().T
     assert torch.equal(pairwise_intersections(m, chunk_elements=20), ref)
 
 

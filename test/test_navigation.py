@@ -1,4 +1,5 @@
 """Occupancy grid, standoff goals and A* paths on rooms of known geometry."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -163,8 +164,13 @@ def test_grid_layout_floor_and_msg_fields():
         assert not np.any(states == FREE) and np.mean(states == OCCUPIED) > 0.8
         c = grid.xy_to_ij(box.center[:2])[0]
         assert grid.data[c[0], c[1]] != FREE
-    free_share = np.mean(grid.data[grid.xy_to_ij(scene.points[scene.instance_ids == -1, :2])[:, 0],
-                                   grid.xy_to_ij(scene.points[scene.instance_ids == -1, :2])[:, 1]] == FREE)
+    free_share = np.mean(
+        grid.data[
+            grid.xy_to_ij(scene.points[scene.instance_ids == -1, :2])[:, 0],
+            grid.xy_to_ij(scene.points[scene.instance_ids == -1, :2])[:, 1],
+        ]
+        == FREE
+    )
     assert free_share > 0.9  # floor cells are free except next to walls and furniture
     assert np.allclose(grid.ij_to_xy(grid.xy_to_ij([[1.01, 2.02]])), [[1.025, 2.025]], atol=1e-9)
 
@@ -296,8 +302,9 @@ def test_reachable_target_behind_a_door_from_an_unseen_start_across_unseen_floor
     rng = np.random.default_rng(3)
     pts, boxes, can = _partitioned_room(rng, gap_m=0.8)
     start = np.array([1.5, 0.9])
-    unseen = (pts[:, 2] < 0.03) & ((np.hypot(pts[:, 0] - start[0], pts[:, 1] - start[1]) < 0.7)
-                                   | ((pts[:, 1] > 3.1) & (pts[:, 1] < 3.5)))
+    unseen = (pts[:, 2] < 0.03) & (
+        (np.hypot(pts[:, 0] - start[0], pts[:, 1] - start[1]) < 0.7) | ((pts[:, 1] > 3.1) & (pts[:, 1] < 3.5))
+    )
     pts = pts[~unseen]
     grid = build_occupancy_grid(pts)
     assert grid.data[tuple(grid.xy_to_ij(start)[0])] == UNKNOWN

@@ -1,4 +1,5 @@
 """Message conversions against real ROS 2 message classes (skipped where rclpy is not installed)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,9 +44,11 @@ def test_image_conversion_agrees_with_cv_bridge_where_installed():
     cv_bridge = pytest.importorskip("cv_bridge", reason="cv_bridge is not installed (it is not on PyPI)")
     bridge = cv_bridge.CvBridge()
     rng = np.random.default_rng(1)
-    for enc, arr in {"bgr8": rng.integers(0, 255, (3, 4, 3), dtype=np.uint8),
-                     "16UC1": rng.integers(0, 65535, (3, 4), dtype=np.uint16),
-                     "32FC1": rng.uniform(0, 5, (3, 4)).astype(np.float32)}.items():
+    for enc, arr in {
+        "bgr8": rng.integers(0, 255, (3, 4, 3), dtype=np.uint8),
+        "16UC1": rng.integers(0, 65535, (3, 4), dtype=np.uint16),
+        "32FC1": rng.uniform(0, 5, (3, 4)).astype(np.float32),
+    }.items():
         msg = bridge.cv2_to_imgmsg(arr, encoding=enc)
         np.testing.assert_array_equal(cv.image_to_numpy(msg), bridge.imgmsg_to_cv2(msg))
 
@@ -63,13 +66,16 @@ def test_camera_info_to_intrinsics_and_back():
     assert cv.camera_info_to_intrinsics(cv.intrinsics_to_camera_info(K)) == K
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda m: setattr(m, "d", [0.1, -0.2, 0.0, 0.0, 0.0]), "distortion"),
-    (lambda m: setattr(m, "k", [0.0] * 9), "zero focal"),
-    (lambda m: setattr(m, "k", [float("nan")] + [1.0] * 8), "finite"),
-    (lambda m: setattr(m, "binning_x", 2), "binning"),
-    (lambda m: setattr(m, "width", 0), "not positive"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda m: setattr(m, "d", [0.1, -0.2, 0.0, 0.0, 0.0]), "distortion"),
+        (lambda m: setattr(m, "k", [0.0] * 9), "zero focal"),
+        (lambda m: setattr(m, "k", [float("nan")] + [1.0] * 8), "finite"),
+        (lambda m: setattr(m, "binning_x", 2), "binning"),
+        (lambda m: setattr(m, "width", 0), "not positive"),
+    ],
+)
 def test_camera_info_rejections(mutate, match):
     msg = _camera_info()
     mutate(msg)

@@ -1,5 +1,6 @@
 """/diagnostics grading (DiagnosticsMonitor, thresholds from DiagnosticsConfig) and the autosave rotation, without
 ROS processes: a status stream with known counters in, levels and values out; saves of a real LanguageMap."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,16 @@ from lang3d_ros.ros.diagnostics import DiagnosticsMonitor
 
 
 def _status(received, fused, dropped=0, rejected=0, **extra):
-    st = {"frames_received": received, "frames_fused": fused, "frames_dropped": dropped, "frames_rejected": rejected,
-          "semantics_ms": 100.0, "memory_mb": 50.0, "num_points": 1000, "training_state": "idle"}
+    st = {
+        "frames_received": received,
+        "frames_fused": fused,
+        "frames_dropped": dropped,
+        "frames_rejected": rejected,
+        "semantics_ms": 100.0,
+        "memory_mb": 50.0,
+        "num_points": 1000,
+        "training_state": "idle",
+    }
     st.update(extra)
     return st
 
@@ -21,14 +30,23 @@ def _by_part(items):
 
 
 def test_levels_follow_the_configured_thresholds():
-    cfg = DiagnosticsConfig(window_s=10.0, drop_fraction_warn=0.3, drop_fraction_error=0.8, min_fusion_hz_warn=0.5,
-                            semantics_latency_warn_ms=500.0, semantics_latency_error_ms=2000.0, memory_warn_mb=100.0,
-                            memory_error_mb=200.0, top_reasons=2)
+    cfg = DiagnosticsConfig(
+        window_s=10.0,
+        drop_fraction_warn=0.3,
+        drop_fraction_error=0.8,
+        min_fusion_hz_warn=0.5,
+        semantics_latency_warn_ms=500.0,
+        semantics_latency_error_ms=2000.0,
+        memory_warn_mb=100.0,
+        memory_error_mb=200.0,
+        top_reasons=2,
+    )
     mon = DiagnosticsMonitor(cfg, "lang3d_mapper")
     _by_part(mon.update(_status(0, 0), 0.0))
     healthy = _by_part(mon.update(_status(50, 48, dropped=2), 5.0))  # 48 fused in 5 s, 4% lost
-    assert {p: d.level for p, d in healthy.items()} == {p: "OK" for p in ("intake", "semantics", "map", "models",
-                                                                          "training")}
+    assert {p: d.level for p, d in healthy.items()} == {
+        p: "OK" for p in ("intake", "semantics", "map", "models", "training")
+    }
     assert float(healthy["intake"].values["fusion_rate_hz"]) == pytest.approx(9.6)
     # 42 of 120 frames lost: WARN with the reasons, most frequent first
     reasons = {"pipeline busy": 30, "no pose for the image stamp": 10, "stale stamp": 1}
@@ -43,11 +61,26 @@ def test_levels_follow_the_configured_thresholds():
     ok = _by_part(mon.update(_status(410, 278, dropped=132), 35.0))
     assert ok["intake"].level == "OK", ok["intake"]
     # semantics latency, memory, model fallback and training error
-    graded = _by_part(mon.update(_status(410, 278, dropped=132, semantics_ms=900.0, memory_mb=250.0,
-                                         llm_status="fallback (parser): weights missing", training_state="error"),
-                                 36.0))
-    assert (graded["semantics"].level, graded["map"].level, graded["models"].level, graded["training"].level) == \
-        ("WARN", "ERROR", "WARN", "ERROR")
+    graded = _by_part(
+        mon.update(
+            _status(
+                410,
+                278,
+                dropped=132,
+                semantics_ms=900.0,
+                memory_mb=250.0,
+                llm_status="fallback (parser): weights missing",
+                training_state="error",
+            ),
+            36.0,
+        )
+    )
+    assert (graded["semantics"].level, graded["map"].level, graded["models"].level, graded["training"].level) == (
+        "WARN",
+        "ERROR",
+        "WARN",
+        "ERROR",
+    )
     assert _by_part(mon.update(_status(410, 278, dropped=132, semantics_ms=2500.0), 37.0))["semantics"].level == "ERROR"
 
 
@@ -75,8 +108,9 @@ def test_autosave_is_atomic_rotates_and_resumes(tmp_path):
     lines = []
     saver = Autosaver(AutosaveConfig(keep=2), str(tmp_path), stack.language_map, lines.append)
     assert saver.save("periodic") is None and "empty" in lines[-1]  # nothing to save yet
-    frames = list(render_frames(scene, make_trajectory(scene, "orbit", 6, seed=47), DEFAULT_INTRINSICS.scaled(160, 120),
-                                seed=47))
+    frames = list(
+        render_frames(scene, make_trajectory(scene, "orbit", 6, seed=47), DEFAULT_INTRINSICS.scaled(160, 120), seed=47)
+    )
     paths = []
     for f in frames[:3]:
         stack.pipeline.process_now(f)

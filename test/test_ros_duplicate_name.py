@@ -1,5 +1,6 @@
 """Issue 15: a second node with the same name and namespace refuses to start (it would share every service of the
 first, and a client could not tell which one answered); another name or namespace starts."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,9 @@ def test_second_node_with_the_same_name_refuses_to_start(tmp_path):
 
     # autostart false: the name check happens before any model is loaded, so these processes stay cheap
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"ros": {"autostart": False,
-                                                                          "duplicate_check_s": 3.0}}}}))
+    params.write_text(
+        yaml.safe_dump({"/**": {"ros__parameters": {"ros": {"autostart": False, "duplicate_check_s": 3.0}}}})
+    )
     domain = next_domain_id()
     logs = tmp_path / "logs"
     exe = str(REPO / "scripts" / "query_server_node")

@@ -3,6 +3,7 @@ handler gives the code a planner needs (bad request vs no map vs no match vs unr
 
 The handlers run in this process on a real rclpy node (own context and domain) and a map fused from a synthetic
 scene; the DDS round trip of the same fields is tested in test_ros_services_roundtrip.py."""
+
 from __future__ import annotations
 
 import re
@@ -45,8 +46,12 @@ def services(tmp_path_factory):
 
     scene = generate_scene(seed=23, n_objects=6)
     map_dir = tmp_path_factory.mktemp("maps")
-    cfg = synthetic_config(mapping={"keyframes": {"min_translation_m": 0.25}}, ros={"map_dir": str(map_dir)},
-                           extraction={"vocabulary": sorted(set(scene.labels))}, llm={"mode": "parser_only"})
+    cfg = synthetic_config(
+        mapping={"keyframes": {"min_translation_m": 0.25}},
+        ros={"map_dir": str(map_dir)},
+        extraction={"vocabulary": sorted(set(scene.labels))},
+        llm={"mode": "parser_only"},
+    )
     stack = build_stack(cfg, **ground_truth_tables(scene), start=False)
     empty = build_stack(cfg, **ground_truth_tables(scene), start=False).language_map
     K = DEFAULT_INTRINSICS.scaled(160, 120)
@@ -78,8 +83,12 @@ def test_ground_codes(services):
     label = max(scene.objects, key=lambda o: o.aabb.volume).label
     ok = _call(s._ground, Ground, query=label)
     assert ok.success and ok.error_code == Ground.Response.ERROR_NONE and ok.objects
-    for bad in (dict(query=""), dict(query="x" * 5000), dict(query=label, level="gigantic"),
-                dict(query=label, min_score=float("nan"))):
+    for bad in (
+        dict(query=""),
+        dict(query="x" * 5000),
+        dict(query=label, level="gigantic"),
+        dict(query=label, min_score=float("nan")),
+    ):
         r = _call(s._ground, Ground, **bad)
         assert not r.success and r.error_code == Ground.Response.ERROR_BAD_REQUEST and r.message, bad
     nomap = _call(services["empty"]._ground, Ground, query=label)
@@ -109,8 +118,9 @@ def test_navigate_ask_and_internal_codes(services, monkeypatch):
 
     label = services["scene"].objects[0].label
     found = s.engine.ground(label, max_results=1).objects[0]
-    monkeypatch.setattr(s.engine, "navigate", lambda *a, **k: NavigateResult(False, "target found but unreachable",
-                                                                             target=found))
+    monkeypatch.setattr(
+        s.engine, "navigate", lambda *a, **k: NavigateResult(False, "target found but unreachable", target=found)
+    )
     r = _call(s._navigate, Navigate, instruction=f"go to the {label}")
     assert not r.success and r.error_code == Navigate.Response.ERROR_UNREACHABLE and r.target.label == found.label
     monkeypatch.setattr(s.engine, "navigate", lambda *a, **k: NavigateResult(False, "no target: nothing matches"))

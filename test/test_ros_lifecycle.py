@@ -1,5 +1,6 @@
 """The mapper as a lifecycle node driven from another process (lifecycle_msgs ChangeState / GetState, as Nav2's
 lifecycle manager does), with its /diagnostics, its objects topic and its autosave on SIGTERM."""
+
 from __future__ import annotations
 
 import signal
@@ -21,14 +22,20 @@ def bag(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("lcbag")
     scene = generate_scene(seed=43, n_objects=6)
-    frames = render_frames(scene, make_trajectory(scene, "orbit", 20, seed=43), DEFAULT_INTRINSICS.scaled(160, 120),
-                           noise=None, seed=43)
+    frames = render_frames(
+        scene, make_trajectory(scene, "orbit", 20, seed=43), DEFAULT_INTRINSICS.scaled(160, 120), noise=None, seed=43
+    )
     write_bag(frames, out / "bag", pose_msg="pose", scene=scene, seed=43)
     return out / "bag", scene
 
 
-RVIZ_TYPES = {"PointCloud2": "sensor_msgs/msg/PointCloud2", "MarkerArray": "visualization_msgs/msg/MarkerArray",
-              "Map": "nav_msgs/msg/OccupancyGrid", "Pose": "geometry_msgs/msg/PoseStamped", "Path": "nav_msgs/msg/Path"}
+RVIZ_TYPES = {
+    "PointCloud2": "sensor_msgs/msg/PointCloud2",
+    "MarkerArray": "visualization_msgs/msg/MarkerArray",
+    "Map": "nav_msgs/msg/OccupancyGrid",
+    "Pose": "geometry_msgs/msg/PoseStamped",
+    "Path": "nav_msgs/msg/Path",
+}
 
 
 def rviz_topics(path: Path) -> dict[str, str]:
@@ -59,8 +66,9 @@ class Probe:
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self.diagnostics, self.objects, self.markers = [], [], []
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                             reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(
+            depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
+        )
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
         self.node.create_subscription(DetectedObjectArray, "/lang3d/objects", self.objects.append, latched)
         self.node.create_subscription(MarkerArray, "/lang3d/object_markers", self.markers.append, latched)
@@ -88,8 +96,9 @@ class Probe:
         from lifecycle_msgs.msg import Transition
         from lifecycle_msgs.srv import ChangeState
 
-        return self.call(ChangeState, "/lang3d_mapper/change_state", timeout_s=180.0,
-                         transition=Transition(id=transition_id)).success
+        return self.call(
+            ChangeState, "/lang3d_mapper/change_state", timeout_s=180.0, transition=Transition(id=transition_id)
+        ).success
 
     def spin_for(self, seconds: float, until=lambda: False) -> bool:
         end = time.monotonic() + seconds
@@ -130,9 +139,16 @@ def test_lifecycle_transitions_diagnostics_objects_and_sigterm_autosave(tmp_path
         "mapping": {"train_gaussians": False, "keyframes": {"min_translation_m": 0.25}},
         "extraction": {"vocabulary": sorted(set(scene.labels))},
         "llm": {"mode": "parser_only"},
-        "ros": {"ground_truth_file": str(bag_dir / "ground_truth.json"), "autostart": False, "cloud_period_s": 0.0,
-                "map_dir": str(tmp_path / "maps"), "objects_period_s": 1.0, "sensor_qos_depth": 20,
-                "diagnostics": {"period_s": 0.5}, "autosave": {"period_s": 0.0, "on_shutdown": True, "keep": 2}},
+        "ros": {
+            "ground_truth_file": str(bag_dir / "ground_truth.json"),
+            "autostart": False,
+            "cloud_period_s": 0.0,
+            "map_dir": str(tmp_path / "maps"),
+            "objects_period_s": 1.0,
+            "sensor_qos_depth": 20,
+            "diagnostics": {"period_s": 0.5},
+            "autosave": {"period_s": 0.0, "on_shutdown": True, "keep": 2},
+        },
     }
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
@@ -154,8 +170,9 @@ def test_lifecycle_transitions_diagnostics_objects_and_sigterm_autosave(tmp_path
         assert probe.transition(Transition.TRANSITION_ACTIVATE) and probe.state() == "active"
         assert probe.call(GetMapStatus, "/lang3d/get_map_status").status.frames_fused == 0
         play(probe.node, bag_dir, rate=1.0)
-        assert probe.spin_for(60, lambda: probe.call(GetMapStatus, "/lang3d/get_map_status").status.frames_fused >= 8
-                              and probe.objects), "no frames fused or no objects published"
+        assert probe.spin_for(
+            60, lambda: probe.call(GetMapStatus, "/lang3d/get_map_status").status.frames_fused >= 8 and probe.objects
+        ), "no frames fused or no objects published"
         probe.spin_for(1.0)
         probe.diagnostics.clear()  # from here on: arrays published after the frames were fused
         assert probe.spin_for(10, lambda: len(probe.diagnostics) >= 2)
@@ -173,8 +190,13 @@ def test_lifecycle_transitions_diagnostics_objects_and_sigterm_autosave(tmp_path
         # every topic config/lang3d.rviz shows is published by the active mapper, with the type the display reads
         published = dict(probe.node.get_publisher_names_and_types_by_node("lang3d_mapper", "/"))
         shown = rviz_topics(REPO / "config" / "lang3d.rviz")
-        assert len(shown) == 6 and yaml.safe_load((REPO / "config" / "lang3d.rviz").read_text())[
-            "Visualization Manager"]["Global Options"]["Fixed Frame"] == "map"
+        assert (
+            len(shown) == 6
+            and yaml.safe_load((REPO / "config" / "lang3d.rviz").read_text())["Visualization Manager"][
+                "Global Options"
+            ]["Fixed Frame"]
+            == "map"
+        )
         for topic, msg_type in shown.items():
             assert msg_type in published.get(topic, []), (topic, msg_type, sorted(published))
         # inactive again: intake and services stop, the map stays
@@ -213,8 +235,14 @@ def test_lifecycle_shutdown_saves_a_restart_resumes_and_cleanup_frees(tmp_path, 
         "fusion": {"voxel_size_m": 0.04, "device": "cpu"},
         "mapping": {"train_gaussians": False},
         "llm": {"mode": "parser_only"},
-        "ros": {"ground_truth_file": str(bag_dir / "ground_truth.json"), "cloud_period_s": 0.0, "objects_period_s": 0.0,
-                "map_dir": str(tmp_path / "maps"), "sensor_qos_depth": 20, "autosave": {"period_s": 0.0}},
+        "ros": {
+            "ground_truth_file": str(bag_dir / "ground_truth.json"),
+            "cloud_period_s": 0.0,
+            "objects_period_s": 0.0,
+            "map_dir": str(tmp_path / "maps"),
+            "sensor_qos_depth": 20,
+            "autosave": {"period_s": 0.0},
+        },
     }
     logs = tmp_path / "logs"
 
@@ -223,8 +251,9 @@ def test_lifecycle_shutdown_saves_a_restart_resumes_and_cleanup_frees(tmp_path, 
         f = tmp_path / f"params{len(list(tmp_path.glob('params*')))}.yaml"
         f.write_text(yaml.safe_dump({"/**": {"ros__parameters": p}}))
         domain = next_domain_id()
-        return spawn([str(REPO / "scripts" / "mapper_node"), "--ros-args", "--params-file", str(f)], domain, logs), \
-            Probe(domain)
+        return spawn(
+            [str(REPO / "scripts" / "mapper_node"), "--ros-args", "--params-file", str(f)], domain, logs
+        ), Probe(domain)
 
     mapper, probe = start({})
     try:

@@ -1,5 +1,6 @@
 """Issue 15: 20 clients x 25 Ground queries while a bag is replayed into the mapper (separate process, own domain):
 every request is answered, sensor intake is not starved, and every frame is in exactly one counter."""
+
 from __future__ import annotations
 
 import sys

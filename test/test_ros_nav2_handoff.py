@@ -1,6 +1,7 @@
 """Nav2 handoff (navigation.execute): Navigate sends its goal to a navigate_to_pose action server of Nav2's shape
 (a stand-in in another process, on a nav2_msgs built here from test/nav2_stub, since nav2_msgs is not on PyPI) and
 reports the acceptance; without an action server or without nav2_msgs the answer says so and keeps the goal."""
+
 from __future__ import annotations
 
 import os
@@ -29,10 +30,27 @@ def nav2_msgs_prefix(tmp_path_factory):
     colcon = Path(sys.executable).with_name("colcon")
     if not colcon.exists():
         pytest.skip("colcon is not installed (scripts/setup.sh installs it)")
-    out = subprocess.run([str(colcon), "--log-base", str(tmp / "log"), "build", "--base-paths", str(tmp / "src"),
-                          "--build-base", str(tmp / "build"), "--install-base", str(tmp / "install"), "--cmake-args",
-                          f"-DPython3_EXECUTABLE={sys.executable}", f"-DPYTHON_EXECUTABLE={sys.executable}",
-                          "-DBUILD_TESTING=OFF"], capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [
+            str(colcon),
+            "--log-base",
+            str(tmp / "log"),
+            "build",
+            "--base-paths",
+            str(tmp / "src"),
+            "--build-base",
+            str(tmp / "build"),
+            "--install-base",
+            str(tmp / "install"),
+            "--cmake-args",
+            f"-DPython3_EXECUTABLE={sys.executable}",
+            f"-DPYTHON_EXECUTABLE={sys.executable}",
+            "-DBUILD_TESTING=OFF",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return tmp / "install" / "nav2_msgs"
 
@@ -49,20 +67,30 @@ def test_navigate_hands_the_goal_to_a_navigate_to_pose_server(tmp_path, nav2_msg
     monkeypatch.setenv("PYTHONPATH", f"{site}:{os.environ.get('PYTHONPATH', '')}")
     monkeypatch.setenv("LD_LIBRARY_PATH", f"{nav2_msgs_prefix / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}")
     scene = generate_scene(seed=59, n_objects=6)
-    frames = render_frames(scene, make_trajectory(scene, "orbit", 20, seed=59), DEFAULT_INTRINSICS.scaled(160, 120),
-                           noise=None, seed=59)
+    frames = render_frames(
+        scene, make_trajectory(scene, "orbit", 20, seed=59), DEFAULT_INTRINSICS.scaled(160, 120), noise=None, seed=59
+    )
     write_bag(frames, tmp_path / "bag", pose_msg="pose", scene=scene, seed=59)
-    params = {"semantics": {"backend": "ground_truth", "gt_text_encoder": "minilm"},
-              "fusion": {"voxel_size_m": 0.04, "device": "cpu"},
-              "mapping": {"train_gaussians": False, "keyframes": {"min_translation_m": 0.25}},
-              "llm": {"mode": "parser_only"}, "navigation": {"execute": True, "execute_timeout_s": 10.0},
-              "ros": {"ground_truth_file": str(tmp_path / "bag" / "ground_truth.json"), "cloud_period_s": 0.0,
-                      "map_dir": str(tmp_path / "maps")}}
+    params = {
+        "semantics": {"backend": "ground_truth", "gt_text_encoder": "minilm"},
+        "fusion": {"voxel_size_m": 0.04, "device": "cpu"},
+        "mapping": {"train_gaussians": False, "keyframes": {"min_translation_m": 0.25}},
+        "llm": {"mode": "parser_only"},
+        "navigation": {"execute": True, "execute_timeout_s": 10.0},
+        "ros": {
+            "ground_truth_file": str(tmp_path / "bag" / "ground_truth.json"),
+            "cloud_period_s": 0.0,
+            "map_dir": str(tmp_path / "maps"),
+        },
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
     domain = next_domain_id()
     logs = tmp_path / "logs"
-    mapper = spawn([str(HERE.parent / "scripts" / "mapper_node"), "--ros-args", "--params-file",
-                    str(tmp_path / "params.yaml")], domain, logs)
+    mapper = spawn(
+        [str(HERE.parent / "scripts" / "mapper_node"), "--ros-args", "--params-file", str(tmp_path / "params.yaml")],
+        domain,
+        logs,
+    )
     client = ServiceClient(domain)
     standin = None
     try:

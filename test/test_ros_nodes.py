@@ -1,5 +1,6 @@
 """The real nodes in their own processes: a synthetic bag replayed into the mapper, services called from here,
 a map saved and served by a second server, and a stream of bad requests that must not kill anything."""
+
 from __future__ import annotations
 
 import time
@@ -33,8 +34,12 @@ def _params(tmp_path: Path, gt: Path, extra: dict | None = None) -> Path:
         "fusion": {"voxel_size_m": 0.03, "device": "cpu"},
         "mapping": {"train_gaussians": False, "keyframes": {"min_translation_m": 0.25}},
         "llm": {"mode": "parser_only"},
-        "ros": {"ground_truth_file": str(gt), "status_period_s": 0.5, "cloud_period_s": 1.0,
-                "map_dir": str(tmp_path / "maps")},
+        "ros": {
+            "ground_truth_file": str(gt),
+            "status_period_s": 0.5,
+            "cloud_period_s": 1.0,
+            "map_dir": str(tmp_path / "maps"),
+        },
     }
     for k, v in (extra or {}).items():
         params.setdefault(k, {}).update(v)
@@ -109,8 +114,12 @@ def test_mapper_and_services_end_to_end(tmp_path, synthetic_bag):
         assert res.success and res.answered_by == "relevancy", res.message
         o = res.objects[0]
         assert o.header.frame_id == "map" and o.label == big.label and 0 < o.score <= 1
-        best = max(iou_3d(detected_object_box(m).aabb(), g.aabb) for m in res.objects for g in scene.objects
-                   if g.label == big.label)
+        best = max(
+            iou_3d(detected_object_box(m).aabb(), g.aabb)
+            for m in res.objects
+            for g in scene.objects
+            if g.label == big.label
+        )
         assert best >= 0.25
         # navigation: a Nav2-ready goal in the map frame
         res = client.call(Navigate, "/lang3d/navigate", instruction=f"take me to the {big.label}", standoff_m=0.6)
@@ -122,8 +131,14 @@ def test_mapper_and_services_end_to_end(tmp_path, synthetic_bag):
         res = client.call(Ask, "/lang3d/ask", question=f"where is the {big.label}?")
         assert res.success and res.answer and res.answered_by == "parser"
         # bad requests: every one answered with success=false and a message; the node stays up
-        bad = [dict(query=""), dict(query="   \t"), dict(query="x" * 10_000), dict(query="mug", level="gigantic"),
-               dict(query="mug", min_score=float("nan")), dict(query="\x00\x01 mug")]
+        bad = [
+            dict(query=""),
+            dict(query="   \t"),
+            dict(query="x" * 10_000),
+            dict(query="mug", level="gigantic"),
+            dict(query="mug", min_score=float("nan")),
+            dict(query="\x00\x01 mug"),
+        ]
         for fields in bad:
             r = client.call(Ground, "/lang3d/ground", **fields)
             assert not r.success and r.message and r.error_code == Ground.Response.ERROR_BAD_REQUEST, (fields, r)
@@ -144,10 +159,12 @@ def test_mapper_and_services_end_to_end(tmp_path, synthetic_bag):
         stop(mapper)
     # serving mode: a separate process, the saved map, same answers
     domain2 = next_domain_id()
-    params2 = _params(tmp_path, bag / "ground_truth.json",
-                      {"ros": {"load_map": str(tmp_path / "maps" / "room.l3dmap")}})
-    server2 = spawn([str(REPO / "scripts" / "query_server_node"), "--ros-args", "--params-file", str(params2)],
-                    domain2, logs)
+    params2 = _params(
+        tmp_path, bag / "ground_truth.json", {"ros": {"load_map": str(tmp_path / "maps" / "room.l3dmap")}}
+    )
+    server2 = spawn(
+        [str(REPO / "scripts" / "query_server_node"), "--ros-args", "--params-file", str(params2)], domain2, logs
+    )
     client2 = Client(domain2)
     try:
         st = client2.call(GetMapStatus, "/lang3d/get_map_status").status
@@ -179,16 +196,19 @@ def test_mapper_survives_a_fuzzed_sensor_stream(tmp_path, synthetic_bag):
     bag, _scene = synthetic_bag
     domain = next_domain_id()
     params = _params(tmp_path, bag / "ground_truth.json", {"ros": {"sensor_qos_depth": 100}})  # queue the whole burst
-    mapper = spawn([str(REPO / "scripts" / "mapper_node"), "--ros-args", "--params-file", str(params)], domain,
-                   tmp_path / "logs")
+    mapper = spawn(
+        [str(REPO / "scripts" / "mapper_node"), "--ros-args", "--params-file", str(params)], domain, tmp_path / "logs"
+    )
     client = Client(domain)
     try:
         client.call(GetMapStatus, "/lang3d/get_map_status")  # up
         node = client.node
-        pubs = {"img": node.create_publisher(Image, "/camera/color/image_raw", 10),
-                "depth": node.create_publisher(Image, "/camera/depth/image_rect_raw", 10),
-                "info": node.create_publisher(CameraInfo, "/camera/color/camera_info", 10),
-                "pose": node.create_publisher(PoseStamped, "/camera/pose", 10)}
+        pubs = {
+            "img": node.create_publisher(Image, "/camera/color/image_raw", 10),
+            "depth": node.create_publisher(Image, "/camera/depth/image_rect_raw", 10),
+            "info": node.create_publisher(CameraInfo, "/camera/color/camera_info", 10),
+            "pose": node.create_publisher(PoseStamped, "/camera/pose", 10),
+        }
         deadline = time.monotonic() + 20
         while any(p.get_subscription_count() == 0 for p in pubs.values()) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -234,8 +254,14 @@ def test_mapper_survives_a_fuzzed_sensor_stream(tmp_path, synthetic_bag):
         assert st.frames_rejected >= 10  # the 10 broken colour images are rejected frames
         assert st.frames_fused == 0
         log = (tmp_path / "logs" / "proc-0.log").read_text()
-        for reason in ("image data has 7 bytes", "unsupported image encoding 'yuv422_yuy2'", "step 3 is smaller",
-                       "CameraInfo has distortion", "non-finite position", "expected the map frame"):
+        for reason in (
+            "image data has 7 bytes",
+            "unsupported image encoding 'yuv422_yuy2'",
+            "step 3 is smaller",
+            "CameraInfo has distortion",
+            "non-finite position",
+            "expected the map frame",
+        ):
             assert reason in log, f"no rejection logged for: {reason}"
         play(client.node, bag, rate=1.0)  # good frames afterwards are still mapped
         deadline = time.monotonic() + 60

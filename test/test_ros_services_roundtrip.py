@@ -1,4 +1,5 @@
 """Every custom service type, served by one process and called from another over real DDS (loopback only)."""
+
 from __future__ import annotations
 
 import time
@@ -37,8 +38,11 @@ def test_every_service_type_round_trips_between_processes(tmp_path):
     try:
         node = rclpy.create_node("lang3d_test_client", context=ctx)
         t0 = time.monotonic()
-        res = _call(node, node.create_client(Ground, "ground"),
-                    Ground.Request(query="red mug ☕", max_results=3, min_score=0.25, level="whole"))
+        res = _call(
+            node,
+            node.create_client(Ground, "ground"),
+            Ground.Request(query="red mug ☕", max_results=3, min_score=0.25, level="whole"),
+        )
         assert res.success and res.message == "level=whole" and res.answered_by == "relevancy"
         assert [o.label for o in res.objects] == ["red mug ☕"] * 3
         assert [o.instance_id for o in res.objects] == [1, 2, 3]
@@ -49,8 +53,11 @@ def test_every_service_type_round_trips_between_processes(tmp_path):
         start = PoseStamped()
         start.header.frame_id = "map"
         start.pose.position.x = 1.0
-        res = _call(node, node.create_client(Navigate, "navigate"),
-                    Navigate.Request(instruction="go to the chair", standoff_m=0.8, start=start))
+        res = _call(
+            node,
+            node.create_client(Navigate, "navigate"),
+            Navigate.Request(instruction="go to the chair", standoff_m=0.8, start=start),
+        )
         assert res.success and res.message == "go to the chair" and res.goal.pose.position.x == pytest.approx(1.8)
         assert res.target.label == "chair" and len(res.path.poses) == 2 and res.path_length_m == pytest.approx(0.8)
         assert res.goal_sent and res.goal_accepted and res.error_code == 0
@@ -67,8 +74,13 @@ def test_every_service_type_round_trips_between_processes(tmp_path):
 
         res = _call(node, node.create_client(GetMapStatus, "get_map_status"), GetMapStatus.Request())
         s = res.status
-        assert (s.source, s.frames_fused, s.num_points, s.num_gaussians, s.training_state) == \
-            ("live", 42, 2**33, 7, "training_rgb")
+        assert (s.source, s.frames_fused, s.num_points, s.num_gaussians, s.training_state) == (
+            "live",
+            42,
+            2**33,
+            7,
+            "training_rgb",
+        )
         assert s.training_psnr_db == pytest.approx(27.5)
         assert time.monotonic() - t0 < 60
         node.destroy_node()

@@ -1,6 +1,7 @@
 """Sensor intake under injected faults (issue 15): future and stale stamps, clock jumps back, pose jumps of 10 km
 and 1000 km, a relocalised pose source, intrinsics changes. Mapping continues, every colour image is counted once,
 reasons are named, and the log says each reason once per period."""
+
 from __future__ import annotations
 
 import logging
@@ -62,8 +63,9 @@ class Stream:
 
     def adds_up(self) -> dict:
         st = self.asm.status()
-        assert st["colour_received"] == (st["frames_assembled"] + st["frames_dropped"] + st["frames_rejected"]
-                                         + st["frames_pending"]), st
+        assert st["colour_received"] == (
+            st["frames_assembled"] + st["frames_dropped"] + st["frames_rejected"] + st["frames_pending"]
+        ), st
         assert st["frames_dropped"] == sum(st["drop_reasons"].values())
         assert st["frames_rejected"] == sum(st["reject_reasons"].values())
         return st

@@ -1,4 +1,5 @@
 """The map folder policy under the attacks of issue 15: nothing written, created or revealed outside the folder."""
+
 from __future__ import annotations
 
 import os
@@ -51,26 +52,26 @@ def setup(tmp_path):
 
 
 ATTACKS = [
-    "readme.l3dmap",                 # an existing file that is not a map
-    "../pwned.l3dmap",               # parent folder
+    "readme.l3dmap",  # an existing file that is not a map
+    "../pwned.l3dmap",  # parent folder
     "floor2/../../pwned.l3dmap",
-    "../.bashrc",                    # no suffix, outside, hidden
+    "../.bashrc",  # no suffix, outside, hidden
     ".bashrc",
-    "{home}/.bashrc",                # absolute, outside
+    "{home}/.bashrc",  # absolute, outside
     "{home}/pwned.l3dmap",
-    "fifo.l3dmap",                   # FIFO
-    "/dev/null",                     # character device
-    "null.l3dmap",                   # link to a device
-    "link.l3dmap",                   # link to a file outside
-    "linked_folder/pwned.l3dmap",    # through a linked folder
-    "new/deeper/pwned.l3dmap",       # missing folders
-    "kitchen",                       # no suffix
+    "fifo.l3dmap",  # FIFO
+    "/dev/null",  # character device
+    "null.l3dmap",  # link to a device
+    "link.l3dmap",  # link to a file outside
+    "linked_folder/pwned.l3dmap",  # through a linked folder
+    "new/deeper/pwned.l3dmap",  # missing folders
+    "kitchen",  # no suffix
     "kitchen.zip",
     ".l3dmap",
     ".hidden.l3dmap",
     "",
     "a\nb.l3dmap",
-    "x" * 300 + ".l3dmap",           # component too long for the file system
+    "x" * 300 + ".l3dmap",  # component too long for the file system
 ]
 
 

@@ -1,5 +1,6 @@
 """Reading hostile map files: zip bombs refused from the directory (flat memory), NaN arrays and malformed manifests
 refused with clear messages, old format versions named."""
+
 from __future__ import annotations
 
 import json
@@ -32,12 +33,27 @@ def _write_bomb(path, monkeypatch, inflated_bytes: int = 2 * GIB, chunk: int = 1
         def flush(self):
             return zlib.compressobj(9, zlib.DEFLATED, -15).flush()  # the final (empty) block
 
-    manifest = {"format": "lang3d_ros.map", "version": FORMAT_VERSION, "metadata": {},
-                "entries": {"arrays/x.npy": {"kind": "array", "name": "x", "shape": [inflated_bytes // 4],
-                                             "dtype": "float32", "bytes": inflated_bytes, "sha256": "0" * 64}}}
+    manifest = {
+        "format": "lang3d_ros.map",
+        "version": FORMAT_VERSION,
+        "metadata": {},
+        "entries": {
+            "arrays/x.npy": {
+                "kind": "array",
+                "name": "x",
+                "shape": [inflated_bytes // 4],
+                "dtype": "float32",
+                "bytes": inflated_bytes,
+                "sha256": "0" * 64,
+            }
+        },
+    }
     original = zipfile._get_compressor
-    monkeypatch.setattr(zipfile, "_get_compressor",
-                        lambda method, *a: Repeated() if method == zipfile.ZIP_DEFLATED else original(method, *a))
+    monkeypatch.setattr(
+        zipfile,
+        "_get_compressor",
+        lambda method, *a: Repeated() if method == zipfile.ZIP_DEFLATED else original(method, *a),
+    )
     zeros = bytes(chunk)
     with zipfile.ZipFile(path, "w") as zf:
         info = zipfile.ZipInfo("manifest.json")
@@ -87,8 +103,10 @@ def test_total_size_cap_refuses_before_reading(tmp_path):
 def test_non_finite_arrays_are_refused(tmp_path, bad):
     xyz = np.zeros((100, 3), np.float32)
     xyz[57, 1] = bad
-    write_map(tmp_path / "nan.l3dmap", MapBundle(arrays={"points.features_0": np.ones((10, 4), np.float16),
-                                                          "points.points_xyz": xyz}))
+    write_map(
+        tmp_path / "nan.l3dmap",
+        MapBundle(arrays={"points.features_0": np.ones((10, 4), np.float16), "points.points_xyz": xyz}),
+    )
     with pytest.raises(Lang3DError, match="points.points_xyz contains NaN or infinite"):
         read_map(tmp_path / "nan.l3dmap")
 
@@ -120,7 +138,7 @@ def _entry(**over) -> dict:
 
 
 MALFORMED = {
-    "not json": (b"{\"format\": ", "unreadable"),
+    "not json": (b'{"format": ', "unreadable"),
     "not utf-8": (b"\xff\xfe\x00", "unreadable"),
     "a list": ("[1, 2]", "not a lang3d_ros map file"),
     "deep nesting": ("[" * 200000 + "]" * 200000, "nested too deeply|unreadable"),
@@ -162,8 +180,9 @@ def test_npy_header_disagreeing_with_the_manifest_is_refused(tmp_path):
     np.save(buf, np.zeros(4, np.float64))  # manifest says float32 (2,), the .npy says float64 (4,)
     data = buf.getvalue()
     entry = _entry(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    _zip_with_manifest(tmp_path / "m.l3dmap", json.dumps(_manifest(entries={"arrays/x.npy": entry})),
-                       {"arrays/x.npy": data})
+    _zip_with_manifest(
+        tmp_path / "m.l3dmap", json.dumps(_manifest(entries={"arrays/x.npy": entry})), {"arrays/x.npy": data}
+    )
     with pytest.raises(Lang3DError, match="manifest says"):
         read_map(tmp_path / "m.l3dmap")
 
@@ -176,7 +195,8 @@ def test_pickled_npy_is_refused(tmp_path):
     np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     data = buf.getvalue()
     entry = _entry(bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), dtype="float32", shape=[1])
-    _zip_with_manifest(tmp_path / "m.l3dmap", json.dumps(_manifest(entries={"arrays/x.npy": entry})),
-                       {"arrays/x.npy": data})
+    _zip_with_manifest(
+        tmp_path / "m.l3dmap", json.dumps(_manifest(entries={"arrays/x.npy": entry})), {"arrays/x.npy": data}
+    )
     with pytest.raises(Lang3DError, match="manifest says"):
         read_map(tmp_path / "m.l3dmap")

@@ -1,6 +1,7 @@
 """The mapping loop fed through the FrameAssembler with injected faults (future pose stamp, 10 km and 1000 km pose
 jumps, a 60 s clock jump back): mapping continues, the map stays where the scene is, and every frame is counted
 exactly once (received = fused + dropped + rejected)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,9 @@ def scene_frames():
 def _stack(scene, start: bool = True, **mapping):
     from lang3d_ros.mapping.build import build_stack, ground_truth_tables
 
-    return build_stack(synthetic_config(mapping={"train_gaussians": False, **mapping}), **ground_truth_tables(scene),
-                       start=start)
+    return build_stack(
+        synthetic_config(mapping={"train_gaussians": False, **mapping}), **ground_truth_tables(scene), start=start
+    )
 
 
 def _adds_up(pipeline_status: dict) -> None:
@@ -82,8 +84,11 @@ def test_faults_injected_into_the_streams_do_not_stop_or_corrupt_mapping(scene_f
     assert st["frames_received"] == a["frames_assembled"] >= 70
     assert st["frames_fused"] >= 70 and st["selector_resets"] == 1
     node = combine_intake_status(st, a, {"unsupported image encoding": 2})  # what a mapper node publishes
-    assert node["frames_received"] == 2 * len(frames) + 2 == (node["frames_fused"] + node["frames_dropped"]
-                                                              + node["frames_rejected"] + node["frames_pending"])
+    assert (
+        node["frames_received"]
+        == 2 * len(frames) + 2
+        == (node["frames_fused"] + node["frames_dropped"] + node["frames_rejected"] + node["frames_pending"])
+    )
     assert node["frames_pending"] == 0 and node["reject_reasons"]["unsupported image encoding"] == 2
     assert node["poses_rejected"] == a["poses_rejected"] and node["clock_resets"] == 1
     xyz = stack.language_map.points.points_xyz.cpu().numpy()

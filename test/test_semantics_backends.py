@@ -1,4 +1,5 @@
 """Backends end to end: ground-truth labels (real MiniLM text embeddings) and SAM + CLIP (tiny checkpoints)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,15 +25,19 @@ LABELS = {0: "wall", 3: "chair", 5: "table", 7: "mug"}
 COLORS = {3: "red", 5: "brown", 7: "blue"}
 
 
-
-def make_frame(h: int = 48, w: int = 64, instance_map: np.ndarray | None = None,
-               rgb: np.ndarray | None = None) -> Frame:
+def make_frame(
+    h: int = 48, w: int = 64, instance_map: np.ndarray | None = None, rgb: np.ndarray | None = None
+) -> Frame:
     if rgb is None:
         rgb = np.full((h, w, 3), 120, np.uint8)
         rgb[10:30, 8:30] = (210, 30, 30)
-    return Frame(rgb=rgb, depth_m=np.full((h, w), 2.0, np.float32),
-                 intrinsics=Intrinsics(50.0, 50.0, w / 2, h / 2, w, h), T_world_cam=np.eye(4),
-                 instance_map=instance_map)
+    return Frame(
+        rgb=rgb,
+        depth_m=np.full((h, w), 2.0, np.float32),
+        intrinsics=Intrinsics(50.0, 50.0, w / 2, h / 2, w, h),
+        T_world_cam=np.eye(4),
+        instance_map=instance_map,
+    )
 
 
 def gt_instance_map(h: int = 48, w: int = 64) -> np.ndarray:
@@ -158,7 +163,7 @@ def pairs_scene(rows: int = 5, cols: int = 4, h: int = 10, w: int = 12) -> tuple
         for c in range(cols):
             y, x = 4 + r * (h + 4), 4 + c * (2 * w + 4)
             for j in range(2):
-                ids[y:y + h, x + j * w:x + (j + 1) * w] = k
+                ids[y : y + h, x + j * w : x + (j + 1) * w] = k
                 labels[k] = PAIR_LABELS[k % len(PAIR_LABELS)]
                 k += 1
     return ids, labels
@@ -182,8 +187,16 @@ def _noise(**kw):
     from lang3d_ros.semantics.config import MaskNoiseConfig
     from lang3d_ros.semantics.mask_noise import MaskNoise
 
-    base = dict(enabled=True, missed_prob=0.0, under_segment_prob=[0.0] * 3, over_segment_prob=[0.0] * 3,
-                boundary_jitter_prob=0.0, label_confusion_prob=0.0, feature_noise_std=0.0, part_feature_noise_std=0.0)
+    base = dict(
+        enabled=True,
+        missed_prob=0.0,
+        under_segment_prob=[0.0] * 3,
+        over_segment_prob=[0.0] * 3,
+        boundary_jitter_prob=0.0,
+        label_confusion_prob=0.0,
+        feature_noise_std=0.0,
+        part_feature_noise_std=0.0,
+    )
     base.update(kw)
     return MaskNoise(from_mapping(MaskNoiseConfig, base))
 
@@ -203,8 +216,14 @@ def test_mask_noise_each_failure_happens_at_its_configured_rate():
     ids, labels = pairs_scene()
     texts = dict(labels)
     embed = FakeEmbed()
-    rates = dict(missed_prob=0.1, under_segment_prob=[0.1, 0.25, 0.5], over_segment_prob=[0.4, 0.2, 0.1],
-                 boundary_jitter_prob=0.3, label_confusion_prob=0.15, feature_noise_std=0.3)
+    rates = dict(
+        missed_prob=0.1,
+        under_segment_prob=[0.1, 0.25, 0.5],
+        over_segment_prob=[0.4, 0.2, 0.1],
+        boundary_jitter_prob=0.3,
+        label_confusion_prob=0.15,
+        feature_noise_std=0.3,
+    )
     noise = _noise(**rates)
     tot: dict[int, dict[str, int]] = {k: {} for k in range(3)}
     for frame in range(200):
@@ -262,12 +281,14 @@ def test_mask_noise_off_is_the_identity_and_each_mode_does_what_it_says():
     for m in range(split.num_masks):
         assert len(np.unique(ids[split.seg_map == m])) == 1 and (split.seg_map == m).sum() >= 20
     # boundary jitter: changes stay within boundary_jitter_px of the original boundaries
-    jit, rep = _noise(boundary_jitter_prob=1.0, boundary_jitter_px=2).apply(ids, 0, 9, labels, dict(labels), embed,
-                                                                            embed.dim)
+    jit, rep = _noise(boundary_jitter_prob=1.0, boundary_jitter_px=2).apply(
+        ids, 0, 9, labels, dict(labels), embed, embed.dim
+    )
     _check_valid(jit, ids, embed.dim)
     changed = jit.instance_ids[np.maximum(jit.seg_map, 0)] * (jit.seg_map >= 0) + -1 * (jit.seg_map < 0) != ids
     edge = ndimage.binary_dilation(ids != np.roll(ids, 1, 0), iterations=3) | ndimage.binary_dilation(
-        ids != np.roll(ids, 1, 1), iterations=3)
+        ids != np.roll(ids, 1, 1), iterations=3
+    )
     assert changed.any() and not (changed & ~edge).any() and rep.jittered == 8
     # label confusion: every mask embedded as one of its label's confusers
     conf, rep = _noise(label_confusion_prob=1.0).apply(ids, 0, 0, labels, dict(labels), embed, embed.dim)
@@ -281,8 +302,14 @@ def test_mask_noise_off_is_the_identity_and_each_mode_does_what_it_says():
 def test_mask_noise_feature_noise_and_determinism():
     ids, labels = pairs_scene()
     embed = FakeEmbed(dim=384)
-    noise = _noise(feature_noise_std=0.3, over_segment_prob=[0.3, 0.3, 0.3], boundary_jitter_prob=0.5,
-                   missed_prob=0.1, under_segment_prob=[0.2, 0.2, 0.2], label_confusion_prob=0.1)
+    noise = _noise(
+        feature_noise_std=0.3,
+        over_segment_prob=[0.3, 0.3, 0.3],
+        boundary_jitter_prob=0.5,
+        missed_prob=0.1,
+        under_segment_prob=[0.2, 0.2, 0.2],
+        label_confusion_prob=0.1,
+    )
     a, _ = noise.apply(ids, 1, 17, labels, dict(labels), embed, embed.dim)
     b, _ = noise.apply(ids, 1, 17, labels, dict(labels), embed, embed.dim)
     c, _ = noise.apply(ids, 1, 18, labels, dict(labels), embed, embed.dim)

@@ -1,4 +1,5 @@
 """SAM three-level masks on a tiny randomly initialised SAM saved and loaded as a checkpoint."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,15 @@ def sam_path(tmp_path_factory):
 
 
 def open_config(**kw) -> SamConfig:
-    cfg = SamConfig(model_type="custom", points_per_side=6, crop_n_layers=0, pred_iou_thresh=0.0,
-                    stability_score_thresh=0.0, mask_nms_score=0.0, min_mask_region_area=10)
+    cfg = SamConfig(
+        model_type="custom",
+        points_per_side=6,
+        crop_n_layers=0,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        mask_nms_score=0.0,
+        min_mask_region_area=10,
+    )
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg
@@ -72,7 +80,9 @@ def test_three_levels_with_consistent_seg_maps(sam_path) -> None:
 
 
 def test_crops_layer_runs(sam_path) -> None:
-    gen = LevelMaskGenerator(load_sam("custom", str(sam_path), torch.device("cpu")), open_config(crop_n_layers=1, points_per_side=4))
+    gen = LevelMaskGenerator(
+        load_sam("custom", str(sam_path), torch.device("cpu")), open_config(crop_n_layers=1, points_per_side=4)
+    )
     levels = gen.generate(scene_rgb())
     assert all(s.masks.shape[1:] == (60, 80) for s in levels)
 

@@ -1,4 +1,5 @@
 """Synthetic scenes: layout without overlap, support relations, trajectories, rendering against the meshes."""
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,28 @@ def _points_world(frame):
 
 def test_vocabulary_and_colours():
     assert len(CATEGORIES) >= 20 and len(COLORS) == 10
-    for name in ("chair", "table", "sofa", "mug", "bottle", "laptop", "book", "lamp", "plant", "monitor", "bed", "cabinet",
-                 "shelf", "bowl", "vase", "keyboard", "backpack", "box", "pillow", "toy car"):
+    for name in (
+        "chair",
+        "table",
+        "sofa",
+        "mug",
+        "bottle",
+        "laptop",
+        "book",
+        "lamp",
+        "plant",
+        "monitor",
+        "bed",
+        "cabinet",
+        "shelf",
+        "bowl",
+        "vase",
+        "keyboard",
+        "backpack",
+        "box",
+        "pillow",
+        "toy car",
+    ):
         assert name in CATEGORIES
 
 
@@ -150,7 +171,9 @@ def test_noiseless_render_lies_on_meshes_and_instances_match_boxes(scene):
             if sel.any():
                 assert o.obb.contains(pts[sel], margin_m=0.01).all(), o.label
         room = pts[inst == 0]
-        assert np.all((room[:, 2] < 1e-2) | (np.abs(np.abs(room[:, 0]) - 3.0) < 1e-2) | (np.abs(np.abs(room[:, 1]) - 2.5) < 1e-2))
+        assert np.all(
+            (room[:, 2] < 1e-2) | (np.abs(np.abs(room[:, 0]) - 3.0) < 1e-2) | (np.abs(np.abs(room[:, 1]) - 2.5) < 1e-2)
+        )
 
 
 def test_noise_model_grows_with_depth_and_drops_pixels(scene):
@@ -185,7 +208,12 @@ def test_ground_truth_round_trip(scene, tmp_path):
     np.testing.assert_array_equal(gt.stamps_ns, stamps)
     assert gt.intrinsics == SMALL
     for a, b in zip(gt.objects, scene.objects):
-        assert (a.instance_id, a.label, a.color_name, a.support_id) == (b.instance_id, b.label, b.color_name, b.support_id)
+        assert (a.instance_id, a.label, a.color_name, a.support_id) == (
+            b.instance_id,
+            b.label,
+            b.color_name,
+            b.support_id,
+        )
         np.testing.assert_allclose(a.obb.center, b.obb.center)
         np.testing.assert_allclose(a.aabb.size, b.aabb.size)
     again = gt.regenerate_scene()

@@ -1,4 +1,5 @@
 """Vertex / normal maps and PointFusion confidence against gradSLAM's reference maps (real RGB-D data)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """``lang3d``: the command-line tool. Each sub-command lives in its own module of this package and
 exposes ``add_parser(subparsers)``, which registers the command with ``set_defaults(func=...)``."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="[%(levelname)s] %(name)s: %(message)s"
+    )
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -3,6 +3,7 @@
 lang3d call ground "red mug" --max 3        lang3d call navigate "take me to the sofa" --standoff 0.8
 lang3d call ask "how many chairs are there?"   lang3d call status   lang3d call save /tmp/room.l3dmap
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,12 @@ import json
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("call", help="call a lang3d service (needs ROS 2)", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "call",
+        help="call a lang3d service (needs ROS 2)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("service", choices=("ground", "navigate", "ask", "status", "save", "load"))
     p.add_argument("text", nargs="?", default="", help="query / instruction / question / map path")
     p.add_argument("--max", type=int, default=0, help="ground: max results (0 = server default)")
@@ -40,26 +45,35 @@ def _describe(service: str, res) -> str:
 
     code = int(getattr(res, "error_code", 0))
     name = ErrorCode(code).name if code in ErrorCode._value2member_map_ else str(code)
-    lines = [f"success: {res.success}" + (f"  ({res.message})" if res.message else "")
-             + ("" if res.success and code == 0 else f"  [error_code {code} {name}]")]
+    lines = [
+        f"success: {res.success}"
+        + (f"  ({res.message})" if res.message else "")
+        + ("" if res.success and code == 0 else f"  [error_code {code} {name}]")
+    ]
     for o in getattr(res, "objects", []):
         c, s = o.bbox_center.position, o.bbox_size
-        lines.append(f"  #{o.instance_id} {o.label!r} score {o.score:.2f} level {o.level or '-'} "
-                     f"centre ({c.x:.2f}, {c.y:.2f}, {c.z:.2f}) m size ({s.x:.2f}, {s.y:.2f}, {s.z:.2f}) m "
-                     f"[{o.header.frame_id}]")
+        lines.append(
+            f"  #{o.instance_id} {o.label!r} score {o.score:.2f} level {o.level or '-'} "
+            f"centre ({c.x:.2f}, {c.y:.2f}, {c.z:.2f}) m size ({s.x:.2f}, {s.y:.2f}, {s.z:.2f}) m "
+            f"[{o.header.frame_id}]"
+        )
     if service == "navigate" and res.success:
         p, q = res.goal.pose.position, res.goal.pose.orientation
-        lines.append(f"  goal ({p.x:.2f}, {p.y:.2f}) m, quaternion z={q.z:.3f} w={q.w:.3f} "
-                     f"[{res.goal.header.frame_id}];"
-                     f" path {len(res.path.poses)} poses, {res.path_length_m:.2f} m; target {res.target.label!r}")
+        lines.append(
+            f"  goal ({p.x:.2f}, {p.y:.2f}) m, quaternion z={q.z:.3f} w={q.w:.3f} "
+            f"[{res.goal.header.frame_id}];"
+            f" path {len(res.path.poses)} poses, {res.path_length_m:.2f} m; target {res.target.label!r}"
+        )
     if service == "ask" and res.success:
         lines.append(f"  answer ({res.answered_by}): {res.answer}")
     if service in ("status", "load"):
         s = res.status
-        lines.append(f"  {s.source}: {s.frames_fused} frames fused, {s.keyframes} keyframes, "
-                     f"{s.frames_dropped} dropped, "
-                     f"{s.frames_rejected} rejected, {s.num_points} points, {s.num_gaussians} Gaussians, "
-                     f"training {s.training_state}, {s.memory_mb:.0f} MiB")
+        lines.append(
+            f"  {s.source}: {s.frames_fused} frames fused, {s.keyframes} keyframes, "
+            f"{s.frames_dropped} dropped, "
+            f"{s.frames_rejected} rejected, {s.num_points} points, {s.num_gaussians} Gaussians, "
+            f"training {s.training_state}, {s.memory_mb:.0f} MiB"
+        )
     if service == "save" and res.success:
         lines.append(f"  wrote {res.path} ({res.size_bytes} bytes)")
     return "\n".join(lines)
@@ -71,15 +85,21 @@ def run(args: argparse.Namespace) -> int:
 
         from lang3d_ros.srv import Ask, GetMapStatus, Ground, LoadMap, Navigate, SaveMap
     except ImportError as exc:
-        raise ValueError(f"ROS 2 or the built interfaces are not importable ({exc}); "
-                         "source env.sh or your workspace") from exc
-    kinds = {"ground": (Ground, "ground", dict(query=args.text, max_results=max(args.max, 0),
-                                               min_score=args.min_score, level=args.level)),
-             "navigate": (Navigate, "navigate", dict(instruction=args.text, standoff_m=args.standoff)),
-             "ask": (Ask, "ask", dict(question=args.text)),
-             "status": (GetMapStatus, "get_map_status", {}),
-             "save": (SaveMap, "save_map", dict(path=args.text)),
-             "load": (LoadMap, "load_map", dict(path=args.text))}
+        raise ValueError(
+            f"ROS 2 or the built interfaces are not importable ({exc}); source env.sh or your workspace"
+        ) from exc
+    kinds = {
+        "ground": (
+            Ground,
+            "ground",
+            dict(query=args.text, max_results=max(args.max, 0), min_score=args.min_score, level=args.level),
+        ),
+        "navigate": (Navigate, "navigate", dict(instruction=args.text, standoff_m=args.standoff)),
+        "ask": (Ask, "ask", dict(question=args.text)),
+        "status": (GetMapStatus, "get_map_status", {}),
+        "save": (SaveMap, "save_map", dict(path=args.text)),
+        "load": (LoadMap, "load_map", dict(path=args.text)),
+    }
     srv_type, name, fields = kinds[args.service]
     full = f"{args.ns.rstrip('/')}/lang3d/{name}"
     rclpy.init()
@@ -87,8 +107,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         client = node.create_client(srv_type, full)
         if not client.wait_for_service(timeout_sec=args.timeout):
-            raise ValueError(f"service {full} is not available "
-                             "(is the mapper or query server running, same ROS_DOMAIN_ID?)")
+            raise ValueError(
+                f"service {full} is not available (is the mapper or query server running, same ROS_DOMAIN_ID?)"
+            )
         future = client.call_async(srv_type.Request(**fields))
         rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
         if not future.done():

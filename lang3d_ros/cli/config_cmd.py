@@ -1,4 +1,5 @@
 """``lang3d config``: print the effective configuration (defaults <- YAML files <- --set), or check files."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """``lang3d info BAG``: topics, message counts, rates, image sizes and encodings, intrinsics, trajectory."""
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,10 @@ def run(args: argparse.Namespace) -> int:
         image = f"{t['width']}x{t['height']} {t['encoding']}" if "encoding" in t else ""
         print(f"| {t['topic']} | {t['msgtype']} | {t['count']} | {t['rate_hz']:.2f} | {image} |")
     for topic, k in info["intrinsics"].items():
-        print(f"\nintrinsics ({topic}): {k['width']}x{k['height']} fx={k['fx']:.3f} fy={k['fy']:.3f} cx={k['cx']:.3f} cy={k['cy']:.3f}")
+        print(
+            f"\nintrinsics ({topic}): {k['width']}x{k['height']} fx={k['fx']:.3f} fy={k['fy']:.3f} cx={k['cx']:.3f} "
+            f"cy={k['cy']:.3f}"
+        )
     for topic, tr in info["trajectory"].items():
         print(f"trajectory ({topic}): {tr['length_m']:.3f} m over {tr['duration_s']:.3f} s")
     return 0

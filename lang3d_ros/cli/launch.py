@@ -3,6 +3,7 @@
 Same executables and the same parameter files as launch/*.launch.py. Children run in their own sessions;
 Ctrl-C (or SIGTERM) is passed on and waited for.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,23 +20,46 @@ REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("launch", help="start the nodes without ros2 launch", description=__doc__)
-    p.add_argument("what", choices=("mapping", "serve", "replay"),
-                   help="mapping: mapper + services on the live map; serve: a saved map; replay: mapping fed by a bag")
+    p.add_argument(
+        "what",
+        choices=("mapping", "serve", "replay"),
+        help="mapping: mapper + services on the live map; serve: a saved map; replay: mapping fed by a bag",
+    )
     p.add_argument("bag", nargs="?", type=Path, help="replay: the bag folder")
-    p.add_argument("--config", action="append", type=Path, default=[],
-                   help="parameter file(s), later ones override "
-                        "(default: config/lang3d.yaml; replay: config/synthetic.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one parameter, e.g. fusion.voxel_size_m=0.03")
+    p.add_argument(
+        "--config",
+        action="append",
+        type=Path,
+        default=[],
+        help="parameter file(s), later ones override (default: config/lang3d.yaml; replay: config/synthetic.yaml)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one parameter, e.g. fusion.voxel_size_m=0.03",
+    )
     p.add_argument("--map", type=Path, help="serve: the map file")
-    p.add_argument("--no-autostart", action="store_true",
-                   help="leave the lifecycle node unconfigured for a lifecycle manager (ros.autostart=false); "
-                        "replay needs autostart")
+    p.add_argument(
+        "--no-autostart",
+        action="store_true",
+        help="leave the lifecycle node unconfigured for a lifecycle manager (ros.autostart=false); "
+        "replay needs autostart",
+    )
     p.add_argument("--rate", type=float, default=1.0, help="replay: playback speed factor")
-    p.add_argument("--ground-truth", type=Path,
-                   help="replay of a synthetic bag: its ground_truth.json (default: <bag>/ground_truth.json)")
-    p.add_argument("--exit-after-replay", type=float, default=None, metavar="S",
-                   help="replay: stop the mapper S seconds after the bag has played (default: run until Ctrl-C)")
+    p.add_argument(
+        "--ground-truth",
+        type=Path,
+        help="replay of a synthetic bag: its ground_truth.json (default: <bag>/ground_truth.json)",
+    )
+    p.add_argument(
+        "--exit-after-replay",
+        type=float,
+        default=None,
+        metavar="S",
+        help="replay: stop the mapper S seconds after the bag has played (default: run until Ctrl-C)",
+    )
     p.set_defaults(func=run)
 
 
@@ -142,8 +166,11 @@ def run(args: argparse.Namespace) -> int:
             if args.what == "replay" and replay_done_at is None and procs[1].poll() is not None:
                 replay_done_at = time.monotonic()
                 print(f"[lang3d launch] bag played (exit {procs[1].returncode})", flush=True)
-            if (replay_done_at is not None and args.exit_after_replay is not None
-                    and time.monotonic() - replay_done_at >= args.exit_after_replay):
+            if (
+                replay_done_at is not None
+                and args.exit_after_replay is not None
+                and time.monotonic() - replay_done_at >= args.exit_after_replay
+            ):
                 break
             time.sleep(0.2)
         return 0

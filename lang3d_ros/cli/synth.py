@@ -1,4 +1,5 @@
 """``lang3d synth``: generate a synthetic room, render a camera trajectory, write bag + ground truth."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,18 +29,39 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lang3d_ros.datasets.rosbag import write_bag
-    from lang3d_ros.datasets.synthetic import DEFAULT_INTRINSICS, RenderNoise, generate_scene, make_trajectory, render_frames
+    from lang3d_ros.datasets.synthetic import (
+        DEFAULT_INTRINSICS,
+        RenderNoise,
+        generate_scene,
+        make_trajectory,
+        render_frames,
+    )
 
     if args.frames < 1 or args.width < 16 or args.height < 16:
-        raise ValueError(f"need --frames >= 1 and an image of at least 16x16, got {args.frames} frames {args.width}x{args.height}")
+        raise ValueError(
+            f"need --frames >= 1 and an image of at least 16x16, got {args.frames} frames {args.width}x{args.height}"
+        )
     scene = generate_scene(args.seed, n_objects=args.objects, ceiling=args.ceiling)
     poses = make_trajectory(scene, args.trajectory, args.frames, seed=args.seed)
     intr = DEFAULT_INTRINSICS.scaled(args.width, args.height)
     noise = None if args.no_noise else RenderNoise()
     frames = render_frames(scene, poses, intr, noise=noise, seed=args.seed)
     bag = args.out / "bag"
-    summary = write_bag(frames, bag, storage=args.storage, depth_encoding=args.depth_encoding, pose_msg=args.pose_msg,
-                        pose_rate_hz=args.pose_rate, scene=scene, seed=args.seed, progress=True, total=args.frames)
-    print(f"wrote {summary.n_frames} frames to {summary.path} ({args.storage}, depth {args.depth_encoding}); ground truth: {summary.ground_truth}")
+    summary = write_bag(
+        frames,
+        bag,
+        storage=args.storage,
+        depth_encoding=args.depth_encoding,
+        pose_msg=args.pose_msg,
+        pose_rate_hz=args.pose_rate,
+        scene=scene,
+        seed=args.seed,
+        progress=True,
+        total=args.frames,
+    )
+    print(
+        f"wrote {summary.n_frames} frames to {summary.path} ({args.storage}, depth {args.depth_encoding}); ground "
+        f"truth: {summary.ground_truth}"
+    )
     print("objects: " + ", ".join(f"{o.instance_id}:{o.color_name} {o.label}" for o in scene.objects))
     return 0

@@ -2,6 +2,7 @@
 
 ``open_source(path)`` picks the reader; every reader is a ``FrameSource`` (iterate Frames in time order, len).
 Synthetic scenes live in ``lang3d_ros.datasets.synthetic``."""
+
 from lang3d_ros.datasets.folders import ReplicaSource, ScanNetSource, TumSource
 from lang3d_ros.datasets.frame import Frame, FrameSource
 from lang3d_ros.datasets.gradslam import GradslamBatchSource

@@ -3,6 +3,7 @@ ScanNet's exported frames. Each is a FrameSource: opening indexes the files (no 
 loads one frame at a time in time order. Images load with PIL. What they cannot do: undistort (TUM's
 fr1/fr2 lenses have distortion that is ignored here), read ScanNet .sens files, or Replica meshes.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,8 +78,14 @@ class TumSource:
     centre in the motion-capture world, which is not z-up) are slerped at the colour stamps. Colour images
     without depth or pose are skipped and counted in ``skipped``."""
 
-    def __init__(self, root, intrinsics: Intrinsics | None = None, max_dt_s: float = 0.02, max_pose_gap_s: float = 0.1,
-                 depth_scale: float = 5000.0):
+    def __init__(
+        self,
+        root,
+        intrinsics: Intrinsics | None = None,
+        max_dt_s: float = 0.02,
+        max_pose_gap_s: float = 0.1,
+        depth_scale: float = 5000.0,
+    ):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root}: no such TUM sequence folder")
@@ -92,7 +99,11 @@ class TumSource:
         d_t = np.array([round(float(r[0]) * 1e9) for r in depth], dtype=np.int64)
         order = np.argsort(d_t)
         d_sorted = d_t[order]
-        j = np.clip(np.searchsorted(d_sorted, rgb_t), 1, max(1, len(d_sorted) - 1)) if len(d_sorted) > 1 else np.zeros(len(rgb_t), int)
+        j = (
+            np.clip(np.searchsorted(d_sorted, rgb_t), 1, max(1, len(d_sorted) - 1))
+            if len(d_sorted) > 1
+            else np.zeros(len(rgb_t), int)
+        )
         if len(d_sorted) > 1:
             j = np.where(np.abs(d_sorted[j - 1] - rgb_t) <= np.abs(d_sorted[j] - rgb_t), j - 1, j)
         d_ok = np.abs(d_sorted[j] - rgb_t) <= max_dt_s * 1e9
@@ -104,7 +115,9 @@ class TumSource:
         keep = np.nonzero(d_ok & p_ok)[0]
         self.skipped = int(len(rgb_t) - len(keep))
         if not len(keep):
-            raise ValueError(f"{self.root}: no colour image has a depth image within {max_dt_s} s and a ground-truth pose")
+            raise ValueError(
+                f"{self.root}: no colour image has a depth image within {max_dt_s} s and a ground-truth pose"
+            )
         self._items = [(int(rgb_t[k]), self.root / rgb[k][1], self.root / depth[order[j[k]]][1], T[k]) for k in keep]
         self._items.sort(key=lambda it: it[0])
         if intrinsics is None:
@@ -118,8 +131,14 @@ class TumSource:
 
     def __iter__(self) -> Iterator[Frame]:
         for i, (stamp, rgb_p, d_p, T) in enumerate(self._items):
-            yield Frame(load_rgb(_need(rgb_p, "colour image")), load_depth(_need(d_p, "depth image"), self.depth_scale), self.intrinsics,
-                        T.copy(), stamp, i).validate()
+            yield Frame(
+                load_rgb(_need(rgb_p, "colour image")),
+                load_depth(_need(d_p, "depth image"), self.depth_scale),
+                self.intrinsics,
+                T.copy(),
+                stamp,
+                i,
+            ).validate()
 
 
 class _IndexedFolderSource:
@@ -164,13 +183,17 @@ class ReplicaSource(_IndexedFolderSource):
                     raise ValueError(f"{p}: expected {{'camera': {{w, h, fx, fy, cx, cy, scale}}}} ({exc})") from exc
                 break
         self.depth_scale = float(cam["scale"])
-        self.intrinsics = intrinsics or Intrinsics(float(cam["fx"]), float(cam["fy"]), float(cam["cx"]), float(cam["cy"]), int(cam["w"]), int(cam["h"]))
+        self.intrinsics = intrinsics or Intrinsics(
+            float(cam["fx"]), float(cam["fy"]), float(cam["cx"]), float(cam["cy"]), int(cam["w"]), int(cam["h"])
+        )
         rows = [r for r in read_list(self.root / "traj.txt", 16)]
         colors = sorted((self.root / "results").glob("frame*.jpg"))
         if len(colors) != len(rows):
             raise ValueError(f"{self.root}: {len(colors)} results/frame*.jpg but {len(rows)} poses in traj.txt")
         for i, (c, r) in enumerate(zip(colors, rows)):
-            T = validate_rigid(np.array([float(v) for v in r[:16]]).reshape(4, 4), f"{self.root / 'traj.txt'} line {i + 1}")
+            T = validate_rigid(
+                np.array([float(v) for v in r[:16]]).reshape(4, 4), f"{self.root / 'traj.txt'} line {i + 1}"
+            )
             self._items.append((c, self.root / "results" / c.name.replace("frame", "depth").replace(".jpg", ".png"), T))
 
 

@@ -1,4 +1,5 @@
 """The one frame type every reader yields and every stage consumes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,15 @@ class Frame:
 
     def validate(self) -> "Frame":
         """Raise ValueError naming the first problem; return self when the frame is usable."""
-        if not isinstance(self.rgb, np.ndarray) or self.rgb.ndim != 3 or self.rgb.shape[2] != 3 or self.rgb.dtype != np.uint8:
-            raise ValueError(f"rgb must be (H,W,3) uint8, got {getattr(self.rgb, 'shape', None)} {getattr(self.rgb, 'dtype', None)}")
+        if (
+            not isinstance(self.rgb, np.ndarray)
+            or self.rgb.ndim != 3
+            or self.rgb.shape[2] != 3
+            or self.rgb.dtype != np.uint8
+        ):
+            raise ValueError(
+                f"rgb must be (H,W,3) uint8, got {getattr(self.rgb, 'shape', None)} {getattr(self.rgb, 'dtype', None)}"
+            )
         if not isinstance(self.depth_m, np.ndarray) or self.depth_m.ndim != 2:
             raise ValueError(f"depth_m must be (H,W), got {getattr(self.depth_m, 'shape', None)}")
         if self.depth_m.shape != self.rgb.shape[:2]:

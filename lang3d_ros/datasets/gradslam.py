@@ -4,6 +4,7 @@ colors (B,L,H,W,3) 0..255, depths (B,L,H,W,1) metres, poses (B,L,4,4) camera-to-
 (B,1,4,4). Its fy is negative (ICL-NUIM convention, camera y up): Intrinsics keeps the sign, so
 ``Intrinsics.backproject`` reproduces gradslam's vertex maps. One source reads one sequence b.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,17 @@ class GradslamBatchSource:
             except (OSError, ValueError) as exc:
                 raise ValueError(f"{self.root / f}: cannot load ({exc})") from exc
         c, d, p, k = (arrays[f] for f in FILES)
-        if c.ndim != 5 or c.shape[-1] != 3 or d.shape != c.shape[:-1] + (1,) or p.shape != c.shape[:2] + (4, 4) or k.shape[-2:] != (4, 4):
-            raise ValueError(f"{self.root}: inconsistent shapes colors {c.shape} depths {d.shape} poses {p.shape} intrinsics {k.shape}")
+        if (
+            c.ndim != 5
+            or c.shape[-1] != 3
+            or d.shape != c.shape[:-1] + (1,)
+            or p.shape != c.shape[:2] + (4, 4)
+            or k.shape[-2:] != (4, 4)
+        ):
+            raise ValueError(
+                f"{self.root}: inconsistent shapes colors {c.shape} depths {d.shape} poses {p.shape} intrinsics "
+                f"{k.shape}"
+            )
         if not 0 <= int(sequence) < c.shape[0]:
             raise ValueError(f"sequence must be in 0..{c.shape[0] - 1}, got {sequence}")
         b = int(sequence)

@@ -5,6 +5,7 @@ Supported encodings: rgb8, bgr8, rgba8, bgra8, mono8, mono16, 16UC1 (depth, mill
 Anything else raises ValueError that names the problem; a returned array is always a copy that owns
 its memory, in native byte order.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,13 +43,19 @@ def decode_image(encoding: str, height: int, width: int, step: int, is_bigendian
         raise ValueError(f"image {width}x{height} is larger than {MAX_PIXELS} pixels")
     if step < width * bpp:
         raise ValueError(f"step {step} is smaller than width x bytes per pixel = {width * bpp} for {encoding}")
-    buf = np.frombuffer(bytes(data) if not isinstance(data, (bytes, bytearray, memoryview, np.ndarray)) else data, dtype=np.uint8)
+    buf = np.frombuffer(
+        bytes(data) if not isinstance(data, (bytes, bytearray, memoryview, np.ndarray)) else data, dtype=np.uint8
+    )
     if buf.size < step * height:
         raise ValueError(f"image data has {buf.size} bytes, expected step x height = {step * height}")
     ch, dt = ENCODINGS[encoding]
     rows = buf[: step * height].reshape(height, step)[:, : width * bpp]
     dt = dt.newbyteorder(">" if is_bigendian else "<") if dt.itemsize > 1 else dt
-    arr = np.ascontiguousarray(rows).view(dt).reshape(height, width, ch) if ch > 1 else np.ascontiguousarray(rows).view(dt).reshape(height, width)
+    arr = (
+        np.ascontiguousarray(rows).view(dt).reshape(height, width, ch)
+        if ch > 1
+        else np.ascontiguousarray(rows).view(dt).reshape(height, width)
+    )
     return arr.astype(arr.dtype.newbyteorder("="), copy=True)
 
 

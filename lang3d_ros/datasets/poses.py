@@ -1,6 +1,7 @@
 """Pose look-up at arbitrary stamps: linear in translation, slerp in rotation (scipy), between the two
 pose samples that bracket each query. It does not extrapolate beyond ``slop_ns`` past either end, and it
 refuses to bridge gaps longer than ``max_gap_ns`` (a dropped tracker is not a straight line)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """``open_source``: pick a FrameSource from what is at a path, or from a scheme (``tum://``, ``replica://``,
 ``scannet://``, ``gradslam://``, ``rosbag://``); keyword arguments go to the reader."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,13 @@ from lang3d_ros.datasets.frame import FrameSource
 from lang3d_ros.datasets.gradslam import GradslamBatchSource
 from lang3d_ros.datasets.rosbag import RosbagSource
 
-READERS = {"rosbag": RosbagSource, "tum": TumSource, "replica": ReplicaSource, "scannet": ScanNetSource, "gradslam": GradslamBatchSource}
+READERS = {
+    "rosbag": RosbagSource,
+    "tum": TumSource,
+    "replica": ReplicaSource,
+    "scannet": ScanNetSource,
+    "gradslam": GradslamBatchSource,
+}
 
 
 def detect_kind(path: Path) -> str:

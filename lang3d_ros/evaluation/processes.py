@@ -4,6 +4,7 @@ as separate Python processes with a params file, a service client in this proces
 What it cannot do: measure memory on systems without /proc (VmHWM is then None), or isolate runs that share a
 domain id with an unrelated process on the same machine.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -56,8 +57,13 @@ def next_domain_id() -> int:
 
 def ros_env(domain_id: int, log_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_LOG_DIR=str(log_dir),
-               PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
+    env.update(
+        ROS_DOMAIN_ID=str(domain_id),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        ROS_LOG_DIR=str(log_dir),
+        PYTHONUNBUFFERED="1",
+        RCUTILS_COLORIZED_OUTPUT="0",
+    )
     return env
 
 
@@ -65,8 +71,13 @@ def spawn(args: list[str], domain_id: int, log_dir: Path) -> subprocess.Popen:
     """Start a Python process in its own session (so SIGINT reaches only it), output to log_dir/proc-<k>.log."""
     log_dir.mkdir(parents=True, exist_ok=True)
     out = open(log_dir / f"proc-{len(list(log_dir.glob('proc-*.log')))}.log", "w")
-    return subprocess.Popen([sys.executable, *args], env=ros_env(domain_id, log_dir), stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, *args],
+        env=ros_env(domain_id, log_dir),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> int:

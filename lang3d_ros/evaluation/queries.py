@@ -25,6 +25,7 @@ A query is answered correctly when its top object's box overlaps a target's GT b
 whether a phrase is natural, and its relational queries use the support relation ("on") only, the one relation
 the GT stores exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,13 @@ QUERIES_FORMAT_VERSION = 1
 SERVICES = ("ground", "navigate", "ask")
 KINDS = ("label", "attribute", "relation", "resting", "count", "where")
 GROUND_KINDS = ("label", "attribute", "relation", "resting")
-COUNT_PHRASINGS = ("how many {p} are there?", "count the {p}", "how many {p} are in the room?",
-                   "what is the number of {p} here?", "how many {p} can you see?")
+COUNT_PHRASINGS = (
+    "how many {p} are there?",
+    "count the {p}",
+    "how many {p} are in the room?",
+    "what is the number of {p} here?",
+    "how many {p} can you see?",
+)
 
 
 @dataclass
@@ -75,9 +81,13 @@ class QuerySet:
     standoff_m: float = 0.6
 
     def to_dict(self) -> dict:
-        return {"format": QUERIES_FORMAT, "format_version": QUERIES_FORMAT_VERSION,
-                "start_xy_yaw": [float(v) for v in self.start_xy_yaw], "standoff_m": float(self.standoff_m),
-                "queries": [{k: v for k, v in asdict(q).items() if v is not None} for q in self.queries]}
+        return {
+            "format": QUERIES_FORMAT,
+            "format_version": QUERIES_FORMAT_VERSION,
+            "start_xy_yaw": [float(v) for v in self.start_xy_yaw],
+            "standoff_m": float(self.standoff_m),
+            "queries": [{k: v for k, v in asdict(q).items() if v is not None} for q in self.queries],
+        }
 
     def save(self, path) -> Path:
         path = Path(path)
@@ -131,8 +141,14 @@ def start_pose_from_truth(truth) -> tuple[float, float, float]:
     return (x, y, float(np.arctan2(-y, -x)))
 
 
-def generate_queries(truth, max_ground: int = 60, max_navigate: int = 8, max_ask: int = 30,
-                     standoff_m: float = 0.6, absent_labels: int = 2) -> QuerySet:
+def generate_queries(
+    truth,
+    max_ground: int = 60,
+    max_navigate: int = 8,
+    max_ask: int = 30,
+    standoff_m: float = 0.6,
+    absent_labels: int = 2,
+) -> QuerySet:
     """Queries with unique answers from a GroundTruth, every kind interleaved so a small budget still covers all:
     Ground (label / attribute / relation / resting, see the module docstring); Navigate to floor objects named by a
     unique label or a unique colour + label; Ask: where-is with the support relation, counts of every label in the
@@ -155,8 +171,9 @@ def generate_queries(truth, max_ground: int = 60, max_navigate: int = 8, max_ask
             pools["attribute"].append((f"the {o.color_name} {o.label}", o))
         s = by_id.get(o.support_id)
         if s is not None:
-            same = [x for x in objs
-                    if x.label == o.label and x.support_id in by_id and by_id[x.support_id].label == s.label]
+            same = [
+                x for x in objs if x.label == o.label and x.support_id in by_id and by_id[x.support_id].label == s.label
+            ]
             if len(same) == 1:
                 pools["relation"].append((f"the {o.label} on the {s.label}", o))
     ground: list[tuple[str, str, object]] = []
@@ -169,8 +186,17 @@ def generate_queries(truth, max_ground: int = 60, max_navigate: int = 8, max_ask
     floor = sorted((o for o in objs if o.support_id not in by_id), key=lambda o: -o.aabb.volume)
     nav = [(f"the {o.label}", o) for o in floor if n_label[o.label] == 1]
     nav += [(f"the {o.color_name} {o.label}", o) for o in floor if n_label[o.label] > 1 and n_color(o) == 1]
-    out += [EvalQuery(f"n{i:02d}", "navigate", "label" if text.count(" ") == 1 else "attribute", f"take me to {text}",
-                      [o.instance_id], standoff_m=standoff_m) for i, (text, o) in enumerate(nav[:max_navigate])]
+    out += [
+        EvalQuery(
+            f"n{i:02d}",
+            "navigate",
+            "label" if text.count(" ") == 1 else "attribute",
+            f"take me to {text}",
+            [o.instance_id],
+            standoff_m=standoff_m,
+        )
+        for i, (text, o) in enumerate(nav[:max_navigate])
+    ]
     asks: list[EvalQuery] = []
     for text, o in [(g[1], g[2]) for g in ground if g[0] == "relation"][: max_ask // 4]:
         asks.append(EvalQuery("", "ask", "relation", f"where is {text}?", [o.instance_id]))

@@ -5,6 +5,7 @@ checker texture (``checker_m`` squares, two colours per wall). Cameras look alon
 truth is exact: ``distance_to_surface`` gives each point's distance to the nearest wall. Only boxes: no
 objects, occlusions, or lens effects.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,8 +44,11 @@ class Corridor:
         """(N,3) points on the walls -> (N,) wall id 0..5 (nearest wall) and (N,3) uint8 colour."""
         p = np.asarray(points_xyz, dtype=np.float64)
         b = self._bounds()
-        d = np.abs(np.stack([p[:, 0] - b[0], p[:, 0] - b[1], p[:, 1] - b[2], p[:, 1] - b[3], p[:, 2] - b[4],
-                             p[:, 2] - b[5]], 1))
+        d = np.abs(
+            np.stack(
+                [p[:, 0] - b[0], p[:, 0] - b[1], p[:, 1] - b[2], p[:, 1] - b[3], p[:, 2] - b[4], p[:, 2] - b[5]], 1
+            )
+        )
         wall = np.argmin(d, axis=1)
         cell = np.floor(p / self.checker_m).astype(np.int64)
         # the checker uses the two coordinates in the wall's plane
@@ -56,17 +60,26 @@ class Corridor:
         """(N,3) -> (N,) distance in metres to the nearest wall plane (exact inside the box)."""
         p = np.asarray(points_xyz, dtype=np.float64)
         b = self._bounds()
-        d = np.abs(np.stack([p[:, 0] - b[0], p[:, 0] - b[1], p[:, 1] - b[2], p[:, 1] - b[3], p[:, 2] - b[4],
-                             p[:, 2] - b[5]], 1))
+        d = np.abs(
+            np.stack(
+                [p[:, 0] - b[0], p[:, 0] - b[1], p[:, 1] - b[2], p[:, 1] - b[3], p[:, 2] - b[4], p[:, 2] - b[5]], 1
+            )
+        )
         return d.min(1)
 
-    def render(self, T_world_cam: np.ndarray, intrinsics: Intrinsics, noise_m: float = 0.0,
-               rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def render(
+        self,
+        T_world_cam: np.ndarray,
+        intrinsics: Intrinsics,
+        noise_m: float = 0.0,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ray cast one view -> rgb (H,W,3) uint8, depth_m (H,W) float32, wall id (H,W) int32."""
         h, w = intrinsics.height, intrinsics.width
         u, v = np.meshgrid(np.arange(w), np.arange(h))
-        rays = np.stack([(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy,
-                         np.ones_like(u, float)], -1)
+        rays = np.stack(
+            [(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy, np.ones_like(u, float)], -1
+        )
         R, o = T_world_cam[:3, :3], T_world_cam[:3, 3]
         d = rays.reshape(-1, 3) @ R.T
         b = self._bounds()
@@ -97,8 +110,16 @@ def look_pose(position_xyz, yaw_rad: float, pitch_rad: float = 0.0) -> np.ndarra
     return T
 
 
-def corridor_walk(corridor: Corridor, n_frames: int, intrinsics: Intrinsics, start_x_m: float = 0.5,
-                  step_m: float = 0.05, noise_m: float = 0.0, seed: int = 0, back_and_forth: bool = False):
+def corridor_walk(
+    corridor: Corridor,
+    n_frames: int,
+    intrinsics: Intrinsics,
+    start_x_m: float = 0.5,
+    step_m: float = 0.05,
+    noise_m: float = 0.0,
+    seed: int = 0,
+    back_and_forth: bool = False,
+):
     """Yield Frames walking along the corridor's axis at 1.5 m height, yaw swaying +-0.4 rad.
 
     back_and_forth: walk to the far end and back repeatedly (revisits) instead of stopping at the end.
@@ -114,5 +135,12 @@ def corridor_walk(corridor: Corridor, n_frames: int, intrinsics: Intrinsics, sta
         yaw = 0.4 * np.sin(i * 0.15)
         T = look_pose([x, 0.2 * np.sin(i * 0.05), 1.5], yaw, 0.1)
         rgb, depth, wall = corridor.render(T, intrinsics, noise_m, rng)
-        yield Frame(rgb=rgb, depth_m=depth, intrinsics=intrinsics, T_world_cam=T, stamp_ns=i * 33_000_000, index=i,
-                    instance_map=wall)
+        yield Frame(
+            rgb=rgb,
+            depth_m=depth,
+            intrinsics=intrinsics,
+            T_world_cam=T,
+            stamp_ns=i * 33_000_000,
+            index=i,
+            instance_map=wall,
+        )

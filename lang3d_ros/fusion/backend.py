@@ -12,6 +12,7 @@ To add a backend: implement ``FusionBackend`` (a class with these methods and at
 (only the config and caches): PointMap owns the storage (``types.PointStore``), the voxel index and the slot
 bookkeeping, and passes them in.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,40 +36,49 @@ class FusionBackend(Protocol):
     index_kernels: object | None
     """``cpu_kernels`` for ``LayeredIndex``'s sorted-array loops, or None (torch)."""
 
-    def observe(self, frame: Frame, rays: torch.Tensor, alpha_radial: torch.Tensor,
-                keys: VoxelKeys) -> FrameObservation | None:
+    def observe(
+        self, frame: Frame, rays: torch.Tensor, alpha_radial: torch.Tensor, keys: VoxelKeys
+    ) -> FrameObservation | None:
         """Vertex / normal maps in the world frame, usable pixels, alpha; None when no pixel is usable.
         rays (H, W, 2) float32 normalised image coords; alpha_radial (H, W) float32 radial confidence."""
 
     def candidate_blocks(self, obs: FrameObservation, keys: VoxelKeys) -> torch.Tensor:
         """(B,) int64 ascending block keys of the blocks holding a used vertex, dilated by one block."""
 
-    def associate(self, store: PointStore, obs: FrameObservation, local: LayeredIndex,
-                  target: torch.Tensor) -> tuple[int, int]:
+    def associate(
+        self, store: PointStore, obs: FrameObservation, local: LayeredIndex, target: torch.Tensor
+    ) -> tuple[int, int]:
         """Projective association of the live points of ``local``: target[pixel] = the winning slot (distance
         and normal-angle gates; many-to-one: highest confidence, smallest squared distance, lowest slot).
         Returns (candidate entries examined, pixels matched)."""
 
-    def leftovers(self, store: PointStore, obs: FrameObservation, local: LayeredIndex | None,
-                  target: torch.Tensor, keys: VoxelKeys) -> tuple[int, torch.Tensor | None]:
+    def leftovers(
+        self,
+        store: PointStore,
+        obs: FrameObservation,
+        local: LayeredIndex | None,
+        target: torch.Tensor,
+        keys: VoxelKeys,
+    ) -> tuple[int, torch.Tensor | None]:
         """Unmatched used pixels: into the live point owning their voxel, else the nearest gated neighbour's
         point, else new points grouped by voxel (target -(2 + id), ids in ascending key order).
         Returns (pixels merged, the new points' (n_new,) int64 ascending voxel keys or None)."""
 
-    def accumulate(self, store: PointStore, obs: FrameObservation, target: torch.Tensor,
-                   n_new: int) -> Accumulation:
+    def accumulate(self, store: PointStore, obs: FrameObservation, target: torch.Tensor, n_new: int) -> Accumulation:
         """Pixels -> dense target ids and alpha-weighted sums / means (see ``Accumulation``)."""
 
     def update_points(self, store: PointStore, acc: Accumulation) -> None:
         """Running averages of the existing targets: c <- c + w, x <- x + w / (c + w) (x_frame - x), w = wmax;
         normals renormalised."""
 
-    def write_new_points(self, store: PointStore, acc: Accumulation, slots: torch.Tensor,
-                         new_keys: torch.Tensor, frame_no: int) -> None:
+    def write_new_points(
+        self, store: PointStore, acc: Accumulation, slots: torch.Tensor, new_keys: torch.Tensor, frame_no: int
+    ) -> None:
         """New point j into slot slots[j]: the frame mean, confidence wmax, voxel key, birth, alive, no labels."""
 
-    def pixel_slots(self, obs: FrameObservation, target: torch.Tensor,
-                    slots: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+    def pixel_slots(
+        self, obs: FrameObservation, target: torch.Tensor, slots: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(P,) int64 slot each pixel fused into (new point j: slots[j]; -1 unused) and (P,) float32 its alpha
         (0 where unused), as numpy (``FusionReport.pixel_slot`` / ``pixel_alpha``)."""
 
@@ -122,9 +132,19 @@ def frame_pose(frame: Frame, device: torch.device) -> tuple[torch.Tensor, torch.
     return T[:3, :3].to(torch.float32), T[:3, 3].to(torch.float32)
 
 
-def bounded_observation(frame: Frame, rays: torch.Tensor, R: torch.Tensor, t: torch.Tensor, use: torch.Tensor,
-                        vw: torch.Tensor, nw: torch.Tensor, alpha: torch.Tensor, depth_lo_m: torch.Tensor,
-                        depth_hi_m: torch.Tensor, keys: VoxelKeys) -> FrameObservation | None:
+def bounded_observation(
+    frame: Frame,
+    rays: torch.Tensor,
+    R: torch.Tensor,
+    t: torch.Tensor,
+    use: torch.Tensor,
+    vw: torch.Tensor,
+    nw: torch.Tensor,
+    alpha: torch.Tensor,
+    depth_lo_m: torch.Tensor,
+    depth_hi_m: torch.Tensor,
+    keys: VoxelKeys,
+) -> FrameObservation | None:
     """The shared end of ``observe``: the world box of the used vertices (the frustum slab between their depth
     range ``depth_lo_m``..``depth_hi_m``; exact bounds, and pixels outside the keyable range dropped, when the
     slab leaves that range) and the observation. None when no used pixel is left."""

@@ -1,4 +1,5 @@
 """PointFusion parameters (gradSLAM's defaults where it has them)."""
+
 from __future__ import annotations
 
 import typing
@@ -69,8 +70,9 @@ class FusionConfig:
         if bv < 1 or bv > 16 or bv & (bv - 1):
             raise ValueError(f"block_voxels must be a power of two in [1, 16], got {bv}")
         if bv * self.voxel_size_m < self.dist_threshold_m:
-            raise ValueError("block_voxels * voxel_size_m must be >= dist_threshold_m (frustum culling would miss "
-                             "matches)")
+            raise ValueError(
+                "block_voxels * voxel_size_m must be >= dist_threshold_m (frustum culling would miss matches)"
+            )
         if self.cpu_threads < 0:
             raise ValueError("cpu_threads must be >= 0 (0: torch's thread count)")
         if self.merge_neighbour_px < 0:

@@ -24,6 +24,7 @@ that releases the GIL; ``run_split`` / ``run_each`` spread row chunks or semanti
 numba's own parallel loops were not used: their OpenMP pool next to torch's made a loaded 2-core machine up to
 40x slower (threads spinning on busy cores).
 """
+
 from __future__ import annotations
 
 import math
@@ -99,8 +100,33 @@ if AVAILABLE:
         return d if (np.isfinite(d) and d > lo and d <= hi) else np.float32(0.0)
 
     @njit(nogil=True, cache=True)
-    def project_candidates(xyz, nrm, conf, alive, slot_key, cand, cand_key, R, t, fx, fy, cx, cy, h, w, use, vw, nw,
-                           dist2, cos_gate, q_out, d2_out, conf_out, k0, k1):
+    def project_candidates(
+        xyz,
+        nrm,
+        conf,
+        alive,
+        slot_key,
+        cand,
+        cand_key,
+        R,
+        t,
+        fx,
+        fy,
+        cx,
+        cy,
+        h,
+        w,
+        use,
+        vw,
+        nw,
+        dist2,
+        cos_gate,
+        q_out,
+        d2_out,
+        conf_out,
+        k0,
+        k1,
+    ):
         """Candidates k0..k1-1 of the index entries (cand_key, cand): q_out[k] = the pixel a live entry projects
         to and passes the distance and normal gates with (-1 otherwise), d2_out / conf_out its squared distance
         and the point's confidence. Returns the number of live entries (slot alive and still holding the key)."""
@@ -146,8 +172,11 @@ if AVAILABLE:
             c, cf, d2 = cand[k], conf_in[k], d2_in[k]
             cur = target[q]
             n_matched += cur < 0
-            if (cur < 0 or cf > best_conf[q]
-                    or (cf == best_conf[q] and (d2 < best_d2[q] or (d2 == best_d2[q] and c < cur)))):
+            if (
+                cur < 0
+                or cf > best_conf[q]
+                or (cf == best_conf[q] and (d2 < best_d2[q] or (d2 == best_d2[q] and c < cur)))
+            ):
                 target[q] = c
                 best_conf[q] = cf
                 best_d2[q] = d2
@@ -186,8 +215,24 @@ if AVAILABLE:
         return (block << (3 * local_bits)) | local
 
     @njit(nogil=True, cache=True)
-    def voxel_owner(target, use, vw, voxel_size_m, offset, local_bits, block_bits, tk, ts, bits, alive, slot_key,
-                    merge, pixel_key, i0, i1):
+    def voxel_owner(
+        target,
+        use,
+        vw,
+        voxel_size_m,
+        offset,
+        local_bits,
+        block_bits,
+        tk,
+        ts,
+        bits,
+        alive,
+        slot_key,
+        merge,
+        pixel_key,
+        i0,
+        i1,
+    ):
         """Leftover pixels i0..i1-1 (use, target < 0): pixel_key = their voxel key; with ``merge`` target = the
         live point owning that voxel when the hash (tk, ts) has one. Returns the number merged."""
         mask = (1 << bits) - 1
@@ -421,7 +466,6 @@ if AVAILABLE:
                 o += 1
         return out_k, out_s
 
-
     @njit(nogil=True, cache=True)
     def group_new(left, keys, target, merge):
         """Leftover pixels ``left`` with voxel ``keys`` become new points, ids in ascending key order: with
@@ -454,7 +498,6 @@ if AVAILABLE:
             birth[s] = frame_no
             alive[s] = True
 
-
     @njit(nogil=True, cache=True)
     def kill_unstable(slots, born, stable_confidence, birth, alive, conf):
         """Of ``slots`` (born in frame ``born``), kill those still alive from that birth whose confidence is below
@@ -469,7 +512,6 @@ if AVAILABLE:
                 dead[n] = s
                 n += 1
         return dead[:n].copy()
-
 
     @njit(nogil=True, cache=True)
     def pixel_slots(target, slots, alpha):
@@ -592,4 +634,3 @@ def _pool(n_threads: int) -> ThreadPoolExecutor:
     if n_threads not in _pools:
         _pools[n_threads] = ThreadPoolExecutor(max_workers=n_threads - 1, thread_name_prefix="fusion-kernel")
     return _pools[n_threads]
-

@@ -5,6 +5,7 @@ kernel). Same rules and tie-breaks as ``torch_backend.py`` (the reference; ``tes
 Whole-image fills and copies use numpy, not torch, so no torch thread pool wakes per frame; row-split kernels
 run on ``fusion.cpu_threads`` plain threads (``cpu_kernels.run_split``). CPU tensors only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,8 +45,9 @@ def warm_up_kernels() -> None:
     scratch = PointMap(FusionConfig(backend="numba"), device="cpu")
     labels = np.zeros((len(LEVELS), 12 * 16), np.int32)
     for i in range(2):
-        rep = scratch.integrate(Frame(rgb, np.full((12, 16), 1.0 + 0.01 * i, np.float32), intr, np.eye(4), index=i),
-                                want_pixel_slots=True)
+        rep = scratch.integrate(
+            Frame(rgb, np.full((12, 16), 1.0 + 0.01 * i, np.float32), intr, np.eye(4), index=i), want_pixel_slots=True
+        )
         scratch.vote_labels(rep.pixel_slot, rep.pixel_alpha, labels)
     z, live = np.zeros(1, np.int64), np.zeros(1, np.bool_)  # kernels two frames do not reach (index, pruning)
     K.compact_sorted(z, z, z, live)
@@ -75,16 +77,31 @@ class NumbaBackend:
         return self.config.cpu_threads or torch.get_num_threads()
 
     # ------------------------------------------------------------------ observe
-    def observe(self, frame: Frame, rays: torch.Tensor, alpha_radial: torch.Tensor,
-                keys: VoxelKeys) -> FrameObservation | None:
+    def observe(
+        self, frame: Frame, rays: torch.Tensor, alpha_radial: torch.Tensor, keys: VoxelKeys
+    ) -> FrameObservation | None:
         cfg = self.config
         h, w = frame.height, frame.width
         R, t = frame_pose(frame, self.device)
         depth = np.ascontiguousarray(frame.depth_m, dtype=np.float32)
         vw, nw = np.empty((h * w, 3), np.float32), np.empty((h * w, 3), np.float32)
         use, zlo, zhi = np.empty(h * w, np.bool_), np.empty(h, np.float32), np.empty(h, np.float32)
-        K.run_split(K.observe, h, self._threads(), depth, rays.numpy(), np.float32(cfg.min_depth_m),
-                    np.float32(cfg.max_depth_m), R.numpy(), t.numpy(), vw, nw, use, zlo, zhi)
+        K.run_split(
+            K.observe,
+            h,
+            self._threads(),
+            depth,
+            rays.numpy(),
+            np.float32(cfg.min_depth_m),
+            np.float32(cfg.max_depth_m),
+            R.numpy(),
+            t.numpy(),
+            vw,
+            nw,
+            use,
+            zlo,
+            zhi,
+        )
         if not np.isfinite(zlo).any():
             return None
         if cfg.confidence_mode == "radial":
@@ -94,9 +111,19 @@ class NumbaBackend:
             z = torch.where(valid_depth_mask(dt, cfg.min_depth_m, cfg.max_depth_m), dt, torch.zeros(()))
             verts = torch.cat([rays * z[..., None], z[..., None]], -1)
             alpha = confidence_map(verts, frame.intrinsics, cfg.sigma, "gradslam").reshape(-1)
-        return bounded_observation(frame, rays, R, t, torch.from_numpy(use), torch.from_numpy(vw),
-                                   torch.from_numpy(nw), alpha, torch.tensor(float(zlo.min())),
-                                   torch.tensor(float(zhi.max())), keys)
+        return bounded_observation(
+            frame,
+            rays,
+            R,
+            t,
+            torch.from_numpy(use),
+            torch.from_numpy(vw),
+            torch.from_numpy(nw),
+            alpha,
+            torch.tensor(float(zlo.min())),
+            torch.tensor(float(zhi.max())),
+            keys,
+        )
 
     # ------------------------------------------------------------------ candidate blocks
     def candidate_blocks(self, obs: FrameObservation, keys: VoxelKeys) -> torch.Tensor:
@@ -107,85 +134,200 @@ class NumbaBackend:
             from lang3d_ros.fusion.torch_backend import TorchBackend
 
             return TorchBackend(self.config, self.device).candidate_blocks(obs, keys)
-        return torch.from_numpy(K.candidate_blocks(
-            obs.use.numpy(), obs.vertex_world.numpy(), np.float32(bs), blo.to(torch.int64).numpy(), dims.numpy(),
-            1 << (keys.block_bits - 1), keys.block_bits))
+        return torch.from_numpy(
+            K.candidate_blocks(
+                obs.use.numpy(),
+                obs.vertex_world.numpy(),
+                np.float32(bs),
+                blo.to(torch.int64).numpy(),
+                dims.numpy(),
+                1 << (keys.block_bits - 1),
+                keys.block_bits,
+            )
+        )
 
     # ------------------------------------------------------------------ associate
-    def associate(self, store: PointStore, obs: FrameObservation, local: LayeredIndex,
-                  target: torch.Tensor) -> tuple[int, int]:
+    def associate(
+        self, store: PointStore, obs: FrameObservation, local: LayeredIndex, target: torch.Tensor
+    ) -> tuple[int, int]:
         intr = obs.intrinsics
         ckey, cand = local.entries()
         n = cand.numel()
         q, d2, conf = np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.float32)
-        n_live = sum(K.run_split(
-            K.project_candidates, n, self._threads(), store.xyz.numpy(), store.nrm.numpy(), store.conf.numpy(),
-            store.alive.numpy(), store.key.numpy(), cand.numpy(), ckey.numpy(), obs.R_world_cam.numpy(),
-            obs.t_world_cam.numpy(), np.float32(intr.fx), np.float32(intr.fy), np.float32(intr.cx),
-            np.float32(intr.cy), obs.height, obs.width, obs.use.numpy(), obs.vertex_world.numpy(),
-            obs.normal_world.numpy(), self.dist2, self.cos_gate, q, d2, conf))
+        n_live = sum(
+            K.run_split(
+                K.project_candidates,
+                n,
+                self._threads(),
+                store.xyz.numpy(),
+                store.nrm.numpy(),
+                store.conf.numpy(),
+                store.alive.numpy(),
+                store.key.numpy(),
+                cand.numpy(),
+                ckey.numpy(),
+                obs.R_world_cam.numpy(),
+                obs.t_world_cam.numpy(),
+                np.float32(intr.fx),
+                np.float32(intr.fy),
+                np.float32(intr.cx),
+                np.float32(intr.cy),
+                obs.height,
+                obs.width,
+                obs.use.numpy(),
+                obs.vertex_world.numpy(),
+                obs.normal_world.numpy(),
+                self.dist2,
+                self.cos_gate,
+                q,
+                d2,
+                conf,
+            )
+        )
         return n_live, K.resolve_many_to_one(cand.numpy(), q, d2, conf, target.numpy())
 
     # ------------------------------------------------------------------ leftovers
-    def leftovers(self, store: PointStore, obs: FrameObservation, local: LayeredIndex | None,
-                  target: torch.Tensor, keys: VoxelKeys) -> tuple[int, torch.Tensor | None]:
+    def leftovers(
+        self,
+        store: PointStore,
+        obs: FrameObservation,
+        local: LayeredIndex | None,
+        target: torch.Tensor,
+        keys: VoxelKeys,
+    ) -> tuple[int, torch.Tensor | None]:
         cfg, t_np, use = self.config, target.numpy(), obs.use.numpy()
         merge = cfg.merge_duplicates and local is not None
         pixel_key = np.empty(t_np.shape[0], np.int64)
         ckey, cslots = local.entries() if merge else (torch.empty(0, dtype=torch.int64),) * 2
         tk, ts, bits = K.build_table(ckey.numpy(), cslots.numpy())
-        n_merged = sum(K.run_split(
-            K.voxel_owner, t_np.shape[0], self._threads(), t_np, use, obs.vertex_world.numpy(),
-            np.float32(keys.voxel_size_m), keys.offset, keys.local_bits, keys.block_bits, tk, ts, bits,
-            store.alive.numpy(), store.key.numpy(), merge, pixel_key))
+        n_merged = sum(
+            K.run_split(
+                K.voxel_owner,
+                t_np.shape[0],
+                self._threads(),
+                t_np,
+                use,
+                obs.vertex_world.numpy(),
+                np.float32(keys.voxel_size_m),
+                keys.offset,
+                keys.local_bits,
+                keys.block_bits,
+                tk,
+                ts,
+                bits,
+                store.alive.numpy(),
+                store.key.numpy(),
+                merge,
+                pixel_key,
+            )
+        )
         by_neighbour = merge and cfg.merge_neighbour_px > 0
         owner = np.empty(t_np.shape[0] if by_neighbour else 0, np.int64)
         if by_neighbour:
-            K.run_split(K.neighbour_owner, obs.height, self._threads(), t_np, use, obs.vertex_world.numpy(),
-                        obs.normal_world.numpy(), store.xyz.numpy(), store.nrm.numpy(), obs.height, obs.width,
-                        cfg.merge_neighbour_px, self.dist2, self.cos_gate, owner)
+            K.run_split(
+                K.neighbour_owner,
+                obs.height,
+                self._threads(),
+                t_np,
+                use,
+                obs.vertex_world.numpy(),
+                obs.normal_world.numpy(),
+                store.xyz.numpy(),
+                store.nrm.numpy(),
+                obs.height,
+                obs.width,
+                cfg.merge_neighbour_px,
+                self.dist2,
+                self.cos_gate,
+                owner,
+            )
         n_nbr, left, lk = K.take_owners(t_np, use, owner, by_neighbour, pixel_key)
         if left.shape[0] == 0:
             return n_merged + n_nbr, None
         return n_merged + n_nbr, torch.from_numpy(K.group_new(left, lk, t_np, cfg.merge_duplicates))
 
     # ------------------------------------------------------------------ accumulate / update / write
-    def accumulate(self, store: PointStore, obs: FrameObservation, target: torch.Tensor,
-                   n_new: int) -> Accumulation:
-        out = K.accumulate(target.numpy(), obs.vertex_world.numpy(), obs.normal_world.numpy(), obs.rgb.numpy(),
-                           obs.alpha.numpy(), n_new, store.scratch.numpy())
+    def accumulate(self, store: PointStore, obs: FrameObservation, target: torch.Tensor, n_new: int) -> Accumulation:
+        out = K.accumulate(
+            target.numpy(),
+            obs.vertex_world.numpy(),
+            obs.normal_world.numpy(),
+            obs.rgb.numpy(),
+            obs.alpha.numpy(),
+            n_new,
+            store.scratch.numpy(),
+        )
         return Accumulation(*(torch.from_numpy(a) for a in out))
 
     def update_points(self, store: PointStore, acc: Accumulation) -> None:
         n_old = acc.n_old
         if n_old:
-            K.run_split(K.update_points, n_old, self._threads(), acc.uslots.numpy(), acc.wmax.numpy(),
-                        acc.mean.numpy(), store.xyz.numpy(), store.nrm.numpy(), store.rgb.numpy(),
-                        store.conf.numpy())
+            K.run_split(
+                K.update_points,
+                n_old,
+                self._threads(),
+                acc.uslots.numpy(),
+                acc.wmax.numpy(),
+                acc.mean.numpy(),
+                store.xyz.numpy(),
+                store.nrm.numpy(),
+                store.rgb.numpy(),
+                store.conf.numpy(),
+            )
 
-    def write_new_points(self, store: PointStore, acc: Accumulation, slots: torch.Tensor,
-                         new_keys: torch.Tensor, frame_no: int) -> None:
+    def write_new_points(
+        self, store: PointStore, acc: Accumulation, slots: torch.Tensor, new_keys: torch.Tensor, frame_no: int
+    ) -> None:
         s = slots.numpy()
-        K.write_new_points(s, acc.mean.numpy(), acc.wmax.numpy(), acc.n_old, new_keys.numpy(), frame_no,
-                           store.xyz.numpy(), store.nrm.numpy(), store.rgb.numpy(), store.conf.numpy(),
-                           store.key.numpy(), store.birth.numpy(), store.alive.numpy())
+        K.write_new_points(
+            s,
+            acc.mean.numpy(),
+            acc.wmax.numpy(),
+            acc.n_old,
+            new_keys.numpy(),
+            frame_no,
+            store.xyz.numpy(),
+            store.nrm.numpy(),
+            store.rgb.numpy(),
+            store.conf.numpy(),
+            store.key.numpy(),
+            store.birth.numpy(),
+            store.alive.numpy(),
+        )
         store.label.numpy()[:, s] = -1
         store.label_w.numpy()[:, s] = 0
 
     # ------------------------------------------------------------------ label votes
-    def pixel_slots(self, obs: FrameObservation, target: torch.Tensor,
-                    slots: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+    def pixel_slots(
+        self, obs: FrameObservation, target: torch.Tensor, slots: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         s = np.zeros(0, np.int64) if slots is None else slots.numpy()
         return K.pixel_slots(target.numpy(), s, obs.alpha.numpy())
 
     def vote_labels(self, store: PointStore, n_used: int, pixel_slot, pixel_alpha, pixel_labels) -> None:
-        K.vote_labels(pixel_slot, n_used, store.alive.numpy(), store.scratch.numpy(), pixel_alpha, pixel_labels,
-                      store.label.numpy(), store.label_w.numpy())
+        K.vote_labels(
+            pixel_slot,
+            n_used,
+            store.alive.numpy(),
+            store.scratch.numpy(),
+            pixel_alpha,
+            pixel_labels,
+            store.label.numpy(),
+            store.label_w.numpy(),
+        )
 
     # ------------------------------------------------------------------ pruning and helpers
     def kill_unstable(self, store: PointStore, slots: torch.Tensor, born: int) -> torch.Tensor:
-        return torch.from_numpy(K.kill_unstable(slots.numpy(), born, np.float32(self.config.stable_confidence),
-                                                store.birth.numpy(), store.alive.numpy(), store.conf.numpy()))
+        return torch.from_numpy(
+            K.kill_unstable(
+                slots.numpy(),
+                born,
+                np.float32(self.config.stable_confidence),
+                store.birth.numpy(),
+                store.alive.numpy(),
+                store.conf.numpy(),
+            )
+        )
 
     def kill(self, store: PointStore, slots: torch.Tensor) -> None:
         s = slots.numpy()  # numpy fancy indexing: no torch thread pool

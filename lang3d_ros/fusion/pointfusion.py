@@ -38,6 +38,7 @@ accumulate, update points, write new points, prune; ``vote_labels`` on its own),
 PointMap keeps the storage (``types.PointStore``), the voxel index and the slot bookkeeping; it has no backend
 branches.
 """
+
 from __future__ import annotations
 
 import logging
@@ -110,7 +111,7 @@ class PointMap:
 
     @property
     def backend(self) -> str:
-        """"numba" or "torch": the implementation of the per-frame stages in use."""
+        """ "numba" or "torch": the implementation of the per-frame stages in use."""
         return self._backend.name
 
     # ------------------------------------------------------------------ storage
@@ -126,7 +127,7 @@ class PointMap:
     def _allocate(self, n: int) -> torch.Tensor:
         """n free slot ids (reusing pruned slots first); grows the store by 1.5x when full."""
         k = min(n, int(self._free.numel()))
-        reused = self._free[self._free.numel() - k:]
+        reused = self._free[self._free.numel() - k :]
         self._free = self._free[: self._free.numel() - k]
         fresh = torch.arange(self._used, self._used + n - k, device=self.device)
         need = self._used + n - k
@@ -261,8 +262,10 @@ class PointMap:
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"fusion state has no readable version: {exc}") from exc
         if version != STATE_VERSION:
-            raise ValueError(f"fusion state version {version} is not supported (this build reads version "
-                             f"{STATE_VERSION}: per-point segment labels; version 1 held per-point features)")
+            raise ValueError(
+                f"fusion state version {version} is not supported (this build reads version "
+                f"{STATE_VERSION}: per-point segment labels; version 1 held per-point features)"
+            )
         try:
             frame_count = int(np.asarray(state["frame_count"]))
             names = ("points_xyz", "normals", "colors", "confidence", "birth_frame", "labels", "label_weight")
@@ -305,8 +308,10 @@ class PointMap:
         st.key[:] = self._keys.keys(vc)
         grid = np.asarray(state.get("voxel_grid", [0.0, 0.0]), dtype=np.float64).reshape(-1)
         keys = np.asarray(state.get("voxel_key", np.zeros(0)))
-        if keys.shape == (n,) and grid.shape == (2,) and np.array_equal(
-            grid, [self.config.voxel_size_m, self.config.block_voxels]
+        if (
+            keys.shape == (n,)
+            and grid.shape == (2,)
+            and np.array_equal(grid, [self.config.voxel_size_m, self.config.block_voxels])
         ):  # same grid: keep each point's birth voxel
             st.key[:] = torch.from_numpy(keys.astype(np.int64)).to(dev)
         self._n_alive = n
@@ -409,9 +414,13 @@ class PointMap:
             raise ValueError("pixel_labels must be int32 segment ids >= -1")
         if p == 0 or self._used == 0:
             return
-        self._backend.vote_labels(self._store, self._used, np.ascontiguousarray(slot, dtype=np.int64),
-                                  np.ascontiguousarray(alpha, dtype=np.float32),
-                                  np.ascontiguousarray(labels, dtype=np.int32))
+        self._backend.vote_labels(
+            self._store,
+            self._used,
+            np.ascontiguousarray(slot, dtype=np.int64),
+            np.ascontiguousarray(alpha, dtype=np.float32),
+            np.ascontiguousarray(labels, dtype=np.int32),
+        )
 
     # ------------------------------------------------------------------ bounded memory
     def _prune(self) -> int:

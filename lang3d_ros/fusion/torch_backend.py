@@ -5,6 +5,7 @@ more torch threads than free cores each pass waits on descheduled threads: ``num
 path. Arithmetic that decides a discrete outcome (projection to a pixel, the world transform) is written in the
 numba kernels' operation order, so that both backends round alike and agree frame by frame.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,9 @@ class TorchBackend:
         self.cos_gate = math.cos(math.radians(config.angle_threshold_deg))
 
     # ------------------------------------------------------------------ observe
-    def observe(self, frame: Frame, rays: torch.Tensor, alpha_radial: torch.Tensor,
-                keys: VoxelKeys) -> FrameObservation | None:
+    def observe(
+        self, frame: Frame, rays: torch.Tensor, alpha_radial: torch.Tensor, keys: VoxelKeys
+    ) -> FrameObservation | None:
         cfg, dev = self.config, self.device
         R, t = frame_pose(frame, dev)
         depth = torch.from_numpy(np.ascontiguousarray(frame.depth_m)).to(dev, torch.float32)
@@ -84,8 +86,9 @@ class TorchBackend:
         return keys.block_keys(cells)
 
     # ------------------------------------------------------------------ associate
-    def associate(self, store: PointStore, obs: FrameObservation, local: LayeredIndex,
-                  target: torch.Tensor) -> tuple[int, int]:
+    def associate(
+        self, store: PointStore, obs: FrameObservation, local: LayeredIndex, target: torch.Tensor
+    ) -> tuple[int, int]:
         h, w, intr = obs.height, obs.width, obs.intrinsics
         ckey, cand = local.entries()
         if cand.numel():
@@ -111,8 +114,9 @@ class TorchBackend:
         self._resolve_many_to_one(store, cand[sel], q[sel], d2[sel], target)
         return int(cand.numel()), int((target >= 0).sum())
 
-    def _resolve_many_to_one(self, store: PointStore, cs: torch.Tensor, qs: torch.Tensor, d2s: torch.Tensor,
-                             target: torch.Tensor) -> None:
+    def _resolve_many_to_one(
+        self, store: PointStore, cs: torch.Tensor, qs: torch.Tensor, d2s: torch.Tensor, target: torch.Tensor
+    ) -> None:
         """Gated (slot, pixel, squared distance) triples -> target: highest confidence, then smallest distance,
         then lowest slot (independent of the index layout; a slot listed twice writes itself twice)."""
         dev, hw = self.device, target.numel()
@@ -124,18 +128,26 @@ class TorchBackend:
         k = torch.nonzero(d2s == bd[qs]).squeeze(1)
         cs, qs = cs[k], qs[k]
         first = torch.full((hw,), store.capacity, dtype=torch.int64, device=dev).scatter_reduce_(
-            0, qs, cs, "amin", include_self=True)
+            0, qs, cs, "amin", include_self=True
+        )
         k = first[qs] == cs
         target[qs[k]] = cs[k]
 
     # ------------------------------------------------------------------ leftovers
-    def leftovers(self, store: PointStore, obs: FrameObservation, local: LayeredIndex | None,
-                  target: torch.Tensor, keys: VoxelKeys) -> tuple[int, torch.Tensor | None]:
+    def leftovers(
+        self,
+        store: PointStore,
+        obs: FrameObservation,
+        local: LayeredIndex | None,
+        target: torch.Tensor,
+        keys: VoxelKeys,
+    ) -> tuple[int, torch.Tensor | None]:
         cfg = self.config
         left = torch.nonzero(obs.use & (target < 0)).squeeze(1)
         n_merged = 0  # used pixels are inside the keyable range (observe)
-        lk = keys.keys(torch.floor(obs.vertex_world.index_select(0, left) / keys.voxel_size_m).to(torch.int64)
-                       + keys.offset)
+        lk = keys.keys(
+            torch.floor(obs.vertex_world.index_select(0, left) / keys.voxel_size_m).to(torch.int64) + keys.offset
+        )
         if cfg.merge_duplicates and local is not None and left.numel():
             owner = local.find(lk)  # a pixel's voxel lies in the frame's blocks: same answer as the full index
             oc = owner.clamp(min=0)
@@ -159,8 +171,9 @@ class TorchBackend:
             target[left[order]] = -(2 + torch.arange(left.numel(), device=self.device))
         return n_merged, new_keys
 
-    def _neighbour_owner(self, store: PointStore, obs: FrameObservation, left: torch.Tensor,
-                         target: torch.Tensor) -> torch.Tensor:
+    def _neighbour_owner(
+        self, store: PointStore, obs: FrameObservation, left: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
         """(L,) leftover pixels -> the nearest point (slot) owning a pixel within ``merge_neighbour_px`` that
         passes the distance and normal gates against the pixel, -1 where none (row-major first on ties)."""
         h, w, r = obs.height, obs.width, self.config.merge_neighbour_px
@@ -185,8 +198,7 @@ class TorchBackend:
         return torch.where(torch.isfinite(best_d2), best, torch.full_like(best, -1))
 
     # ------------------------------------------------------------------ accumulate / update / write
-    def accumulate(self, store: PointStore, obs: FrameObservation, target: torch.Tensor,
-                   n_new: int) -> Accumulation:
+    def accumulate(self, store: PointStore, obs: FrameObservation, target: torch.Tensor, n_new: int) -> Accumulation:
         dev, hw, cap, scratch = self.device, target.numel(), store.capacity, store.scratch
         is_old = target >= 0
         tslot = torch.where(is_old, target, torch.full((), cap, dtype=torch.int64, device=dev))
@@ -225,21 +237,23 @@ class TorchBackend:
         store.rgb.index_copy_(0, s, rgb.add_(b * (m[:, 6:9] - rgb)))
         store.conf.index_copy_(0, s, cn)
 
-    def write_new_points(self, store: PointStore, acc: Accumulation, slots: torch.Tensor,
-                         new_keys: torch.Tensor, frame_no: int) -> None:
-        nm = acc.mean[acc.n_old:]
+    def write_new_points(
+        self, store: PointStore, acc: Accumulation, slots: torch.Tensor, new_keys: torch.Tensor, frame_no: int
+    ) -> None:
+        nm = acc.mean[acc.n_old :]
         store.xyz.index_copy_(0, slots, nm[:, 0:3].contiguous())
         store.nrm.index_copy_(0, slots, nm[:, 3:6] / nm[:, 3:6].norm(dim=1, keepdim=True).clamp(min=1e-12))
         store.rgb.index_copy_(0, slots, nm[:, 6:9].contiguous())
-        store.conf.index_copy_(0, slots, acc.wmax[acc.n_old:].contiguous())
+        store.conf.index_copy_(0, slots, acc.wmax[acc.n_old :].contiguous())
         store.key[slots] = new_keys
         store.birth[slots] = frame_no
         store.alive[slots] = True
         store.label[:, slots] = -1
         store.label_w[:, slots] = 0
 
-    def pixel_slots(self, obs: FrameObservation, target: torch.Tensor,
-                    slots: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+    def pixel_slots(
+        self, obs: FrameObservation, target: torch.Tensor, slots: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         out = target.clone()
         if slots is not None:
             new = target <= -2
@@ -258,8 +272,9 @@ class TorchBackend:
             lab = torch.from_numpy(pixel_labels[lvl]).to(dev).to(torch.int64)
             self._vote_level(store, lvl, s, a, lab, ok & (lab >= 0))
 
-    def _vote_level(self, store: PointStore, lvl: int, s: torch.Tensor, a: torch.Tensor, lab: torch.Tensor,
-                    ok: torch.Tensor) -> None:
+    def _vote_level(
+        self, store: PointStore, lvl: int, s: torch.Tensor, a: torch.Tensor, lab: torch.Tensor, ok: torch.Tensor
+    ) -> None:
         """(slot, label) pairs -> alpha mass; per slot the heaviest (lowest label on ties) votes; Boyer-Moore."""
         dev = s.device
         sel = torch.nonzero(ok).squeeze(1)
@@ -273,7 +288,8 @@ class TorchBackend:
         is_best = mass == best[grp]
         pos = torch.arange(pair.numel(), device=dev)
         first = torch.full((slots.numel(),), pair.numel(), device=dev, dtype=torch.int64).scatter_reduce_(
-            0, grp[is_best], pos[is_best], "amin")  # lowest label among the heaviest
+            0, grp[is_best], pos[is_best], "amin"
+        )  # lowest label among the heaviest
         vl, vm = pl[first].to(torch.int32), mass[first]
         cur_l, cur_w = store.label[lvl, slots], store.label_w[lvl, slots]
         w = torch.where(cur_l == vl, cur_w + vm, cur_w - vm)

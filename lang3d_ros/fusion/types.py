@@ -6,6 +6,7 @@
 All tensors live on the map's device; on the numba backend they are CPU tensors whose ``.numpy()`` views the
 kernels write through.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields

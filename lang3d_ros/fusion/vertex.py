@@ -10,6 +10,7 @@ is zero). They are not oriented towards the camera (gradSLAM does not orient the
 depth holes, they are computed against the zero vertex of the hole exactly like gradSLAM does;
 ``normal_valid_mask`` says which pixels have both neighbours valid.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,9 @@ def vertex_map(depth_m: torch.Tensor, intrinsics: Intrinsics, rays: torch.Tensor
     ``rays``: optional cached ``pixel_rays(intrinsics)`` on the same device.
     """
     if depth_m.ndim != 2 or depth_m.shape != (intrinsics.height, intrinsics.width):
-        raise ValueError(f"depth {tuple(depth_m.shape)} does not match intrinsics "
-                         f"{intrinsics.height}x{intrinsics.width}")
+        raise ValueError(
+            f"depth {tuple(depth_m.shape)} does not match intrinsics {intrinsics.height}x{intrinsics.width}"
+        )
     if rays is None:
         rays = pixel_rays(intrinsics, depth_m.device)
     valid = valid_depth_mask(depth_m)
@@ -79,6 +81,7 @@ def normal_map(vertices: torch.Tensor) -> torch.Tensor:
 
 def normal_valid_mask(valid: torch.Tensor) -> torch.Tensor:
     """(H, W) bool valid-depth mask -> (H, W) bool: the pixel and both neighbours its normal uses are valid."""
+
     def both(dim: int) -> torch.Tensor:
         n = valid.shape[dim]
         pair = valid.narrow(dim, 0, n - 1) & valid.narrow(dim, 1, n - 1)
@@ -87,9 +90,7 @@ def normal_valid_mask(valid: torch.Tensor) -> torch.Tensor:
     return valid & both(0) & both(1)
 
 
-def confidence_map(
-    vertices: torch.Tensor, intrinsics: Intrinsics, sigma: float, mode: str = "radial"
-) -> torch.Tensor:
+def confidence_map(vertices: torch.Tensor, intrinsics: Intrinsics, sigma: float, mode: str = "radial") -> torch.Tensor:
     """PointFusion sample confidence alpha = exp(-r^2 / (2 sigma^2)), (H, W) float32.
 
     mode "radial" (Keller et al. 2013, the paper gradSLAM cites): r = pixel distance from the principal point

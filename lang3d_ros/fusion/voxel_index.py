@@ -11,6 +11,7 @@ frames). Entries are never edited: an entry is live only while ``slot_key[slot] 
 ``alive[slot]``, so pruned or reused slots need no index update; stale entries are dropped at merges.
 Coordinates outside +-2^(bits-1) blocks (about +-5 km at 1 cm voxels, 16-voxel blocks) cannot be keyed.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -164,12 +165,15 @@ class LayeredIndex:
 
     def _concat_levels(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.kernels is not None:  # numpy copies: no torch thread pool on the numba path
-            return tuple(torch.from_numpy(np.concatenate([a.numpy(), b.numpy()]))
-                         for a, b in ((self.main.keys, self.delta.keys), (self.main.slots, self.delta.slots)))
+            return tuple(
+                torch.from_numpy(np.concatenate([a.numpy(), b.numpy()]))
+                for a, b in ((self.main.keys, self.delta.keys), (self.main.slots, self.delta.slots))
+            )
         return torch.cat([self.main.keys, self.delta.keys]), torch.cat([self.main.slots, self.delta.slots])
 
-    def insert(self, keys_sorted: torch.Tensor, slots: torch.Tensor, slot_key: torch.Tensor,
-               alive: torch.Tensor) -> None:
+    def insert(
+        self, keys_sorted: torch.Tensor, slots: torch.Tensor, slot_key: torch.Tensor, alive: torch.Tensor
+    ) -> None:
         """Insert ascending keys; merge delta into main (dropping stale entries) when delta is full."""
         self._entries = None
         self.delta = self.delta.merged(keys_sorted, slots)

@@ -1,4 +1,6 @@
 """Cameras, rigid transforms and 3D boxes shared by every stage (numpy; no ROS)."""
+
+from lang3d_ros.geometry.boxes import Box3D
 from lang3d_ros.geometry.camera import Intrinsics
 from lang3d_ros.geometry.transforms import (
     invert_rigid,
@@ -8,7 +10,6 @@ from lang3d_ros.geometry.transforms import (
     transform_points,
     validate_rigid,
 )
-from lang3d_ros.geometry.boxes import Box3D
 
 __all__ = [
     "Intrinsics",

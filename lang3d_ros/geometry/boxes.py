@@ -5,6 +5,7 @@ An axis-aligned box has ``R_world_box = I``. Oriented boxes here are *gravity-al
 intersection in the xy plane with shapely, times the z overlap). IoU of boxes with arbitrary
 rotations is estimated by Monte-Carlo sampling and says so in its docstring.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

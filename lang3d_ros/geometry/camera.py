@@ -3,6 +3,7 @@
 Frames follow the optical convention of REP 103 camera frames (``*_optical_frame``): x right,
 y down, z forward, pixel (u, v) = (column, row) with the centre of the top-left pixel at (0, 0).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,6 +1,7 @@
 """Rigid transforms as 4x4 float64 matrices, named ``T_<to>_<from>`` (``T_world_cam`` maps camera
 points into the world). Rotations go through scipy's ``Rotation``; quaternions are (x, y, z, w)
 as in geometry_msgs."""
+
 from __future__ import annotations
 
 import numpy as np

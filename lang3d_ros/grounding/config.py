@@ -1,4 +1,5 @@
 """Grounding parameters: which segments a query keeps, and how the map's instances are labelled."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,10 +30,48 @@ class GroundingConfig:
 
 # Common indoor object classes (ScanNet-like, no near-synonym pairs that would split an object between labels).
 DEFAULT_VOCABULARY = (
-    "chair", "table", "desk", "sofa", "bed", "cabinet", "shelf", "bookshelf", "stool", "lamp", "plant", "monitor",
-    "television", "box", "door", "window", "sink", "toilet", "refrigerator", "microwave", "oven", "counter",
-    "trash can", "pillow", "backpack", "bag", "mug", "bottle", "laptop", "keyboard", "computer mouse", "book",
-    "bowl", "vase", "ball", "toy car", "picture", "curtain", "clock", "towel", "shoe", "person",
+    "chair",
+    "table",
+    "desk",
+    "sofa",
+    "bed",
+    "cabinet",
+    "shelf",
+    "bookshelf",
+    "stool",
+    "lamp",
+    "plant",
+    "monitor",
+    "television",
+    "box",
+    "door",
+    "window",
+    "sink",
+    "toilet",
+    "refrigerator",
+    "microwave",
+    "oven",
+    "counter",
+    "trash can",
+    "pillow",
+    "backpack",
+    "bag",
+    "mug",
+    "bottle",
+    "laptop",
+    "keyboard",
+    "computer mouse",
+    "book",
+    "bowl",
+    "vase",
+    "ball",
+    "toy car",
+    "picture",
+    "curtain",
+    "clock",
+    "towel",
+    "shoe",
+    "person",
 )
 
 

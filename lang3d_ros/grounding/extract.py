@@ -6,6 +6,7 @@ structure when a structure phrase is closest, or when its box is wide and thin (
 cannot do: name what the vocabulary does not hold (the closest phrase wins), or split a segment that two objects
 share.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,8 +49,9 @@ class SegmentLabels:
     structure_phrase: np.ndarray
 
 
-def classify_segments(features: np.ndarray, box_size_m: np.ndarray, text: np.ndarray,
-                      config: ExtractionConfig) -> SegmentLabels:
+def classify_segments(
+    features: np.ndarray, box_size_m: np.ndarray, text: np.ndarray, config: ExtractionConfig
+) -> SegmentLabels:
     """features (S, D) unit rows; box_size_m (S, 3) oriented-box sizes; text (V + T, D) unit rows of
     ``config.vocabulary`` then ``config.structure_labels`` -> SegmentLabels."""
     n_vocab = len(config.vocabulary)
@@ -66,5 +68,9 @@ def classify_segments(features: np.ndarray, box_size_m: np.ndarray, text: np.nda
     by_phrase = best >= n_vocab
     slab = box_size_m[:, :2].max(1) >= config.planar_min_extent_m
     slab &= box_size_m.min(1) <= config.planar_max_thickness_m
-    return SegmentLabels(prob.argmax(1) if len(prob) else np.zeros(0, np.int64), prob, by_phrase | slab,
-                         np.where(by_phrase, best - n_vocab, -1))
+    return SegmentLabels(
+        prob.argmax(1) if len(prob) else np.zeros(0, np.int64),
+        prob,
+        by_phrase | slab,
+        np.where(by_phrase, best - n_vocab, -1),
+    )

@@ -5,6 +5,7 @@ grows with the number of segments, not of points. What they cannot do: tell two 
 are equally relevant other than by size (ties go to the larger one); colour and relations are resolved on the
 objects by the reasoner (llm/), not here.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,13 @@ from lang3d_ros.grounding.objects import LEVELS
 from lang3d_ros.grounding.relevancy import DEFAULT_TEMPERATURE
 
 
-def segment_relevancy(features: np.ndarray, query: np.ndarray, canonical: np.ndarray,
-                      temperature: float = DEFAULT_TEMPERATURE, canonical_cos: np.ndarray | None = None) -> np.ndarray:
+def segment_relevancy(
+    features: np.ndarray,
+    query: np.ndarray,
+    canonical: np.ndarray,
+    temperature: float = DEFAULT_TEMPERATURE,
+    canonical_cos: np.ndarray | None = None,
+) -> np.ndarray:
     """features (S, D) unit rows, query (D,) unit, canonical (C, D) unit rows -> (S,) float32 LERF relevancy
     min_c sigmoid(T (cos(f, q) - cos(f, c))) in (0, 1). canonical_cos (S, C): the features' cosines with the
     canonical phrases when precomputed (they do not depend on the query; a query is then one matrix-vector
@@ -46,8 +52,9 @@ def choose_level(best_by_level: list[float], level: str = "") -> int:
     return max(range(len(LEVELS)), key=lambda k: (round(float(best_by_level[k]), 6), k))
 
 
-def select_segments(relevancy: np.ndarray, n_points: np.ndarray, config: GroundingConfig, max_results: int = 0,
-                    min_score: float = 0.0) -> np.ndarray:
+def select_segments(
+    relevancy: np.ndarray, n_points: np.ndarray, config: GroundingConfig, max_results: int = 0, min_score: float = 0.0
+) -> np.ndarray:
     """relevancy (S,), n_points (S,) -> indices of the kept segments, best first: relevancy >=
     max(absolute_threshold, relative_threshold * best, min_score, config.min_score), ties by size, at most
     ``max_results`` (config.top_k when 0)."""

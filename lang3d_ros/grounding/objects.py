@@ -1,4 +1,5 @@
 """The object type that grounding produces and the services, the 3D-LLM and the evaluation consume."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

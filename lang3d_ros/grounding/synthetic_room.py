@@ -4,6 +4,7 @@ Floor (z = 0) and four walls are sampled uniformly; each piece of furniture is a
 whose five visible faces are sampled (not its bottom), and floor points under it are removed, as a depth
 camera would see it. No occlusion otherwise, no sensor noise unless ``noise_m`` is given.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,8 +40,9 @@ def sample_rectangle(origin, u, v, spacing_m: float, rng: np.random.Generator) -
     return origin + ab[:, :1] * u + ab[:, 1:] * v
 
 
-def wall_points(p0_xy, p1_xy, height_m: float, spacing_m: float, rng: np.random.Generator,
-                z0_m: float = 0.0) -> np.ndarray:
+def wall_points(
+    p0_xy, p1_xy, height_m: float, spacing_m: float, rng: np.random.Generator, z0_m: float = 0.0
+) -> np.ndarray:
     """(M,3) points on the vertical wall from p0 to p1 (xy), z in [z0, z0 + height]."""
     a = np.array([p0_xy[0], p0_xy[1], z0_m])
     b = np.array([p1_xy[0], p1_xy[1], z0_m])

@@ -19,6 +19,7 @@ other and no mask of the frame matched the other, "apart" when two masks of the 
 boxes touch; a pair seen together more often than apart is one object that some masks split. Cannot tell
 apart two objects that every mask covers together.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -146,7 +147,7 @@ def associate_level(
     order = np.argsort(pts_mask, kind="stable")
     starts = np.searchsorted(pts_mask[order], np.arange(m_count + 1))
     for m in np.flatnonzero(active):
-        p = xyz[order[starts[m]:starts[m + 1]]]
+        p = xyz[order[starts[m] : starts[m + 1]]]
         box_lo[m], box_hi[m] = np.percentile(p, 5, axis=0), np.percentile(p, 95, axis=0)
 
     # candidates: the level's segments with a box or with labelled pixels in some mask
@@ -222,8 +223,14 @@ def associate_level(
     return LevelAssociation(out, match_id[upd].astype(np.int32), created)
 
 
-def _count_pairs(table: SegmentTable, coobs: CoObservation, strong: np.ndarray, seg_ids: np.ndarray,
-                 match_id: np.ndarray, cfg: InstanceConfig) -> None:
+def _count_pairs(
+    table: SegmentTable,
+    coobs: CoObservation,
+    strong: np.ndarray,
+    seg_ids: np.ndarray,
+    match_id: np.ndarray,
+    cfg: InstanceConfig,
+) -> None:
     """together: a mask matched to a also covers b (strong) and no mask of the frame matched b (b looks like a
     fragment of a); apart: a and b matched by two masks of the frame while their boxes touch. strong (M, U)
     bool over seg_ids; match_id (M,) segment each mask matched (-1 none or new)."""
@@ -239,7 +246,12 @@ def _count_pairs(table: SegmentTable, coobs: CoObservation, strong: np.ndarray, 
         return
     rows = table.row_of(ids)
     ia, ib = np.triu_indices(len(ids), 1)
-    touch = _boxes_touch(table.aabb_min[rows[ia]], table.aabb_max[rows[ia]], table.aabb_min[rows[ib]],
-                         table.aabb_max[rows[ib]], cfg.box_margin_m)
+    touch = _boxes_touch(
+        table.aabb_min[rows[ia]],
+        table.aabb_max[rows[ia]],
+        table.aabb_min[rows[ib]],
+        table.aabb_max[rows[ib]],
+        cfg.box_margin_m,
+    )
     for a, b in zip(ids[ia[touch]].tolist(), ids[ib[touch]].tolist()):
         coobs.add(a, b, 0, 1)

@@ -1,4 +1,5 @@
 """Online 3D instances (segments): association of keyframe masks, the periodic maintenance pass, statistics."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,15 +59,27 @@ class InstanceConfig:
     """... at least this many of them."""
 
     def validate(self) -> None:
-        for name in ("min_overlap_fraction", "split_min_share", "containment_min_fraction", "merge_together_ratio",
-                     "merge_min_box_overlap"):
+        for name in (
+            "min_overlap_fraction",
+            "split_min_share",
+            "containment_min_fraction",
+            "merge_together_ratio",
+            "merge_min_box_overlap",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"instances.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("match_min_cosine", "merge_min_cosine"):
             if not -1.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"instances.{name} must be in [-1, 1], got {getattr(self, name)}")
-        for name in ("min_overlap_px", "maintain_every_keyframes", "merge_min_together", "drop_min_observations",
-                     "drop_after_keyframes", "min_points", "support_min_points"):
+        for name in (
+            "min_overlap_px",
+            "maintain_every_keyframes",
+            "merge_min_together",
+            "drop_min_observations",
+            "drop_after_keyframes",
+            "min_points",
+            "support_min_points",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"instances.{name} must be >= 1, got {getattr(self, name)}")
         if self.vote_erode_px < 0:

@@ -9,6 +9,7 @@ The merged segment keeps the oldest id. Once ``drop_after_keyframes`` have passe
 it when it was seen in fewer than ``drop_min_observations`` keyframes or holds fewer than ``min_points`` points.
 The caller relabels the points with the returned lookup tables.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ statistics, and every few keyframes merge and drop segments.
 The PointMap owns the per-point labels and votes (``vote_labels`` / ``labels`` / ``relabel``); this object owns
 the segment table. Not thread-safe by itself: the LanguageMap calls it under its lock.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,7 +38,7 @@ def pixel_points(frame) -> np.ndarray:
     """(H*W, 3) float64 map-frame point of each pixel from its depth (NaN where depth is invalid)."""
     K = frame.intrinsics
     depth = np.asarray(frame.depth_m, dtype=np.float64)
-    v, u = np.mgrid[0:K.height, 0:K.width]
+    v, u = np.mgrid[0 : K.height, 0 : K.width]
     z = depth.reshape(-1)
     x = (u.reshape(-1) - K.cx) / K.fx * z
     y = (v.reshape(-1) - K.cy) / K.fy * z
@@ -104,8 +105,19 @@ class InstanceMapper:
             seg_map = erode_labels(masks.seg_map, cfg.vote_erode_px)
             seg = np.where(slot >= 0, seg_map.reshape(-1), -1).astype(np.int32)
             existing = np.asarray(points.slot_labels(lvl, slot), dtype=np.int32).reshape(-1)
-            res = associate_level(self.table, self.coobs, lvl, seg, masks.features, masks.scores.astype(np.float32),
-                                  existing, xyz, cfg, int(frame.stamp_ns), kf)
+            res = associate_level(
+                self.table,
+                self.coobs,
+                lvl,
+                seg,
+                masks.features,
+                masks.scores.astype(np.float32),
+                existing,
+                xyz,
+                cfg,
+                int(frame.stamp_ns),
+                kf,
+            )
             labels[lvl] = res.pixel_labels
             upd.matched += len(res.matched)
             upd.created += len(res.created)
@@ -152,8 +164,9 @@ class InstanceMapper:
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Replace the state by ``to_arrays`` output; ValueError (state unchanged) when it is invalid."""
-        table = SegmentTable.from_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("table.")},
-                                         self.table.feature_dim)
+        table = SegmentTable.from_arrays(
+            {k[6:]: v for k, v in arrays.items() if k.startswith("table.")}, self.table.feature_dim
+        )
         if "coobs.pairs" not in arrays or "coobs.counts" not in arrays or "keyframes" not in arrays:
             raise ValueError("instance state lacks co-observation arrays or the keyframe counter")
         coobs = CoObservation.from_arrays(arrays["coobs.pairs"], arrays["coobs.counts"])

@@ -6,6 +6,7 @@ points as at 150k. Runs on the mapping worker after keyframes, never in the quer
 segment made of two far-apart pieces (a mislabelled stray) gets a box spanning both unless the stray is under
 ``box_percentile`` of its points.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,8 +36,15 @@ def group_quantiles(groups: np.ndarray, values: np.ndarray, n_groups: int, qs: t
     return out
 
 
-def refresh_stats(table: SegmentTable, labels_by_level: list[np.ndarray], xyz: np.ndarray, rgb: np.ndarray,
-                  config: InstanceConfig, normals: np.ndarray | None = None, max_sample: int = 150_000) -> None:
+def refresh_stats(
+    table: SegmentTable,
+    labels_by_level: list[np.ndarray],
+    xyz: np.ndarray,
+    rgb: np.ndarray,
+    config: InstanceConfig,
+    normals: np.ndarray | None = None,
+    max_sample: int = 150_000,
+) -> None:
     """Recompute n_points, boxes and colour of every row from the points, then support (of the last level,
     "whole"; the other levels get -1).
 
@@ -108,18 +116,25 @@ def refresh_stats(table: SegmentTable, labels_by_level: list[np.ndarray], xyz: n
     compute_support(table, whole, labels_by_level[whole], xyz, normals, config)
 
 
-def compute_support(table: SegmentTable, level: int, labels: np.ndarray, xyz: np.ndarray,
-                    normals: np.ndarray | None, config: InstanceConfig, max_points_per_segment: int = 20_000) -> None:
+def compute_support(
+    table: SegmentTable,
+    level: int,
+    labels: np.ndarray,
+    xyz: np.ndarray,
+    normals: np.ndarray | None,
+    config: InstanceConfig,
+    max_points_per_segment: int = 20_000,
+) -> None:
     """support_id of the level's rows (other levels: -1): among segments reaching lower than this one's bottom
-    (a neighbour resting on the same surface is no support), the one with the most points on a horizontal
-    surface (|normal z| >= 0.7 when normals are given) at the height of this one's bottom (within
-    ``support_max_gap_m``) and inside its footprint grown by ``support_search_margin_m`` (the surface right under
-    an object is hidden by it; the surface around it is seen); at least ``support_min_points`` such points.
+        (a neighbour resting on the same surface is no support), the one with the most points on a horizontal
+        surface (|normal z| >= 0.7 when normals are given) at the height of this one's bottom (within
+        ``support_max_gap_m``) and inside its footprint grown by ``support_search_margin_m`` (the surface right under
+        an object is hidden by it; the surface around it is seen); at least ``support_min_points`` such points.
 
-    labels (N,) int32 segment ids of ``level``; xyz (N, 3); normals (N, 3) or None. Large segments are strided
-    down to ``max_points_per_segment`` points for the test. Cannot see support by a surface the camera never
-    saw around the object (an object filling its support's whole top). An object with a support gets its box
-bottom lowered to the support surface's height (the underside a camera cannot see)."""
+        labels (N,) int32 segment ids of ``level``; xyz (N, 3); normals (N, 3) or None. Large segments are strided
+        down to ``max_points_per_segment`` points for the test. Cannot see support by a surface the camera never
+        saw around the object (an object filling its support's whole top). An object with a support gets its box
+    bottom lowered to the support surface's height (the underside a camera cannot see)."""
     cfg = config
     table.support_id[:] = -1
     rows = np.flatnonzero((table.level == level) & (table.n_points > 0))
@@ -146,7 +161,7 @@ bottom lowered to the support surface's height (the underside a camera cannot se
         flo, fhi = lo[a, :2] - m, hi[a, :2] + m
         best, best_n, surface_z = -1, cfg.support_min_points - 1, bottom
         for b in cand:
-            idx = order[starts[b]:starts[b + 1]]
+            idx = order[starts[b] : starts[b + 1]]
             idx = idx[:: max(1, len(idx) // max_points_per_segment)]
             p = xyz[idx]
             ok = np.all((p[:, :2] >= flo) & (p[:, :2] <= fhi), 1) & (np.abs(p[:, 2] - bottom) <= gap)

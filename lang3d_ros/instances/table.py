@@ -5,6 +5,7 @@ said once per segment: its language feature, counts, boxes, colour, support and 
 stable and never reused (``next_id`` only grows), so a planner can keep referring to an instance across updates;
 a merge keeps the older id. Rows are compact (no holes); ``row_of`` maps ids to rows.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,9 +56,25 @@ class SegmentTable:
     last_keyframe: np.ndarray = field(default_factory=lambda: _z(0, np.int32))
     next_id: int = 0
 
-    ROW_FIELDS = ("ids", "level", "feature", "feature_weight", "n_observations", "n_points", "aabb_min", "aabb_max",
-                  "obb_center", "obb_size", "obb_yaw_rad", "color_rgb", "support_id", "first_seen_ns",
-                  "last_seen_ns", "first_keyframe", "last_keyframe")
+    ROW_FIELDS = (
+        "ids",
+        "level",
+        "feature",
+        "feature_weight",
+        "n_observations",
+        "n_points",
+        "aabb_min",
+        "aabb_max",
+        "obb_center",
+        "obb_size",
+        "obb_yaw_rad",
+        "color_rgb",
+        "support_id",
+        "first_seen_ns",
+        "last_seen_ns",
+        "first_keyframe",
+        "last_keyframe",
+    )
 
     def __post_init__(self) -> None:
         if self.feature is None:
@@ -88,13 +105,22 @@ class SegmentTable:
         new_ids = np.arange(self.next_id, self.next_id + k, dtype=np.int32)
         self.next_id += k
         add = {
-            "ids": new_ids, "level": np.full(k, level, np.int8), "feature": features.astype(np.float16),
-            "feature_weight": np.asarray(weights, np.float32), "n_observations": np.ones(k, np.int32),
-            "n_points": _z(k, np.int32), "aabb_min": _z((k, 3), np.float32), "aabb_max": _z((k, 3), np.float32),
-            "obb_center": _z((k, 3), np.float32), "obb_size": _z((k, 3), np.float32),
-            "obb_yaw_rad": _z(k, np.float32), "color_rgb": _z((k, 3), np.float32),
-            "support_id": np.full(k, -1, np.int32), "first_seen_ns": np.full(k, stamp_ns, np.int64),
-            "last_seen_ns": np.full(k, stamp_ns, np.int64), "first_keyframe": np.full(k, keyframe, np.int32),
+            "ids": new_ids,
+            "level": np.full(k, level, np.int8),
+            "feature": features.astype(np.float16),
+            "feature_weight": np.asarray(weights, np.float32),
+            "n_observations": np.ones(k, np.int32),
+            "n_points": _z(k, np.int32),
+            "aabb_min": _z((k, 3), np.float32),
+            "aabb_max": _z((k, 3), np.float32),
+            "obb_center": _z((k, 3), np.float32),
+            "obb_size": _z((k, 3), np.float32),
+            "obb_yaw_rad": _z(k, np.float32),
+            "color_rgb": _z((k, 3), np.float32),
+            "support_id": np.full(k, -1, np.int32),
+            "first_seen_ns": np.full(k, stamp_ns, np.int64),
+            "last_seen_ns": np.full(k, stamp_ns, np.int64),
+            "first_keyframe": np.full(k, keyframe, np.int32),
             "last_keyframe": np.full(k, keyframe, np.int32),
         }
         for name, arr in add.items():

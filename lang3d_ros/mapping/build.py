@@ -1,4 +1,5 @@
 """Build the whole mapping stack from one Lang3DConfig (used by the nodes, the CLI and the evaluation)."""
+
 from __future__ import annotations
 
 import logging
@@ -61,8 +62,14 @@ class RenderedInstances:
         return self.backend.process(frame)
 
 
-def build_stack(config, instance_labels: dict[int, str] | None = None, instance_colors: dict[int, str] | None = None,
-                with_trainer: bool | None = None, start: bool = True, scene=None) -> MappingStack:
+def build_stack(
+    config,
+    instance_labels: dict[int, str] | None = None,
+    instance_colors: dict[int, str] | None = None,
+    with_trainer: bool | None = None,
+    start: bool = True,
+    scene=None,
+) -> MappingStack:
     """Text encoder + semantics backend + LanguageMap + pipeline (+ autoencoder and Gaussian trainer when enabled).
 
     The ground-truth backend (an evaluation tool for synthetic scenes) needs ``instance_labels``; with ``scene``

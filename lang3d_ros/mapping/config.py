@@ -1,4 +1,5 @@
 """Parameters of the online mapping loop: time sync, keyframes, worker queues."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """Keyframe selection by camera motion and view overlap (which frames go through SAM + CLIP)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,13 @@ def view_overlap(frame: Frame, keyframe: Frame, stride_px: int = 16, depth_tol_m
     T_kf_cam = invert_rigid(keyframe.T_world_cam) @ frame.T_world_cam
     p_kf = p_cam @ T_kf_cam[:3, :3].T + T_kf_cam[:3, 3]
     uv, z = keyframe.intrinsics.project(p_kf)
-    inside = ((z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] <= keyframe.width - 1)
-              & (uv[:, 1] >= 0) & (uv[:, 1] <= keyframe.height - 1))
+    inside = (
+        (z > 0)
+        & (uv[:, 0] >= 0)
+        & (uv[:, 0] <= keyframe.width - 1)
+        & (uv[:, 1] >= 0)
+        & (uv[:, 1] <= keyframe.height - 1)
+    )
     if not np.any(inside):
         return 0.0
     ui = np.round(uv[inside, 0]).astype(int)

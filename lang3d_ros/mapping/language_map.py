@@ -9,6 +9,7 @@ never points: their cost grows with the number of segments, not of points. What 
 ever covered is not an instance; the features are those of the masks, so grounding quality follows the
 semantics backend.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -112,8 +113,9 @@ class LanguageMap:
         for masks in semantics.levels:
             masks.validate(h, w)
             if masks.num_masks and masks.features.shape[1] != self.feature_dim:
-                raise ValueError(f"mask features have dim {masks.features.shape[1]}, the map's text encoder "
-                                 f"{self.feature_dim}")
+                raise ValueError(
+                    f"mask features have dim {masks.features.shape[1]}, the map's text encoder {self.feature_dim}"
+                )
             if masks.scores.shape != (masks.num_masks,) or not np.all(np.isfinite(masks.features)):
                 raise ValueError("mask scores must be (M,) and features finite")
 
@@ -164,8 +166,9 @@ class LanguageMap:
 
     def _segment_relevancy(self, q: np.ndarray, levels: list[_LevelSnapshot]) -> list[np.ndarray]:
         """(S_l,) LERF relevancy of every snapshot segment, per level."""
-        return [segment_relevancy(snap.features, q, self.canonical, canonical_cos=snap.canonical_cos)
-                for snap in levels]
+        return [
+            segment_relevancy(snap.features, q, self.canonical, canonical_cos=snap.canonical_cos) for snap in levels
+        ]
 
     def relevancy_by_level(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> (relevancy (3, N) float32, points (N, 3) float32, colours (N, 3) in [0, 1]), one consistent snapshot:
@@ -209,11 +212,21 @@ class LanguageMap:
     def _scene_object(self, row: int, score: float = 1.0, query: str = "", label: str = "") -> SceneObject:
         t = self.instances.table
         return SceneObject(
-            instance_id=int(t.ids[row]), label=label or query, box=t.box(row), aabb=t.aabb(row), score=score,
-            query=query, level=LEVELS[int(t.level[row])], n_points=int(t.n_points[row]),
-            color_rgb=t.color_rgb[row].astype(np.float64), feature=t.unit_features(np.array([row]))[0],
-            support_id=int(t.support_id[row]), n_observations=int(t.n_observations[row]),
-            first_seen_ns=int(t.first_seen_ns[row]), last_seen_ns=int(t.last_seen_ns[row]))
+            instance_id=int(t.ids[row]),
+            label=label or query,
+            box=t.box(row),
+            aabb=t.aabb(row),
+            score=score,
+            query=query,
+            level=LEVELS[int(t.level[row])],
+            n_points=int(t.n_points[row]),
+            color_rgb=t.color_rgb[row].astype(np.float64),
+            feature=t.unit_features(np.array([row]))[0],
+            support_id=int(t.support_id[row]),
+            n_observations=int(t.n_observations[row]),
+            first_seen_ns=int(t.first_seen_ns[row]),
+            last_seen_ns=int(t.last_seen_ns[row]),
+        )
 
     def _phrase_features(self, phrases: tuple[str, ...]) -> np.ndarray:
         if phrases not in self._phrase_cache:
@@ -264,8 +277,11 @@ class LanguageMap:
     def encoder_metadata(self) -> dict:
         """Which text encoder the map's features belong to (a server needs the same one)."""
         sem = self.config.semantics
-        meta = {"text_encoder": type(self.text_encoder).__name__, "feature_dim": self.feature_dim,
-                "semantics_backend": sem.backend}
+        meta = {
+            "text_encoder": type(self.text_encoder).__name__,
+            "feature_dim": self.feature_dim,
+            "semantics_backend": sem.backend,
+        }
         if sem.backend == "ground_truth":
             meta["gt_text_encoder"] = sem.gt_text_encoder
         else:
@@ -277,9 +293,14 @@ class LanguageMap:
             state = self.points.state_dict()
             bundle = MapBundle(arrays={f"points.{k}": np.asarray(v) for k, v in state.items()})
             bundle.arrays.update({f"instances.{k}": v for k, v in self.instances.to_arrays().items()})
-            bundle.metadata = {"frame_id": self.config.frames.map_frame, "levels": list(LEVELS),
-                               "version": self.version, "saved_unix_s": time.time(),
-                               "num_segments": len(self.instances.table), **self.encoder_metadata()}
+            bundle.metadata = {
+                "frame_id": self.config.frames.map_frame,
+                "levels": list(LEVELS),
+                "version": self.version,
+                "saved_unix_s": time.time(),
+                "num_segments": len(self.instances.table),
+                **self.encoder_metadata(),
+            }
             if self.autoencoder is not None:
                 import io
 
@@ -300,8 +321,9 @@ class LanguageMap:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "gaussians.ply"
             ae = self.autoencoder.model.state_dict() if self.autoencoder is not None else None  # decoder weights
-            save_gaussians(path, self.trainer.snapshot(), metadata={"frame_id": self.config.frames.map_frame},
-                           autoencoder_state=ae)
+            save_gaussians(
+                path, self.trainer.snapshot(), metadata={"frame_id": self.config.frames.map_frame}, autoencoder_state=ae
+            )
             return path.read_bytes()
 
     def save(self, path) -> int:
@@ -312,11 +334,13 @@ class LanguageMap:
         bundle = read_map(path)
         meta = bundle.metadata
         if int(meta.get("feature_dim", -1)) != self.feature_dim:
-            raise ValueError(f"map file features have dim {meta.get('feature_dim')}, this server's text encoder has "
-                             f"{self.feature_dim}: configure the encoder the map was built with "
-                             f"({ {k: meta.get(k) for k in ('text_encoder', 'gt_text_encoder', 'clip_model')} })")
-        state = {k[len("points."):]: v for k, v in bundle.arrays.items() if k.startswith("points.")}
-        inst = {k[len("instances."):]: v for k, v in bundle.arrays.items() if k.startswith("instances.")}
+            raise ValueError(
+                f"map file features have dim {meta.get('feature_dim')}, this server's text encoder has "
+                f"{self.feature_dim}: configure the encoder the map was built with "
+                f"({ {k: meta.get(k) for k in ('text_encoder', 'gt_text_encoder', 'clip_model')} })"
+            )
+        state = {k[len("points.") :]: v for k, v in bundle.arrays.items() if k.startswith("points.")}
+        inst = {k[len("instances.") :]: v for k, v in bundle.arrays.items() if k.startswith("instances.")}
         fresh = PointMap(self.config.fusion, device=self.points.device)
         instances = InstanceMapper(self.config.instances, self.feature_dim)
         try:
@@ -336,8 +360,13 @@ class LanguageMap:
             self.source = f"file:{path}"
             self._objects_cache = None
             self._snapshot = None
-        log.info("loaded %s: %d points, %d segments (%s)", path, fresh.num_points, len(instances.table),
-                 json.dumps({k: meta.get(k) for k in ("frame_id", "feature_dim", "text_encoder")}))
+        log.info(
+            "loaded %s: %d points, %d segments (%s)",
+            path,
+            fresh.num_points,
+            len(instances.table),
+            json.dumps({k: meta.get(k) for k in ("frame_id", "feature_dim", "text_encoder")}),
+        )
 
 
 def _numpy(x) -> np.ndarray:

@@ -14,6 +14,7 @@ A frame that fails validation is rejected with its reason (counted, logged once 
 ``mapping.sync.max_stamp_lag_s`` before the last keyframe (bag loop, simulator reset) resets the keyframe selector
 with a warning; a frame whose intrinsics differ from the previous frame's is counted and warned about.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -87,8 +88,10 @@ class MappingPipeline:
     def start(self) -> "MappingPipeline":
         if self._threads:
             return self
-        self._threads = [threading.Thread(target=self._fusion_loop, name="lang3d-fusion", daemon=True),
-                         threading.Thread(target=self._semantics_loop, name="lang3d-semantics", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._fusion_loop, name="lang3d-fusion", daemon=True),
+            threading.Thread(target=self._semantics_loop, name="lang3d-semantics", daemon=True),
+        ]
         for t in self._threads:
             t.start()
         return self
@@ -167,8 +170,10 @@ class MappingPipeline:
             self.selector.reset()
             with self._lock:
                 self.counters.selector_resets += 1
-            self._say("time jumped back: keyframe selection restarts",
-                      f"frame stamp {(last.stamp_ns - frame.stamp_ns) * 1e-9:.3f} s before the last keyframe's")
+            self._say(
+                "time jumped back: keyframe selection restarts",
+                f"frame stamp {(last.stamp_ns - frame.stamp_ns) * 1e-9:.3f} s before the last keyframe's",
+            )
         K = frame.intrinsics
         if self._last_intrinsics is not None and K != self._last_intrinsics:
             with self._lock:
@@ -276,23 +281,38 @@ class MappingPipeline:
         with self._lock:
             c = self.counters
             pending = c.frames_received - c.frames_fused - c.frames_dropped - c.frames_rejected
-            out = {"source": self.map.source, "frames_received": c.frames_received, "frames_fused": c.frames_fused,
-                   "frames_rejected": c.frames_rejected, "frames_dropped": c.frames_dropped,
-                   "frames_pending": pending, "keyframes": c.keyframes,
-                   "keyframes_without_semantics": c.keyframes_without_semantics,
-                   "selector_resets": c.selector_resets, "intrinsics_changes": c.intrinsics_changes,
-                   "num_points": self.map.num_points, "fusion_ms": c.fusion_ms,
-                   "semantics_ms": c.semantics_ms, "memory_mb": self.map.memory_mb(),
-                   "reject_reasons": dict(c.reject_reasons), "drop_reasons": dict(c.drop_reasons)}
+            out = {
+                "source": self.map.source,
+                "frames_received": c.frames_received,
+                "frames_fused": c.frames_fused,
+                "frames_rejected": c.frames_rejected,
+                "frames_dropped": c.frames_dropped,
+                "frames_pending": pending,
+                "keyframes": c.keyframes,
+                "keyframes_without_semantics": c.keyframes_without_semantics,
+                "selector_resets": c.selector_resets,
+                "intrinsics_changes": c.intrinsics_changes,
+                "num_points": self.map.num_points,
+                "fusion_ms": c.fusion_ms,
+                "semantics_ms": c.semantics_ms,
+                "memory_mb": self.map.memory_mb(),
+                "reject_reasons": dict(c.reject_reasons),
+                "drop_reasons": dict(c.drop_reasons),
+            }
         t = self.trainer.status() if self.trainer is not None else {}
-        out.update(num_gaussians=int(t.get("num_gaussians", 0)), training_state=str(t.get("state", "disabled")),
-                   training_iterations=int(t.get("iterations", 0)), training_loss=float(t.get("loss", float("nan"))),
-                   training_psnr_db=float(t.get("psnr", float("nan"))))
+        out.update(
+            num_gaussians=int(t.get("num_gaussians", 0)),
+            training_state=str(t.get("state", "disabled")),
+            training_iterations=int(t.get("iterations", 0)),
+            training_loss=float(t.get("loss", float("nan"))),
+            training_psnr_db=float(t.get("psnr", float("nan"))),
+        )
         return out
 
 
-def combine_intake_status(pipeline_status: dict, assembler_status: dict,
-                          colour_messages_rejected: dict[str, int] | None = None) -> dict:
+def combine_intake_status(
+    pipeline_status: dict, assembler_status: dict, colour_messages_rejected: dict[str, int] | None = None
+) -> dict:
     """A node's frame counters: ``MappingPipeline.status()`` with the FrameAssembler's ``status()`` folded in, so
     that ``frames_received == frames_fused + frames_dropped + frames_rejected + frames_pending`` counts colour images
     from the topic on. ``colour_messages_rejected``: colour messages the node could not decode (reason -> count);
@@ -311,8 +331,14 @@ def combine_intake_status(pipeline_status: dict, assembler_status: dict,
     rejects.update(a["reject_reasons"])
     rejects.update(decode)
     out["drop_reasons"], out["reject_reasons"] = dict(drops), dict(rejects)
-    for key in ("depth_received", "depth_dropped", "poses_received", "poses_rejected", "pose_jumps_followed",
-                "clock_resets"):
+    for key in (
+        "depth_received",
+        "depth_dropped",
+        "poses_received",
+        "poses_rejected",
+        "pose_jumps_followed",
+        "clock_resets",
+    ):
         out[key] = a[key]
     out["camera_info_changes"] = a["intrinsics_changes"]
     return out

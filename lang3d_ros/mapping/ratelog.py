@@ -1,4 +1,5 @@
 """One log line per reason per period: sensor faults repeat at frame rate, the log must not."""
+
 from __future__ import annotations
 
 import logging

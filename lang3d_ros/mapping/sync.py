@@ -24,6 +24,7 @@ Counting (every colour image ends in exactly one place)::
 
 ``status()`` returns these keys (and the depth / pose / intrinsics counters); a node adds the pipeline's.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -121,9 +122,18 @@ class FrameAssembler:
     """
 
     def __init__(self, config: SyncConfig, T_pose_cam: np.ndarray | None = None):
-        for name in ("slop_s", "pose_max_gap_s", "pose_wait_s", "max_stamp_lag_s", "max_pose_lead_s",
-                     "pose_max_speed_m_s", "pose_max_angular_speed_rad_s", "pose_max_jump_m", "pose_max_jump_rad",
-                     "pose_follow_jump_s"):
+        for name in (
+            "slop_s",
+            "pose_max_gap_s",
+            "pose_wait_s",
+            "max_stamp_lag_s",
+            "max_pose_lead_s",
+            "pose_max_speed_m_s",
+            "pose_max_angular_speed_rad_s",
+            "pose_max_jump_m",
+            "pose_max_jump_rad",
+            "pose_follow_jump_s",
+        ):
             v = float(getattr(config, name))
             if not np.isfinite(v) or v < 0:
                 raise ValueError(f"mapping.sync.{name} must be a finite number >= 0, got {v}")
@@ -156,10 +166,12 @@ class FrameAssembler:
         old = self.intrinsics
         if old is not None and old != intrinsics:
             self.stats.intrinsics_changes += 1
-            self._say("camera intrinsics changed mid-stream",
-                      f"{old.width}x{old.height} fx={old.fx:.6g} fy={old.fy:.6g} cx={old.cx:.6g} cy={old.cy:.6g} -> "
-                      f"{intrinsics.width}x{intrinsics.height} fx={intrinsics.fx:.6g} fy={intrinsics.fy:.6g} "
-                      f"cx={intrinsics.cx:.6g} cy={intrinsics.cy:.6g}; later frames use the new values")
+            self._say(
+                "camera intrinsics changed mid-stream",
+                f"{old.width}x{old.height} fx={old.fx:.6g} fy={old.fy:.6g} cx={old.cx:.6g} cy={old.cy:.6g} -> "
+                f"{intrinsics.width}x{intrinsics.height} fx={intrinsics.fx:.6g} fy={intrinsics.fy:.6g} "
+                f"cx={intrinsics.cx:.6g} cy={intrinsics.cy:.6g}; later frames use the new values",
+            )
         self.intrinsics = intrinsics
 
     def add_color(self, stamp_ns: int, rgb: np.ndarray) -> None:
@@ -186,22 +198,31 @@ class FrameAssembler:
         # poses run ahead of a paused camera one sample at a time: judge the lead against the newer of the two
         ahead_of = ref if ref is None or not self._pose_t else max(ref, self._pose_t[-1])
         if ahead_of is not None and stamp_ns > ahead_of + int(c.max_pose_lead_s * 1e9):
-            return self._reject_pose(REJECT_FUTURE, f"pose stamped {(stamp_ns - ahead_of) * 1e-9:.3f} s after the "
-                                                    f"newest image or pose (limit mapping.sync.max_pose_lead_s="
-                                                    f"{c.max_pose_lead_s})")
+            return self._reject_pose(
+                REJECT_FUTURE,
+                f"pose stamped {(stamp_ns - ahead_of) * 1e-9:.3f} s after the "
+                f"newest image or pose (limit mapping.sync.max_pose_lead_s="
+                f"{c.max_pose_lead_s})",
+            )
         if ref is not None and stamp_ns < ref - int(c.max_stamp_lag_s * 1e9):
             if len(self._late) < self._maxlen:  # the first pose of a new, earlier timeline often precedes its image
                 self._late.append(_Late("pose", stamp_ns, T))
                 return HELD_LATE_POSE
-            return self._reject_pose(REJECT_STALE, f"pose stamped {(ref - stamp_ns) * 1e-9:.3f} s before the newest "
-                                                   f"image (limit mapping.sync.max_stamp_lag_s={c.max_stamp_lag_s})")
+            return self._reject_pose(
+                REJECT_STALE,
+                f"pose stamped {(ref - stamp_ns) * 1e-9:.3f} s before the newest "
+                f"image (limit mapping.sync.max_stamp_lag_s={c.max_stamp_lag_s})",
+            )
         jump = self._jump_reason(stamp_ns, T)
         if jump:
             if self._follow_jump(stamp_ns, T):
                 self._pose_t, self._pose_T = [stamp_ns], [T]
                 self.stats.pose_jumps_followed += 1
-                self._say("pose stream jumped and stayed", f"following it from stamp {stamp_ns} ({jump}); "
-                          f"mapping.sync.pose_follow_jump_s={c.pose_follow_jump_s}")
+                self._say(
+                    "pose stream jumped and stayed",
+                    f"following it from stamp {stamp_ns} ({jump}); "
+                    f"mapping.sync.pose_follow_jump_s={c.pose_follow_jump_s}",
+                )
                 return ""
             return self._reject_pose(jump.split(":")[0], jump)
         self._jump_track = []
@@ -227,12 +248,16 @@ class FrameAssembler:
         dt_s = abs(t1 - t0) * 1e-9
         dist_m = float(np.linalg.norm(T1[:3, 3] - T0[:3, 3]))
         if dist_m > c.pose_max_jump_m + c.pose_max_speed_m_s * dt_s:
-            return f"{REJECT_POSE_JUMP}: moved {dist_m:.4g} m in {dt_s:.3g} s (limits pose_max_jump_m=" \
-                   f"{c.pose_max_jump_m}, pose_max_speed_m_s={c.pose_max_speed_m_s})"
+            return (
+                f"{REJECT_POSE_JUMP}: moved {dist_m:.4g} m in {dt_s:.3g} s (limits pose_max_jump_m="
+                f"{c.pose_max_jump_m}, pose_max_speed_m_s={c.pose_max_speed_m_s})"
+            )
         angle = rotation_angle_rad(T0[:3, :3], T1[:3, :3])
         if angle > c.pose_max_jump_rad + c.pose_max_angular_speed_rad_s * dt_s:
-            return f"{REJECT_POSE_TURN}: turned {angle:.3g} rad in {dt_s:.3g} s (limits pose_max_jump_rad=" \
-                   f"{c.pose_max_jump_rad}, pose_max_angular_speed_rad_s={c.pose_max_angular_speed_rad_s})"
+            return (
+                f"{REJECT_POSE_TURN}: turned {angle:.3g} rad in {dt_s:.3g} s (limits pose_max_jump_rad="
+                f"{c.pose_max_jump_rad}, pose_max_angular_speed_rad_s={c.pose_max_angular_speed_rad_s})"
+            )
         return ""
 
     def _jump_reason(self, stamp_ns: int, T: np.ndarray) -> str:
@@ -269,8 +294,10 @@ class FrameAssembler:
             if len(images) + 1 < c.clock_jump_confirm:
                 return
             late, self._late = self._late, []
-            self._reset(f"image stamps went back by {(ref - stamp_ns) * 1e-9:.3f} s (bag loop, simulator reset or a "
-                        f"stray stamp ahead)")
+            self._reset(
+                f"image stamps went back by {(ref - stamp_ns) * 1e-9:.3f} s (bag loop, simulator reset or a "
+                f"stray stamp ahead)"
+            )
             for item in late:  # images first: they set the clock the held poses are judged against
                 if item.kind != "pose":
                     self._store(item.kind, item.stamp_ns, item.data)
@@ -286,16 +313,21 @@ class FrameAssembler:
     def _reject_late(self) -> None:
         for item in self._late:
             if item.kind == "pose":
-                self._reject_pose(REJECT_STALE, f"pose stamped more than mapping.sync.max_stamp_lag_s="
-                                                f"{self.config.max_stamp_lag_s} s before the newest image")
+                self._reject_pose(
+                    REJECT_STALE,
+                    f"pose stamped more than mapping.sync.max_stamp_lag_s="
+                    f"{self.config.max_stamp_lag_s} s before the newest image",
+                )
                 continue
             if item.kind == "colour":
                 self.stats.reject(REJECT_STALE)
             else:
                 self.stats.depth_dropped[REJECT_STALE] = self.stats.depth_dropped.get(REJECT_STALE, 0) + 1
-            self._say(f"{item.kind} image rejected ({REJECT_STALE})",
-                      f"stamped more than mapping.sync.max_stamp_lag_s={self.config.max_stamp_lag_s} s before the "
-                      f"newest image")
+            self._say(
+                f"{item.kind} image rejected ({REJECT_STALE})",
+                f"stamped more than mapping.sync.max_stamp_lag_s={self.config.max_stamp_lag_s} s before the "
+                f"newest image",
+            )
         self._late = []
 
     def _reset(self, why: str) -> None:
@@ -303,7 +335,8 @@ class FrameAssembler:
         self.stats.drop(DROP_CLOCK_RESET, dropped)
         if self._depth:
             self.stats.depth_dropped[DROP_CLOCK_RESET] = self.stats.depth_dropped.get(DROP_CLOCK_RESET, 0) + len(
-                self._depth)
+                self._depth
+            )
         self._clear()
         self.stats.clock_resets += 1
         self._say("synchronizer reset", f"{why}; {dropped} buffered frame(s) dropped, pose history cleared")
@@ -348,8 +381,9 @@ class FrameAssembler:
                 self.stats.drop(DROP_NO_DEPTH)
             else:
                 self._depth.popleft()
-                self.stats.depth_dropped["depth without colour"] = self.stats.depth_dropped.get(
-                    "depth without colour", 0) + 1
+                self.stats.depth_dropped["depth without colour"] = (
+                    self.stats.depth_dropped.get("depth without colour", 0) + 1
+                )
 
     # ------------------------------------------------------------------------------------------ output
     def pop_frames(self, now_ns: int | None = None) -> list[Frame]:
@@ -376,12 +410,22 @@ class FrameAssembler:
                     break  # wait for the next pose sample
                 self._pending.popleft()
                 self.stats.drop(DROP_NO_POSE)
-                self._say(f"frame dropped ({DROP_NO_POSE})", f"stamp {t} ns; pose samples bracketing it are missing "
-                          f"or more than pose_max_gap_s={self.config.pose_max_gap_s} s apart", logging.INFO)
+                self._say(
+                    f"frame dropped ({DROP_NO_POSE})",
+                    f"stamp {t} ns; pose samples bracketing it are missing "
+                    f"or more than pose_max_gap_s={self.config.pose_max_gap_s} s apart",
+                    logging.INFO,
+                )
                 continue
             self._pending.popleft()
-            frame = Frame(rgb=rgb, depth_m=depth, intrinsics=self.intrinsics, T_world_cam=T @ self.T_pose_cam,
-                          stamp_ns=t, index=self._index)
+            frame = Frame(
+                rgb=rgb,
+                depth_m=depth,
+                intrinsics=self.intrinsics,
+                T_world_cam=T @ self.T_pose_cam,
+                stamp_ns=t,
+                index=self._index,
+            )
             self._index += 1
             self.stats.frames += 1
             out.append(frame)
@@ -399,10 +443,19 @@ class FrameAssembler:
         ``poses_received``, ``poses_rejected`` (dict), ``pose_jumps_followed``, ``intrinsics_changes``,
         ``clock_resets``."""
         s = self.stats
-        return {"colour_received": s.colour_received, "frames_assembled": s.frames,
-                "frames_dropped": sum(s.dropped.values()), "frames_rejected": sum(s.rejected.values()),
-                "frames_pending": self.frames_pending, "drop_reasons": dict(s.dropped),
-                "reject_reasons": dict(s.rejected), "depth_received": s.depth_received,
-                "depth_dropped": dict(s.depth_dropped), "poses_received": s.poses_received,
-                "poses_rejected": dict(s.poses_rejected), "pose_jumps_followed": s.pose_jumps_followed,
-                "intrinsics_changes": s.intrinsics_changes, "clock_resets": s.clock_resets}
+        return {
+            "colour_received": s.colour_received,
+            "frames_assembled": s.frames,
+            "frames_dropped": sum(s.dropped.values()),
+            "frames_rejected": sum(s.rejected.values()),
+            "frames_pending": self.frames_pending,
+            "drop_reasons": dict(s.dropped),
+            "reject_reasons": dict(s.rejected),
+            "depth_received": s.depth_received,
+            "depth_dropped": dict(s.depth_dropped),
+            "poses_received": s.poses_received,
+            "poses_rejected": dict(s.poses_rejected),
+            "pose_jumps_followed": s.pose_jumps_followed,
+            "intrinsics_changes": s.intrinsics_changes,
+            "clock_resets": s.clock_resets,
+        }

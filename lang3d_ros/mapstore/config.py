@@ -1,4 +1,5 @@
 """Limits applied when a map file is read (a map file may come from anyone: see mapstore.container)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

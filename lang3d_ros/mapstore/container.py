@@ -15,6 +15,7 @@ computed, arrays are rebuilt from their ``.npy`` header without pickle, and ever
 Every refusal is a ``Lang3DError(ErrorCode.IO_ERROR)`` whose message names the problem (never a Python exception
 name). The file is not encrypted or signed: a valid map from an untrusted source is still its author's content.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -91,17 +92,32 @@ def write_map(path: str | os.PathLike, bundle: MapBundle) -> int:
         _check_name(name)
         a = np.asarray(a)
         data = _npy_bytes(a)
-        entries[f"arrays/{name}.npy"] = {"kind": "array", "name": name, "shape": list(a.shape), "dtype": str(a.dtype),
-                                         "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        entries[f"arrays/{name}.npy"] = {
+            "kind": "array",
+            "name": name,
+            "shape": list(a.shape),
+            "dtype": str(a.dtype),
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
         payloads[f"arrays/{name}.npy"] = data
     for name, data in bundle.blobs.items():
         _check_name(name)
         data = bytes(data)
-        entries[f"blobs/{name}"] = {"kind": "blob", "name": name, "bytes": len(data),
-                                    "sha256": hashlib.sha256(data).hexdigest()}
+        entries[f"blobs/{name}"] = {
+            "kind": "blob",
+            "name": name,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
         payloads[f"blobs/{name}"] = data
-    manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "created_unix_s": time.time(),
-                "metadata": bundle.metadata, "entries": entries}
+    manifest = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "created_unix_s": time.time(),
+        "metadata": bundle.metadata,
+        "entries": entries,
+    }
     manifest_bytes = json.dumps(manifest, indent=1, sort_keys=True, allow_nan=True).encode()
     fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.writing-{os.getpid()}-", suffix=".tmp", dir=path.parent)
     try:
@@ -158,8 +174,10 @@ def _check_version(manifest: dict, where: str) -> None:
     if not isinstance(version, int) or isinstance(version, bool):
         raise _err(f"{where}: map format version {version!r} is not a number")
     if version < FORMAT_VERSION:
-        raise _err(f"{where}: map format version {version} is older than this build reads ({FORMAT_VERSION}): "
-                   f"rebuild the map (replay its recording) with this version")
+        raise _err(
+            f"{where}: map format version {version} is older than this build reads ({FORMAT_VERSION}): "
+            f"rebuild the map (replay its recording) with this version"
+        )
     if version > FORMAT_VERSION:
         raise _err(f"{where}: map format version {version} is newer than this build reads ({FORMAT_VERSION})")
 
@@ -191,8 +209,11 @@ def _parse_entries(manifest: dict, where: str, limits: MapReadLimits) -> list[_E
         entry = _Entry(arcname, kind, name, nbytes, sha)
         if kind == "array":
             shape, dtype = e.get("shape"), e.get("dtype")
-            if (not isinstance(shape, list) or len(shape) > limits.max_array_dims
-                    or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+            if (
+                not isinstance(shape, list)
+                or len(shape) > limits.max_array_dims
+                or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+            ):
                 raise _err(f"{where}: entry {arcname} has an invalid shape {str(shape)[:80]}")
             if not isinstance(dtype, str) or not _plain_dtype(dtype):
                 raise _err(f"{where}: entry {arcname} has an unsupported dtype {str(dtype)[:40]!r}")
@@ -210,8 +231,9 @@ def _plain_dtype(text: str) -> bool:
     return dt.kind in "biuf" and dt.fields is None and dt.subdtype is None and str(dt) == text
 
 
-def _check_directory(zf: zipfile.ZipFile, entries: list[_Entry], file_bytes: int, where: str,
-                     limits: MapReadLimits) -> dict[str, zipfile.ZipInfo]:
+def _check_directory(
+    zf: zipfile.ZipFile, entries: list[_Entry], file_bytes: int, where: str, limits: MapReadLimits
+) -> dict[str, zipfile.ZipInfo]:
     """Declared sizes against the zip directory, the file size and the limits: nothing is inflated here."""
     infos = zf.infolist()
     if len(infos) > limits.max_entries + 1:
@@ -224,23 +246,29 @@ def _check_directory(zf: zipfile.ZipFile, entries: list[_Entry], file_bytes: int
         if info is None:
             raise _err(f"{where}: entry {e.arcname} is missing (truncated file?)")
         if info.file_size != e.num_bytes:
-            raise _err(f"{where}: entry {e.arcname} is {info.file_size} bytes in the zip directory, the manifest "
-                       f"says {e.num_bytes}: corrupt or crafted file")
+            raise _err(
+                f"{where}: entry {e.arcname} is {info.file_size} bytes in the zip directory, the manifest "
+                f"says {e.num_bytes}: corrupt or crafted file"
+            )
         if info.compress_type == zipfile.ZIP_STORED:
             if info.compress_size != info.file_size:
                 raise _err(f"{where}: stored entry {e.arcname} has inconsistent sizes: corrupt file")
         elif info.compress_type == zipfile.ZIP_DEFLATED:
             if info.file_size > limits.max_inflate_ratio * info.compress_size + 4096:
-                raise _err(f"{where}: entry {e.arcname} declares {info.file_size} bytes from {info.compress_size} "
-                           f"compressed (ratio above {limits.max_inflate_ratio:g}): refused as a zip bomb")
+                raise _err(
+                    f"{where}: entry {e.arcname} declares {info.file_size} bytes from {info.compress_size} "
+                    f"compressed (ratio above {limits.max_inflate_ratio:g}): refused as a zip bomb"
+                )
         else:
             raise _err(f"{where}: entry {e.arcname} uses an unsupported compression method {info.compress_type}")
         if info.header_offset + info.compress_size > file_bytes:
             raise _err(f"{where}: entry {e.arcname} extends past the end of the file (truncated file?)")
         total += info.file_size
         if total > limits.max_total_bytes:
-            raise _err(f"{where}: entries declare more than {limits.max_total_bytes} bytes in total "
-                       f"(mapping.map_files.max_total_bytes)")
+            raise _err(
+                f"{where}: entries declare more than {limits.max_total_bytes} bytes in total "
+                f"(mapping.map_files.max_total_bytes)"
+            )
         out[e.arcname] = info
     return out
 
@@ -257,7 +285,7 @@ def _stream_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, e: _Entry, where: 
                 chunk = fh.read(min(_CHUNK_BYTES, e.num_bytes - pos))
                 if not chunk:
                     break
-                view[pos:pos + len(chunk)] = chunk
+                view[pos : pos + len(chunk)] = chunk
                 digest.update(chunk)
                 pos += len(chunk)
             extra = fh.read(1)
@@ -281,12 +309,15 @@ def _array_from_npy(data: bytearray, e: _Entry, where: str) -> np.ndarray:
     except (ValueError, TypeError, SyntaxError, EOFError) as exc:
         raise _err(f"{where}: entry {e.arcname} is not a valid .npy array ({exc})") from exc
     if tuple(shape) != e.shape or str(dtype) != e.dtype:
-        raise _err(f"{where}: entry {e.arcname} has shape {tuple(shape)} {dtype}, manifest says "
-                   f"{list(e.shape)} {e.dtype}")
+        raise _err(
+            f"{where}: entry {e.arcname} has shape {tuple(shape)} {dtype}, manifest says {list(e.shape)} {e.dtype}"
+        )
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if offset + count * dtype.itemsize != len(data):
-        raise _err(f"{where}: entry {e.arcname} holds {len(data) - offset} data bytes, its header needs "
-                   f"{count * dtype.itemsize}")
+        raise _err(
+            f"{where}: entry {e.arcname} holds {len(data) - offset} data bytes, its header needs "
+            f"{count * dtype.itemsize}"
+        )
     a = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
     return a.reshape(shape, order="F" if fortran else "C")
 
@@ -295,7 +326,7 @@ def _all_finite(a: np.ndarray) -> bool:
     """Chunked, so that a multi-GB array needs no array-sized temporary."""
     flat = a.reshape(-1, order="A") if a.flags.f_contiguous or a.flags.c_contiguous else a.ravel()
     step = 1 << 22
-    return all(np.isfinite(flat[i:i + step]).all() for i in range(0, flat.size, step))
+    return all(np.isfinite(flat[i : i + step]).all() for i in range(0, flat.size, step))
 
 
 def _check_finite(a: np.ndarray, e: _Entry, where: str) -> None:

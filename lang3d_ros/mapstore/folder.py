@@ -23,6 +23,7 @@ still race them (swap a checked file for a link): the folder is created 0700 and
 node's user. Hard links inside the folder are regular files: a write replaces the folder's entry (rename), never the
 linked file's content.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,9 @@ from lang3d_ros.mapstore.container import FORMAT_NAME, MAP_SUFFIX, peek_map_form
 
 log = logging.getLogger(__name__)
 
-CLIENT_MESSAGE = "map file {name!r} is not allowed, not found or not a lang3d_ros map " \
-                 "(maps are .l3dmap files inside the map folder)"
+CLIENT_MESSAGE = (
+    "map file {name!r} is not allowed, not found or not a lang3d_ros map (maps are .l3dmap files inside the map folder)"
+)
 STALE_TEMP_AGE_S = 24 * 3600.0
 MAX_NAME_CHARS = 1024
 
@@ -90,8 +92,9 @@ class MapFolder:
         if st is None:
             return path
         if not stat.S_ISREG(st.st_mode):
-            raise MapPathError(name, f"refused to write {path}: it exists and is not a regular file "
-                                     f"(mode {stat.filemode(st.st_mode)})")
+            raise MapPathError(
+                name, f"refused to write {path}: it exists and is not a regular file (mode {stat.filemode(st.st_mode)})"
+            )
         found = peek_map_format(path)
         if found is None or found[0] != FORMAT_NAME:
             raise MapPathError(name, f"refused to overwrite {path}: it exists and is not a lang3d_ros map ({found})")
@@ -148,8 +151,11 @@ class MapFolder:
                 except FileNotFoundError:
                     continue
         if removed:
-            log.warning("removed %d temp file(s) of interrupted map writes: %s", len(removed),
-                        ", ".join(str(p) for p in removed[:5]))
+            log.warning(
+                "removed %d temp file(s) of interrupted map writes: %s",
+                len(removed),
+                ", ".join(str(p) for p in removed[:5]),
+            )
         return removed
 
     # ------------------------------------------------------------------------------------------ checks

@@ -1,4 +1,5 @@
 """Navigation parameters: occupancy grid from the map points, goal at a standoff, A* path."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -71,8 +72,9 @@ class NavigationConfig:
         if self.floor_tolerance_m > self.obstacle_min_height_m:
             raise ValueError("floor_tolerance_m must not exceed obstacle_min_height_m")
         if self.min_points_per_cell < 1 or self.ring_samples < 4 or self.max_cells < 1 or self.fill_holes_cells < 0:
-            raise ValueError("min_points_per_cell >= 1, ring_samples >= 4, max_cells >= 1, fill_holes_cells >= 0 "
-                             "required")
+            raise ValueError(
+                "min_points_per_cell >= 1, ring_samples >= 4, max_cells >= 1, fill_holes_cells >= 0 required"
+            )
         if self.unknown_start_snap_m < 0:
             raise ValueError("unknown_start_snap_m must be non-negative")
         if self.standoff_m <= 0 or self.standoff_tolerance_m < 0 or self.margin_m < 0 or self.start_snap_m < 0:

@@ -8,6 +8,7 @@ Of the reachable candidates on the first ring that has any, the one with the sho
 faces the box centre. Paths are planned on the inflated grid (circular robot); heading changes,
 dynamics and moving obstacles are Nav2's job.
 """
+
 from __future__ import annotations
 
 import logging
@@ -84,8 +85,13 @@ def standoff_ring(box: Box3D, standoff_m: float, n: int) -> np.ndarray:
     return centre + local @ R.T
 
 
-def _snap_start(grid: OccupancyGrid, traversable: np.ndarray, start_xy: np.ndarray, snap_m: float,
-                unknown_snap_m: float | None = None):
+def _snap_start(
+    grid: OccupancyGrid,
+    traversable: np.ndarray,
+    start_xy: np.ndarray,
+    snap_m: float,
+    unknown_snap_m: float | None = None,
+):
     """-> ((row, col), None) of a traversable start cell, or (None, reason). A start in UNKNOWN space may move up to
     ``unknown_snap_m`` (a forward-looking camera never sees the floor under the robot); one in occupied or inflated
     space only ``snap_m``."""
@@ -101,13 +107,15 @@ def _snap_start(grid: OccupancyGrid, traversable: np.ndarray, start_xy: np.ndarr
         snap_m = max(snap_m, unknown_snap_m)
     if dist[ij[0], ij[1]] * grid.resolution_m > snap_m:
         state = {-1: "unknown", 0: "inside the inflated obstacles", 100: "occupied"}[int(grid.data[ij[0], ij[1]])]
-        return None, (f"start ({start_xy[0]:.2f}, {start_xy[1]:.2f}) is {state} and no free cell is within "
-                      f"{snap_m:.2f} m")
+        return None, (
+            f"start ({start_xy[0]:.2f}, {start_xy[1]:.2f}) is {state} and no free cell is within {snap_m:.2f} m"
+        )
     return (int(ri[ij[0], ij[1]]), int(rj[ij[0], ij[1]])), None
 
 
-def start_escape_cells(grid: OccupancyGrid, clearance: np.ndarray, start_xy: np.ndarray,
-                       robot_radius_m: float) -> np.ndarray:
+def start_escape_cells(
+    grid: OccupancyGrid, clearance: np.ndarray, start_xy: np.ndarray, robot_radius_m: float
+) -> np.ndarray:
     """(H,W) bool: the cells of the robot's footprint disc at ``start_xy`` (2,) that are not occupied and whose
     centre is no closer to an obstacle point than the start's, minus half a cell diagonal. The robot stands there,
     so moving within its own footprint away from obstacles is collision-free even inside the inflation band."""
@@ -121,9 +129,11 @@ def start_escape_cells(grid: OccupancyGrid, clearance: np.ndarray, start_xy: np.
     rr, cc = np.mgrid[r0:r1, c0:c1]
     xy = grid.ij_to_xy(np.column_stack([rr.ravel(), cc.ravel()]))
     start_clear = float(clearance[ij[0], ij[1]])
-    ok = ((np.linalg.norm(xy - start_xy, axis=1) <= robot_radius_m)
-          & (grid.data[rr, cc].ravel() != OCCUPIED)
-          & (clearance[rr, cc].ravel() >= start_clear - np.sqrt(0.5) * grid.resolution_m))
+    ok = (
+        (np.linalg.norm(xy - start_xy, axis=1) <= robot_radius_m)
+        & (grid.data[rr, cc].ravel() != OCCUPIED)
+        & (clearance[rr, cc].ravel() >= start_clear - np.sqrt(0.5) * grid.resolution_m)
+    )
     out[rr.ravel()[ok], cc.ravel()[ok]] = True
     return out
 
@@ -216,8 +226,9 @@ def plan_to_object(
     return NavigationResult(False, reason, start_xy=(float(start[0]), float(start[1])))
 
 
-def navigate_to_object(points: np.ndarray, box: Box3D, start_xy, config: NavigationConfig | None = None,
-                       standoff_m: float | None = None) -> tuple[NavigationResult, OccupancyGrid]:
+def navigate_to_object(
+    points: np.ndarray, box: Box3D, start_xy, config: NavigationConfig | None = None, standoff_m: float | None = None
+) -> tuple[NavigationResult, OccupancyGrid]:
     """Build the grid from the map's points (N,3), then plan_to_object. Returns (result, grid)."""
     grid = build_occupancy_grid(points, config)
     return plan_to_object(grid, box, start_xy, config, standoff_m), grid

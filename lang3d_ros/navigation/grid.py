@@ -8,6 +8,7 @@ The grid keeps the obstacle points' xy, so inflation is measured from the points
 cell centres (which over-inflates by up to a cell diagonal and closes gaps a robot fits through).
 Overhangs above the band are ignored; glass and other surfaces depth never saw stay unknown.
 """
+
 from __future__ import annotations
 
 import logging
@@ -122,17 +123,26 @@ def build_occupancy_grid(points: np.ndarray, config: NavigationConfig | None = N
     obstacle_cells = np.bincount(flat[band], minlength=W * H)
     free = (floor_cells > 0).reshape(H, W)
     if cfg.fill_holes_cells > 0:  # sparse floors: close small unseen gaps; occupied stays occupied
-        free |= ndimage.binary_closing(free, structure=np.ones((3, 3), bool), iterations=cfg.fill_holes_cells,
-                                       border_value=0)
+        free |= ndimage.binary_closing(
+            free, structure=np.ones((3, 3), bool), iterations=cfg.fill_holes_cells, border_value=0
+        )
     occupied = (obstacle_cells >= cfg.min_points_per_cell).reshape(H, W)
     data = np.full((H, W), UNKNOWN, dtype=np.int8)
     data[free] = FREE
     data[occupied] = OCCUPIED
     in_occupied = band & occupied.reshape(-1)[flat]
-    grid = OccupancyGrid(data, res, origin.astype(np.float64), floor_z,
-                         obstacle_xy=used[in_occupied, :2].astype(np.float32))
-    log.debug("grid %dx%d at %.3f m, floor z %.3f m: %d free, %d occupied", W, H, res, floor_z,
-              int((data == FREE).sum()), int((data == OCCUPIED).sum()))
+    grid = OccupancyGrid(
+        data, res, origin.astype(np.float64), floor_z, obstacle_xy=used[in_occupied, :2].astype(np.float32)
+    )
+    log.debug(
+        "grid %dx%d at %.3f m, floor z %.3f m: %d free, %d occupied",
+        W,
+        H,
+        res,
+        floor_z,
+        int((data == FREE).sum()),
+        int((data == OCCUPIED).sum()),
+    )
     return grid
 
 
@@ -183,8 +193,9 @@ def unseen_floor_mask(grid: OccupancyGrid) -> np.ndarray:
     return unknown & ~np.isin(labels, border[border > 0])
 
 
-def traversable_mask(grid: OccupancyGrid, robot_radius_m: float, unseen_floor: bool = False,
-                     clearance: np.ndarray | None = None) -> np.ndarray:
+def traversable_mask(
+    grid: OccupancyGrid, robot_radius_m: float, unseen_floor: bool = False, clearance: np.ndarray | None = None
+) -> np.ndarray:
     """(H,W) bool: free cells (and, with ``unseen_floor``, enclosed unknown cells) whose centre is farther than
     robot_radius_m + half a cell diagonal from every obstacle point, so that any point of a traversable cell is
     at least robot_radius_m from any obstacle point (``clearance_m``; pass it to reuse it). Unexplored unknown

@@ -1,6 +1,7 @@
 """Grid search on a traversable mask: Dijkstra cost field (scipy.sparse.csgraph), A* (8-connected, octile
 heuristic, no corner cutting) and line-of-sight path smoothing. Cells are (row, col) = (iy, ix).
 Costs are in cells (orthogonal step 1, diagonal sqrt 2); the robot's heading is not planned."""
+
 from __future__ import annotations
 
 import heapq
@@ -64,8 +65,16 @@ def astar(traversable: np.ndarray, start_ij, goal_ij) -> np.ndarray | None:
         return (di + dj) + (SQRT2 - 2.0) * min(di, dj)
 
     heap = [(h(si, sj), 0.0, start)]
-    moves = [(-1, 0, 1.0), (1, 0, 1.0), (0, -1, 1.0), (0, 1, 1.0),
-             (-1, -1, SQRT2), (-1, 1, SQRT2), (1, -1, SQRT2), (1, 1, SQRT2)]
+    moves = [
+        (-1, 0, 1.0),
+        (1, 0, 1.0),
+        (0, -1, 1.0),
+        (0, 1, 1.0),
+        (-1, -1, SQRT2),
+        (-1, 1, SQRT2),
+        (1, -1, SQRT2),
+        (1, 1, SQRT2),
+    ]
     while heap:
         _, gu, u = heapq.heappop(heap)
         if u in closed:

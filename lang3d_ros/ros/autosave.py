@@ -5,6 +5,7 @@ The files sit in the map folder itself, so LoadMap and ``ros.load_map`` accept t
 save a map whose process is killed with SIGKILL (only the last completed autosave survives), or save while
 another process deletes files from the folder.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,10 @@ class Autosaver:
             t0 = time.monotonic()
             size = self.map.save(path)
             self._saved_version = version
-            self._log(f"autosave ({reason}): {self.map.num_points} points -> {path} ({size / 2**20:.1f} MiB, "
-                      f"{time.monotonic() - t0:.1f} s)")
+            self._log(
+                f"autosave ({reason}): {self.map.num_points} points -> {path} ({size / 2**20:.1f} MiB, "
+                f"{time.monotonic() - t0:.1f} s)"
+            )
             self._prune()
             return path
 

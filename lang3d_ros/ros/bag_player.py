@@ -3,6 +3,7 @@ bytes unchanged. Used where ``ros2 bag play`` is not installed, and by ``lang3d 
 
 Header stamps are those recorded: the mapper syncs on them, not on arrival time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,15 @@ def wait_for_subscribers(pubs: dict, timeout_s: float) -> bool:
     return False
 
 
-def play(node, bag: Path, rate: float = 1.0, topics: list[str] | None = None, progress=None, stop=None,
-         wait_subscribers_s: float = 10.0) -> dict:
+def play(
+    node,
+    bag: Path,
+    rate: float = 1.0,
+    topics: list[str] | None = None,
+    progress=None,
+    stop=None,
+    wait_subscribers_s: float = 10.0,
+) -> dict:
     """Publish the bag's messages on ``node``; returns {topic: count}. ``stop()`` True ends early."""
     from rosbags.highlevel import AnyReader
 
@@ -80,8 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bag", type=Path)
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (2 = twice as fast)")
     parser.add_argument("--topics", nargs="*", default=None)
-    parser.add_argument("--wait-subscribers", type=float, default=10.0, metavar="S",
-                        help="wait up to S seconds for every topic to have a subscriber before playing")
+    parser.add_argument(
+        "--wait-subscribers",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="wait up to S seconds for every topic to have a subscriber before playing",
+    )
     args, ros_args = parser.parse_known_args(argv)
     rclpy.init(args=["bag_player", *ros_args])
     node = rclpy.create_node("lang3d_bag_player")

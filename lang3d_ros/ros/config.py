@@ -2,6 +2,7 @@
 
 Plain dataclasses (no ROS import), so ``lang3d config --describe`` and the library read them without rclpy.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -3,6 +3,7 @@
 Images go through lang3d_ros.datasets.image_codec (shared with the bag reader), so the node and a bag replay decode
 bytes identically. Every function raises ValueError naming the problem on malformed input.
 """
+
 from __future__ import annotations
 
 import math
@@ -81,8 +82,9 @@ def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
             "distortion"
         )
     if int(msg.binning_x) > 1 or int(msg.binning_y) > 1:
-        raise ValueError(f"CameraInfo binning {msg.binning_x}x{msg.binning_y} is not supported; "
-                         "publish unbinned images")
+        raise ValueError(
+            f"CameraInfo binning {msg.binning_x}x{msg.binning_y} is not supported; publish unbinned images"
+        )
     if int(msg.roi.width) or int(msg.roi.height):
         if (int(msg.roi.width), int(msg.roi.height)) != (int(msg.width), int(msg.height)):
             raise ValueError("CameraInfo with a region of interest is not supported; publish the full image")
@@ -146,24 +148,33 @@ def matrix_to_transform_stamped(T: np.ndarray, parent: str, child: str, stamp_ns
     return msg
 
 
-def planar_pose_stamped(x: float, y: float, yaw_rad: float, frame_id: str, stamp_ns: int,
-                        z: float = 0.0) -> PoseStamped:
+def planar_pose_stamped(
+    x: float, y: float, yaw_rad: float, frame_id: str, stamp_ns: int, z: float = 0.0
+) -> PoseStamped:
     q = yaw_quaternion(yaw_rad)
     return PoseStamped(
         header=make_header(frame_id, stamp_ns),
-        pose=Pose(position=Point(x=float(x), y=float(y), z=float(z)),
-                  orientation=Quaternion(x=0.0, y=0.0, z=float(q[2]), w=float(q[3]))),
+        pose=Pose(
+            position=Point(x=float(x), y=float(y), z=float(z)),
+            orientation=Quaternion(x=0.0, y=0.0, z=float(q[2]), w=float(q[3])),
+        ),
     )
 
 
 # ------------------------------------------------------------------------------------- point clouds
-_NP_TO_FIELD = {np.dtype(np.float32): PointField.FLOAT32, np.dtype(np.float64): PointField.FLOAT64,
-                np.dtype(np.uint32): PointField.UINT32, np.dtype(np.int32): PointField.INT32,
-                np.dtype(np.uint8): PointField.UINT8, np.dtype(np.uint16): PointField.UINT16}
+_NP_TO_FIELD = {
+    np.dtype(np.float32): PointField.FLOAT32,
+    np.dtype(np.float64): PointField.FLOAT64,
+    np.dtype(np.uint32): PointField.UINT32,
+    np.dtype(np.int32): PointField.INT32,
+    np.dtype(np.uint8): PointField.UINT8,
+    np.dtype(np.uint16): PointField.UINT16,
+}
 
 
-def points_to_pointcloud2(points_xyz: np.ndarray, header: Header, rgb: np.ndarray | None = None,
-                          fields: dict[str, np.ndarray] | None = None) -> PointCloud2:
+def points_to_pointcloud2(
+    points_xyz: np.ndarray, header: Header, rgb: np.ndarray | None = None, fields: dict[str, np.ndarray] | None = None
+) -> PointCloud2:
     """(N,3) points (+ (N,3) colours in [0,1] or uint8, + named (N,) scalar fields) -> an unorganised PointCloud2.
 
     Colour is packed into a float32 field ``rgb`` (0x00RRGGBB), the layout RViz and PCL read.
@@ -192,10 +203,19 @@ def points_to_pointcloud2(points_xyz: np.ndarray, header: Header, rgb: np.ndarra
     rec = np.empty(n, dtype=dtype)
     for name, c in cols:
         rec[name] = c
-    msg = PointCloud2(header=header, height=1, width=n, is_bigendian=False, point_step=dtype.itemsize,
-                      row_step=dtype.itemsize * n, is_dense=bool(np.all(np.isfinite(xyz))))
-    msg.fields = [PointField(name=name, offset=dtype.fields[name][1], datatype=_NP_TO_FIELD[np.dtype(c.dtype)], count=1)
-                  for name, c in cols]
+    msg = PointCloud2(
+        header=header,
+        height=1,
+        width=n,
+        is_bigendian=False,
+        point_step=dtype.itemsize,
+        row_step=dtype.itemsize * n,
+        is_dense=bool(np.all(np.isfinite(xyz))),
+    )
+    msg.fields = [
+        PointField(name=name, offset=dtype.fields[name][1], datatype=_NP_TO_FIELD[np.dtype(c.dtype)], count=1)
+        for name, c in cols
+    ]
     msg.data = rec.tobytes()
     return msg
 
@@ -203,9 +223,14 @@ def points_to_pointcloud2(points_xyz: np.ndarray, header: Header, rgb: np.ndarra
 def pointcloud2_to_fields(msg: PointCloud2) -> dict[str, np.ndarray]:
     """PointCloud2 -> {field name: (N,) array}; for tests and tools."""
     inv = {v: k for k, v in _NP_TO_FIELD.items()}
-    dtype = np.dtype({"names": [f.name for f in msg.fields],
-                      "formats": [inv[f.datatype].newbyteorder(">" if msg.is_bigendian else "<") for f in msg.fields],
-                      "offsets": [f.offset for f in msg.fields], "itemsize": msg.point_step})
+    dtype = np.dtype(
+        {
+            "names": [f.name for f in msg.fields],
+            "formats": [inv[f.datatype].newbyteorder(">" if msg.is_bigendian else "<") for f in msg.fields],
+            "offsets": [f.offset for f in msg.fields],
+            "itemsize": msg.point_step,
+        }
+    )
     rec = np.frombuffer(bytes(msg.data), dtype=dtype, count=msg.width * msg.height)
     return {f.name: rec[f.name].astype(rec[f.name].dtype.newbyteorder("=")) for f in msg.fields}
 
@@ -228,9 +253,16 @@ def scene_object_to_msg(obj, header: Header):
     from lang3d_ros.msg import DetectedObject
 
     aabb = obj.aabb if getattr(obj, "aabb", None) is not None else obj.box.aabb()
-    msg = DetectedObject(header=header, instance_id=int(max(obj.instance_id, 0)), label=str(obj.label),
-                         query=str(obj.query), score=float(obj.score), level=str(obj.level),
-                         num_points=int(max(obj.n_points, 0)), mean_color=_color_msg(obj.color_rgb))
+    msg = DetectedObject(
+        header=header,
+        instance_id=int(max(obj.instance_id, 0)),
+        label=str(obj.label),
+        query=str(obj.query),
+        score=float(obj.score),
+        level=str(obj.level),
+        num_points=int(max(obj.n_points, 0)),
+        mean_color=_color_msg(obj.color_rgb),
+    )
     msg.bbox_center = box_center_pose(aabb)
     msg.bbox_size = Vector3(x=float(aabb.size[0]), y=float(aabb.size[1]), z=float(aabb.size[2]))
     msg.has_oriented_box = not obj.box.is_axis_aligned
@@ -247,9 +279,15 @@ def detected_object_box(msg) -> Box3D:
     return Box3D(T[:3, 3], np.array([size.x, size.y, size.z]), T[:3, :3])
 
 
-def boxes_to_marker_array(boxes: list[Box3D], header: Header, labels: list[str] | None = None,
-                          colors: list | None = None, ns: str = "lang3d", lifetime_s: float = 0.0,
-                          alpha: float = 0.35) -> MarkerArray:
+def boxes_to_marker_array(
+    boxes: list[Box3D],
+    header: Header,
+    labels: list[str] | None = None,
+    colors: list | None = None,
+    ns: str = "lang3d",
+    lifetime_s: float = 0.0,
+    alpha: float = 0.35,
+) -> MarkerArray:
     """Boxes -> a MarkerArray for RViz: a DELETEALL, then per box a translucent CUBE, a LINE_LIST outline and a
     TEXT_VIEW_FACING label above it."""
     out = MarkerArray()
@@ -273,8 +311,9 @@ def boxes_to_marker_array(boxes: list[Box3D], header: Header, labels: list[str] 
         edges.lifetime.sec = sec
         out.markers += [cube, edges]
         if labels is not None:
-            text = Marker(header=header, ns=ns, id=3 * i + 2, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD,
-                          text=str(labels[i]))
+            text = Marker(
+                header=header, ns=ns, id=3 * i + 2, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, text=str(labels[i])
+            )
             text.pose.position = Point(x=float(box.center[0]), y=float(box.center[1]), z=float(box.max_xyz[2] + 0.1))
             text.pose.orientation.w = 1.0
             text.scale.z = 0.12
@@ -285,8 +324,14 @@ def boxes_to_marker_array(boxes: list[Box3D], header: Header, labels: list[str] 
 
 
 # ----------------------------------------------------------------------------------- navigation msgs
-def occupancy_grid_to_msg(resolution_m: float, width: int, height: int, origin_xy_yaw: tuple[float, float, float],
-                          data_int8: np.ndarray, header: Header) -> OccupancyGrid:
+def occupancy_grid_to_msg(
+    resolution_m: float,
+    width: int,
+    height: int,
+    origin_xy_yaw: tuple[float, float, float],
+    data_int8: np.ndarray,
+    header: Header,
+) -> OccupancyGrid:
     data = np.asarray(data_int8, dtype=np.int8).reshape(-1)
     if data.size != int(width) * int(height):
         raise ValueError(f"grid data has {data.size} cells, expected {width}x{height}")
@@ -318,14 +363,21 @@ def status_to_msg(status: dict, header: Header):
     def u32(key):
         return int(min(max(int(status.get(key, 0)), 0), 2**32 - 1))
 
-    return MapStatus(header=header, source=str(status.get("source", "live")), frames_received=u32("frames_received"),
-                     frames_fused=u32("frames_fused"), frames_rejected=u32("frames_rejected"),
-                     frames_dropped=u32("frames_dropped"), keyframes=u32("keyframes"),
-                     frames_pending=u32("frames_pending"), messages_rejected=u32("messages_rejected"),
-                     num_points=int(max(status.get("num_points", 0), 0)),
-                     num_gaussians=int(max(status.get("num_gaussians", 0), 0)),
-                     training_state=str(status.get("training_state", "disabled")),
-                     training_iterations=u32("training_iterations"),
-                     training_loss=float(status.get("training_loss", float("nan"))),
-                     training_psnr_db=float(status.get("training_psnr_db", float("nan"))),
-                     memory_mb=float(status.get("memory_mb", 0.0)))
+    return MapStatus(
+        header=header,
+        source=str(status.get("source", "live")),
+        frames_received=u32("frames_received"),
+        frames_fused=u32("frames_fused"),
+        frames_rejected=u32("frames_rejected"),
+        frames_dropped=u32("frames_dropped"),
+        keyframes=u32("keyframes"),
+        frames_pending=u32("frames_pending"),
+        messages_rejected=u32("messages_rejected"),
+        num_points=int(max(status.get("num_points", 0), 0)),
+        num_gaussians=int(max(status.get("num_gaussians", 0), 0)),
+        training_state=str(status.get("training_state", "disabled")),
+        training_iterations=u32("training_iterations"),
+        training_loss=float(status.get("training_loss", float("nan"))),
+        training_psnr_db=float(status.get("training_psnr_db", float("nan"))),
+        memory_mb=float(status.get("memory_mb", 0.0)),
+    )

@@ -6,6 +6,7 @@ dataclasses, testable without ROS); ``to_msg`` converts them. Rates are measured
 snapshots, so a node that has just started reports the rate since its first snapshot. What it cannot do: see
 frames lost before the node's subscription (best-effort DDS drops), which appear in no counter.
 """
+
 from __future__ import annotations
 
 from collections import Counter, deque
@@ -53,8 +54,12 @@ class DiagnosticsMonitor:
         reasons), ``queue_frames``, ``queue_keyframes``, ``num_instances``, ``text_encoder``, ``semantics_backend``,
         ``llm_status``); missing keys are reported as unknown. now_s: a monotonic clock (s)."""
         cfg = self.config
-        snap = _Snapshot(now_s, int(status.get("frames_received", 0)), int(status.get("frames_fused", 0)),
-                         int(status.get("frames_dropped", 0)) + int(status.get("frames_rejected", 0)))
+        snap = _Snapshot(
+            now_s,
+            int(status.get("frames_received", 0)),
+            int(status.get("frames_fused", 0)),
+            int(status.get("frames_dropped", 0)) + int(status.get("frames_rejected", 0)),
+        )
         self._history.append(snap)
         while len(self._history) > 2 and now_s - self._history[1].t_s >= cfg.window_s:
             self._history.popleft()
@@ -63,8 +68,13 @@ class DiagnosticsMonitor:
         received = snap.received - first.received
         fused = snap.fused - first.fused
         lost = snap.lost - first.lost
-        return [self._intake(status, received, fused, lost, span_s), self._semantics(status), self._map(status),
-                self._models(status), self._training(status)]
+        return [
+            self._intake(status, received, fused, lost, span_s),
+            self._semantics(status),
+            self._map(status),
+            self._models(status),
+            self._training(status),
+        ]
 
     def _name(self, part: str) -> str:
         return f"{self.node_name}: {part}"
@@ -83,13 +93,18 @@ class DiagnosticsMonitor:
             notes.append(f"fusing {fusion_hz:.2f} Hz")
         reasons = Counter(st.get("reasons", {}))
         top = "; ".join(f"{r} ({n})" for r, n in reasons.most_common(cfg.top_reasons)) or "none"
-        values = {"fusion_rate_hz": f"{fusion_hz:.2f}", "frames_received": str(st.get("frames_received", 0)),
-                  "frames_fused": str(st.get("frames_fused", 0)), "frames_dropped": str(st.get("frames_dropped", 0)),
-                  "frames_rejected": str(st.get("frames_rejected", 0)),
-                  "window_lost_fraction": f"{lost_fraction:.3f}", "top_reasons": top,
-                  "queue_frames": str(st.get("queue_frames", "unknown")),
-                  "queue_keyframes": str(st.get("queue_keyframes", "unknown")),
-                  "fusion_ms": f"{float(st.get('fusion_ms', 0.0)):.1f}"}
+        values = {
+            "fusion_rate_hz": f"{fusion_hz:.2f}",
+            "frames_received": str(st.get("frames_received", 0)),
+            "frames_fused": str(st.get("frames_fused", 0)),
+            "frames_dropped": str(st.get("frames_dropped", 0)),
+            "frames_rejected": str(st.get("frames_rejected", 0)),
+            "window_lost_fraction": f"{lost_fraction:.3f}",
+            "top_reasons": top,
+            "queue_frames": str(st.get("queue_frames", "unknown")),
+            "queue_keyframes": str(st.get("queue_keyframes", "unknown")),
+            "fusion_ms": f"{float(st.get('fusion_ms', 0.0)):.1f}",
+        }
         msg = ", ".join(notes) if notes else f"fusing {fusion_hz:.1f} Hz" if received else "no frames in the window"
         return Diagnostic(self._name("intake"), level, msg, values)
 
@@ -99,34 +114,63 @@ class DiagnosticsMonitor:
         level: Level = "OK"
         if ms > cfg.semantics_latency_warn_ms:
             level = "ERROR" if ms > cfg.semantics_latency_error_ms else "WARN"
-        return Diagnostic(self._name("semantics"), level, f"{ms:.0f} ms per keyframe",
-                          {"latency_ms_per_keyframe": f"{ms:.1f}", "keyframes": str(st.get("keyframes", 0)),
-                           "queue_keyframes": str(st.get("queue_keyframes", "unknown"))})
+        return Diagnostic(
+            self._name("semantics"),
+            level,
+            f"{ms:.0f} ms per keyframe",
+            {
+                "latency_ms_per_keyframe": f"{ms:.1f}",
+                "keyframes": str(st.get("keyframes", 0)),
+                "queue_keyframes": str(st.get("queue_keyframes", "unknown")),
+            },
+        )
 
     def _map(self, st: dict) -> Diagnostic:
         cfg = self.config
         mb = float(st.get("memory_mb", 0.0))
         level: Level = "ERROR" if mb > cfg.memory_error_mb else "WARN" if mb > cfg.memory_warn_mb else "OK"
         n = int(st.get("num_points", 0))
-        return Diagnostic(self._name("map"), level, f"{n} points, {mb:.0f} MiB",
-                          {"num_points": str(n), "num_instances": str(st.get("num_instances", "unknown")),
-                           "memory_mb": f"{mb:.1f}", "source": str(st.get("source", "live"))})
+        return Diagnostic(
+            self._name("map"),
+            level,
+            f"{n} points, {mb:.0f} MiB",
+            {
+                "num_points": str(n),
+                "num_instances": str(st.get("num_instances", "unknown")),
+                "memory_mb": f"{mb:.1f}",
+                "source": str(st.get("source", "live")),
+            },
+        )
 
     def _models(self, st: dict) -> Diagnostic:
         llm = str(st.get("llm_status", "unknown"))
         level: Level = "WARN" if llm.startswith("fallback") else "OK"
-        return Diagnostic(self._name("models"), level, f"3D-LLM {llm}",
-                          {"text_encoder": str(st.get("text_encoder", "unknown")),
-                           "semantics_backend": str(st.get("semantics_backend", "unknown")), "llm": llm})
+        return Diagnostic(
+            self._name("models"),
+            level,
+            f"3D-LLM {llm}",
+            {
+                "text_encoder": str(st.get("text_encoder", "unknown")),
+                "semantics_backend": str(st.get("semantics_backend", "unknown")),
+                "llm": llm,
+            },
+        )
 
     def _training(self, st: dict) -> Diagnostic:
         state = str(st.get("training_state", "disabled"))
         level: Level = "ERROR" if state == "error" else "OK"
-        return Diagnostic(self._name("training"), level, state,
-                          {"state": state, "iterations": str(st.get("training_iterations", 0)),
-                           "num_gaussians": str(st.get("num_gaussians", 0)),
-                           "loss": f"{float(st.get('training_loss', float('nan'))):.4g}",
-                           "psnr_db": f"{float(st.get('training_psnr_db', float('nan'))):.2f}"})
+        return Diagnostic(
+            self._name("training"),
+            level,
+            state,
+            {
+                "state": state,
+                "iterations": str(st.get("training_iterations", 0)),
+                "num_gaussians": str(st.get("num_gaussians", 0)),
+                "loss": f"{float(st.get('training_loss', float('nan'))):.4g}",
+                "psnr_db": f"{float(st.get('training_psnr_db', float('nan'))):.2f}",
+            },
+        )
 
 
 def to_msg(items: list[Diagnostic], header):
@@ -136,7 +180,13 @@ def to_msg(items: list[Diagnostic], header):
     level_byte = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR}
     out = DiagnosticArray(header=header)
     for d in items:
-        out.status.append(DiagnosticStatus(level=level_byte[d.level], name=d.name, message=d.message,
-                                           hardware_id="lang3d",
-                                           values=[KeyValue(key=k, value=v) for k, v in d.values.items()]))
+        out.status.append(
+            DiagnosticStatus(
+                level=level_byte[d.level],
+                name=d.name,
+                message=d.message,
+                hardware_id="lang3d",
+                values=[KeyValue(key=k, value=v) for k, v in d.values.items()],
+            )
+        )
     return out

@@ -1,4 +1,5 @@
 """Executables: ``ros2 run lang3d_ros <name>`` and the console scripts (same functions)."""
+
 from __future__ import annotations
 
 import contextlib

@@ -12,6 +12,7 @@
 ``lifecycle_manager`` with ``autostart: true`` would; false leaves it unconfigured for a manager. A transition
 callback never raises: a failure is logged with its reason and reported to the caller as FAILURE.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -66,8 +67,10 @@ class Lang3DLifecycleNode(LifecycleNode):
             same = [n for n in self.get_node_names_and_namespaces() if (n[0], n[1]) == me]
             if len(same) > 1:
                 full = f"{me[1].rstrip('/')}/{me[0]}"
-                raise DuplicateNodeError(f"another node named {full} is already running on this ROS domain; stop it "
-                                         "or start this one with another name (__node:=...) or namespace (__ns:=...)")
+                raise DuplicateNodeError(
+                    f"another node named {full} is already running on this ROS domain; stop it "
+                    "or start this one with another name (__node:=...) or namespace (__ns:=...)"
+                )
             if time.monotonic() >= end:
                 return
             time.sleep(0.1)
@@ -121,8 +124,11 @@ class Lang3DLifecycleNode(LifecycleNode):
             if cfg.diagnostics.enabled:
                 self._pubs.append(self.create_publisher(DiagnosticArray, "/diagnostics", 10))
                 self._diag_pub = self._pubs[-1]
-                self._timers.append(self.create_timer(cfg.diagnostics.period_s, self._publish_diagnostics,
-                                                      callback_group=self._timer_group))
+                self._timers.append(
+                    self.create_timer(
+                        cfg.diagnostics.period_s, self._publish_diagnostics, callback_group=self._timer_group
+                    )
+                )
             if cfg.objects_period_s > 0:
                 from lang3d_ros.msg import DetectedObjectArray
 
@@ -130,11 +136,15 @@ class Lang3DLifecycleNode(LifecycleNode):
                 self._object_markers_pub = self.create_publisher(MarkerArray, cfg.object_markers_topic, latched_qos())
                 self._pubs += [self._objects_pub, self._object_markers_pub]
                 self._objects_key = None
-                self._timers.append(self.create_timer(cfg.objects_period_s, self._publish_objects,
-                                                      callback_group=self._objects_group))
+                self._timers.append(
+                    self.create_timer(cfg.objects_period_s, self._publish_objects, callback_group=self._objects_group)
+                )
             if self.live and cfg.autosave.period_s > 0:
-                self._timers.append(self.create_timer(cfg.autosave.period_s, self._periodic_autosave,
-                                                      callback_group=self._objects_group))
+                self._timers.append(
+                    self.create_timer(
+                        cfg.autosave.period_s, self._periodic_autosave, callback_group=self._objects_group
+                    )
+                )
 
         def undo():
             self._stop_outputs()
@@ -185,8 +195,12 @@ class Lang3DLifecycleNode(LifecycleNode):
         lmap = self.language_map
         if lmap is None:
             return {"source": "", "num_points": 0}
-        return {"source": lmap.source, "num_points": lmap.num_points, "memory_mb": lmap.memory_mb(),
-                "training_state": "disabled"}
+        return {
+            "source": lmap.source,
+            "num_points": lmap.num_points,
+            "memory_mb": lmap.memory_mb(),
+            "training_state": "disabled",
+        }
 
     # ------------------------------------------------------------------------------ shared parts
     def _stop_outputs(self) -> None:
@@ -232,8 +246,10 @@ class Lang3DLifecycleNode(LifecycleNode):
             except Exception as exc:
                 log.error(f"{reason}: autosave FAILED, the map of {lmap.num_points} points is lost: {exc!r}")
         else:
-            log.warning(f"{reason}: the map of {lmap.num_points} points is NOT saved (ros.autosave.on_shutdown is "
-                        "false); call lang3d/save_map before stopping to keep it")
+            log.warning(
+                f"{reason}: the map of {lmap.num_points} points is NOT saved (ros.autosave.on_shutdown is "
+                "false); call lang3d/save_map before stopping to keep it"
+            )
         try:
             self._free()
         except Exception as exc:
@@ -273,8 +289,19 @@ class Lang3DLifecycleNode(LifecycleNode):
         except Exception as exc:
             self.get_logger().error(f"instance table failed: {exc!r}", throttle_duration_sec=5.0)
             return
-        key = hashlib.sha1(repr([(o.instance_id, o.label, [round(float(v), 2) for v in o.box.aabb().center],
-                                  [round(float(v), 2) for v in o.box.aabb().size]) for o in objects]).encode()).digest()
+        key = hashlib.sha1(
+            repr(
+                [
+                    (
+                        o.instance_id,
+                        o.label,
+                        [round(float(v), 2) for v in o.box.aabb().center],
+                        [round(float(v), 2) for v in o.box.aabb().size],
+                    )
+                    for o in objects
+                ]
+            ).encode()
+        ).digest()
         self.num_instances = len(objects)
         if key == self._objects_key:
             return
@@ -282,9 +309,11 @@ class Lang3DLifecycleNode(LifecycleNode):
         from lang3d_ros.msg import DetectedObjectArray
 
         hdr = cv.make_header(self.config.frames.map_frame, self.get_clock().now().nanoseconds)
-        self._objects_pub.publish(DetectedObjectArray(header=hdr,
-                                                      objects=[cv.scene_object_to_msg(o, hdr) for o in objects]))
+        self._objects_pub.publish(
+            DetectedObjectArray(header=hdr, objects=[cv.scene_object_to_msg(o, hdr) for o in objects])
+        )
         labels = [f"#{o.instance_id} {o.label}" for o in objects]
-        markers = cv.boxes_to_marker_array([o.box for o in objects], hdr, labels, [(0.2, 0.5, 0.9)] * len(objects),
-                                           ns="lang3d_objects")
+        markers = cv.boxes_to_marker_array(
+            [o.box for o in objects], hdr, labels, [(0.2, 0.5, 0.9)] * len(objects), ns="lang3d_objects"
+        )
         self._object_markers_pub.publish(markers)

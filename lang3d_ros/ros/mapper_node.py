@@ -4,6 +4,7 @@ Callbacks only decode and hand over: the MappingPipeline's workers do fusion, se
 busy pipeline drops frames (counted in MapStatus.frames_dropped) instead of queueing them without bound. A bad
 message is logged, counted and skipped; it never stops the node.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,8 +28,12 @@ COLOUR = "colour image"
 
 
 def sensor_qos(depth: int) -> QoSProfile:
-    return QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=int(depth),
-                      durability=DurabilityPolicy.VOLATILE)
+    return QoSProfile(
+        reliability=ReliabilityPolicy.BEST_EFFORT,
+        history=HistoryPolicy.KEEP_LAST,
+        depth=int(depth),
+        durability=DurabilityPolicy.VOLATILE,
+    )
 
 
 def mount_matrix(xyz_rpy) -> np.ndarray:
@@ -86,21 +91,25 @@ class MapperNode(Lang3DLifecycleNode):
         self._workers_running = True
         qos = sensor_qos(cfg.ros.sensor_qos_depth)
         group = self._sensor_group
-        self._subs = [self.create_subscription(Image, cfg.ros.color_topic, self._on_color, qos, callback_group=group),
-                      self.create_subscription(Image, cfg.ros.depth_topic, self._on_depth, qos, callback_group=group),
-                      self.create_subscription(CameraInfo, cfg.ros.camera_info_topic, self._on_info, qos,
-                                               callback_group=group)]
+        self._subs = [
+            self.create_subscription(Image, cfg.ros.color_topic, self._on_color, qos, callback_group=group),
+            self.create_subscription(Image, cfg.ros.depth_topic, self._on_depth, qos, callback_group=group),
+            self.create_subscription(CameraInfo, cfg.ros.camera_info_topic, self._on_info, qos, callback_group=group),
+        ]
         if cfg.ros.pose_topic:
-            self._subs.append(self.create_subscription(PoseStamped, cfg.ros.pose_topic, self._on_pose, qos,
-                                                       callback_group=group))
+            self._subs.append(
+                self.create_subscription(PoseStamped, cfg.ros.pose_topic, self._on_pose, qos, callback_group=group)
+            )
         if cfg.ros.odom_topic:
-            self._subs.append(self.create_subscription(Odometry, cfg.ros.odom_topic, self._on_odom, qos,
-                                                       callback_group=group))
+            self._subs.append(
+                self.create_subscription(Odometry, cfg.ros.odom_topic, self._on_odom, qos, callback_group=group)
+            )
         if cfg.ros.use_tf and self._tf is None:
             self._tf = self._make_tf()
         self.get_logger().info(
             f"mapping {cfg.ros.color_topic} + {cfg.ros.depth_topic} with poses from "
-            f"{cfg.ros.pose_topic or cfg.ros.odom_topic or 'TF'}; semantics: {cfg.semantics.backend}")
+            f"{cfg.ros.pose_topic or cfg.ros.odom_topic or 'TF'}; semantics: {cfg.semantics.backend}"
+        )
 
     def _stop_intake(self) -> None:
         for s in self._subs:
@@ -118,11 +127,13 @@ class MapperNode(Lang3DLifecycleNode):
         self.status_pub = self.create_publisher(self._status_type(), cfg.status_topic, 10)
         self.cloud_pub = self.create_publisher(PointCloud2, cfg.cloud_topic, 1)
         self._pubs += [self.status_pub, self.cloud_pub]
-        self._timers.append(self.create_timer(cfg.status_period_s, self._publish_status,
-                                              callback_group=self._timer_group))
+        self._timers.append(
+            self.create_timer(cfg.status_period_s, self._publish_status, callback_group=self._timer_group)
+        )
         if cfg.cloud_period_s > 0:
-            self._timers.append(self.create_timer(cfg.cloud_period_s, self._publish_cloud,
-                                                  callback_group=self._timer_group))
+            self._timers.append(
+                self.create_timer(cfg.cloud_period_s, self._publish_cloud, callback_group=self._timer_group)
+            )
 
     def _release(self) -> None:
         self.stack = self.pipeline = self.assembler = None
@@ -202,8 +213,9 @@ class MapperNode(Lang3DLifecycleNode):
         def handle(m):
             T, frame, _child, stamp = cv.odometry_to_matrix(m)
             if frame and frame != self.config.frames.map_frame:
-                raise ValueError(f"odometry is in frame {frame!r}, expected the map frame "
-                                 f"{self.config.frames.map_frame!r}")
+                raise ValueError(
+                    f"odometry is in frame {frame!r}, expected the map frame {self.config.frames.map_frame!r}"
+                )
             self.assembler.add_pose(stamp, T)
             self._drain(stamp)
 

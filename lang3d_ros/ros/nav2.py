@@ -5,6 +5,7 @@ nav2_msgs is imported when the handoff is created; where it is not installed (Py
 so and still carries the goal. What it cannot do: follow the navigation to its end (the result and feedback are
 Nav2's; a client that needs them calls the action itself) or cancel a goal it sent.
 """
+
 from __future__ import annotations
 
 import threading
@@ -24,8 +25,10 @@ class Nav2Handoff:
             from nav2_msgs.action import NavigateToPose
         except ImportError:
             self._type = self._client = None
-            node.get_logger().warning("navigation.execute is set but nav2_msgs is not installed: Navigate returns "
-                                      "goals without sending them to Nav2")
+            node.get_logger().warning(
+                "navigation.execute is set but nav2_msgs is not installed: Navigate returns "
+                "goals without sending them to Nav2"
+            )
             return
         self._type = NavigateToPose
         # its own group: the goal response is processed while the Navigate callback waits for it

@@ -3,6 +3,7 @@
 The dataclass defaults are declared; a ``--params-file`` overrides them; ``config_from_node`` rebuilds the typed
 config from the node's parameters, so node and library read the same values.
 """
+
 from __future__ import annotations
 
 from rcl_interfaces.msg import ParameterDescriptor
@@ -17,8 +18,11 @@ def declare_config(node: Node, defaults: Lang3DConfig | None = None) -> Lang3DCo
     defaults = defaults or Lang3DConfig()
     for name, value, desc in flat_parameters(defaults):
         dynamic = value is None or isinstance(value, (list, tuple))  # None and lists have no fixed ROS type
-        node.declare_parameter(name, list(value) if isinstance(value, (list, tuple)) else value,
-                               ParameterDescriptor(description=desc, dynamic_typing=dynamic))
+        node.declare_parameter(
+            name,
+            list(value) if isinstance(value, (list, tuple)) else value,
+            ParameterDescriptor(description=desc, dynamic_typing=dynamic),
+        )
     return config_from_node(node, defaults)
 
 

@@ -4,6 +4,7 @@ activate creates the services and the answer topics (lang3d_ros.ros.services), d
 
 In the mapper process the same services are attached to the mapper node itself and answer on the live map.
 """
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ most one query runs at a time and a multi-threaded executor always keeps a threa
 wait in a reliable queue of ``ros.service_qos_depth``. What it cannot do: bound the time of one query (a first
 query after a large map change recomputes relevancy and the occupancy grid).
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,12 @@ def text_field(value: str) -> str:
 
 def service_qos(depth: int) -> QoSProfile:
     """Reliable, volatile, KEEP_LAST ``depth``: the request queue of a service (the rmw default is 10)."""
-    return QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=int(depth),
-                      durability=DurabilityPolicy.VOLATILE)
+    return QoSProfile(
+        reliability=ReliabilityPolicy.RELIABLE,
+        history=HistoryPolicy.KEEP_LAST,
+        depth=int(depth),
+        durability=DurabilityPolicy.VOLATILE,
+    )
 
 
 def latched_qos() -> QoSProfile:
@@ -96,8 +101,9 @@ class QueryServices:
     the map, the query engine and its caches live as long as this object.
     """
 
-    def __init__(self, node, language_map: LanguageMap, config, status_fn: Callable[[], dict] | None = None,
-                 live: bool = False):
+    def __init__(
+        self, node, language_map: LanguageMap, config, status_fn: Callable[[], dict] | None = None, live: bool = False
+    ):
         self.node = node
         self.config = cfg = config
         self.map = language_map
@@ -121,22 +127,26 @@ class QueryServices:
         cfg, node = self.config, self.node
         queries, files, status = (MutuallyExclusiveCallbackGroup() for _ in range(3))
         qos = service_qos(cfg.ros.service_qos_depth)
-        for srv_type, name, fn, group in ((Ground, "ground", self._ground, queries),
-                                          (Navigate, "navigate", self._navigate, queries),
-                                          (Ask, "ask", self._ask, queries),
-                                          (SaveMap, "save_map", self._save, files),
-                                          (LoadMap, "load_map", self._load, files),
-                                          (GetMapStatus, "get_map_status", self._status, status)):
-            self._entities.append(node.create_service(srv_type, f"lang3d/{name}", fn, qos_profile=qos,
-                                                      callback_group=group))
+        for srv_type, name, fn, group in (
+            (Ground, "ground", self._ground, queries),
+            (Navigate, "navigate", self._navigate, queries),
+            (Ask, "ask", self._ask, queries),
+            (SaveMap, "save_map", self._save, files),
+            (LoadMap, "load_map", self._load, files),
+            (GetMapStatus, "get_map_status", self._status, status),
+        ):
+            self._entities.append(
+                node.create_service(srv_type, f"lang3d/{name}", fn, qos_profile=qos, callback_group=group)
+            )
         self.markers_pub = node.create_publisher(MarkerArray, cfg.ros.markers_topic, latched_qos())
         self.grid_pub = node.create_publisher(OccupancyGrid, cfg.ros.grid_topic, latched_qos())
         self.path_pub = node.create_publisher(PathMsg, cfg.ros.path_topic, latched_qos())
         self.goal_pub = node.create_publisher(PoseStamped, cfg.ros.goal_topic, latched_qos())
         self._entities += [self.markers_pub, self.grid_pub, self.path_pub, self.goal_pub]
         if cfg.ros.odom_topic:
-            self._entities.append(node.create_subscription(Odometry, cfg.ros.odom_topic, self._on_odom, 10,
-                                                           callback_group=status))
+            self._entities.append(
+                node.create_subscription(Odometry, cfg.ros.odom_topic, self._on_odom, 10, callback_group=status)
+            )
         if cfg.llm.mode != "parser_only" and cfg.ros.llm_preload and self._llm_thread is None:
             self._llm_thread = threading.Thread(target=self._load_llm, name="lang3d-llm-load", daemon=True)
             self._llm_thread.start()
@@ -178,15 +188,18 @@ class QueryServices:
             T, _, _, _ = cv.odometry_to_matrix(msg)
             self.robot_pose = (float(T[0, 3]), float(T[1, 3]), float(np.arctan2(T[1, 0], T[0, 0])))
         except ValueError as exc:  # keep the last good pose; say why this one was refused
-            self.node.get_logger().warning(f"odometry refused, keeping the last robot pose: {exc}",
-                                           throttle_duration_sec=5.0)
+            self.node.get_logger().warning(
+                f"odometry refused, keeping the last robot pose: {exc}", throttle_duration_sec=5.0
+            )
 
     def _pose_from(self, ps: PoseStamped) -> tuple[float, float, float]:
         if not ps.header.frame_id:
             return self.robot_pose
         if ps.header.frame_id != self.config.frames.map_frame:
-            raise Lang3DError(ErrorCode.BAD_REQUEST,
-                              f"pose is in frame {ps.header.frame_id!r}; give it in {self.config.frames.map_frame!r}")
+            raise Lang3DError(
+                ErrorCode.BAD_REQUEST,
+                f"pose is in frame {ps.header.frame_id!r}; give it in {self.config.frames.map_frame!r}",
+            )
         T = cv.pose_to_matrix(ps.pose)
         return float(T[0, 3]), float(T[1, 3]), float(np.arctan2(T[1, 0], T[0, 0]))
 
@@ -208,8 +221,11 @@ class QueryServices:
         except Exception as exc:
             code = error_code_of(exc)
             res.success, res.error_code = False, int(code)
-            res.message = f"internal error in {name}; the server log has the details" if code == ErrorCode.INTERNAL \
+            res.message = (
+                f"internal error in {name}; the server log has the details"
+                if code == ErrorCode.INTERNAL
                 else f"{name} failed: {exc}"
+            )
             self.calls["failed"] += 1
             self.node.get_logger().error(f"{name} failed: {traceback.format_exc()}")
         return res
@@ -224,8 +240,9 @@ class QueryServices:
         def run(res):
             query = check_query(text_field(req.query))
             if req.level and req.level not in LEVELS:
-                raise Lang3DError(ErrorCode.BAD_REQUEST,
-                                  f"unknown level {req.level!r}: use '' (best), {', '.join(LEVELS)}")
+                raise Lang3DError(
+                    ErrorCode.BAD_REQUEST, f"unknown level {req.level!r}: use '' (best), {', '.join(LEVELS)}"
+                )
             if not np.isfinite(req.min_score) or req.min_score < 0 or req.min_score > 1:
                 raise Lang3DError(ErrorCode.BAD_REQUEST, f"min_score must be in [0, 1], got {req.min_score}")
             self._require_map()
@@ -257,15 +274,17 @@ class QueryServices:
             if out.grid is not None:
                 f = out.grid.to_msg_fields()
                 origin = (f["origin_position"][0], f["origin_position"][1], 0.0)
-                self.grid_pub.publish(cv.occupancy_grid_to_msg(f["resolution"], f["width"], f["height"], origin,
-                                                               f["data"], hdr))
+                self.grid_pub.publish(
+                    cv.occupancy_grid_to_msg(f["resolution"], f["width"], f["height"], origin, f["data"], hdr)
+                )
             if not out.success:
                 res.error_code = int(ErrorCode.NOT_FOUND if out.target is None else ErrorCode.UNREACHABLE)
                 return
             nav = out.navigation
             z = float(out.grid.floor_z_m) if out.grid is not None else 0.0
-            res.goal = cv.planar_pose_stamped(*nav.goal_pose, frame_id=hdr.frame_id, stamp_ns=cv.stamp_to_ns(hdr.stamp),
-                                              z=z)
+            res.goal = cv.planar_pose_stamped(
+                *nav.goal_pose, frame_id=hdr.frame_id, stamp_ns=cv.stamp_to_ns(hdr.stamp), z=z
+            )
             res.path = cv.path_to_msg(nav.path, hdr, z=z)
             res.path_length_m = float(nav.path_length_m)
             self.goal_pub.publish(res.goal)
@@ -306,8 +325,10 @@ class QueryServices:
         def run(res):
             res.status = cv.status_to_msg(self.status_dict(), self._header())  # a failure answers the current status
             if self.live:
-                raise Lang3DError(ErrorCode.NOT_ALLOWED, "this server maps live; start the query server alone "
-                                                         "(ros.load_map) to serve a file")
+                raise Lang3DError(
+                    ErrorCode.NOT_ALLOWED,
+                    "this server maps live; start the query server alone (ros.load_map) to serve a file",
+                )
             name = text_field(req.path).strip()
             path = self.files.for_read(name)
             try:
@@ -322,8 +343,12 @@ class QueryServices:
     def status_dict(self) -> dict:
         if self._status_fn is not None:
             return self._status_fn()
-        return {"source": self.map.source, "num_points": self.map.num_points, "memory_mb": self.map.memory_mb(),
-                "training_state": "disabled"}
+        return {
+            "source": self.map.source,
+            "num_points": self.map.num_points,
+            "memory_mb": self.map.memory_mb(),
+            "training_state": "disabled",
+        }
 
     def _status(self, req, res):
         def run(res):

@@ -5,6 +5,7 @@ steps on random batches of it, loss = MSE + w * (1 - cosine) (LangSplat: w = 1e-
 reconstruction are L2-normalised, as in LangSplat. It only knows features it has been fed: features of a new
 scene need training first (``reconstruction_report`` tells how well it does on given features).
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lang3d_ros.semantics.config import AutoencoderConfig
 from lang3d_ros.device import resolve_device
+from lang3d_ros.semantics.config import AutoencoderConfig
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +42,20 @@ class _Autoencoder(nn.Module):
 
 
 class SceneAutoencoder:
-    """Incrementally trained per-scene autoencoder. ``encode``: (N, D) -> (N, latent); ``decode``: (N, latent) -> (N, D).
+    """Incrementally trained per-scene autoencoder. ``encode``: (N, D) -> (N, latent); ``decode``: (N, latent)
+    -> (N, D).
 
     The replay buffer keeps the first ``buffer_size`` rows, then replaces random rows (reservoir sampling), so
     old keyframes keep a fair share. Deterministic given ``seed``.
     """
 
-    def __init__(self, input_dim: int = 512, config: AutoencoderConfig | None = None, device: str | torch.device = "auto", seed: int = 0) -> None:
+    def __init__(
+        self,
+        input_dim: int = 512,
+        config: AutoencoderConfig | None = None,
+        device: str | torch.device = "auto",
+        seed: int = 0,
+    ) -> None:
         self.config = config if config is not None else AutoencoderConfig()
         self.config.validate()
         if input_dim < 1:
@@ -57,7 +65,9 @@ class SceneAutoencoder:
         self.device = resolve_device(device)
         self._gen = torch.Generator(device="cpu").manual_seed(seed)
         torch.manual_seed(seed)
-        self.model = _Autoencoder(input_dim, list(self.config.encoder_dims), list(self.config.decoder_dims)).to(self.device)
+        self.model = _Autoencoder(input_dim, list(self.config.encoder_dims), list(self.config.decoder_dims)).to(
+            self.device
+        )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
         self.buffer = torch.zeros((self.config.buffer_size, input_dim), dtype=torch.float32, device=self.device)
         self.num_buffered = 0
@@ -82,7 +92,7 @@ class SceneAutoencoder:
         cap = self.config.buffer_size
         free = max(0, cap - self.num_buffered)
         head, tail = x[:free], x[free:]
-        self.buffer[self.num_buffered:self.num_buffered + head.shape[0]] = head
+        self.buffer[self.num_buffered : self.num_buffered + head.shape[0]] = head
         self.num_buffered += head.shape[0]
         if tail.shape[0]:  # reservoir sampling: row k (0-based count k) lands with probability cap / (k + 1)
             seen = self.num_seen + head.shape[0] + torch.arange(tail.shape[0])

@@ -4,6 +4,7 @@
 - ``GroundTruthSemantics``: labels from a synthetic scene's instance map, embedded as text. An evaluation tool.
 Models are built once per process (``build_image_encoder`` / ``build_text_encoder`` cache them).
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,10 +45,22 @@ def build_image_encoder(config: SemanticsConfig, device: str | torch.device | No
     """The configured CLIP (open_clip or transformers), built once per (backend, checkpoint, device)."""
     c = config.clip
     dev = resolve_device(device if device is not None else config.device)
-    key = ("clip", c.backend, c.model_name, c.pretrained, c.checkpoint, c.image_size, c.half_precision, c.cache_dir, str(dev))
+    key = (
+        "clip",
+        c.backend,
+        c.model_name,
+        c.pretrained,
+        c.checkpoint,
+        c.image_size,
+        c.half_precision,
+        c.cache_dir,
+        str(dev),
+    )
     if key not in _MODELS:
         if c.backend == "open_clip":
-            _MODELS[key] = OpenClipEncoder(c.model_name, c.pretrained, c.checkpoint, dev, c.image_size, c.batch_size, c.half_precision, c.cache_dir)
+            _MODELS[key] = OpenClipEncoder(
+                c.model_name, c.pretrained, c.checkpoint, dev, c.image_size, c.batch_size, c.half_precision, c.cache_dir
+            )
         elif c.backend == "transformers":
             enc = HFClipEncoder(c.checkpoint, dev, c.batch_size, c.half_precision)
             if enc.image_size != c.image_size:
@@ -86,7 +99,12 @@ class SamClipSemantics:
     ``last_latency_ms`` holds masks_ms / embed_ms / total_ms of the latest ``process``. Not thread-safe.
     """
 
-    def __init__(self, config: SemanticsConfig, image_encoder: ImageEncoder | None = None, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        config: SemanticsConfig,
+        image_encoder: ImageEncoder | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
         config.validate()
         self.config = config
         self.device = resolve_device(device if device is not None else config.device)
@@ -96,7 +114,9 @@ class SamClipSemantics:
         self.generator = LevelMaskGenerator(_MODELS[key], config.sam)  # type: ignore[arg-type]
         self.encoder = image_encoder if image_encoder is not None else build_image_encoder(config, self.device)
         if self.encoder.feature_dim != config.feature_dim:
-            raise ValueError(f"semantics.feature_dim {config.feature_dim} != CLIP embedding size {self.encoder.feature_dim}")
+            raise ValueError(
+                f"semantics.feature_dim {config.feature_dim} != CLIP embedding size {self.encoder.feature_dim}"
+            )
         self.feature_dim = self.encoder.feature_dim
         self.last_latency_ms: dict[str, float] = {}
 
@@ -121,11 +141,13 @@ class SamClipSemantics:
             if n == 0:
                 levels.append(LevelMasks.empty(frame.height, frame.width, self.feature_dim))
                 continue
-            levels.append(LevelMasks(
-                seg_map=segmentation_map(s.masks).cpu().numpy(),
-                features=feats[start:start + n].cpu().numpy().astype(np.float32),
-                scores=s.iou_preds.cpu().numpy().astype(np.float32),
-            ))
+            levels.append(
+                LevelMasks(
+                    seg_map=segmentation_map(s.masks).cpu().numpy(),
+                    features=feats[start : start + n].cpu().numpy().astype(np.float32),
+                    scores=s.iou_preds.cpu().numpy().astype(np.float32),
+                )
+            )
             start += n
         t3 = time.perf_counter()
         self.last_latency_ms = {"masks_ms": (t1 - t0) * 1e3, "embed_ms": (t2 - t1) * 1e3, "total_ms": (t3 - t0) * 1e3}
@@ -148,12 +170,19 @@ class GroundTruthSemantics:
     level); ``last_noise_reports`` holds the three levels' counts of the latest ``process``.
     """
 
-    def __init__(self, instance_labels: dict[int, str], text_encoder: TextEncoder,
-                 instance_colors: dict[int, str] | None = None, color_in_label: bool = False,
-                 part_of: dict[int, int] | None = None, min_mask_area_px: int = 1,
-                 mask_noise: MaskNoiseConfig | None = None) -> None:
+    def __init__(
+        self,
+        instance_labels: dict[int, str],
+        text_encoder: TextEncoder,
+        instance_colors: dict[int, str] | None = None,
+        color_in_label: bool = False,
+        part_of: dict[int, int] | None = None,
+        min_mask_area_px: int = 1,
+        mask_noise: MaskNoiseConfig | None = None,
+    ) -> None:
         if not isinstance(instance_labels, dict) or not all(
-                isinstance(k, (int, np.integer)) and isinstance(v, str) for k, v in instance_labels.items()):
+            isinstance(k, (int, np.integer)) and isinstance(v, str) for k, v in instance_labels.items()
+        ):
             raise ValueError("instance_labels must be a dict {instance_id: label}")
         if color_in_label and not instance_colors:
             raise ValueError("color_in_label needs instance_colors {instance_id: color_name}")
@@ -198,8 +227,14 @@ class GroundTruthSemantics:
     def _maskable(self, ids_map: np.ndarray) -> np.ndarray:
         """(H,W) int64 -> (H,W) int64 with -1 where no mask may be (unlabelled ids, instances below min area)."""
         ids, counts = np.unique(ids_map, return_counts=True)
-        ok = np.array([i for i, c in zip(ids.tolist(), counts.tolist())
-                       if i in self.instance_labels and c >= self.min_mask_area_px], dtype=np.int64)
+        ok = np.array(
+            [
+                i
+                for i, c in zip(ids.tolist(), counts.tolist())
+                if i in self.instance_labels and c >= self.min_mask_area_px
+            ],
+            dtype=np.int64,
+        )
         return np.where(np.isin(ids_map, ok), ids_map, -1)
 
     def _noisy_level(self, ids_map: np.ndarray, level: int, frame_index: int) -> LevelMasks:
@@ -207,23 +242,35 @@ class GroundTruthSemantics:
         present = [int(i) for i in np.unique(ids_map) if i >= 0]
         labels = {i: self.instance_labels[i] for i in present}
         texts = {i: self.text_of(i) for i in present}
-        level_masks, report = self.noise.apply(ids_map, level, frame_index, labels, texts, self.embed_texts,
-                                               self.feature_dim)
+        level_masks, report = self.noise.apply(
+            ids_map, level, frame_index, labels, texts, self.embed_texts, self.feature_dim
+        )
         self.last_noise_reports.append(report)
         return level_masks
 
     def _level(self, ids_map: np.ndarray) -> LevelMasks:
         h, w = ids_map.shape
         ids, counts = np.unique(ids_map, return_counts=True)
-        ids = np.array([i for i, c in zip(ids.tolist(), counts.tolist())
-                        if i in self.instance_labels and c >= self.min_mask_area_px], dtype=np.int64)
+        ids = np.array(
+            [
+                i
+                for i, c in zip(ids.tolist(), counts.tolist())
+                if i in self.instance_labels and c >= self.min_mask_area_px
+            ],
+            dtype=np.int64,
+        )
         if ids.size == 0:
             return LevelMasks.empty(h, w, self.feature_dim)
         pos = np.clip(np.searchsorted(ids, ids_map), 0, ids.size - 1)
         seg = np.where(ids[pos] == ids_map, pos, -1).astype(np.int32)
         texts = [self.text_of(int(i)) for i in ids]
-        return LevelMasks(seg_map=seg, features=self.embed_texts(texts), scores=np.ones(ids.size, dtype=np.float32),
-                          labels=texts, instance_ids=ids)
+        return LevelMasks(
+            seg_map=seg,
+            features=self.embed_texts(texts),
+            scores=np.ones(ids.size, dtype=np.float32),
+            labels=texts,
+            instance_ids=ids,
+        )
 
     def process(self, frame: Frame) -> KeyframeSemantics:
         frame.validate()
@@ -248,14 +295,25 @@ class GroundTruthSemantics:
         return KeyframeSemantics(levels=(instance_level, instance_level, whole))
 
 
-def build_semantics_backend(config: SemanticsConfig, instance_labels: dict[int, str] | None = None,
-                            instance_colors: dict[int, str] | None = None, part_of: dict[int, int] | None = None,
-                            device: str | torch.device | None = None) -> SemanticsBackend:
+def build_semantics_backend(
+    config: SemanticsConfig,
+    instance_labels: dict[int, str] | None = None,
+    instance_colors: dict[int, str] | None = None,
+    part_of: dict[int, int] | None = None,
+    device: str | torch.device | None = None,
+) -> SemanticsBackend:
     """The backend named by ``config.backend``; ground_truth needs ``instance_labels`` (synthetic scenes)."""
     config.validate()
     if config.backend == "sam_clip":
         return SamClipSemantics(config, device=device)
     if instance_labels is None:
         raise ValueError("the ground_truth backend needs instance_labels {instance_id: label} from the synthetic scene")
-    return GroundTruthSemantics(instance_labels, build_text_encoder(config, device), instance_colors,
-                                config.gt_color_in_label, part_of, config.min_mask_area_px, config.mask_noise)
+    return GroundTruthSemantics(
+        instance_labels,
+        build_text_encoder(config, device),
+        instance_colors,
+        config.gt_color_in_label,
+        part_of,
+        config.min_mask_area_px,
+        config.mask_noise,
+    )

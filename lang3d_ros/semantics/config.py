@@ -1,4 +1,5 @@
 """2D semantics parameters (LangSplat's values as defaults)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -102,12 +103,29 @@ class AutoencoderConfig:
 
 
 DEFAULT_CONFUSIONS = [
-    "bed=sofa|mattress", "sofa=couch|bed|armchair", "cabinet=shelf|dresser|drawer", "shelf=cabinet|bookcase",
-    "table=desk|counter", "chair=stool|armchair", "stool=chair|ottoman", "trash can=bin|bucket|basket",
-    "plant=vase|flower", "box=crate|package|cabinet", "backpack=bag|handbag", "ball=toy|balloon",
-    "toy car=toy|car", "mug=cup|bowl", "bottle=vase|cup", "laptop=monitor|computer|keyboard",
-    "book=notebook|box", "lamp=vase|bottle", "monitor=television|laptop|screen", "bowl=mug|plate",
-    "vase=bottle|mug", "keyboard=laptop|book", "pillow=cushion|blanket",
+    "bed=sofa|mattress",
+    "sofa=couch|bed|armchair",
+    "cabinet=shelf|dresser|drawer",
+    "shelf=cabinet|bookcase",
+    "table=desk|counter",
+    "chair=stool|armchair",
+    "stool=chair|ottoman",
+    "trash can=bin|bucket|basket",
+    "plant=vase|flower",
+    "box=crate|package|cabinet",
+    "backpack=bag|handbag",
+    "ball=toy|balloon",
+    "toy car=toy|car",
+    "mug=cup|bowl",
+    "bottle=vase|cup",
+    "laptop=monitor|computer|keyboard",
+    "book=notebook|box",
+    "lamp=vase|bottle",
+    "monitor=television|laptop|screen",
+    "bowl=mug|plate",
+    "vase=bottle|mug",
+    "keyboard=laptop|book",
+    "pillow=cushion|blanket",
 ]
 
 

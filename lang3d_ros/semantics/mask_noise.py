@@ -9,6 +9,7 @@ generator seeded by (seed, keyframe index, level), so a run is reproducible keyf
 What it cannot do: SAM's spatial statistics (cuts follow texture and depth edges there, straight lines here),
 masks of unlabelled clutter, or CLIP's view-dependent bias (the feature noise is isotropic).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,9 +68,16 @@ class MaskNoise:
         """The generator of (seed, keyframe index, level)."""
         return np.random.default_rng([int(self.config.seed) % 2**32, int(frame_index) % 2**63, int(level)])
 
-    def apply(self, ids_map: np.ndarray, level: int, frame_index: int, labels: dict[int, str],
-              texts: dict[int, str], embed: Callable[[list[str]], np.ndarray],
-              feature_dim: int) -> tuple[LevelMasks, MaskNoiseReport]:
+    def apply(
+        self,
+        ids_map: np.ndarray,
+        level: int,
+        frame_index: int,
+        labels: dict[int, str],
+        texts: dict[int, str],
+        embed: Callable[[list[str]], np.ndarray],
+        feature_dim: int,
+    ) -> tuple[LevelMasks, MaskNoiseReport]:
         """ids_map (H,W) int: GT instance id per pixel, -1 where no mask may be (unlabelled, too small); every id
         >= 0 must be in ``labels`` (bare label) and ``texts`` (the text the clean backend embeds). ``embed``:
         list of texts -> (N, feature_dim) unit float32 rows. Returns the noisy level (seg_map ids in range, unit
@@ -142,7 +150,7 @@ class MaskNoise:
             bounds = np.concatenate([[0], np.cumsum(sizes)])
             segments[s].kind = "part"
             for p in range(1, k):
-                sel = rank[bounds[p]:bounds[p + 1]]
+                sel = rank[bounds[p] : bounds[p + 1]]
                 seg[rows[sel], cols[sel]] = len(segments)
                 segments.append(_Segment(list(segments[s].members), "part"))
             report.split += 1
@@ -208,8 +216,13 @@ class MaskNoise:
         if not rows_out:
             return LevelMasks.empty(h, w, feature_dim), report
         features = np.stack(rows_out).astype(np.float32)
-        return LevelMasks(seg_map=seg, features=features, scores=scores, labels=texts_out,
-                          instance_ids=np.array([sgm.members[0] for sgm in segments], dtype=np.int64)), report
+        return LevelMasks(
+            seg_map=seg,
+            features=features,
+            scores=scores,
+            labels=texts_out,
+            instance_ids=np.array([sgm.members[0] for sgm in segments], dtype=np.int64),
+        ), report
 
     @staticmethod
     def _touching_pairs(seg: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ keeps the three outputs of every point apart, as LangSplat does, and then applie
 (vectorised, ``mask_nms``). Masks stay boolean tensors on the model's device (no RLE round trip).
 It cannot run on images larger than 32767 px a side (SAM's int16 stability sums).
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,13 +41,26 @@ SAM_URLS = {
     "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
 }
 _REGISTRY_ARCHS = {
-    "vit_h": dict(encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16, encoder_global_attn_indexes=[7, 15, 23, 31]),
-    "vit_l": dict(encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16, encoder_global_attn_indexes=[5, 11, 17, 23]),
-    "vit_b": dict(encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12, encoder_global_attn_indexes=[2, 5, 8, 11]),
+    "vit_h": dict(
+        encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16, encoder_global_attn_indexes=[7, 15, 23, 31]
+    ),
+    "vit_l": dict(
+        encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16, encoder_global_attn_indexes=[5, 11, 17, 23]
+    ),
+    "vit_b": dict(
+        encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12, encoder_global_attn_indexes=[2, 5, 8, 11]
+    ),
 }
 _ARCH_DEFAULTS = dict(
-    image_size=1024, patch_size=16, window_size=14, prompt_embed_dim=256, decoder_depth=2, decoder_mlp_dim=2048,
-    decoder_num_heads=8, iou_head_hidden_dim=256, mask_in_chans=16,
+    image_size=1024,
+    patch_size=16,
+    window_size=14,
+    prompt_embed_dim=256,
+    decoder_depth=2,
+    decoder_mlp_dim=2048,
+    decoder_num_heads=8,
+    iou_head_hidden_dim=256,
+    mask_in_chans=16,
 )
 
 
@@ -69,19 +83,36 @@ def build_sam_from_arch(arch: dict) -> Sam:
     d = a["prompt_embed_dim"]
     sam = Sam(
         image_encoder=ImageEncoderViT(
-            depth=a["encoder_depth"], embed_dim=a["encoder_embed_dim"], img_size=a["image_size"], mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=a["encoder_num_heads"],
-            patch_size=a["patch_size"], qkv_bias=True, use_rel_pos=True,
-            global_attn_indexes=list(a["encoder_global_attn_indexes"]), window_size=a["window_size"], out_chans=d,
+            depth=a["encoder_depth"],
+            embed_dim=a["encoder_embed_dim"],
+            img_size=a["image_size"],
+            mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=a["encoder_num_heads"],
+            patch_size=a["patch_size"],
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=list(a["encoder_global_attn_indexes"]),
+            window_size=a["window_size"],
+            out_chans=d,
         ),
         prompt_encoder=PromptEncoder(
-            embed_dim=d, image_embedding_size=(grid, grid), input_image_size=(a["image_size"], a["image_size"]),
+            embed_dim=d,
+            image_embedding_size=(grid, grid),
+            input_image_size=(a["image_size"], a["image_size"]),
             mask_in_chans=a["mask_in_chans"],
         ),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=a["decoder_depth"], embedding_dim=d, mlp_dim=a["decoder_mlp_dim"], num_heads=a["decoder_num_heads"]),
-            transformer_dim=d, iou_head_depth=3, iou_head_hidden_dim=a["iou_head_hidden_dim"],
+            transformer=TwoWayTransformer(
+                depth=a["decoder_depth"],
+                embedding_dim=d,
+                mlp_dim=a["decoder_mlp_dim"],
+                num_heads=a["decoder_num_heads"],
+            ),
+            transformer_dim=d,
+            iou_head_depth=3,
+            iou_head_hidden_dim=a["iou_head_hidden_dim"],
         ),
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
@@ -136,7 +167,13 @@ class MaskSet:
     @staticmethod
     def empty(height: int, width: int, device: torch.device | str = "cpu") -> "MaskSet":
         z = partial(torch.zeros, device=device)
-        return MaskSet(z((0, height, width), dtype=torch.bool), z(0), z(0), z((0, 4), dtype=torch.long), z((0, 4), dtype=torch.long))
+        return MaskSet(
+            z((0, height, width), dtype=torch.bool),
+            z(0),
+            z(0),
+            z((0, 4), dtype=torch.long),
+            z((0, 4), dtype=torch.long),
+        )
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
@@ -146,13 +183,20 @@ class MaskSet:
         return self.iou_preds * self.stability
 
     def select(self, keep: torch.Tensor) -> "MaskSet":
-        return MaskSet(self.masks[keep], self.iou_preds[keep], self.stability[keep], self.boxes_xyxy[keep], self.crop_boxes[keep])
+        return MaskSet(
+            self.masks[keep], self.iou_preds[keep], self.stability[keep], self.boxes_xyxy[keep], self.crop_boxes[keep]
+        )
 
     @staticmethod
     def cat(sets: list["MaskSet"], height: int, width: int, device: torch.device) -> "MaskSet":
         if not sets:
             return MaskSet.empty(height, width, device)
-        return MaskSet(*(torch.cat([getattr(s, f) for s in sets]) for f in ("masks", "iou_preds", "stability", "boxes_xyxy", "crop_boxes")))
+        return MaskSet(
+            *(
+                torch.cat([getattr(s, f) for s in sets])
+                for f in ("masks", "iou_preds", "stability", "boxes_xyxy", "crop_boxes")
+            )
+        )
 
 
 def remove_small_regions(mask: np.ndarray, min_area: int, fill_holes: bool) -> tuple[np.ndarray, bool]:
@@ -185,7 +229,9 @@ class LevelMaskGenerator:
     def __init__(self, sam: Sam, config: SamConfig) -> None:
         self.predictor = SamPredictor(sam)
         self.config = config
-        self.point_grids = build_all_layer_point_grids(config.points_per_side, config.crop_n_layers, config.crop_n_points_downscale_factor)
+        self.point_grids = build_all_layer_point_grids(
+            config.points_per_side, config.crop_n_layers, config.crop_n_points_downscale_factor
+        )
 
     @property
     def device(self) -> torch.device:
@@ -195,7 +241,9 @@ class LevelMaskGenerator:
     def generate(self, rgb: np.ndarray) -> tuple[MaskSet, MaskSet, MaskSet]:
         """rgb (H, W, 3) uint8 -> three MaskSets (subpart, part, whole), each after LangSplat's mask NMS."""
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"rgb must be (H,W,3) uint8, got {getattr(rgb, 'shape', None)} {getattr(rgb, 'dtype', None)}")
+            raise ValueError(
+                f"rgb must be (H,W,3) uint8, got {getattr(rgb, 'shape', None)} {getattr(rgb, 'dtype', None)}"
+            )
         h, w = rgb.shape[:2]
         if min(h, w) < 8 or max(h, w) > 32767:
             raise ValueError(f"image {w}x{h} outside the supported 8..32767 px per side")
@@ -209,13 +257,19 @@ class LevelMaskGenerator:
         for sets in per_level:
             data = MaskSet.cat(sets, h, w, self.device)
             if len(crop_boxes) > 1 and len(data):
-                keep = batched_nms(data.boxes_xyxy.float(), 1.0 / box_area(data.crop_boxes.float()),
-                                   torch.zeros(len(data), device=self.device), cfg.box_nms_thresh)
+                keep = batched_nms(
+                    data.boxes_xyxy.float(),
+                    1.0 / box_area(data.crop_boxes.float()),
+                    torch.zeros(len(data), device=self.device),
+                    cfg.box_nms_thresh,
+                )
                 data = data.select(keep)
             if cfg.min_mask_region_area > 0 and len(data):
                 data = self._postprocess_small_regions(data)
             if len(data):
-                data = data.select(mask_nms(data.masks, data.scores, cfg.mask_nms_iou, cfg.mask_nms_score, cfg.mask_nms_inner))
+                data = data.select(
+                    mask_nms(data.masks, data.scores, cfg.mask_nms_iou, cfg.mask_nms_score, cfg.mask_nms_inner)
+                )
             out.append(data)
         return out[0], out[1], out[2]
 
@@ -228,8 +282,10 @@ class LevelMaskGenerator:
         points = self.point_grids[layer] * np.array(crop.shape[:2])[None, ::-1]
         sets: list[list[MaskSet]] = [[] for _ in range(NUM_LEVELS)]
         for start in range(0, len(points), cfg.points_per_batch):
-            batch = points[start:start + cfg.points_per_batch]
-            coords = torch.as_tensor(self.predictor.transform.apply_coords(batch, crop.shape[:2]), device=self.device, dtype=torch.float32)
+            batch = points[start : start + cfg.points_per_batch]
+            coords = torch.as_tensor(
+                self.predictor.transform.apply_coords(batch, crop.shape[:2]), device=self.device, dtype=torch.float32
+            )
             labels = torch.ones(coords.shape[0], dtype=torch.int, device=self.device)
             low_res, iou_preds = self._decode(coords, labels)
             for lvl in range(NUM_LEVELS):
@@ -239,7 +295,12 @@ class LevelMaskGenerator:
         for lvl_sets in sets:
             data = MaskSet.cat(lvl_sets, h, w, self.device)
             if len(data):
-                keep = batched_nms(data.boxes_xyxy.float(), data.iou_preds, torch.zeros(len(data), device=self.device), cfg.box_nms_thresh)
+                keep = batched_nms(
+                    data.boxes_xyxy.float(),
+                    data.iou_preds,
+                    torch.zeros(len(data), device=self.device),
+                    cfg.box_nms_thresh,
+                )
                 data = data.select(keep)
             out.append(data)
         return out
@@ -249,11 +310,16 @@ class LevelMaskGenerator:
         model = self.predictor.model
         sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
         return model.mask_decoder(
-            image_embeddings=self.predictor.features, image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
+            image_embeddings=self.predictor.features,
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
         )
 
-    def _filter_batch(self, low_res: torch.Tensor, iou_preds: torch.Tensor, crop_box: list[int], h: int, w: int) -> MaskSet:
+    def _filter_batch(
+        self, low_res: torch.Tensor, iou_preds: torch.Tensor, crop_box: list[int], h: int, w: int
+    ) -> MaskSet:
         """low_res (B, 4g, 4g) logits, iou_preds (B,) -> filtered MaskSet in full-image coordinates.
 
         The predicted-IoU filter runs before upsampling (same result as SAM, less work)."""
@@ -262,7 +328,9 @@ class LevelMaskGenerator:
         if cfg.pred_iou_thresh > 0.0:  # a threshold of 0 switches a filter off (segment-anything's rule)
             keep = iou_preds > cfg.pred_iou_thresh
             low_res, iou_preds = low_res[keep], iou_preds[keep]
-        logits = self.predictor.model.postprocess_masks(low_res[:, None], self.predictor.input_size, self.predictor.original_size)[:, 0]
+        logits = self.predictor.model.postprocess_masks(
+            low_res[:, None], self.predictor.input_size, self.predictor.original_size
+        )[:, 0]
         stability = calculate_stability_score(logits, thr, cfg.stability_score_offset).nan_to_num_(0.0)
         if cfg.stability_score_thresh > 0.0:
             keep = stability >= cfg.stability_score_thresh
@@ -275,7 +343,9 @@ class LevelMaskGenerator:
         full = torch.zeros((masks.shape[0], h, w), dtype=torch.bool, device=masks.device)
         full[:, y0:y1, x0:x1] = masks
         crops = torch.tensor([crop_box], dtype=torch.long, device=masks.device).expand(masks.shape[0], 4)
-        return MaskSet(full, iou_preds.float(), stability.float(), uncrop_boxes_xyxy(boxes, crop_box).long(), crops.clone())
+        return MaskSet(
+            full, iou_preds.float(), stability.float(), uncrop_boxes_xyxy(boxes, crop_box).long(), crops.clone()
+        )
 
     def _postprocess_small_regions(self, data: MaskSet) -> MaskSet:
         """Fill small holes, drop small islands, then box NMS preferring unchanged masks (segment-anything's rule)."""
@@ -290,7 +360,12 @@ class LevelMaskGenerator:
                 unchanged[i] = 0.0
         masks = torch.from_numpy(host).to(self.device)
         boxes = batched_mask_to_box(masks)
-        keep = batched_nms(boxes.float(), torch.from_numpy(unchanged).to(self.device), torch.zeros(len(data), device=self.device), self.config.box_nms_thresh)
+        keep = batched_nms(
+            boxes.float(),
+            torch.from_numpy(unchanged).to(self.device),
+            torch.zeros(len(data), device=self.device),
+            self.config.box_nms_thresh,
+        )
         data = MaskSet(masks, data.iou_preds, data.stability, boxes.long(), data.crop_boxes)
         return data.select(keep)
 

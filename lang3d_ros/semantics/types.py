@@ -1,4 +1,5 @@
 """What a semantics backend returns for one keyframe, and what fusion and Gaussian training consume."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

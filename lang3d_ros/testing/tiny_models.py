@@ -4,6 +4,7 @@ For tests and demos on machines without model weights: the code paths (loading, 
 embeddings) are the real ones; the outputs are meaningless (random weights). They cannot stand in for
 accuracy figures. Everything is deterministic given ``seed``.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,19 @@ import torch
 from lang3d_ros.semantics.config import SemanticsConfig
 
 TINY_SAM_ARCH = dict(
-    encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=[1],
-    image_size=64, patch_size=8, window_size=4, prompt_embed_dim=32, decoder_depth=1, decoder_mlp_dim=64,
-    decoder_num_heads=2, iou_head_hidden_dim=32, mask_in_chans=4,
+    encoder_embed_dim=32,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=[1],
+    image_size=64,
+    patch_size=8,
+    window_size=4,
+    prompt_embed_dim=32,
+    decoder_depth=1,
+    decoder_mlp_dim=64,
+    decoder_num_heads=2,
+    iou_head_hidden_dim=32,
+    mask_in_chans=4,
 )
 TINY_CLIP_IMAGE_SIZE = 32
 TINY_CLIP_DIM = 32
@@ -47,7 +58,9 @@ def save_tiny_open_clip(folder: str | Path, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = open_clip.CLIP(**TINY_OPEN_CLIP_CFG)
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_OPEN_CLIP_CFG, "preprocess_cfg": {}}, indent=1))
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": TINY_OPEN_CLIP_CFG, "preprocess_cfg": {}}, indent=1)
+    )
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
     return folder
 
@@ -72,10 +85,22 @@ def save_tiny_hf_clip(folder: str | Path, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     cfg = CLIPConfig(
-        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=32),
-        vision_config=dict(image_size=TINY_CLIP_IMAGE_SIZE, patch_size=8, hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=1, num_attention_heads=2),
+        text_config=dict(
+            vocab_size=49408,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+        ),
+        vision_config=dict(
+            image_size=TINY_CLIP_IMAGE_SIZE,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+        ),
         projection_dim=TINY_CLIP_DIM,
     )
     CLIPModel(cfg).save_pretrained(folder)

@@ -1,4 +1,5 @@
 """rosbag2 (MCAP / sqlite3) RGB-D bags without ROS: writer, synchronising reader, summary."""
+
 from lang3d_ros.datasets.rosbag.info import bag_info
 from lang3d_ros.datasets.rosbag.reader import RosbagSource, open_reader
 from lang3d_ros.datasets.rosbag.topics import BagTopics

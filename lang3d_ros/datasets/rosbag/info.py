@@ -1,4 +1,5 @@
 """Summary of a bag: topics, counts, rates, image sizes and encodings, intrinsics, trajectory length."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,11 +27,20 @@ def bag_info(path) -> dict:
             elif c.msgtype == CAMERA_INFO and c.topic not in intr:
                 m = ts.deserialize_cdr(raw, c.msgtype)
                 k = np.asarray(m.k, dtype=float)
-                intr[c.topic] = {"fx": k[0], "fy": k[4], "cx": k[2], "cy": k[5], "width": int(m.width), "height": int(m.height)}
+                intr[c.topic] = {
+                    "fx": k[0],
+                    "fy": k[4],
+                    "cx": k[2],
+                    "cy": k[5],
+                    "width": int(m.width),
+                    "height": int(m.height),
+                }
             elif c.msgtype in POSE_TYPES:
                 m = ts.deserialize_cdr(raw, c.msgtype)
                 pose = m.pose.pose if hasattr(m.pose, "pose") else m.pose
-                traj.setdefault(c.topic, []).append((header_stamp_ns(raw), pose.position.x, pose.position.y, pose.position.z))
+                traj.setdefault(c.topic, []).append(
+                    (header_stamp_ns(raw), pose.position.x, pose.position.y, pose.position.z)
+                )
         duration = (reader.end_time - reader.start_time) * 1e-9 if reader.message_count else 0.0
         files = [str(p) for p in getattr(reader, "paths", [])]
     topics = []
@@ -42,6 +52,16 @@ def bag_info(path) -> dict:
     trajectory = {}
     for topic, rows in traj.items():
         a = np.asarray(sorted(rows), dtype=float)
-        trajectory[topic] = {"length_m": float(np.linalg.norm(np.diff(a[:, 1:], axis=0), axis=1).sum()), "duration_s": float((a[-1, 0] - a[0, 0]) * 1e-9)}
-    return {"path": str(path), "files": files, "duration_s": float(duration), "message_count": int(sum(t["count"] for t in topics)),
-            "topics": topics, "intrinsics": intr, "trajectory": trajectory}
+        trajectory[topic] = {
+            "length_m": float(np.linalg.norm(np.diff(a[:, 1:], axis=0), axis=1).sum()),
+            "duration_s": float((a[-1, 0] - a[0, 0]) * 1e-9),
+        }
+    return {
+        "path": str(path),
+        "files": files,
+        "duration_s": float(duration),
+        "message_count": int(sum(t["count"] for t in topics)),
+        "topics": topics,
+        "intrinsics": intr,
+        "trajectory": trajectory,
+    }

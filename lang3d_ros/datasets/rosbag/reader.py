@@ -8,10 +8,10 @@ Odometry). Colour images with no partner are skipped and counted (``skipped``). 
 in millimetres (``depth_scale``), 32FC1 in metres. Pose messages are taken as T_world_cam of the
 colour optical frame: the reader has no TF tree and cannot apply a base_link -> camera extrinsic.
 """
+
 from __future__ import annotations
 
 import contextlib
-
 import logging
 import sqlite3
 from dataclasses import dataclass
@@ -73,10 +73,20 @@ class _Planned:
 class RosbagSource:
     """FrameSource over a bag. pose_topic: None = ``topics.pose`` if present, else ``topics.odom``."""
 
-    def __init__(self, path, topics: BagTopics = BagTopics(), pose_topic: str | None = None, slop_ms: float = 20.0,
-                 max_pose_gap_ms: float = 250.0, depth_scale: float = 0.001):
+    def __init__(
+        self,
+        path,
+        topics: BagTopics = BagTopics(),
+        pose_topic: str | None = None,
+        slop_ms: float = 20.0,
+        max_pose_gap_ms: float = 250.0,
+        depth_scale: float = 0.001,
+    ):
         if not slop_ms >= 0 or not max_pose_gap_ms > 0 or not depth_scale > 0:
-            raise ValueError(f"need slop_ms >= 0, max_pose_gap_ms > 0, depth_scale > 0; got {slop_ms}, {max_pose_gap_ms}, {depth_scale}")
+            raise ValueError(
+                f"need slop_ms >= 0, max_pose_gap_ms > 0, depth_scale > 0; got {slop_ms}, {max_pose_gap_ms}, "
+                f"{depth_scale}"
+            )
         self.path = Path(path)
         self.topics = topics
         self.slop_ns = int(slop_ms * 1e6)
@@ -133,7 +143,9 @@ class RosbagSource:
         for topic, st in ((t.color, color_st), (t.depth, depth_st), (t.camera_info, info), (pose_topic, pose_st)):
             if not st:
                 raise ValueError(f"{self.path}: topic {topic} has no messages")
-        self._plan = self._synchronise(np.array(color_st), np.array(depth_st), info, np.array(pose_st), np.array(pose_T))
+        self._plan = self._synchronise(
+            np.array(color_st), np.array(depth_st), info, np.array(pose_st), np.array(pose_T)
+        )
 
     def _check_encoding(self, topic: str, encoding: str) -> None:
         allowed = COLOR_ENCODINGS if topic == self.topics.color else DEPTH_ENCODINGS
@@ -142,7 +154,11 @@ class RosbagSource:
 
     def _synchronise(self, color_st, depth_st, info, pose_st, pose_T) -> list[_Planned]:
         def nearest(sorted_st, q):
-            i = np.clip(np.searchsorted(sorted_st, q), 1, len(sorted_st) - 1) if len(sorted_st) > 1 else np.zeros(len(q), int)
+            i = (
+                np.clip(np.searchsorted(sorted_st, q), 1, len(sorted_st) - 1)
+                if len(sorted_st) > 1
+                else np.zeros(len(q), int)
+            )
             if len(sorted_st) > 1:
                 i = np.where(np.abs(sorted_st[i - 1] - q) <= np.abs(sorted_st[i] - q), i - 1, i)
             return i, np.abs(sorted_st[i] - q)
@@ -163,9 +179,17 @@ class RosbagSource:
                 f"{np.count_nonzero(ok)} of {len(color_st)} colour stamps inside the pose stream {self.pose_topic}"
             )
         if self.skipped:
-            log.warning("%s: %d of %d colour images have no depth/camera_info/pose partner within %.1f ms; skipped",
-                        self.path, self.skipped, len(color_st), self.slop_ns / 1e6)
-        plan = [_Planned(int(k), int(d_order[di[k]]), int(color_st[k]), info[i_order[ii[k]]][1], T[k]) for k in np.nonzero(good)[0]]
+            log.warning(
+                "%s: %d of %d colour images have no depth/camera_info/pose partner within %.1f ms; skipped",
+                self.path,
+                self.skipped,
+                len(color_st),
+                self.slop_ns / 1e6,
+            )
+        plan = [
+            _Planned(int(k), int(d_order[di[k]]), int(color_st[k]), info[i_order[ii[k]]][1], T[k])
+            for k in np.nonzero(good)[0]
+        ]
         plan.sort(key=lambda p: p.stamp_ns)
         return plan
 
@@ -206,7 +230,7 @@ class RosbagSource:
                     if p.color_idx not in pending_c or p.depth_idx not in pending_d:
                         break
                     yield self._frame(p, next_i, pending_c.pop(p.color_idx), pending_d[p.depth_idx])
-                    if all(q.depth_idx != p.depth_idx for q in self._plan[next_i + 1: next_i + 4]):
+                    if all(q.depth_idx != p.depth_idx for q in self._plan[next_i + 1 : next_i + 4]):
                         pending_d.pop(p.depth_idx, None)
                     next_i += 1
         except (ValueError, FileNotFoundError):
@@ -227,7 +251,16 @@ class RosbagSource:
     def _frame(self, p: _Planned, index: int, rgb: np.ndarray, depth: np.ndarray) -> Frame:
         if rgb.shape[:2] != depth.shape or depth.shape != (p.intrinsics.height, p.intrinsics.width):
             raise ValueError(
-                f"{self.path}: colour {rgb.shape[1]}x{rgb.shape[0]}, depth {depth.shape[1]}x{depth.shape[0]} and camera_info "
-                f"{p.intrinsics.width}x{p.intrinsics.height} differ; depth must be aligned to colour ({self.topics.depth})"
+                f"{self.path}: colour {rgb.shape[1]}x{rgb.shape[0]}, depth {depth.shape[1]}x{depth.shape[0]} and "
+                f"camera_info "
+                f"{p.intrinsics.width}x{p.intrinsics.height} differ; depth must be aligned to colour "
+                f"({self.topics.depth})"
             )
-        return Frame(rgb=rgb, depth_m=depth, intrinsics=p.intrinsics, T_world_cam=p.T_world_cam.copy(), stamp_ns=p.stamp_ns, index=index).validate()
+        return Frame(
+            rgb=rgb,
+            depth_m=depth,
+            intrinsics=p.intrinsics,
+            T_world_cam=p.T_world_cam.copy(),
+            stamp_ns=p.stamp_ns,
+            index=index,
+        ).validate()

@@ -1,4 +1,5 @@
 """Topic names, frame ids and message types of RGB-D bags (RealSense-style defaults)."""
+
 from __future__ import annotations
 
 import struct

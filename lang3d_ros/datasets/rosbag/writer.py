@@ -7,6 +7,7 @@ between frames). The bag is written to a hidden staging folder beside ``path`` a
 only when complete; on any error nothing is left behind. ``ground_truth.json`` goes inside the bag
 folder when a scene is given (rosbag2 tools ignore files that metadata.yaml does not list).
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,21 +49,38 @@ class _Msgs:
 
     def header(self, stamp_ns: int, frame_id: str):
         sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
-        return self.t["std_msgs/msg/Header"](stamp=self.t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec), frame_id=frame_id)
+        return self.t["std_msgs/msg/Header"](
+            stamp=self.t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec), frame_id=frame_id
+        )
 
     def image(self, array: np.ndarray, encoding: str, stamp_ns: int) -> bytes:
         h, w, step, data = encode_image(array, encoding)
-        msg = self.t[IMAGE](header=self.header(stamp_ns, self.topics.camera_frame_id), height=h, width=w, encoding=encoding,
-                            is_bigendian=0, step=step, data=np.frombuffer(data, dtype=np.uint8))
+        msg = self.t[IMAGE](
+            header=self.header(stamp_ns, self.topics.camera_frame_id),
+            height=h,
+            width=w,
+            encoding=encoding,
+            is_bigendian=0,
+            step=step,
+            data=np.frombuffer(data, dtype=np.uint8),
+        )
         return bytes(self.ts.serialize_cdr(msg, IMAGE))
 
     def camera_info(self, frame: Frame, stamp_ns: int) -> bytes:
         k = frame.intrinsics
         roi = self.t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
         msg = self.t[CAMERA_INFO](
-            header=self.header(stamp_ns, self.topics.camera_frame_id), height=k.height, width=k.width, distortion_model="plumb_bob",
-            d=np.zeros(5), k=k.K.reshape(-1).copy(), r=np.eye(3).reshape(-1),
-            p=np.array([k.fx, 0.0, k.cx, 0.0, 0.0, k.fy, k.cy, 0.0, 0.0, 0.0, 1.0, 0.0]), binning_x=0, binning_y=0, roi=roi,
+            header=self.header(stamp_ns, self.topics.camera_frame_id),
+            height=k.height,
+            width=k.width,
+            distortion_model="plumb_bob",
+            d=np.zeros(5),
+            k=k.K.reshape(-1).copy(),
+            r=np.eye(3).reshape(-1),
+            p=np.array([k.fx, 0.0, k.cx, 0.0, 0.0, k.fy, k.cy, 0.0, 0.0, 0.0, 1.0, 0.0]),
+            binning_x=0,
+            binning_y=0,
+            roi=roi,
         )
         return bytes(self.ts.serialize_cdr(msg, CAMERA_INFO))
 
@@ -70,7 +88,9 @@ class _Msgs:
         p, q = pose_from_matrix(T)
         return self.t["geometry_msgs/msg/Pose"](
             position=self.t["geometry_msgs/msg/Point"](x=float(p[0]), y=float(p[1]), z=float(p[2])),
-            orientation=self.t["geometry_msgs/msg/Quaternion"](x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])),
+            orientation=self.t["geometry_msgs/msg/Quaternion"](
+                x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])
+            ),
         )
 
     def pose_stamped(self, T: np.ndarray, stamp_ns: int) -> bytes:
@@ -79,10 +99,13 @@ class _Msgs:
 
     def odometry(self, T: np.ndarray, stamp_ns: int, v_cam: np.ndarray, w_cam: np.ndarray) -> bytes:
         vec = self.t["geometry_msgs/msg/Vector3"]
-        twist = self.t["geometry_msgs/msg/Twist"](linear=vec(x=float(v_cam[0]), y=float(v_cam[1]), z=float(v_cam[2])),
-                                                  angular=vec(x=float(w_cam[0]), y=float(w_cam[1]), z=float(w_cam[2])))
+        twist = self.t["geometry_msgs/msg/Twist"](
+            linear=vec(x=float(v_cam[0]), y=float(v_cam[1]), z=float(v_cam[2])),
+            angular=vec(x=float(w_cam[0]), y=float(w_cam[1]), z=float(w_cam[2])),
+        )
         msg = self.t[ODOMETRY](
-            header=self.header(stamp_ns, self.topics.map_frame_id), child_frame_id=self.topics.camera_frame_id,
+            header=self.header(stamp_ns, self.topics.map_frame_id),
+            child_frame_id=self.topics.camera_frame_id,
             pose=self.t["geometry_msgs/msg/PoseWithCovariance"](pose=self.pose(T), covariance=np.zeros(36)),
             twist=self.t["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=np.zeros(36)),
         )
@@ -147,7 +170,19 @@ def write_bag(
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     try:
-        summary = _write(frames, staging / path.name, storage, depth_encoding, topics, pose_msg, pose_rate_hz, scene, seed, progress, total)
+        summary = _write(
+            frames,
+            staging / path.name,
+            storage,
+            depth_encoding,
+            topics,
+            pose_msg,
+            pose_rate_hz,
+            scene,
+            seed,
+            progress,
+            total,
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         (staging / path.name).rename(path)
     finally:
@@ -159,7 +194,9 @@ def write_bag(
     return summary
 
 
-def _write(frames, path, storage, depth_encoding, topics, pose_msg, pose_rate_hz, scene, seed, progress, total) -> BagSummary:
+def _write(
+    frames, path, storage, depth_encoding, topics, pose_msg, pose_rate_hz, scene, seed, progress, total
+) -> BagSummary:
     msgs = _Msgs(topics)
     rng = np.random.default_rng([int(seed), 3])
     counts: dict[str, int] = {}

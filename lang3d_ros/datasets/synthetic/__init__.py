@@ -1,4 +1,5 @@
 """Synthetic indoor scenes with known answers: generator, camera trajectories, ray-cast RGB-D frames."""
+
 from lang3d_ros.datasets.synthetic.catalog import CATEGORIES, COLORS, LABELS
 from lang3d_ros.datasets.synthetic.render import DEFAULT_INTRINSICS, RenderNoise, make_stamps, render_frames
 from lang3d_ros.datasets.synthetic.scene import (

@@ -6,6 +6,7 @@ its width, y along its depth (the back is at +y, the front faces -y), z up. A bu
 a support rectangle (x0, y0, x1, y1, z_top) in the same frame. Shapes are plausible, not detailed:
 no bevels, no cushions, no hollow vessels (a mug is a solid cylinder with a handle).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -89,7 +90,9 @@ def _chair(w, d, h):
 
 def _stool(w, d, h):
     r = w / 2
-    return Built([_cyl(0, 0, h - 0.025, r, 0.05), _cyl(0, 0, (h - 0.05) / 2, 0.03, h - 0.05), _cyl(0, 0, 0.015, r * 0.8, 0.03)])
+    return Built(
+        [_cyl(0, 0, h - 0.025, r, 0.05), _cyl(0, 0, (h - 0.05) / 2, 0.03, h - 0.05), _cyl(0, 0, 0.015, r * 0.8, 0.03)]
+    )
 
 
 def _sofa(w, d, h):
@@ -118,7 +121,11 @@ def _cabinet(w, d, h):
 
 def _shelf(w, d, h):
     t = 0.03
-    parts = [_box(-w / 2 + t / 2, 0, h / 2, t, d, h), _box(w / 2 - t / 2, 0, h / 2, t, d, h), _box(0, d / 2 - 0.005, h / 2, w - 2 * t, 0.01, h)]
+    parts = [
+        _box(-w / 2 + t / 2, 0, h / 2, t, d, h),
+        _box(w / 2 - t / 2, 0, h / 2, t, d, h),
+        _box(0, d / 2 - 0.005, h / 2, w - 2 * t, 0.01, h),
+    ]
     n_boards = max(3, int(h / 0.4) + 1)
     for z in np.linspace(t / 2 + 0.05, h - t / 2, n_boards):
         parts.append(_box(0, 0, float(z), w - 2 * t, d, t))
@@ -131,7 +138,9 @@ def _trash_can(w, d, h):
 
 def _plant(w, d, h):
     pot_h = 0.35 * h
-    return Built([_cyl(0, 0, pot_h / 2, w * 0.35, pot_h), Part("ellipsoid", (0, 0, pot_h + (h - pot_h) / 2), (w, d, h - pot_h))])
+    return Built(
+        [_cyl(0, 0, pot_h / 2, w * 0.35, pot_h), Part("ellipsoid", (0, 0, pot_h + (h - pot_h) / 2), (w, d, h - pot_h))]
+    )
 
 
 def _box_obj(w, d, h):
@@ -165,12 +174,24 @@ def _book(w, d, h):
 def _lamp(w, d, h):
     r = w / 2
     shade_h = 0.35 * h
-    return Built([_cyl(0, 0, 0.01, r * 0.7, 0.02), _cyl(0, 0, (h - shade_h) / 2, 0.012, h - shade_h), _cyl(0, 0, h - shade_h / 2, r, shade_h)])
+    return Built(
+        [
+            _cyl(0, 0, 0.01, r * 0.7, 0.02),
+            _cyl(0, 0, (h - shade_h) / 2, 0.012, h - shade_h),
+            _cyl(0, 0, h - shade_h / 2, r, shade_h),
+        ]
+    )
 
 
 def _monitor(w, d, h):
     screen_h = 0.6 * h
-    return Built([_box(0, 0, 0.01, 0.22, d, 0.02), _box(0, 0.02, (h - screen_h) / 2, 0.05, 0.03, h - screen_h), _box(0, -0.01, h - screen_h / 2, w, 0.03, screen_h)])
+    return Built(
+        [
+            _box(0, 0, 0.01, 0.22, d, 0.02),
+            _box(0, 0.02, (h - screen_h) / 2, 0.05, 0.03, h - screen_h),
+            _box(0, -0.01, h - screen_h / 2, w, 0.03, screen_h),
+        ]
+    )
 
 
 def _bowl(w, d, h):
@@ -194,7 +215,10 @@ def _pillow(w, d, h):
 def _toy_car(w, d, h):
     wheel_r = 0.25 * h
     body_h = 0.5 * h
-    parts = [_box(0, 0, wheel_r + body_h / 2, w, d, body_h), _box(-0.1 * w, 0, wheel_r + body_h + (h - wheel_r - body_h) / 2, 0.5 * w, 0.85 * d, h - wheel_r - body_h)]
+    parts = [
+        _box(0, 0, wheel_r + body_h / 2, w, d, body_h),
+        _box(-0.1 * w, 0, wheel_r + body_h + (h - wheel_r - body_h) / 2, 0.5 * w, 0.85 * d, h - wheel_r - body_h),
+    ]
     for sx in (-1, 1):
         for sy in (-1, 1):
             parts.append(_cyl(sx * 0.32 * w, sy * (d / 2 - 0.01), wheel_r, wheel_r, 0.02, axis="y"))
@@ -209,18 +233,45 @@ _N = ("black", "white", "gray", "brown", "blue", "red")
 CATEGORIES: dict[str, Category] = {
     c.name: c
     for c in [
-        Category("bed", "wall", ((1.3, 1.7), (1.9, 2.1), (0.45, 0.6)), _bed, ("white", "gray", "blue", "brown", "purple")),
-        Category("sofa", "wall", ((1.6, 2.1), (0.8, 0.95), (0.8, 0.9)), _sofa, ("gray", "blue", "brown", "green", "red", "black")),
-        Category("cabinet", "wall", ((0.6, 1.1), (0.4, 0.5), (0.7, 1.0)), _cabinet, ("white", "brown", "gray", "black")),
+        Category(
+            "bed", "wall", ((1.3, 1.7), (1.9, 2.1), (0.45, 0.6)), _bed, ("white", "gray", "blue", "brown", "purple")
+        ),
+        Category(
+            "sofa",
+            "wall",
+            ((1.6, 2.1), (0.8, 0.95), (0.8, 0.9)),
+            _sofa,
+            ("gray", "blue", "brown", "green", "red", "black"),
+        ),
+        Category(
+            "cabinet", "wall", ((0.6, 1.1), (0.4, 0.5), (0.7, 1.0)), _cabinet, ("white", "brown", "gray", "black")
+        ),
         Category("shelf", "wall", ((0.6, 1.0), (0.3, 0.38), (1.2, 1.8)), _shelf, ("white", "brown", "black", "gray")),
         Category("table", "floor", ((0.9, 1.5), (0.6, 0.9), (0.7, 0.76)), _table, ("brown", "white", "black", "gray")),
         Category("chair", "floor", ((0.42, 0.5), (0.42, 0.5), (0.8, 0.95)), _chair),
         Category("stool", "floor", ((0.3, 0.4), (0.3, 0.4), (0.45, 0.7)), _stool, round_footprint=True),
         Category("trash can", "floor", ((0.25, 0.35), (0.25, 0.35), (0.3, 0.45)), _trash_can, round_footprint=True),
-        Category("plant", "support", ((0.2, 0.4), (0.2, 0.4), (0.3, 0.55)), _plant, ("green",), floor_ok=True, round_footprint=True),
-        Category("box", "support", ((0.2, 0.45), (0.2, 0.4), (0.15, 0.35)), _box_obj, ("brown", "white", "red", "blue", "yellow"), floor_ok=True),
+        Category(
+            "plant",
+            "support",
+            ((0.2, 0.4), (0.2, 0.4), (0.3, 0.55)),
+            _plant,
+            ("green",),
+            floor_ok=True,
+            round_footprint=True,
+        ),
+        Category(
+            "box",
+            "support",
+            ((0.2, 0.45), (0.2, 0.4), (0.15, 0.35)),
+            _box_obj,
+            ("brown", "white", "red", "blue", "yellow"),
+            floor_ok=True,
+        ),
         Category("backpack", "support", ((0.28, 0.34), (0.15, 0.22), (0.4, 0.5)), _backpack, floor_ok=True),
-        Category("ball", "support", ((0.18, 0.24), (0.18, 0.24), (0.18, 0.24)), _ball, floor_ok=True, round_footprint=True),
+        Category(
+            "ball", "support", ((0.18, 0.24), (0.18, 0.24), (0.18, 0.24)), _ball, floor_ok=True, round_footprint=True
+        ),
         Category("toy car", "support", ((0.16, 0.26), (0.08, 0.12), (0.07, 0.1)), _toy_car, floor_ok=True),
         Category("mug", "support", ((0.1, 0.12), (0.075, 0.085), (0.09, 0.11)), _mug),
         Category("bottle", "support", ((0.06, 0.08), (0.06, 0.08), (0.22, 0.3)), _bottle, round_footprint=True),
@@ -230,7 +281,9 @@ CATEGORIES: dict[str, Category] = {
         Category("monitor", "support", ((0.45, 0.6), (0.18, 0.22), (0.35, 0.45)), _monitor, ("black", "gray", "white")),
         Category("bowl", "support", ((0.14, 0.2), (0.14, 0.2), (0.06, 0.09)), _bowl, round_footprint=True),
         Category("vase", "support", ((0.1, 0.16), (0.1, 0.16), (0.2, 0.32)), _vase, round_footprint=True),
-        Category("keyboard", "support", ((0.36, 0.45), (0.12, 0.15), (0.025, 0.035)), _keyboard, ("black", "gray", "white")),
+        Category(
+            "keyboard", "support", ((0.36, 0.45), (0.12, 0.15), (0.025, 0.035)), _keyboard, ("black", "gray", "white")
+        ),
         Category("pillow", "support", ((0.4, 0.55), (0.3, 0.4), (0.1, 0.15)), _pillow),
     ]
 }

@@ -8,6 +8,7 @@ noised. Noise (``RenderNoise``) imitates a structured-light sensor: depth sigma 
 missing depth at depth edges, at grazing angles and outside [min_range, max_range]. It cannot do
 shadows, reflections, lens distortion, motion blur or rolling shutter.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,16 +53,24 @@ class RenderNoise:
         if not 0.0 < self.grazing_angle_deg <= 90.0:
             raise ValueError(f"RenderNoise.grazing_angle_deg must be in (0, 90], got {self.grazing_angle_deg}")
         if not self.max_range_m > self.min_range_m:
-            raise ValueError(f"RenderNoise.max_range_m ({self.max_range_m}) must exceed min_range_m ({self.min_range_m})")
+            raise ValueError(
+                f"RenderNoise.max_range_m ({self.max_range_m}) must exceed min_range_m ({self.min_range_m})"
+            )
         return self
 
 
-def make_stamps(n: int, fps: float = 30.0, jitter_ms: float = 1.0, seed: int = 0, start_ns: int = START_STAMP_NS) -> np.ndarray:
+def make_stamps(
+    n: int, fps: float = 30.0, jitter_ms: float = 1.0, seed: int = 0, start_ns: int = START_STAMP_NS
+) -> np.ndarray:
     """(n,) int64 strictly increasing stamps at ``fps`` with Gaussian jitter (clipped to +-3 sigma)."""
     if not fps > 0 or jitter_ms < 0 or 3 * jitter_ms * 1e-3 >= 0.5 / fps:
         raise ValueError(f"need fps > 0 and 0 <= 3*jitter_ms < half a period, got fps={fps} jitter_ms={jitter_ms}")
     rng = np.random.default_rng([int(seed), 7])
-    jit = np.clip(rng.normal(0.0, jitter_ms * 1e6, n), -3e6 * jitter_ms, 3e6 * jitter_ms) if jitter_ms > 0 else np.zeros(n)
+    jit = (
+        np.clip(rng.normal(0.0, jitter_ms * 1e6, n), -3e6 * jitter_ms, 3e6 * jitter_ms)
+        if jitter_ms > 0
+        else np.zeros(n)
+    )
     return (start_ns + np.round(np.arange(n) * 1e9 / fps + jit)).astype(np.int64)
 
 
@@ -77,7 +86,10 @@ class _Renderer:
             kinds.append(1 if name == "floor" else 0)
         for o in scene.objects:
             if o.mesh is None:
-                raise ValueError(f"object {o.instance_id} ({o.label}) has no mesh; render a generated scene, not a loaded ground truth")
+                raise ValueError(
+                    f"object {o.instance_id} ({o.label}) has no mesh; render a generated scene, not a loaded ground "
+                    f"truth"
+                )
             self.rs.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(o.mesh))
             ids.append(o.instance_id)
             albedo.append(tuple(o.color_rgb))
@@ -85,8 +97,12 @@ class _Renderer:
         self.ids = np.asarray(ids + [-1], dtype=np.int32)  # last entry: miss
         self.albedo = np.asarray(albedo + [(0.0, 0.0, 0.0)], dtype=np.float32)
         self.kinds = np.asarray(kinds + [-1], dtype=np.int8)
-        u, v = np.meshgrid(np.arange(intrinsics.width, dtype=np.float64), np.arange(intrinsics.height, dtype=np.float64))
-        self.dirs_cam = np.stack([(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy, np.ones_like(u)], -1).reshape(-1, 3)
+        u, v = np.meshgrid(
+            np.arange(intrinsics.width, dtype=np.float64), np.arange(intrinsics.height, dtype=np.float64)
+        )
+        self.dirs_cam = np.stack(
+            [(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy, np.ones_like(u)], -1
+        ).reshape(-1, 3)
 
     def cast(self, T_world_cam: np.ndarray) -> dict[str, np.ndarray]:
         d = self.dirs_cam @ T_world_cam[:3, :3].T
@@ -114,7 +130,9 @@ class _Renderer:
             kind = self.kinds[gid]
             tiles = ((np.floor(p[:, 0] / 0.5) + np.floor(p[:, 1] / 0.5)) % 2) * 2 - 1
             pattern = np.sin(37 * p[:, 0]) * np.sin(41 * p[:, 1]) * np.sin(43 * p[:, 2])
-            col *= (1.0 + np.where(kind == 1, 0.07 * tiles, np.where(kind == 2, 0.06 * pattern, 0.02 * pattern)))[:, None]
+            col *= (1.0 + np.where(kind == 1, 0.07 * tiles, np.where(kind == 2, 0.06 * pattern, 0.02 * pattern)))[
+                :, None
+            ]
         rgb = np.where(hit[:, None], np.clip(col, 0, 1) * 255.0, MISS_RGB)
         depth = depth.reshape(H, W)
         if noise is not None:
@@ -124,7 +142,9 @@ class _Renderer:
         return rgb8, depth.astype(np.float32), self.ids[gid].reshape(H, W)
 
     @staticmethod
-    def _noisy_depth(depth: np.ndarray, cos_view: np.ndarray, noise: RenderNoise, rng: np.random.Generator) -> np.ndarray:
+    def _noisy_depth(
+        depth: np.ndarray, cos_view: np.ndarray, noise: RenderNoise, rng: np.random.Generator
+    ) -> np.ndarray:
         valid = depth > 0
         jump = np.zeros_like(depth)
         for axis in (0, 1):
@@ -175,4 +195,12 @@ def _frames(renderer: _Renderer, T: np.ndarray, stamps: np.ndarray, noise, seed:
     for i, Ti in enumerate(T):
         rng = np.random.default_rng([seed, i])
         rgb, depth, inst = renderer.render(Ti, noise, rng)
-        yield Frame(rgb=rgb, depth_m=depth, intrinsics=renderer.intr, T_world_cam=Ti.copy(), stamp_ns=int(stamps[i]), index=i, instance_map=inst)
+        yield Frame(
+            rgb=rgb,
+            depth_m=depth,
+            intrinsics=renderer.intr,
+            T_world_cam=Ti.copy(),
+            stamp_ns=int(stamps[i]),
+            index=i,
+            instance_map=inst,
+        )

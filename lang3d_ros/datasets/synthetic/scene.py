@@ -6,6 +6,7 @@ are 1..N. Objects never interpenetrate: floor footprints are disjoint (with a cl
 another object stay inside its support rectangle and apart from their siblings. What it cannot do:
 objects on shelves' inner boards, doors, windows, articulated or deformable shapes, textures from images.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,12 +19,13 @@ from typing import Sequence
 import numpy as np
 import open3d as o3d
 from scipy.spatial.transform import Rotation
-from shapely.geometry import Polygon, box as shapely_box
+from shapely.geometry import Polygon
+from shapely.geometry import box as shapely_box
 
+from lang3d_ros.datasets.synthetic.catalog import CATEGORIES, COLORS, Built, Category, Part
 from lang3d_ros.geometry.boxes import Box3D
 from lang3d_ros.geometry.camera import Intrinsics
 from lang3d_ros.grounding.objects import SceneObject
-from lang3d_ros.datasets.synthetic.catalog import CATEGORIES, COLORS, Built, Category, Part
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,12 @@ class SceneObjectGT:
     mesh: o3d.geometry.TriangleMesh | None = field(default=None, repr=False, compare=False)
 
     def to_scene_object(self) -> SceneObject:
-        return SceneObject(instance_id=self.instance_id, label=self.label, box=self.obb, color_rgb=np.asarray(self.color_rgb, dtype=float))
+        return SceneObject(
+            instance_id=self.instance_id,
+            label=self.label,
+            box=self.obb,
+            color_rgb=np.asarray(self.color_rgb, dtype=float),
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -158,7 +165,12 @@ class SyntheticScene:
             "frame_id": "map",
             "units": "metres",
             "generator": dict(self.generator),
-            "room": {"size_m": list(self.room_size_m), "min_xyz": self.room_min_xyz.tolist(), "max_xyz": self.room_max_xyz.tolist(), "ceiling": self.ceiling},
+            "room": {
+                "size_m": list(self.room_size_m),
+                "min_xyz": self.room_min_xyz.tolist(),
+                "max_xyz": self.room_max_xyz.tolist(),
+                "ceiling": self.ceiling,
+            },
             "objects": [o.to_dict() for o in self.objects],
             "camera": {"frame_id": "camera_color_optical_frame", "intrinsics": intr, "poses": poses},
         }
@@ -196,7 +208,13 @@ class GroundTruth:
         g = self.generator
         if "seed" not in g:
             raise ValueError("ground truth has no generator parameters; it was not made by generate_scene")
-        scene = generate_scene(int(g["seed"]), int(g["n_objects"]), tuple(g["room_size_m"]), ceiling=bool(g.get("ceiling", False)), vocabulary=g.get("vocabulary"))
+        scene = generate_scene(
+            int(g["seed"]),
+            int(g["n_objects"]),
+            tuple(g["room_size_m"]),
+            ceiling=bool(g.get("ceiling", False)),
+            vocabulary=g.get("vocabulary"),
+        )
         if [(o.instance_id, o.label) for o in scene.objects] != [(o.instance_id, o.label) for o in self.objects]:
             raise ValueError("regenerated scene differs from the ground-truth file (different generator version?)")
         return scene
@@ -309,7 +327,9 @@ class _Placed:
 
     def footprint(self) -> Polygon:
         c, s = np.cos(self.yaw), np.sin(self.yaw)
-        corners = np.array([[self.lo[0], self.lo[1]], [self.hi[0], self.lo[1]], [self.hi[0], self.hi[1]], [self.lo[0], self.hi[1]]])
+        corners = np.array(
+            [[self.lo[0], self.lo[1]], [self.hi[0], self.lo[1]], [self.hi[0], self.hi[1]], [self.lo[0], self.hi[1]]]
+        )
         return Polygon(corners @ np.array([[c, s], [-s, c]]) + self.xyz[:2])
 
     def support_polygon(self) -> tuple[Polygon, float] | None:
@@ -354,9 +374,19 @@ def _try_place(cat, placed, room, rng, support_of: _Placed | None, lz: float) ->
             x = (lx / 2 - hi[1] - gap) if side == 2 else -(lx / 2 - hi[1] - gap)
         xyz = np.array([x, y, 0.0])
     elif support_of is None:
-        yaw = float(rng.choice([0.0, np.pi / 2, np.pi, -np.pi / 2]) + rng.normal(0, 0.15)) if rng.random() < 0.5 else float(rng.uniform(-np.pi, np.pi))
+        yaw = (
+            float(rng.choice([0.0, np.pi / 2, np.pi, -np.pi / 2]) + rng.normal(0, 0.15))
+            if rng.random() < 0.5
+            else float(rng.uniform(-np.pi, np.pi))
+        )
         r = 0.5 * float(np.hypot(hi[0] - lo[0], hi[1] - lo[1]))
-        xyz = np.array([rng.uniform(-lx / 2 + r, lx / 2 - r) if lx > 2 * r else np.nan, rng.uniform(-ly / 2 + r, ly / 2 - r) if ly > 2 * r else np.nan, 0.0])
+        xyz = np.array(
+            [
+                rng.uniform(-lx / 2 + r, lx / 2 - r) if lx > 2 * r else np.nan,
+                rng.uniform(-ly / 2 + r, ly / 2 - r) if ly > 2 * r else np.nan,
+                0.0,
+            ]
+        )
     else:
         poly, z_top = support_of.support_polygon()
         yaw = float(support_of.yaw + rng.choice([0.0, np.pi / 2, np.pi, -np.pi / 2]) + rng.normal(0, 0.3))
@@ -364,7 +394,18 @@ def _try_place(cat, placed, room, rng, support_of: _Placed | None, lz: float) ->
         xyz = np.array([rng.uniform(minx, maxx), rng.uniform(miny, maxy), z_top])
     if not np.all(np.isfinite(xyz)):
         return None
-    cand = _Placed(len(placed) + 1, cat, built, mesh, lo, hi, xyz, float(yaw), 0 if support_of is None else support_of.instance_id, frac)
+    cand = _Placed(
+        len(placed) + 1,
+        cat,
+        built,
+        mesh,
+        lo,
+        hi,
+        xyz,
+        float(yaw),
+        0 if support_of is None else support_of.instance_id,
+        frac,
+    )
     if cand.top_z > lz - 0.1:
         return None
     fp = cand.footprint()
@@ -426,7 +467,9 @@ def generate_scene(
         raise ValueError(f"n_objects must be in 1..{MAX_OBJECTS}, got {n_objects}")
     size = tuple(float(v) for v in room_size_m)
     if len(size) != 3 or size[0] < 2.5 or size[1] < 2.5 or size[2] < 2.2 or max(size) > 30:
-        raise ValueError(f"room_size_m must be (x, y, z) with x, y >= 2.5 m, z >= 2.2 m (and <= 30 m), got {room_size_m}")
+        raise ValueError(
+            f"room_size_m must be (x, y, z) with x, y >= 2.5 m, z >= 2.2 m (and <= 30 m), got {room_size_m}"
+        )
     vocab = list(CATEGORIES) if vocabulary is None else [str(v) for v in vocabulary]
     unknown = sorted(set(vocab) - set(CATEGORIES))
     if unknown or not vocab:
@@ -447,7 +490,11 @@ def generate_scene(
     for name in plan:
         cand = None
         for attempt in range(max_attempts * 3):
-            cat = CATEGORIES[name if attempt < max_attempts else str(rng.choice(large if CATEGORIES[name].placement != "support" else small))]
+            cat = CATEGORIES[
+                name
+                if attempt < max_attempts
+                else str(rng.choice(large if CATEGORIES[name].placement != "support" else small))
+            ]
             if cat.placement == "support":
                 hosts = [p for p in placed if p.built.support is not None]
                 on_floor = cat.floor_ok and (not hosts or rng.random() < 0.25)
@@ -460,7 +507,10 @@ def generate_scene(
             if cand is not None:
                 break
         if cand is None:
-            raise ValueError(f"could place only {len(placed)} of {n_objects} objects in a {lx}x{ly} m room (seed {seed}); use a larger room or fewer objects")
+            raise ValueError(
+                f"could place only {len(placed)} of {n_objects} objects in a {lx}x{ly} m room (seed {seed}); use a "
+                f"larger room or fewer objects"
+            )
         placed.append(cand)
     objects = [_finish(p, rng) for p in placed]
     scene = SyntheticScene(
@@ -469,7 +519,13 @@ def generate_scene(
         objects=objects,
         room_meshes=_room_meshes(lx, ly, lz, ceiling),
         ceiling=bool(ceiling),
-        generator={"seed": int(seed), "n_objects": int(n_objects), "room_size_m": list(size), "ceiling": bool(ceiling), "vocabulary": None if vocabulary is None else vocab},
+        generator={
+            "seed": int(seed),
+            "n_objects": int(n_objects),
+            "room_size_m": list(size),
+            "ceiling": bool(ceiling),
+            "vocabulary": None if vocabulary is None else vocab,
+        },
     )
     log.debug("generated scene seed=%d with %d objects: %s", seed, len(objects), scene.labels)
     return scene

@@ -6,6 +6,7 @@
 Both keep the eye >= 0.25 m from every object's box and >= 0.5 m from the walls. They cannot model
 a robot's base (the camera rolls never; pitch follows the target) or motion blur.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,7 +43,9 @@ def _clear(scene: SyntheticScene, eyes: np.ndarray) -> bool:
     if np.any(eyes < lo) or np.any(eyes > hi):
         return False
     for o in scene.objects:
-        if np.any(np.all((eyes > o.aabb.min_xyz - EYE_CLEARANCE_M) & (eyes < o.aabb.max_xyz + EYE_CLEARANCE_M), axis=1)):
+        if np.any(
+            np.all((eyes > o.aabb.min_xyz - EYE_CLEARANCE_M) & (eyes < o.aabb.max_xyz + EYE_CLEARANCE_M), axis=1)
+        ):
             return False
     return True
 
