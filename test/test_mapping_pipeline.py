@@ -84,7 +84,7 @@ def test_bad_frames_are_rejected_with_reasons_and_change_nothing(scene_frames):
     with pytest.raises(ValueError, match="at most"):
         stack.language_map.ground("x" * 10_000)
     with pytest.raises(ValueError, match="UTF-8"):
-        from lang3d_ros.mapping.language_map import check_query
+        from lang3d_ros.llm.frontend import check_query
 
         check_query(b"\xff\xfe mug")
     with pytest.raises(ValueError, match="level"):

@@ -28,31 +28,11 @@ from lang3d_ros.grounding.extract import classify_segments, text_embeddings
 from lang3d_ros.grounding.ground import choose_level, segment_relevancy, select_segments
 from lang3d_ros.grounding.objects import LEVELS, SceneObject
 from lang3d_ros.instances.mapper import InstanceMapper
+from lang3d_ros.llm.frontend import check_query  # the one query validator
 from lang3d_ros.mapstore import MapBundle, read_map, write_map
 from lang3d_ros.semantics.types import KeyframeSemantics
 
 log = logging.getLogger(__name__)
-
-MAX_QUERY_CHARS = 1024
-
-
-def check_query(text) -> str:
-    """A usable query string or ValueError saying why not (empty, too long, not text)."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"query is not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
-    if not isinstance(text, str):
-        raise ValueError(f"query must be text, got {type(text).__name__}")
-    text = text.strip()
-    if not text:
-        raise ValueError("query is empty")
-    if len(text) > MAX_QUERY_CHARS:
-        raise ValueError(f"query has {len(text)} characters; at most {MAX_QUERY_CHARS} are accepted")
-    if any(ord(ch) < 32 and ch not in "\t\n" for ch in text):
-        raise ValueError("query contains control characters")
-    return text
 
 
 @dataclass

@@ -32,7 +32,8 @@ from visualization_msgs.msg import MarkerArray
 
 from lang3d_ros.errors import ErrorCode, Lang3DError, error_code_of
 from lang3d_ros.grounding.objects import LEVELS
-from lang3d_ros.mapping.language_map import LanguageMap, check_query
+from lang3d_ros.llm.frontend import check_query
+from lang3d_ros.mapping.language_map import LanguageMap
 from lang3d_ros.mapping.queries import QueryEngine
 from lang3d_ros.ros import conversions as cv
 
