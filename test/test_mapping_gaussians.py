@@ -44,6 +44,7 @@ def test_trainer_runs_beside_mapping_and_lands_in_the_map_file(tmp_path):
         assert loaded.autoencoder_state is not None
         assert loaded.model.coverage is not None  # the query gate, measured when training was done
         _check_field_from_map_file(tmp_path / "m.l3dmap", stack.language_map, cfg, scene, K)
+        _check_ground_from_gaussians(stack.language_map, tmp_path / "m.l3dmap", cfg, scene, K)
     finally:
         stack.pipeline.stop()
         trainer.stop()
@@ -74,3 +75,45 @@ def _check_field_from_map_file(map_path, lmap, cfg, scene, K):
     assert queries and all(q["error"] is None and len(q["levels"]) == 3 for q in queries)
     scored = score_views({"views": views})
     assert scored["n"] == len(queries) and 0.0 <= scored["localization_accuracy"] <= 1.0
+
+
+def _check_ground_from_gaussians(lmap, map_path, cfg, scene, K):
+    """grounding.field: the trained Gaussians answer Ground with the points' instance ids (live map and served map
+    file), and render a relevancy image for a camera pose."""
+    import dataclasses
+
+    import numpy as np
+
+    from lang3d_ros.datasets.synthetic import make_trajectory
+    from lang3d_ros.mapping.language_map import LanguageMap
+
+    labels = sorted({o.label for o in scene.objects if sum(x.label == o.label for x in scene.objects) == 1})
+    assert labels
+
+    def tops(m, field):
+        m.config.grounding.field = field
+        return {lab: [o.instance_id for o in m.ground(lab)] for lab in labels}
+
+    lmap.config = dataclasses.replace(lmap.config, grounding=dataclasses.replace(lmap.config.grounding))
+    by_points = tops(lmap, "points")
+    assert lmap.answering_gaussians() is None
+    by_gaussians = tops(lmap, "gaussians")
+    assert lmap.answering_gaussians() is not None
+    answered = [lab for lab in labels if by_gaussians[lab]]
+    # a 50-iteration field at 80x60 carries the larger objects only (small ones get too few Gaussians)
+    assert len(answered) >= 0.5 * len(labels), by_gaussians
+    # the Gaussians rank the same instance table: every answer is one of the points' answers, the best the same
+    assert all(set(by_gaussians[lab]) <= set(by_points[lab]) for lab in answered), (by_points, by_gaussians)
+    assert sum(by_gaussians[lab][0] == by_points[lab][0] for lab in answered) >= 0.8 * len(answered)
+    img = lmap.render_relevancy(labels[0], make_trajectory(scene, "orbit", 8, seed=2)[1], K)
+    assert img.shape == (60, 80) and img.dtype == np.float32 and 0.0 <= img.min() <= img.max() <= 1.0
+    lmap.config.grounding.field = "points"
+    with pytest.raises(ValueError, match="no trained language Gaussians"):
+        lmap.render_relevancy(labels[0], np.eye(4), K)
+
+    served = LanguageMap(
+        dataclasses.replace(cfg, grounding=dataclasses.replace(cfg.grounding)), lmap.text_encoder, device="cpu"
+    )
+    served.load(map_path)
+    assert tops(served, "gaussians") == by_gaussians  # the map file's Gaussians answer as the live ones did
+    assert tops(served, "points") == by_points

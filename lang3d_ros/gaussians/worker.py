@@ -11,7 +11,8 @@ model it initialises from the first keyframe's depth (back-projected, every ``in
 Instance codes: with a ``label_source`` (a callable returning the map's labelled points, see ``LabelSource``) the
 worker re-assigns every Gaussian's codes from the nearest labelled points every ``code_refresh_every`` iterations
 and once when training is done (``refresh_codes``); it calls the source without holding its own lock.
-States: idle (no keyframes yet), training_rgb, training_language, paused, done, failed.
+States: idle (no keyframes yet), training_rgb, training_language, assigning_codes (the final instance codes),
+paused, done, failed.
 Cannot: resume RGB training after the language phase started; keyframes with semantics that arrive after
 ``done`` are stored but not trained on.
 """
@@ -211,7 +212,9 @@ class GaussianTrainer:
             it = self._opt.rgb_iterations + self._opt.language_iterations
             if it == self._codes_at:
                 return False
-            return self._state == "done" or it - max(self._codes_at, 0) >= self.cfg.code_refresh_every
+            return (
+                self._state in ("done", "assigning_codes") or it - max(self._codes_at, 0) >= self.cfg.code_refresh_every
+            )
 
     # worker ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -278,7 +281,9 @@ class GaussianTrainer:
         else:
             if lang and opt.language_iterations > 0 and self.model.coverage is None:
                 self.model.coverage = language_coverage(self.model, lang, cfg).detach()
-            self._state = "done"
+            # "done" only once the final instance codes are assigned: a waiter on "done" reads the final model
+            final = opt.rgb_iterations + opt.language_iterations
+            self._state = "assigning_codes" if self.label_source is not None and self._codes_at != final else "done"
             return
         if it % cfg.log_every == 0:
             log.info(

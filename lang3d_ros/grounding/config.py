@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lang3d_ros.gaussians.config import FieldChoice
+
 
 @dataclass
 class GroundingConfig:
@@ -18,6 +20,11 @@ class GroundingConfig:
     """Instances scoring below this are not returned."""
     top_k: int = 5
     """At most this many instances per query (a request's max_results overrides it)."""
+    field: FieldChoice = "auto"
+    """What answers Ground and renders relevancy: points (the fused map's segments, always available) | gaussians
+    (the trained language Gaussians: their instance codes gather the segments' relevancy, so instance ids and boxes
+    are the points'; a relevancy image can be rendered for any camera pose; an error until training is done) | auto
+    (gaussians once training is done and the Gaussians carry codes, points before)."""
 
     def validate(self) -> None:
         if not 0.0 <= self.absolute_threshold < 1.0:

@@ -103,12 +103,14 @@ def _make_trainer(config, lmap: LanguageMap, autoencoder):
     keyframe's mask features (LangSplat), read at the moment a keyframe is prepared."""
     import torch
 
+    from lang3d_ros.gaussians.instances import point_map_label_source
     from lang3d_ros.gaussians.worker import GaussianTrainer
 
     def encode(features: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return autoencoder.encode(torch.as_tensor(features, dtype=torch.float32))
 
-    trainer = GaussianTrainer(config.gaussians, encoder=encode)
+    # instance codes for the Gaussians: the fused points' segment labels (read under the map's lock)
+    trainer = GaussianTrainer(config.gaussians, encoder=encode, label_source=point_map_label_source(lmap))
     lmap.trainer = trainer
     return trainer

@@ -24,6 +24,8 @@ import torch
 
 from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.fusion.pointfusion import FusionReport, PointMap
+from lang3d_ros.gaussians.config import resolve_field
+from lang3d_ros.gaussians.instances import gather_segment_relevancy, render_relevancy, segments_carried
 from lang3d_ros.grounding.extract import classify_segments, text_embeddings
 from lang3d_ros.grounding.ground import choose_level, segment_relevancy, select_segments
 from lang3d_ros.grounding.objects import LEVELS, SceneObject
@@ -63,6 +65,8 @@ class LanguageMap:
         self.version = 0
         self.source = "live"
         self.trainer = None  # the online GaussianTrainer, when language Gaussians are trained beside mapping
+        self._file_gaussians = None  # GaussianModel with instance codes from a loaded map file, or None
+        self._trained_gaussians: tuple[tuple, object] | None = None  # (trainer status key, snapshot) once done
         self.autoencoder = None
         self._objects_cache: tuple[tuple, tuple, list[SceneObject]] | None = None
         self._snapshot: tuple[tuple, list[_LevelSnapshot]] | None = None
@@ -185,9 +189,47 @@ class LanguageMap:
             rels = self._segment_relevancy(q, levels)
             lvl = choose_level([float(r.max()) if len(r) else -1.0 for r in rels], level)
             rel, snap = rels[lvl], levels[lvl]
+            gaussians = self.answering_gaussians()
+            if gaussians is not None:  # the Gaussians answer: segments they do not carry cannot be found
+                rel = np.where(segments_carried(gaussians, lvl, snap.ids), rel, 0.0).astype(rel.dtype)
             n_points = self.instances.table.n_points[snap.rows]
             keep = select_segments(rel, n_points, self.config.grounding, max_results, min_score)
             return [self._scene_object(int(snap.rows[k]), score=float(rel[k]), query=text) for k in keep]
+
+    def answering_gaussians(self):
+        """The language Gaussians that answer queries under ``grounding.field`` (a GaussianModel carrying instance
+        codes), or None when the points answer. Live: the trainer's model once training is done (snapshot cached
+        until the trainer changes); served: the Gaussians of the loaded map file. ValueError when the field is
+        "gaussians" and none are ready."""
+        model = None
+        if self.trainer is not None:
+            st = self.trainer.status()
+            if st.get("state") == "done" and int(st.get("coded_gaussians", 0)) > 0:
+                key = (st.get("iterations"), st.get("num_gaussians"), st.get("coded_gaussians"))
+                if self._trained_gaussians is None or self._trained_gaussians[0] != key:
+                    self._trained_gaussians = (key, self.trainer.snapshot())
+                model = self._trained_gaussians[1]
+        elif self._file_gaussians is not None:
+            model = self._file_gaussians
+        return model if resolve_field(self.config.grounding.field, model is not None) == "gaussians" else None
+
+    def render_relevancy(self, text: str, T_world_cam: np.ndarray, intrinsics, level: str = "") -> np.ndarray:
+        """(H, W) float32 relevancy in [0, 1] of ``text`` seen from a camera (T_world_cam (4, 4): optical frame in
+        the map frame; ``intrinsics``: geometry.Intrinsics), rendered from the language Gaussians through their
+        instance codes on the best level (or ``level``): "where in this image is the mug". ValueError when no
+        trained Gaussians answer (``grounding.field`` points, or training not done)."""
+        text = check_query(text)
+        choose_level([0.0] * len(LEVELS), level)
+        model = self.answering_gaussians()
+        if model is None:
+            raise ValueError("no trained language Gaussians answer (grounding.field points, or training not done)")
+        q = self.encode_query(text)
+        with self.lock:
+            levels = self._levels()
+            rels = self._segment_relevancy(q, levels)
+        lvl = choose_level([float(r.max()) if len(r) else -1.0 for r in rels], level)
+        per_gaussian = gather_segment_relevancy(model.codes, levels[lvl].ids, rels[lvl])[lvl]
+        return render_relevancy(model, per_gaussian, T_world_cam, intrinsics, self.config.gaussians)
 
     def _scene_object(self, row: int, score: float = 1.0, query: str = "", label: str = "") -> SceneObject:
         t = self.instances.table
@@ -331,6 +373,7 @@ class LanguageMap:
                 if lab.size and int(lab.max()) >= instances.table.next_id:
                     raise ValueError(f"point labels of level {LEVELS[lvl]} refer to segments the table never had")
             instances.refresh(fresh)
+            gaussians = _gaussians_from_blob(bundle.blobs.get("gaussians.ply"), self.points.device)
         except (KeyError, ValueError, RuntimeError) as exc:
             raise ValueError(f"{path}: map is invalid ({exc})") from exc
         with self.lock:
@@ -338,6 +381,7 @@ class LanguageMap:
             self.instances = instances
             self.version += 1
             self.source = f"file:{path}"
+            self._file_gaussians = gaussians
             self._objects_cache = None
             self._snapshot = None
         log.info(
@@ -347,6 +391,22 @@ class LanguageMap:
             len(instances.table),
             json.dumps({k: meta.get(k) for k in ("frame_id", "feature_dim", "text_encoder")}),
         )
+
+
+def _gaussians_from_blob(blob: bytes | None, device):
+    """The language Gaussians of a map file's ``gaussians.ply`` blob when they carry instance codes, else None."""
+    if blob is None:
+        return None
+    import tempfile
+    from pathlib import Path
+
+    from lang3d_ros.gaussians.ply import load_gaussians
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "gaussians.ply").write_bytes(blob)
+        model = load_gaussians(Path(tmp) / "gaussians.ply", device=device).model
+    codes = getattr(model, "codes", None)
+    return model if codes is not None and bool((codes >= 0).any()) else None
 
 
 def _numpy(x) -> np.ndarray:
