@@ -11,6 +11,7 @@ Modes:
 Answers are computed on the scenes' ground-truth objects (see lang3d_ros.llm.evaluate). Prints a Markdown table
 and the failures; latency is per query (understanding + answer), p50 over the model-answered queries.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded 2-core VM)")
     ap.add_argument("--no-encoder", action="store_true", help="no text encoder: synonyms by the table only")
     ap.add_argument("--failures", action="store_true", help="print every wrong answer")
-    ap.add_argument("--timeout-s", type=float, default=120.0,
-                    help="per model call; generous so that a loaded machine measures accuracy, not timeouts")
+    ap.add_argument(
+        "--timeout-s",
+        type=float,
+        default=120.0,
+        help="per model call; generous so that a loaded machine measures accuracy, not timeouts",
+    )
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     pset = load_phrasing_set(SET)
@@ -51,8 +56,9 @@ def main() -> None:
             t0 = time.perf_counter()
             backend = load_smollm2(LLMConfig())
             print(f"SmolLM2-135M-Instruct loaded in {time.perf_counter() - t0:.1f} s")
-        cfg = LLMConfig(mode={"parser": "parser_only", "rank": "rank", "model": "llm_first"}[mode],
-                        timeout_s=a.timeout_s)
+        cfg = LLMConfig(
+            mode={"parser": "parser_only", "rank": "rank", "model": "llm_first"}[mode], timeout_s=a.timeout_s
+        )
         reasoner = Reasoner(cfg, backend=None if mode == "parser" else backend, encoder=encoder)
         queries = pset.queries[:: a.every] if mode == "model" else pset.queries
         constrained.decode_log = []
@@ -60,11 +66,13 @@ def main() -> None:
         out = evaluate(pset, reasoner, queries)
         log = constrained.decode_log
         if log:
-            print(f"[{mode}] constrained decodes: {len(log)}, valid JSON under the schema "
-                  f"{sum(d['valid_json'] for d in log)}/{len(log)}, consistent requests "
-                  f"{sum(d['consistent'] for d in log)}/{len(log)}, model tokens p50 "
-                  f"{sorted(d['model_tokens'] for d in log)[len(log) // 2]}, decode s p50 "
-                  f"{sorted(d['seconds'] for d in log)[len(log) // 2]:.2f}")
+            print(
+                f"[{mode}] constrained decodes: {len(log)}, valid JSON under the schema "
+                f"{sum(d['valid_json'] for d in log)}/{len(log)}, consistent requests "
+                f"{sum(d['consistent'] for d in log)}/{len(log)}, model tokens p50 "
+                f"{sorted(d['model_tokens'] for d in log)[len(log) // 2]}, decode s p50 "
+                f"{sorted(d['seconds'] for d in log)[len(log) // 2]:.2f}"
+            )
         s = summary(out)
         by_model = sum(o.answered_by == "llm" for o in out)
         model_right = sum(o.correct and o.answered_by == "llm" for o in out)
@@ -72,15 +80,21 @@ def main() -> None:
         if a.failures:
             for o in out:
                 if not o.correct:
-                    print(f"  [{mode}] {o.query.id} {o.query.kind:11s} {o.query.text!r} ({o.answered_by}): "
-                          f"{o.detail[:160]}")
-    print("\n| mode | queries | correct | answered by the model | correct and by the model | p50 s (model-answered) "
-          "| p50 s (all) |")
+                    print(
+                        f"  [{mode}] {o.query.id} {o.query.kind:11s} {o.query.text!r} ({o.answered_by}): "
+                        f"{o.detail[:160]}"
+                    )
+    print(
+        "\n| mode | queries | correct | answered by the model | correct and by the model | p50 s (model-answered) "
+        "| p50 s (all) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for mode, s, by_model, model_right, wall in rows:
         p50m = f"{s['model_p50_s']:.2f}" if s["model_p50_s"] is not None else "-"
-        print(f"| {mode} | {s['n']} | {s['accuracy'] * 100:.1f}% ({round(s['accuracy'] * s['n'])}) | "
-              f"{by_model} ({by_model / s['n'] * 100:.0f}%) | {model_right} | {p50m} | {s['p50_s']:.3f} |")
+        print(
+            f"| {mode} | {s['n']} | {s['accuracy'] * 100:.1f}% ({round(s['accuracy'] * s['n'])}) | "
+            f"{by_model} ({by_model / s['n'] * 100:.0f}%) | {model_right} | {p50m} | {s['p50_s']:.3f} |"
+        )
     for mode, s, *_ in rows:
         kinds = ", ".join(f"{k} {c}/{n}" for k, (c, n) in s["per_kind"].items())
         print(f"\n{mode}: {kinds}; answered_by {s['answered_by']}")

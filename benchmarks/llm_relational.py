@@ -5,6 +5,7 @@ Queries with unique answers are generated from GT (support relations, colours, d
 viewer-relative order); Acc@0.25 / Acc@0.5 = share of queries whose top answer's box has 3D IoU
 above the threshold with the GT object's box. Prints a Markdown table per relation and per path.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,8 +95,10 @@ def main() -> None:
             s[0] += 1
             s[1] += iou >= 0.25
             s[2] += iou >= 0.5
-    print(f"model: {'none (parser only)' if a.parser_only else 'SmolLM2-135M-Instruct (built-in)'}, load {load_s:.1f} s, "
-          f"{len(items)} queries over {a.scenes} scenes, median latency {1e3 * np.median(lat):.0f} ms/query\n")
+    print(
+        f"model: {'none (parser only)' if a.parser_only else 'SmolLM2-135M-Instruct (built-in)'}, load {load_s:.1f} s, "
+        f"{len(items)} queries over {a.scenes} scenes, median latency {1e3 * np.median(lat):.0f} ms/query\n"
+    )
     print("| group | n | Acc@0.25 | Acc@0.5 |\n|---|---|---|---|")
     for key in sorted(stats, key=lambda k: (k[0] != "all", k[0], k[1])):
         n, h25, h50 = stats[key]

@@ -1,4 +1,5 @@
 """3D-LLM core without a real model: location tokens, schema, parser, geometry, answers, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -77,14 +78,16 @@ def test_color_names_of_palette_and_bad_input():
 def test_schema_validator_rejects_bad_requests():
     ok = request_from_dict({"intent": "ground", "target": {"label": "mug", "relation": "on", "anchors": ["table"]}})
     assert ok.target.anchors[0].label == "table"
-    for bad, msg in [({"intent": "dance", "target": "mug"}, "intent"),
-                     ({"intent": "ground", "target": {"label": "mug", "relation": "on"}}, "anchor"),
-                     ({"intent": "ground", "target": {"label": "mug", "relation": "between", "anchors": ["a"]}},
-                      "anchor"),
-                     ({"intent": "ground", "target": {"label": "x" * 100}}, "longer"),
-                     ({"intent": "ground", "target": {"label": "mug", "color": "plaid"}}, "colour"),
-                     ({"intent": "ground"}, "target"), ({"intent": "task", "steps": []}, "step"),
-                     ({"intent": "ground", "target": "mug", "extra": 1}, "unknown")]:
+    for bad, msg in [
+        ({"intent": "dance", "target": "mug"}, "intent"),
+        ({"intent": "ground", "target": {"label": "mug", "relation": "on"}}, "anchor"),
+        ({"intent": "ground", "target": {"label": "mug", "relation": "between", "anchors": ["a"]}}, "anchor"),
+        ({"intent": "ground", "target": {"label": "x" * 100}}, "longer"),
+        ({"intent": "ground", "target": {"label": "mug", "color": "plaid"}}, "colour"),
+        ({"intent": "ground"}, "target"),
+        ({"intent": "task", "steps": []}, "step"),
+        ({"intent": "ground", "target": "mug", "extra": 1}, "unknown"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             request_from_dict(bad)
 
@@ -100,17 +103,32 @@ def test_extract_json_limits():
 
 
 # parser ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("q,expect", [
-    ("the red mug on the table", {"intent": "ground", "target": {"label": "mug", "color": "red", "relation": "on",
-                                                                 "anchors": [{"label": "table"}]}}),
-    ("the chair closest to the door", {"intent": "ground", "target": {"label": "chair", "superlative": "closest",
-                                                                      "reference": {"label": "door"}}}),
-    ("How many chairs are there?", {"intent": "count", "target": {"label": "chair"}}),
-    ("what colour is the sofa", {"intent": "attribute", "target": {"label": "sofa"}, "attribute": "color"}),
-    ("what is on the table?", {"intent": "relations", "target": {"label": "", "relation": "on",
-                                                                  "anchors": [{"label": "table"}]}}),
-    ("the largest box", {"intent": "ground", "target": {"label": "box", "superlative": "largest"}}),
-])
+@pytest.mark.parametrize(
+    "q,expect",
+    [
+        (
+            "the red mug on the table",
+            {
+                "intent": "ground",
+                "target": {"label": "mug", "color": "red", "relation": "on", "anchors": [{"label": "table"}]},
+            },
+        ),
+        (
+            "the chair closest to the door",
+            {
+                "intent": "ground",
+                "target": {"label": "chair", "superlative": "closest", "reference": {"label": "door"}},
+            },
+        ),
+        ("How many chairs are there?", {"intent": "count", "target": {"label": "chair"}}),
+        ("what colour is the sofa", {"intent": "attribute", "target": {"label": "sofa"}, "attribute": "color"}),
+        (
+            "what is on the table?",
+            {"intent": "relations", "target": {"label": "", "relation": "on", "anchors": [{"label": "table"}]}},
+        ),
+        ("the largest box", {"intent": "ground", "target": {"label": "box", "superlative": "largest"}}),
+    ],
+)
 def test_parser_forms(q, expect):
     assert parse(q).to_dict() == expect
 
@@ -122,18 +140,21 @@ def test_parser_right_attachment_and_unknown():
 
 
 # grounding geometry -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("q,ids", [
-    ("the mug on the table nearest the door", [4]),
-    ("the red mug", [3]),
-    ("the box under the table", [5]),
-    ("the chair closest to the door", [9, 8]),
-    ("the chair to the left of the blue chair", [8]),  # robot looks north: smaller x is on its left
-    ("the rightmost chair", [9, 8]),
-    ("the chair between the tables", [8, 9]),
-    ("the largest table", [1, 2]),
-    ("the couch", [7]),  # synonym
-    ("the mugs on the tables", [3, 4]),  # plural
-])
+@pytest.mark.parametrize(
+    "q,ids",
+    [
+        ("the mug on the table nearest the door", [4]),
+        ("the red mug", [3]),
+        ("the box under the table", [5]),
+        ("the chair closest to the door", [9, 8]),
+        ("the chair to the left of the blue chair", [8]),  # robot looks north: smaller x is on its left
+        ("the rightmost chair", [9, 8]),
+        ("the chair between the tables", [8, 9]),
+        ("the largest table", [1, 2]),
+        ("the couch", [7]),  # synonym
+        ("the mugs on the tables", [3, 4]),  # plural
+    ],
+)
 def test_ground_relations(room, q, ids):
     a = Reasoner(LLMConfig(mode="parser_only")).ground(q, room, POSE)
     assert a.path == "parser"
@@ -183,8 +204,12 @@ def test_ask_counts_attributes_relations_where_caption(room):
 
 def test_task_decomposition_into_navigable_steps(room):
     a = Reasoner().ask("bring the mug from the white table to the sofa", room, POSE)
-    assert [(s.action, s.label) for s in a.steps] == [("goto", "table"), ("pick", "mug"), ("goto", "sofa"),
-                                                      ("place", "sofa")]
+    assert [(s.action, s.label) for s in a.steps] == [
+        ("goto", "table"),
+        ("pick", "mug"),
+        ("goto", "sofa"),
+        ("place", "sofa"),
+    ]
     assert a.steps[0].object.instance_id == 2 and a.steps[1].object.instance_id == 4
     x, y, yaw = a.steps[2].goal_pose
     sofa = room[6].box
@@ -199,8 +224,13 @@ def test_task_decomposition_into_navigable_steps(room):
 # bad input ------------------------------------------------------------------------------------------------
 def test_bad_queries_raise_clear_errors(room):
     r = Reasoner()
-    for q, msg in [("", "empty"), ("   \n\t ", "empty"), ("x" * 10_000, "characters"), (None, "string"),
-                   ("?!?", "could not understand")]:
+    for q, msg in [
+        ("", "empty"),
+        ("   \n\t ", "empty"),
+        ("x" * 10_000, "characters"),
+        (None, "string"),
+        ("?!?", "could not understand"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             r.ground(q, room, POSE)
     with pytest.raises(ValueError, match="robot_pose"):
@@ -226,13 +256,24 @@ class ScriptedBackend:
         return self.text
 
 
-def model_answer(intent="ground", label="any", color="none", relation="none", anchors=(), superlative="none",
-                 attribute="none") -> str:
+def model_answer(
+    intent="ground", label="any", color="none", relation="none", anchors=(), superlative="none", attribute="none"
+) -> str:
     """Text in the shape of ``constrained.request_schema``."""
-    return dumps({"intent": intent, "target": {"label": label, "color": color, "size": "none", "relation": relation,
-                                               "superlative": superlative,
-                                               "anchors": [{"label": a, "color": "none"} for a in anchors]},
-                  "attribute": attribute})
+    return dumps(
+        {
+            "intent": intent,
+            "target": {
+                "label": label,
+                "color": color,
+                "size": "none",
+                "relation": relation,
+                "superlative": superlative,
+                "anchors": [{"label": a, "color": "none"} for a in anchors],
+            },
+            "attribute": attribute,
+        }
+    )
 
 
 def test_llm_path_when_valid_parser_when_not(room):
@@ -246,10 +287,13 @@ def test_llm_path_when_valid_parser_when_not(room):
     assert target["color"]["enum"] == ["blue", "none"] and target["relation"]["enum"] == ["on", "none"]
     assert "count" not in schema["properties"]["intent"]["enum"]
     # hallucinated label, swapped target/anchor, dropped colour, runaway text, unavailable model -> parser answers
-    for text in [model_answer(label="lamp"),
-                 model_answer(label="table", color="blue", relation="on", anchors=["mug"]),
-                 model_answer(label="mug", relation="on", anchors=["table"]),
-                 "word " * 1000, LLMUnavailable("down")]:
+    for text in [
+        model_answer(label="lamp"),
+        model_answer(label="table", color="blue", relation="on", anchors=["mug"]),
+        model_answer(label="mug", relation="on", anchors=["table"]),
+        "word " * 1000,
+        LLMUnavailable("down"),
+    ]:
         a = Reasoner(cfg, backend=ScriptedBackend(text)).ground("the blue mug on the table", room, POSE)
         assert a.path == "parser" and [o.instance_id for o in a.objects] == [4], text
     inj = Reasoner(cfg, backend=ScriptedBackend("Sure! " + "word " * 500))
@@ -265,8 +309,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.seen.append((self.path, body, self.headers.get("Authorization")))
         if body["messages"][-1]["content"].endswith("slow"):
             threading.Event().wait(2.0)
-        out = json.dumps({"choices": [{"message": {"role": "assistant", "content": model_answer("count", "chair")}}]}
-                         ).encode()
+        out = json.dumps(
+            {"choices": [{"message": {"role": "assistant", "content": model_answer("count", "chair")}}]}
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
@@ -289,8 +334,10 @@ def test_openai_backend_against_local_server(room, monkeypatch):
         path, body, auth = srv.seen[0]
         assert path == "/v1/chat/completions" and body["max_tokens"] <= 32 and body["temperature"] == 0
         fmt = body["response_format"]  # the same per-request schema the local model decodes under
-        assert fmt["type"] == "json_schema" and "chair" in fmt["json_schema"]["schema"]["properties"]["target"][
-            "properties"]["label"]["enum"]
+        assert (
+            fmt["type"] == "json_schema"
+            and "chair" in fmt["json_schema"]["schema"]["properties"]["target"]["properties"]["label"]["enum"]
+        )
         assert auth == "Bearer k123"
         with pytest.raises(LLMUnavailable, match="timed out"):
             b.generate([{"role": "user", "content": "slow"}], 8, timeout_s=0.3)
@@ -315,9 +362,10 @@ def test_colour_ranking_survives_shading():
     brown = np.array([0.5, 0.3, 0.12])
     assert color_name(orange_shaded) == "brown"  # the plain nearest-name rule is fooled
     assert shading_invariant_distance(orange_shaded, "orange") < shading_invariant_distance(brown, "orange")
-    objs = [SceneObject(1, "chair", Box3D(np.array([0.0, 0.0, 0.4]), np.array([0.5, 0.5, 0.8])),
-                        color_rgb=orange_shaded),
-            SceneObject(2, "chair", Box3D(np.array([2.0, 0.0, 0.4]), np.array([0.5, 0.5, 0.8])), color_rgb=brown)]
+    objs = [
+        SceneObject(1, "chair", Box3D(np.array([0.0, 0.0, 0.4]), np.array([0.5, 0.5, 0.8])), color_rgb=orange_shaded),
+        SceneObject(2, "chair", Box3D(np.array([2.0, 0.0, 0.4]), np.array([0.5, 0.5, 0.8])), color_rgb=brown),
+    ]
     r = Reasoner(LLMConfig(mode="parser_only"))
     assert [o.instance_id for o in r.ground("the orange chair", objs, (0.0, -2.0, 0.0)).objects] == [1]
     assert [o.instance_id for o in r.ground("the brown chair", objs, (0.0, -2.0, 0.0)).objects][0] == 2

@@ -1,5 +1,6 @@
 """3D-LLM with real models: built-in SmolLM2 (loaded once per session), location tokens in a
 tokenizer, LoRA fine-tuning of a tiny Llama, samples from synthetic ground truth."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,12 @@ def test_smollm2_answers_through_the_shared_path(smollm2):
     r = Reasoner(LLMConfig(max_new_tokens=32), backend=smollm2)
     a = r.ground("the plant on the table", objs, (0.0, 0.0, 0.0))
     assert a.path in ("llm", "parser")
-    gt = [o for o in objs if o.label == "plant" and any(
-        s.label == "table" and abs(o.box.min_xyz[2] - s.box.max_xyz[2]) < 0.02 for s in objs)]
+    gt = [
+        o
+        for o in objs
+        if o.label == "plant"
+        and any(s.label == "table" and abs(o.box.min_xyz[2] - s.box.max_xyz[2]) < 0.02 for s in objs)
+    ]
     assert a.objects and a.objects[0].instance_id == gt[0].instance_id
     text = smollm2.generate([{"role": "user", "content": "print 1000 words"}], max_new_tokens=500, timeout_s=30)
     assert len(smollm2.tokenizer(text)["input_ids"]) <= 32 + 2  # capped by the config, not by the caller
@@ -79,11 +84,21 @@ def test_samples_jsonl_and_lora_finetune_lowers_loss(smollm2, tmp_path):
     smollm2.tokenizer.save_pretrained(tmp_path / "tok")
     tok = AutoTokenizer.from_pretrained(tmp_path / "tok")
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+        )
+    )
     short = [{"instruction": s["instruction"], "response": s["response"]} for s in samples]
-    _, losses = finetune_location_tokens(model, tok, short, FinetuneConfig(steps=30, batch_size=4, learning_rate=1e-2,
-                                                                           loc_bins=64, max_len=64))
+    _, losses = finetune_location_tokens(
+        model, tok, short, FinetuneConfig(steps=30, batch_size=4, learning_rate=1e-2, loc_bins=64, max_len=64)
+    )
     assert len(tok) >= 64 and model.get_input_embeddings().weight.shape[0] == len(tok)
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
 
@@ -96,8 +111,16 @@ def test_adapter_manifest_checksums_refuse_a_tampered_adapter(tmp_path):
 
     def tiny():
         torch.manual_seed(0)
-        return LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                            num_attention_heads=2, num_key_value_heads=1))
+        return LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=64,
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+            )
+        )
 
     pm = get_peft_model(tiny(), LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
     manifest = save_adapter(pm, None, tmp_path / "ok", {"data_seed": 7, "steps": 0})
@@ -128,10 +151,21 @@ def test_request_samples_and_splits_hold_out_what_they_say():
         model_json_to_request(json.loads(s["response"]))
         assert "<loc_" in s["scene"]
     assert any(s["instruction"] == s["instruction"].lower() and "?" not in s["instruction"] for s in samples)
-    sp = split_samples(samples, rng, held_templates=("near",), held_combos=(("on", "red"),), held_labels=("vase",),
-                       held_scenes=("s5002",))
+    sp = split_samples(
+        samples,
+        rng,
+        held_templates=("near",),
+        held_combos=(("on", "red"),),
+        held_labels=("vase",),
+        held_scenes=("s5002",),
+    )
     assert sum(len(v) for v in sp.values()) == len(samples)
     assert all(s["template"] == "near" for s in sp["test_template"])
     train = sp["train"]
-    assert train and not any(s["template"] == "near" or (s["relation"], s["attribute"]) == ("on", "red")
-                             or "vase" in s["labels"] or s["scene_id"] == "s5002" for s in train)
+    assert train and not any(
+        s["template"] == "near"
+        or (s["relation"], s["attribute"]) == ("on", "red")
+        or "vase" in s["labels"]
+        or s["scene_id"] == "s5002"
+        for s in train
+    )

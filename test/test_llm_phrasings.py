@@ -4,6 +4,7 @@ Fast: a third of the set through the parser + label matcher, the set's checksum 
 the front end. Slow (real SmolLM2): grammar-constrained decoding is valid JSON of the schema every time, and the
 ranking path answers the queries whose noun only the encoder relates to a map label.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,10 @@ from lang3d_ros.llm.evaluate import evaluate, load_phrasing_set, summary
 from lang3d_ros.llm.request import Intent, Relation, Superlative
 
 SET = Path(__file__).parent / "data" / "phrasings"
-FROZEN_SHA256 = {"phrasings.jsonl": "b152a0e3af3a4d9b881f088793b6044a091dc315b8521bbaeb07605b47cd3be1",
-                 "scenes.json": "9adf666f02e57e2a2450baa294e047784fb141d5d7d336d96b11dae4a9c67971"}
+FROZEN_SHA256 = {
+    "phrasings.jsonl": "b152a0e3af3a4d9b881f088793b6044a091dc315b8521bbaeb07605b47cd3be1",
+    "scenes.json": "9adf666f02e57e2a2450baa294e047784fb141d5d7d336d96b11dae4a9c67971",
+}
 
 
 @pytest.fixture(scope="module")
@@ -75,29 +78,35 @@ def test_synonyms_come_from_the_text_encoder(pset, encoder):
     assert all(o.answered_by == "not_found" and not o.correct for o in without)
 
 
-@pytest.mark.parametrize("text,words,nav", [
-    ("Could you please show me the red mug?", "the red mug", False),
-    ("hey robot, I need you to go to the couch please", "the couch", True),
-    ("I'd like you to head over to the bed", "the bed", True),
-    ("where's the cup", "where is the cup", False),
-    ("the light please", "the light", False),
-    ("find me a guitar", "a guitar", False),
-    ("what color's the mug", "what color is the mug", False),
-])
+@pytest.mark.parametrize(
+    "text,words,nav",
+    [
+        ("Could you please show me the red mug?", "the red mug", False),
+        ("hey robot, I need you to go to the couch please", "the couch", True),
+        ("I'd like you to head over to the bed", "the bed", True),
+        ("where's the cup", "where is the cup", False),
+        ("the light please", "the light", False),
+        ("find me a guitar", "a guitar", False),
+        ("what color's the mug", "what color is the mug", False),
+    ],
+)
 def test_front_end_removes_politeness_and_lead_ins(text, words, nav):
     n = normalize(text)
     assert n.text == words and n.navigation == nav
 
 
-@pytest.mark.parametrize("text,intent,label", [
-    ("count the chairs in this room", Intent.COUNT, "chair"),
-    ("how many chairs do you see", Intent.COUNT, "chair"),
-    ("number of chairs", Intent.COUNT, "chair"),
-    ("where did I leave my keys", Intent.WHERE, "key"),
-    ("show me everything on the bed", Intent.RELATIONS, ""),
-    ("how tall is the lamp", Intent.ATTRIBUTE, "lamp"),
-    ("take me to the sofa", Intent.GROUND, "sofa"),
-])
+@pytest.mark.parametrize(
+    "text,intent,label",
+    [
+        ("count the chairs in this room", Intent.COUNT, "chair"),
+        ("how many chairs do you see", Intent.COUNT, "chair"),
+        ("number of chairs", Intent.COUNT, "chair"),
+        ("where did I leave my keys", Intent.WHERE, "key"),
+        ("show me everything on the bed", Intent.RELATIONS, ""),
+        ("how tall is the lamp", Intent.ATTRIBUTE, "lamp"),
+        ("take me to the sofa", Intent.GROUND, "sofa"),
+    ],
+)
 def test_parser_reads_common_question_forms(text, intent, label):
     r = parse(text)
     assert r is not None and r.intent == intent and r.target.label == label, r
@@ -120,17 +129,36 @@ def test_schema_restricts_labels_and_caps_nesting():
     anchor = t["anchors"]["items"]
     assert t["anchors"]["maxItems"] == 2 and "anchors" not in anchor["properties"]  # two levels at most
     assert "task" not in s["properties"]["intent"]["enum"]
-    good = {"intent": "ground", "target": {"label": "mug", "color": "red", "size": "none", "relation": "on",
-                                           "superlative": "none", "anchors": [{"label": "table", "color": "none"}]},
-            "attribute": "none"}
+    good = {
+        "intent": "ground",
+        "target": {
+            "label": "mug",
+            "color": "red",
+            "size": "none",
+            "relation": "on",
+            "superlative": "none",
+            "anchors": [{"label": "table", "color": "none"}],
+        },
+        "attribute": "none",
+    }
     assert _valid(good, s)
     assert not _valid({**good, "target": {**good["target"], "label": "lamp"}}, s)  # not a map label
     assert not _valid({**good, "extra": 1}, s)
 
 
-@pytest.mark.parametrize("text", ["the red mug on the table", "the chair closest to the door", "how many chairs",
-                                  "what colour is the sofa", "what is on the table", "the lamp between the sofa and "
-                                  "the bed", "where is the green plant", "describe the room"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the red mug on the table",
+        "the chair closest to the door",
+        "how many chairs",
+        "what colour is the sofa",
+        "what is on the table",
+        "the lamp between the sofa and the bed",
+        "where is the green plant",
+        "describe the room",
+    ],
+)
 def test_model_json_round_trip(text):
     req = parse(text)
     assert model_json_to_request(request_to_model_json(req)) == req

@@ -1,4 +1,5 @@
 """Grounding, navigation and questions answered on a map built from a synthetic scene (no ROS)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,9 @@ def engine_and_scene():
     from lang3d_ros.mapping.build import build_stack, ground_truth_tables
 
     scene = generate_scene(seed=5, n_objects=8)
-    cfg = synthetic_config(mapping={"keyframes": {"min_translation_m": 0.25}},
-                           extraction={"vocabulary": sorted(set(scene.labels))})
+    cfg = synthetic_config(
+        mapping={"keyframes": {"min_translation_m": 0.25}}, extraction={"vocabulary": sorted(set(scene.labels))}
+    )
     stack = build_stack(cfg, **ground_truth_tables(scene), start=False)
     K = Intrinsics(131.25, 131.25, 79.5, 59.5, 160, 120)
     for f in render_frames(scene, make_trajectory(scene, "orbit", n_frames=20, seed=1), K, seed=1):
@@ -42,8 +44,9 @@ def test_plain_query_goes_through_relevancy(engine_and_scene):
     target = floor_objs[0]
     res = engine.ground(target.label, max_results=3)
     assert res.answered_by == "relevancy" and res.objects and res.latency_ms > 0
-    best = max(iou_3d(o.aabb or o.box.aabb(), g.aabb) for o in res.objects for g in scene.objects
-               if g.label == target.label)
+    best = max(
+        iou_3d(o.aabb or o.box.aabb(), g.aabb) for o in res.objects for g in scene.objects if g.label == target.label
+    )
     assert best >= 0.25
 
 
@@ -97,8 +100,11 @@ def test_one_parse_per_request_and_one_route(engine_and_scene, monkeypatch):
 
 def test_absent_object_is_not_found_with_the_closest_labels(engine_and_scene):
     engine, scene = engine_and_scene
-    for call in (lambda: engine.ground("find the piano"), lambda: engine.navigate("take me to the piano"),
-                 lambda: engine.ask("where is the piano?")):
+    for call in (
+        lambda: engine.ground("find the piano"),
+        lambda: engine.navigate("take me to the piano"),
+        lambda: engine.ask("where is the piano?"),
+    ):
         with pytest.raises(Lang3DError, match="nothing called 'piano'.*closest labels in it are") as exc:
             call()
         assert exc.value.code == ErrorCode.NOT_FOUND

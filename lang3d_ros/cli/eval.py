@@ -1,6 +1,7 @@
 """``lang3d eval``: replay a bag into the real nodes, query their services, score against ground truth, report.
 Also ``lang3d eval-queries`` (write a queries file from a GT file) and ``lang3d eval-lerf`` (LangSplat's
 2D table on the LERF dataset from a map file)."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,16 +13,19 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="evaluate the nodes on a bag with ground truth (report + raw data)",
-                              description=__doc__)
+    p = subparsers.add_parser(
+        "eval", help="evaluate the nodes on a bag with ground truth (report + raw data)", description=__doc__
+    )
     p.add_argument("bag", type=Path, help="rosbag2 folder (or .mcap / .db3)")
     p.add_argument("--gt", type=Path, default=None, help="ground_truth.json (default: BAG/ground_truth.json)")
-    p.add_argument("--queries", type=Path, default=None,
-                   help="queries file (JSON/YAML); default: generated from the GT")
+    p.add_argument(
+        "--queries", type=Path, default=None, help="queries file (JSON/YAML); default: generated from the GT"
+    )
     p.add_argument("--out", type=Path, default=Path("lang3d_eval"), help="output folder (created)")
     p.add_argument("--rate", type=float, default=1.0, help="replay speed factor (1 = recorded rate, 2 = twice as fast)")
-    p.add_argument("--config", type=Path, action="append", default=[],
-                   help="extra params YAML for the mapper (repeatable)")
+    p.add_argument(
+        "--config", type=Path, action="append", default=[], help="extra params YAML for the mapper (repeatable)"
+    )
     p.add_argument("--train", action="store_true", help="set mapping.train_gaussians (waits for training_state done)")
     p.add_argument("--views", type=int, default=4, help="GT camera views rendered for the LERF-protocol metrics")
     p.add_argument("--mapping-timeout", type=float, default=180.0, help="seconds to wait for mapping to settle")
@@ -47,9 +51,13 @@ MASK_NOISE_CHOICES = ("off", "on", "both")
 
 
 def add_mask_noise_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mask-noise", choices=MASK_NOISE_CHOICES, default="off",
-                   help="ground-truth semantics with SAM-like mask failures (semantics.mask_noise): off, on, or both "
-                        "(the same scene clean and noisy, reported side by side)")
+    p.add_argument(
+        "--mask-noise",
+        choices=MASK_NOISE_CHOICES,
+        default="off",
+        help="ground-truth semantics with SAM-like mask failures (semantics.mask_noise): off, on, or both "
+        "(the same scene clean and noisy, reported side by side)",
+    )
     p.add_argument("--mask-noise-seed", type=int, default=0, help="seed of the mask-noise model")
 
 
@@ -88,8 +96,9 @@ def map_points(map_path: Path):
     return read_map(map_path).arrays.get("points.points_xyz")
 
 
-def evaluate_and_report(bag: Path, gt: Path, queries, out: Path, opts,
-                        notes: list[str] | None = None) -> tuple[Path, dict]:
+def evaluate_and_report(
+    bag: Path, gt: Path, queries, out: Path, opts, notes: list[str] | None = None
+) -> tuple[Path, dict]:
     """evaluate -> check recompute(raw) == results -> report; returns (report.md path, results)."""
     from lang3d_ros.evaluation.report import write_report
     from lang3d_ros.evaluation.runner import evaluate
@@ -102,8 +111,16 @@ def evaluate_and_report(bag: Path, gt: Path, queries, out: Path, opts,
     return report, results
 
 
-def evaluate_variants(bag: Path, gt: Path, queries, out: Path, opts, mask_noise: str = "off", noise_seed: int = 0,
-                      notes: list[str] | None = None) -> tuple[Path, dict[str, dict]]:
+def evaluate_variants(
+    bag: Path,
+    gt: Path,
+    queries,
+    out: Path,
+    opts,
+    mask_noise: str = "off",
+    noise_seed: int = 0,
+    notes: list[str] | None = None,
+) -> tuple[Path, dict[str, dict]]:
     """``evaluate_and_report`` once per --mask-noise variant. off / on: one run in ``out``; both: the clean run in
     out/clean, the noisy one in out/noisy, and out/report.md with their figures side by side. Returns (the report
     to read, {variant: results})."""
@@ -119,9 +136,12 @@ def evaluate_variants(bag: Path, gt: Path, queries, out: Path, opts, mask_noise:
         o.overrides = copy.deepcopy(opts.overrides)
         _deep_update(o.overrides, extra)
         run_dir = out / name if len(variants) > 1 else out
-        note = (f"Mask-noise model ON (semantics.mask_noise, seed {noise_seed}): SAM-like missed, merged, split and "
-                "jittered masks, confused labels and feature noise on the ground-truth masks." if extra
-                else "Mask-noise model off: perfect ground-truth masks.")
+        note = (
+            f"Mask-noise model ON (semantics.mask_noise, seed {noise_seed}): SAM-like missed, merged, split and "
+            "jittered masks, confused labels and feature noise on the ground-truth masks."
+            if extra
+            else "Mask-noise model off: perfect ground-truth masks."
+        )
         report, results = evaluate_and_report(bag, gt, queries, run_dir, o, list(notes or []) + [note])
         runs[name] = (json.loads((run_dir / "raw.json").read_text()), results)
         results_of[name] = results
@@ -138,9 +158,11 @@ def summary_line(name: str, results: dict) -> str:
         return "n/a" if v is None or v != v else f"{100 * v:.1f}%"
 
     kinds = ", ".join(f"{k} {pct(f'ground_{k}_acc@0.25')}" for k in ("label", "attribute", "relation", "resting"))
-    return (f"[{name}] Ground Acc@0.25 {pct('ground_acc@0.25')} (n={s['ground_n']}; {kinds}); counts "
-            f"{pct('count_accuracy')} (n={s['count_n']}); navigation validity {pct('navigation_validity')} "
-            f"(n={s['navigation_n']}); LERF loc {pct('lerf_localization')}; {s['errors']} error(s)")
+    return (
+        f"[{name}] Ground Acc@0.25 {pct('ground_acc@0.25')} (n={s['ground_n']}; {kinds}); counts "
+        f"{pct('count_accuracy')} (n={s['count_n']}); navigation validity {pct('navigation_validity')} "
+        f"(n={s['navigation_n']}); LERF loc {pct('lerf_localization')}; {s['errors']} error(s)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,9 +182,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         qs = load_queries(args.queries)
     overrides = {"mapping": {"train_gaussians": True}} if args.train else {}
-    opts = EvalOptions(rate=args.rate, config_files=list(args.config), overrides=overrides, n_views=args.views,
-                       mapping_timeout_s=args.mapping_timeout, service_timeout_s=args.service_timeout,
-                       progress=not args.no_progress)
+    opts = EvalOptions(
+        rate=args.rate,
+        config_files=list(args.config),
+        overrides=overrides,
+        n_views=args.views,
+        mapping_timeout_s=args.mapping_timeout,
+        service_timeout_s=args.service_timeout,
+        progress=not args.no_progress,
+    )
     report, results_of = evaluate_variants(args.bag, gt, qs, args.out, opts, args.mask_noise, args.mask_noise_seed)
     for name, results in results_of.items():
         print(summary_line(name, results))

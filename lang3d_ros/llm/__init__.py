@@ -3,6 +3,7 @@
 ROS-free. ``Reasoner.ground`` / ``Reasoner.ask`` answer relational queries and questions on a
 list of ``SceneObject``; the model only structures the text, geometry is computed in code.
 """
+
 from lang3d_ros.llm.answer import Answer, GroundingAnswer, Reasoner, TaskStep
 from lang3d_ros.llm.backends import LLMUnavailable, OpenAIBackend, TransformersBackend, make_backend
 from lang3d_ros.llm.colors import color_name
@@ -13,7 +14,30 @@ from lang3d_ros.llm.parser import parse
 from lang3d_ros.llm.request import Action, Attribute, Intent, Phrase, Relation, Request, Superlative
 from lang3d_ros.llm.understand import AnsweredBy, Route, Understanding
 
-__all__ = ["Action", "AnsweredBy", "Answer", "Attribute", "GroundingAnswer", "Intent", "LLMConfig", "LLMUnavailable",
-           "LocationGrid", "OpenAIBackend", "Phrase", "Reasoner", "Relation", "Request", "Route", "Superlative",
-           "TaskStep", "TransformersBackend", "Understanding", "add_location_tokens", "check_query", "color_name",
-           "make_backend", "normalize", "parse"]
+__all__ = [
+    "Action",
+    "AnsweredBy",
+    "Answer",
+    "Attribute",
+    "GroundingAnswer",
+    "Intent",
+    "LLMConfig",
+    "LLMUnavailable",
+    "LocationGrid",
+    "OpenAIBackend",
+    "Phrase",
+    "Reasoner",
+    "Relation",
+    "Request",
+    "Route",
+    "Superlative",
+    "TaskStep",
+    "TransformersBackend",
+    "Understanding",
+    "add_location_tokens",
+    "check_query",
+    "color_name",
+    "make_backend",
+    "normalize",
+    "parse",
+]

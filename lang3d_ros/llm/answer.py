@@ -6,6 +6,7 @@ Request once (``lang3d_ros.llm.understand``: parser + label matcher, the model r
 Understanding back in to avoid a second parse). Answers are templates over map facts; they cannot describe
 anything the map has no object for.
 """
+
 from __future__ import annotations
 
 import logging
@@ -93,8 +94,9 @@ def approach_pose(obj_center_xy, robot_xy, standoff_m: float, half_extent_m: flo
 class Reasoner:
     """Holds the backend (None = parser only) and the label matcher."""
 
-    def __init__(self, config: LLMConfig | None = None, backend: LLMBackend | None = None,
-                 encoder: TextEncoder | None = None) -> None:
+    def __init__(
+        self, config: LLMConfig | None = None, backend: LLMBackend | None = None, encoder: TextEncoder | None = None
+    ) -> None:
         self.config = config or LLMConfig()
         self.config.validate()
         self.backend = backend
@@ -104,15 +106,17 @@ class Reasoner:
     def understand(self, query: str, objects: Sequence[SceneObject]) -> Understanding:
         """The query as one Request (see ``lang3d_ros.llm.understand``). ValueError when nothing understands
         it, Lang3DError(NOT_FOUND) when it names nothing in the map."""
-        return understand(check_query(query, self.config.max_query_chars), list(objects), self.matcher, self.config,
-                          self.backend)
+        return understand(
+            check_query(query, self.config.max_query_chars), list(objects), self.matcher, self.config, self.backend
+        )
 
     def _resolve(self, phrase: Phrase, objects, pose):
         return [m.obj for m in resolve(phrase, objects, pose, self.matcher, self.config)]
 
     # public API -----------------------------------------------------------------------------
-    def ground(self, query: str, objects: Sequence[SceneObject], robot_pose,
-               understood: Understanding | None = None) -> GroundingAnswer:
+    def ground(
+        self, query: str, objects: Sequence[SceneObject], robot_pose, understood: Understanding | None = None
+    ) -> GroundingAnswer:
         """Objects matching a (relational) referring expression, best first. ``understood``: this query's
         Understanding when the caller has it already (the query is then not parsed again)."""
         q = check_query(query, self.config.max_query_chars)
@@ -129,8 +133,9 @@ class Reasoner:
             msg = f"{u.note}no {phrase.describe()[4:]} in the map"
         return GroundingAnswer(found, u.answered_by, u.request, msg)
 
-    def ask(self, question: str, objects: Sequence[SceneObject], robot_pose,
-            understood: Understanding | None = None) -> Answer:
+    def ask(
+        self, question: str, objects: Sequence[SceneObject], robot_pose, understood: Understanding | None = None
+    ) -> Answer:
         """Counts, attributes, relations, where-is, captions and task steps, from map facts."""
         q = check_query(question, self.config.max_query_chars)
         pose = validate_robot_pose(robot_pose)
@@ -146,7 +151,7 @@ class Reasoner:
             where = ""
             if t.relation:  # "the mug on the table" -> " on the table"
                 full, head = t.describe(), Phrase(t.label, t.color, t.size).describe()
-                where = full[len(head):] if full.startswith(head) else ""
+                where = full[len(head) :] if full.startswith(head) else ""
             noun = " ".join(w for w in (t.color, _plural(t.label or "object", len(found))) if w)
             return f"There {'is' if len(found) == 1 else 'are'} {len(found)} {noun}{where}.", found, []
         if req.intent == Intent.ATTRIBUTE:
@@ -195,8 +200,14 @@ class Reasoner:
             s = o.box.size
             held = [x.label for x in objects if x is not o and is_on(x.box, o.box, self.config.on_tolerance_m)]
             extra = f" On it: {', '.join(held)}." if held else ""
-            return (f"A {object_color(o)} {o.label}, {s[0]:.2f} x {s[1]:.2f} x {s[2]:.2f} m. "
-                    f"{self._where_sentence(o, objects)}{extra}"), [o], []
+            return (
+                (
+                    f"A {object_color(o)} {o.label}, {s[0]:.2f} x {s[1]:.2f} x {s[2]:.2f} m. "
+                    f"{self._where_sentence(o, objects)}{extra}"
+                ),
+                [o],
+                [],
+            )
         if not objects:
             return "The map has no objects yet.", [], []
         counts: dict[str, int] = {}
@@ -205,10 +216,16 @@ class Reasoner:
         parts = [f"{n} {_plural(l, n)}" for l, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
         lo = np.min([o.box.min_xyz for o in objects], 0)
         hi = np.max([o.box.max_xyz for o in objects], 0)
-        on_pairs = [f"the {a.label} on the {b.label}" for a in objects for b in objects
-                    if a is not b and is_on(a.box, b.box, self.config.on_tolerance_m)][:4]
-        text = (f"The map holds {len(objects)} objects over {hi[0] - lo[0]:.1f} m x {hi[1] - lo[1]:.1f} m: "
-                f"{', '.join(parts)}." + (f" Among them {', '.join(on_pairs)}." if on_pairs else ""))
+        on_pairs = [
+            f"the {a.label} on the {b.label}"
+            for a in objects
+            for b in objects
+            if a is not b and is_on(a.box, b.box, self.config.on_tolerance_m)
+        ][:4]
+        text = (
+            f"The map holds {len(objects)} objects over {hi[0] - lo[0]:.1f} m x {hi[1] - lo[1]:.1f} m: "
+            f"{', '.join(parts)}." + (f" Among them {', '.join(on_pairs)}." if on_pairs else "")
+        )
         return text, list(objects), []
 
     def _task(self, req: Request, objects: list[SceneObject], pose: np.ndarray):
@@ -220,13 +237,16 @@ class Reasoner:
                 continue
             found = self._resolve(s.target, objects, pose)
             if not found:
-                raise Lang3DError(ErrorCode.NOT_FOUND,
-                                  f"cannot plan '{s.action} {s.target.describe()}': no such object in the map")
+                raise Lang3DError(
+                    ErrorCode.NOT_FOUND, f"cannot plan '{s.action} {s.target.describe()}': no such object in the map"
+                )
             o = found[0]
             half = 0.5 * float(np.max(o.box.max_xyz[:2] - o.box.min_xyz[:2]))
             goal = approach_pose(o.center[:2], pose[:2], self.config.standoff_m, half)
             steps.append(TaskStep(s.action, o.label, o, goal))
             refs.append(o)
-        text = "; ".join(f"{i + 1}. {st.action} {st.label}" + (f" (id {st.object.instance_id})" if st.object else "")
-                         for i, st in enumerate(steps))
+        text = "; ".join(
+            f"{i + 1}. {st.action} {st.label}" + (f" (id {st.object.instance_id})" if st.object else "")
+            for i, st in enumerate(steps)
+        )
         return text, refs, steps

@@ -7,6 +7,7 @@
 All of them cap the output at ``max_output_chars``. They raise ``LLMUnavailable`` when the model
 cannot be loaded or reached; the transformers timeout is checked between tokens, not inside one.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -35,17 +36,20 @@ class LLMUnavailable(RuntimeError):
 class LLMBackend(Protocol):
     name: str
 
-    def generate(self, messages: list[dict], max_new_tokens: int, timeout_s: float,
-                 stop: list[str] | None = None) -> str:
-        ...
+    def generate(
+        self, messages: list[dict], max_new_tokens: int, timeout_s: float, stop: list[str] | None = None
+    ) -> str: ...
 
 
 def validate_messages(messages) -> list[dict]:
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list of {role, content}")
     for m in messages:
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") or \
-                not isinstance(m.get("content"), str):
+        if (
+            not isinstance(m, dict)
+            or m.get("role") not in ("system", "user", "assistant")
+            or not isinstance(m.get("content"), str)
+        ):
             raise ValueError(f"bad message {m!r}: need role system|user|assistant and string content")
     return messages
 
@@ -61,8 +65,9 @@ def _resolve_device(device: str) -> str:
 class TransformersBackend:
     """A local transformers causal LM; ``model`` and ``tokenizer`` may be passed in already loaded."""
 
-    def __init__(self, model, tokenizer, max_new_tokens_cap: int = 64, max_output_chars: int = 2000,
-                 name: str = "transformers"):
+    def __init__(
+        self, model, tokenizer, max_new_tokens_cap: int = 64, max_output_chars: int = 2000, name: str = "transformers"
+    ):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.cap, self.max_output_chars, self.name = int(max_new_tokens_cap), int(max_output_chars), name
         self._lock = threading.Lock()  # one generate at a time per model
@@ -80,23 +85,30 @@ class TransformersBackend:
             raise LLMUnavailable(f"could not load a causal LM from {path}: {exc}") from exc
         return cls(model, tok, config.max_new_tokens, config.max_output_chars, name="transformers")
 
-    def generate(self, messages: list[dict], max_new_tokens: int, timeout_s: float,
-                 stop: list[str] | None = None) -> str:
+    def generate(
+        self, messages: list[dict], max_new_tokens: int, timeout_s: float, stop: list[str] | None = None
+    ) -> str:
         """Greedy continuation of the chat; ``stop`` strings end it early (they are kept in the text)."""
         import torch
 
         validate_messages(messages)
         n = max(1, min(int(max_new_tokens), self.cap))
         with self._lock:
-            enc = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                     return_dict=True)
+            enc = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
             enc = {k: v.to(self.model.device) for k, v in enc.items()}
             extra = {"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}
             with torch.no_grad():
-                out = self.model.generate(**enc, max_new_tokens=n, do_sample=False, max_time=float(timeout_s),
-                                          pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-                                          **extra)
-            text = self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                out = self.model.generate(
+                    **enc,
+                    max_new_tokens=n,
+                    do_sample=False,
+                    max_time=float(timeout_s),
+                    pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                    **extra,
+                )
+            text = self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         return text[: self.max_output_chars]
 
 
@@ -152,8 +164,14 @@ class OpenAIBackend:
     """POST {endpoint}/chat/completions with temperature 0. The API key is read from the environment
     variable named ``api_key_env`` at call time; it is never logged."""
 
-    def __init__(self, endpoint: str, model: str = "", api_key_env: str = "", max_new_tokens_cap: int = 64,
-                 max_output_chars: int = 2000) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        model: str = "",
+        api_key_env: str = "",
+        max_new_tokens_cap: int = 64,
+        max_output_chars: int = 2000,
+    ) -> None:
         if not endpoint.startswith(("http://", "https://")):
             raise ValueError(f"endpoint must be an http(s) URL, got {endpoint!r}")
         base = endpoint.rstrip("/")
@@ -161,14 +179,25 @@ class OpenAIBackend:
         self.model, self.api_key_env = model, api_key_env
         self.cap, self.max_output_chars, self.name = int(max_new_tokens_cap), int(max_output_chars), "openai"
 
-    def generate(self, messages: list[dict], max_new_tokens: int, timeout_s: float, stop: list[str] | None = None,
-                 response_format: dict | None = None) -> str:
+    def generate(
+        self,
+        messages: list[dict],
+        max_new_tokens: int,
+        timeout_s: float,
+        stop: list[str] | None = None,
+        response_format: dict | None = None,
+    ) -> str:
         """One chat completion. ``response_format`` (e.g. ``{"type": "json_schema", "json_schema": {...}}``) is
         passed to the server, which enforces it (llama.cpp server, vLLM); a server that ignores it is not caught
         here but by the caller's validation."""
         validate_messages(messages)
-        body = {"model": self.model or "default", "messages": messages, "temperature": 0,
-                "max_tokens": max(1, min(int(max_new_tokens), self.cap)), "stream": False}
+        body = {
+            "model": self.model or "default",
+            "messages": messages,
+            "temperature": 0,
+            "max_tokens": max(1, min(int(max_new_tokens), self.cap)),
+            "stream": False,
+        }
         if response_format is not None:
             body["response_format"] = response_format
         if stop:
@@ -203,5 +232,6 @@ def make_backend(config: LLMConfig) -> LLMBackend:
         return load_smollm2(config)
     if config.backend == "transformers":
         return TransformersBackend.from_path(config.model_path, config)
-    return OpenAIBackend(config.endpoint, config.model_path, config.api_key_env, config.max_new_tokens,
-                         config.max_output_chars)
+    return OpenAIBackend(
+        config.endpoint, config.model_path, config.api_key_env, config.max_new_tokens, config.max_output_chars
+    )

@@ -3,6 +3,7 @@
 Cannot tell shades apart that the palette does not name (navy vs blue), and a mean colour of a
 multi-coloured object names none of its parts.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,18 @@ PALETTE_RGB: dict[str, tuple[float, float, float]] = {
     "white": (0.95, 0.95, 0.95),
     "gray": (0.5, 0.5, 0.5),
 }
-COLOR_SYNONYMS = {"grey": "gray", "violet": "purple", "silver": "gray", "crimson": "red", "golden": "yellow",
-                  "gold": "yellow", "beige": "brown", "tan": "brown", "navy": "blue", "cyan": "blue"}
+COLOR_SYNONYMS = {
+    "grey": "gray",
+    "violet": "purple",
+    "silver": "gray",
+    "crimson": "red",
+    "golden": "yellow",
+    "gold": "yellow",
+    "beige": "brown",
+    "tan": "brown",
+    "navy": "blue",
+    "cyan": "blue",
+}
 
 
 def _rgb_to_lab(rgb: np.ndarray) -> np.ndarray:

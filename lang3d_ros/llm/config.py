@@ -1,4 +1,5 @@
 """3D-LLM parameters: backend, limits, location-token grid, relation thresholds."""
+
 from __future__ import annotations
 
 import os
@@ -82,10 +83,12 @@ class LLMConfig:
             raise ValueError("timeout_s, max_new_tokens, max_output_chars and max_query_chars must be positive")
         if not 2 <= self.loc_bins <= 4096:
             raise ValueError(f"loc_bins must be in [2, 4096], got {self.loc_bins}")
-        if self.loc_range_m and (len(self.loc_range_m) != 6 or any(
-                self.loc_range_m[i] >= self.loc_range_m[i + 3] for i in range(3))):
-            raise ValueError("loc_range_m must be [xmin, ymin, zmin, xmax, ymax, zmax] with min < max, "
-                             f"got {self.loc_range_m}")
+        if self.loc_range_m and (
+            len(self.loc_range_m) != 6 or any(self.loc_range_m[i] >= self.loc_range_m[i + 3] for i in range(3))
+        ):
+            raise ValueError(
+                f"loc_range_m must be [xmin, ymin, zmin, xmax, ymax, zmax] with min < max, got {self.loc_range_m}"
+            )
         if not 0 < self.open_threshold <= self.bind_threshold <= 1 or not 0 <= self.bind_margin < 1:
             raise ValueError("need 0 < open_threshold <= bind_threshold <= 1 and 0 <= bind_margin < 1")
         if self.rank_temperature <= 0:

@@ -11,6 +11,7 @@ sampling), or as ``response_format`` ``{"type": "json_schema"}`` for an OpenAI-c
 and vLLM enforce it). Tasks (pick / place steps) are not in the model's schema: the parser writes them.
 The grammar makes the output valid; it does not make it right (see ``understand`` for how it is checked).
 """
+
 from __future__ import annotations
 
 import copy
@@ -58,27 +59,43 @@ class Vocabulary:
         words = tokenize(query)
         rels, sups, cols, sizes = _query_cues(words)
         ok = admissible_labels(query, labels, matcher, config)
-        return cls(tuple(sorted(l for l in set(labels) if l in ok)), tuple(sorted(cols)), tuple(sorted(sizes)),
-                   tuple(sorted(rels)), tuple(sorted(sups)), cued_intents(words, bool(rels)))
+        return cls(
+            tuple(sorted(l for l in set(labels) if l in ok)),
+            tuple(sorted(cols)),
+            tuple(sorted(sizes)),
+            tuple(sorted(rels)),
+            tuple(sorted(sups)),
+            cued_intents(words, bool(rels)),
+        )
 
 
 def _phrase_schema(v: Vocabulary, depth: int) -> dict:
     props: dict = {"label": {"enum": list(v.labels) + [ANY, OTHER]}, "color": {"enum": list(v.colors) + [NONE]}}
     if depth == 1:
-        props.update({"size": {"enum": list(v.sizes) + [NONE]},
-                      "relation": {"enum": list(v.relations) + [NONE]},
-                      "superlative": {"enum": list(v.superlatives) + [NONE]},
-                      "anchors": {"type": "array", "items": _phrase_schema(v, depth + 1), "maxItems": 2}})
+        props.update(
+            {
+                "size": {"enum": list(v.sizes) + [NONE]},
+                "relation": {"enum": list(v.relations) + [NONE]},
+                "superlative": {"enum": list(v.superlatives) + [NONE]},
+                "anchors": {"type": "array", "items": _phrase_schema(v, depth + 1), "maxItems": 2},
+            }
+        )
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
 def request_schema(labels: Sequence[str] | Vocabulary) -> dict:
     """The JSON schema of one model answer over these map labels, or over a (narrowed) Vocabulary."""
     v = labels if isinstance(labels, Vocabulary) else Vocabulary(tuple(sorted({str(l) for l in labels if l})))
-    return {"type": "object", "additionalProperties": False,
-            "properties": {"intent": {"enum": list(v.intents)}, "target": _phrase_schema(v, 1),
-                           "attribute": {"enum": list(ATTRIBUTES) + [NONE]}},
-            "required": ["intent", "target", "attribute"]}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "intent": {"enum": list(v.intents)},
+            "target": _phrase_schema(v, 1),
+            "attribute": {"enum": list(ATTRIBUTES) + [NONE]},
+        },
+        "required": ["intent", "target", "attribute"],
+    }
 
 
 def _none(v):
@@ -89,8 +106,9 @@ def _phrase_dict(d: dict, depth: int = 1) -> dict:
     label = d.get("label", ANY)
     out: dict = {"label": "" if label == ANY else label, "color": _none(d.get("color"))}
     if depth == 1:
-        out.update(size=_none(d.get("size")), relation=_none(d.get("relation")),
-                   superlative=_none(d.get("superlative")))
+        out.update(
+            size=_none(d.get("size")), relation=_none(d.get("relation")), superlative=_none(d.get("superlative"))
+        )
         anchors = [_phrase_dict(a, 2) for a in d.get("anchors") or []]
         rel, sup = out["relation"], out["superlative"]
         if rel is not None and not anchors:  # the schema cannot tie anchors to a relation: a bare one is dropped
@@ -123,16 +141,19 @@ def model_json_to_request(d: dict) -> Request:
 def request_to_model_json(req: Request) -> dict:
     """The inverse of ``model_json_to_request`` for requests the schema can express (used for few-shot examples
     and for scoring candidates in the same format the model writes)."""
+
     def phrase(p, depth: int) -> dict:
         d = {"label": p.label or ANY if p is not None else ANY, "color": (p.color if p is not None else None) or NONE}
         if depth == 1:
             anchors = list(p.anchors) if p is not None else []
             if p is not None and p.reference is not None:
                 anchors = [p.reference]
-            d.update(size=(p.size if p is not None else None) or NONE,
-                     relation=(p.relation if p is not None else None) or NONE,
-                     superlative=(p.superlative if p is not None else None) or NONE,
-                     anchors=[phrase(a, 2) for a in anchors])
+            d.update(
+                size=(p.size if p is not None else None) or NONE,
+                relation=(p.relation if p is not None else None) or NONE,
+                superlative=(p.superlative if p is not None else None) or NONE,
+                anchors=[phrase(a, 2) for a in anchors],
+            )
         return {k: str(v) if not isinstance(v, list) else v for k, v in d.items()}
 
     return {"intent": str(req.intent), "target": phrase(req.target, 1), "attribute": str(req.attribute or NONE)}
@@ -168,8 +189,9 @@ def _ll_tokenizer(backend):
     key = id(backend.tokenizer)
     with _TOK_LOCK:
         if key not in _TOKENIZERS:
-            _TOKENIZERS[key] = llguidance.hf.from_tokenizer(backend.tokenizer,
-                                                            n_vocab=backend.model.get_output_embeddings().weight.shape[0])
+            _TOKENIZERS[key] = llguidance.hf.from_tokenizer(
+                backend.tokenizer, n_vocab=backend.model.get_output_embeddings().weight.shape[0]
+            )
         return _TOKENIZERS[key]
 
 
@@ -181,8 +203,9 @@ def _prefix_cache(backend, system: dict, ids: list[int]):
     (None, 0). The system prompt is the same for every request, so its prefill runs once per backend."""
     import torch
 
-    prefix = backend.tokenizer.apply_chat_template([system], add_generation_prompt=False, tokenize=True,
-                                                   return_dict=True)["input_ids"]
+    prefix = backend.tokenizer.apply_chat_template(
+        [system], add_generation_prompt=False, tokenize=True, return_dict=True
+    )["input_ids"]
     if len(prefix) >= len(ids) or ids[: len(prefix)] != prefix:
         return None, 0
     key = id(backend)
@@ -198,8 +221,9 @@ def _mask(matcher, vocab: int) -> np.ndarray:
     return np.unpackbits(words.view(np.uint8), bitorder="little")[:vocab].astype(bool)
 
 
-def constrained_generate(backend, messages: list[dict], schema: dict, max_new_tokens: int, timeout_s: float
-                         ) -> tuple[str, DecodeStats]:
+def constrained_generate(
+    backend, messages: list[dict], schema: dict, max_new_tokens: int, timeout_s: float
+) -> tuple[str, DecodeStats]:
     """Greedy decoding of a local transformers model under the JSON ``schema`` (llguidance token masks).
     The output is valid JSON of the schema unless ``max_new_tokens`` or ``timeout_s`` cut it (LLMUnavailable)."""
     import llguidance
@@ -215,15 +239,18 @@ def constrained_generate(backend, messages: list[dict], schema: dict, max_new_to
     stats = DecodeStats()
     out: list[int] = []
     with backend._lock, torch.no_grad():
-        ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                      return_dict=True)["input_ids"][0].tolist()
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)[
+            "input_ids"
+        ][0].tolist()
         past, start = _prefix_cache(backend, messages[0], ids)
         res = model(input_ids=torch.tensor([ids[start:]], device=model.device), past_key_values=past, use_cache=True)
         past, logits = res.past_key_values, res.logits[0, -1]
         while not matcher.is_stopped() and not matcher.is_accepting():
             if len(out) >= max_new_tokens or time.perf_counter() - t0 > timeout_s:
-                raise LLMUnavailable(f"constrained decoding stopped after {len(out)} tokens "
-                                     f"({time.perf_counter() - t0:.1f} s): the answer is incomplete")
+                raise LLMUnavailable(
+                    f"constrained decoding stopped after {len(out)} tokens "
+                    f"({time.perf_counter() - t0:.1f} s): the answer is incomplete"
+                )
             forced = matcher.compute_ff_tokens()
             if forced:
                 step = forced
@@ -249,20 +276,30 @@ def generate_request(backend, query: str, labels: Sequence[str], config: LLMConf
     (``Vocabulary.from_query``). LLMUnavailable when the model cannot answer."""
     from lang3d_ros.llm.prompting import build_messages
 
-    schema = request_schema(Vocabulary.from_query(query, labels, matcher, config) if matcher is not None
-                            else labels)
+    schema = request_schema(Vocabulary.from_query(query, labels, matcher, config) if matcher is not None else labels)
     messages = build_messages(query, labels, config.few_shot)
     stats = DecodeStats()
     if hasattr(backend, "model") and hasattr(backend, "tokenizer"):
-        text, stats = constrained_generate(backend, messages, schema, max(config.max_new_tokens, 160),
-                                           config.timeout_s)
+        text, stats = constrained_generate(backend, messages, schema, max(config.max_new_tokens, 160), config.timeout_s)
     else:  # an OpenAI-compatible server enforces the same schema
-        text = backend.generate(messages, max(config.max_new_tokens, 96), config.timeout_s,
-                                response_format={"type": "json_schema",
-                                                 "json_schema": {"name": "lang3d_request", "strict": True,
-                                                                 "schema": schema}})
-    record = {"query": query, "text": text, "valid_json": False, "consistent": False,
-              "model_tokens": stats.model_tokens, "forced_tokens": stats.forced_tokens, "seconds": stats.seconds}
+        text = backend.generate(
+            messages,
+            max(config.max_new_tokens, 96),
+            config.timeout_s,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "lang3d_request", "strict": True, "schema": schema},
+            },
+        )
+    record = {
+        "query": query,
+        "text": text,
+        "valid_json": False,
+        "consistent": False,
+        "model_tokens": stats.model_tokens,
+        "forced_tokens": stats.forced_tokens,
+        "seconds": stats.seconds,
+    }
     if decode_log is not None:
         decode_log.append(record)
     try:
@@ -281,9 +318,16 @@ def _valid(value, schema: dict) -> bool:
         return value in schema["enum"]
     if schema.get("type") == "object":
         props = schema["properties"]
-        return (isinstance(value, dict) and set(value) <= set(props) and set(schema.get("required", ())) <= set(value)
-                and all(_valid(v, props[k]) for k, v in value.items()))
+        return (
+            isinstance(value, dict)
+            and set(value) <= set(props)
+            and set(schema.get("required", ())) <= set(value)
+            and all(_valid(v, props[k]) for k, v in value.items())
+        )
     if schema.get("type") == "array":
-        return (isinstance(value, list) and len(value) <= schema.get("maxItems", len(value))
-                and all(_valid(v, schema["items"]) for v in value))
+        return (
+            isinstance(value, list)
+            and len(value) <= schema.get("maxItems", len(value))
+            and all(_valid(v, schema["items"]) for v in value)
+        )
     return True

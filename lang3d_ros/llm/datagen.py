@@ -5,6 +5,7 @@ carry location tokens; an optional backend rephrases the instruction (kept only 
 the same objects). Templates cover the relations of ``lang3d_ros.llm.relations``; they cannot
 produce dialogue or free-form reasoning.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ def _unique(pred, objects) -> SceneObject | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def generate_samples(objects: Sequence[SceneObject], grid: LocationGrid, rng: np.random.Generator,
-                     rephrase=None, max_per_task: int = 20) -> list[dict]:
+def generate_samples(
+    objects: Sequence[SceneObject], grid: LocationGrid, rng: np.random.Generator, rephrase=None, max_per_task: int = 20
+) -> list[dict]:
     """List of {"task", "scene", "instruction", "response"} dicts; responses use location tokens."""
     objects = list(objects)
     if not objects:
@@ -53,9 +55,15 @@ def generate_samples(objects: Sequence[SceneObject], grid: LocationGrid, rng: np
         if _unique(lambda x: x.label == o.label and color_name(x.color_rgb) == col, objects) is o:
             g.append((f"the {col} {o.label}", o))
         for s in objects:
-            if s is not o and is_on(o.box, s.box) and _unique(
-                    lambda x: x.label == o.label and any(is_on(x.box, y.box) and y.label == s.label
-                                                         for y in objects), objects) is o:
+            if (
+                s is not o
+                and is_on(o.box, s.box)
+                and _unique(
+                    lambda x: x.label == o.label and any(is_on(x.box, y.box) and y.label == s.label for y in objects),
+                    objects,
+                )
+                is o
+            ):
                 g.append((f"the {o.label} on the {s.label}", o))
     for k in rng.permutation(len(g))[:max_per_task]:
         text, o = g[k]
@@ -75,8 +83,12 @@ def generate_samples(objects: Sequence[SceneObject], grid: LocationGrid, rng: np
 def _rephrased(rephrase, instr: str) -> str:
     """Ask ``rephrase(messages) -> str`` for a paraphrase; keep the template when nouns change."""
     try:
-        text = rephrase([{"role": "system", "content": "Rephrase the user's sentence. Keep every object word."},
-                         {"role": "user", "content": instr}])
+        text = rephrase(
+            [
+                {"role": "system", "content": "Rephrase the user's sentence. Keep every object word."},
+                {"role": "user", "content": instr},
+            ]
+        )
     except Exception as exc:  # a rephrasing model is optional; any failure keeps the template
         log.debug("rephrase failed: %s", exc)
         return instr
@@ -84,9 +96,15 @@ def _rephrased(rephrase, instr: str) -> str:
     need = {singular(w) for w in tokenize(instr) if "loc" not in w}
     have = {singular(w) for w in tokenize(text)}
     keep_loc = all(t in text for t in instr.split() if t.startswith("<loc"))
-    return text if text and keep_loc and need.issubset(have | {"the", "a", "find", "go", "to", "how", "many", "are",
-                                                                  "there",
-                                                                  "what", "is", "describe"}) else instr
+    return (
+        text
+        if text
+        and keep_loc
+        and need.issubset(
+            have | {"the", "a", "find", "go", "to", "how", "many", "are", "there", "what", "is", "describe"}
+        )
+        else instr
+    )
 
 
 def write_jsonl(samples: Sequence[dict], path) -> int:
@@ -107,8 +125,11 @@ def read_jsonl(path, max_samples: int = 1_000_000) -> list[dict]:
             if not line.strip():
                 continue
             d = json.loads(line)
-            if not isinstance(d, dict) or not isinstance(d.get("instruction"), str) or \
-                    not isinstance(d.get("response"), str):
+            if (
+                not isinstance(d, dict)
+                or not isinstance(d.get("instruction"), str)
+                or not isinstance(d.get("response"), str)
+            ):
                 raise ValueError(f"{path}:{i + 1}: each line needs string instruction and response")
             out.append(d)
     return out
@@ -119,24 +140,68 @@ def read_jsonl(path, max_samples: int = 1_000_000) -> list[dict]:
 # the model writes under the grammar. A paraphrase grammar varies the wording; splits hold out templates,
 # relation x attribute combinations, labels and scenes. Its synonyms are for training only: the frozen phrasing
 # set (test/data/phrasings) was written separately and is never generated from or trained on.
-LEAD_INS = ("", "", "find ", "show me ", "where's ", "locate ", "can you find ", "i'm looking for ",
-            "point me to ", "look for ")
-NAV_LEAD_INS = ("go to ", "take me to ", "head over to ", "navigate to ", "i need you to go to ", "drive to ",
-                "could you go to ")
+LEAD_INS = (
+    "",
+    "",
+    "find ",
+    "show me ",
+    "where's ",
+    "locate ",
+    "can you find ",
+    "i'm looking for ",
+    "point me to ",
+    "look for ",
+)
+NAV_LEAD_INS = (
+    "go to ",
+    "take me to ",
+    "head over to ",
+    "navigate to ",
+    "i need you to go to ",
+    "drive to ",
+    "could you go to ",
+)
 POLITE_START = ("", "", "", "please ", "hey robot ", "robot, ")
 POLITE_VERB_START = ("could you ", "can you ", "i need you to ", "would you ")
 VERBS = ("find", "show", "locate", "look", "point", "go", "take", "head", "navigate", "drive", "count")
 POLITE_END = ("", "", "", " please", " for me", " thanks", " now")
 TRAIN_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "sofa": ("couch", "settee"), "trash can": ("bin", "garbage can", "wastebasket"), "mug": ("cup", "coffee mug"),
-    "monitor": ("screen", "display"), "laptop": ("notebook", "laptop computer"), "plant": ("potted plant",),
-    "backpack": ("bag", "rucksack"), "shelf": ("bookshelf", "shelves"), "cabinet": ("cupboard",),
-    "pillow": ("cushion",), "lamp": ("light",), "toy car": ("toy truck", "little car"), "stool": ("footstool",),
-    "bowl": ("dish",), "bottle": ("water bottle",), "box": ("carton",), "ball": ("football",),
-    "keyboard": ("computer keyboard",), "vase": ("flower vase",), "table": ("desk",), "book": ("novel",),
+    "sofa": ("couch", "settee"),
+    "trash can": ("bin", "garbage can", "wastebasket"),
+    "mug": ("cup", "coffee mug"),
+    "monitor": ("screen", "display"),
+    "laptop": ("notebook", "laptop computer"),
+    "plant": ("potted plant",),
+    "backpack": ("bag", "rucksack"),
+    "shelf": ("bookshelf", "shelves"),
+    "cabinet": ("cupboard",),
+    "pillow": ("cushion",),
+    "lamp": ("light",),
+    "toy car": ("toy truck", "little car"),
+    "stool": ("footstool",),
+    "bowl": ("dish",),
+    "bottle": ("water bottle",),
+    "box": ("carton",),
+    "ball": ("football",),
+    "keyboard": ("computer keyboard",),
+    "vase": ("flower vase",),
+    "table": ("desk",),
+    "book": ("novel",),
 }
-TEMPLATES = ("plain", "color", "on", "near", "superlative", "closest_to", "count", "count_on", "color_question",
-             "where", "relations_on", "navigate")
+TEMPLATES = (
+    "plain",
+    "color",
+    "on",
+    "near",
+    "superlative",
+    "closest_to",
+    "count",
+    "count_on",
+    "color_question",
+    "where",
+    "relations_on",
+    "navigate",
+)
 
 
 def _typo(word: str, rng: np.random.Generator) -> str:
@@ -144,7 +209,7 @@ def _typo(word: str, rng: np.random.Generator) -> str:
     if len(word) < 4:
         return word
     i = int(rng.integers(1, len(word) - 2))
-    return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+    return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
 
 
 def paraphrase(text: str, rng: np.random.Generator, typo_p: float = 0.05, speech_p: float = 0.5) -> str:
@@ -172,8 +237,14 @@ def _plural_word(label: str) -> str:
     return label + ("es" if label.endswith(("s", "x", "ch", "sh")) else "s")
 
 
-def request_samples(objects: Sequence[SceneObject], grid: LocationGrid, rng: np.random.Generator, scene_id: str,
-                    per_template: int = 3, synonym_p: float = 0.3) -> list[dict]:
+def request_samples(
+    objects: Sequence[SceneObject],
+    grid: LocationGrid,
+    rng: np.random.Generator,
+    scene_id: str,
+    per_template: int = 3,
+    synonym_p: float = 0.3,
+) -> list[dict]:
     """Training pairs for the request model from one scene's objects: {"scene_id", "scene" (objects with
     location tokens), "instruction" (paraphrased), "response" (the request JSON in the grammar's format),
     "template", "labels", "relation", "attribute"}. The response is what the sentence asks for, whether or not
@@ -191,56 +262,96 @@ def request_samples(objects: Sequence[SceneObject], grid: LocationGrid, rng: np.
     out: list[dict] = []
 
     def add(template: str, text: str, req: Request, relation: str = "", attribute: str = "") -> None:
-        out.append({"scene_id": scene_id, "scene": scene, "instruction": paraphrase(text, rng),
-                    "response": dumps(request_to_model_json(req)), "template": template,
-                    "labels": sorted(set(req.target.labels())) if req.target is not None else [],
-                    "relation": relation, "attribute": attribute})
+        out.append(
+            {
+                "scene_id": scene_id,
+                "scene": scene,
+                "instruction": paraphrase(text, rng),
+                "response": dumps(request_to_model_json(req)),
+                "template": template,
+                "labels": sorted(set(req.target.labels())) if req.target is not None else [],
+                "relation": relation,
+                "attribute": attribute,
+            }
+        )
 
     for _ in range(per_template):
         o = objects[int(rng.integers(len(objects)))]
         name = _name(o.label, rng, synonym_p)
         add("plain", f"{rng.choice(LEAD_INS)}the {name}", Request("ground", Phrase(o.label)))
-        add("color", f"{rng.choice(LEAD_INS)}the {col[o.instance_id]} {name}",
-            Request("ground", Phrase(o.label, col[o.instance_id])), attribute=col[o.instance_id])
+        add(
+            "color",
+            f"{rng.choice(LEAD_INS)}the {col[o.instance_id]} {name}",
+            Request("ground", Phrase(o.label, col[o.instance_id])),
+            attribute=col[o.instance_id],
+        )
         add("navigate", f"{rng.choice(NAV_LEAD_INS)}the {name}", Request("ground", Phrase(o.label)))
         add("where", f"where is the {name}", Request("where", Phrase(o.label)))
         add("color_question", f"what colour is the {name}", Request("attribute", Phrase(o.label), "color"))
         lab = labels[int(rng.integers(len(labels)))]
-        add("count", f"{rng.choice(('how many ', 'count the ', 'how many '))}{_plural_word(_name(lab, rng, synonym_p))}"
-            f"{rng.choice(('', ' are there', ' do you see', ' in this room'))}", Request("count", Phrase(lab)))
+        add(
+            "count",
+            f"{rng.choice(('how many ', 'count the ', 'how many '))}{_plural_word(_name(lab, rng, synonym_p))}"
+            f"{rng.choice(('', ' are there', ' do you see', ' in this room'))}",
+            Request("count", Phrase(lab)),
+        )
         sup = str(rng.choice(("closest", "farthest", "largest", "smallest", "leftmost", "rightmost", "highest")))
         add("superlative", f"the {sup} {name}", Request("ground", Phrase(o.label, superlative=sup)), sup)
         ref = objects[int(rng.integers(len(objects)))]
         if ref.label != o.label:
-            add("closest_to", f"the {name} closest to the {_name(ref.label, rng, synonym_p)}",
-                Request("ground", Phrase(o.label, superlative="closest", reference=Phrase(ref.label))), "closest")
+            add(
+                "closest_to",
+                f"the {name} closest to the {_name(ref.label, rng, synonym_p)}",
+                Request("ground", Phrase(o.label, superlative="closest", reference=Phrase(ref.label))),
+                "closest",
+            )
         near = [x for x in objects if x is not o and x.label != o.label]
         if near:
             x = near[int(rng.integers(len(near)))]
-            add("near", f"the {name} {rng.choice(('near', 'next to', 'by'))} the {_name(x.label, rng, synonym_p)}",
-                Request("ground", Phrase(o.label, relation="near", anchors=(Phrase(x.label),))), "near")
+            add(
+                "near",
+                f"the {name} {rng.choice(('near', 'next to', 'by'))} the {_name(x.label, rng, synonym_p)}",
+                Request("ground", Phrase(o.label, relation="near", anchors=(Phrase(x.label),))),
+                "near",
+            )
         if on:
             a, s = on[int(rng.integers(len(on)))]
             c = col[a.instance_id] if rng.random() < 0.5 else None
-            add("on", f"the {(c + ' ') if c else ''}{_name(a.label, rng, synonym_p)} on the "
-                f"{_name(s.label, rng, synonym_p)}",
-                Request("ground", Phrase(a.label, c, relation="on", anchors=(Phrase(s.label),))), "on", c or "")
-            add("count_on", f"how many things are on the {_name(s.label, rng, synonym_p)}",
-                Request("count", Phrase("", relation="on", anchors=(Phrase(s.label),))), "on")
-            add("relations_on", f"what is on the {_name(s.label, rng, synonym_p)}",
-                Request("relations", Phrase("", relation="on", anchors=(Phrase(s.label),))), "on")
+            add(
+                "on",
+                f"the {(c + ' ') if c else ''}{_name(a.label, rng, synonym_p)} on the {_name(s.label, rng, synonym_p)}",
+                Request("ground", Phrase(a.label, c, relation="on", anchors=(Phrase(s.label),))),
+                "on",
+                c or "",
+            )
+            add(
+                "count_on",
+                f"how many things are on the {_name(s.label, rng, synonym_p)}",
+                Request("count", Phrase("", relation="on", anchors=(Phrase(s.label),))),
+                "on",
+            )
+            add(
+                "relations_on",
+                f"what is on the {_name(s.label, rng, synonym_p)}",
+                Request("relations", Phrase("", relation="on", anchors=(Phrase(s.label),))),
+                "on",
+            )
     return out
 
 
-def split_samples(samples: Sequence[dict], rng: np.random.Generator, held_templates: Sequence[str] = ("near",),
-                  held_combos: Sequence[tuple[str, str]] = (("on", "red"), ("closest", "")),
-                  held_labels: Sequence[str] = ("vase", "stool"), held_scenes: Sequence[str] = ()) -> dict:
+def split_samples(
+    samples: Sequence[dict],
+    rng: np.random.Generator,
+    held_templates: Sequence[str] = ("near",),
+    held_combos: Sequence[tuple[str, str]] = (("on", "red"), ("closest", "")),
+    held_labels: Sequence[str] = ("vase", "stool"),
+    held_scenes: Sequence[str] = (),
+) -> dict:
     """Splits for honest evaluation of generated data: ``test_template`` (templates never trained on),
     ``test_combo`` (relation x attribute pairs never trained on), ``test_label`` (samples naming a held-out
     label), ``test_scene`` (held-out scenes), and ``train`` (none of these). A sample lands in the first held-out
     split it belongs to. ``rng`` only shuffles each split."""
-    out: dict[str, list[dict]] = {k: [] for k in ("train", "test_template", "test_combo", "test_label",
-                                                  "test_scene")}
+    out: dict[str, list[dict]] = {k: [] for k in ("train", "test_template", "test_combo", "test_label", "test_scene")}
     combos = {tuple(c) for c in held_combos}
     for s in samples:
         if s["template"] in held_templates:

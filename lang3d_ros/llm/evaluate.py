@@ -5,6 +5,7 @@ Answers are computed by ``Reasoner`` on the scenes' ground-truth objects (orient
 measures understanding and reasoning, not the fused map's perception (the relevancy route is not exercised;
 a plain noun is resolved on the object labels). See the set's README for the expectation keys.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,10 @@ def load_phrasing_set(folder: str | Path) -> PhrasingSet:
 
     folder = Path(folder)
     meta = json.loads((folder / "scenes.json").read_text())
-    scenes = {name: objects_from_ground_truth(generate_scene(int(p["seed"]), int(p["n_objects"])))
-              for name, p in meta["scenes"].items()}
+    scenes = {
+        name: objects_from_ground_truth(generate_scene(int(p["seed"]), int(p["n_objects"])))
+        for name, p in meta["scenes"].items()
+    }
     queries = []
     for line in (folder / "phrasings.jsonl").read_text().splitlines():
         if line.strip():
@@ -120,10 +123,16 @@ def summary(outcomes: list[Outcome]) -> dict:
     """Accuracy overall and per kind, answered_by counts, and latency of the model-answered queries."""
     kinds = sorted({o.query.kind for o in outcomes})
     model_s = [o.seconds for o in outcomes if o.answered_by == AnsweredBy.LLM]
-    return {"n": len(outcomes), "accuracy": float(np.mean([o.correct for o in outcomes])) if outcomes else 0.0,
-            "per_kind": {k: (sum(o.correct for o in outcomes if o.query.kind == k),
-                             sum(o.query.kind == k for o in outcomes)) for k in kinds},
-            "answered_by": {b: sum(o.answered_by == b for o in outcomes)
-                            for b in sorted({o.answered_by for o in outcomes})},
-            "model_p50_s": float(np.median(model_s)) if model_s else None,
-            "p50_s": float(np.median([o.seconds for o in outcomes])) if outcomes else None}
+    return {
+        "n": len(outcomes),
+        "accuracy": float(np.mean([o.correct for o in outcomes])) if outcomes else 0.0,
+        "per_kind": {
+            k: (sum(o.correct for o in outcomes if o.query.kind == k), sum(o.query.kind == k for o in outcomes))
+            for k in kinds
+        },
+        "answered_by": {
+            b: sum(o.answered_by == b for o in outcomes) for b in sorted({o.answered_by for o in outcomes})
+        },
+        "model_p50_s": float(np.median(model_s)) if model_s else None,
+        "p50_s": float(np.median([o.seconds for o in outcomes])) if outcomes else None,
+    }

@@ -5,6 +5,7 @@ embeddings, so the new ``<loc_i>`` rows learn. Loss is on the response tokens on
 (AdamW, fixed batch order from a seed); it does no evaluation, no gradient accumulation and no
 mixed precision.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,7 +44,7 @@ def encode_sample(tokenizer, sample: dict, max_len: int) -> tuple[list[int], lis
     r = tokenizer(sample["response"], add_special_tokens=False)["input_ids"]
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     r = (r + eos)[: max_len // 2]
-    p = p[-(max_len - len(r)):]
+    p = p[-(max_len - len(r)) :]
     return p + r, [-100] * len(p) + r
 
 
@@ -55,11 +56,21 @@ def finetune_location_tokens(model, tokenizer, samples: Sequence[dict], config: 
     if not samples:
         raise ValueError("no training samples")
     add_location_tokens(tokenizer, model, config.loc_bins)
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
-                          config.device if config.device != "auto" else "cpu")
-    lcfg = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                      modules_to_save=["embed_tokens", "lm_head"], task_type="CAUSAL_LM")
+    device = torch.device(
+        "cuda"
+        if config.device == "auto" and torch.cuda.is_available()
+        else config.device
+        if config.device != "auto"
+        else "cpu"
+    )
+    lcfg = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        modules_to_save=["embed_tokens", "lm_head"],
+        task_type="CAUSAL_LM",
+    )
     pm = get_peft_model(model, lcfg).to(device)
     pm.train()
     opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=config.learning_rate)
@@ -218,16 +229,32 @@ def main(argv: list[str] | None = None) -> None:
     train_s = time.perf_counter() - t0
     metrics = {k: split_loss(pm, tok, v[: a.eval_per_split], a.max_len, a.device) for k, v in splits.items()}
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=False).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
     except OSError:
         commit = ""
-    manifest = save_adapter(pm, tok, a.out, {
-        "base_model": a.model, "data_seed": a.data_seed, "scene_seeds": seeds, "commit": commit, "steps": a.steps,
-        "train_samples": len(splits["train"]), "split_sizes": {k: len(v) for k, v in splits.items()},
-        "loss_first_last": [losses[0], losses[-1]], "held_out_loss": metrics, "train_s": train_s})
-    print(f"{len(samples)} samples {manifest['split_sizes']}; loss {losses[0]:.3f} -> {losses[-1]:.3f} in "
-          f"{a.steps} steps ({train_s:.0f} s); held-out loss {metrics}; saved {a.out}")
+    manifest = save_adapter(
+        pm,
+        tok,
+        a.out,
+        {
+            "base_model": a.model,
+            "data_seed": a.data_seed,
+            "scene_seeds": seeds,
+            "commit": commit,
+            "steps": a.steps,
+            "train_samples": len(splits["train"]),
+            "split_sizes": {k: len(v) for k, v in splits.items()},
+            "loss_first_last": [losses[0], losses[-1]],
+            "held_out_loss": metrics,
+            "train_s": train_s,
+        },
+    )
+    print(
+        f"{len(samples)} samples {manifest['split_sizes']}; loss {losses[0]:.3f} -> {losses[-1]:.3f} in "
+        f"{a.steps} steps ({train_s:.0f} s); held-out loss {metrics}; saved {a.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ dropped, politeness and lead-ins ("please", "could you", "I need you to", "show 
 whether the words asked the robot to move. It knows English only and a fixed list of lead-ins; a lead-in it
 does not know stays in the text (the parser then usually fails and the model fills the request).
 """
+
 from __future__ import annotations
 
 import re
@@ -16,33 +17,133 @@ from lang3d_ros.errors import ErrorCode, Lang3DError
 MAX_QUERY_CHARS = 1024
 
 _CONTRACTIONS = [
-    (r"\bwhat's\b", "what is"), (r"\bwhats\b", "what is"), (r"\bwhere's\b", "where is"), (r"\bwheres\b", "where is"),
-    (r"\bthat's\b", "that is"), (r"\bthats\b", "that is"), (r"\bwhich's\b", "which is"), (r"\bhow's\b", "how is"),
-    (r"\bcolou?r's\b", "color is"), (r"\bi'd\b", "i would"), (r"\bi'm\b", "i am"), (r"\bcan't\b", "cannot"),
-    (r"\bthere's\b", "there is"), (r"\bit's\b", "it is"), (r"\bwanna\b", "want to"), (r"\bgimme\b", "give me"),
-    (r"\bleft-most\b", "leftmost"), (r"\bright-most\b", "rightmost"),
+    (r"\bwhat's\b", "what is"),
+    (r"\bwhats\b", "what is"),
+    (r"\bwhere's\b", "where is"),
+    (r"\bwheres\b", "where is"),
+    (r"\bthat's\b", "that is"),
+    (r"\bthats\b", "that is"),
+    (r"\bwhich's\b", "which is"),
+    (r"\bhow's\b", "how is"),
+    (r"\bcolou?r's\b", "color is"),
+    (r"\bi'd\b", "i would"),
+    (r"\bi'm\b", "i am"),
+    (r"\bcan't\b", "cannot"),
+    (r"\bthere's\b", "there is"),
+    (r"\bit's\b", "it is"),
+    (r"\bwanna\b", "want to"),
+    (r"\bgimme\b", "give me"),
+    (r"\bleft-most\b", "leftmost"),
+    (r"\bright-most\b", "rightmost"),
 ]
 # politeness and addressing, removed wherever they stand at the start (repeatedly) or the end
 _POLITE_START = [
-    "hey robot", "hi robot", "ok robot", "okay robot", "robot", "hey", "hi", "okay", "ok", "um", "uh", "so",
-    "please", "kindly", "could you please", "can you please", "would you please", "could you", "can you",
-    "would you", "will you", "would you mind", "i need you to", "i want you to", "i would like you to",
-    "i would like to", "i'd like you to", "you need to", "try to", "go ahead and", "quickly",
+    "hey robot",
+    "hi robot",
+    "ok robot",
+    "okay robot",
+    "robot",
+    "hey",
+    "hi",
+    "okay",
+    "ok",
+    "um",
+    "uh",
+    "so",
+    "please",
+    "kindly",
+    "could you please",
+    "can you please",
+    "would you please",
+    "could you",
+    "can you",
+    "would you",
+    "will you",
+    "would you mind",
+    "i need you to",
+    "i want you to",
+    "i would like you to",
+    "i would like to",
+    "i'd like you to",
+    "you need to",
+    "try to",
+    "go ahead and",
+    "quickly",
 ]
-_POLITE_END = ["please", "for me", "thanks", "thank you", "if you can", "if you could", "now", "right now",
-               "quickly", "real quick", "ok", "okay"]
+_POLITE_END = [
+    "please",
+    "for me",
+    "thanks",
+    "thank you",
+    "if you can",
+    "if you could",
+    "now",
+    "right now",
+    "quickly",
+    "real quick",
+    "ok",
+    "okay",
+]
 # lead-ins that ask to see an object: removed, the rest is a noun phrase (or a question the parser reads)
 _LOOK_LEAD_INS = [
-    "show me where", "show me", "point me to", "point me towards", "point to", "point at", "look for",
-    "search for", "find me", "find", "locate", "spot", "highlight", "i am looking for", "i need", "i want",
-    "give me", "get me", "where can i find", "can i see", "let me see", "do you see", "do you know where",
+    "show me where",
+    "show me",
+    "point me to",
+    "point me towards",
+    "point to",
+    "point at",
+    "look for",
+    "search for",
+    "find me",
+    "find",
+    "locate",
+    "spot",
+    "highlight",
+    "i am looking for",
+    "i need",
+    "i want",
+    "give me",
+    "get me",
+    "where can i find",
+    "can i see",
+    "let me see",
+    "do you see",
+    "do you know where",
 ]
 _NAV_LEAD_INS = [
-    "take me over to", "take me to", "bring me over to", "bring me to", "guide me to", "lead me to", "get me to",
-    "go over to", "go back to", "go to", "go towards", "go toward", "go near", "go next to", "head over to",
-    "head to", "head towards", "head toward", "navigate to", "navigate towards", "drive over to", "drive to",
-    "drive up to", "move over to", "move to", "move towards", "walk over to", "walk to", "come to",
-    "get over to", "go over by", "go by", "go up to",
+    "take me over to",
+    "take me to",
+    "bring me over to",
+    "bring me to",
+    "guide me to",
+    "lead me to",
+    "get me to",
+    "go over to",
+    "go back to",
+    "go to",
+    "go towards",
+    "go toward",
+    "go near",
+    "go next to",
+    "head over to",
+    "head to",
+    "head towards",
+    "head toward",
+    "navigate to",
+    "navigate towards",
+    "drive over to",
+    "drive to",
+    "drive up to",
+    "move over to",
+    "move to",
+    "move towards",
+    "walk over to",
+    "walk to",
+    "come to",
+    "get over to",
+    "go over by",
+    "go by",
+    "go up to",
 ]
 
 
@@ -61,8 +162,9 @@ def check_query(text, max_chars: int = MAX_QUERY_CHARS) -> str:
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise Lang3DError(ErrorCode.BAD_REQUEST, f"query is not valid UTF-8 ({exc.reason} at byte {exc.start})") \
-                from exc
+            raise Lang3DError(
+                ErrorCode.BAD_REQUEST, f"query is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            ) from exc
     if not isinstance(text, str):
         raise Lang3DError(ErrorCode.BAD_REQUEST, f"query must be a string, got {type(text).__name__}")
     if len(text) > max_chars:
@@ -107,7 +209,7 @@ def words_of(text: str) -> list[str]:
 def _strip_start(words: list[str], table: list[list[str]]) -> tuple[list[str], str]:
     for p in table:
         if words[: len(p)] == p and len(words) > len(p):
-            return words[len(p):], " ".join(p)
+            return words[len(p) :], " ".join(p)
     return words, ""
 
 
@@ -122,7 +224,7 @@ def normalize(text: str) -> Normalized:
     while changed and words:
         changed = False
         for p in _POLITE_END_W:
-            if len(words) > len(p) and words[-len(p):] == p:
+            if len(words) > len(p) and words[-len(p) :] == p:
                 words, changed = words[: -len(p)], True
                 break
     words, nav = _strip_start(words, _NAV_W)

@@ -4,6 +4,7 @@ encoder is given) embedding similarity.
 The synonym table is small and English only; words it does not know match only exactly or
 through the encoder.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -16,19 +17,65 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SYNONYMS: dict[str, str] = {
-    "couch": "sofa", "settee": "sofa", "tv": "television", "telly": "television", "monitor": "screen",
-    "bin": "trash can", "dustbin": "trash can", "garbage can": "trash can", "wastebasket": "trash can",
-    "fridge": "refrigerator", "desk lamp": "lamp",
-    "plant": "potted plant", "laptop computer": "laptop", "bookcase": "bookshelf",
-    "shelf": "bookshelf", "cupboard": "cabinet", "closet": "wardrobe", "couch table": "coffee table",
-    "carton": "box", "pillow": "cushion", "rug": "carpet", "doorway": "door",
-    "trash bin": "trash can", "rubbish bin": "trash can", "garbage bin": "trash can", "waste bin": "trash can",
-    "trashcan": "trash can", "tv set": "television", "cell phone": "phone", "mobile phone": "phone",
+    "couch": "sofa",
+    "settee": "sofa",
+    "tv": "television",
+    "telly": "television",
+    "monitor": "screen",
+    "bin": "trash can",
+    "dustbin": "trash can",
+    "garbage can": "trash can",
+    "wastebasket": "trash can",
+    "fridge": "refrigerator",
+    "desk lamp": "lamp",
+    "plant": "potted plant",
+    "laptop computer": "laptop",
+    "bookcase": "bookshelf",
+    "shelf": "bookshelf",
+    "cupboard": "cabinet",
+    "closet": "wardrobe",
+    "couch table": "coffee table",
+    "carton": "box",
+    "pillow": "cushion",
+    "rug": "carpet",
+    "doorway": "door",
+    "trash bin": "trash can",
+    "rubbish bin": "trash can",
+    "garbage bin": "trash can",
+    "waste bin": "trash can",
+    "trashcan": "trash can",
+    "tv set": "television",
+    "cell phone": "phone",
+    "mobile phone": "phone",
 }
-_IRREGULAR = {"shelves": "shelf", "people": "person", "knives": "knife", "mice": "mouse", "boxes": "box",
-              "glasses": "glass", "benches": "bench", "couches": "couch", "dishes": "dish", "watches": "watch"}
-_NO_SINGULAR = {"glass", "bus", "grass", "dress", "class", "chess", "lens", "news", "series", "species", "lotus",
-                "cactus", "basin", "canvas"}
+_IRREGULAR = {
+    "shelves": "shelf",
+    "people": "person",
+    "knives": "knife",
+    "mice": "mouse",
+    "boxes": "box",
+    "glasses": "glass",
+    "benches": "bench",
+    "couches": "couch",
+    "dishes": "dish",
+    "watches": "watch",
+}
+_NO_SINGULAR = {
+    "glass",
+    "bus",
+    "grass",
+    "dress",
+    "class",
+    "chess",
+    "lens",
+    "news",
+    "series",
+    "species",
+    "lotus",
+    "cactus",
+    "basin",
+    "canvas",
+}
 
 
 class TextEncoder(Protocol):
@@ -140,5 +187,6 @@ class LabelMatcher:
             return [LabelChoice(l, float(r), "rule") for l, r in zip(uniq, rules) if r >= rules.max()]
         sims = self.similarity(query, uniq)
         order = np.argsort(-sims)
-        return [LabelChoice(uniq[i], float(sims[i]), "encoder" if self.encoder is not None else "spelling")
-                for i in order]
+        return [
+            LabelChoice(uniq[i], float(sims[i]), "encoder" if self.encoder is not None else "spelling") for i in order
+        ]

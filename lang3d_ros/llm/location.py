@@ -4,6 +4,7 @@ Each axis of a grid (the scene bounds or a fixed range, map frame, metres) is cu
 voxels; token ``<loc_i>`` is voxel i. Only axis-aligned hulls are written: a box's yaw is lost,
 and coordinates outside the grid are clipped to its border voxels.
 """
+
 from __future__ import annotations
 
 import re
@@ -89,7 +90,7 @@ class LocationGrid:
         idx = [int(m) for m in LOC_PATTERN.findall(text)]
         out = []
         for k in range(0, len(idx) - len(idx) % 6, 6):
-            g = np.asarray(idx[k:k + 6])
+            g = np.asarray(idx[k : k + 6])
             if np.any(g >= self.bins) or np.any(g[:3] > g[3:]):
                 if strict:
                     raise ValueError(f"invalid location tokens {g.tolist()} for a grid of {self.bins} bins")

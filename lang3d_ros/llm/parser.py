@@ -7,6 +7,7 @@ questions "how many ...", "what colour is ...", "how big is ...", "what is on/ne
 joined by "then". It cannot handle negation, pronouns, ordinals ("the second chair") or
 relative clauses other than "that/which is".
 """
+
 from __future__ import annotations
 
 from lang3d_ros.llm.colors import canonical_color
@@ -16,29 +17,96 @@ from lang3d_ros.llm.request import Phrase, Request, Step
 
 # multi-word cues first (longest match wins)
 _REL_CUES = [
-    ("to the left of", "left_of"), ("on the left of", "left_of"), ("on the left side of", "left_of"),
-    ("to the left side of", "left_of"), ("left of", "left_of"),
-    ("to the right of", "right_of"), ("on the right of", "right_of"), ("on the right side of", "right_of"),
-    ("to the right side of", "right_of"), ("right of", "right_of"),
-    ("in front of", "in_front_of"), ("at the back of", "behind"), ("in back of", "behind"), ("behind", "behind"),
-    ("on top of", "on"), ("onto", "on"), ("upon", "on"), ("on", "on"), ("atop", "on"),
-    ("underneath", "under"), ("beneath", "under"), ("below", "under"), ("under", "under"),
-    ("next to", "near"), ("close to", "near"), ("near to", "near"), ("adjacent to", "near"), ("beside", "near"),
-    ("near", "near"), ("by", "near"), ("between", "between"),
+    ("to the left of", "left_of"),
+    ("on the left of", "left_of"),
+    ("on the left side of", "left_of"),
+    ("to the left side of", "left_of"),
+    ("left of", "left_of"),
+    ("to the right of", "right_of"),
+    ("on the right of", "right_of"),
+    ("on the right side of", "right_of"),
+    ("to the right side of", "right_of"),
+    ("right of", "right_of"),
+    ("in front of", "in_front_of"),
+    ("at the back of", "behind"),
+    ("in back of", "behind"),
+    ("behind", "behind"),
+    ("on top of", "on"),
+    ("onto", "on"),
+    ("upon", "on"),
+    ("on", "on"),
+    ("atop", "on"),
+    ("underneath", "under"),
+    ("beneath", "under"),
+    ("below", "under"),
+    ("under", "under"),
+    ("next to", "near"),
+    ("close to", "near"),
+    ("near to", "near"),
+    ("adjacent to", "near"),
+    ("beside", "near"),
+    ("near", "near"),
+    ("by", "near"),
+    ("between", "between"),
 ]
-_SUP_REF_CUES = [("closest to", "closest"), ("nearest to", "closest"), ("nearest", "closest"), ("closest", "closest"),
-                 ("farthest from", "farthest"), ("furthest from", "farthest"), ("farthest", "farthest"),
-                 ("furthest", "farthest"), ("most distant from", "farthest")]
-_SUP_ADJ = {"closest": "closest", "nearest": "closest", "farthest": "farthest", "furthest": "farthest",
-            "largest": "largest", "biggest": "largest", "smallest": "smallest", "tiniest": "smallest",
-            "leftmost": "leftmost", "rightmost": "rightmost", "highest": "highest", "topmost": "highest",
-            "tallest": "highest", "lowest": "lowest", "bottommost": "lowest"}
-_SIDE_CUES = [("on the left", "leftmost"), ("on the right", "rightmost"), ("at the left", "leftmost"),
-              ("at the right", "rightmost")]
+_SUP_REF_CUES = [
+    ("closest to", "closest"),
+    ("nearest to", "closest"),
+    ("nearest", "closest"),
+    ("closest", "closest"),
+    ("farthest from", "farthest"),
+    ("furthest from", "farthest"),
+    ("farthest", "farthest"),
+    ("furthest", "farthest"),
+    ("most distant from", "farthest"),
+]
+_SUP_ADJ = {
+    "closest": "closest",
+    "nearest": "closest",
+    "farthest": "farthest",
+    "furthest": "farthest",
+    "largest": "largest",
+    "biggest": "largest",
+    "smallest": "smallest",
+    "tiniest": "smallest",
+    "leftmost": "leftmost",
+    "rightmost": "rightmost",
+    "highest": "highest",
+    "topmost": "highest",
+    "tallest": "highest",
+    "lowest": "lowest",
+    "bottommost": "lowest",
+}
+_SIDE_CUES = [
+    ("on the left", "leftmost"),
+    ("on the right", "rightmost"),
+    ("at the left", "leftmost"),
+    ("at the right", "rightmost"),
+]
 _SIZE_ADJ = {"big": "large", "large": "large", "huge": "large", "small": "small", "little": "small", "tiny": "small"}
 _DETS = {"the", "a", "an", "any", "some", "that", "this", "those", "these", "my", "your"}
-_FILLER = {"that", "which", "is", "are", "located", "sitting", "placed", "lying", "standing", "resting",
-           "positioned", "situated", "one", "ones", "please", "there", "currently", "right", "just", "the"}
+_FILLER = {
+    "that",
+    "which",
+    "is",
+    "are",
+    "located",
+    "sitting",
+    "placed",
+    "lying",
+    "standing",
+    "resting",
+    "positioned",
+    "situated",
+    "one",
+    "ones",
+    "please",
+    "there",
+    "currently",
+    "right",
+    "just",
+    "the",
+}
 _ROBOT_WORDS = {"me", "you", "robot", "the robot", "us", "here"}
 _BOUNDARY = {"and", "then", "from", "to", "with", "in", "of", "for", "into", "at"}
 _EVERYTHING = {"everything", "anything", "all", "stuff", "things", "objects", "items", "whatever"}
@@ -53,14 +121,18 @@ def tokenize(text: str) -> list[str]:
 def _match(words: list[str], i: int, cues) -> tuple[str, int] | None:
     for cue, val in cues:
         c = cue.split()
-        if words[i:i + len(c)] == c:
+        if words[i : i + len(c)] == c:
             return val, len(c)
     return None
 
 
 def _is_boundary(words: list[str], i: int) -> bool:
-    return (words[i] in _BOUNDARY or _match(words, i, _REL_CUES) is not None
-            or _match(words, i, _SUP_REF_CUES) is not None or _match(words, i, _SIDE_CUES) is not None)
+    return (
+        words[i] in _BOUNDARY
+        or _match(words, i, _REL_CUES) is not None
+        or _match(words, i, _SUP_REF_CUES) is not None
+        or _match(words, i, _SIDE_CUES) is not None
+    )
 
 
 class _NP:
@@ -124,7 +196,7 @@ class _NP:
                 if relation == "between":
                     start = self.i
                     a = self.phrase(depth + 1)
-                    plural = a is not None and any(w != singular(w) for w in self.w[start:self.i])
+                    plural = a is not None and any(w != singular(w) for w in self.w[start : self.i])
                     if plural and (self.i >= len(self.w) or self.w[self.i] != "and"):
                         anchors = (a, a)  # "between the tables": any two of them
                     else:
@@ -143,8 +215,11 @@ class _NP:
 
     def _reference(self, depth: int) -> Phrase | None:
         self.skip(_DETS)
-        if (self.i >= len(self.w) or self.w[self.i] in _ROBOT_WORDS
-                or " ".join(self.w[self.i:self.i + 2]) in _ROBOT_WORDS):
+        if (
+            self.i >= len(self.w)
+            or self.w[self.i] in _ROBOT_WORDS
+            or " ".join(self.w[self.i : self.i + 2]) in _ROBOT_WORDS
+        ):
             self.i = min(len(self.w), self.i + 1)
             return None
         return self.phrase(depth + 1)
@@ -153,10 +228,22 @@ class _NP:
 def parse_phrase(text: str) -> Phrase | None:
     """A referring expression -> Phrase, or None when no noun phrase is found."""
     words = tokenize(text)
-    for lead in (["find"], ["show", "me"], ["locate"], ["where", "is"], ["where", "are"], ["look", "for"],
-                 ["i", "want"], ["i", "need"], ["get"], ["give", "me"], ["point", "to"], ["which"]):
-        if words[:len(lead)] == lead:
-            words = words[len(lead):]
+    for lead in (
+        ["find"],
+        ["show", "me"],
+        ["locate"],
+        ["where", "is"],
+        ["where", "are"],
+        ["look", "for"],
+        ["i", "want"],
+        ["i", "need"],
+        ["get"],
+        ["give", "me"],
+        ["point", "to"],
+        ["which"],
+    ):
+        if words[: len(lead)] == lead:
+            words = words[len(lead) :]
             break
     return _NP(words).phrase()
 
@@ -178,8 +265,9 @@ def _task(words: list[str]) -> tuple[Step, ...] | None:
     clauses.append(cur)
     steps: list[Step] = []
     for c in clauses:
-        s = _task_clause([w for w in c if w not in ("please", "and")] if c and c[-1] == "and" else
-                         [w for w in c if w != "please"])
+        s = _task_clause(
+            [w for w in c if w not in ("please", "and")] if c and c[-1] == "and" else [w for w in c if w != "please"]
+        )
         if s is None:
             return None
         steps += s
@@ -189,7 +277,7 @@ def _task(words: list[str]) -> tuple[Step, ...] | None:
 def _split_at(words: list[str], keys: set[str]) -> tuple[list[str], str | None, list[str]]:
     for i, w in enumerate(words):
         if w in keys and i > 0:
-            return words[:i], w, words[i + 1:]
+            return words[:i], w, words[i + 1 :]
     return words, None, []
 
 
@@ -197,8 +285,11 @@ def _task_clause(w: list[str]) -> list[Step] | None:
     if not w:
         return None
     verb = w[0]
-    if verb in ("go", "navigate", "drive", "move", "head", "walk") and len(w) > 1 and \
-            w[1] in ("to", "towards", "toward"):
+    if (
+        verb in ("go", "navigate", "drive", "move", "head", "walk")
+        and len(w) > 1
+        and w[1] in ("to", "towards", "toward")
+    ):
         p = _tail_np(w[2:])
         return [Step("goto", p)] if p else None
     if verb in ("bring", "take", "carry", "fetch", "get", "move", "deliver"):
@@ -219,8 +310,10 @@ def _task_clause(w: list[str]) -> list[Step] | None:
             src = _tail_np(src_words)
             if src is None:
                 return None
-            steps += [Step("goto", Phrase(src.label, src.color, src.size, None, (), "closest", obj)),
-                      Step("pick", Phrase(obj.label, obj.color, obj.size, None, (), "closest", src))]
+            steps += [
+                Step("goto", Phrase(src.label, src.color, src.size, None, (), "closest", obj)),
+                Step("pick", Phrase(obj.label, obj.color, obj.size, None, (), "closest", src)),
+            ]
         else:
             steps += [Step("goto", obj), Step("pick", obj)]
         dest = _tail_np(after) if key else None
@@ -235,7 +328,7 @@ def _task_clause(w: list[str]) -> list[Step] | None:
             rel = _match(rest, i, _REL_CUES)
             if rel or rest[i] in ("in", "into"):
                 obj = _tail_np(rest[:i])
-                dest = _tail_np(rest[i + (rel[1] if rel else 1):])
+                dest = _tail_np(rest[i + (rel[1] if rel else 1) :])
                 if obj is None or dest is None:
                     return None
                 return [Step("goto", obj), Step("pick", obj), Step("goto", dest), Step("place", dest)]
@@ -249,10 +342,28 @@ def _task_clause(w: list[str]) -> list[Step] | None:
     return None
 
 
-_COUNT_TAILS = [["in", "this", "room"], ["in", "the", "room"], ["in", "the", "scene"], ["in", "the", "map"],
-                ["in", "here"], ["are", "there"], ["is", "there"], ["there", "are"], ["in", "total"], ["altogether"],
-                ["are", "here"], ["do", "you", "see"], ["can", "you", "see"], ["you", "see"], ["do", "we", "have"],
-                ["do", "i", "have"], ["are", "around"], ["here"], ["around"], ["there"]]
+_COUNT_TAILS = [
+    ["in", "this", "room"],
+    ["in", "the", "room"],
+    ["in", "the", "scene"],
+    ["in", "the", "map"],
+    ["in", "here"],
+    ["are", "there"],
+    ["is", "there"],
+    ["there", "are"],
+    ["in", "total"],
+    ["altogether"],
+    ["are", "here"],
+    ["do", "you", "see"],
+    ["can", "you", "see"],
+    ["you", "see"],
+    ["do", "we", "have"],
+    ["do", "i", "have"],
+    ["are", "around"],
+    ["here"],
+    ["around"],
+    ["there"],
+]
 _COUNT_DROP = {"do", "you", "see", "can", "i", "we", "does", "the", "map", "have", "of", "all"}
 
 
@@ -263,8 +374,8 @@ def _count_phrase(rest: list[str]) -> Phrase | None:
         changed = False
         for tail in _COUNT_TAILS:
             for k in range(len(rest) - len(tail) + 1):
-                if rest[k:k + len(tail)] == tail:
-                    rest = rest[:k] + rest[k + len(tail):]
+                if rest[k : k + len(tail)] == tail:
+                    rest = rest[:k] + rest[k + len(tail) :]
                     changed = True
                     break
     return _tail_np([x for x in rest if x not in _COUNT_DROP] or rest)
@@ -281,34 +392,80 @@ def parse(text: str | Normalized) -> Request | None:
     if n.navigation:
         p = _tail_np(w)
         return Request("ground", p) if p is not None and (p.label or p.color or p.relation) else None
-    if w[:2] in (["how", "many"], ["number", "of"]) or w[:4] == ["what", "is", "the", "number"] or \
-            (w[0] in ("count", "tally") and len(w) > 1):
+    if (
+        w[:2] in (["how", "many"], ["number", "of"])
+        or w[:4] == ["what", "is", "the", "number"]
+        or (w[0] in ("count", "tally") and len(w) > 1)
+    ):
         start = 2 if w[0] in ("how", "number") else 1 if w[0] in ("count", "tally") else 5
         rest = w[start:]
         if rest[:1] == ["up"]:
             rest = rest[1:]
         p = _count_phrase(rest)
         return Request("count", p) if p else None
-    m_col = (w[:2] == ["what", "color"] or w[:2] == ["what", "colour"] or w[:2] == ["which", "color"]
-             or w[:2] == ["which", "colour"])
+    m_col = (
+        w[:2] == ["what", "color"]
+        or w[:2] == ["what", "colour"]
+        or w[:2] == ["which", "color"]
+        or w[:2] == ["which", "colour"]
+    )
     if m_col or w[:5] in (["what", "is", "the", "color", "of"], ["what", "is", "the", "colour", "of"]):
         rest = w[2:] if m_col else w[5:]
         p = _tail_np([x for x in rest if x not in ("is", "are", "does", "do", "have", "has")])
         return Request("attribute", p, "color") if p else None
-    if w[:2] in (["how", "big"], ["how", "large"], ["how", "small"], ["what", "size"], ["how", "tall"],
-                 ["how", "wide"], ["how", "long"], ["how", "high"]) or \
-            w[:5] == ["what", "is", "the", "size", "of"]:
+    if w[:2] in (
+        ["how", "big"],
+        ["how", "large"],
+        ["how", "small"],
+        ["what", "size"],
+        ["how", "tall"],
+        ["how", "wide"],
+        ["how", "long"],
+        ["how", "high"],
+    ) or w[:5] == ["what", "is", "the", "size", "of"]:
         rest = w[5:] if w[2:4] == ["the", "size"] else w[2:]
         p = _tail_np([x for x in rest if x not in ("is", "are")])
         return Request("attribute", p, "size") if p else None
     if w[0] == "where" or w[:3] in (["can", "you", "find"],):
-        rest = [x for x in w[1:] if x not in ("is", "are", "can", "i", "find", "do", "we", "keep", "the", "did",
-                                              "leave", "left", "put", "my", "you", "see", "was", "were", "has",
-                                              "have", "been", "does", "go", "went")]
+        rest = [
+            x
+            for x in w[1:]
+            if x
+            not in (
+                "is",
+                "are",
+                "can",
+                "i",
+                "find",
+                "do",
+                "we",
+                "keep",
+                "the",
+                "did",
+                "leave",
+                "left",
+                "put",
+                "my",
+                "you",
+                "see",
+                "was",
+                "were",
+                "has",
+                "have",
+                "been",
+                "does",
+                "go",
+                "went",
+            )
+        ]
         p = _tail_np(["the"] + rest)
         return Request("where", p) if p else None
-    if w[0] in ("describe", "caption", "summarize", "summarise") or w[:3] in (["what", "do", "you"],) or \
-            w[:4] in (["what", "is", "in", "the"], ["what", "is", "around", "the"]) or w[:3] == ["tell", "me", "about"]:
+    if (
+        w[0] in ("describe", "caption", "summarize", "summarise")
+        or w[:3] in (["what", "do", "you"],)
+        or w[:4] in (["what", "is", "in", "the"], ["what", "is", "around", "the"])
+        or w[:3] == ["tell", "me", "about"]
+    ):
         rest = w[3:] if w[0] == "tell" else w[1:] if w[0] in ("describe", "caption", "summarize", "summarise") else []
         rest = [x for x in rest if x not in ("the", "a", "this", "what", "you", "see")]
         if not rest or (len(rest) == 1 and rest[0] in _CAPTION_NOUNS) or (w[:4] == ["what", "is", "in", "the"]):
@@ -318,9 +475,35 @@ def parse(text: str | Normalized) -> Request | None:
     if w[0] in _EVERYTHING and len(w) > 2 and _match(w, 1, _REL_CUES):
         w = ["what"] + w[1:]
     if w[0] in ("what", "which", "who") and len(w) > 2:
-        rest = [x for x in w[1:] if x not in ("is", "are", "objects", "things", "items", "there", "lies", "sits",
-                                              "stands", "sitting", "lying", "standing", "placed", "resting", "kept",
-                                              "stored", "left", "exactly", "else", "currently", "right", "now")]
+        rest = [
+            x
+            for x in w[1:]
+            if x
+            not in (
+                "is",
+                "are",
+                "objects",
+                "things",
+                "items",
+                "there",
+                "lies",
+                "sits",
+                "stands",
+                "sitting",
+                "lying",
+                "standing",
+                "placed",
+                "resting",
+                "kept",
+                "stored",
+                "left",
+                "exactly",
+                "else",
+                "currently",
+                "right",
+                "now",
+            )
+        ]
         rel = _match(rest, 0, _REL_CUES)
         if rel:
             p = _tail_np(["object"] + rest)

@@ -5,6 +5,7 @@ and scored as the continuation of the same prompt: the mean log-probability of i
 through the model in one batch (right-padded, the prompt shared). The score says which candidate the model
 finds the most likely reading; it is not a probability that any of them is right.
 """
+
 from __future__ import annotations
 
 import time
@@ -34,8 +35,9 @@ def score_continuations(backend, messages: list[dict], continuations: Sequence[s
     tok, model = backend.tokenizer, backend.model
     t0 = time.perf_counter()
     with backend._lock, torch.no_grad():
-        prompt = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                         return_dict=True)["input_ids"][0].tolist()
+        prompt = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)[
+            "input_ids"
+        ][0].tolist()
         conts = [tok(c, add_special_tokens=False)["input_ids"] for c in continuations]
         length = len(prompt) + max(len(c) for c in conts)
         pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
@@ -59,21 +61,39 @@ def score_continuations(backend, messages: list[dict], continuations: Sequence[s
 
 def label_prompt(query: str, noun: str, labels: Sequence[str]) -> list[dict]:
     """The closed-set question for one open noun: which of the room's objects does it mean."""
-    return [{"role": "system", "content": "You answer with the name of one object in the room."},
-            {"role": "user", "content": f"Objects in the room: {', '.join(sorted(set(labels)))}.\n"
-                                        f"Someone said: \"{query}\"\nWhich object do they mean by \"{noun}\"?"}]
+    return [
+        {"role": "system", "content": "You answer with the name of one object in the room."},
+        {
+            "role": "user",
+            "content": f"Objects in the room: {', '.join(sorted(set(labels)))}.\n"
+            f'Someone said: "{query}"\nWhich object do they mean by "{noun}"?',
+        },
+    ]
 
 
-def rank_labels(backend, query: str, noun: str, options: Sequence[str], labels: Sequence[str], timeout_s: float,
-                include_other: bool = True) -> list[float]:
+def rank_labels(
+    backend,
+    query: str,
+    noun: str,
+    options: Sequence[str],
+    labels: Sequence[str],
+    timeout_s: float,
+    include_other: bool = True,
+) -> list[float]:
     """Mean log-probability of each option (and of "none of them" at the end when ``include_other``) as the
     model's answer to ``label_prompt``."""
     texts = [f"The {o}." for o in options] + (["None of them."] if include_other else [])
     return score_continuations(backend, label_prompt(query, noun, labels), texts, timeout_s)
 
 
-def rank_requests(backend, query: str, candidates: Sequence[Request], labels: Sequence[str], config: LLMConfig,
-                  include_other: bool = False) -> list[float]:
+def rank_requests(
+    backend,
+    query: str,
+    candidates: Sequence[Request],
+    labels: Sequence[str],
+    config: LLMConfig,
+    include_other: bool = False,
+) -> list[float]:
     """Scores (higher = more likely) of each candidate's JSON after the few-shot prompt, plus one for the
     candidate whose target is "other" at the end when ``include_other``. Backends without token
     log-probabilities (HTTP servers) raise LLMUnavailable."""

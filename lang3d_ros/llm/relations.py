@@ -5,6 +5,7 @@ in the robot's frame: x forward along its yaw, y to its left. They ignore occlus
 use the object's own facing direction ("in front of the sofa" means nearer the robot, not the
 side the sofa faces).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,12 +55,12 @@ def is_on(a: Box3D, b: Box3D, tol_m: float = 0.08) -> bool:
 def is_under(a: Box3D, b: Box3D, tol_m: float = 0.08) -> bool:
     """a's top is below b's top (by tol), its centre below b's centre, and half of a's footprint or
     more lies under b's (a box's hull includes a table's legs, so "under" cannot use b's bottom)."""
-    return bool(a.max_xyz[2] <= b.max_xyz[2] - tol_m and a.center[2] < b.center[2]
-                and xy_overlap_fraction(a, b) >= 0.5)
+    return bool(a.max_xyz[2] <= b.max_xyz[2] - tol_m and a.center[2] < b.center[2] and xy_overlap_fraction(a, b) >= 0.5)
 
 
-def relation_holds(relation: str, a: Box3D, anchors: list[Box3D], robot_pose: np.ndarray,
-                   near_m: float = 1.0, on_tol_m: float = 0.08) -> bool:
+def relation_holds(
+    relation: str, a: Box3D, anchors: list[Box3D], robot_pose: np.ndarray, near_m: float = 1.0, on_tol_m: float = 0.08
+) -> bool:
     """Whether ``a <relation> anchors`` holds (one anchor, two for between)."""
     b = anchors[0]
     if relation == "on":

@@ -5,6 +5,7 @@ relation to anchor phrases, an optional superlative (closest/farthest measured t
 ``reference``, or to the robot when there is none). Phrases nest up to ``MAX_DEPTH`` levels.
 The validator checks types, enumerations and sizes; it cannot tell whether the labels are right.
 """
+
 from __future__ import annotations
 
 import json
@@ -136,8 +137,16 @@ class Phrase:
 
     def describe(self) -> str:
         """Short English rendering, e.g. 'the red mug on the table'."""
-        words = [w for w in (self.superlative if self.superlative not in ("closest", "farthest") else None,
-                             self.size, self.color, self.label or "object") if w]
+        words = [
+            w
+            for w in (
+                self.superlative if self.superlative not in ("closest", "farthest") else None,
+                self.size,
+                self.color,
+                self.label or "object",
+            )
+            if w
+        ]
         s = "the " + " ".join(words)
         if self.relation == "between" and len(self.anchors) == 2:
             s += f" between {self.anchors[0].describe()} and {self.anchors[1].describe()}"
@@ -256,8 +265,12 @@ def request_from_dict(d) -> Request:
     for i, s in enumerate(raw_steps):
         if not isinstance(s, dict) or set(s) - {"action", "target"}:
             raise ValueError(f"steps[{i}] must be a mapping with action and target")
-        steps.append(Step(_enum(s.get("action"), f"steps[{i}].action", ACTIONS) or "goto",
-                          phrase_from_dict(s.get("target"), 1, f"steps[{i}].target")))
+        steps.append(
+            Step(
+                _enum(s.get("action"), f"steps[{i}].action", ACTIONS) or "goto",
+                phrase_from_dict(s.get("target"), 1, f"steps[{i}].target"),
+            )
+        )
     if intent == "task" and not steps:
         raise ValueError("a task needs at least one step")
     if intent in ("ground", "count", "attribute", "where", "relations") and target is None:
@@ -304,7 +317,7 @@ def extract_json_object(text: str, max_chars: int = MAX_JSON_CHARS, max_depth: i
             depth -= 1
             if depth == 0:
                 try:
-                    obj = json.loads(text[start:i + 1])
+                    obj = json.loads(text[start : i + 1])
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"invalid JSON in the model output: {exc.msg}") from exc
                 if _json_depth(obj) > max_depth:

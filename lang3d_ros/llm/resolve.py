@@ -4,6 +4,7 @@ All geometry is computed here from the objects' boxes; the language model only e
 the Phrase. A relation holds when it holds for any of the anchor phrase's matches (the best
 ones when the anchor has its own superlative).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -64,8 +65,9 @@ def filter_by_color(cands: list[Match], color: str) -> list[Match]:
     return []
 
 
-def resolve(phrase: Phrase, objects: Sequence[SceneObject], robot_pose: np.ndarray, matcher: LabelMatcher,
-            config: LLMConfig) -> list[Match]:
+def resolve(
+    phrase: Phrase, objects: Sequence[SceneObject], robot_pose: np.ndarray, matcher: LabelMatcher, config: LLMConfig
+) -> list[Match]:
     """Objects that fit ``phrase``, best first. Empty when nothing fits."""
     cands = label_candidates(phrase.label, objects, matcher)
     if phrase.color is not None:
@@ -85,8 +87,11 @@ def resolve(phrase: Phrase, objects: Sequence[SceneObject], robot_pose: np.ndarr
         kept = []
         for m in cands:
             best = None
-            combos = ([(x,) for x in anchor_sets[0]] if len(anchor_sets) == 1 else
-                      [(x, y) for x in anchor_sets[0] for y in anchor_sets[1] if x.obj is not y.obj])
+            combos = (
+                [(x,) for x in anchor_sets[0]]
+                if len(anchor_sets) == 1
+                else [(x, y) for x in anchor_sets[0] for y in anchor_sets[1] if x.obj is not y.obj]
+            )
             for combo in combos:
                 if any(c.obj is m.obj for c in combo):
                     continue
@@ -115,6 +120,7 @@ def resolve(phrase: Phrase, objects: Sequence[SceneObject], robot_pose: np.ndarr
 
         cands = sorted(cands, key=key)
     elif phrase.relation is None:
+
         def plain_key(m: Match) -> tuple[float, float, float]:  # label score, truest colour, then nearest
             c = shading_invariant_distance(m.obj.color_rgb, phrase.color) if phrase.color is not None else 0.0
             return (-m.score, round(c, 3), float(np.linalg.norm(m.obj.center[:2] - robot_pose[:2])))

@@ -1,4 +1,5 @@
 """Scene objects for the 3D-LLM: from synthetic ground truth, and serialised with location tokens."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -19,5 +20,6 @@ def objects_from_ground_truth(scene) -> list[SceneObject]:
 
 def scene_text(objects: Sequence[SceneObject], grid: LocationGrid) -> str:
     """One line per object: 'id label colour <loc..>x6' (3D-LLM boxes-demonstration input)."""
-    return "\n".join(f"{o.instance_id} {o.label} {color_name(o.color_rgb)} {grid.box_to_tokens(o.box)}"
-                     for o in objects)
+    return "\n".join(
+        f"{o.instance_id} {o.label} {color_name(o.color_rgb)} {grid.box_to_tokens(o.box)}" for o in objects
+    )

@@ -8,6 +8,7 @@ A noun that names nothing in the map raises ``Lang3DError(NOT_FOUND)`` naming th
 ``Understanding.route`` decides relevancy (a plain noun phrase on the language field) vs reasoning (everything
 else, on the map's objects). It cannot read negation, pronouns, ordinals or comparisons between two objects.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -103,15 +104,21 @@ def request_labels(req: Request) -> list[str]:
 def _relabel_phrase(p: Phrase | None, mapping: dict[str, str]) -> Phrase | None:
     if p is None:
         return None
-    return replace(p, label=mapping.get(p.label, p.label),
-                   anchors=tuple(_relabel_phrase(a, mapping) for a in p.anchors),
-                   reference=_relabel_phrase(p.reference, mapping))
+    return replace(
+        p,
+        label=mapping.get(p.label, p.label),
+        anchors=tuple(_relabel_phrase(a, mapping) for a in p.anchors),
+        reference=_relabel_phrase(p.reference, mapping),
+    )
 
 
 def relabel(req: Request, mapping: dict[str, str]) -> Request:
     """The request with labels replaced by ``mapping`` (labels not in it unchanged)."""
-    return replace(req, target=_relabel_phrase(req.target, mapping),
-                   steps=tuple(Step(s.action, _relabel_phrase(s.target, mapping)) for s in req.steps))
+    return replace(
+        req,
+        target=_relabel_phrase(req.target, mapping),
+        steps=tuple(Step(s.action, _relabel_phrase(s.target, mapping)) for s in req.steps),
+    )
 
 
 def not_found(noun: str, labels: Sequence[str], matcher: LabelMatcher) -> Lang3DError:
@@ -121,8 +128,9 @@ def not_found(noun: str, labels: Sequence[str], matcher: LabelMatcher) -> Lang3D
         return Lang3DError(ErrorCode.NOT_FOUND, f"nothing called {noun!r} in the map: the map has no objects yet")
     sims = matcher.similarity(noun, uniq)
     closest = [uniq[i] for i in sorted(range(len(uniq)), key=lambda i: -sims[i])[:3]]
-    return Lang3DError(ErrorCode.NOT_FOUND, f"nothing called {noun!r} in the map; the closest labels in it are "
-                                            f"{', '.join(closest)}")
+    return Lang3DError(
+        ErrorCode.NOT_FOUND, f"nothing called {noun!r} in the map; the closest labels in it are {', '.join(closest)}"
+    )
 
 
 def label_options(noun: str, labels: Sequence[str], matcher: LabelMatcher, config: LLMConfig) -> tuple[list[str], bool]:
@@ -155,8 +163,9 @@ class Candidate:
     """Query noun -> the map label this candidate binds it to."""
 
 
-def bind_candidates(req: Request, labels: Sequence[str], matcher: LabelMatcher, config: LLMConfig,
-                    allow_open: bool) -> tuple[list[Candidate], dict[str, list[str]]]:
+def bind_candidates(
+    req: Request, labels: Sequence[str], matcher: LabelMatcher, config: LLMConfig, allow_open: bool
+) -> tuple[list[Candidate], dict[str, list[str]]]:
     """Candidates with every noun bound to map labels (best first), and the open nouns with their options.
     Raises NOT_FOUND for a noun that names nothing in the map (or an open one when ``allow_open`` is False
     and no option reaches ``bind_threshold``)."""
@@ -189,8 +198,13 @@ def _noun_phrase(n: Normalized, req: Request) -> str:
     return " ".join(words) if words else (t.label if t is not None else "")
 
 
-def understand(query: str, objects: Sequence[SceneObject], matcher: LabelMatcher, config: LLMConfig,
-               backend: LLMBackend | None = None) -> Understanding:
+def understand(
+    query: str,
+    objects: Sequence[SceneObject],
+    matcher: LabelMatcher,
+    config: LLMConfig,
+    backend: LLMBackend | None = None,
+) -> Understanding:
     """The query (already through ``frontend.check_query``) as one Request; see the module docstring.
     ValueError when nothing understands it; Lang3DError(NOT_FOUND) when it names nothing in the map."""
     labels = sorted({o.label for o in objects if o.label})
@@ -226,11 +240,15 @@ def understand(query: str, objects: Sequence[SceneObject], matcher: LabelMatcher
                 raise ValueError(f"could not understand {query!r} and the model is unavailable ({exc})") from exc
             if OTHER in request_labels(req):
                 raise not_found(n.text or query, labels, matcher)
-            return Understanding(req, AnsweredBy.LLM, n, "the parser did not read it; the model wrote the request",
-                                 noun_phrase=_noun_phrase(n, req))
+            return Understanding(
+                req,
+                AnsweredBy.LLM,
+                n,
+                "the parser did not read it; the model wrote the request",
+                noun_phrase=_noun_phrase(n, req),
+            )
         raise ValueError(f"{note}could not understand {query!r}: name an object, e.g. 'the mug on the table'")
-    cands, open_nouns = bind_candidates(parsed, labels, matcher, config,
-                                        allow_open=use_model and config.mode == "rank")
+    cands, open_nouns = bind_candidates(parsed, labels, matcher, config, allow_open=use_model and config.mode == "rank")
     np_text = _noun_phrase(n, parsed)
     if not open_nouns:
         return Understanding(cands[0].request, AnsweredBy.PARSER, n, note, noun_phrase=np_text)
@@ -251,9 +269,17 @@ def understand(query: str, objects: Sequence[SceneObject], matcher: LabelMatcher
     except LLMUnavailable as exc:  # as without a model: the best label when it is close enough, else NOT_FOUND
         log.warning("LLM unavailable: %s", exc)
         cands, _ = bind_candidates(parsed, labels, matcher, config, allow_open=False)
-        return Understanding(cands[0].request, AnsweredBy.PARSER, n, f"{note}model unavailable ({exc}); ",
-                             noun_phrase=np_text)
+        return Understanding(
+            cands[0].request, AnsweredBy.PARSER, n, f"{note}model unavailable ({exc}); ", noun_phrase=np_text
+        )
     scores = [sum(per_noun[nn][c.labels[nn]] for nn in open_nouns) for c in cands]
     best = max(range(len(cands)), key=lambda i: scores[i])
-    return Understanding(cands[best].request, AnsweredBy.LLM, n, note, tuple(c.request for c in cands),
-                         tuple(scores), noun_phrase=np_text)
+    return Understanding(
+        cands[best].request,
+        AnsweredBy.LLM,
+        n,
+        note,
+        tuple(c.request for c in cands),
+        tuple(scores),
+        noun_phrase=np_text,
+    )

@@ -7,6 +7,7 @@ field (relevancy -> clusters -> boxes, answered_by "relevancy") and everything e
 colours, sizes, questions, tasks) to the reasoner over the map's objects, where the geometry is computed in code
 (answered_by "llm" or "parser"). A noun naming nothing in the map raises Lang3DError(NOT_FOUND).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -92,16 +93,26 @@ class QueryEngine:
         return objects, self.reasoner.understand(text, objects)
 
     # -------------------------------------------------------------------------------- grounding
-    def ground(self, query: str, max_results: int = 0, min_score: float = 0.0, level: str = "",
-               robot_pose=(0.0, 0.0, 0.0)) -> GroundResult:
+    def ground(
+        self, query: str, max_results: int = 0, min_score: float = 0.0, level: str = "", robot_pose=(0.0, 0.0, 0.0)
+    ) -> GroundResult:
         """Objects for a query, best first; the route (relevancy or reasoning) is ``Understanding.route``'s."""
         t0 = time.perf_counter()
         text = check_query(query, self.config.llm.max_query_chars)
         objects, u = self._understand(text)
         return self._ground_understood(text, objects, u, max_results, min_score, level, robot_pose, t0)
 
-    def _ground_understood(self, text: str, objects: list[SceneObject], u: Understanding, max_results: int,
-                           min_score: float, level: str, robot_pose, t0: float) -> GroundResult:
+    def _ground_understood(
+        self,
+        text: str,
+        objects: list[SceneObject],
+        u: Understanding,
+        max_results: int,
+        min_score: float,
+        level: str,
+        robot_pose,
+        t0: float,
+    ) -> GroundResult:
         if u.route(level) == Route.REASONING:
             ans = self.reasoner.ground(text, objects, robot_pose, understood=u)
             objs = [o for o in ans.objects if o.score >= min_score][: max_results or self.config.grounding.top_k]
@@ -121,8 +132,9 @@ class QueryEngine:
             with self.map.lock:
                 version = self.map.version
                 xyz = self.map.points.points_xyz.cpu().numpy()
-            grid = dataclasses.replace(build_occupancy_grid(xyz, self.config.navigation),
-                                       frame_id=self.config.frames.map_frame)
+            grid = dataclasses.replace(
+                build_occupancy_grid(xyz, self.config.navigation), frame_id=self.config.frames.map_frame
+            )
             self._grid = (version, grid)
             return grid
 
@@ -134,17 +146,26 @@ class QueryEngine:
         found = self._ground_understood(text, objects, u, 1, 0.0, "", start_xy_yaw, t0)
         phrase = u.noun_phrase or text
         if not found.objects:
-            return NavigateResult(False, f"no target: {found.message or 'nothing matches ' + repr(phrase)}",
-                                  answered_by=found.answered_by, latency_ms=(time.perf_counter() - t0) * 1e3)
+            return NavigateResult(
+                False,
+                f"no target: {found.message or 'nothing matches ' + repr(phrase)}",
+                answered_by=found.answered_by,
+                latency_ms=(time.perf_counter() - t0) * 1e3,
+            )
         target = found.objects[0]
         grid = self.occupancy_grid()
         standoff = standoff_m if standoff_m > 0 else self.config.navigation.standoff_m
-        result = plan_to_object(grid, target.box, np.asarray(start_xy_yaw[:2], dtype=float), self.config.navigation,
-                                standoff)
-        msg = (f"goal {standoff:.2f} m from the {target.label or phrase}, path {result.path_length_m:.2f} m"
-               if result.success else f"target found ({target.label or phrase}) but unreachable: {result.reason}")
-        return NavigateResult(result.success, msg, target, result, grid, found.answered_by,
-                              (time.perf_counter() - t0) * 1e3)
+        result = plan_to_object(
+            grid, target.box, np.asarray(start_xy_yaw[:2], dtype=float), self.config.navigation, standoff
+        )
+        msg = (
+            f"goal {standoff:.2f} m from the {target.label or phrase}, path {result.path_length_m:.2f} m"
+            if result.success
+            else f"target found ({target.label or phrase}) but unreachable: {result.reason}"
+        )
+        return NavigateResult(
+            result.success, msg, target, result, grid, found.answered_by, (time.perf_counter() - t0) * 1e3
+        )
 
     # -------------------------------------------------------------------------------- questions
     def ask(self, question: str, robot_pose=(0.0, 0.0, 0.0)):
