@@ -370,3 +370,15 @@ def test_colour_ranking_survives_shading():
     assert [o.instance_id for o in r.ground("the orange chair", objs, (0.0, -2.0, 0.0)).objects] == [1]
     assert [o.instance_id for o in r.ground("the brown chair", objs, (0.0, -2.0, 0.0)).objects][0] == 2
     assert r.ground("the blue chair", objs, (0.0, -2.0, 0.0)).objects == []
+
+
+def test_counting_an_absent_label_answers_zero_while_grounding_it_fails(room):
+    r = Reasoner(LLMConfig(mode="parser_only"))
+    for q in ("how many lamps are there?", "count the lamps in this room", "how many lamps do you see"):
+        a = r.ask(q, room, POSE)
+        assert a.text == "There are 0 lamps.", (q, a.text)
+        assert a.objects == []
+    with pytest.raises(Lang3DError) as exc:
+        r.ground("the lamp", room, POSE)
+    assert exc.value.code == ErrorCode.NOT_FOUND
+    assert r.ask("how many mugs are there?", room, POSE).text.startswith("There are 2 mugs")

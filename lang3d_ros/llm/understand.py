@@ -248,8 +248,16 @@ def understand(
                 noun_phrase=_noun_phrase(n, req),
             )
         raise ValueError(f"{note}could not understand {query!r}: name an object, e.g. 'the mug on the table'")
-    cands, open_nouns = bind_candidates(parsed, labels, matcher, config, allow_open=use_model and config.mode == "rank")
     np_text = _noun_phrase(n, parsed)
+    try:
+        cands, open_nouns = bind_candidates(
+            parsed, labels, matcher, config, allow_open=use_model and config.mode == "rank"
+        )
+    except Lang3DError as exc:
+        if exc.code != ErrorCode.NOT_FOUND or parsed.intent != Intent.COUNT:
+            raise
+        # "how many vases are there?" with no vase in the map is answered (zero of them), not refused
+        return Understanding(parsed, AnsweredBy.PARSER, n, f"{note}{exc}; ", noun_phrase=np_text)
     if not open_nouns:
         return Understanding(cands[0].request, AnsweredBy.PARSER, n, note, noun_phrase=np_text)
     from lang3d_ros.llm.ranking import rank_labels
