@@ -3,6 +3,8 @@ language latents fit autoencoded mask features; the online GaussianTrainer worke
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -270,7 +272,11 @@ def test_online_trainer_grows_gaussians_where_a_new_keyframe_is_not_covered(gard
         try:
             assert trainer.wait_for(("training_rgb", "done"), 30)
             trainer.add_keyframe(frames[6])  # another real camera: part of its view is new
-            assert trainer.wait_for(("done",), 60), trainer.status()
+            # "done" may already hold from the first keyframe: wait until the worker has taken the second one
+            end = time.monotonic() + 60
+            while trainer.status()["keyframes"] < 2 and time.monotonic() < end:
+                time.sleep(0.02)
+            assert trainer.status()["keyframes"] == 2 and trainer.wait_for(("done",), 60), trainer.status()
         finally:
             trainer.stop()
         st = trainer.status()
