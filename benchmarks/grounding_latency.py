@@ -55,7 +55,12 @@ def synthetic_instance_map(config, encoder, n_points: int, n_segments: int, seed
     lo, hi = 0.02, 5.0
     for _ in range(30):
         cell = np.sqrt(lo * hi)
-        keys = np.unique(np.column_stack([inst, np.floor(xyz / cell).astype(np.int64)]), axis=0, return_inverse=True)[1]
+        # (instance, voxel cell) packed into one int64 in the lexicographic order of the tuple (a 1-D unique)
+        c = np.floor(xyz / cell).astype(np.int64)
+        c -= c.min(0)
+        span = c.max(0) + 1
+        packed = ((inst.astype(np.int64) - inst.min()) * span[0] + c[:, 0]) * span[1] + c[:, 1]
+        keys = np.unique(packed * span[2] + c[:, 2], return_inverse=True)[1]
         lo, hi = (cell, hi) if keys.max() + 1 > per_level else (lo, cell)
     keys = keys.reshape(-1)
     k = int(keys.max()) + 1
@@ -102,6 +107,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--changed-rows", type=int, default=50, help="whole-level rows a keyframe changes")
     args = ap.parse_args()
     cfg = Lang3DConfig()
     enc = RandomTextEncoder(args.dim, args.seed)
@@ -114,7 +120,10 @@ def main() -> None:
     lmap.ground(queries[0])
     rows: dict[str, list[float]] = {
         "ground (library, cached text)": [],
-        "objects() after a map change": [],
+        "ground while the worker holds the map lock": [],
+        "query index rebuild after a table change (worker, per keyframe)": [],
+        "objects() after a change of every row (from scratch)": [],
+        f"objects() after a keyframe-sized change ({args.changed_rows} whole-level rows)": [],
         "objects() cached": [],
         "relevancy_by_level (3, N) gather": [],
         "worker: refresh statistics": [],
@@ -122,9 +131,36 @@ def main() -> None:
     }
     for q in queries:  # the segment snapshot is current, as after a keyframe (integrate rebuilds it)
         rows["ground (library, cached text)"].append(timed(lambda: lmap.ground(q, max_results=5))[1])
+    import threading
+
+    held, release = threading.Event(), threading.Event()
+
+    def worker_holding_the_lock():  # as the mapping worker during a keyframe
+        with lmap.lock:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=worker_holding_the_lock)
+    holder.start()
+    held.wait()
+    for q in queries:
+        rows["ground while the worker holds the map lock"].append(timed(lambda: lmap.ground(q, max_results=5))[1])
+    release.set()
+    holder.join()
+    table = lmap.instances.table
+    whole = np.flatnonzero(table.level == 2)
+    rng = np.random.default_rng(args.seed + 1)
     for i, q in enumerate(queries):
+        table.n_points[whole] += 1  # every row changes
         lmap.instances.version += 1
-        rows["objects() after a map change"].append(timed(lmap.objects)[1])
+        rows["query index rebuild after a table change (worker, per keyframe)"].append(timed(lambda: lmap._levels())[1])
+        rows["objects() after a change of every row (from scratch)"].append(timed(lmap.objects)[1])
+        changed = rng.choice(whole, size=min(args.changed_rows, len(whole)), replace=False)
+        table.n_observations[changed] += 1  # what a keyframe does to the segments it sees
+        lmap.instances.version += 1
+        rows[f"objects() after a keyframe-sized change ({args.changed_rows} whole-level rows)"].append(
+            timed(lmap.objects)[1]
+        )
         rows["objects() cached"].append(timed(lmap.objects)[1])
         if i < 3:
             rows["relevancy_by_level (3, N) gather"].append(timed(lambda: lmap.relevancy_by_level(q))[1])

@@ -12,12 +12,12 @@ semantics backend.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,25 +27,15 @@ from lang3d_ros.fusion.pointfusion import FusionReport, PointMap
 from lang3d_ros.gaussians.config import resolve_field
 from lang3d_ros.gaussians.instances import gather_segment_relevancy, render_relevancy, segments_carried
 from lang3d_ros.grounding.extract import classify_segments, text_embeddings
-from lang3d_ros.grounding.ground import choose_level, segment_relevancy, select_segments
+from lang3d_ros.grounding.ground import choose_level
 from lang3d_ros.grounding.objects import LEVELS, SceneObject
 from lang3d_ros.instances.mapper import InstanceMapper
 from lang3d_ros.llm.frontend import check_query  # the one query validator
+from lang3d_ros.mapping.segment_index import SegmentIndex, select_top
 from lang3d_ros.mapstore import MapBundle, read_map, write_map
 from lang3d_ros.semantics.types import KeyframeSemantics
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _LevelSnapshot:
-    """Query-time view of one level's segments (rows with enough points): rows (S,) into the table,
-    ids (S,) int32, unit features (S, D) float32, canonical_cos (S, C) their cosines with the canonical phrases."""
-
-    rows: np.ndarray
-    ids: np.ndarray
-    features: np.ndarray
-    canonical_cos: np.ndarray
 
 
 class LanguageMap:
@@ -69,7 +59,8 @@ class LanguageMap:
         self._trained_gaussians: tuple[tuple, object] | None = None  # (trainer status key, snapshot) once done
         self.autoencoder = None
         self._objects_cache: tuple[tuple, tuple, list[SceneObject]] | None = None
-        self._snapshot: tuple[tuple, list[_LevelSnapshot]] | None = None
+        self._objects_rows: _LabelledRows | None = None  # per-id labelled objects, reused while a row is unchanged
+        self._snapshot: SegmentIndex | None = None  # what queries rank; replaced (never modified) per table change
         self._text_cache: dict[str, np.ndarray] = {}
         self._phrase_cache: dict[tuple, np.ndarray] = {}
 
@@ -89,7 +80,7 @@ class LanguageMap:
             if report.accepted:
                 self.version += 1
                 if semantics is not None:
-                    self._snapshot = (self._state_key(), self._build_snapshot())
+                    self._snapshot = self._build_snapshot()
             return report
 
     def _check_semantics(self, frame: Frame, semantics: KeyframeSemantics) -> None:
@@ -108,26 +99,33 @@ class LanguageMap:
         with self.lock:
             self.instances.maintain(self.points)
             self.version += 1
-            self._snapshot = (self._state_key(), self._build_snapshot())
+            self._snapshot = self._build_snapshot()
 
     def _state_key(self) -> tuple[int]:
         """Changes whenever the segment table changes (the snapshot and objects() read only the table)."""
         return (self.instances.version,)
 
-    def _build_snapshot(self) -> list[_LevelSnapshot]:
-        t = self.instances.table
-        out = []
-        for lvl in range(len(LEVELS)):
-            rows = np.flatnonzero((t.level == lvl) & (t.n_points >= self.config.instances.min_points))
-            f = t.unit_features(rows)
-            out.append(_LevelSnapshot(rows, t.ids[rows].copy(), f, f @ self.canonical.T))
-        return out
+    def _build_snapshot(self) -> SegmentIndex:
+        """Under the lock: the query-time index of the current table."""
+        return SegmentIndex.build(
+            self._state_key(), self.instances.table, self.canonical, self.config.instances.min_points
+        )
 
-    def _levels(self) -> list[_LevelSnapshot]:
-        with self.lock:
-            if self._snapshot is None or self._snapshot[0] != self._state_key():
-                self._snapshot = (self._state_key(), self._build_snapshot())
-            return self._snapshot[1]
+    def _levels(self) -> SegmentIndex:
+        """The index queries rank. Current when the map lock is free (rebuilt here if the table changed since);
+        while the mapping worker holds the lock (a keyframe in progress), the one published after the last
+        keyframe: a query never waits for a keyframe, and sees the map between two keyframes."""
+        snap = self._snapshot
+        if snap is not None and not self.lock.acquire(blocking=False):
+            return snap
+        if snap is None:
+            self.lock.acquire()
+        try:
+            if self._snapshot is None or self._snapshot.key != self._state_key():
+                self._snapshot = self._build_snapshot()
+            return self._snapshot
+        finally:
+            self.lock.release()
 
     # ---------------------------------------------------------------- reading
     def encode_query(self, text: str) -> np.ndarray:
@@ -148,27 +146,22 @@ class LanguageMap:
     def num_segments(self) -> int:
         return len(self.instances.table)
 
-    def _segment_relevancy(self, q: np.ndarray, levels: list[_LevelSnapshot]) -> list[np.ndarray]:
-        """(S_l,) LERF relevancy of every snapshot segment, per level."""
-        return [
-            segment_relevancy(snap.features, q, self.canonical, canonical_cos=snap.canonical_cos) for snap in levels
-        ]
-
     def relevancy_by_level(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> (relevancy (3, N) float32, points (N, 3) float32, colours (N, 3) in [0, 1]), one consistent snapshot:
         each point scores its segment's relevancy at that level (a gather through the point labels); points
         without a segment at a level score 0."""
         q = self.encode_query(check_query(text))
         with self.lock:
-            levels = self._levels()
+            index = self._levels()
             xyz = self.points.points_xyz.cpu().numpy()
             colors = self.points.colors.cpu().numpy()
             labels = [_numpy(self.points.labels(lvl)) for lvl in range(len(LEVELS))]
             next_id = self.instances.table.next_id
         out = np.zeros((len(LEVELS), len(xyz)), np.float32)
-        for lvl, (snap, rel) in enumerate(zip(levels, self._segment_relevancy(q, levels))):
+        rel_all = index.relevancy(q)
+        for lvl in range(len(LEVELS)):
             lut = np.zeros(next_id + 1, np.float32)
-            lut[snap.ids] = rel
+            lut[index.level_ids(lvl)] = rel_all[index.level_slice(lvl)]
             lab = labels[lvl]
             ok = (lab >= 0) & (lab < next_id)
             out[lvl, ok] = lut[lab[ok]]
@@ -184,17 +177,16 @@ class LanguageMap:
         if self.num_points == 0:
             raise ValueError("the map is empty: no frame has been fused yet")
         q = self.encode_query(text)
-        with self.lock:
-            levels = self._levels()
-            rels = self._segment_relevancy(q, levels)
-            lvl = choose_level([float(r.max()) if len(r) else -1.0 for r in rels], level)
-            rel, snap = rels[lvl], levels[lvl]
-            gaussians = self.answering_gaussians()
-            if gaussians is not None:  # the Gaussians answer: segments they do not carry cannot be found
-                rel = np.where(segments_carried(gaussians, lvl, snap.ids), rel, 0.0).astype(rel.dtype)
-            n_points = self.instances.table.n_points[snap.rows]
-            keep = select_segments(rel, n_points, self.config.grounding, max_results, min_score)
-            return [self._scene_object(int(snap.rows[k]), score=float(rel[k]), query=text) for k in keep]
+        index = self._levels()  # an immutable snapshot: ranking it needs no lock
+        rel_all = index.relevancy(q)
+        lvl = choose_level(index.best_by_level(rel_all), level)
+        sl = index.level_slice(lvl)
+        rel = rel_all[sl]
+        gaussians = self.answering_gaussians()
+        if gaussians is not None:  # the Gaussians answer: segments they do not carry cannot be found
+            rel = np.where(segments_carried(gaussians, lvl, index.level_ids(lvl)), rel, 0.0).astype(rel.dtype)
+        keep = select_top(rel, index.n_points(lvl), self.config.grounding, max_results, min_score)
+        return [index.scene_object(sl.start + int(k), score=float(rel[k]), query=text) for k in keep]
 
     def answering_gaussians(self):
         """The language Gaussians that answer queries under ``grounding.field`` (a GaussianModel carrying instance
@@ -224,11 +216,10 @@ class LanguageMap:
         if model is None:
             raise ValueError("no trained language Gaussians answer (grounding.field points, or training not done)")
         q = self.encode_query(text)
-        with self.lock:
-            levels = self._levels()
-            rels = self._segment_relevancy(q, levels)
-        lvl = choose_level([float(r.max()) if len(r) else -1.0 for r in rels], level)
-        per_gaussian = gather_segment_relevancy(model.codes, levels[lvl].ids, rels[lvl])[lvl]
+        index = self._levels()
+        rel_all = index.relevancy(q)
+        lvl = choose_level(index.best_by_level(rel_all), level)
+        per_gaussian = gather_segment_relevancy(model.codes, index.level_ids(lvl), rel_all[index.level_slice(lvl)])[lvl]
         return render_relevancy(model, per_gaussian, T_world_cam, intrinsics, self.config.gaussians)
 
     def _scene_object(self, row: int, score: float = 1.0, query: str = "", label: str = "") -> SceneObject:
@@ -260,7 +251,8 @@ class LanguageMap:
 
         Label: open-vocabulary classification of the segment feature (grounding/extract.py); structure (floor,
         walls) is left out unless ``extraction.keep_structure``. Segments under ``instances.min_points`` points
-        are left out."""
+        are left out. Incremental: after a table change only the rows whose content changed (feature, boxes,
+        counts, colour, support, stamps) are classified and built again; the others keep their objects."""
         cfg = self.config.extraction
         if vocabulary:
             cfg = dataclasses.replace(cfg, vocabulary=list(vocabulary))
@@ -272,23 +264,38 @@ class LanguageMap:
             t = self.instances.table
             rows = np.flatnonzero((t.level == LEVELS.index("whole")) & (t.n_points >= self.config.instances.min_points))
             rows = rows[np.argsort(-t.n_points[rows], kind="stable")]
-            objs = []
-            if len(rows):
-                text = self._phrase_features(tuple(cfg.vocabulary) + tuple(cfg.structure_labels))
-                lab = classify_segments(t.unit_features(rows), t.obb_size[rows].astype(np.float64), text, cfg)
-                for i, row in enumerate(rows.tolist()):
-                    if lab.structure[i] and not cfg.keep_structure:
-                        continue
-                    v = int(lab.label_index[i])
-                    name = cfg.vocabulary[v]
-                    if lab.structure[i]:
-                        p = int(lab.structure_phrase[i])
-                        name = f"structure:{cfg.structure_labels[p] if p >= 0 else name}"
-                    o = self._scene_object(row, score=float(lab.label_prob[i, v]), label=name)
-                    o.label_scores = {n: float(x) for n, x in zip(cfg.vocabulary, lab.label_prob[i])}
-                    objs.append(o)
+            sig = _row_signatures(t, rows)
+            prev = self._objects_rows
+            reuse = prev.unchanged(t.ids[rows], sig, cfg) if prev is not None else np.zeros(len(rows), bool)
+            fresh = self._label_rows(rows[~reuse], cfg)
+            built = iter(fresh)
+            by_row = [prev.objects[int(i)] if r else next(built) for i, r in zip(t.ids[rows].tolist(), reuse.tolist())]
+            self._objects_rows = _LabelledRows(t.ids[rows].copy(), sig, copy.deepcopy(cfg), by_row)
+            objs = [o for o in by_row if o is not None]
             self._objects_cache = (version, key, objs)
             return objs
+
+    def _label_rows(self, rows: np.ndarray, cfg) -> list[SceneObject | None]:
+        """rows (K,) of the table -> per row its labelled SceneObject, or None for structure left out."""
+        if len(rows) == 0:
+            return []
+        t = self.instances.table
+        text = self._phrase_features(tuple(cfg.vocabulary) + tuple(cfg.structure_labels))
+        lab = classify_segments(t.unit_features(rows), t.obb_size[rows].astype(np.float64), text, cfg)
+        out: list[SceneObject | None] = []
+        for i, row in enumerate(rows.tolist()):
+            if lab.structure[i] and not cfg.keep_structure:
+                out.append(None)
+                continue
+            v = int(lab.label_index[i])
+            name = cfg.vocabulary[v]
+            if lab.structure[i]:
+                p = int(lab.structure_phrase[i])
+                name = f"structure:{cfg.structure_labels[p] if p >= 0 else name}"
+            o = self._scene_object(row, score=float(lab.label_prob[i, v]), label=name)
+            o.label_scores = {n: float(x) for n, x in zip(cfg.vocabulary, lab.label_prob[i])}
+            out.append(o)
+        return out
 
     def memory_mb(self) -> float:
         """Points (geometry, colour, labels and votes, index) plus the segment table, MiB."""
@@ -383,6 +390,7 @@ class LanguageMap:
             self.source = f"file:{path}"
             self._file_gaussians = gaussians
             self._objects_cache = None
+            self._objects_rows = None
             self._snapshot = None
         log.info(
             "loaded %s: %d points, %d segments (%s)",
@@ -407,6 +415,58 @@ def _gaussians_from_blob(blob: bytes | None, device):
         model = load_gaussians(Path(tmp) / "gaussians.ply", device=device).model
     codes = getattr(model, "codes", None)
     return model if codes is not None and bool((codes >= 0).any()) else None
+
+
+# table columns a labelled object depends on (with the feature): a row whose bytes in all of them are unchanged
+# keeps its object
+_OBJECT_COLUMNS = (
+    "level",
+    "n_points",
+    "obb_center",
+    "obb_size",
+    "obb_yaw_rad",
+    "aabb_min",
+    "aabb_max",
+    "color_rgb",
+    "support_id",
+    "n_observations",
+    "first_seen_ns",
+    "last_seen_ns",
+    "feature",
+)
+
+
+def _row_signatures(table, rows: np.ndarray) -> np.ndarray:
+    """(K, B) uint8: the raw bytes of each row in every column a labelled object reads."""
+    parts = [
+        np.ascontiguousarray(getattr(table, c)[rows]).view(np.uint8).reshape(len(rows), -1) for c in _OBJECT_COLUMNS
+    ]
+    return np.concatenate(parts, axis=1) if len(rows) else np.zeros((0, 0), np.uint8)
+
+
+@dataclasses.dataclass
+class _LabelledRows:
+    """The last objects() build: ids (K,) int32, their row signatures (K, B) uint8, the extraction config it used,
+    and per row its object (None: structure left out)."""
+
+    ids: np.ndarray
+    signatures: np.ndarray
+    config: object
+    objects_by_row: list
+
+    def __post_init__(self) -> None:
+        self.objects = dict(zip(self.ids.tolist(), self.objects_by_row))
+        self._order = np.argsort(self.ids, kind="stable")
+
+    def unchanged(self, ids: np.ndarray, signatures: np.ndarray, config) -> np.ndarray:
+        """(K,) bool: the rows with these ids and signatures that this build holds unchanged."""
+        if config != self.config or len(self.ids) == 0 or signatures.shape[1] != self.signatures.shape[1]:
+            return np.zeros(len(ids), bool)
+        sorted_ids = self.ids[self._order]
+        pos = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+        found = sorted_ids[pos] == ids
+        prev = self.signatures[self._order[pos]]
+        return found & np.all(prev == signatures, axis=1)
 
 
 def _numpy(x) -> np.ndarray:

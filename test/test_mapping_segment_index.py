@@ -1,0 +1,173 @@
+"""The query fast paths against their references, on a map fused from a synthetic scene through the real stack
+(ground-truth-label semantics through MiniLM): LanguageMap.ground (mapping/segment_index.py: stacked features,
+canonical phrases folded in, partition top-k, objects from the snapshot) against the per-level reference
+(grounding/ground.py + SceneObjects built from the live table); objects() rebuilt incrementally against a build
+from scratch; a query while the mapping worker holds the map lock."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+from conftest import synthetic_config
+
+from lang3d_ros.geometry.camera import Intrinsics
+from lang3d_ros.grounding.config import GroundingConfig
+from lang3d_ros.grounding.ground import choose_level, segment_relevancy, select_segments
+from lang3d_ros.grounding.objects import LEVELS
+from lang3d_ros.mapping.segment_index import select_top
+
+K = Intrinsics(131.25, 131.25, 79.5, 59.5, 160, 120)
+
+
+@pytest.fixture(scope="module")
+def built():
+    from lang3d_ros.datasets.synthetic import generate_scene, make_trajectory, render_frames
+    from lang3d_ros.mapping.build import build_stack, ground_truth_tables
+
+    scene = generate_scene(seed=31, n_objects=10)
+    cfg = synthetic_config(mapping={"keyframes": {"min_translation_m": 0.25}})
+    stack = build_stack(cfg, **ground_truth_tables(scene), start=False)
+    frames = list(render_frames(scene, make_trajectory(scene, "orbit", n_frames=24, seed=3), K, seed=3))
+    for f in frames[:16]:
+        assert stack.pipeline.process_now(f) == ""
+    return scene, stack, frames[16:]
+
+
+def _reference_ground(lmap, text: str, max_results: int = 0, min_score: float = 0.0, level: str = ""):
+    """The per-level path LanguageMap.ground had before the index: (ids, scores, level index, rows)."""
+    t = lmap.instances.table
+    q = lmap.encode_query(text)
+    rels, rows_by_level = [], []
+    for lvl in range(len(LEVELS)):
+        rows = np.flatnonzero((t.level == lvl) & (t.n_points >= lmap.config.instances.min_points))
+        f = t.unit_features(rows)
+        rels.append(segment_relevancy(f, q, lmap.canonical, canonical_cos=f @ lmap.canonical.T))
+        rows_by_level.append(rows)
+    lvl = choose_level([float(r.max()) if len(r) else -1.0 for r in rels], level)
+    keep = select_segments(rels[lvl], t.n_points[rows_by_level[lvl]], lmap.config.grounding, max_results, min_score)
+    rows = rows_by_level[lvl][keep]
+    return t.ids[rows].tolist(), rels[lvl][keep].tolist(), lvl, rows
+
+
+def _queries(scene):
+    labels = sorted(set(scene.labels))
+    colours = [f"{c} {lab}" for c, lab in zip(["red", "black", "white", "brown", "blue"], labels)]
+    return labels + colours + ["floor", "wall", "something to sit on", "a thing", "kitchen appliance"]
+
+
+def test_ground_matches_the_per_level_reference_bit_for_bit(built):
+    scene, stack, _ = built
+    lmap = stack.language_map
+    assert lmap.num_segments > 10
+    n_answers = 0
+    for text in _queries(scene):
+        for kw in (
+            {},
+            {"max_results": 1},
+            {"max_results": 50, "min_score": 0.0},
+            {"level": "part"},
+            {"level": "subpart"},
+        ):
+            ids, scores, lvl, rows = _reference_ground(lmap, text, **kw)
+            got = lmap.ground(text, **kw)
+            assert [o.instance_id for o in got] == ids, (text, kw)
+            assert [o.score for o in got] == scores, (text, kw)  # identical floats, not close ones
+            n_answers += len(got)
+            for o, row in zip(got, rows):
+                ref = lmap._scene_object(int(row), score=o.score, query=text)
+                assert o.level == LEVELS[lvl] == ref.level and o.label == ref.label == text
+                np.testing.assert_array_equal(o.box.center, ref.box.center)
+                np.testing.assert_array_equal(o.box.size, ref.box.size)
+                np.testing.assert_array_equal(o.box.R_world_box, ref.box.R_world_box)
+                np.testing.assert_array_equal(o.aabb.center, ref.aabb.center)
+                np.testing.assert_array_equal(o.aabb.size, ref.aabb.size)
+                np.testing.assert_array_equal(o.feature, ref.feature)
+                np.testing.assert_array_equal(o.color_rgb, ref.color_rgb)
+                assert (o.n_points, o.support_id, o.n_observations, o.first_seen_ns, o.last_seen_ns) == (
+                    ref.n_points,
+                    ref.support_id,
+                    ref.n_observations,
+                    ref.first_seen_ns,
+                    ref.last_seen_ns,
+                )
+    assert n_answers > 20
+
+
+def test_partition_top_k_selects_what_the_full_sort_selects():
+    rng = np.random.default_rng(0)
+    cfg = GroundingConfig()
+    for trial in range(300):
+        s = int(rng.integers(1, 400))
+        # coarse values: many exact ties in relevancy, and in size among them
+        rel = (rng.integers(0, 12, s) / 12.0 * 0.5 + 0.5).astype(np.float32)
+        n_points = rng.integers(1, 6, s).astype(np.int32)
+        k = int(rng.integers(0, 12))
+        min_score = float(rng.choice([0.0, 0.6, 0.9]))
+        conf = dataclasses.replace(cfg, relative_threshold=float(rng.choice([0.0, 0.5, 0.8])))
+        want = select_segments(rel, n_points, conf, k, min_score)
+        np.testing.assert_array_equal(select_top(rel, n_points, conf, k, min_score), want, err_msg=str(trial))
+
+
+def _scratch_objects(lmap):
+    lmap._objects_rows = None
+    lmap._objects_cache = None
+    return lmap.objects()
+
+
+def _same_objects(a, b):
+    assert [o.instance_id for o in a] == [o.instance_id for o in b]
+    for x, y in zip(a, b):
+        assert (x.label, x.n_points, x.support_id, x.n_observations, x.last_seen_ns) == (
+            y.label,
+            y.n_points,
+            y.support_id,
+            y.n_observations,
+            y.last_seen_ns,
+        )
+        np.testing.assert_array_equal(x.box.center, y.box.center)
+        np.testing.assert_array_equal(x.box.size, y.box.size)
+        np.testing.assert_array_equal(x.color_rgb, y.color_rgb)
+        assert x.score == pytest.approx(y.score, abs=1e-12)
+        assert x.label_scores.keys() == y.label_scores.keys()
+        for k in x.label_scores:
+            assert x.label_scores[k] == pytest.approx(y.label_scores[k], abs=1e-12)
+
+
+def test_objects_rebuilt_incrementally_equal_a_build_from_scratch(built):
+    scene, stack, more = built
+    lmap = stack.language_map
+    before = lmap.objects()
+    assert len(before) >= 3
+    for f in more:  # keyframes change some rows, add and merge others
+        assert stack.pipeline.process_now(f) == ""
+        incremental = lmap.objects()
+        _same_objects(incremental, _scratch_objects(lmap))
+    # one row changed by hand: that object is rebuilt, every other one is the previous build's own object
+    t = lmap.instances.table
+    prev = lmap.objects()
+    row = int(t.row_of(np.array([prev[0].instance_id]))[0])
+    t.color_rgb[row] = [0.1, 0.2, 0.3]
+    lmap.instances.version += 1
+    now = lmap.objects()
+    assert now[0] is not prev[0] and np.allclose(now[0].color_rgb, [0.1, 0.2, 0.3])
+    assert all(a is b for a, b in zip(now[1:], prev[1:]))
+    _same_objects(now, _scratch_objects(lmap))
+    # another vocabulary relabels every row
+    vocab = tuple(sorted(set(scene.labels))[:3])
+    assert {o.label for o in lmap.objects(vocabulary=vocab)} <= set(vocab)
+
+
+def test_ground_answers_while_the_mapping_worker_holds_the_lock(built):
+    _, stack, _ = built
+    lmap = stack.language_map
+    text = sorted(set(built[0].labels))[0]
+    want = [o.instance_id for o in lmap.ground(text)]
+    answered: list = []
+    with lmap.lock:  # as during a keyframe: the query ranks the snapshot published after the last one
+        worker = threading.Thread(target=lambda: answered.append([o.instance_id for o in lmap.ground(text)]))
+        worker.start()
+        worker.join(timeout=60)
+        assert not worker.is_alive() and answered == [want]
