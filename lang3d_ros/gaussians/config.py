@@ -128,6 +128,12 @@ class GaussianConfig:
     code_refresh_every: int = 250
     """Online: re-assign instance codes from the map's labelled points every this many training iterations (and
     when training is done); needs the trainer's ``label_source``."""
+    render_max_side_px: int = 4096
+    """Largest image side (pixels) a relevancy render request may ask for (RenderRelevancy service); larger is
+    refused as a bad request."""
+    render_max_pixels: int = 3840 * 2160
+    """Most pixels (width x height) a relevancy render request may ask for (4K UHD); more is refused as a bad
+    request."""
 
     def validate(self) -> None:
         if self.backend not in ("auto", "gsplat", "torch"):
@@ -154,5 +160,7 @@ class GaussianConfig:
             raise ValueError(f"grow_alpha_threshold must be in (0, 1], got {self.grow_alpha_threshold}")
         if self.code_neighbours <= 0 or self.code_max_distance_m <= 0 or self.code_refresh_every <= 0:
             raise ValueError("code_neighbours, code_max_distance_m and code_refresh_every must be positive")
+        if self.render_max_side_px <= 0 or self.render_max_pixels <= 0:
+            raise ValueError("render_max_side_px and render_max_pixels must be positive")
         if self.relevancy_smoothing_px <= 0 or self.relevancy_smoothing_px % 2 == 0:
             raise ValueError(f"relevancy_smoothing_px must be odd and positive, got {self.relevancy_smoothing_px}")
