@@ -1,4 +1,5 @@
-"""The lang3d services (Ground, Navigate, Ask, SaveMap, LoadMap, GetMapStatus) on a LanguageMap, attached to a node.
+"""The lang3d services (Ground, Navigate, Ask, RenderRelevancy, SaveMap, LoadMap, GetMapStatus) on a LanguageMap,
+attached to a node.
 
 Every handler answers: success, message and an ``error_code`` (lang3d_ros.errors.ErrorCode, repeated as the
 ``ERROR_*`` constants of every srv) are always set; no exception leaves a callback. Map files go through the map
@@ -123,7 +124,7 @@ class QueryServices:
     def create(self) -> None:
         if self._entities:
             return
-        from lang3d_ros.srv import Ask, GetMapStatus, Ground, LoadMap, Navigate, SaveMap
+        from lang3d_ros.srv import Ask, GetMapStatus, Ground, LoadMap, Navigate, RenderRelevancy, SaveMap
 
         cfg, node = self.config, self.node
         queries, files, status = (MutuallyExclusiveCallbackGroup() for _ in range(3))
@@ -132,6 +133,7 @@ class QueryServices:
             (Ground, "ground", self._ground, queries),
             (Navigate, "navigate", self._navigate, queries),
             (Ask, "ask", self._ask, queries),
+            (RenderRelevancy, "render_relevancy", self._render_relevancy, queries),
             (SaveMap, "save_map", self._save, files),
             (LoadMap, "load_map", self._load, files),
             (GetMapStatus, "get_map_status", self._status, status),
@@ -151,7 +153,9 @@ class QueryServices:
         if cfg.llm.mode != "parser_only" and cfg.ros.llm_preload and self._llm_thread is None:
             self._llm_thread = threading.Thread(target=self._load_llm, name="lang3d-llm-load", daemon=True)
             self._llm_thread.start()
-        node.get_logger().info("services ready: lang3d/{ground,navigate,ask,save_map,load_map,get_map_status}")
+        node.get_logger().info(
+            "services ready: lang3d/{ground,navigate,ask,render_relevancy,save_map,load_map,get_map_status}"
+        )
 
     def destroy(self) -> None:
         for e in self._entities:
@@ -308,6 +312,84 @@ class QueryServices:
                 self._publish_objects(ans.objects)
 
         return self._answer("ask", res, run)
+
+    def current_camera(self):
+        """The live mapper's current camera: the last keyframe it fused (a Frame: T_world_cam, intrinsics, stamp), or
+        None before the first one. Lang3DError(NOT_ALLOWED) on a server without a camera (serving a map file)."""
+        pipeline = getattr(self.node, "pipeline", None)
+        if not self.live or pipeline is None:
+            raise Lang3DError(
+                ErrorCode.NOT_ALLOWED,
+                "this server has no camera (it serves a map file): give camera and camera_pose in the request",
+            )
+        return pipeline.selector.last
+
+    def _render_camera(self, req):
+        """-> (T_world_cam (4, 4), Intrinsics, image header, camera PoseStamped) of a RenderRelevancy request: the
+        request's CameraInfo + optical-frame pose in the map frame, or the current camera when width = height = 0."""
+        cam, map_frame = req.camera, self.config.frames.map_frame
+        camera_frame = cam.header.frame_id or self.config.frames.camera_frame
+        if int(cam.width) == 0 and int(cam.height) == 0:
+            frame = self.current_camera()
+            if frame is None:
+                raise Lang3DError(ErrorCode.NO_MAP, "no current camera yet: the mapper has not fused a keyframe")
+            T, K, stamp_ns = np.asarray(frame.T_world_cam, np.float64), frame.intrinsics, int(frame.stamp_ns)
+        else:
+            K = cv.camera_info_to_intrinsics(cam)  # ValueError (BAD_REQUEST): distortion, zero focal length, ...
+            if req.camera_pose.header.frame_id != map_frame:
+                raise Lang3DError(
+                    ErrorCode.BAD_REQUEST,
+                    f"camera_pose is in frame {req.camera_pose.header.frame_id!r}; give the optical frame's pose in "
+                    f"{map_frame!r}",
+                )
+            T = cv.pose_to_matrix(req.camera_pose.pose)
+            stamp_ns = cv.stamp_to_ns(cam.header.stamp) or cv.stamp_to_ns(req.camera_pose.header.stamp)
+        stamp_ns = stamp_ns or self.node.get_clock().now().nanoseconds
+        return T, K, cv.make_header(camera_frame, stamp_ns), cv.matrix_to_pose_stamped(T, map_frame, stamp_ns)
+
+    def _render_relevancy(self, req, res):
+        def run(res):
+            from geometry_msgs.msg import Point, PointStamped
+
+            from lang3d_ros.gaussians.relevancy_render import render_query_view
+
+            query = check_query(text_field(req.query))
+            if req.level and req.level not in LEVELS:
+                raise Lang3DError(
+                    ErrorCode.BAD_REQUEST, f"unknown level {req.level!r}: use '' (best), {', '.join(LEVELS)}"
+                )
+            if not np.isfinite(req.mask_threshold) or not 0.0 <= req.mask_threshold <= 1.0:
+                raise Lang3DError(ErrorCode.BAD_REQUEST, f"mask_threshold must be in [0, 1], got {req.mask_threshold}")
+            self._require_map()
+            T, K, hdr, pose = self._render_camera(req)
+            view = render_query_view(self.map, query, T, K, req.level, float(req.mask_threshold), int(req.max_results))
+            res.relevancy = cv.numpy_to_image(view.relevancy, "32FC1", hdr)
+            if req.want_mask:
+                res.mask = cv.numpy_to_image(view.mask.astype(np.uint8) * 255, "mono8", hdr)
+            res.mask_threshold = float(view.mask_threshold)
+            res.camera_pose = pose
+            res.target_in_view = view.target_in_view
+            res.best_u, res.best_v = (int(x) for x in view.best_uv)
+            res.best_score = float(view.best_score)
+            map_hdr = cv.make_header(self.config.frames.map_frame, cv.stamp_to_ns(hdr.stamp))
+            res.best_point = PointStamped(header=map_hdr)
+            res.has_best_point = view.best_point_world is not None
+            if res.has_best_point:
+                x, y, z = (float(c) for c in view.best_point_world)
+                res.best_point.point = Point(x=x, y=y, z=z)
+            res.instance_ids = [int(i) for i in view.instance_ids]
+            res.instance_scores = [float(x) for x in view.instance_scores]
+            res.instance_pixels = [int(n) for n in view.instance_pixels]
+            res.level_used, res.answered_by = view.level, view.answered_by
+            res.latency_ms = float(view.latency_ms)
+            res.success = True
+            res.message = (
+                f"{len(view.instance_ids)} of the answering instances in view"
+                if view.target_in_view
+                else "the answering instances are not in this view"
+            )
+
+        return self._answer("render_relevancy", res, run)
 
     def _save(self, req, res):
         def run(res):
