@@ -160,3 +160,34 @@ def test_render_relevancy_round_trip_through_a_query_server(tmp_path):
     finally:
         client.close()
         stop(server)
+
+
+def test_the_live_mapper_renders_its_current_camera():
+    """width = height = 0: the camera of the last keyframe the live mapper fused (handler on a real rclpy node)."""
+    require_ros()
+    import rclpy
+    from lang3d_ros.srv import RenderRelevancy
+
+    from lang3d_ros.ros import conversions as cv
+    from lang3d_ros.ros.services import QueryServices
+
+    scene, cfg, stack, poses, K = synthetic_room(SEED, n_frames=8)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=next_domain_id())
+    node = rclpy.create_node("lang3d_render_live_test", context=ctx)
+    try:
+        node.pipeline = stack.pipeline  # what MapperNode holds
+        live = QueryServices(node, stack.language_map, cfg, live=True)
+        last = stack.pipeline.selector.last
+        label = max(scene.objects, key=lambda o: o.aabb.volume).label
+        res = live._render_relevancy(RenderRelevancy.Request(query=label), RenderRelevancy.Response())
+        assert res.success, res.message
+        assert (res.relevancy.width, res.relevancy.height) == (last.intrinsics.width, last.intrinsics.height)
+        assert cv.pose_to_matrix(res.camera_pose.pose) == pytest.approx(last.T_world_cam, abs=1e-6)
+        assert cv.stamp_to_ns(res.relevancy.header.stamp) == last.stamp_ns and res.answered_by == "points"
+        stack.pipeline.selector.reset()  # no keyframe yet: said so
+        res = live._render_relevancy(RenderRelevancy.Request(query=label), RenderRelevancy.Response())
+        assert not res.success and res.error_code == RenderRelevancy.Response.ERROR_NO_MAP, res.message
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
