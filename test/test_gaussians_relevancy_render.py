@@ -18,21 +18,11 @@ SEED = 37  # not one of the seeds measured in docs/BENCHMARKS.md
 VIEWS = (2, 6, 10, 14)
 
 
-def coded_gaussians_from_points(language_map, init_opacity: float = 0.9):
-    """An untrained language-Gaussian field straight from a map's fused points: one flat disc per point (along its
-    normal), coded with the point's segment per level (what the trainer starts from, before any iteration)."""
-    import torch
+def coded_gaussians_from_points(language_map):
+    """The untrained field of a map's points (one coded disc per point, opacity 0.9), on the CPU."""
+    from lang3d_ros.gaussians.instances import gaussians_from_point_map
 
-    from lang3d_ros.gaussians.model import GaussianModel
-
-    pm = language_map.points
-    codes = np.stack([np.asarray(pm.labels(lvl)) for lvl in range(3)], axis=1).astype(np.int32)
-    cfg = dataclasses.replace(language_map.config.gaussians, init_opacity=init_opacity)
-    model = GaussianModel.from_points(
-        pm.points_xyz.numpy(), pm.colors.numpy(), normals=pm.normals.numpy(), config=cfg, device="cpu"
-    )
-    model.codes = torch.from_numpy(codes)
-    return model
+    return gaussians_from_point_map(language_map, device="cpu")
 
 
 def write_map_with_gaussians(language_map, model, path) -> None:
