@@ -23,7 +23,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["lang3d_ros", "lang3d_ros.*"]),
-    package_data={"lang3d_ros": ["py.typed"]},
+    package_data={"lang3d_ros": ["py.typed"], "lang3d_ros.llm": ["adapters/*/*"]},
     data_files=[
         ("share/lang3d_ros/config", [str(p.relative_to(HERE)) for p in sorted((HERE / "config").glob("*.yaml"))])
     ],
