@@ -43,6 +43,12 @@ def main() -> None:
     ap.add_argument("--segments", type=int, default=1500)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument(
+        "--start-xy",
+        default="0.6,0.6",
+        help="Navigate's start (map frame, m): the synthesised room spans [0, 10] x [0, 8] m and keeps objects 0.8 m "
+        "off its walls, so a corner 0.6 m in is free floor (the old (0, -2) was outside the map)",
+    )
     a = ap.parse_args()
     from geometry_msgs.msg import PoseStamped
     from lang3d_ros.srv import Ask, GetMapStatus, Ground, Navigate
@@ -64,7 +70,8 @@ def main() -> None:
     client = ServiceClient(domain, "lang3d_bench_client")
     start = PoseStamped()
     start.header.frame_id = "map"
-    start.pose.position.x, start.pose.position.y, start.pose.orientation.w = 0.0, -2.0, 1.0
+    sx, sy = (float(v) for v in a.start_xy.split(","))
+    start.pose.position.x, start.pose.position.y, start.pose.orientation.w = sx, sy, 1.0
     calls = {
         "Ground": (Ground, "/lang3d/ground", {"query": "chair"}),
         "Navigate": (Navigate, "/lang3d/navigate", {"instruction": "take me to the chair", "start": start}),
@@ -84,7 +91,7 @@ def main() -> None:
                 res, t = client.call(srv, topic, 60.0, **fields)
                 ms.append(t)
             st = latency_stats(ms)
-            rows.append((name, st, bool(res.success)))
+            rows.append((name, st, bool(res.success), "" if res.success else str(getattr(res, "message", ""))[:160]))
     finally:
         client.close()
         stop(server)
@@ -94,8 +101,11 @@ def main() -> None:
     )
     print("| service | p50 (ms) | p95 (ms) | max (ms) | success |")
     print("|---|---|---|---|---|")
-    for name, st, ok in rows:
+    for name, st, ok, _ in rows:
         print(f"| {name} | {st['p50']:.1f} | {st['p95']:.1f} | {st['max']:.1f} | {ok} |")
+    for name, _, ok, message in rows:
+        if not ok:
+            print(f"\n{name} answered success=false: {message}")
 
 
 if __name__ == "__main__":
