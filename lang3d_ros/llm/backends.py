@@ -71,6 +71,8 @@ class TransformersBackend:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.cap, self.max_output_chars, self.name = int(max_new_tokens_cap), int(max_output_chars), name
         self._lock = threading.Lock()  # one generate at a time per model
+        self.adapter: dict | None = None
+        """The manifest of the trained request adapter merged into ``model`` (None: the plain model)."""
 
     @classmethod
     def from_path(cls, path: str, config: LLMConfig) -> "TransformersBackend":
@@ -150,13 +152,50 @@ def convert_smollm2(cache_dir: str) -> str:
     return cache_dir
 
 
+BUILTIN_ADAPTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "adapters", "requests-smollm2")
+"""The LoRA request adapter shipped in the package (trained by ``python -m lang3d_ros.llm.finetune``)."""
+
+
+def adapter_folder(config: LLMConfig) -> str:
+    """The adapter folder ``config.adapter`` names ("" when none is wanted)."""
+    return BUILTIN_ADAPTER if config.adapter == "builtin" else config.adapter
+
+
+def attach_adapter(backend: "TransformersBackend", folder: str) -> bool:
+    """Verify (SHA-256 of every file in its manifest), load and merge the LoRA adapter of ``folder`` into the
+    backend's model; ``backend.adapter`` becomes its manifest. False, with a log line saying why, when the folder
+    is missing or the adapter is refused (tampered, partial, or not loadable): the plain model is kept."""
+    from lang3d_ros.llm.finetune import load_adapter
+
+    if not folder:
+        return False
+    if not os.path.isdir(folder):
+        log.warning("no LLM adapter at %s: the plain model is used and the parser writes the requests", folder)
+        return False
+    try:
+        model = load_adapter(backend.model, folder)
+        backend.model = model.merge_and_unload().eval()  # merged: no extra cost per token
+    except (ValueError, OSError, RuntimeError, KeyError) as exc:
+        log.error(
+            "LLM adapter at %s refused (%s): the plain model is used and the parser writes the requests", folder, exc
+        )
+        return False
+    from lang3d_ros.llm.finetune import verify_adapter
+
+    backend.adapter = verify_adapter(folder)
+    log.info("LLM adapter %s loaded (checksums verified, trained at commit %s)", folder, backend.adapter.get("commit"))
+    return True
+
+
 def load_smollm2(config: LLMConfig) -> TransformersBackend:
-    """The built-in SmolLM2-135M-Instruct, converted on first use and cached under config.cache_dir."""
+    """The built-in SmolLM2-135M-Instruct, converted on first use and cached under config.cache_dir, with the
+    request adapter ``config.adapter`` when it is there and its checksums match (``attach_adapter``)."""
     cache = config.cache_dir or default_cache_dir()
     if not os.path.isfile(os.path.join(cache, "config.json")):
         convert_smollm2(cache)
     backend = TransformersBackend.from_path(cache, config)
     backend.name = "smollm2"
+    attach_adapter(backend, adapter_folder(config))
     return backend
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Backend = Literal["smollm2", "transformers", "openai"]
-Mode = Literal["rank", "llm_first", "parser_only"]
+Mode = Literal["auto", "rank", "llm_first", "parser_only"]
 BACKENDS = typing.get_args(Backend)
 MODES = typing.get_args(Mode)
 
@@ -38,11 +38,17 @@ class LLMConfig:
     """Model output beyond this is cut before parsing."""
     max_query_chars: int = 1024
     """Longer queries are rejected with ValueError."""
-    mode: Mode = "rank"
-    """rank: the parser and the label matcher propose candidate requests, the model ranks them by log-likelihood
+    mode: Mode = "auto"
+    """auto: llm_first when the model carries a trained adapter (``adapter``), else rank | rank: the parser and the
+    label matcher propose candidate requests, the model ranks them by log-likelihood
     and fills the slots they leave open (the parser alone when there is one candidate and no open slot) |
     llm_first: the model writes the request under a JSON-schema grammar, the parser answers when that request
     fails the checks against the query | parser_only: no model."""
+    adapter: str = "builtin"
+    """Smollm2 backend: the LoRA request adapter to load. builtin: the one shipped in the package
+    (lang3d_ros/llm/adapters/requests-smollm2) | a folder path | "" for none. Its manifest's SHA-256 checksums
+    are verified first: a tampered adapter is refused and, like a missing one, leaves the plain model (mode auto
+    then ranks with the parser instead of letting the model write requests)."""
     device: str = "cpu"
     """Cpu | cuda | auto (transformers backends)."""
     loc_bins: int = 256

@@ -18,7 +18,7 @@ import copy
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -47,6 +47,24 @@ class Vocabulary:
     intents: tuple[str, ...] = MODEL_INTENTS
 
     @classmethod
+    def cues(cls, query: str, labels: Sequence[str] = ()) -> "Vocabulary":
+        """``labels`` as given; colours, sizes, relations, superlatives and intents narrowed to the query's
+        words (what ``from_query`` does without the label matcher)."""
+        from lang3d_ros.llm.parser import tokenize
+        from lang3d_ros.llm.prompting import _query_cues, cued_intents
+
+        words = tokenize(query)
+        rels, sups, cols, sizes = _query_cues(words)
+        return cls(
+            tuple(sorted(set(labels))),
+            tuple(sorted(cols)),
+            tuple(sorted(sizes)),
+            tuple(sorted(rels)),
+            tuple(sorted(sups)),
+            cued_intents(words, bool(rels)),
+        )
+
+    @classmethod
     def from_query(cls, query: str, labels: Sequence[str], matcher, config: LLMConfig) -> "Vocabulary":
         """Labels some phrase of the query may name (``prompting.admissible_labels``); colours, sizes, relations
         and superlatives its words cue; intents its words allow (``prompting.cued_intents``). The model still
@@ -69,33 +87,90 @@ class Vocabulary:
         )
 
 
-def _phrase_schema(v: Vocabulary, depth: int) -> dict:
-    props: dict = {"label": {"enum": list(v.labels) + [ANY, OTHER]}, "color": {"enum": list(v.colors) + [NONE]}}
+def _has_anchors(v: Vocabulary) -> bool:
+    """Whether a phrase under ``v`` can have anchors: a relation, or a superlative measured to a reference."""
+    return bool(v.relations) or bool({"closest", "farthest"} & set(v.superlatives))
+
+
+def _phrase_schema(v: Vocabulary, depth: int, compact: bool = False) -> dict:
+    props: dict = {"label": {"enum": list(v.labels) + [ANY, OTHER]}}
+    if not compact or v.colors:
+        props["color"] = {"enum": list(v.colors) + [NONE]}
     if depth == 1:
-        props.update(
-            {
-                "size": {"enum": list(v.sizes) + [NONE]},
-                "relation": {"enum": list(v.relations) + [NONE]},
-                "superlative": {"enum": list(v.superlatives) + [NONE]},
-                "anchors": {"type": "array", "items": _phrase_schema(v, depth + 1), "maxItems": 2},
-            }
-        )
+        for key, values in (("size", v.sizes), ("relation", v.relations), ("superlative", v.superlatives)):
+            if not compact:
+                props[key] = {"enum": list(values) + [NONE]}
+            elif values:  # only the target carries these: a cue the query names must be used (the check wants it)
+                props[key] = {"enum": list(values)}
+        if not compact or _has_anchors(v):
+            items = _phrase_schema(v, depth + 1, compact)
+            props["anchors"] = {"type": "array", "items": items, "maxItems": 2}
+            if compact and v.relations:  # "between" takes two anchors, any other relation one
+                n = 2 if "between" in v.relations else 1
+                props["anchors"].update(minItems=n, maxItems=n)
+            elif compact:  # closest / farthest to a reference, or to the robot
+                props["anchors"]["maxItems"] = 1
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
-def request_schema(labels: Sequence[str] | Vocabulary) -> dict:
-    """The JSON schema of one model answer over these map labels, or over a (narrowed) Vocabulary."""
+def request_schema(labels: Sequence[str] | Vocabulary, compact: bool = False) -> dict:
+    """The JSON schema of one model answer over these map labels, or over a (narrowed) Vocabulary.
+    ``compact``: keys whose enum would be only "none" (no colour, size, relation, superlative cue; no attribute
+    intent) are left out, so the answer is shorter, and a size, relation or superlative the query cues must be
+    used (only the target carries them; anchors: two for "between", one for another relation, at most one
+    reference for closest / farthest); the trained adapter writes this form (``compact_model_json``)."""
     v = labels if isinstance(labels, Vocabulary) else Vocabulary(tuple(sorted({str(l) for l in labels if l})))
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "intent": {"enum": list(v.intents)},
-            "target": _phrase_schema(v, 1),
-            "attribute": {"enum": list(ATTRIBUTES) + [NONE]},
-        },
-        "required": ["intent", "target", "attribute"],
-    }
+    props: dict = {"intent": {"enum": list(v.intents)}, "target": _phrase_schema(v, 1, compact)}
+    if not compact or "attribute" in v.intents:
+        props["attribute"] = {"enum": list(ATTRIBUTES) + [NONE]}
+    return {"type": "object", "additionalProperties": False, "properties": props, "required": list(props)}
+
+
+def compact_model_json(req: Request, vocab: Vocabulary) -> dict | None:
+    """``request_to_model_json`` with only the keys of ``request_schema(vocab, compact=True)``: the training
+    target of the adapter. None when the request uses a value the (cue-narrowed) vocabulary does not offer (a
+    typo hid the cue): such a sample would teach an answer the grammar cannot write. Labels are not checked."""
+    full = request_to_model_json(req)
+    schema = request_schema(replace(vocab, labels=()), compact=True)
+
+    def keep(d: dict, sch: dict) -> dict | None:
+        out = {}
+        for k, val in d.items():
+            sub = sch["properties"].get(k)
+            if sub is None:
+                if val not in (NONE, []):
+                    return None
+                continue
+            if "enum" in sub:
+                if k != "label" and val not in sub["enum"]:
+                    return None
+                out[k] = val
+            elif sub.get("type") == "array":
+                items = [keep(a, sub["items"]) for a in val]
+                if any(i is None for i in items) or not sub.get("minItems", 0) <= len(items) <= sub["maxItems"]:
+                    return None
+                out[k] = items
+            else:
+                kept = keep(val, sub)
+                if kept is None:
+                    return None
+                out[k] = kept
+        return out
+
+    return keep(full, schema)
+
+
+ADAPTER_OBJECTS_MAX = 40
+"""At most this many map labels in the adapter's prompt (sorted)."""
+
+
+def adapter_prompt(query: str, labels: Sequence[str]) -> str:
+    """The trained adapter's whole prompt (no chat template, no system text, no examples: prefill is short):
+    the labels the grammar offers for this query (``Vocabulary.from_query``: the map labels some phrase of the
+    query may name, usually 0-3; "-" when none), then the sentence. Training (``datagen.adapter_sample``) and
+    inference use this function."""
+    objects = ", ".join(sorted({str(l) for l in labels if l})[:ADAPTER_OBJECTS_MAX]) or "-"
+    return f"objects: {objects}\nsentence: {' '.join(str(query).split())}\njson:"
 
 
 def _none(v):
@@ -222,9 +297,10 @@ def _mask(matcher, vocab: int) -> np.ndarray:
 
 
 def constrained_generate(
-    backend, messages: list[dict], schema: dict, max_new_tokens: int, timeout_s: float
+    backend, messages: list[dict] | str, schema: dict, max_new_tokens: int, timeout_s: float
 ) -> tuple[str, DecodeStats]:
-    """Greedy decoding of a local transformers model under the JSON ``schema`` (llguidance token masks).
+    """Greedy decoding of a local transformers model under the JSON ``schema`` (llguidance token masks) after
+    chat ``messages`` (chat template) or a plain prompt string.
     The output is valid JSON of the schema unless ``max_new_tokens`` or ``timeout_s`` cut it (LLMUnavailable)."""
     import llguidance
     import torch
@@ -239,10 +315,13 @@ def constrained_generate(
     stats = DecodeStats()
     out: list[int] = []
     with backend._lock, torch.no_grad():
-        ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)[
-            "input_ids"
-        ][0].tolist()
-        past, start = _prefix_cache(backend, messages[0], ids)
+        if isinstance(messages, str):  # a plain prompt (the trained adapter's): no chat template, no prefix cache
+            ids, past, start = tok(messages, add_special_tokens=False)["input_ids"], None, 0
+        else:
+            ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)[
+                "input_ids"
+            ][0].tolist()
+            past, start = _prefix_cache(backend, messages[0], ids)
         res = model(input_ids=torch.tensor([ids[start:]], device=model.device), past_key_values=past, use_cache=True)
         past, logits = res.past_key_values, res.logits[0, -1]
         while not matcher.is_stopped() and not matcher.is_accepting():
@@ -273,11 +352,16 @@ def constrained_generate(
 def generate_request(backend, query: str, labels: Sequence[str], config: LLMConfig, matcher=None) -> Request:
     """The model's request for ``query`` over the map's ``labels``, decoded under ``request_schema`` with
     per-query few-shot examples; with a ``matcher`` (LabelMatcher) the schema is narrowed to the query's cues
-    (``Vocabulary.from_query``). LLMUnavailable when the model cannot answer."""
+    (``Vocabulary.from_query``). A backend with a trained adapter (``backend.adapter``: its manifest) gets
+    ``adapter_prompt`` and the compact schema instead. LLMUnavailable when the model cannot answer."""
     from lang3d_ros.llm.prompting import build_messages
 
-    schema = request_schema(Vocabulary.from_query(query, labels, matcher, config) if matcher is not None else labels)
-    messages = build_messages(query, labels, config.few_shot)
+    vocab = Vocabulary.from_query(query, labels, matcher, config) if matcher is not None else labels
+    if getattr(backend, "adapter", None):  # trained on the compact form and a short prompt without examples
+        shown = vocab.labels if isinstance(vocab, Vocabulary) else labels
+        schema, messages = request_schema(vocab, compact=True), adapter_prompt(query, shown)
+    else:
+        schema, messages = request_schema(vocab), build_messages(query, labels, config.few_shot)
     stats = DecodeStats()
     if hasattr(backend, "model") and hasattr(backend, "tokenizer"):
         text, stats = constrained_generate(backend, messages, schema, max(config.max_new_tokens, 160), config.timeout_s)
@@ -327,7 +411,7 @@ def _valid(value, schema: dict) -> bool:
     if schema.get("type") == "array":
         return (
             isinstance(value, list)
-            and len(value) <= schema.get("maxItems", len(value))
+            and schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value))
             and all(_valid(v, schema["items"]) for v in value)
         )
     return True

@@ -145,7 +145,6 @@ LEAD_INS = (
     "",
     "find ",
     "show me ",
-    "where's ",
     "locate ",
     "can you find ",
     "i'm looking for ",
@@ -201,6 +200,19 @@ TEMPLATES = (
     "where",
     "relations_on",
     "navigate",
+    "size_question",
+    "size",
+    "count_color",
+    "side",
+    "between",
+    "relations_near",
+    "absent",
+    "caption",
+    "under",
+    "count_label_on",
+    "where_on",
+    "color_on",
+    "thing_on",
 )
 
 
@@ -237,6 +249,59 @@ def _plural_word(label: str) -> str:
     return label + ("es" if label.endswith(("s", "x", "ch", "sh")) else "s")
 
 
+ABSENT_NOUNS = (
+    "piano",
+    "guitar",
+    "oven",
+    "toaster",
+    "umbrella",
+    "clock",
+    "printer",
+    "bicycle",
+    "mirror",
+    "kettle",
+    "painting",
+    "phone",
+    "scissors",
+    "microwave",
+    "towel",
+    "candle",
+    "basket",
+    "drum",
+    "helmet",
+    "jacket",
+)
+"""Household nouns no synthetic scene holds: queries naming them (or a catalogue label the scene lacks) train the
+answer "other" (nothing in the map)."""
+SIZE_WORDS = {"large": ("big", "large", "huge"), "small": ("small", "little", "tiny")}
+SUPERLATIVE_WORDS = {
+    "closest": ("closest", "nearest"),
+    "farthest": ("farthest", "furthest"),
+    "largest": ("largest", "biggest"),
+    "smallest": ("smallest", "tiniest"),
+    "leftmost": ("leftmost",),
+    "rightmost": ("rightmost",),
+    "highest": ("highest", "topmost"),
+    "lowest": ("lowest",),
+}
+RELATION_WORDS = {
+    "on": ("on", "on top of", "sitting on", "that is on"),
+    "under": ("under", "below", "beneath", "underneath"),
+    "near": ("near", "next to", "by", "beside", "close to"),
+    "left_of": ("to the left of", "left of", "on the left of"),
+    "right_of": ("to the right of", "right of", "on the right of"),
+    "in_front_of": ("in front of",),
+    "behind": ("behind", "in back of"),
+}
+COUNT_LEADS = ("how many ", "count the ", "how many ", "what is the number of ", "can you count the ")
+COUNT_TAILS = ("", " are there", " do you see", " in this room", " can you see", " are in the room")
+WHERE_LEADS = ("where is the ", "where's the ", "where did i leave the ", "where can i find the ")
+COLOR_Q = ("what colour is the ", "what color is the ", "which colour is the ", "what color's the ")
+SIZE_Q = ("how big is the ", "what size is the ", "how large is the ")
+THING = ("thing", "object", "one", "item")
+CAPTIONS = ("describe the room", "what do you see", "describe the scene", "tell me about the room")
+
+
 def request_samples(
     objects: Sequence[SceneObject],
     grid: LocationGrid,
@@ -244,12 +309,15 @@ def request_samples(
     scene_id: str,
     per_template: int = 3,
     synonym_p: float = 0.3,
+    absent_labels: Sequence[str] = (),
 ) -> list[dict]:
     """Training pairs for the request model from one scene's objects: {"scene_id", "scene" (objects with
-    location tokens), "instruction" (paraphrased), "response" (the request JSON in the grammar's format),
-    "template", "labels", "relation", "attribute"}. The response is what the sentence asks for, whether or not
-    the scene has a unique answer (the model structures the text; the geometry is resolved in code)."""
-    from lang3d_ros.llm.constrained import dumps, request_to_model_json
+    location tokens), "objects" (the scene's labels), "instruction" (paraphrased), "request" (the Request as a
+    dict), "response" (the request JSON in the grammar's full format), "template", "labels", "relation",
+    "attribute"}. The response is what the sentence asks for, whether or not the scene has a unique answer (the
+    model structures the text; the geometry is resolved in code). ``absent_labels``: nouns the scene lacks,
+    for the "absent" template (answer: label "other")."""
+    from lang3d_ros.llm.constrained import OTHER, dumps, request_to_model_json
     from lang3d_ros.llm.request import Phrase, Request
 
     objects = list(objects)
@@ -257,16 +325,22 @@ def request_samples(
         raise ValueError("need at least one object to generate samples")
     scene = scene_text(objects, grid)
     labels = sorted({o.label for o in objects})
+    absent = [a for a in absent_labels if a not in labels] or [a for a in ABSENT_NOUNS if a not in labels]
     col = {o.instance_id: color_name(o.color_rgb) for o in objects}
     on = [(o, s) for o in objects for s in objects if s is not o and is_on(o.box, s.box)]
     out: list[dict] = []
+
+    def pick(seq):
+        return seq[int(rng.integers(len(seq)))]
 
     def add(template: str, text: str, req: Request, relation: str = "", attribute: str = "") -> None:
         out.append(
             {
                 "scene_id": scene_id,
                 "scene": scene,
+                "objects": labels,
                 "instruction": paraphrase(text, rng),
+                "request": req.to_dict(),
                 "response": dumps(request_to_model_json(req)),
                 "template": template,
                 "labels": sorted(set(req.target.labels())) if req.target is not None else [],
@@ -276,67 +350,201 @@ def request_samples(
         )
 
     for _ in range(per_template):
-        o = objects[int(rng.integers(len(objects)))]
+        o = pick(objects)
         name = _name(o.label, rng, synonym_p)
-        add("plain", f"{rng.choice(LEAD_INS)}the {name}", Request("ground", Phrase(o.label)))
+        c = col[o.instance_id]
+        add("plain", f"{pick(LEAD_INS)}the {name}", Request("ground", Phrase(o.label)))
+        add("color", f"{pick(LEAD_INS)}the {c} {name}", Request("ground", Phrase(o.label, c)), attribute=c)
+        add("navigate", f"{pick(NAV_LEAD_INS)}the {name}", Request("ground", Phrase(o.label)))
+        add("where", f"{pick(WHERE_LEADS)}{name}", Request("where", Phrase(o.label)))
+        add("color_question", f"{pick(COLOR_Q)}{name}", Request("attribute", Phrase(o.label), "color"))
+        add("size_question", f"{pick(SIZE_Q)}{name}", Request("attribute", Phrase(o.label), "size"))
+        size = str(pick(("large", "small")))
         add(
-            "color",
-            f"{rng.choice(LEAD_INS)}the {col[o.instance_id]} {name}",
-            Request("ground", Phrase(o.label, col[o.instance_id])),
-            attribute=col[o.instance_id],
+            "size",
+            f"{pick(LEAD_INS)}the {pick(SIZE_WORDS[size])} {name}",
+            Request("ground", Phrase(o.label, size=size)),
+            attribute=size,
         )
-        add("navigate", f"{rng.choice(NAV_LEAD_INS)}the {name}", Request("ground", Phrase(o.label)))
-        add("where", f"where is the {name}", Request("where", Phrase(o.label)))
-        add("color_question", f"what colour is the {name}", Request("attribute", Phrase(o.label), "color"))
-        lab = labels[int(rng.integers(len(labels)))]
+        lab = pick(labels)
         add(
             "count",
-            f"{rng.choice(('how many ', 'count the ', 'how many '))}{_plural_word(_name(lab, rng, synonym_p))}"
-            f"{rng.choice(('', ' are there', ' do you see', ' in this room'))}",
+            f"{pick(COUNT_LEADS)}{_plural_word(_name(lab, rng, synonym_p))}{pick(COUNT_TAILS)}",
             Request("count", Phrase(lab)),
         )
-        sup = str(rng.choice(("closest", "farthest", "largest", "smallest", "leftmost", "rightmost", "highest")))
-        add("superlative", f"the {sup} {name}", Request("ground", Phrase(o.label, superlative=sup)), sup)
-        ref = objects[int(rng.integers(len(objects)))]
+        cc = str(pick(sorted(set(col.values()))))
+        add(
+            "count_color",
+            f"{pick(COUNT_LEADS)}{cc} {pick(('things', 'objects', 'items'))}{pick(COUNT_TAILS)}",
+            Request("count", Phrase("", cc)),
+            attribute=cc,
+        )
+        sup = str(pick(tuple(SUPERLATIVE_WORDS)))
+        add(
+            "superlative",
+            f"{pick(LEAD_INS)}the {pick(SUPERLATIVE_WORDS[sup])} {name}",
+            Request("ground", Phrase(o.label, superlative=sup)),
+            sup,
+        )
+        ref = pick(objects)
         if ref.label != o.label:
+            sup = str(pick(("closest", "farthest")))
+            word = {"closest": ("closest to", "nearest to", "nearest"), "farthest": ("farthest from", "furthest from")}
             add(
                 "closest_to",
-                f"the {name} closest to the {_name(ref.label, rng, synonym_p)}",
-                Request("ground", Phrase(o.label, superlative="closest", reference=Phrase(ref.label))),
-                "closest",
+                f"{pick(LEAD_INS)}the {name} {pick(word[sup])} the {_name(ref.label, rng, synonym_p)}",
+                Request("ground", Phrase(o.label, superlative=sup, reference=Phrase(ref.label))),
+                sup,
             )
-        near = [x for x in objects if x is not o and x.label != o.label]
-        if near:
-            x = near[int(rng.integers(len(near)))]
+        others = [x for x in objects if x.label != o.label]
+        if others:
+            x = pick(others)
+            rel = str(pick(("near", "left_of", "right_of", "in_front_of", "behind")))
             add(
-                "near",
-                f"the {name} {rng.choice(('near', 'next to', 'by'))} the {_name(x.label, rng, synonym_p)}",
-                Request("ground", Phrase(o.label, relation="near", anchors=(Phrase(x.label),))),
+                "near" if rel == "near" else "side",
+                f"{pick(LEAD_INS)}the {name} {pick(RELATION_WORDS[rel])} the {_name(x.label, rng, synonym_p)}",
+                Request("ground", Phrase(o.label, relation=rel, anchors=(Phrase(x.label),))),
+                rel,
+            )
+            y = pick(others)
+            if y.label != x.label:
+                add(
+                    "between",
+                    f"{pick(LEAD_INS)}the {name} between the {_name(x.label, rng, synonym_p)} and the "
+                    f"{_name(y.label, rng, synonym_p)}",
+                    Request("ground", Phrase(o.label, relation="between", anchors=(Phrase(x.label), Phrase(y.label)))),
+                    "between",
+                )
+            add(
+                "relations_near",
+                f"what is {pick(RELATION_WORDS['near'][:3])} the {_name(x.label, rng, synonym_p)}",
+                Request("relations", Phrase("", relation="near", anchors=(Phrase(x.label),))),
                 "near",
             )
+        lead = str(pick(LEAD_INS + NAV_LEAD_INS + WHERE_LEADS[:2]))
+        add(
+            "absent",
+            f"{lead}the {pick(absent)}",
+            Request("where" if lead.startswith("where") else "ground", Phrase(OTHER)),
+        )
+        if rng.random() < 0.3:
+            add("caption", str(pick(CAPTIONS)), Request("caption"))
         if on:
-            a, s = on[int(rng.integers(len(on)))]
-            c = col[a.instance_id] if rng.random() < 0.5 else None
+            a, s = pick(on)
+            ac = col[a.instance_id] if rng.random() < 0.5 else None
+            an, sn = _name(a.label, rng, synonym_p), _name(s.label, rng, synonym_p)
             add(
                 "on",
-                f"the {(c + ' ') if c else ''}{_name(a.label, rng, synonym_p)} on the {_name(s.label, rng, synonym_p)}",
-                Request("ground", Phrase(a.label, c, relation="on", anchors=(Phrase(s.label),))),
+                f"{pick(LEAD_INS)}the {(ac + ' ') if ac else ''}{an} {pick(RELATION_WORDS['on'])} the {sn}",
+                Request("ground", Phrase(a.label, ac, relation="on", anchors=(Phrase(s.label),))),
                 "on",
-                c or "",
+                ac or "",
+            )
+            add(
+                "under",
+                f"{pick(LEAD_INS)}the {sn} {pick(RELATION_WORDS['under'])} the {an}",
+                Request("ground", Phrase(s.label, relation="under", anchors=(Phrase(a.label),))),
+                "under",
             )
             add(
                 "count_on",
-                f"how many things are on the {_name(s.label, rng, synonym_p)}",
+                f"how many {pick(('things', 'objects', 'items'))} are on the {sn}",
                 Request("count", Phrase("", relation="on", anchors=(Phrase(s.label),))),
                 "on",
             )
             add(
+                "count_label_on",
+                f"how many {_plural_word(an)} are on the {sn}",
+                Request("count", Phrase(a.label, relation="on", anchors=(Phrase(s.label),))),
+                "on",
+            )
+            add(
                 "relations_on",
-                f"what is on the {_name(s.label, rng, synonym_p)}",
+                f"{pick(('what is on ', 'what is on top of ', 'what is sitting on ', 'what things are on '))}the {sn}",
                 Request("relations", Phrase("", relation="on", anchors=(Phrase(s.label),))),
                 "on",
             )
+            add(
+                "where_on",
+                f"{pick(WHERE_LEADS)}{an} on the {sn}",
+                Request("where", Phrase(a.label, relation="on", anchors=(Phrase(s.label),))),
+                "on",
+            )
+            add(
+                "color_on",
+                f"{pick(COLOR_Q)}{an} on the {sn}",
+                Request("attribute", Phrase(a.label, relation="on", anchors=(Phrase(s.label),)), "color"),
+                "on",
+            )
+            add(
+                "thing_on",
+                f"{pick(LEAD_INS)}the {ac or col[a.instance_id]} {pick(THING)} on the {sn}",
+                Request("ground", Phrase("", ac or col[a.instance_id], relation="on", anchors=(Phrase(s.label),))),
+                "on",
+                ac or col[a.instance_id],
+            )
     return out
+
+
+def adapter_sample(sample: dict, matcher=None, config=None) -> dict | None:
+    """A ``request_samples`` sample as the adapter is trained on it: {"prompt": ``constrained.adapter_prompt``
+    (the labels the grammar offers for the sentence + the sentence), "response": the request in the compact form
+    the grammar lets the model write for it}, or None when the grammar could not write the request (a typo hid
+    a cue, or the label matcher offers none of the labels the request names). ``matcher`` (a LabelMatcher with
+    the text encoder) and ``config`` narrow the labels exactly as inference does; without them every scene label
+    is offered."""
+    from lang3d_ros.llm.config import LLMConfig
+    from lang3d_ros.llm.constrained import OTHER, Vocabulary, adapter_prompt, compact_model_json, dumps
+    from lang3d_ros.llm.request import request_from_dict
+
+    text = sample["instruction"]
+    if matcher is not None:
+        vocab = Vocabulary.from_query(text, sample["objects"], matcher, config or LLMConfig())
+    else:
+        vocab = Vocabulary.cues(text, sample["objects"])
+    req = request_from_dict(sample["request"])
+    from lang3d_ros.llm.understand import request_labels
+
+    if any(l not in vocab.labels and l != OTHER for l in request_labels(req)):
+        return None
+    compact = compact_model_json(req, vocab)
+    if compact is None:
+        return None
+    return {**sample, "prompt": adapter_prompt(text, vocab.labels), "response": dumps(compact)}
+
+
+def frozen_texts(folder) -> set[str]:
+    """The frozen phrasing set's query texts, normalised (lower case, words only): what training must never
+    contain. Empty when the folder is absent (an installed package without its tests)."""
+    import os
+
+    from lang3d_ros.llm.frontend import words_of
+
+    path = os.path.join(folder, "phrasings.jsonl")
+    if not os.path.isfile(path):
+        return set()
+    with open(path, encoding="utf-8") as f:
+        return {" ".join(words_of(json.loads(line)["text"])) for line in f if line.strip()}
+
+
+def assert_disjoint_from_frozen(samples: Sequence[dict], folder) -> int:
+    """AssertionError when a sample's instruction is a query of the frozen set (compared normalised) or a sample
+    comes from one of its scenes; returns how many frozen queries were checked against."""
+    import os
+
+    from lang3d_ros.llm.frontend import words_of
+
+    frozen = frozen_texts(folder)
+    scenes_path = os.path.join(folder, "scenes.json")
+    seeds: set[int] = set()
+    if os.path.isfile(scenes_path):
+        with open(scenes_path, encoding="utf-8") as f:
+            seeds = {int(v["seed"]) for v in json.load(f)["scenes"].values()}
+    for s in samples:
+        assert " ".join(words_of(s["instruction"])) not in frozen, f"frozen phrasing in training: {s['instruction']!r}"
+        sid = str(s.get("scene_id", ""))
+        assert not (sid[1:].isdigit() and int(sid[1:]) in seeds), f"frozen scene {sid} in training"
+    return len(frozen)
 
 
 def split_samples(

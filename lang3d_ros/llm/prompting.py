@@ -222,7 +222,7 @@ def cued_intents(words: Sequence[str], has_relation: bool) -> tuple[str, ...]:
     attribute only with a colour or size word; caption only with describe-like words (or "what do you see");
     relations only with a relation cue and a what / everything word; ground always (except when counting)."""
     w = set(words)
-    if ("how" in w and "many" in w) or list(words[:1]) == ["count"] or "number" in w:
+    if ("how" in w and "many" in w) or "count" in w or "number" in w:
         return ("count",)
     out = ["ground"]
     if "where" in w:

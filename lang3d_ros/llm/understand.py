@@ -210,6 +210,11 @@ def understand(
     labels = sorted({o.label for o in objects if o.label})
     n = normalize(query)
     use_model = backend is not None and config.mode != "parser_only"
+    mode = config.mode
+    if mode == "auto":  # the model writes requests only when it was trained to (a verified adapter)
+        mode = "llm_first" if getattr(backend, "adapter", None) else "rank"
+    if mode != config.mode:
+        config = replace(config, mode=mode)
     note = ""
     if use_model and config.mode == "llm_first":
         from lang3d_ros.llm.constrained import generate_request
