@@ -11,7 +11,9 @@ time is recorded as such and the others still run):
    architecture only;
 6. parity: test/test_rasterizer_gpu.py (gsplat vs the CPU rasterizer's code on CUDA, values and gradients) and the
    measured differences at 640x480;
-7. training: gsplat training speed (RGB and language iterations/s) on a 640x480 synthetic scene.
+7. render_service: latency of the RenderRelevancy service's library call at 640x480 from 1M language Gaussians
+   (gsplat) and from the points' splats, on a synthetic room fused on CUDA;
+8. training: gsplat training speed (RGB and language iterations/s) on a 640x480 synthetic scene.
 Without CUDA it stops at once with a message and exit code 2 (nothing is measured, no file is written).
 Exit code 0 when every step passed, 1 otherwise. Results: ``<out>/gpu_check.json`` and ``<out>/gpu_check.md``.
 Cannot: measure anything on a CPU-only machine, or build gsplat without a CUDA compiler (the step says so).
@@ -239,10 +241,95 @@ def training_speed(
     }
 
 
+def render_service(
+    device: str = "cuda",
+    width: int = 640,
+    height: int = 480,
+    frames: int = 12,
+    gaussians: int = 1_000_000,
+    repeats: int = 5,
+    seed: int = 45,
+) -> dict:
+    """Latency of the RenderRelevancy service's library call (``render_query_view``: Ground, the relevancy render,
+    instance shares, expected depth, best pixel) at width x height, from a map file's language Gaussians and from
+    the points' splats. The map: a synthetic room fused from ``frames`` orbit views at width x height on ``device``;
+    its Gaussians: the untrained coded field of its points upsampled to ``gaussians`` (``gaussians_from_point_map``),
+    saved into the map file and served as a query server does. Per unique label and view: p50 / p95 / max ms over
+    ``repeats`` calls after one warm-up, and whether the best pixel lies in the object's ground-truth box."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from lang3d_ros.config import load_config
+    from lang3d_ros.datasets.synthetic import DEFAULT_INTRINSICS, generate_scene, make_trajectory, render_frames
+    from lang3d_ros.evaluation.lerf_protocol import box_contains, mask_boxes
+    from lang3d_ros.evaluation.render import gt_instance_map
+    from lang3d_ros.gaussians.instances import gaussians_from_point_map
+    from lang3d_ros.gaussians.ply import save_gaussians
+    from lang3d_ros.gaussians.relevancy_render import render_query_view
+    from lang3d_ros.mapping.build import build_stack, ground_truth_tables
+    from lang3d_ros.mapping.language_map import LanguageMap
+    from lang3d_ros.mapstore import write_map
+
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    scene = generate_scene(seed, n_objects=8)
+    overrides = {k: {"device": device} for k in ("fusion", "gaussians", "semantics")}
+    cfg = load_config(REPO / "config" / "synthetic.yaml", overrides={**overrides, "llm": {"mode": "parser_only"}})
+    stack = build_stack(cfg, **ground_truth_tables(scene), start=False)
+    K = DEFAULT_INTRINSICS.scaled(width, height)
+    poses = make_trajectory(scene, "orbit", frames, seed=seed)
+    t0 = time.perf_counter()
+    for f in render_frames(scene, poses, K, seed=seed):
+        stack.pipeline.process_now(f)
+    fuse_s = time.perf_counter() - t0
+    lmap = stack.language_map
+    t0 = time.perf_counter()
+    model = gaussians_from_point_map(lmap, num_gaussians=gaussians, seed=seed)
+    init_s = time.perf_counter() - t0
+    served = LanguageMap(cfg, lmap.text_encoder, device=device)
+    with tempfile.TemporaryDirectory() as tmp:
+        ply, path = Path(tmp) / "g.ply", Path(tmp) / "m.l3dmap"
+        save_gaussians(ply, model, metadata={"frame_id": cfg.frames.map_frame})
+        bundle = lmap.to_bundle()
+        bundle.blobs["gaussians.ply"] = ply.read_bytes()
+        write_map(path, bundle)
+        served.load(path)
+    labels = [o.label for o in scene.objects]
+    res = {"render_image": f"{width}x{height}", "render_gaussians": int(model.num_gaussians)}
+    res.update({"render_map_points": int(lmap.num_points), "render_fuse_s": round(fuse_s, 1)})
+    res["render_field_init_s"] = round(init_s, 1)
+    for name, m in (("gaussians", served), ("points", lmap)):
+        times, hits, tried = [], 0, 0
+        for vi in (frames // 4, (3 * frames) // 4):
+            inst = gt_instance_map(scene, poses[vi], K)
+            for o in scene.objects:
+                gt = inst == o.instance_id
+                if labels.count(o.label) != 1 or gt.mean() < 0.002:
+                    continue
+                view = render_query_view(m, o.label, poses[vi], K)  # warm-up (text encoder, caches)
+                assert view.answered_by == name, (view.answered_by, name)
+                for _ in range(repeats):
+                    sync()
+                    t = time.perf_counter()
+                    view = render_query_view(m, o.label, poses[vi], K)
+                    sync()
+                    times.append((time.perf_counter() - t) * 1e3)
+                tried += 1
+                hits += box_contains(mask_boxes(gt), *view.best_uv)
+        if times:
+            res[f"render_{name}_p50_ms"] = round(float(np.percentile(times, 50)), 1)
+            res[f"render_{name}_p95_ms"] = round(float(np.percentile(times, 95)), 1)
+            res[f"render_{name}_max_ms"] = round(float(np.max(times)), 1)
+        res[f"render_{name}_best_pixel_in_gt_box"] = f"{hits}/{tried}"
+    return res
+
+
 CHILD_STEPS = {
     "environment": environment,
     "build_gsplat": build_gsplat,
     "parity_numbers": parity_numbers,
+    "render_service": render_service,
     "training_speed": training_speed,
 }
 
@@ -331,6 +418,7 @@ def plan(py: str) -> list[tuple[str, list[str], float]]:
         ("gsplat_build", [py, me, "--child", "build_gsplat"], 240),
         ("parity_tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test/test_rasterizer_gpu.py"], 60),
         ("parity_numbers", [py, me, "--child", "parity_numbers"], 45),
+        ("render_service", [py, me, "--child", "render_service"], 90),
         ("training", [py, me, "--child", "training_speed"], 90),
     ]
 
@@ -355,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = []
     for name, cmd, cap in plan(sys.executable):
         no_gsplat = any(s.name == "gsplat_build" and s.status != "passed" for s in steps)
-        if name.startswith(("parity", "training")) and no_gsplat:
+        if name.startswith(("parity", "render", "training")) and no_gsplat:
             steps.append(StepResult(name, cmd, "skipped", 0.0, {}, "gsplat did not build"))
             continue
         steps.append(run_step(name, cmd, cap, deadline, env))
