@@ -160,14 +160,31 @@ def test_objects_rebuilt_incrementally_equal_a_build_from_scratch(built):
     assert {o.label for o in lmap.objects(vocabulary=vocab)} <= set(vocab)
 
 
-def test_ground_answers_while_the_mapping_worker_holds_the_lock(built):
-    _, stack, _ = built
+def test_queries_answer_while_the_mapping_worker_holds_the_lock(built):
+    from lang3d_ros.mapping.queries import QueryEngine
+
+    scene, stack, _ = built
     lmap = stack.language_map
-    text = sorted(set(built[0].labels))[0]
+    engine = QueryEngine(stack.config, lmap)
+    text = sorted(set(scene.labels))[0]
     want = [o.instance_id for o in lmap.ground(text)]
+    objs = lmap.objects()
+    grid = engine.occupancy_grid()
     answered: list = []
-    with lmap.lock:  # as during a keyframe: the query ranks the snapshot published after the last one
-        worker = threading.Thread(target=lambda: answered.append([o.instance_id for o in lmap.ground(text)]))
+
+    def queries():
+        answered.append([o.instance_id for o in lmap.ground(text)])
+        answered.append(lmap.objects())
+        answered.append(engine.occupancy_grid())
+
+    with lmap.lock:  # as during a keyframe: the table changes, the snapshots of the last keyframe answer
+        lmap.instances.version += 1
+        lmap.version += 1
+        worker = threading.Thread(target=queries)
         worker.start()
         worker.join(timeout=60)
-        assert not worker.is_alive() and answered == [want]
+        assert not worker.is_alive() and answered[0] == want
+        assert answered[1] is objs and answered[2] is grid
+    now = lmap.objects()  # the lock is free: rebuilt for the new table state (same content here)
+    assert now is not objs and [o.instance_id for o in now] == [o.instance_id for o in objs]
+    assert engine.occupancy_grid() is not grid

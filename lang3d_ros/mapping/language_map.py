@@ -4,7 +4,9 @@
 
 Thread model: the mapping worker writes (``integrate``: fusion, mask association, label votes, statistics and
 the periodic merge / drop pass), service threads read (``ground``, ``objects``, ``relevancy_by_level``); one
-re-entrant lock orders them, so a query sees the map between two frames, never during one. Queries rank segments,
+re-entrant lock orders them, so a query sees the map between two frames, never during one. ``ground`` and
+``objects`` read snapshots published after each keyframe (the query index, the labelled objects) and do not wait
+while a keyframe holds the lock. Queries rank segments,
 never points: their cost grows with the number of segments, not of points. What it cannot do: an object no mask
 ever covered is not an instance; the features are those of the masks, so grounding quality follows the
 semantics backend.
@@ -81,7 +83,19 @@ class LanguageMap:
                 self.version += 1
                 if semantics is not None:
                     self._snapshot = self._build_snapshot()
+                    self._refresh_objects()
             return report
+
+    def _refresh_objects(self) -> None:
+        """After a keyframe (under the lock): bring a cached objects() list up to date (incremental: only the
+        changed rows), so that queries during the next keyframe answer from this one's objects."""
+        cached = self._objects_cache
+        if cached is None:
+            return
+        try:
+            self.objects(vocabulary=cached[1] or None)
+        except ValueError as exc:
+            log.warning("objects() after a keyframe failed: %s", exc)
 
     def _check_semantics(self, frame: Frame, semantics: KeyframeSemantics) -> None:
         h, w = frame.depth_m.shape[:2]
@@ -252,14 +266,22 @@ class LanguageMap:
         Label: open-vocabulary classification of the segment feature (grounding/extract.py); structure (floor,
         walls) is left out unless ``extraction.keep_structure``. Segments under ``instances.min_points`` points
         are left out. Incremental: after a table change only the rows whose content changed (feature, boxes,
-        counts, colour, support, stamps) are classified and built again; the others keep their objects."""
+        counts, colour, support, stamps) are classified and built again; the others keep their objects. While
+        the mapping worker holds the map lock (a keyframe in progress), the last build is returned, not waited
+        for (each keyframe brings a cached list up to date before it releases the lock)."""
         cfg = self.config.extraction
         if vocabulary:
             cfg = dataclasses.replace(cfg, vocabulary=list(vocabulary))
         key = tuple(cfg.vocabulary)
-        with self.lock:
-            if self._objects_cache and self._objects_cache[0] == self._state_key() and self._objects_cache[1] == key:
-                return self._objects_cache[2]
+        cached = self._objects_cache
+        if cached is not None and cached[1] == key:
+            if cached[0] == self._state_key():
+                return cached[2]
+            if not self.lock.acquire(blocking=False):  # a keyframe in progress: the last build, not a wait
+                return cached[2]
+        else:
+            self.lock.acquire()
+        try:
             version = self._state_key()
             t = self.instances.table
             rows = np.flatnonzero((t.level == LEVELS.index("whole")) & (t.n_points >= self.config.instances.min_points))
@@ -274,6 +296,8 @@ class LanguageMap:
             objs = [o for o in by_row if o is not None]
             self._objects_cache = (version, key, objs)
             return objs
+        finally:
+            self.lock.release()
 
     def _label_rows(self, rows: np.ndarray, cfg) -> list[SceneObject | None]:
         """rows (K,) of the table -> per row its labelled SceneObject, or None for structure left out."""

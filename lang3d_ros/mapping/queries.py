@@ -126,12 +126,20 @@ class QueryEngine:
 
     # ------------------------------------------------------------------------------- navigation
     def occupancy_grid(self) -> OccupancyGrid:
+        """The grid of the map's points, rebuilt when the map changed; while the mapping worker holds the map lock
+        (a frame in progress) the last grid, not a wait."""
         with self._grid_lock:
             if self._grid is not None and self._grid[0] == self.map.version:
                 return self._grid[1]
-            with self.map.lock:
+            if self._grid is not None and not self.map.lock.acquire(blocking=False):
+                return self._grid[1]
+            if self._grid is None:
+                self.map.lock.acquire()
+            try:
                 version = self.map.version
                 xyz = self.map.points.points_xyz.cpu().numpy()
+            finally:
+                self.map.lock.release()
             grid = dataclasses.replace(
                 build_occupancy_grid(xyz, self.config.navigation), frame_id=self.config.frames.map_frame
             )
