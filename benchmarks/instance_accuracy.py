@@ -22,11 +22,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_seed(seed: int, noise: bool, frames: int, objects: int, width: int, height: int) -> dict:
+def run_seed(
+    seed: int, noise: bool, frames: int, objects: int, width: int, height: int, instances: dict | None = None
+) -> dict:
     from lang3d_ros.config import load_config
     from lang3d_ros.datasets.synthetic import generate_scene, make_trajectory, render_frames
     from lang3d_ros.datasets.synthetic.render import DEFAULT_INTRINSICS, RenderNoise, make_stamps
@@ -39,7 +42,8 @@ def run_seed(seed: int, noise: bool, frames: int, objects: int, width: int, heig
     from lang3d_ros.mapping.queries import QueryEngine
 
     cfg = load_config(
-        REPO / "config" / "synthetic.yaml", overrides={"semantics": {"mask_noise": {"enabled": noise, "seed": seed}}}
+        REPO / "config" / "synthetic.yaml",
+        overrides={"semantics": {"mask_noise": {"enabled": noise, "seed": seed}}, "instances": instances or {}},
     )
     scene = generate_scene(seed, n_objects=objects)
     poses = make_trajectory(scene, "orbit", frames, seed=seed)
@@ -106,13 +110,17 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=10)
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--height", type=int, default=240)
+    ap.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="instances config overrides (vote_erode_px=0)"
+    )
     a = ap.parse_args()
+    overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in a.set)}
     variants = {"off": [False], "on": [True], "both": [False, True]}[a.noise]
-    results = [run_seed(s, n, a.frames, a.objects, a.width, a.height) for n in variants for s in a.seeds]
+    results = [run_seed(s, n, a.frames, a.objects, a.width, a.height, overrides) for n in variants for s in a.seeds]
     kinds = ("label", "attribute", "relation", "resting", "count", "count of absent")
     print(
         f"\n{platform.node()} {platform.machine()}, seeds {a.seeds}, {a.objects} objects, {a.frames} frames "
-        f"{a.width}x{a.height}\n"
+        f"{a.width}x{a.height}, instances overrides {overrides or 'none'}\n"
     )
     print("| masks | " + " | ".join(f"{k} (n)" for k in kinds) + " | ground all | B/point (RAM) | B/point (file) |")
     print("|---|" + "---|" * (len(kinds) + 3))

@@ -197,7 +197,9 @@ def _segment_relevancy_at(language_map, text: str, level: int) -> tuple[np.ndarr
     q = language_map.encode_query(text)
     with language_map.lock:
         t = language_map.instances.table
-        rows = np.flatnonzero((t.level == level) & (t.n_points >= language_map.config.instances.min_points))
+        icfg = language_map.config.instances
+        ok = (t.n_points >= icfg.min_points) & (t.n_observations >= icfg.min_observations)
+        rows = np.flatnonzero((t.level == level) & ok)
         ids = t.ids[rows].astype(np.int64)
         feats = t.unit_features(rows)
     return ids, segment_relevancy(feats, q, language_map.canonical)

@@ -17,8 +17,8 @@ class InstanceConfig:
 
     min_overlap_fraction: float = 0.2
     """A mask matches a segment when at least this fraction of its fused pixels landed on the segment's points."""
-    min_overlap_px: int = 8
-    """... and at least this many pixels."""
+    min_overlap_px: int = 4
+    """... and at least this many pixels; masks with fewer fused pixels neither associate nor vote."""
     match_min_cosine: float = 0.75
     """Feature agreement needed to match a mask to a segment (cosine of unit features)."""
     split_min_share: float = 0.15
@@ -33,6 +33,14 @@ class InstanceConfig:
     """Only pixels at least this far inside their mask (4-neighbourhood erosion) vote and count for association:
     a mask's boundary, where it spills onto the background behind the object, moves no labels. Masks that would
     lose more than half their pixels are kept whole."""
+    depth_edge_radius_px: int = 4
+    """Depth consistency of mask pixels: a pixel deeper than the nearest pixel of its own mask within this many
+    steps through the mask by more than the tolerance below lies behind the object (a mask spilling over the
+    silhouette onto the wall or floor) and neither votes nor associates. 0: off."""
+    depth_edge_tol_m: float = 0.06
+    """Depth step (metres) that counts as "behind" ..."""
+    depth_edge_tol_per_m2: float = 0.01
+    """... plus this times depth squared (structured-light noise grows with z^2)."""
     maintain_every_keyframes: int = 5
     """Run the merge / drop pass every this many keyframes."""
     merge_min_cosine: float = 0.85
@@ -44,11 +52,17 @@ class InstanceConfig:
     merge_min_box_overlap: float = 0.6
     """Merge never-apart segments whose AABB intersection holds this fraction of the smaller box."""
     drop_min_observations: int = 2
-    """Segments observed in fewer keyframes than this ..."""
+    """Segments matched in fewer keyframes than this while two more keyframes had their points in view ..."""
+    drop_min_detection_ratio: float = 0.25
+    """... or matched in fewer than this fraction of the keyframes that had them in view (a segment of a confused
+    or split mask) ..."""
     drop_after_keyframes: int = 6
     """... once this many keyframes have passed since they were first seen, are dropped."""
     min_points: int = 10
     """Segments with fewer points are dropped at maintenance and never returned by queries."""
+    min_observations: int = 2
+    """Segments matched in fewer keyframes are not answerable yet (queries, objects, the Gaussians' relevancy):
+    one confused or merged mask makes a segment that no later keyframe confirms."""
     box_percentile: float = 2.0
     """Robust boxes: clip this percentile off both ends of each box axis."""
     support_max_gap_m: float = 0.06
@@ -57,6 +71,9 @@ class InstanceConfig:
     """... on points of the other's horizontal surfaces within this distance of its footprint ..."""
     support_min_points: int = 5
     """... at least this many of them."""
+    support_box_max_gap_m: float = 0.25
+    """Fallback when no such surface is seen: an object whose box bottom is at most this far above the top of a
+    box under its centre rests on it (parts lost at its foot: a monitor's neck, a lamp's pole)."""
 
     def validate(self) -> None:
         for name in (
@@ -65,6 +82,7 @@ class InstanceConfig:
             "containment_min_fraction",
             "merge_together_ratio",
             "merge_min_box_overlap",
+            "drop_min_detection_ratio",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"instances.{name} must be in [0, 1], got {getattr(self, name)}")
@@ -78,13 +96,16 @@ class InstanceConfig:
             "drop_min_observations",
             "drop_after_keyframes",
             "min_points",
+            "min_observations",
             "support_min_points",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"instances.{name} must be >= 1, got {getattr(self, name)}")
-        if self.vote_erode_px < 0:
-            raise ValueError("instances.vote_erode_px must be >= 0")
-        if self.box_margin_m < 0 or self.support_max_gap_m < 0 or self.support_search_margin_m < 0:
-            raise ValueError("instances.box_margin_m, support_max_gap_m and support_search_margin_m must be >= 0")
+        if self.vote_erode_px < 0 or self.depth_edge_radius_px < 0:
+            raise ValueError("instances.vote_erode_px and depth_edge_radius_px must be >= 0")
+        if self.depth_edge_tol_m <= 0 or self.depth_edge_tol_per_m2 < 0:
+            raise ValueError("instances.depth_edge_tol_m must be > 0 and depth_edge_tol_per_m2 >= 0")
+        if min(self.box_margin_m, self.support_max_gap_m, self.support_search_margin_m, self.support_box_max_gap_m) < 0:
+            raise ValueError("instances.box_margin_m and the support gaps / margins must be >= 0")
         if not 0.0 <= self.box_percentile < 25.0:
             raise ValueError("instances.box_percentile must be in [0, 25)")

@@ -6,7 +6,10 @@ Merge (same level, features agree to ``merge_min_cosine``) when either
 - their margin-grown AABBs overlap by ``merge_min_box_overlap`` of the smaller one and no frame ever showed them
   apart (ConceptGraphs' geometric + semantic merge, guarded so that touching neighbours seen apart stay two).
 The merged segment keeps the oldest id. Once ``drop_after_keyframes`` have passed since a segment appeared, drop
-it when it was seen in fewer than ``drop_min_observations`` keyframes or holds fewer than ``min_points`` points.
+it when it holds fewer than ``min_points`` points, or when it was matched in fewer than ``drop_min_observations``
+keyframes although two more had it in view, or in fewer than ``drop_min_detection_ratio`` of the keyframes that
+had it in view (a segment of a confused or split mask: its object's points are in view again and again, its
+masks rarely recur). An object seen once and never again in view stays.
 The caller relabels the points with the returned lookup tables.
 """
 
@@ -75,9 +78,16 @@ def merge_candidates(table: SegmentTable, coobs: CoObservation, config: Instance
     return pairs
 
 
-def maintain(table: SegmentTable, coobs: CoObservation, config: InstanceConfig, keyframe: int) -> MaintenanceResult:
+def maintain(
+    table: SegmentTable,
+    coobs: CoObservation,
+    config: InstanceConfig,
+    keyframe: int,
+    in_view: dict[int, int] | None = None,
+) -> MaintenanceResult:
     """Merge and drop (table and co-observations updated in place); returns the relabel table for the points.
-    Needs fresh ``n_points`` and boxes (``refresh_stats`` first)."""
+    Needs fresh ``n_points`` and boxes (``refresh_stats`` first). in_view: segment id -> keyframes in which it was
+    matched or its points were in view (None: only the observation count decides)."""
     cfg = config
     lut = np.arange(table.next_id, dtype=np.int32)
     parent: dict[int, int] = {}
@@ -112,7 +122,17 @@ def maintain(table: SegmentTable, coobs: CoObservation, config: InstanceConfig, 
             merged += len(members)
         table.keep(keep)
     age = keyframe - table.first_keyframe
-    weak = (table.n_observations < cfg.drop_min_observations) | (table.n_points < cfg.min_points)
+    if in_view is None:
+        chances = table.n_observations.astype(np.float64)
+    else:
+        chances = np.array([in_view.get(int(i), 0) for i in table.ids.tolist()], np.float64).reshape(-1)
+        chances = np.maximum(chances, table.n_observations)
+    # seen too rarely to be real: matched in few of the keyframes that had it in view (a confused or split mask's
+    # segment is in view whenever its object is, and rarely matched again); an object seen once and never since
+    # stays until a later keyframe looks at it
+    rare = (table.n_observations < cfg.drop_min_observations) & (chances >= cfg.drop_min_observations + 2)
+    rare |= table.n_observations < cfg.drop_min_detection_ratio * chances
+    weak = rare | (table.n_points < cfg.min_points)
     drop = (age >= cfg.drop_after_keyframes) & weak
     dropped_ids = table.ids[drop]
     lut[dropped_ids] = -1

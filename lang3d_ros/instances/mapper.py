@@ -75,12 +75,48 @@ def erode_labels(seg_map: np.ndarray, px: int) -> np.ndarray:
     return out
 
 
+def depth_consistent(
+    seg_map: np.ndarray, depth_m: np.ndarray, radius_px: int, tol_m: float, tol_per_m2: float
+) -> np.ndarray:
+    """(H, W) mask ids (-1 none), (H, W) depth -> the same ids with -1 where a pixel lies behind its own mask:
+    deeper by more than ``tol_m + tol_per_m2 * z^2`` than the nearest pixel of the same mask within ``radius_px``
+    steps through that mask (8-neighbourhood). A mask that spills over an object's silhouette lands on the wall or
+    floor behind it, across a depth edge; inside an object, and along thin parts (a lamp's pole, a monitor's neck),
+    depth is continuous, so those pixels keep their votes (erosion would remove thin parts). Cannot see a spill
+    onto a surface at the object's own depth (the table top around a mug's foot), nor one wider than
+    ``radius_px``."""
+    ids = np.asarray(seg_map)
+    if radius_px <= 0:
+        return ids.copy()
+    z = np.asarray(depth_m, dtype=np.float32)
+    h, w = ids.shape
+    valid = (ids >= 0) & np.isfinite(z) & (z > 0)
+    lab = np.where(valid, ids, -1)
+    zv = np.where(valid, z, np.inf).astype(np.float32)
+    pad_i = np.pad(lab, 1, constant_values=-1)
+    nearest = zv.copy()
+    for _ in range(int(radius_px)):  # min depth over the mask's pixels within k steps, k = 1..radius
+        pad_z = np.pad(nearest, 1, constant_values=np.inf)
+        nxt = nearest.copy()
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if dy == 0 and dx == 0:
+                    continue
+                same = pad_i[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] == lab
+                np.minimum(nxt, np.where(same, pad_z[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w], np.inf), out=nxt)
+        nearest = nxt
+    step = np.where(valid, zv - np.where(valid, nearest, 0.0), 0.0)
+    behind = valid & (step > tol_m + tol_per_m2 * zv * zv)
+    return np.where(behind, -1, ids)
+
+
 class InstanceMapper:
     def __init__(self, config: InstanceConfig, feature_dim: int):
         config.validate()
         self.config = config
         self.table = SegmentTable(int(feature_dim))
         self.coobs = CoObservation()
+        self.in_view: dict[int, int] = {}  # segment id -> keyframes in which it was matched or its points were seen
         self.keyframes = 0
         self.version = 0
 
@@ -99,10 +135,14 @@ class InstanceMapper:
         xyz = pixel_points(frame)
         xyz[slot < 0] = np.nan
         labels = np.full((len(LEVELS), slot.shape[0]), -1, np.int32)
+        depth_m = np.asarray(frame.depth_m, dtype=np.float32)
         for lvl, masks in enumerate(semantics.levels):
             if masks.num_masks == 0:
                 continue
-            seg_map = erode_labels(masks.seg_map, cfg.vote_erode_px)
+            seg_map = depth_consistent(
+                masks.seg_map, depth_m, cfg.depth_edge_radius_px, cfg.depth_edge_tol_m, cfg.depth_edge_tol_per_m2
+            )
+            seg_map = erode_labels(seg_map, cfg.vote_erode_px)
             seg = np.where(slot >= 0, seg_map.reshape(-1), -1).astype(np.int32)
             existing = np.asarray(points.slot_labels(lvl, slot), dtype=np.int32).reshape(-1)
             res = associate_level(
@@ -119,6 +159,11 @@ class InstanceMapper:
                 kf,
             )
             labels[lvl] = res.pixel_labels
+            seen_ids, seen_px = np.unique(existing[existing >= 0], return_counts=True)
+            seen = set(seen_ids[seen_px >= cfg.min_overlap_px].tolist())
+            seen.update(res.matched.tolist(), res.created.tolist())
+            for i in seen:
+                self.in_view[i] = self.in_view.get(i, 0) + 1
             upd.matched += len(res.matched)
             upd.created += len(res.created)
         points.vote_labels(slot, alpha, labels)
@@ -133,7 +178,14 @@ class InstanceMapper:
 
     def maintain(self, points):
         """Merge / drop now and relabel the points; statistics are refreshed after."""
-        res = maintain(self.table, self.coobs, self.config, self.keyframes)
+        res = maintain(self.table, self.coobs, self.config, self.keyframes, self.in_view)
+        if res.merged or res.dropped:
+            in_view: dict[int, int] = {}
+            for i, n in self.in_view.items():  # a merged segment was in view whenever any of its parts was
+                j = int(res.lut[i]) if i < len(res.lut) else i
+                if j >= 0:
+                    in_view[j] = max(in_view.get(j, 0), n)
+            self.in_view = in_view
         if res.merged or res.dropped:
             for lvl in range(len(LEVELS)):
                 points.relabel(lvl, res.lut)
@@ -160,6 +212,9 @@ class InstanceMapper:
         out = {f"table.{k}": v for k, v in self.table.to_arrays().items()}
         out.update({f"coobs.{k}": v for k, v in self.coobs.to_arrays().items()})
         out["keyframes"] = np.array([self.keyframes], np.int64)
+        ids = np.array(sorted(self.in_view), np.int32)
+        out["in_view.ids"] = ids
+        out["in_view.counts"] = np.array([self.in_view[i] for i in ids.tolist()], np.int32)
         return out
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
@@ -170,7 +225,13 @@ class InstanceMapper:
         if "coobs.pairs" not in arrays or "coobs.counts" not in arrays or "keyframes" not in arrays:
             raise ValueError("instance state lacks co-observation arrays or the keyframe counter")
         coobs = CoObservation.from_arrays(arrays["coobs.pairs"], arrays["coobs.counts"])
-        self.table, self.coobs = table, coobs
+        in_view: dict[int, int] = {}
+        if "in_view.ids" in arrays:  # older map files lack it: every segment then counts as seen when matched
+            v_ids, v_n = np.asarray(arrays["in_view.ids"]), np.asarray(arrays.get("in_view.counts", []))
+            if v_ids.ndim != 1 or v_n.shape != v_ids.shape or (v_n.size and v_n.min() < 0):
+                raise ValueError("instance in-view counts must be two (K,) arrays of counts >= 0")
+            in_view = {int(i): int(n) for i, n in zip(v_ids.tolist(), v_n.tolist())}
+        self.table, self.coobs, self.in_view = table, coobs, in_view
         self.keyframes = int(np.asarray(arrays["keyframes"]).reshape(-1)[0])
         self.version += 1
 

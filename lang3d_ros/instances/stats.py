@@ -99,12 +99,14 @@ def refresh_stats(
         cy, sy = np.cos(yaw), np.sin(yaw)
         center = np.stack([cy * uc - sy * vc, sy * uc + cy * vc, 0.5 * (lo[:, 2] + hi[:, 2])], 1)
         size = np.stack([qu[:, 1] - qu[:, 0], qv[:, 1] - qv[:, 0], hi[:, 2] - lo[:, 2]], 1)
-        # colour: median chromaticity times the 90th-percentile brightness (shading darkens faces, it moves
+        # colour: median chromaticity times the brightness of the best-lit face (shading darkens faces, it moves
         # brightness, not chromaticity; the lit faces are closest to the albedo)
         col = rgb[pick].astype(np.float64)
         bright = col.mean(1)
         chroma = col / np.maximum(col.sum(1, keepdims=True), 1e-6)
         med_b = group_quantiles(g, bright, s, (0.9,))[:, 0]
+        if normals is not None:
+            med_b = np.fmax(med_b, lit_face_brightness(g, bright, normals[pick], s))
         med_c = np.stack([group_quantiles(g, chroma[:, k], s, (0.5,))[:, 0] for k in range(3)], 1)
         med_c /= np.maximum(med_c.sum(1, keepdims=True), 1e-6)
         color = np.clip(med_c * 3.0 * med_b[:, None], 0.0, 1.0)
@@ -114,6 +116,24 @@ def refresh_stats(
         table.color_rgb[r] = color[r]
     whole = len(labels_by_level) - 1
     compute_support(table, whole, labels_by_level[whole], xyz, normals, config)
+
+
+def lit_face_brightness(
+    groups: np.ndarray, bright: np.ndarray, normals: np.ndarray, n_groups: int, min_share: float = 0.05
+) -> np.ndarray:
+    """Per group, the median brightness of its best-lit face orientation: points binned by normal (up, down, and
+    four horizontal quadrants), bins holding at least ``min_share`` of the group's points (and 5) compared by their
+    median brightness. A white shelf is mostly vertical faces in shade; its board tops, a few percent of its
+    points, show its albedo. (n_groups,) float64, NaN for groups without points."""
+    nz = normals[:, 2]
+    quadrant = (np.floor((np.arctan2(normals[:, 1], normals[:, 0]) + np.pi) / (np.pi / 2)).astype(np.int64)) % 4
+    b = np.where(nz >= 0.7, 4, np.where(nz <= -0.7, 5, quadrant))
+    key = groups.astype(np.int64) * 6 + b
+    med = group_quantiles(key, bright, n_groups * 6, (0.5,))[:, 0].reshape(n_groups, 6)
+    cnt = np.bincount(key, minlength=n_groups * 6).reshape(n_groups, 6)
+    ok = (cnt >= np.maximum(5, min_share * cnt.sum(1, keepdims=True))) & np.isfinite(med)
+    out = np.where(ok, med, -np.inf).max(1)
+    return np.where(np.isfinite(out), out, np.nan)
 
 
 def compute_support(
@@ -177,3 +197,43 @@ def compute_support(
                 table.aabb_min[a, 2] = surface_z
                 table.obb_center[a, 2] = 0.5 * (surface_z + top)
                 table.obb_size[a, 2] = top - surface_z
+    free = rows[table.support_id[rows] < 0]  # no surface seen around them: box bottom vs the top of a box under
+    host, surface = _support_by_box(table, free, rows, cfg)
+    for a, b, z in zip(free[host >= 0].tolist(), host[host >= 0].tolist(), surface[host >= 0].tolist()):
+        table.support_id[a] = table.ids[b]
+        top = float(table.aabb_max[a, 2])
+        table.aabb_min[a, 2] = z
+        table.obb_center[a, 2] = 0.5 * (z + top)
+        table.obb_size[a, 2] = top - z
+
+
+def _support_by_box(
+    table: SegmentTable, rows_a: np.ndarray, rows_b: np.ndarray, cfg: InstanceConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``rows_a``: the row of ``rows_b`` whose box top is right under its box bottom (at most
+    ``support_box_max_gap_m`` below it, its xy centre over the other's footprint, the other's bottom lower by more
+    than ``support_max_gap_m``), the highest such top, and that height; -1 / NaN when none. Thin parts a camera
+    loses at an object's foot (a monitor's neck, a lamp's pole) leave its box hovering over what it stands on."""
+    host = np.full(len(rows_a), -1, np.int64)
+    surface = np.full(len(rows_a), np.nan)
+    if len(rows_a) == 0 or len(rows_b) == 0:
+        return host, surface
+    lo, hi = table.aabb_min.astype(np.float64), table.aabb_max.astype(np.float64)
+    lo_b, hi_b = lo[rows_b], hi[rows_b]
+    for s0 in range(0, len(rows_a), 512):
+        a = rows_a[s0 : s0 + 512]
+        bottom = lo[a, 2][:, None]
+        c = 0.5 * (lo[a, :2] + hi[a, :2])
+        ok = (hi_b[None, :, 2] >= bottom - cfg.support_box_max_gap_m) & (
+            hi_b[None, :, 2] <= bottom + cfg.support_max_gap_m
+        )
+        ok &= lo_b[None, :, 2] < bottom - cfg.support_max_gap_m
+        ok &= np.all((c[:, None] >= lo_b[None, :, :2]) & (c[:, None] <= hi_b[None, :, :2]), 2)
+        ok &= rows_b[None, :] != a[:, None]
+        ok &= table.level[rows_b][None, :] == table.level[a][:, None]
+        top = np.where(ok, hi_b[None, :, 2], -np.inf)
+        j = np.argmax(top, 1)
+        found = ok.any(1)
+        host[s0 : s0 + 512][found] = rows_b[j[found]]
+        surface[s0 : s0 + 512][found] = np.minimum(top[found, j[found]], bottom[found, 0])
+    return host, surface

@@ -46,6 +46,7 @@ def _rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
 
 
 _NAMES = tuple(PALETTE_RGB)
+ACHROMATIC = ("black", "white", "gray")
 _PALETTE_LAB = _rgb_to_lab(np.array([PALETTE_RGB[n] for n in _NAMES]))
 
 
@@ -56,18 +57,39 @@ def canonical_color(word: str) -> str | None:
     return w if w in PALETTE_RGB else None
 
 
+LIT_SHADING = 0.8
+"""How bright a lit surface of albedo 1 looks to the camera (indoor light from above, exposure that keeps highlights
+unclipped): a white object is seen as a light gray, a gray one as a dark gray. The achromatic names are split at
+the lightness midway between the palette's white, gray and black seen under this shading."""
+
+
+def _lightness(rgb: np.ndarray) -> float:
+    return float(_rgb_to_lab(np.asarray(rgb, np.float64).reshape(1, 3))[0, 0])
+
+
+_L_WHITE_GRAY = 0.5 * (
+    _lightness(LIT_SHADING * np.array(PALETTE_RGB["white"])) + _lightness(LIT_SHADING * np.array(PALETTE_RGB["gray"]))
+)
+_L_GRAY_BLACK = 0.5 * (
+    _lightness(LIT_SHADING * np.array(PALETTE_RGB["gray"])) + _lightness(LIT_SHADING * np.array(PALETTE_RGB["black"]))
+)
+
+
 def color_name(color_rgb) -> str:
-    """Nearest palette name of an RGB colour in [0, 1] (values in 0..255 are rescaled)."""
+    """Palette name of an observed RGB colour in [0, 1] (values in 0..255 are rescaled): the nearest palette colour
+    in CIE Lab; when that is achromatic, white / gray / black by lightness, split midway between the palette's
+    achromatic colours as a lit surface shows them (``LIT_SHADING``: a white shelf seen at 0.65 is white, not
+    gray). Cannot tell a white object in deep shade from a gray one in full light."""
     rgb = np.asarray(color_rgb, dtype=np.float64).reshape(-1)
     if rgb.shape != (3,) or not np.all(np.isfinite(rgb)):
         raise ValueError(f"color_rgb must be 3 finite numbers, got {color_rgb!r}")
     if rgb.max() > 1.0:
         rgb = rgb / 255.0
-    d = np.linalg.norm(_PALETTE_LAB - _rgb_to_lab(rgb[None])[0], axis=1)
-    return _NAMES[int(np.argmin(d))]
-
-
-ACHROMATIC = ("black", "white", "gray")
+    lab = _rgb_to_lab(rgb[None])[0]
+    name = _NAMES[int(np.argmin(np.linalg.norm(_PALETTE_LAB - lab, axis=1)))]
+    if name in ACHROMATIC:
+        name = "white" if lab[0] >= _L_WHITE_GRAY else "black" if lab[0] <= _L_GRAY_BLACK else "gray"
+    return name
 
 
 def shading_invariant_distance(color_rgb, name: str) -> float:

@@ -121,8 +121,9 @@ class LanguageMap:
 
     def _build_snapshot(self) -> SegmentIndex:
         """Under the lock: the query-time index of the current table."""
+        cfg = self.config.instances
         return SegmentIndex.build(
-            self._state_key(), self.instances.table, self.canonical, self.config.instances.min_points
+            self._state_key(), self.instances.table, self.canonical, cfg.min_points, cfg.min_observations
         )
 
     def _levels(self) -> SegmentIndex:
@@ -284,7 +285,9 @@ class LanguageMap:
         try:
             version = self._state_key()
             t = self.instances.table
-            rows = np.flatnonzero((t.level == LEVELS.index("whole")) & (t.n_points >= self.config.instances.min_points))
+            icfg = self.config.instances
+            answerable = (t.n_points >= icfg.min_points) & (t.n_observations >= icfg.min_observations)
+            rows = np.flatnonzero((t.level == LEVELS.index("whole")) & answerable)
             rows = rows[np.argsort(-t.n_points[rows], kind="stable")]
             sig = _row_signatures(t, rows)
             prev = self._objects_rows
