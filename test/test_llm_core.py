@@ -382,3 +382,22 @@ def test_counting_an_absent_label_answers_zero_while_grounding_it_fails(room):
         r.ground("the lamp", room, POSE)
     assert exc.value.code == ErrorCode.NOT_FOUND
     assert r.ask("how many mugs are there?", room, POSE).text.startswith("There are 2 mugs")
+
+
+def test_relative_clauses_and_closed_compounds(room):
+    from lang3d_ros.llm.frontend import normalize
+    from lang3d_ros.llm.labels import label_similarity
+
+    r = Reasoner(LLMConfig(mode="parser_only"))
+    # "the table with the blue mug on it" is the table under the blue mug (the mug rests on it)
+    for q in ("the table with the blue mug on it", "find the table that has a blue mug on top please"):
+        assert normalize(q).relative_clause
+        a = r.ground(q, room, POSE)
+        assert [o.instance_id for o in a.objects] == [2], q
+    assert sorted(o.instance_id for o in r.ground("the chair with the table next to it", room, POSE).objects) == [8, 9]
+    assert not normalize("the table with the lamp").relative_clause  # no clause end: left to the parser
+    assert not normalize("the table with the box under it").relative_clause  # would need "above"
+    # a closed compound names its head ("houseplant" -> plant); a different word with the same ending does not
+    assert label_similarity("houseplant", "plant") == 0.7 and label_similarity("armchair", "chair") == 0.7
+    assert label_similarity("tablet", "table") == 0.0 and label_similarity("plant", "houseplant") == 0.0
+    assert [o.instance_id for o in r.ground("the armchair", room, POSE).objects][:1] in ([8], [9])

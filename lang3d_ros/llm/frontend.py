@@ -192,9 +192,50 @@ class Normalized:
     lead_in: str
     """The lead-in that was removed ("find", "take me to", ...), "" when none."""
 
+    relative_clause: bool = False
+    """A relative clause was rewritten as a relation ("the table with the plant on it" -> "the table under the
+    plant"); ``words`` hold the rewritten form."""
+
     @property
     def text(self) -> str:
         return " ".join(self.words)
+
+
+_CLAUSE_OPEN = ({"with"}, {"that", "which"})
+_CLAUSE_HAS = {"has", "have", "holds", "carries", "supports"}
+_CLAUSE_DETS = {"the", "a", "an", "some", "its"}
+_CLAUSE_ENDS = {  # what the clause ends with -> the relation of the head noun to the clause's noun
+    ("on", "it"): "under",
+    ("on", "top"): "under",
+    ("on", "top", "of", "it"): "under",
+    ("on", "its", "top"): "under",
+    ("next", "to", "it"): "next to",
+    ("beside", "it"): "next to",
+    ("near", "it"): "near",
+    ("by", "it"): "near",
+}
+"""("X with Y under it" would need "above", which the requests do not have: not rewritten.)"""
+
+
+def rewrite_relative_clause(words: list[str]) -> list[str] | None:
+    """Rewrites "X with (the) Y on it" / "X that has a Y on top" as "X under the Y" ("next to it", "near it" ->
+    near); None when the words hold no such clause. The clause's noun keeps its own words."""
+    for i, w in enumerate(words):
+        if i == 0:
+            continue
+        if w in _CLAUSE_OPEN[0]:
+            j = i + 1
+        elif w in _CLAUSE_OPEN[1] and i + 1 < len(words) and words[i + 1] in _CLAUSE_HAS:
+            j = i + 2
+        else:
+            continue
+        while j < len(words) and words[j] in _CLAUSE_DETS:
+            j += 1
+        for end, rel in _CLAUSE_ENDS.items():
+            k = len(words) - len(end)
+            if k > j and tuple(words[k:]) == end:
+                return words[:i] + rel.split() + ["the"] + words[j:k]
+    return None
 
 
 def words_of(text: str) -> list[str]:
@@ -233,4 +274,5 @@ def normalize(text: str) -> Normalized:
         words, lead = _strip_start(words, _LOOK_W)
         if lead:  # "find me the mug", "show me the mug please"
             words, _ = _strip_start(words, _POLITE_START_W)
-    return Normalized(tuple(words), bool(nav), lead)
+    clause = rewrite_relative_clause(words)
+    return Normalized(tuple(clause if clause is not None else words), bool(nav), lead, clause is not None)

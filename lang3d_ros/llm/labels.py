@@ -116,7 +116,8 @@ def canonical(text: str) -> str:
 
 def label_similarity(query: str, label: str) -> float:
     """1.0 exact/synonym/plural match; 0.7 when one is the other's head noun ("table" vs
-    "coffee table"); 0.0 otherwise. ``query == ""`` (any object) gives 1.0."""
+    "coffee table") or the query is a closed compound ending in the label ("houseplant" vs "plant"); 0.0
+    otherwise. ``query == ""`` (any object) gives 1.0."""
     if not query:
         return 1.0
     q, l = canonical(query), canonical(label)
@@ -125,7 +126,16 @@ def label_similarity(query: str, label: str) -> float:
     qw, lw = q.split(), l.split()
     if qw and lw and (qw[-1] == lw[-1] or canonical(qw[-1]) == canonical(lw[-1])):
         return 0.7
+    raw = normalize_label(query).split()
+    if raw and lw and any(_compound_head(raw[-1], h) for h in {lw[-1], normalize_label(label).split()[-1]}):
+        return 0.7
     return 0.0
+
+
+def _compound_head(word: str, head: str) -> bool:
+    """``word`` is a closed compound whose head (last part, in English) is ``head``: "houseplant" -> "plant",
+    "footstool" -> "stool", "armchair" -> "chair" (a head of 4+ letters after 3+ letters)."""
+    return " " not in word and len(head) >= 4 and len(word) >= len(head) + 3 and word.endswith(head)
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,11 @@ def is_on(a: Box3D, b: Box3D, tol_m: float = 0.08) -> bool:
 
 
 def is_under(a: Box3D, b: Box3D, tol_m: float = 0.08) -> bool:
-    """a's top is below b's top (by tol), its centre below b's centre, and half of a's footprint or
-    more lies under b's (a box's hull includes a table's legs, so "under" cannot use b's bottom)."""
+    """b rests on a ("the table under the vase", "the table with the vase on it"), or a's top is below b's top
+    (by tol), its centre below b's centre, and half of a's footprint or more lies under b's (a box's hull
+    includes a table's legs, so "under" cannot use b's bottom)."""
+    if is_on(b, a, tol_m):
+        return True
     return bool(a.max_xyz[2] <= b.max_xyz[2] - tol_m and a.center[2] < b.center[2] and xy_overlap_fraction(a, b) >= 0.5)
 
 

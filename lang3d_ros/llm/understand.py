@@ -219,13 +219,15 @@ def understand(
     if use_model and config.mode == "llm_first":
         from lang3d_ros.llm.constrained import generate_request
 
+        # a relative clause the front end rewrote ("the table with the plant on it") reaches the model rewritten
+        model_query = n.text if n.relative_clause else query
         try:
-            req = generate_request(backend, query, labels, config, matcher)
+            req = generate_request(backend, model_query, labels, config, matcher)
             if OTHER in request_labels(req):
                 raise ValueError("the model named no map label")
             from lang3d_ros.llm.prompting import check_against_query
 
-            check_against_query(req, query, labels, matcher, config)
+            check_against_query(req, model_query, labels, matcher, config)
             return Understanding(req, AnsweredBy.LLM, n, noun_phrase=_noun_phrase(n, req))
         except ValueError as exc:
             note = f"model request rejected ({exc}); "
