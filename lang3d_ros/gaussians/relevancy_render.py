@@ -11,8 +11,8 @@
   pixels at or above the threshold (by default Ground's own keep threshold, so the mask is the answer's pixels);
 - the best pixel is the LERF-style localization argmax (relevancy mean-filtered with LERF's kernel scaled to the
   image width, counting only the answering instances' pixels) among those pixels, so it lies on the object, away
-  from its edges and the image border; its 3D point is the rendered depth (Gaussians: expected depth; points: the
-  splatted point itself) back-projected into the map.
+  from its edges and the image border; its 3D point is that instance's rendered depth (Gaussians: the expected
+  depth of its own Gaussians at the pixel; points: the splatted point itself) back-projected into the map.
 Errors are ``Lang3DError`` with the code a planner branches on: BAD_REQUEST (query, level, pose, intrinsics, image
 size above ``gaussians.render_max_side_px`` / ``render_max_pixels``), NO_MAP, MODEL_UNAVAILABLE
 (``grounding.field: gaussians`` without trained Gaussians), NOT_FOUND (the map holds nothing matching the query).
@@ -129,10 +129,13 @@ def render_query_view(
     for o in answers:  # the answering segments show Ground's own scores (the same ranking, bit for bit)
         seg_rel[seg_ids == o.instance_id] = o.score
     if model is not None:
-        rel_img, share, depth_img = _render_gaussians(model, lvl, seg_ids, seg_rel, answer_ids, T, intrinsics, gcfg)
+        rel_img, share, depth_img, depth_by = _render_gaussians(
+            model, lvl, seg_ids, seg_rel, answer_ids, T, intrinsics, gcfg
+        )
         by = "gaussians"
     else:
         rel_img, share, depth_img = _render_points(language_map, lvl, seg_ids, seg_rel, answer_ids, T, intrinsics)
+        depth_by = np.where(share > 0, depth_img[..., None], np.nan)
         by = "points"
     g = cfg.grounding
     best_answer = float(answers[0].score)
@@ -151,9 +154,10 @@ def render_query_view(
     if ids:  # the most interior pixel of the best answering instance in view
         k = int(np.flatnonzero(answer_ids == ids[0])[0])
         u, v = best_pixel(share[..., k], inst_img == ids[0])
+        z = float(depth_by[v, u, k])  # the depth of that instance itself, not of what lies behind or in front
     else:  # not in view: where the query is most relevant (LERF localization)
         u, v = best_pixel(rel_img, np.ones(rel_img.shape, bool))
-    z = float(depth_img[v, u])
+        z = float(depth_img[v, u])
     point = None
     if np.isfinite(z) and z > 0:
         x_cam = np.array([(u - intrinsics.cx) / intrinsics.fx * z, (v - intrinsics.cy) / intrinsics.fy * z, z, 1.0])
@@ -208,22 +212,28 @@ def _segment_relevancy_at(language_map, text: str, level: int) -> tuple[np.ndarr
 @torch.no_grad()
 def _render_gaussians(model, level, seg_ids, seg_rel, answer_ids, T, K: Intrinsics, gcfg):
     """-> relevancy (H, W), share (H, W, A) of each pixel's opacity from the Gaussians coded ``answer_ids[a]``,
-    expected depth (H, W) metres (NaN where the rendered opacity is below 0.5)."""
+    expected depth (H, W) metres (NaN where the rendered opacity is below 0.5), and each answer's own expected depth
+    (H, W, A) (its Gaussians' depths weighted by their share of the pixel; NaN where it covers under 1 %)."""
     from lang3d_ros.gaussians.instances import camera_tensors, gather_segment_relevancy
 
     rel = gather_segment_relevancy(model.codes, seg_ids, seg_rel)[level]
     codes = model.codes[:, level].cpu().numpy().astype(np.int64)
     onehot = (codes[:, None] == answer_ids[None, :]).astype(np.float32)  # (N, A): which answer each Gaussian is
-    feats = torch.from_numpy(np.concatenate([rel[:, None], onehot], axis=1)).to(model.device)
     view, Kt = camera_tensors(T, K, model.device)
+    z_cam = (model.means.detach() @ view[:3, :3].T + view[:3, 3])[:, 2].cpu().numpy()[:, None]
+    feats = torch.from_numpy(np.concatenate([rel[:, None], onehot, onehot * z_cam], axis=1).astype(np.float32))
+    feats = feats.to(model.device)
+    a = len(answer_ids)
     out = model.render(feats, view[None], Kt[None], int(K.width), int(K.height), gcfg, expected_depth=True)
     img = out.image[0].cpu().numpy()
     alpha = out.alpha[0, ..., 0].cpu().numpy()
     rel_img = np.clip(img[..., 0], 0.0, 1.0).astype(np.float32)
-    share = np.clip(img[..., 1:], 0.0, 1.0)
+    share = np.clip(img[..., 1 : 1 + a], 0.0, 1.0)
+    raw_share = img[..., 1 : 1 + a].astype(np.float64)
+    depth_by = np.where(raw_share >= 0.01, img[..., 1 + a :] / np.maximum(raw_share, 1e-6), np.nan)
     depth = out.depth[0, ..., 0].cpu().numpy().astype(np.float64)
     depth = np.where(alpha >= 0.5, depth, np.nan)  # both backends normalise the expected depth by alpha
-    return rel_img, share, depth
+    return rel_img, share, depth, depth_by
 
 
 def _render_points(language_map, level, seg_ids, seg_rel, answer_ids, T, K: Intrinsics):
