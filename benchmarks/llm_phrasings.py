@@ -6,8 +6,10 @@ Modes:
 - model: the model writes every request under the per-request JSON-schema grammar (mode "llm_first"); a query
   counts as answered by the model only when its request passed the checks (otherwise the parser answered and
   the query counts as not answered, whatever the parser's answer);
-- rank: model + parser, the default (mode "rank"): parser candidates, the model ranks open labels SayCan-style
-  and writes the request when the parser cannot read the sentence.
+- rank: model + parser (mode "rank", the default without an adapter): parser candidates, the model ranks open
+  labels SayCan-style and writes the request when the parser cannot read the sentence;
+- auto: the default config (llm_first with the shipped adapter, rank without it).
+The model is the built-in SmolLM2 with the shipped request adapter (``--adapter ''`` for the plain model).
 Answers are computed on the scenes' ground-truth objects (see lang3d_ros.llm.evaluate). Prints a Markdown table
 and the failures; latency is per query (understanding + answer), p50 over the model-answered queries.
 """
@@ -28,10 +30,15 @@ SET = Path(__file__).resolve().parents[1] / "test" / "data" / "phrasings"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--modes", default="parser,rank,model", help="comma-separated: parser, rank, model")
+    ap.add_argument(
+        "--modes", default="parser,model", help="comma-separated: parser, rank, model, auto (the default config)"
+    )
     ap.add_argument("--every", type=int, default=1, help="model mode: every k-th query only (it is slow)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded 2-core VM)")
     ap.add_argument("--no-encoder", action="store_true", help="no text encoder: synonyms by the table only")
+    ap.add_argument(
+        "--adapter", default="builtin", help="llm.adapter: builtin (the shipped LoRA), a folder, or '' (plain model)"
+    )
     ap.add_argument("--failures", action="store_true", help="print every wrong answer")
     ap.add_argument(
         "--timeout-s",
@@ -54,10 +61,14 @@ def main() -> None:
             from lang3d_ros.llm.backends import load_smollm2
 
             t0 = time.perf_counter()
-            backend = load_smollm2(LLMConfig())
-            print(f"SmolLM2-135M-Instruct loaded in {time.perf_counter() - t0:.1f} s")
+            backend = load_smollm2(LLMConfig(adapter=a.adapter))
+            print(
+                f"SmolLM2-135M-Instruct loaded in {time.perf_counter() - t0:.1f} s, adapter "
+                f"{'loaded' if backend.adapter else 'none'}"
+            )
         cfg = LLMConfig(
-            mode={"parser": "parser_only", "rank": "rank", "model": "llm_first"}[mode], timeout_s=a.timeout_s
+            mode={"parser": "parser_only", "rank": "rank", "model": "llm_first", "auto": "auto"}[mode],
+            timeout_s=a.timeout_s,
         )
         reasoner = Reasoner(cfg, backend=None if mode == "parser" else backend, encoder=encoder)
         queries = pset.queries[:: a.every] if mode == "model" else pset.queries

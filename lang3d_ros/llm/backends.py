@@ -195,7 +195,10 @@ def load_smollm2(config: LLMConfig) -> TransformersBackend:
         convert_smollm2(cache)
     backend = TransformersBackend.from_path(cache, config)
     backend.name = "smollm2"
-    attach_adapter(backend, adapter_folder(config))
+    if attach_adapter(backend, adapter_folder(config)):
+        from lang3d_ros.llm.constrained import _ll_tokenizer
+
+        _ll_tokenizer(backend)  # the grammar's tokenizer (~1 s) is built now, not on the first request
     return backend
 
 

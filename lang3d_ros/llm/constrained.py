@@ -247,6 +247,8 @@ class DecodeStats:
     """Tokens the model chose (one forward step each)."""
     forced_tokens: int = 0
     """Tokens the grammar forced (keys, punctuation), fed to the model in one step per run."""
+    prompt_tokens: int = 0
+    """Prompt length (the system prompt's prefix cache included)."""
     seconds: float = 0.0
 
 
@@ -322,6 +324,7 @@ def constrained_generate(
                 "input_ids"
             ][0].tolist()
             past, start = _prefix_cache(backend, messages[0], ids)
+        stats.prompt_tokens = len(ids)
         res = model(input_ids=torch.tensor([ids[start:]], device=model.device), past_key_values=past, use_cache=True)
         past, logits = res.past_key_values, res.logits[0, -1]
         while not matcher.is_stopped() and not matcher.is_accepting():
@@ -382,6 +385,7 @@ def generate_request(backend, query: str, labels: Sequence[str], config: LLMConf
         "consistent": False,
         "model_tokens": stats.model_tokens,
         "forced_tokens": stats.forced_tokens,
+        "prompt_tokens": stats.prompt_tokens,
         "seconds": stats.seconds,
     }
     if decode_log is not None:
