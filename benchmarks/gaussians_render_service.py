@@ -27,6 +27,14 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="a `lang3d demo --train` / `lang3d eval --train` output folder")
     ap.add_argument("--views", type=int, default=6, help="ground-truth views rendered (evenly spaced)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--lerf-views",
+        type=int,
+        nargs="*",
+        default=None,
+        help="also score LERF localization / mIoU from the Gaussians in these GT views, rendered through the "
+        "instance codes and through the decoded latents (what `lang3d eval --train` reports)",
+    )
     args = ap.parse_args()
 
     from lang3d_ros.config import load_config
@@ -105,6 +113,30 @@ def main() -> None:
             for f, r in render.items()
         },
     }
+    if args.lerf_views:
+        from types import SimpleNamespace
+
+        from lang3d_ros.evaluation.metrics import score_views
+        from lang3d_ros.evaluation.render import measure_gaussian_views
+        from lang3d_ros.gaussians.evaluation import load_map_field
+        from lang3d_ros.gaussians.relevancy_render import segment_relevancy_levels
+
+        field = load_map_field(args.run / "map.l3dmap", encoder, cfg)
+        gt = SimpleNamespace(
+            intrinsics=K, T_world_cams=truth.T_world_cams, stamps_ns=truth.stamps_ns, objects=truth.objects
+        )
+        out["lerf"] = {}
+        for path, seg in (("codes", lambda t: segment_relevancy_levels(maps["gaussians"], t)), ("latents", None)):
+            t0 = time.perf_counter()
+            views_g = measure_gaussian_views(field, gt, scene, args.lerf_views, segment_relevancy=seg)
+            sv = score_views({"views": views_g})
+            out["lerf"][path] = {
+                "n": sv["n"],
+                "localization_accuracy": sv["localization_accuracy"],
+                "miou": sv.get("miou"),
+                "s": round(time.perf_counter() - t0, 1),
+            }
+            print(f"LERF from the Gaussians through {path}: {out['lerf'][path]}")
     g = ground
     print(
         f"Ground, {g['labels']} unique labels: Gaussians answered {g['gaussians_answered']}, same ids (all, in order)"

@@ -209,6 +209,20 @@ def _segment_relevancy_at(language_map, text: str, level: int) -> tuple[np.ndarr
     return ids, segment_relevancy(feats, q, language_map.canonical)
 
 
+def segment_relevancy_levels(language_map, text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every segment's relevancy on its own level, for rendering through instance codes on all levels:
+    (ids (S,), relevancy (L, S)) with row l holding the relevancy of the level-l segments and 0 elsewhere (the
+    ``segment_relevancy`` argument of ``MapField.relevancy_levels`` / ``evaluation.render.measure_gaussian_views``)."""
+    parts = [_segment_relevancy_at(language_map, text, lvl) for lvl in range(len(LEVELS))]
+    ids = np.concatenate([p[0] for p in parts])
+    rel = np.zeros((len(LEVELS), len(ids)), np.float32)
+    start = 0
+    for lvl, (lvl_ids, lvl_rel) in enumerate(parts):
+        rel[lvl, start : start + len(lvl_ids)] = lvl_rel
+        start += len(lvl_ids)
+    return ids, rel
+
+
 @torch.no_grad()
 def _render_gaussians(model, level, seg_ids, seg_rel, answer_ids, T, K: Intrinsics, gcfg):
     """-> relevancy (H, W), share (H, W, A) of each pixel's opacity from the Gaussians coded ``answer_ids[a]``,
