@@ -41,8 +41,10 @@ def _reference_ground(lmap, text: str, max_results: int = 0, min_score: float = 
     t = lmap.instances.table
     q = lmap.encode_query(text)
     rels, rows_by_level = [], []
+    icfg = lmap.config.instances
+    answerable = (t.n_points >= icfg.min_points) & (t.n_observations >= icfg.min_observations)
     for lvl in range(len(LEVELS)):
-        rows = np.flatnonzero((t.level == lvl) & (t.n_points >= lmap.config.instances.min_points))
+        rows = np.flatnonzero((t.level == lvl) & answerable)
         f = t.unit_features(rows)
         rels.append(segment_relevancy(f, q, lmap.canonical, canonical_cos=f @ lmap.canonical.T))
         rows_by_level.append(rows)
