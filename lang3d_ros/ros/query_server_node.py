@@ -1,5 +1,6 @@
-"""Query server node: Ground, Navigate, Ask, SaveMap, LoadMap and GetMapStatus on a map file (``ros.load_map``), no
-mapping. A lifecycle node (see lang3d_ros.ros.lifecycle): configure loads the text encoder and the map file,
+"""Query server node: Ground, Navigate, Ask, RenderRelevancy, SaveMap, LoadMap and GetMapStatus on a map file
+(``ros.load_map``), no mapping; RenderRelevancy needs the camera in the request (a file server has no current camera).
+A lifecycle node (see lang3d_ros.ros.lifecycle): configure loads the text encoder and the map file,
 activate creates the services and the answer topics (lang3d_ros.ros.services), deactivate removes them.
 
 In the mapper process the same services are attached to the mapper node itself and answer on the live map.
