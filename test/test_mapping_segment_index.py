@@ -190,3 +190,20 @@ def test_queries_answer_while_the_mapping_worker_holds_the_lock(built):
     now = lmap.objects()  # the lock is free: rebuilt for the new table state (same content here)
     assert now is not objs and [o.instance_id for o in now] == [o.instance_id for o in objs]
     assert engine.occupancy_grid() is not grid
+
+
+def test_no_answerable_segment_gives_empty_answers_not_errors(built):
+    """Early in mapping (every segment seen fewer than min_observations times) objects() and ground are empty."""
+    _, stack, _ = built
+    lmap = stack.language_map
+    before = [o.instance_id for o in lmap.objects()]
+    icfg = lmap.config.instances
+    old = icfg.min_observations
+    try:
+        icfg.min_observations = 10**6
+        lmap.instances.version += 1
+        assert lmap.objects() == [] and lmap.ground("chair") == []
+    finally:
+        icfg.min_observations = old
+        lmap.instances.version += 1
+    assert [o.instance_id for o in lmap.objects()] == before

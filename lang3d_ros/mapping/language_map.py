@@ -465,10 +465,12 @@ _OBJECT_COLUMNS = (
 
 def _row_signatures(table, rows: np.ndarray) -> np.ndarray:
     """(K, B) uint8: the raw bytes of each row in every column a labelled object reads."""
-    parts = [
-        np.ascontiguousarray(getattr(table, c)[rows]).view(np.uint8).reshape(len(rows), -1) for c in _OBJECT_COLUMNS
-    ]
-    return np.concatenate(parts, axis=1) if len(rows) else np.zeros((0, 0), np.uint8)
+    parts = []
+    for c in _OBJECT_COLUMNS:
+        col = np.ascontiguousarray(getattr(table, c)[rows])
+        row_bytes = col.dtype.itemsize * int(np.prod(col.shape[1:], dtype=np.int64))
+        parts.append(col.view(np.uint8).reshape(len(rows), row_bytes))  # (0, B) when no row: same width
+    return np.concatenate(parts, axis=1)
 
 
 @dataclasses.dataclass
