@@ -86,6 +86,8 @@ def synthetic_instance_map(config, encoder, n_points: int, n_segments: int, seed
         "labels": labels,
         "label_weight": np.ones((len(LEVELS), n), np.float32),
     }
+    # every segment answerable: seen in more keyframes than instances.min_observations asks
+    table.n_observations[:] = max(5, int(getattr(config.instances, "min_observations", 1)))
     lmap.points.load_state_dict(state)
     lmap.instances.refresh(lmap.points)
     lmap.version += 1
