@@ -119,6 +119,20 @@ def test_best_pixel_of_the_x_lies_in_its_ground_truth_box(room, field):
     assert hits / tried >= (1.0 if field == "points" else 0.8), (field, hits, tried)
 
 
+def test_ground_from_the_served_gaussians_gives_the_points_ids_and_boxes(room):
+    """A map file's Gaussians answer Ground with the instance table's ids, order and boxes (every segment is carried
+    by this field; a trained one may carry fewer, see test_mapping_gaussians.py)."""
+    labels = [o.label for o in room["scene"].objects]
+    unique = sorted({lab for lab in labels if labels.count(lab) == 1})
+    assert len(unique) >= 3 and room["gaussians"].answering_gaussians() is not None
+    for lab in unique:
+        by_points, by_gaussians = room["points"].ground(lab), room["gaussians"].ground(lab)
+        assert by_points and [o.instance_id for o in by_gaussians] == [o.instance_id for o in by_points], lab
+        for a, b in zip(by_points, by_gaussians):
+            assert np.allclose(a.box.center, b.box.center) and np.allclose(a.box.size, b.box.size), lab
+            assert a.score == pytest.approx(b.score) and a.level == b.level
+
+
 def test_the_view_answers_consistently_and_says_when_the_target_is_out_of_view(room):
     lmap, K, T = room["gaussians"], room["K"], room["poses"][VIEWS[0]]
     obj, _ = max(_visible_unique_objects(room["scene"], T, K), key=lambda x: x[1].sum())
