@@ -281,6 +281,18 @@ def test_hard_cap_and_pruning(frames):
     assert n_patch() == 0
 
 
+def test_live_slots_match_torch_nonzero_after_pruning_and_eviction(frames):
+    """The CPU fast path of the live-slot list (numpy flatnonzero) against torch.nonzero, the reference, on a map
+    with holes (pruned and evicted points)."""
+    m = PointMap(FusionConfig(max_points=6000, evict_fraction=0.2, prune_after_frames=2), device="cpu")
+    for f in frames[:6]:
+        m.integrate(f)
+        ref = torch.nonzero(m._store.alive[: m._used]).squeeze(1)
+        got = m._live()
+        assert got.dtype == ref.dtype == torch.int64 and torch.equal(got, ref)
+    assert m._used > m.num_points == len(m.live_slots())  # there are holes
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 def test_cuda_matches_cpu(frames):
     maps = [PointMap(FusionConfig(), device=d) for d in ("cpu", "cuda")]
