@@ -207,3 +207,27 @@ def test_no_answerable_segment_gives_empty_answers_not_errors(built):
         icfg.min_observations = old
         lmap.instances.version += 1
     assert [o.instance_id for o in lmap.objects()] == before
+
+
+def test_relevancy_by_level_gathers_what_the_reference_gathers(built):
+    scene, stack, _ = built
+    lmap = stack.language_map
+    for text in _queries(scene)[:6]:
+        rel, xyz, colors = lmap.relevancy_by_level(text)
+        assert rel.shape == (len(LEVELS), lmap.num_points) == (len(LEVELS), len(xyz)) and colors.shape == xyz.shape
+        t = lmap.instances.table
+        q = lmap.encode_query(text)
+        icfg = lmap.config.instances
+        answerable = (t.n_points >= icfg.min_points) & (t.n_observations >= icfg.min_observations)
+        for lvl in range(len(LEVELS)):  # reference: per-segment relevancy, then a masked gather per point
+            rows = np.flatnonzero((t.level == lvl) & answerable)
+            f = t.unit_features(rows)
+            seg_rel = segment_relevancy(f, q, lmap.canonical, canonical_cos=f @ lmap.canonical.T)
+            lut = np.zeros(t.next_id + 1, np.float32)
+            lut[t.ids[rows]] = seg_rel
+            lab = lmap.points.labels(lvl).numpy()
+            want = np.zeros(len(lab), np.float32)
+            ok = (lab >= 0) & (lab < t.next_id)
+            want[ok] = lut[lab[ok]]
+            np.testing.assert_array_equal(rel[lvl], want)
+        assert rel.max() > 0.5 and (rel == 0).any()  # some points score, unlabelled or unanswerable ones do not

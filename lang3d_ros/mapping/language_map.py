@@ -175,11 +175,10 @@ class LanguageMap:
         out = np.zeros((len(LEVELS), len(xyz)), np.float32)
         rel_all = index.relevancy(q)
         for lvl in range(len(LEVELS)):
-            lut = np.zeros(next_id + 1, np.float32)
-            lut[index.level_ids(lvl)] = rel_all[index.level_slice(lvl)]
-            lab = labels[lvl]
-            ok = (lab >= 0) & (lab < next_id)
-            out[lvl, ok] = lut[lab[ok]]
+            # lut[id + 1] = relevancy; lut[0] (label -1) and lut[-1] (clipped ids outside the table) stay 0
+            lut = np.zeros(next_id + 2, np.float32)
+            lut[index.level_ids(lvl).astype(np.int64) + 1] = rel_all[index.level_slice(lvl)]
+            np.take(lut, labels[lvl].astype(np.int64) + 1, mode="clip", out=out[lvl])
         return out, xyz, colors
 
     def ground(self, text: str, max_results: int = 0, min_score: float = 0.0, level: str = "") -> list[SceneObject]:
