@@ -6,7 +6,8 @@ histogrammed by the segment those points already carry. A mask may pair with a s
 segment's box overlap by most of the smaller one (a new side of a known object, or a segment an earlier mask of
 this object started); masks and segments are paired one-to-one maximising the evidence (linear assignment), so
 when a segment still spans two objects each mask keeps the segment it has most history with. A mask left over
-starts a segment.
+starts a segment, unless it covers the same pixels as an established segment (IoU >= ``confused_min_iou``) whose
+feature it does not share: that is the object under a confused label, and the mask is ignored.
 
 A segment that no point has voted for yet keeps the box of its masks' points, so the next keyframe finds it
 again. Every pixel of a mask votes for the mask's segment; fusion's weighted Boyer-Moore vote moves a point only
@@ -183,7 +184,21 @@ def associate_level(
         ok = c_idx < len(keep_cols)
         match_id[r_idx[ok]] = table.ids[cols[keep_cols[c_idx[ok]]]]
     created_mask = np.zeros(m_count, bool)
-    new_masks = np.flatnonzero(active & (match_id < 0))
+    confused = np.zeros(m_count, bool)
+    if u and cfg.confused_min_iou < 1.0:
+        # a mask that covers the same pixels as an established segment (IoU with the segment's pixels in view)
+        # but names something else is that object under a confused label: it neither starts a segment nor votes
+        ex = existing[has_pt & (existing >= 0)]
+        pos = np.searchsorted(seg_ids, ex)
+        hit = (pos < u) & (seg_ids[np.minimum(pos, u - 1)] == ex)
+        in_view = np.bincount(pos[hit], minlength=u)
+        j = np.argmax(hist, axis=1)
+        inter = hist[np.arange(m_count), j].astype(np.float64)
+        iou = inter / np.maximum(px_per_mask + in_view[j] - inter, 1)
+        established = ok_seg[j] & (table.n_observations[np.maximum(rows[j], 0)] >= cfg.confused_min_observations)
+        disagree = cos_full[np.arange(m_count), j] < cfg.match_min_cosine  # not just left over by the pairing
+        confused = active & (match_id < 0) & established & disagree & (iou >= cfg.confused_min_iou)
+    new_masks = np.flatnonzero(active & (match_id < 0) & ~confused)
     if len(new_masks):
         match_id[new_masks] = table.append(level, feats[new_masks], scores[new_masks], stamp_ns, keyframe)
         rows_new = table.row_of(match_id[new_masks])
@@ -213,7 +228,7 @@ def associate_level(
 
     # every pixel of an active mask votes for the mask's segment: the points' vote (weighted Boyer-Moore over
     # keyframes) decides, so one wrong mask does not move an established point
-    sel = in_mask & active[np.maximum(seg, 0)]
+    sel = in_mask & (active & ~confused)[np.maximum(seg, 0)]
     out[sel] = match_id[seg[sel]]
     if u:
         share = hist / labelled_per_mask[:, None]

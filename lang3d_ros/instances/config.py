@@ -21,6 +21,11 @@ class InstanceConfig:
     """... and at least this many pixels; masks with fewer fused pixels neither associate nor vote."""
     match_min_cosine: float = 0.75
     """Feature agreement needed to match a mask to a segment (cosine of unit features)."""
+    confused_min_iou: float = 0.6
+    """A mask that matches no segment but whose fused pixels overlap the pixels in view of one established segment
+    by this IoU names that object with a confused label: it neither starts a segment nor votes (1: off) ..."""
+    confused_min_observations: int = 3
+    """... established: matched in at least this many keyframes."""
     split_min_share: float = 0.15
     """A segment holding at least this share of a mask's labelled pixels counts as covered by it (co-observation
     counts for the merge pass)."""
@@ -63,6 +68,15 @@ class InstanceConfig:
     min_observations: int = 2
     """Segments matched in fewer keyframes are not answerable yet (queries, objects, the Gaussians' relevancy):
     one confused or merged mask makes a segment that no later keyframe confirms."""
+    cluster_voxel_m: float = 0.1
+    """Boxes and colours come from a segment's main 3D clusters: its points joined through neighbouring voxels of
+    this size; 0: all points ..."""
+    cluster_keep_ratio: float = 0.3
+    """... clusters holding at least this fraction of the largest one's points are kept (stray points a confused
+    or spilled mask labelled elsewhere are not) ..."""
+    cluster_near_m: float = 0.15
+    """... and smaller ones within this distance of a kept one horizontally, twice that vertically (a lamp's base
+    under its shade, its pole too thin to be seen)."""
     box_percentile: float = 2.0
     """Robust boxes: clip this percentile off both ends of each box axis."""
     support_max_gap_m: float = 0.06
@@ -83,6 +97,8 @@ class InstanceConfig:
             "merge_together_ratio",
             "merge_min_box_overlap",
             "drop_min_detection_ratio",
+            "cluster_keep_ratio",
+            "confused_min_iou",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"instances.{name} must be in [0, 1], got {getattr(self, name)}")
@@ -97,6 +113,7 @@ class InstanceConfig:
             "drop_after_keyframes",
             "min_points",
             "min_observations",
+            "confused_min_observations",
             "support_min_points",
         ):
             if getattr(self, name) < 1:
@@ -105,6 +122,8 @@ class InstanceConfig:
             raise ValueError("instances.vote_erode_px and depth_edge_radius_px must be >= 0")
         if self.depth_edge_tol_m <= 0 or self.depth_edge_tol_per_m2 < 0:
             raise ValueError("instances.depth_edge_tol_m must be > 0 and depth_edge_tol_per_m2 >= 0")
+        if self.cluster_voxel_m < 0 or self.cluster_near_m < 0:
+            raise ValueError("instances.cluster_voxel_m and cluster_near_m must be >= 0")
         if min(self.box_margin_m, self.support_max_gap_m, self.support_search_margin_m, self.support_box_max_gap_m) < 0:
             raise ValueError("instances.box_margin_m and the support gaps / margins must be >= 0")
         if not 0.0 <= self.box_percentile < 25.0:

@@ -78,13 +78,14 @@ def erode_labels(seg_map: np.ndarray, px: int) -> np.ndarray:
 def depth_consistent(
     seg_map: np.ndarray, depth_m: np.ndarray, radius_px: int, tol_m: float, tol_per_m2: float
 ) -> np.ndarray:
-    """(H, W) mask ids (-1 none), (H, W) depth -> the same ids with -1 where a pixel lies behind its own mask:
-    deeper by more than ``tol_m + tol_per_m2 * z^2`` than the nearest pixel of the same mask within ``radius_px``
-    steps through that mask (8-neighbourhood). A mask that spills over an object's silhouette lands on the wall or
-    floor behind it, across a depth edge; inside an object, and along thin parts (a lamp's pole, a monitor's neck),
-    depth is continuous, so those pixels keep their votes (erosion would remove thin parts). Cannot see a spill
-    onto a surface at the object's own depth (the table top around a mug's foot), nor one wider than
-    ``radius_px``."""
+    """(H, W) mask ids (-1 none), (H, W) depth -> the same ids with -1 where a pixel lies behind a depth edge
+    inside its own mask: a pixel whose neighbour (8-neighbourhood) in the same mask is closer by more than
+    ``tol_m + tol_per_m2 * z^2``, and the pixels continuous in depth with it up to ``radius_px`` steps on. A mask
+    that spills over an object's silhouette lands on the wall or floor behind it, across a depth jump; inside an
+    object depth changes smoothly from pixel to pixel (a table top seen at a grazing angle too), and thin parts (a
+    lamp's pole, a monitor's neck) keep their votes where erosion would remove them. Also drops a band of that
+    width behind an object's own depth edges (a chair's back seen past its seat). Cannot see a spill onto a
+    surface at the object's own depth (the table top around a mug's foot), nor one wider than ``radius_px``."""
     ids = np.asarray(seg_map)
     if radius_px <= 0:
         return ids.copy()
@@ -92,21 +93,24 @@ def depth_consistent(
     h, w = ids.shape
     valid = (ids >= 0) & np.isfinite(z) & (z > 0)
     lab = np.where(valid, ids, -1)
-    zv = np.where(valid, z, np.inf).astype(np.float32)
+    zv = np.where(valid, z, 0.0).astype(np.float32)
+    tol = (tol_m + tol_per_m2 * zv * zv).astype(np.float32)
     pad_i = np.pad(lab, 1, constant_values=-1)
-    nearest = zv.copy()
-    for _ in range(int(radius_px)):  # min depth over the mask's pixels within k steps, k = 1..radius
-        pad_z = np.pad(nearest, 1, constant_values=np.inf)
-        nxt = nearest.copy()
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                if dy == 0 and dx == 0:
-                    continue
-                same = pad_i[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] == lab
-                np.minimum(nxt, np.where(same, pad_z[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w], np.inf), out=nxt)
-        nearest = nxt
-    step = np.where(valid, zv - np.where(valid, nearest, 0.0), 0.0)
-    behind = valid & (step > tol_m + tol_per_m2 * zv * zv)
+    pad_z = np.pad(zv, 1)
+    shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    same = [valid & (pad_i[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] == lab) for dy, dx in shifts]
+    dz = [zv - pad_z[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in shifts]  # > 0: neighbour closer
+    behind = np.zeros((h, w), bool)
+    for sm, d in zip(same, dz):
+        behind |= sm & (d > tol)
+    for _ in range(int(radius_px) - 1):  # on through pixels continuous in depth with a pixel behind the edge
+        pad_b = np.pad(behind, 1)
+        grow = behind.copy()
+        for (dy, dx), sm, d in zip(shifts, same, dz):
+            grow |= sm & pad_b[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] & (np.abs(d) <= tol)
+        if (grow == behind).all():
+            break
+        behind = grow
     return np.where(behind, -1, ids)
 
 

@@ -72,6 +72,11 @@ def refresh_stats(
             pick = np.union1d(pick, np.flatnonzero(has & small[np.maximum(rows_all, 0)]))
         if len(pick) == 0:
             continue
+        pick = pick[
+            main_clusters(
+                rows_all[pick], xyz[pick], config.cluster_voxel_m, config.cluster_keep_ratio, config.cluster_near_m
+            )
+        ]
         g = rows_all[pick]
         p = xyz[pick].astype(np.float64)
         present = np.bincount(g, minlength=s) > 0
@@ -118,22 +123,83 @@ def refresh_stats(
     compute_support(table, whole, labels_by_level[whole], xyz, normals, config)
 
 
+_NEIGHBOURS = np.array(
+    [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1) if (dx, dy, dz) > (0, 0, 0)],
+    np.int64,
+)
+
+
+def main_clusters(
+    groups: np.ndarray, xyz: np.ndarray, voxel_m: float, keep_ratio: float, near_m: float = 0.0
+) -> np.ndarray:
+    """(K,) bool: the points of each group that lie in its main 3D clusters. Points are binned into ``voxel_m``
+    voxels per group, voxels joined through their 26 neighbours (connected components, all groups in one sparse
+    graph); per group, clusters holding at least ``keep_ratio`` of its largest cluster's points are kept, and
+    smaller ones whose box lies within ``near_m`` of a kept cluster's box horizontally and twice that vertically
+    (a lamp's base under its shade, repeatedly). Points a
+    confused or spilled mask labelled far from the object (a few on the wall, on a neighbour across the room) form
+    small clusters of their own and leave the box, as ConceptGraphs' per-object DBSCAN does. voxel_m <= 0: all."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    k = len(groups)
+    if k == 0 or voxel_m <= 0:
+        return np.ones(k, bool)
+    v = np.floor(np.asarray(xyz, np.float64) / voxel_m).astype(np.int64)
+    v -= v.min(0) - 1
+    span = int(v.max()) + 2
+    key = ((groups.astype(np.int64) * span + v[:, 0]) * span + v[:, 1]) * span + v[:, 2]
+    uniq, inv = np.unique(key, return_inverse=True)
+    n = len(uniq)
+    src, dst = [], []
+    for dx, dy, dz in _NEIGHBOURS:
+        nb = uniq + (dx * span + dy) * span + dz
+        j = np.searchsorted(uniq, nb)
+        hit = (j < n) & (uniq[np.minimum(j, n - 1)] == nb)
+        src.append(np.flatnonzero(hit))
+        dst.append(j[hit])
+    src, dst = np.concatenate(src), np.concatenate(dst)
+    graph = coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    comp_of_point = comp[inv]
+    size = np.bincount(comp_of_point)
+    group_of_comp = np.zeros(len(size), np.int64)
+    group_of_comp[comp_of_point] = groups
+    largest = np.zeros(int(groups.max()) + 1, np.int64)
+    np.maximum.at(largest, group_of_comp, size)
+    keep_comp = size >= keep_ratio * largest[group_of_comp]
+    if near_m > 0 and not keep_comp.all():  # small clusters right beside a kept one: a lamp's sparse pole
+        n_c = len(size)
+        lo = np.full((n_c, 3), np.inf)
+        hi = np.full((n_c, 3), -np.inf)
+        p = np.asarray(xyz, np.float64)
+        np.minimum.at(lo, comp_of_point, p)
+        np.maximum.at(hi, comp_of_point, p)
+        for _ in range(8):  # grow through chains of small clusters (a pole seen as a few dotted pieces)
+            big = np.flatnonzero(keep_comp)
+            added = False
+            for c in np.flatnonzero(~keep_comp).tolist():
+                same = big[group_of_comp[big] == group_of_comp[c]]
+                gap = np.maximum(0.0, np.maximum(lo[same] - hi[c], lo[c] - hi[same]))
+                if ((gap[:, :2].max(1) <= near_m) & (gap[:, 2] <= 2.0 * near_m)).any():
+                    keep_comp[c] = added = True
+            if not added:
+                break
+    return keep_comp[comp_of_point]
+
+
 def lit_face_brightness(
     groups: np.ndarray, bright: np.ndarray, normals: np.ndarray, n_groups: int, min_share: float = 0.05
 ) -> np.ndarray:
-    """Per group, the median brightness of its best-lit face orientation: points binned by normal (up, down, and
-    four horizontal quadrants), bins holding at least ``min_share`` of the group's points (and 5) compared by their
-    median brightness. A white shelf is mostly vertical faces in shade; its board tops, a few percent of its
-    points, show its albedo. (n_groups,) float64, NaN for groups without points."""
-    nz = normals[:, 2]
-    quadrant = (np.floor((np.arctan2(normals[:, 1], normals[:, 0]) + np.pi) / (np.pi / 2)).astype(np.int64)) % 4
-    b = np.where(nz >= 0.7, 4, np.where(nz <= -0.7, 5, quadrant))
-    key = groups.astype(np.int64) * 6 + b
-    med = group_quantiles(key, bright, n_groups * 6, (0.5,))[:, 0].reshape(n_groups, 6)
-    cnt = np.bincount(key, minlength=n_groups * 6).reshape(n_groups, 6)
-    ok = (cnt >= np.maximum(5, min_share * cnt.sum(1, keepdims=True))) & np.isfinite(med)
-    out = np.where(ok, med, -np.inf).max(1)
-    return np.where(np.isfinite(out), out, np.nan)
+    """Per group, the 90th-percentile brightness of its horizontal faces (|normal z| >= 0.7; fused normals carry
+    no sign), where those hold at least ``min_share`` of its points (and 5); NaN elsewhere. Indoor light comes
+    from above: a white shelf is mostly vertical faces in shade, its board tops show its albedo. (n_groups,)."""
+    horizontal = np.abs(normals[:, 2]) >= 0.7
+    g = groups[horizontal].astype(np.int64)
+    out = group_quantiles(g, bright[horizontal], n_groups, (0.9,))[:, 0]
+    cnt = np.bincount(g, minlength=n_groups)
+    total = np.bincount(groups.astype(np.int64), minlength=n_groups)
+    return np.where((cnt >= np.maximum(5, min_share * total)), out, np.nan)
 
 
 def compute_support(
