@@ -169,7 +169,7 @@ def test_model_json_round_trip(text):
 def smollm2():
     from lang3d_ros.llm.backends import load_smollm2
 
-    return load_smollm2(LLMConfig())
+    return load_smollm2(LLMConfig(adapter=""))  # the plain model: ranking and few-shot decoding (no adapter)
 
 
 @pytest.mark.slow
