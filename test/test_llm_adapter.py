@@ -113,11 +113,11 @@ def test_mode_auto_lets_only_a_trained_model_write_requests():
     label = sorted({o.label for o in objs})[0]
     text = dumps({"intent": "count", "target": {"label": label}})
     trained = _Scripted(text, {"format": "compact-request-v1"})
-    u = Reasoner(LLMConfig(), backend=trained).understand(f"how many {label}s are there", objs)
+    u = Reasoner(LLMConfig(mode="auto"), backend=trained).understand(f"how many {label}s are there", objs)
     assert u.answered_by == "llm" and u.request.to_dict() == {"intent": "count", "target": {"label": label}}
     assert isinstance(trained.prompts[0], str) and trained.prompts[0].startswith("objects: ")
     plain = _Scripted(text, None)  # no adapter: the parser reads it (rank mode), the model is not asked to write
-    u = Reasoner(LLMConfig(), backend=plain).understand(f"how many {label}s are there", objs)
+    u = Reasoner(LLMConfig(mode="auto"), backend=plain).understand(f"how many {label}s are there", objs)
     assert u.answered_by == "parser" and plain.prompts == []
 
 
@@ -132,7 +132,7 @@ def test_builtin_model_with_the_adapter_writes_requests_for_unseen_sentences():
     assert backend.adapter and backend.adapter["format"] == "compact-request-v1"
     objs = objects_from_ground_truth(synthetic.generate_scene(9400, 14))
     samples = [s for s in _samples(9400, 1) if "other" not in s["labels"]][:16]
-    r = Reasoner(LLMConfig(), backend=backend, encoder=MiniLMTextEncoder(device="cpu"))
+    r = Reasoner(LLMConfig(mode="auto"), backend=backend, encoder=MiniLMTextEncoder(device="cpu"))
     by_model = right = 0
     for s in samples:
         u = r.understand(s["instruction"], objs)
