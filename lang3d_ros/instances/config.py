@@ -46,7 +46,7 @@ class InstanceConfig:
     """Depth step (metres) that counts as "behind" ..."""
     depth_edge_tol_per_m2: float = 0.01
     """... plus this times depth squared (structured-light noise grows with z^2)."""
-    maintain_every_keyframes: int = 5
+    maintain_every_keyframes: int = 2
     """Run the merge / drop pass every this many keyframes."""
     merge_min_cosine: float = 0.85
     """Feature agreement needed to merge two segments."""
