@@ -401,3 +401,33 @@ def test_relative_clauses_and_closed_compounds(room):
     assert label_similarity("houseplant", "plant") == 0.7 and label_similarity("armchair", "chair") == 0.7
     assert label_similarity("tablet", "table") == 0.0 and label_similarity("plant", "houseplant") == 0.0
     assert [o.instance_id for o in r.ground("the armchair", room, POSE).objects][:1] in ([8], [9])
+
+
+def test_colour_and_size_follow_word_order_when_model_and_parser_name_the_same_objects():
+    from lang3d_ros.llm.request import request_from_dict
+    from lang3d_ros.llm.understand import bind_attributes_by_syntax
+
+    # the model put the anchor's colour on the target ("the cushion on the blue sofa"); the parser reads word order
+    model = request_from_dict(
+        {
+            "intent": "ground",
+            "target": {"label": "cushion", "color": "blue", "relation": "on", "anchors": [{"label": "sofa"}]},
+        }
+    )
+    parser = request_from_dict(
+        {
+            "intent": "ground",
+            "target": {"label": "cushion", "relation": "on", "anchors": [{"label": "couch", "color": "blue"}]},
+        }
+    )
+    out, moved = bind_attributes_by_syntax(model, parser)
+    assert moved and out.target.color is None and out.target.anchors[0].color == "blue"
+    assert out.target.label == "cushion" and out.target.anchors[0].label == "sofa"  # the model's labels are kept
+    # different objects or structure: the model's request is left as it is
+    other = request_from_dict({"intent": "ground", "target": {"label": "bottle", "color": "blue"}})
+    assert bind_attributes_by_syntax(other, parser) == (other, False)
+    near = request_from_dict(
+        {"intent": "ground", "target": {"label": "cushion", "relation": "near", "anchors": [{"label": "sofa"}]}}
+    )
+    assert bind_attributes_by_syntax(near, parser) == (near, False)
+    assert bind_attributes_by_syntax(model, None) == (model, False)

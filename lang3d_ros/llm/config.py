@@ -38,14 +38,12 @@ class LLMConfig:
     """Model output beyond this is cut before parsing."""
     max_query_chars: int = 1024
     """Longer queries are rejected with ValueError."""
-    mode: Mode = "rank"
-    """Rank by default: with the shipped adapter the model alone answers 81% of the frozen phrasing set but the
-    model-first path is right on 92.4% against the parser's 97.5% (docs/BENCHMARKS.md), so it is not the
-    default. auto: llm_first when the model carries a trained adapter (``adapter``), else rank | rank: the parser
-    and the label matcher propose candidate requests, the model ranks them by log-likelihood and fills the slots
-    they leave open (the parser alone when there is one candidate and no open slot) |
-    llm_first: the model writes the request under a JSON-schema grammar, the parser answers when that request
-    fails the checks against the query | parser_only: no model."""
+    mode: Mode = "auto"
+    """auto (default): llm_first when the model carries a verified trained adapter (``adapter``), else rank. With the
+    shipped adapter the model answers 81% of the frozen phrasing set itself, 96.2% right overall, p50 0.34 s
+    (docs/BENCHMARKS.md) | rank: the parser and the label matcher propose candidate requests, the model ranks them by
+    log-likelihood and fills the slots they leave open | llm_first: the model writes the request under a JSON-schema
+    grammar, the parser answers when that request fails the checks against the query | parser_only: no model."""
     adapter: str = "builtin"
     """Smollm2 backend: the LoRA request adapter to load. builtin: the one shipped in the package
     (lang3d_ros/llm/adapters/requests-smollm2) | a folder path | "" for none. Its manifest's SHA-256 checksums

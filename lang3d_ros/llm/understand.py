@@ -22,7 +22,7 @@ from lang3d_ros.grounding.objects import SceneObject
 from lang3d_ros.llm.backends import LLMBackend, LLMUnavailable
 from lang3d_ros.llm.config import LLMConfig
 from lang3d_ros.llm.frontend import Normalized, normalize
-from lang3d_ros.llm.labels import LabelMatcher
+from lang3d_ros.llm.labels import LabelMatcher, label_similarity
 from lang3d_ros.llm.parser import parse
 from lang3d_ros.llm.request import Intent, Phrase, Request, Step, request_from_dict
 
@@ -191,11 +191,63 @@ def bind_candidates(
     return out or [Candidate(req, {})], open_nouns
 
 
+def _same_tree(a: Phrase | None, b: Phrase | None) -> bool:
+    """``a`` (a map label per noun) and ``b`` (the parser's nouns, which may be rule synonyms of those labels) name the
+    same labels, relations and superlatives in the same places (colours and sizes aside)."""
+    if a is None or b is None:
+        return a is b
+    return (
+        (a.label == b.label or (bool(a.label) and bool(b.label) and label_similarity(b.label, a.label) > 0))
+        and a.relation == b.relation
+        and a.superlative == b.superlative
+        and len(a.anchors) == len(b.anchors)
+        and all(_same_tree(x, y) for x, y in zip(a.anchors, b.anchors))
+        and _same_tree(a.reference, b.reference)
+    )
+
+
+def _copy_attributes(dst: Phrase | None, src: Phrase | None) -> Phrase | None:
+    if dst is None or src is None:
+        return dst
+    return replace(
+        dst,
+        color=src.color,
+        size=src.size,
+        anchors=tuple(_copy_attributes(x, y) for x, y in zip(dst.anchors, src.anchors)),
+        reference=_copy_attributes(dst.reference, src.reference),
+    )
+
+
+def bind_attributes_by_syntax(model_req: Request, parser_req: Request | None) -> tuple[Request, bool]:
+    """The model's request with each colour and size on the noun the sentence puts it before, as the parser read it.
+    Applies only when both requests name the same labels in the same structure (the model chose the objects and
+    their relations; an adjective's noun is a matter of word order, which the parser reads exactly). Returns the
+    request and whether an attribute moved."""
+    if parser_req is None or parser_req.intent != model_req.intent or parser_req.steps or model_req.steps:
+        return model_req, False
+    if not _same_tree(model_req.target, parser_req.target):
+        return model_req, False
+    out = replace(model_req, target=_copy_attributes(model_req.target, parser_req.target))
+    return out, out != model_req
+
+
 def _noun_phrase(n: Normalized, req: Request) -> str:
     """What the relevancy field reads for a plain request: the user's words after the lead-in, without articles."""
     words = [w for w in n.words if w not in ("the", "a", "an", "some", "my", "this", "that", "any")]
     t = req.target
     return " ".join(words) if words else (t.label if t is not None else "")
+
+
+def _parser_request(n: Normalized, labels: Sequence[str], matcher: LabelMatcher, config: LLMConfig) -> Request | None:
+    """The parser's reading bound to map labels (its best candidate), or None when it reads nothing or binds nothing."""
+    parsed = parse(n)
+    if parsed is None:
+        return None
+    try:
+        cands, _ = bind_candidates(request_from_dict(parsed.to_dict()), labels, matcher, config, allow_open=False)
+    except ValueError:
+        return None
+    return cands[0].request
 
 
 def understand(
@@ -228,7 +280,9 @@ def understand(
             from lang3d_ros.llm.prompting import check_against_query
 
             check_against_query(req, model_query, labels, matcher, config)
-            return Understanding(req, AnsweredBy.LLM, n, noun_phrase=_noun_phrase(n, req))
+            req, moved = bind_attributes_by_syntax(req, _parser_request(n, labels, matcher, config))
+            how = "the model's request; colour / size placed by word order" if moved else ""
+            return Understanding(req, AnsweredBy.LLM, n, how, noun_phrase=_noun_phrase(n, req))
         except ValueError as exc:
             note = f"model request rejected ({exc}); "
         except LLMUnavailable as exc:
