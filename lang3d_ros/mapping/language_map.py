@@ -33,7 +33,7 @@ from lang3d_ros.grounding.ground import choose_level
 from lang3d_ros.grounding.objects import LEVELS, SceneObject
 from lang3d_ros.instances.mapper import InstanceMapper
 from lang3d_ros.llm.frontend import check_query  # the one query validator
-from lang3d_ros.mapping.segment_index import SegmentIndex, select_top
+from lang3d_ros.mapping.segment_index import SCENE_OBJECT_COLUMNS, SegmentIndex, select_top
 from lang3d_ros.mapstore import MapBundle, read_map, write_map
 from lang3d_ros.semantics.types import KeyframeSemantics
 
@@ -443,23 +443,8 @@ def _gaussians_from_blob(blob: bytes | None, device):
     return model if codes is not None and bool((codes >= 0).any()) else None
 
 
-# table columns a labelled object depends on (with the feature): a row whose bytes in all of them are unchanged
-# keeps its object
-_OBJECT_COLUMNS = (
-    "level",
-    "n_points",
-    "obb_center",
-    "obb_size",
-    "obb_yaw_rad",
-    "aabb_min",
-    "aabb_max",
-    "color_rgb",
-    "support_id",
-    "n_observations",
-    "first_seen_ns",
-    "last_seen_ns",
-    "feature",
-)
+# table columns a labelled object depends on: a row whose bytes in all of them are unchanged keeps its object
+_OBJECT_COLUMNS = (*SCENE_OBJECT_COLUMNS, "feature")
 
 
 def _row_signatures(table, rows: np.ndarray) -> np.ndarray:

@@ -28,8 +28,8 @@ from lang3d_ros.grounding.objects import LEVELS, SceneObject
 from lang3d_ros.grounding.relevancy import DEFAULT_TEMPERATURE
 from lang3d_ros.instances.table import SegmentTable
 
-# table columns a SceneObject reads; the index keeps its own copies of them for its rows
-_ROW_COLUMNS = (
+# table columns a SceneObject reads (besides the feature); the index keeps its own copies of them for its rows
+SCENE_OBJECT_COLUMNS = (
     "level",
     "n_points",
     "obb_center",
@@ -80,7 +80,7 @@ class SegmentIndex:
             a, b = int(starts[lvl]), int(starts[lvl + 1])
             if b > a and len(canonical):
                 canonical_max[a:b] = (features[a:b] @ canonical.T).max(axis=1)
-        columns = {name: getattr(table, name)[rows].copy() for name in _ROW_COLUMNS}
+        columns = {name: getattr(table, name)[rows].copy() for name in SCENE_OBJECT_COLUMNS}
         return cls(key, rows, table.ids[rows].copy(), starts, features, canonical_max, columns)
 
     def __len__(self) -> int:
