@@ -52,6 +52,18 @@ def encode_sample(tokenizer, sample: dict, max_len: int) -> tuple[list[int], lis
     return p + r, [-100] * len(p) + r
 
 
+def _pad_batch(pairs: Sequence[tuple[list[int], list[int]]], pad: int) -> tuple[torch.Tensor, ...]:
+    """(input ids, labels, attention mask), each (B, L) long, right-padded from (ids, labels) pairs; labels -100
+    where padded."""
+    L = max(len(x) for x, _ in pairs)
+    ids = torch.full((len(pairs), L), pad, dtype=torch.long)
+    lab = torch.full((len(pairs), L), -100, dtype=torch.long)
+    att = torch.zeros((len(pairs), L), dtype=torch.long)
+    for r, (x, y) in enumerate(pairs):
+        ids[r, : len(x)], lab[r, : len(y)], att[r, : len(x)] = torch.tensor(x), torch.tensor(y), 1
+    return ids, lab, att
+
+
 def finetune_location_tokens(model, tokenizer, samples: Sequence[dict], config: FinetuneConfig):
     """Train in place; returns (peft_model, losses per step)."""
     from peft import LoraConfig, get_peft_model
@@ -84,13 +96,7 @@ def finetune_location_tokens(model, tokenizer, samples: Sequence[dict], config: 
     losses = []
     for step in range(config.steps):
         idx = torch.randint(len(enc), (min(config.batch_size, len(enc)),), generator=g).tolist()
-        L = max(len(enc[i][0]) for i in idx)
-        ids = torch.full((len(idx), L), pad, dtype=torch.long)
-        lab = torch.full((len(idx), L), -100, dtype=torch.long)
-        att = torch.zeros((len(idx), L), dtype=torch.long)
-        for r, i in enumerate(idx):
-            x, y = enc[i]
-            ids[r, : len(x)], lab[r, : len(y)], att[r, : len(x)] = torch.tensor(x), torch.tensor(y), 1
+        ids, lab, att = _pad_batch([enc[i] for i in idx], pad)
         out = pm(input_ids=ids.to(device), attention_mask=att.to(device), labels=lab.to(device))
         opt.zero_grad()
         out.loss.backward()
@@ -282,13 +288,7 @@ def train_request_adapter(model, tokenizer, samples: Sequence[dict], config: Ada
         if time.perf_counter() - t0 > 60.0 * config.max_minutes:
             log.warning("stopping at step %d: the %.0f-minute cap", step, config.max_minutes)
             break
-        L = max(len(enc[i][0]) for i in idx)
-        ids = torch.full((len(idx), L), pad, dtype=torch.long)
-        lab = torch.full((len(idx), L), -100, dtype=torch.long)
-        att = torch.zeros((len(idx), L), dtype=torch.long)
-        for r, i in enumerate(idx):
-            x, y = enc[i]
-            ids[r, : len(x)], lab[r, : len(y)], att[r, : len(x)] = torch.tensor(x), torch.tensor(y), 1
+        ids, lab, att = _pad_batch([enc[i] for i in idx], pad)
         hidden = base.model(input_ids=ids, attention_mask=att).last_hidden_state
         # next-token loss on response positions only: the 49k-row head runs on ~20 of ~60 positions
         tgt = lab[:, 1:]
@@ -303,7 +303,7 @@ def train_request_adapter(model, tokenizer, samples: Sequence[dict], config: Ada
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(float(loss.detach()))
-        msg = f"step {step} loss {losses[-1]:.4f} lr {lr:.2e} len {L} t {time.perf_counter() - t0:.0f}s"
+        msg = f"step {step} loss {losses[-1]:.4f} lr {lr:.2e} len {ids.shape[1]} t {time.perf_counter() - t0:.0f}s"
         log.info(msg)
         if log_file is not None:
             print(msg, file=log_file, flush=True)
