@@ -14,6 +14,7 @@ from ros_helpers import next_domain_id, require_ros, spawn, stop
 from test_gaussians_relevancy_render import coded_gaussians_from_points, synthetic_room, write_map_with_gaussians
 
 from lang3d_ros.errors import ErrorCode
+from lang3d_ros.evaluation.processes import ServiceClient
 
 pytestmark = pytest.mark.ros
 REPO = Path(__file__).resolve().parents[1]
@@ -33,33 +34,11 @@ def test_srv_constants_equal_the_enum():
     assert RenderRelevancy.Response().error_code == ErrorCode.NONE
 
 
-class _Client:
-    def __init__(self, domain: int):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain)
-        self.node = rclpy.create_node("lang3d_render_client", context=self.ctx)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self._clients = {}
+class _Client(ServiceClient):
+    """The evaluation's ServiceClient, answering only the response (these tests read fields, not latency)."""
 
     def call(self, srv_type, name: str, timeout_s: float = 90.0, **fields):
-        if name not in self._clients:
-            self._clients[name] = self.node.create_client(srv_type, name)
-        cli = self._clients[name]
-        assert cli.wait_for_service(timeout_sec=timeout_s), f"service {name} not available"
-        fut = cli.call_async(srv_type.Request(**fields))
-        self.executor.spin_until_future_complete(fut, timeout_sec=timeout_s)
-        assert fut.done(), f"{name} did not answer in {timeout_s} s"
-        return fut.result()
-
-    def close(self):
-        import rclpy
-
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
+        return super().call(srv_type, name, timeout_s, **fields)[0]
 
 
 def test_render_relevancy_round_trip_through_a_query_server(tmp_path):
