@@ -30,7 +30,6 @@ import torch
 
 from lang3d_ros.errors import ErrorCode, Lang3DError
 from lang3d_ros.geometry.camera import Intrinsics
-from lang3d_ros.grounding.ground import segment_relevancy
 from lang3d_ros.grounding.objects import LEVELS
 
 
@@ -196,31 +195,24 @@ def best_pixel(value_hw: np.ndarray, candidates_hw: np.ndarray) -> tuple[int, in
 
 
 def _segment_relevancy_at(language_map, text: str, level: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids (S,), relevancy (S,)) of the instance table's segments at ``level`` with enough points: the ranking
-    ``LanguageMap.ground`` uses (LERF canonical relevancy of each segment's feature)."""
-    q = language_map.encode_query(text)
-    with language_map.lock:
-        t = language_map.instances.table
-        icfg = language_map.config.instances
-        ok = (t.n_points >= icfg.min_points) & (t.n_observations >= icfg.min_observations)
-        rows = np.flatnonzero((t.level == level) & ok)
-        ids = t.ids[rows].astype(np.int64)
-        feats = t.unit_features(rows)
-    return ids, segment_relevancy(feats, q, language_map.canonical)
+    """(ids (S,), relevancy (S,)) of the answerable segments at ``level``, from the index ``LanguageMap.ground``
+    ranks (same rows, same LERF canonical relevancy)."""
+    index = language_map.segment_index()
+    rel = index.relevancy(language_map.encode_query(text))
+    return index.level_ids(level).astype(np.int64), rel[index.level_slice(level)]
 
 
 def segment_relevancy_levels(language_map, text: str) -> tuple[np.ndarray, np.ndarray]:
     """Every segment's relevancy on its own level, for rendering through instance codes on all levels:
     (ids (S,), relevancy (L, S)) with row l holding the relevancy of the level-l segments and 0 elsewhere (the
     ``segment_relevancy`` argument of ``MapField.relevancy_levels`` / ``evaluation.render.measure_gaussian_views``)."""
-    parts = [_segment_relevancy_at(language_map, text, lvl) for lvl in range(len(LEVELS))]
-    ids = np.concatenate([p[0] for p in parts])
-    rel = np.zeros((len(LEVELS), len(ids)), np.float32)
-    start = 0
-    for lvl, (lvl_ids, lvl_rel) in enumerate(parts):
-        rel[lvl, start : start + len(lvl_ids)] = lvl_rel
-        start += len(lvl_ids)
-    return ids, rel
+    index = language_map.segment_index()
+    rel_all = index.relevancy(language_map.encode_query(text))
+    rel = np.zeros((len(LEVELS), len(index)), np.float32)
+    for lvl in range(len(LEVELS)):
+        sl = index.level_slice(lvl)
+        rel[lvl, sl] = rel_all[sl]
+    return index.ids.astype(np.int64), rel
 
 
 @torch.no_grad()

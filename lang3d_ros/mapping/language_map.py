@@ -126,6 +126,10 @@ class LanguageMap:
             self._state_key(), self.instances.table, self.canonical, cfg.min_points, cfg.min_observations
         )
 
+    def segment_index(self) -> SegmentIndex:
+        """The immutable index of answerable segments that Ground ranks (see ``_levels``); readers need no lock."""
+        return self._levels()
+
     def _levels(self) -> SegmentIndex:
         """The index queries rank. Current when the map lock is free (rebuilt here if the table changed since);
         while the mapping worker holds the lock (a keyframe in progress), the one published after the last
