@@ -187,22 +187,23 @@ if AVAILABLE:
         return np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - mask_bits))
 
     @njit(nogil=True, cache=True)
-    def build_table(keys, slots):
-        """Open-addressing hash keys -> slot over (keys, slots) in order; a later equal key overwrites."""
+    def build_table(keys, slots, alive, slot_key):
+        """Open-addressing hash over the entries (keys, slots) in order, a later equal key overwriting: (2^bits, 2)
+        int64 rows [key, slot of the newest entry with that key, or -1 when that entry is not live (its slot dead
+        or holding another key)], key -1 marking an empty row; and bits. Key and slot share a cache line."""
         bits = 4
         while (1 << bits) < 2 * keys.shape[0] + 1:
             bits += 1
         mask = (1 << bits) - 1
-        tk = np.full(1 << bits, -1, np.int64)
-        ts = np.empty(1 << bits, np.int64)
+        table = np.full((1 << bits, 2), -1, np.int64)
         for i in range(keys.shape[0]):
-            k = keys[i]
+            k, s = keys[i], slots[i]
             hsh = _slot_hash(k, bits)
-            while tk[hsh] != -1 and tk[hsh] != k:
+            while table[hsh, 0] != -1 and table[hsh, 0] != k:
                 hsh = (hsh + 1) & mask
-            tk[hsh] = k
-            ts[hsh] = slots[i]
-        return tk, ts, bits
+            table[hsh, 0] = k
+            table[hsh, 1] = s if (alive[s] and slot_key[s] == k) else -1
+        return table, bits
 
     @njit(inline="always")
     def _voxel_key(x, y, z, voxel_size_m, offset, local_bits, block_bits):
@@ -216,41 +217,35 @@ if AVAILABLE:
 
     @njit(nogil=True, cache=True)
     def voxel_owner(
-        target,
-        use,
-        vw,
-        voxel_size_m,
-        offset,
-        local_bits,
-        block_bits,
-        tk,
-        ts,
-        bits,
-        alive,
-        slot_key,
-        merge,
-        pixel_key,
-        i0,
-        i1,
+        target, use, vw, voxel_size_m, offset, local_bits, block_bits, table, bits, merge, pixel_key, i0, i1
     ):
         """Leftover pixels i0..i1-1 (use, target < 0): pixel_key = their voxel key; with ``merge`` target = the
-        live point owning that voxel when the hash (tk, ts) has one. Returns the number merged."""
+        live point owning that voxel when the hash ``table`` (``build_table``) has one. Returns the number merged.
+        Two loops: the keys first, then the probes, whose independent cache misses then overlap."""
+        left = np.empty(i1 - i0, np.int64)
+        n_left = 0
+        for i in range(i0, i1):
+            if use[i] and target[i] < 0:
+                pixel_key[i] = _voxel_key(vw[i, 0], vw[i, 1], vw[i, 2], voxel_size_m, offset, local_bits, block_bits)
+                left[n_left] = i
+                n_left += 1
+        if not merge:
+            return 0
         mask = (1 << bits) - 1
         merged = 0
-        for i in range(i0, i1):
-            if not use[i] or target[i] >= 0:
-                continue
-            k = _voxel_key(vw[i, 0], vw[i, 1], vw[i, 2], voxel_size_m, offset, local_bits, block_bits)
-            pixel_key[i] = k
-            if not merge:
-                continue
+        for j in range(n_left):
+            i = left[j]
+            k = pixel_key[i]
             hsh = _slot_hash(k, bits)
-            while tk[hsh] != -1:
-                if tk[hsh] == k:
-                    s = ts[hsh]
-                    if alive[s] and slot_key[s] == k:
+            while True:
+                tkey = table[hsh, 0]
+                if tkey == k:
+                    s = table[hsh, 1]
+                    if s >= 0:
                         target[i] = s
                         merged += 1
+                    break
+                if tkey == -1:
                     break
                 hsh = (hsh + 1) & mask
         return merged
@@ -258,7 +253,9 @@ if AVAILABLE:
     @njit(nogil=True, cache=True)
     def neighbour_owner(target, use, vw, nw, xyz, nrm, h, w, r, dist2, cos_gate, out, row0, row1):
         """Leftover pixels of rows row0..row1-1: out = the nearest gated point owning a pixel within r
-        (row-major first on ties), -1 where none (reads ``target`` only, so rows can be split between threads)."""
+        (row-major first on ties), -1 where none (reads ``target`` only, so rows can be split between threads).
+        A neighbour without an owner, or with the owner just tested on its row, is skipped (a repeat cannot
+        be strictly nearer)."""
         for row in range(row0, row1):
             for col in range(w):
                 i = row * w + col
@@ -269,17 +266,17 @@ if AVAILABLE:
                 px, py, pz = vw[i, 0], vw[i, 1], vw[i, 2]
                 qx, qy, qz = nw[i, 0], nw[i, 1], nw[i, 2]
                 for rr in range(max(row - r, 0), min(row + r + 1, h)):
+                    last = -1
                     for cc in range(max(col - r, 0), min(col + r + 1, w)):
-                        # branch-free body (selects, not jumps): neighbours mix owners and leftovers at random
-                        j = rr * w + cc
-                        s = target[j]
-                        sc = max(s, 0)
-                        ex, ey, ez = xyz[sc, 0] - px, xyz[sc, 1] - py, xyz[sc, 2] - pz
+                        s = target[rr * w + cc]
+                        if s < 0 or s == last:
+                            continue
+                        last = s
+                        ex, ey, ez = xyz[s, 0] - px, xyz[s, 1] - py, xyz[s, 2] - pz
                         d2 = ex * ex + ey * ey + ez * ez
-                        dot = nrm[sc, 0] * qx + nrm[sc, 1] * qy + nrm[sc, 2] * qz
-                        ok = (s >= 0) & (j != i) & (d2 < dist2) & (dot > cos_gate) & (d2 < best)
-                        best = d2 if ok else best
-                        bs = s if ok else bs
+                        dot = nrm[s, 0] * qx + nrm[s, 1] * qy + nrm[s, 2] * qz
+                        if d2 < dist2 and dot > cos_gate and d2 < best:
+                            best, bs = d2, s
                 out[i] = bs
 
     @njit(nogil=True, cache=True)
@@ -309,46 +306,55 @@ if AVAILABLE:
     def accumulate(target, vw, nw, rgb_u8, alpha, n_new, scratch):
         """Pixels -> targets: existing slots get dense ids in first-pixel order, new point j (target -(2 + j))
         gets n_old + j, unused pixels n_t. Returns uslots (n_old,), tid (H*W,), wsum, wmax (n_t,), mean (n_t, 9)
-        of [xyz, normal, rgb / 255]. ``scratch`` (per slot, EMPTY on entry) is left EMPTY."""
+        of [xyz, normal, rgb / 255]. ``scratch`` (per slot, EMPTY on entry) is left EMPTY. One pass over the
+        pixels sums into rows of a (H*W, 11) array (n_old + n_new <= H*W): existing targets from the top, each row
+        cleared when its target is first met, new points at the bottom; then the means, in the order above."""
         n = target.shape[0]
         uslots = np.empty(n, np.int64)
-        n_old = 0
-        for i in range(n):
-            s = target[i]
-            if s >= 0 and scratch[s] == EMPTY:
-                scratch[s] = n_old
-                uslots[n_old] = s
-                n_old += 1
-        n_t = n_old + n_new
         tid = np.empty(n, np.int64)
-        wsum = np.zeros(n_t, np.float32)
-        wmax = np.zeros(n_t, np.float32)
-        acc = np.zeros((n_t, 9), np.float32)
+        acc = np.empty((n, 11), np.float32)  # [sum alpha, max alpha, 9 alpha-weighted sums]
+        acc[n - n_new :] = 0
         inv255 = np.float32(1.0 / 255.0)
+        n_old = 0
         for i in range(n):
             s = target[i]
             if s >= 0:
                 k = scratch[s]
+                if k == EMPTY:
+                    k = n_old
+                    scratch[s] = k
+                    uslots[k] = s
+                    n_old += 1
+                    acc[k] = 0
+                tid[i] = k
             elif s <= -2:
-                k = n_old - 2 - s
+                k = n - n_new - 2 - s
             else:
-                tid[i] = n_t
                 continue
-            tid[i] = k
             a = alpha[i]
-            wsum[k] += a
-            if a > wmax[k]:
-                wmax[k] = a
+            acc[k, 0] += a
+            if a > acc[k, 1]:
+                acc[k, 1] = a
             for c in range(3):
-                acc[k, c] += vw[i, c] * a
-                acc[k, 3 + c] += nw[i, c] * a
-                acc[k, 6 + c] += rgb_u8[i, c] * inv255 * a
+                acc[k, 2 + c] += vw[i, c] * a
+                acc[k, 5 + c] += nw[i, c] * a
+                acc[k, 8 + c] += rgb_u8[i, c] * inv255 * a
+        n_t = n_old + n_new
+        for i in range(n):  # ids of the new points and unused pixels, now that n_old is known
+            s = target[i]
+            if s < 0:
+                tid[i] = n_old - 2 - s if s <= -2 else n_t
+        wsum = np.empty(n_t, np.float32)
+        wmax = np.empty(n_t, np.float32)
+        mean = np.empty((n_t, 9), np.float32)
+        for k in range(n_t):
+            r = k if k < n_old else n - n_new + k - n_old
+            wsum[k], wmax[k] = acc[r, 0], acc[r, 1]
+            for c in range(9):
+                mean[k, c] = acc[r, 2 + c] / acc[r, 0]
         for j in range(n_old):
             scratch[uslots[j]] = EMPTY
-        for k in range(n_t):
-            for c in range(9):
-                acc[k, c] /= wsum[k]
-        return uslots[:n_old].copy(), tid, wsum, wmax, acc
+        return uslots[:n_old].copy(), tid, wsum, wmax, mean
 
     @njit(nogil=True, cache=True)
     def update_points(uslots, wmax, mean, xyz, nrm, rgb, conf, j0, j1):
@@ -533,37 +539,31 @@ if AVAILABLE:
         """Every level's vote, in one pass over the pixels: per live slot named by pixel_slot (P,) and level, the
         label of labels (L, P) with the largest alpha mass m among its pixels (ties: lowest label; -1 does not
         vote) updates (label, weight) (L, C) by weighted Boyer-Moore: same label w += m, else w -= m and a
-        negative w switches to the label with -w. Per slot and level the first label's mass is kept inline and
-        any further label in a short linked list (a point's pixels carry one or two labels). ``scratch`` (per
-        slot, EMPTY on entry) is left EMPTY."""
+        negative w switches to the label with -w. Per slot (dense ids handed out on first touch, first-pixel
+        order) and level the first label's mass is kept inline and any further label in a short linked list (a
+        point's pixels carry one or two labels). ``scratch`` (per slot, EMPTY on entry) is left EMPTY."""
         n, n_lv = pixel_slot.shape[0], labels.shape[0]
         uslots = np.empty(n, np.int64)
-        tid = np.empty(n, np.int64)
-        n_t = 0
-        for i in range(n):  # dense ids of the live slots, first-pixel order
-            s = pixel_slot[i]
-            if s < 0 or s >= n_used or not alive[s]:
-                tid[i] = -1
-                continue
-            if scratch[s] == EMPTY:
-                scratch[s] = n_t
-                uslots[n_t] = s
-                n_t += 1
-            tid[i] = scratch[s]
-        for j in range(n_t):
-            scratch[uslots[j]] = EMPTY
-        # per (target, level): the first label seen and its mass inline; further labels in a linked list
-        f_label = np.full((n_t, n_lv), -1, np.int64)
-        f_mass = np.zeros((n_t, n_lv), np.float32)
-        head = np.full((n_t, n_lv), -1, np.int64)
-        e_label = np.empty(n * n_lv, np.int64)
+        f_label = np.empty((n, n_lv), np.int32)  # rows 0..n_t-1 used, each set when its slot is first met
+        f_mass = np.empty((n, n_lv), np.float32)
+        head = np.empty((n, n_lv), np.int64)
+        e_label = np.empty(n * n_lv, np.int32)
         e_mass = np.empty(n * n_lv, np.float32)
         e_next = np.empty(n * n_lv, np.int64)
+        n_t = 0
         n_e = 0
         for i in range(n):
-            t = tid[i]
-            if t < 0:
+            s = pixel_slot[i]
+            if s < 0 or s >= n_used or not alive[s]:
                 continue
+            t = scratch[s]
+            if t == EMPTY:
+                t = n_t
+                scratch[s] = t
+                uslots[t] = s
+                n_t += 1
+                for lv in range(n_lv):
+                    f_label[t, lv], f_mass[t, lv], head[t, lv] = -1, 0, -1
             a = alpha[i]
             for lv in range(n_lv):
                 lab = labels[lv, i]
@@ -585,6 +585,7 @@ if AVAILABLE:
                         n_e += 1
         for t in range(n_t):
             s = uslots[t]
+            scratch[s] = EMPTY
             for lv in range(n_lv):
                 best_l, best_m = f_label[t, lv], f_mass[t, lv]
                 if best_l < 0:

@@ -199,7 +199,7 @@ class NumbaBackend:
         merge = cfg.merge_duplicates and local is not None
         pixel_key = np.empty(t_np.shape[0], np.int64)
         ckey, cslots = local.entries() if merge else (torch.empty(0, dtype=torch.int64),) * 2
-        tk, ts, bits = K.build_table(ckey.numpy(), cslots.numpy())
+        table, bits = K.build_table(ckey.numpy(), cslots.numpy(), store.alive.numpy(), store.key.numpy())
         n_merged = sum(
             K.run_split(
                 K.voxel_owner,
@@ -212,11 +212,8 @@ class NumbaBackend:
                 keys.offset,
                 keys.local_bits,
                 keys.block_bits,
-                tk,
-                ts,
+                table,
                 bits,
-                store.alive.numpy(),
-                store.key.numpy(),
                 merge,
                 pixel_key,
             )
