@@ -30,27 +30,82 @@ import numpy as np
 import torch
 
 
-def load_old_pointmap(path: str):
-    """(PointMap, FusionConfig, KeyframeSemantics, LevelMasks, Frame) of the lang3d_ros package under ``path``, imported
-    under the module prefix ``old_lang3d_ros`` before this checkout's own package is imported (both live in one
-    process). The old fusion code must import its dependencies at module level (true of this project's)."""
+def _import_as(path: str, prefix: str) -> dict:
+    """Import the lang3d_ros package under ``path`` (its fusion modules, the semantics types and the frame) and move
+    its modules to ``prefix + name`` in sys.modules, before this checkout's own package is imported (all live in
+    one process). Returns {name: module} of the moved modules, for ``_as_current``."""
     sys.path.insert(0, path)
     try:
-        from lang3d_ros.datasets.frame import Frame as OldFrame
-        from lang3d_ros.fusion.config import FusionConfig as OldConfig
-        from lang3d_ros.fusion.pointfusion import PointMap as OldPointMap
-        from lang3d_ros.semantics.types import KeyframeSemantics as OldSemantics
-        from lang3d_ros.semantics.types import LevelMasks as OldLevelMasks
+        importlib.import_module("lang3d_ros.datasets.frame")
+        importlib.import_module("lang3d_ros.fusion.pointfusion")
+        importlib.import_module("lang3d_ros.fusion.config")
+        for name in ("lang3d_ros.fusion.numba_backend", "lang3d_ros.fusion.torch_backend"):
+            try:  # the stage backends of newer checkouts (imported lazily there)
+                importlib.import_module(name)
+            except ModuleNotFoundError:
+                pass
+        importlib.import_module("lang3d_ros.semantics.types")
     finally:
         sys.path.remove(path)
+    moved = {}
     for name in [n for n in sys.modules if n == "lang3d_ros" or n.startswith("lang3d_ros.")]:
-        sys.modules["old_" + name] = sys.modules.pop(name)
-    return OldPointMap, OldConfig, OldSemantics, OldLevelMasks, OldFrame
+        moved[name] = sys.modules[prefix + name] = sys.modules.pop(name)
+    return moved
+
+
+class _as_current:
+    """Context: the moved modules of another checkout stand as ``lang3d_ros.*`` in sys.modules, so that the
+    imports its code makes inside functions (backend choice, kernel warm-up) reach its own modules."""
+
+    def __init__(self, moved: dict):
+        self.moved = moved
+
+    def __enter__(self):
+        self.saved = {n: sys.modules.get(n) for n in self.moved}
+        sys.modules.update(self.moved)
+
+    def __exit__(self, *exc):
+        for n, m in self.saved.items():
+            if m is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = m
+
+
+def load_old_pointmap(path: str):
+    """(PointMap, FusionConfig, KeyframeSemantics, LevelMasks, Frame, moved modules) of the lang3d_ros package
+    under ``path``, imported under the module prefix ``old_lang3d_ros``. The old fusion code must import its
+    dependencies at module level (true of this project's)."""
+    moved = _import_as(path, "old_")
+    m = {n[len("lang3d_ros.") :]: mod for n, mod in moved.items() if n != "lang3d_ros"}
+    return (
+        m["fusion.pointfusion"].PointMap,
+        m["fusion.config"].FusionConfig,
+        m["semantics.types"].KeyframeSemantics,
+        m["semantics.types"].LevelMasks,
+        m["datasets.frame"].Frame,
+        moved,
+    )
+
+
+def load_before_pointmap(path: str):
+    """(PointMap, FusionConfig, Frame, moved modules) of an earlier checkout of this same code (segment label
+    votes), imported under the module prefix ``before_lang3d_ros``, to step it side by side with this one."""
+    moved = _import_as(path, "before_")
+    return (
+        moved["lang3d_ros.fusion.pointfusion"].PointMap,
+        moved["lang3d_ros.fusion.config"].FusionConfig,
+        moved["lang3d_ros.datasets.frame"].Frame,
+        moved,
+    )
 
 
 _OLD = None
 if "--old-path" in sys.argv:  # before this checkout's lang3d_ros is imported
     _OLD = load_old_pointmap(sys.argv[sys.argv.index("--old-path") + 1])
+_BEFORE = None
+if "--before-path" in sys.argv:
+    _BEFORE = load_before_pointmap(sys.argv[sys.argv.index("--before-path") + 1])
 
 from lang3d_ros.device import resolve_device  # noqa: E402
 from lang3d_ros.fusion.analytic_scene import Corridor, corridor_walk  # noqa: E402
@@ -132,7 +187,7 @@ def labels_for(frame) -> np.ndarray:
 
 def old_semantics_for(frame, dim: int, n_masks: int = 48):
     """The same masks as KeyframeSemantics with random unit features of dim ``dim``, for the old PointMap."""
-    _, _, semantics_cls, masks_cls, _ = _OLD
+    _, _, semantics_cls, masks_cls, _, _ = _OLD
     rng = np.random.default_rng(dim)
     feats = rng.normal(size=(n_masks, dim)).astype(np.float32)
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
@@ -168,8 +223,9 @@ class OldRunner:
     """The PointMap of ``--old-path``; on keyframes fused with 3-level features of dim d (0: none)."""
 
     def __init__(self, backend: str, dev, dim: int):
-        point_map_cls, config_cls, _, _, self.frame_cls = _OLD
-        self.map = point_map_cls(config_cls(backend=backend), feature_dim=dim or None, device=dev)
+        point_map_cls, config_cls, _, _, self.frame_cls, moved = _OLD
+        with _as_current(moved):
+            self.map = point_map_cls(config_cls(backend=backend), feature_dim=dim or None, device=dev)
         self.dim = dim
         self.name = f"old PointMap [{self.map.backend}]" + (f" + 3x{dim}-d features" if dim else "")
 
@@ -185,6 +241,21 @@ class OldRunner:
         return self.map.bytes_per_point
 
 
+class BeforeRunner(OursRunner):
+    """The PointMap of ``--before-path`` (an earlier checkout of this code), with or without label votes."""
+
+    def __init__(self, backend: str, dev, votes: bool):
+        point_map_cls, config_cls, self.frame_cls, moved = _BEFORE
+        with _as_current(moved):
+            self.map = point_map_cls(config_cls(backend=backend), device=dev)
+        self.votes = votes
+        self.name = f"before PointMap [{self.map.backend}]" + (" + 3-level label votes" if votes else "")
+
+    def prepare(self, f, keyframe: bool):
+        f2 = self.frame_cls(**{k.name: getattr(f, k.name) for k in dataclasses.fields(f)})
+        return f2, (labels_for(f) if self.votes and keyframe else None)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=80)
@@ -197,6 +268,12 @@ def main() -> None:
         help="frames with semantics (label votes / old features): every n-th frame",
     )
     ap.add_argument("--old-path", default="", help="a checkout of older lang3d_ros code to run side by side")
+    ap.add_argument(
+        "--before-path",
+        default="",
+        help="an earlier checkout of this code (same API: segment label votes) to run side by side, e.g. the "
+        "commit before a change: git archive <commit> lang3d_ros | tar -x -C DIR",
+    )
     ap.add_argument(
         "--old-feature-dims",
         default="0,3",
@@ -237,6 +314,8 @@ def main() -> None:
     for b in backends:
         if _OLD is not None:
             runners += [OldRunner(b, dev, int(d)) for d in args.old_feature_dims.split(",") if d.strip()]
+        if _BEFORE is not None:
+            runners += [BeforeRunner(b, dev, votes=False), BeforeRunner(b, dev, votes=True)]
         runners += [OursRunner(b, dev, votes=False), OursRunner(b, dev, votes=True)]
     for r in runners:
         systems[r.name] = dict(kind="ours", map=r)
@@ -306,7 +385,7 @@ def main() -> None:
             f"| {name} | {fps(ts):.2f} | {fps(ts[-q:]):.2f} | {fps(big) if big else float('nan'):.2f} | "
             f"{pts[-1]:,} | {bpp} | {mib:.0f} |"
         )
-    olds = [s for s in systems.values() if s["kind"] == "ours" and s["map"].name.startswith("old")]
+    olds = [s for s in systems.values() if s["kind"] == "ours" and s["map"].name.startswith(("old", "before"))]
     if olds:
         print("\nSame run, throughput ratios new / old (all frames; last quarter):")
         for name, s in systems.items():
