@@ -92,6 +92,43 @@ def test_generated_queries_have_unique_answers(truth, tmp_path):
         assert back.to_dict() == qs.to_dict()
 
 
+def test_start_pose_leaves_a_camera_position_over_a_table(truth):
+    """The camera is carried 1.4 m high and passes over tables; the robot's start must be on free floor (the
+    scorer's robot radius from every floor footprint and the walls), or every Navigate answer is unreachable."""
+    from lang3d_ros.evaluation.metrics import DEFAULT_SETTINGS
+    from lang3d_ros.evaluation.queries import start_pose_from_truth
+    from lang3d_ros.navigation.goal import distance_to_footprint
+
+    gt, _ = truth
+    r = DEFAULT_SETTINGS["robot_radius_m"]
+    half = np.asarray(gt.room_size_m[:2]) / 2
+    floor = [o.obb for o in gt.objects if o.obb.min_xyz[2] < DEFAULT_SETTINGS["obstacle_max_height_m"]]
+    host = max(floor, key=lambda b: b.volume)
+
+    def is_free(xy) -> bool:
+        xy = np.asarray([xy], float)
+        return bool(np.all(np.abs(xy) <= half - r) and all(distance_to_footprint(xy, b)[0] >= r for b in floor))
+
+    assert not is_free(host.center[:2])
+    # the last camera stands over the largest floor object: the start walks back to the last free camera position
+    over = copy.copy(gt)
+    over.T_world_cams = np.concatenate([gt.T_world_cams, gt.T_world_cams[-1:].copy()])
+    over.T_world_cams[-1, :2, 3] = host.center[:2]
+    x, y, yaw = start_pose_from_truth(over)
+    assert is_free((x, y))
+    assert np.allclose((x, y), [T[:2, 3] for T in gt.T_world_cams if is_free(T[:2, 3])][-1])
+    assert yaw == pytest.approx(math.atan2(-y, -x))
+    # no free camera position at all: the free floor point nearest to the last one (2 cm grid)
+    over.T_world_cams = over.T_world_cams[-1:]
+    x, y, _ = start_pose_from_truth(over)
+    assert is_free((x, y))
+    for step in (0.05, 0.1):  # nothing free on a ring clearly closer
+        ring = np.linalg.norm([x, y] - host.center[:2]) - step
+        ang = np.linspace(0, 2 * np.pi, 72, endpoint=False)
+        pts = host.center[:2] + ring * np.stack([np.cos(ang), np.sin(ang)], 1)
+        assert not any(is_free(p) for p in pts)
+
+
 def test_count_answers_are_read_as_numbers():
     from lang3d_ros.evaluation.metrics import answered_count, score_count
 

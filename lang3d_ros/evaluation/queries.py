@@ -132,13 +132,45 @@ def _plural(label: str) -> str:
     return label + "s"
 
 
-def start_pose_from_truth(truth) -> tuple[float, float, float]:
-    """A free robot pose: the xy of the last recorded camera pose, facing the room centre (the camera stood
-    there, so no object occupies it); the room centre when the GT has no poses."""
+def start_pose_from_truth(
+    truth, robot_radius_m: float | None = None, obstacle_max_height_m: float | None = None
+) -> tuple[float, float, float]:
+    """A robot pose on free floor, facing the room centre: the latest recorded camera position whose floor point
+    keeps ``robot_radius_m`` from the walls and from the footprint of every object whose bottom is below
+    ``obstacle_max_height_m`` (the evaluation's obstacles); a camera carried 1.4 m high passes over tables, where
+    no robot base fits. When no camera position is free, the free floor point (2 cm grid) nearest to the last
+    one; the room centre when the GT has no poses or no free floor. Defaults: the scorer's settings."""
     if len(truth.T_world_cams) == 0:
         return (0.0, 0.0, 0.0)
-    x, y = (float(v) for v in truth.T_world_cams[-1][:2, 3])
-    return (x, y, float(np.arctan2(-y, -x)))
+    from lang3d_ros.evaluation.metrics import DEFAULT_SETTINGS
+    from lang3d_ros.navigation.goal import distance_to_footprint
+
+    if robot_radius_m is None:
+        robot_radius_m = float(DEFAULT_SETTINGS["robot_radius_m"])
+    if obstacle_max_height_m is None:
+        obstacle_max_height_m = float(DEFAULT_SETTINGS["obstacle_max_height_m"])
+
+    half = np.asarray(truth.room_size_m[:2], dtype=np.float64) / 2.0
+    boxes = [o.obb for o in truth.objects if float(o.obb.min_xyz[2]) < obstacle_max_height_m]
+
+    def free(xy: np.ndarray) -> np.ndarray:
+        ok = np.all(np.abs(xy) <= half - robot_radius_m, axis=1)
+        for b in boxes:
+            ok &= distance_to_footprint(xy, b) >= robot_radius_m
+        return ok
+
+    cams = np.asarray([T[:2, 3] for T in truth.T_world_cams], dtype=np.float64)
+    ok = np.flatnonzero(free(cams))
+    if len(ok):
+        x, y = cams[ok[-1]]
+    else:
+        gx, gy = np.meshgrid(np.arange(-half[0], half[0], 0.02), np.arange(-half[1], half[1], 0.02))
+        grid = np.stack([gx.ravel(), gy.ravel()], axis=1)
+        grid = grid[free(grid)]
+        if len(grid) == 0:
+            return (0.0, 0.0, 0.0)
+        x, y = grid[np.argmin(np.linalg.norm(grid - cams[-1], axis=1))]
+    return (float(x), float(y), float(np.arctan2(-y, -x)))
 
 
 def generate_queries(
