@@ -372,6 +372,43 @@ def test_colour_ranking_survives_shading():
     assert r.ground("the blue chair", objs, (0.0, -2.0, 0.0)).objects == []
 
 
+def test_white_and_black_among_grey_objects_go_by_lightness():
+    """A white monitor seen only on its shaded sides measures as light gray (0.56) beside a black one: "the white
+    monitor" is the lighter one, "the black monitor" the darker; without a clear lightness gap, or for "gray", or
+    when the lightest is itself black, nothing is claimed."""
+    import numpy as np
+
+    from lang3d_ros.geometry.boxes import Box3D
+    from lang3d_ros.grounding.objects import SceneObject
+    from lang3d_ros.llm import Reasoner
+    from lang3d_ros.llm.colors import color_name
+    from lang3d_ros.llm.config import LLMConfig
+
+    def room(*rgbs):
+        return [
+            SceneObject(i + 1, "monitor", Box3D(np.array([2.0 * i, 0.0, 1.0]), np.array([0.5, 0.2, 0.4])), color_rgb=c)
+            for i, c in enumerate(rgbs)
+        ]
+
+    light_gray, black, mid_gray = np.full(3, 0.56), np.full(3, 0.06), np.full(3, 0.45)
+    assert color_name(light_gray) == "gray" and color_name(black) == "black" and color_name(mid_gray) == "gray"
+    r = Reasoner(LLMConfig(mode="parser_only"))
+
+    def ids(q, objs):
+        try:
+            return [o.instance_id for o in r.ground(q, objs, (0.0, -2.0, 0.0)).objects]
+        except ValueError:  # NOT_FOUND
+            return []
+
+    assert ids("the white monitor", room(light_gray, black)) == [1]
+    assert ids("the black monitor", room(light_gray, black)) == [2]  # named black: the exact rule
+    assert ids("the black monitor", room(light_gray, np.full(3, 0.3))) == [2]  # dark gray, the darker
+    assert ids("the white monitor", room(light_gray, mid_gray)) == []  # L* gap too small to tell
+    assert ids("the white monitor", room(black, np.full(3, 0.04))) == []  # the lightest is black
+    assert ids("the white monitor", room(light_gray, np.array([0.8, 0.12, 0.1]))) == [1]  # the red one is no grey
+    assert ids("the gray monitor", room(np.full(3, 0.8), black)) == []
+
+
 def test_counting_an_absent_label_answers_zero_while_grounding_it_fails(room):
     r = Reasoner(LLMConfig(mode="parser_only"))
     for q in ("how many lamps are there?", "count the lamps in this room", "how many lamps do you see"):

@@ -63,15 +63,16 @@ unclipped): a white object is seen as a light gray, a gray one as a dark gray. T
 the lightness midway between the palette's white, gray and black seen under this shading."""
 
 
-def _lightness(rgb: np.ndarray) -> float:
+def lightness(rgb) -> float:
+    """CIE L* (0 black .. 100 white) of one sRGB colour in [0, 1]."""
     return float(_rgb_to_lab(np.asarray(rgb, np.float64).reshape(1, 3))[0, 0])
 
 
 _L_WHITE_GRAY = 0.5 * (
-    _lightness(LIT_SHADING * np.array(PALETTE_RGB["white"])) + _lightness(LIT_SHADING * np.array(PALETTE_RGB["gray"]))
+    lightness(LIT_SHADING * np.array(PALETTE_RGB["white"])) + lightness(LIT_SHADING * np.array(PALETTE_RGB["gray"]))
 )
 _L_GRAY_BLACK = 0.5 * (
-    _lightness(LIT_SHADING * np.array(PALETTE_RGB["gray"])) + _lightness(LIT_SHADING * np.array(PALETTE_RGB["black"]))
+    lightness(LIT_SHADING * np.array(PALETTE_RGB["gray"])) + lightness(LIT_SHADING * np.array(PALETTE_RGB["black"]))
 )
 
 

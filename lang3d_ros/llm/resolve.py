@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from lang3d_ros.grounding.objects import SceneObject
-from lang3d_ros.llm.colors import ACHROMATIC, color_name, shading_invariant_distance
+from lang3d_ros.llm.colors import ACHROMATIC, color_name, lightness, shading_invariant_distance
 from lang3d_ros.llm.config import LLMConfig
 from lang3d_ros.llm.labels import LabelMatcher
 from lang3d_ros.llm.relations import relation_cost, relation_holds, superlative_key
@@ -47,20 +47,48 @@ def label_candidates(label: str, objects: Sequence[SceneObject], matcher: LabelM
 FLOOR_WORDS = ("floor", "ground")
 """Anchor labels that mean the floor ("the plant on the floor"): no object, the lowest bottom in the map."""
 COLOR_MARGIN = 0.05  # chromaticity distance by which the closest candidate must beat the next one
+LIGHTNESS_MARGIN = 15.0
+"""CIE L* by which the lightest (darkest) grey-level candidate must beat the next for "white" ("black")."""
+ACHROMATIC_MAX_SATURATION = 0.25
+"""Saturation up to which an observed colour counts as a grey level (white, gray or black under some light)."""
+
+
+def _achromatic_by_lightness(cands: list[Match], color: str) -> list[Match]:
+    """ "white" / "black" among grey-level candidates none of which is named so: the clearly lightest (darkest)
+    one, when it is named one step away (gray). A white monitor seen only on its shaded sides measures as a light
+    gray beside a black one; people call the lighter of two grey objects the white one. "gray" stays unresolved
+    (the middle is ambiguous), as does a candidate two steps away (a black one for "white")."""
+    if color not in ("white", "black"):
+        return []
+    grey = [m for m in cands if shading_invariant_distance(m.obj.color_rgb, color) <= ACHROMATIC_MAX_SATURATION]
+    if not grey:
+        return []
+    sign = 1.0 if color == "white" else -1.0
+    light = np.array([sign * lightness(m.obj.color_rgb) for m in grey])
+    order = np.argsort(-light)
+    best = grey[int(order[0])]
+    if object_color(best.obj) != "gray":
+        return []
+    if len(grey) > 1 and light[order[0]] - light[order[1]] < LIGHTNESS_MARGIN:
+        return []
+    return [best]
 
 
 def filter_by_color(cands: list[Match], color: str) -> list[Match]:
     """Candidates whose mean colour is named ``color``; when none is (shading darkens colours: a lit orange chair
-    averages to brown), the one candidate clearly closest to ``color`` in shading-invariant terms, if any."""
+    averages to brown), the one candidate clearly closest to ``color`` in shading-invariant terms, if any; for
+    white and black, the clearly lightest / darkest grey-level candidate (``_achromatic_by_lightness``)."""
     exact = [m for m in cands if object_color(m.obj) == color]
     if exact or not cands:  # several named alike: the truest colour first
         return sorted(exact, key=lambda m: shading_invariant_distance(m.obj.color_rgb, color))
+    if color in ACHROMATIC:
+        return _achromatic_by_lightness(cands, color)
     d = np.array([shading_invariant_distance(m.obj.color_rgb, color) for m in cands])
     order = np.argsort(d)
     if len(cands) == 1 or d[order[1]] - d[order[0]] >= COLOR_MARGIN:
         best = cands[int(order[0])]
         # still refuse a colour far from any plausible reading of the name
-        if d[order[0]] <= (0.25 if color in ACHROMATIC else 0.15):
+        if d[order[0]] <= 0.15:
             return [best]
     return []
 
