@@ -44,35 +44,56 @@ EMPTY = 2**31 - 1  # matches types.SCRATCH_EMPTY
 if AVAILABLE:
 
     @njit(nogil=True, cache=True)
+    def _cam_row(depth_m, rays, lo, hi, row, buf):
+        """buf (3, W) = camera-frame vertices (x, y, z) of row ``row``; z = 0 (and x = y = 0) where the depth is
+        invalid (not finite, <= lo or > hi)."""
+        w = depth_m.shape[1]
+        for j in range(w):
+            d = depth_m[row, j]
+            z = d if (np.isfinite(d) and d > lo and d <= hi) else np.float32(0.0)
+            buf[0, j] = rays[row, j, 0] * z
+            buf[1, j] = rays[row, j, 1] * z
+            buf[2, j] = z
+
+    @njit(nogil=True, cache=True)
     def observe(depth_m, rays, min_depth_m, max_depth_m, R, t, vw, nw, use, zmin_row, zmax_row, row0, row1):
         """(H, W) depth, (H, W, 2) rays, R (3, 3), t (3,) float32 -> fills, for rows row0..row1-1, vw, nw
         (H*W, 3) world vertices and normals, use (H*W,) usable pixels, zmin_row / zmax_row (H,) depth range of
-        a row's usable pixels (inf / -inf where none)."""
+        a row's usable pixels (inf / -inf where none). Normals as gradSLAM: the cross product of the forward
+        differences along columns (a) and rows (b) of the camera-frame vertex map (the last column / row reuses
+        the previous difference); a pixel is usable when its depth and the four depths its normal uses are valid
+        and the normal is non-zero. Camera-frame vertices are computed once per row (two rolling row buffers)."""
         h, w = depth_m.shape
         lo = max(min_depth_m, np.float32(0.0))
+        A = np.empty((3, w), np.float32)
+        B = np.empty((3, w), np.float32)
+        ra, rb = -1, -1
         for i in range(row0, row1):
+            r0, r1 = (i, i + 1) if i < h - 1 else (h - 2, h - 1)
+            if ra != r0:
+                if rb == r0:
+                    A, B = B, A
+                    ra, rb = rb, ra
+                else:
+                    _cam_row(depth_m, rays, lo, max_depth_m, r0, A)
+                    ra = r0
+            if rb != r1:
+                _cam_row(depth_m, rays, lo, max_depth_m, r1, B)
+                rb = r1
+            own = A if i < h - 1 else B
             zmin, zmax = np.inf, -np.inf
-            i1 = i + 1 if i < h - 1 else h - 1
-            i0 = i if i < h - 1 else h - 2
             for j in range(w):
                 j1 = j + 1 if j < w - 1 else w - 1
                 j0 = j if j < w - 1 else w - 2
-                # depth validity of the four pixels the normal uses (the pixel, its right/down differences)
-                d00 = depth_m[i, j]
-                ok = np.isfinite(d00) and d00 > lo and d00 <= max_depth_m
-                z = d00 if ok else np.float32(0.0)
                 p = i * w + j
-                vx, vy = rays[i, j, 0] * z, rays[i, j, 1] * z
-                # forward differences along columns (a) and rows (b); the last column/row reuses the previous one
-                za0 = _z(depth_m, i, j0, lo, max_depth_m)
-                za1 = _z(depth_m, i, j1, lo, max_depth_m)
-                zb0 = _z(depth_m, i0, j, lo, max_depth_m)
-                zb1 = _z(depth_m, i1, j, lo, max_depth_m)
-                ax = rays[i, j1, 0] * za1 - rays[i, j0, 0] * za0
-                ay = rays[i, j1, 1] * za1 - rays[i, j0, 1] * za0
+                vx, vy, z = own[0, j], own[1, j], own[2, j]
+                za0, za1 = own[2, j0], own[2, j1]
+                zb0, zb1 = A[2, j], B[2, j]
+                ax = own[0, j1] - own[0, j0]
+                ay = own[1, j1] - own[1, j0]
                 az = za1 - za0
-                bx = rays[i1, j, 0] * zb1 - rays[i0, j, 0] * zb0
-                by = rays[i1, j, 1] * zb1 - rays[i0, j, 1] * zb0
+                bx = B[0, j] - A[0, j]
+                by = B[1, j] - A[1, j]
                 bz = zb1 - zb0
                 nx = ay * bz - az * by
                 ny = az * bx - ax * bz
@@ -82,7 +103,7 @@ if AVAILABLE:
                     nx = ny = nz = np.float32(0.0)
                 else:
                     nx, ny, nz = nx / nn, ny / nn, nz / nn
-                good = ok and za0 != 0 and za1 != 0 and zb0 != 0 and zb1 != 0 and (nx != 0 or ny != 0 or nz != 0)
+                good = z != 0 and za0 != 0 and za1 != 0 and zb0 != 0 and zb1 != 0 and (nx != 0 or ny != 0 or nz != 0)
                 use[p] = good
                 if good:
                     zmin, zmax = min(zmin, z), max(zmax, z)
@@ -93,11 +114,6 @@ if AVAILABLE:
                 nw[p, 1] = R[1, 0] * nx + R[1, 1] * ny + R[1, 2] * nz
                 nw[p, 2] = R[2, 0] * nx + R[2, 1] * ny + R[2, 2] * nz
             zmin_row[i], zmax_row[i] = zmin, zmax
-
-    @njit(inline="always")
-    def _z(depth_m, i, j, lo, hi):
-        d = depth_m[i, j]
-        return d if (np.isfinite(d) and d > lo and d <= hi) else np.float32(0.0)
 
     @njit(nogil=True, cache=True)
     def project_candidates(
