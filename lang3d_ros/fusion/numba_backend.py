@@ -241,7 +241,8 @@ class NumbaBackend:
         n_nbr, left, lk = K.take_owners(t_np, use, owner, by_neighbour, pixel_key)
         if left.shape[0] == 0:
             return n_merged + n_nbr, None
-        return n_merged + n_nbr, torch.from_numpy(K.group_new(left, lk, t_np, cfg.merge_duplicates))
+        order = np.argsort(lk, kind="stable")
+        return n_merged + n_nbr, torch.from_numpy(K.group_new(left, lk, order, t_np, cfg.merge_duplicates))
 
     # ------------------------------------------------------------------ accumulate / update / write
     def accumulate(self, store: PointStore, obs: FrameObservation, target: torch.Tensor, n_new: int) -> Accumulation:
