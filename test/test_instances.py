@@ -420,3 +420,64 @@ def test_white_objects_are_named_white_under_shading_and_hovering_objects_find_t
     # without normals the shelf's brightness is that of its shaded sides
     refresh_stats(t, [none, none, labels], xyz, rgb, InstanceConfig(), None)
     assert color_name(t.color_rgb[0]) == "gray"
+
+
+def test_erosion_keeps_a_foreground_silhouette_and_still_trims_a_spill_at_the_objects_depth():
+    """Vote erosion removes a mask's boundary because it may lie on the surface around the object; a boundary pixel
+    in front of everything outside the mask beside it is the object itself (a table's leg against the floor
+    behind it) and stays, while a spill onto a surface at the object's own depth is still trimmed."""
+    from lang3d_ros.instances.mapper import erode_labels
+
+    ids = np.full((40, 40), -1, np.int32)
+    depth = np.full((40, 40), 4.0, np.float32)  # the wall behind
+    ids[5:20, 5:35] = 0  # a table top (15 x 30 px) at 2 m
+    depth[5:20, 5:35] = 2.0
+    ids[20:35, 8:10] = 0  # a 2 px wide leg in front of the wall
+    depth[20:35, 8:10] = 2.0
+    ids[20:23, 20:30] = 0  # the mask spills 3 px onto a box right under the top, at the top's depth
+    depth[20:30, 18:32] = 2.02
+    old = erode_labels(ids, 2)
+    new = erode_labels(ids, 2, depth, 0.06, 0.01)
+    assert (old[20:35, 8:10] == 0).sum() == 0  # plain erosion removes the leg
+    assert (new[21:33, 8:10] == 0).all()  # its silhouette stays, but where it meets the image-plane border
+    assert (new[20:23, 20:30] == 0).sum() <= (old[20:23, 20:30] == 0).sum()  # the same-depth spill is trimmed
+    assert (new[20:23, 20:30] == 0).sum() < 10
+    # a mask the plain erosion would mostly remove is kept whole, as before
+    thin = np.full((40, 40), -1, np.int32)
+    thin[10:30, 10:13] = 3
+    assert (erode_labels(thin, 2, depth, 0.06, 0.01) == 3).sum() == 60
+
+
+def test_a_table_seen_against_the_floor_keeps_its_thin_legs_and_reaches_the_floor():
+    """A table whose top holds most of its mask: plain 2 px erosion takes its ~2 px wide legs (seen against the
+    floor and walls behind them), so its box ends at the top board; the foreground silhouette keeps them."""
+    parts = [((0.0, 0.0, 0.68), (0.9, 0.6, 0.04))]
+    parts += [((sx * 0.42, sy * 0.27, 0.33), (0.05, 0.05, 0.66)) for sx in (-1, 1) for sy in (-1, 1)]
+    mesh = o3d.geometry.TriangleMesh()
+    for c, s in parts:
+        m = o3d.geometry.TriangleMesh.create_box(*s)
+        m.translate(np.asarray(c, float) - np.asarray(s, float) / 2)
+        mesh += m
+    box = Box3D(np.array([0.0, 0.0, 0.35]), np.array([0.9, 0.6, 0.7]), np.eye(3))
+    table = SceneObjectGT(1, "table", "brown", np.array([0.5, 0.3, 0.1]), box, box, 0, 0.0, mesh=mesh)
+    scene = make_scene([table])
+
+    def bottom(cfg: InstanceConfig, erode_depth: bool) -> tuple[float, int]:
+        import lang3d_ros.instances.mapper as mm
+
+        pm, mapper = VoxelLabelMap(), InstanceMapper(cfg, HashTextEncoder.feature_dim)
+        orig = mm.erode_labels
+        if not erode_depth:  # the old rule: plain erosion, depth not consulted
+            mm.erode_labels = lambda seg, px, *a, **k: orig(seg, px)
+        try:
+            run(scene, orbit_poses(10, radius_m=1.8, height_m=1.4), mapper, pm, _backend(scene))
+        finally:
+            mm.erode_labels = orig
+        rows = whole_segments(mapper)
+        assert len(rows) == 1
+        legs = (pm.labels(WHOLE).numpy() == mapper.table.ids[rows[0]]) & (pm.points_xyz.numpy()[:, 2] < 0.3)
+        return float(mapper.table.aabb_min[rows[0], 2]), int(legs.sum())
+
+    (new_z, new_legs), (old_z, old_legs) = [bottom(InstanceConfig(), erode_depth=e) for e in (True, False)]
+    assert new_z < 0.15  # legs 0.66 m long: the box reaches (nearly) the floor
+    assert new_legs > 3 * max(old_legs, 1)  # the old behaviour, for contrast: the legs' lower parts are gone

@@ -49,26 +49,58 @@ def pixel_points(frame) -> np.ndarray:
     return p
 
 
-def erode_labels(seg_map: np.ndarray, px: int) -> np.ndarray:
-    """(H, W) int mask ids (-1 none) -> the same with pixels within ``px`` (4-neighbourhood steps) of another
-    mask, of no mask or of the image border set to -1; masks that would lose more than half their pixels (small or
-    thin objects) are kept whole."""
+def _erode(
+    seg_map: np.ndarray, px: int, depth_m: np.ndarray | None = None, tol_m: float = 0.0, tol_per_m2: float = 0.0
+) -> np.ndarray:
+    """``px`` steps of 4-neighbourhood erosion of every mask (image border included); with ``depth_m``,
+    foreground-silhouette pixels (see ``erode_labels``) are not removed."""
     out = np.asarray(seg_map).copy()
+    h, w = out.shape
+    if depth_m is not None:
+        z = np.asarray(depth_m, dtype=np.float32)
+        zf = np.where(np.isfinite(z) & (z > 0), z, np.inf).astype(np.float32)
+        tol = (tol_m + tol_per_m2 * np.where(np.isfinite(zf), zf, 0.0) ** 2).astype(np.float32)
+        pad_z = np.pad(zf, 1, constant_values=-np.inf)  # beyond the image border: not a silhouette
+    steps = ((1, 0), (-1, 0), (0, 1), (0, -1))
     for _ in range(px):
-        keep = out >= 0
-        keep[1:, :] &= out[1:, :] == out[:-1, :]
-        keep[:-1, :] &= out[:-1, :] == out[1:, :]
-        keep[:, 1:] &= out[:, 1:] == out[:, :-1]
-        keep[:, :-1] &= out[:, :-1] == out[:, 1:]
+        pad = np.pad(out, 1, constant_values=-2)
+        same = [pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] == out for dy, dx in steps]
+        keep = (out >= 0) & np.logical_and.reduce(same)
+        if depth_m is not None:
+            silhouette = (out >= 0) & np.isfinite(zf)
+            for (dy, dx), sm in zip(steps, same):
+                silhouette &= sm | (pad_z[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] > zf + tol)
+            keep |= silhouette
         keep[0, :] = keep[-1, :] = False
         keep[:, 0] = keep[:, -1] = False
         out[~keep] = -1
-    # a mask that erosion would mostly remove (a small or thin object) keeps all its pixels
+    return out
+
+
+def erode_labels(
+    seg_map: np.ndarray,
+    px: int,
+    depth_m: np.ndarray | None = None,
+    tol_m: float = 0.06,
+    tol_per_m2: float = 0.01,
+) -> np.ndarray:
+    """(H, W) int mask ids (-1 none) -> the same with pixels within ``px`` (4-neighbourhood steps) of another
+    mask, of no mask or of the image border set to -1; masks that would lose more than half their pixels (small or
+    thin objects: judged by the plain erosion) are kept whole.
+
+    With ``depth_m`` (H, W), a boundary pixel in front of everything outside its mask next to it (each such
+    4-neighbour deeper by more than ``tol_m + tol_per_m2 * z^2``, or without depth) is a foreground silhouette
+    and stays: erosion is for a mask spilling onto a surface at the object's own depth (the table top around a
+    mug's foot), and a pixel in front of its surroundings is the object itself (a chair's leg against the floor
+    behind it, a mug's side against the wall). Pixels behind a depth edge are ``depth_consistent``'s business."""
     orig = np.asarray(seg_map)
+    plain = _erode(orig, px)
+    out = plain if depth_m is None or not px else _erode(orig, px, depth_m, tol_m, tol_per_m2)
+    # a mask that plain erosion would mostly remove (a small or thin object) keeps all its pixels
     n = int(orig.max(initial=-1)) + 1
     if n and px:
         before = np.bincount(orig[orig >= 0], minlength=n)
-        after = np.bincount(out[out >= 0], minlength=n)
+        after = np.bincount(plain[plain >= 0], minlength=n)
         small = after < 0.5 * before
         restore = (orig >= 0) & small[np.maximum(orig, 0)]
         out[restore] = orig[restore]
@@ -146,7 +178,7 @@ class InstanceMapper:
             seg_map = depth_consistent(
                 masks.seg_map, depth_m, cfg.depth_edge_radius_px, cfg.depth_edge_tol_m, cfg.depth_edge_tol_per_m2
             )
-            seg_map = erode_labels(seg_map, cfg.vote_erode_px)
+            seg_map = erode_labels(seg_map, cfg.vote_erode_px, depth_m, cfg.depth_edge_tol_m, cfg.depth_edge_tol_per_m2)
             seg = np.where(slot >= 0, seg_map.reshape(-1), -1).astype(np.int32)
             existing = np.asarray(points.slot_labels(lvl, slot), dtype=np.int32).reshape(-1)
             res = associate_level(
