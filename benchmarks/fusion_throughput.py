@@ -2,7 +2,9 @@
 and optionally vs an older PointMap checked out elsewhere (``--old-path``, e.g. the per-point feature version).
 
 Same frames, same machine, one process: an analytic RGB-D corridor walk (exact depth + Gaussian noise), GT poses.
-The systems are stepped frame by frame in turn (interleaved), so load from other work hits all of them alike.
+The systems are stepped frame by frame in turn (interleaved, the order rotating every frame), so load from other
+work hits all of them alike; "CPU ms/frame" is the process CPU time of a step (all its threads), which a loaded
+machine inflates far less than wall time (it still pays for shared caches).
 Label votes: on the frames that carry semantics (``--keyframe-every``), PointMap fuses with pixel slots and votes
 three levels of segment labels (a label per wall, per 0.5 m cell, per 0.25 m cell); the old PointMap fuses
 3-level mask features of each dim of ``--old-feature-dims`` on the same frames (its per-point feature path).
@@ -14,15 +16,21 @@ poses) and ``cv2`` (plotting only) when they are missing. Without gradSLAM its c
         --gradslam-path /tmp/gradslam_env
     git worktree add /tmp/fusion_old <commit>   # the old code, side by side in the same run
     python benchmarks/fusion_throughput.py --old-path /tmp/fusion_old --threads 2 --no-gradslam
+    git archive <commit> lang3d_ros | tar -x -C /tmp/fus_before   # this code before a change, side by side
+    python benchmarks/fusion_throughput.py --before-path /tmp/fus_before --threads 2 --no-gradslam
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import importlib
+import os
 import resource
+import shutil
 import sys
+import tempfile
 import time
 import types
 
@@ -100,6 +108,11 @@ def load_before_pointmap(path: str):
     )
 
 
+if "--old-path" in sys.argv and "--before-path" in sys.argv and "NUMBA_CACHE_DIR" not in os.environ:
+    # kernels of two other checkouts (same module names) loaded from numba's on-disk cache in one process fail
+    # ("NRT_adapt_ndarray_to_python: descr is NULL"); compiled afresh into an empty cache they run
+    os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="fusion_throughput_numba_")
+    atexit.register(shutil.rmtree, os.environ["NUMBA_CACHE_DIR"], True)
 _OLD = None
 if "--old-path" in sys.argv:  # before this checkout's lang3d_ros is imported
     _OLD = load_old_pointmap(sys.argv[sys.argv.index("--old-path") + 1])
@@ -338,17 +351,20 @@ def main() -> None:
             file=sys.stderr,
         )
     for s in systems.values():
-        s.update(times=[], points=[])
+        s.update(times=[], cpu=[], points=[])
 
+    names = list(systems)
     for i, f in enumerate(frames):
-        for name, s in systems.items():
+        for name in names[i % len(names) :] + names[: i % len(names)]:  # stepping order rotates every frame
+            s = systems[name]
             inputs = s["map"].prepare(f, keyframe=i % args.keyframe_every == 0) if s["kind"] == "ours" else None
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             if s["kind"] == "ours":
                 n = s["map"].step(inputs)
             else:
                 n = s["map"].step(f)
             s["times"].append(time.perf_counter() - t)
+            s["cpu"].append(time.process_time() - c)
             s["points"].append(n)
         if i % 10 == 0:
             print(
@@ -367,9 +383,10 @@ def main() -> None:
         f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (whole process)\n"
     )
     print(
-        "| system | fps all frames | fps last quarter | fps while map > 1M pts | final points | bytes/point | map MiB |"
+        "| system | fps all frames | fps last quarter | fps while map > 1M pts | CPU ms/frame | final points | "
+        "bytes/point | map MiB |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     base = None
     for name, s in systems.items():
         ts, pts = s["times"], np.array(s["points"])
@@ -383,18 +400,19 @@ def main() -> None:
             base = s
         print(
             f"| {name} | {fps(ts):.2f} | {fps(ts[-q:]):.2f} | {fps(big) if big else float('nan'):.2f} | "
-            f"{pts[-1]:,} | {bpp} | {mib:.0f} |"
+            f"{1e3 * np.mean(s['cpu']):.1f} | {pts[-1]:,} | {bpp} | {mib:.0f} |"
         )
     olds = [s for s in systems.values() if s["kind"] == "ours" and s["map"].name.startswith(("old", "before"))]
     if olds:
-        print("\nSame run, throughput ratios new / old (all frames; last quarter):")
+        print("\nSame run, throughput ratios new / old (all frames; last quarter; CPU time per frame old / new):")
         for name, s in systems.items():
             if s["kind"] == "ours" and s not in olds:
                 print(
                     f"- {name}: "
                     + ", ".join(
                         f"{fps(s['times']) / fps(o['times']):.2f}x "
-                        f"({fps(s['times'][-q:]) / fps(o['times'][-q:]):.2f}x) "
+                        f"({fps(s['times'][-q:]) / fps(o['times'][-q:]):.2f}x; "
+                        f"CPU {np.sum(o['cpu']) / np.sum(s['cpu']):.2f}x) "
                         f"{o['map'].name}"
                         for o in olds
                     )
