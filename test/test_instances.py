@@ -481,3 +481,36 @@ def test_a_table_seen_against_the_floor_keeps_its_thin_legs_and_reaches_the_floo
     (new_z, new_legs), (old_z, old_legs) = [bottom(InstanceConfig(), erode_depth=e) for e in (True, False)]
     assert new_z < 0.15  # legs 0.66 m long: the box reaches (nearly) the floor
     assert new_legs > 3 * max(old_legs, 1)  # the old behaviour, for contrast: the legs' lower parts are gone
+
+
+def test_a_top_board_seen_edge_on_stays_in_the_box_and_what_rests_on_it_is_not_lowered_below_it():
+    """A shelf seen from below: its front and back (2,790 points up to 1.05 m) and the edge of its top board (24
+    points, 0.9 %, at 1.19-1.21 m). The box percentile clips a share of points, not a length: at 2 % the top board left
+    the box (top 1.05 m) and a mug whose foot was lost (points from 1.24 m) was lowered onto that false top."""
+    from lang3d_ros.instances.stats import refresh_stats
+
+    gx, gz = np.meshgrid(np.arange(0.0, 0.9, 0.03), np.arange(0.0, 1.06, 0.024))
+    front = np.stack([gx.ravel(), np.zeros(gx.size), gz.ravel()], 1)
+    front = np.concatenate([front, front + [0.0, 0.3, 0.0]])  # and its back panel, seen through the open front
+    bx, bz = np.meshgrid(np.linspace(0.0, 0.88, 12), (1.19, 1.21))
+    board = np.stack([bx.ravel(), np.zeros(bx.size), bz.ravel()], 1)
+    mx, mz = np.meshgrid(np.linspace(0.40, 0.48, 5), np.linspace(1.24, 1.30, 4))
+    mug = np.stack([mx.ravel(), np.full(mx.size, 0.12), mz.ravel()], 1)
+    xyz = np.concatenate([front, board, mug]).astype(np.float32)
+    normals = np.tile(np.array([[0.0, 1.0, 0.0]], np.float32), (len(xyz), 1))  # no top surface seen
+    rgb = np.full((len(xyz), 3), 0.5, np.float32)
+
+    def boxes(percentile: float):
+        t = SegmentTable(4)
+        shelf_id, mug_id = t.append(WHOLE, np.eye(4, dtype=np.float32)[:2], np.ones(2, np.float32), 0, 1)
+        lab = np.full(len(xyz), -1, np.int32)
+        lab[: len(front) + len(board)] = shelf_id
+        lab[len(front) + len(board) :] = mug_id
+        none = np.full(len(xyz), -1, np.int32)
+        refresh_stats(t, [none, none, lab], xyz, rgb, InstanceConfig(box_percentile=percentile), normals)
+        return float(t.aabb_max[0, 2]), float(t.aabb_min[1, 2]), int(t.support_id[1]) == int(shelf_id)
+
+    shelf_top, mug_bottom, rests = boxes(InstanceConfig().box_percentile)
+    assert shelf_top > 1.18 and 1.17 < mug_bottom < 1.245 and rests
+    old_top, old_bottom, _ = boxes(2.0)  # the old default, for contrast
+    assert old_top < 1.1 and old_bottom < 1.1
