@@ -176,17 +176,25 @@ def test_grid_layout_floor_and_msg_fields():
 
 
 def test_traversable_mask_inflates_by_the_robot_radius():
-    from lang3d_ros.navigation.grid import OccupancyGrid
+    from lang3d_ros.navigation.grid import OccupancyGrid, cell_clear_mask, transit_clearance_m
 
     data = np.zeros((41, 41), dtype=np.int8)
     data[20, 20] = OCCUPIED
     data[0, :] = UNKNOWN
     grid = OccupancyGrid(data, 0.05, np.zeros(2), 0.0)
     trav = traversable_mask(grid, 0.3)
-    rr, cc = np.nonzero(~trav[1:, :])
-    d = np.hypot(rr + 1 - 20, cc - 20) * 0.05
-    assert d.max() <= 0.3 + np.sqrt(2) * 0.05 + 1e-9 and not trav[20, 27] and trav[20, 28]
-    assert not trav[0].any()
+    # without obstacle points the obstacle is anywhere in its cell: clearance = centre distance - half a diagonal;
+    # a centre is crossed when that is >= sqrt(r^2 + res^2 / 2) (every point of a step between two such centres
+    # keeps r), a cell is clear everywhere when it exceeds r + half a diagonal
+    need = transit_clearance_m(0.3, 0.05)
+    assert need == pytest.approx(np.sqrt(0.09 + 0.00125))
+    rr, cc = np.mgrid[1:41, 0:41]
+    clear = np.hypot(rr - 20, cc - 20) * 0.05 - np.sqrt(0.5) * 0.05
+    assert np.array_equal(trav[1:, :], clear >= need - 1e-12)
+    assert not trav[20, 26] and trav[20, 27]
+    cells = cell_clear_mask(grid, 0.3)
+    assert np.array_equal(cells[1:, :], clear > 0.3 + np.sqrt(0.5) * 0.05) and not cells[20, 27] and cells[20, 28]
+    assert not trav[0].any() and not cells[0].any()
     with pytest.raises(ValueError):
         traversable_mask(grid, -1.0)
 
@@ -338,3 +346,71 @@ def test_clearance_is_a_tight_lower_bound_of_the_distance_to_obstacle_points():
     coarse = dataclasses.replace(grid, obstacle_xy=None)  # cells only: the old, looser bound, not the cached one
     assert clearance_m(coarse) is not clear and np.all(clearance_m(coarse) <= clear + 1e-9)
     assert (clearance_m(coarse) < clear - 0.02).mean() > 0.3
+
+
+def test_standoff_from_the_objects_own_points_not_its_oversized_box():
+    """Regression (issue 13, goals 0.8-1.3 m from the object): a map box larger than the object (yaw off by 40 deg,
+    grown by 0.15 m) put the goal 0.6 m from the box, 0.75-1.0 m from the object. Measured from the object's own
+    points (those in its box, in the obstacle band), the goal is at the standoff from the true footprint."""
+    import dataclasses
+
+    from lang3d_ros.navigation.goal import object_footprint_xy
+
+    for seed in range(3):
+        scene = make_room(seed, n_objects=3, noise_m=0.003)
+        grid = build_occupancy_grid(scene.points)
+        for k, true_box in enumerate(scene.boxes):
+            yaw = np.radians(40.0)
+            R = Rotation.from_euler("z", yaw).as_matrix() @ true_box.R_world_box
+            big = Box3D(true_box.center, true_box.size + 0.3 * np.array([1, 1, 0]), R)
+            own = scene.points[scene.instance_ids == k]
+            stray = np.array([[*(true_box.center[:2] + 3.0), 0.5]])  # a point of the segment far away: dropped
+            foot = object_footprint_xy(np.concatenate([own, stray]), big, grid.floor_z_m)
+            assert foot is not None and distance_to_footprint(foot, true_box).max() <= 0.02
+            start = (0.5, 0.5)
+            old = plan_to_object(grid, big, start)
+            new = plan_to_object(grid, big, start, footprint_xy=foot)
+            assert old.success and new.success, (old.reason, new.reason)
+            d_old = float(distance_to_footprint(np.array(old.goal_pose[:2]), true_box)[0])
+            d_new = float(distance_to_footprint(np.array(new.goal_pose[:2]), true_box)[0])
+            assert d_old - CFG.standoff_m > 0.1  # the old rule: too far from the object
+            assert abs(d_new - CFG.standoff_m) <= 0.5 * CFG.resolution_m + 0.02
+            assert new.standoff_m == pytest.approx(np.linalg.norm(foot - new.goal_pose[:2], axis=1).min())
+            assert abs(new.standoff_m - CFG.standoff_m) <= 0.5 * CFG.resolution_m + 1e-9
+            # the rest of the contract holds: free, facing the box centre, path clear of every obstacle point
+            check_result(dataclasses.replace(new, standoff_m=d_new), true_box, grid, scene.points)
+    # too few points (or none in the box): no footprint, the box is used
+    assert object_footprint_xy(np.zeros((3, 3)), Box3D(np.array([5.0, 5, 0.5]), np.ones(3)), 0.0) is None
+    with pytest.raises(ValueError, match="footprint_xy"):
+        plan_to_object(grid, scene.boxes[0], (0.5, 0.5), footprint_xy=np.array([[np.nan, 0.0]]))
+
+
+def test_a_passage_a_few_cm_wider_than_the_robot_is_crossed_with_every_path_point_clear():
+    """Regression (issue 13, seed 42's ball: "free standoff candidates, none connected to the start"): the old
+    rule crossed a cell only when all of it kept the robot radius from every obstacle point (centre clearance >
+    r + half a cell diagonal, 0.335 m), so a 0.65 m passage (0.325 m each side) was closed to a 0.6 m robot.
+    Steps between adjacent cell centres that keep sqrt(r^2 + res^2 / 2) (0.302 m) keep r at every point; the
+    passage opens and every path point still keeps the robot radius from every obstacle point."""
+    import dataclasses
+
+    from lang3d_ros.navigation.grid import cell_clear_mask, clearance_m
+
+    rng = np.random.default_rng(7)
+    pts, boxes, can = _partitioned_room(rng, gap_m=0.65)
+    start = np.array([1.5, 0.9])
+    grid = build_occupancy_grid(pts)
+    res = plan_to_object(grid, can, start)
+    check_result(res, can, grid, pts)  # every path point >= r from every obstacle point (sampled every 2 cm)
+    xy = np.array([(x, y) for x, y, _ in res.path])
+    samples = np.concatenate([a + np.linspace(0, 1, 50)[:, None] * (b - a) for a, b in zip(xy, xy[1:])])
+    to_boxes = np.min([distance_to_footprint(samples, b) for b in boxes], axis=0)
+    assert to_boxes.min() >= CFG.robot_radius_m - 0.01  # true geometry, up to the 3 mm sensor noise
+    # the old rule (whole cells clear) has no way through the passage
+    clear = clearance_m(grid)
+    old_trav = cell_clear_mask(grid, CFG.robot_radius_m, True, clear)
+    res_old = plan_to_object(grid, can, start, dataclasses.replace(CFG, start_escape=False), traversable=old_trav)
+    assert not res_old.success and "none connected to the start" in res_old.reason
+    # a passage narrower than the robot stays closed
+    pts_n, _, can_n = _partitioned_room(rng, gap_m=0.58)
+    res_n, _ = navigate_to_object(pts_n, can_n, start)
+    assert not res_n.success and "none connected to the start" in res_n.reason

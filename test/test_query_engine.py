@@ -77,6 +77,13 @@ def test_navigation_goal_is_free_reachable_and_at_standoff(engine_and_scene):
     c = res.target.box.center
     assert abs(np.angle(np.exp(1j * (np.arctan2(c[1] - gy, c[0] - gx) - gyaw)))) < np.radians(15)
     assert len(nav.path) >= 1 and np.hypot(*(np.asarray(nav.path[0][:2]) - start[:2])) < 0.5
+    # the standoff is measured from the target segment's own points: the goal is at it from the true object
+    from lang3d_ros.navigation.goal import distance_to_footprint
+
+    assert res.extra["standoff_from"] == "points"
+    foot = engine.target_footprint_xy(res.target)
+    assert foot is not None and distance_to_footprint(foot, big.obb).max() <= 0.1
+    assert abs(float(distance_to_footprint(np.array([gx, gy]), big.obb)[0]) - 0.7) <= 0.1
 
 
 def test_one_parse_per_request_and_one_route(engine_and_scene, monkeypatch):

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lang3d_ros.errors import ErrorCode, Lang3DError
-from lang3d_ros.grounding.objects import SceneObject
+from lang3d_ros.grounding.objects import LEVELS, SceneObject
 from lang3d_ros.llm.frontend import check_query, normalize
 from lang3d_ros.llm.understand import AnsweredBy, Route, Understanding
 from lang3d_ros.mapping.language_map import LanguageMap
-from lang3d_ros.navigation.goal import NavigationResult, plan_to_object
+from lang3d_ros.navigation.goal import NavigationResult, object_footprint_xy, plan_to_object
 from lang3d_ros.navigation.grid import OccupancyGrid, build_occupancy_grid
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,17 @@ def navigation_target_phrase(instruction: str) -> str:
     front end; text otherwise unchanged)."""
     n = normalize(check_query(instruction))
     return n.text or check_query(instruction)
+
+
+@dataclass(frozen=True)
+class _GridSnapshot:
+    """The occupancy grid and the map points it was built from: xyz (N,3) float32 and per-level segment labels
+    (len(LEVELS), N) int32 (-1 unlabelled), so a target's own points match the grid it is planned on."""
+
+    version: int
+    grid: OccupancyGrid
+    xyz: np.ndarray
+    labels: np.ndarray
 
 
 @dataclass
@@ -71,7 +82,7 @@ class QueryEngine:
         self.config = config
         self.map = language_map
         self._reasoner = reasoner
-        self._grid: tuple[int, OccupancyGrid] | None = None
+        self._grid: _GridSnapshot | None = None
         self._grid_lock = threading.Lock()
 
     @property
@@ -128,26 +139,43 @@ class QueryEngine:
     def occupancy_grid(self) -> OccupancyGrid:
         """The grid of the map's points, rebuilt when the map changed; while the mapping worker holds the map lock
         (a frame in progress) the last grid, not a wait."""
+        return self._grid_snapshot().grid
+
+    def _grid_snapshot(self) -> _GridSnapshot:
         with self._grid_lock:
-            if self._grid is not None and self._grid[0] == self.map.version:
-                return self._grid[1]
+            if self._grid is not None and self._grid.version == self.map.version:
+                return self._grid
             if self._grid is not None and not self.map.lock.acquire(blocking=False):
-                return self._grid[1]
+                return self._grid
             if self._grid is None:
                 self.map.lock.acquire()
             try:
                 version = self.map.version
-                xyz = self.map.points.points_xyz.cpu().numpy()
+                pts = self.map.points
+                xyz = pts.points_xyz.cpu().numpy()
+                labels = np.stack([pts.labels(lvl).cpu().numpy() for lvl in range(len(LEVELS))])
             finally:
                 self.map.lock.release()
             grid = dataclasses.replace(
                 build_occupancy_grid(xyz, self.config.navigation), frame_id=self.config.frames.map_frame
             )
-            self._grid = (version, grid)
-            return grid
+            self._grid = _GridSnapshot(version, grid, xyz, labels)
+            return self._grid
+
+    def target_footprint_xy(self, target: SceneObject, snapshot: _GridSnapshot | None = None) -> np.ndarray | None:
+        """(M,2) xy of the target segment's own points on the floor (``object_footprint_xy``: in its box, in the
+        obstacle band) from the grid's snapshot of the map, or None (no segment id / level, too few points)."""
+        snap = snapshot or self._grid_snapshot()
+        if target.level not in LEVELS or target.instance_id < 0:
+            return None
+        own = snap.labels[LEVELS.index(target.level)] == target.instance_id
+        if not own.any():
+            return None
+        return object_footprint_xy(snap.xyz[own], target.box, snap.grid.floor_z_m, self.config.navigation)
 
     def navigate(self, instruction: str, standoff_m: float = 0.0, start_xy_yaw=(0.0, 0.0, 0.0)) -> NavigateResult:
-        """A goal pose and a path to the object the instruction names (understood once, like ``ground``)."""
+        """A goal pose and a path to the object the instruction names (understood once, like ``ground``); the
+        standoff is measured from the object's own points when the map has them, else from its box."""
         t0 = time.perf_counter()
         text = check_query(instruction, self.config.llm.max_query_chars)
         objects, u = self._understand(text)
@@ -161,10 +189,17 @@ class QueryEngine:
                 latency_ms=(time.perf_counter() - t0) * 1e3,
             )
         target = found.objects[0]
-        grid = self.occupancy_grid()
+        snap = self._grid_snapshot()
+        grid = snap.grid
         standoff = standoff_m if standoff_m > 0 else self.config.navigation.standoff_m
+        footprint = self.target_footprint_xy(target, snap)
         result = plan_to_object(
-            grid, target.box, np.asarray(start_xy_yaw[:2], dtype=float), self.config.navigation, standoff
+            grid,
+            target.box,
+            np.asarray(start_xy_yaw[:2], dtype=float),
+            self.config.navigation,
+            standoff,
+            footprint_xy=footprint,
         )
         msg = (
             f"goal {standoff:.2f} m from the {target.label or phrase}, path {result.path_length_m:.2f} m"
@@ -172,7 +207,14 @@ class QueryEngine:
             else f"target found ({target.label or phrase}) but unreachable: {result.reason}"
         )
         return NavigateResult(
-            result.success, msg, target, result, grid, found.answered_by, (time.perf_counter() - t0) * 1e3
+            result.success,
+            msg,
+            target,
+            result,
+            grid,
+            found.answered_by,
+            (time.perf_counter() - t0) * 1e3,
+            {"standoff_from": "points" if footprint is not None else "box"},
         )
 
     # -------------------------------------------------------------------------------- questions

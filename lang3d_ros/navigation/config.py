@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 @dataclass
 class NavigationConfig:
-    """Heights are above the estimated floor. Standoff = distance from the robot centre to the nearest
-    point of the target box's footprint (its xy rectangle)."""
+    """Heights are above the estimated floor. Standoff = distance from the robot centre to the nearest of the
+    target's own points on the floor (its segment's points in the obstacle band), or to its box's footprint (the
+    xy rectangle) when the target has too few points."""
 
     resolution_m: float = 0.05
     """Cell size."""
@@ -36,6 +37,9 @@ class NavigationConfig:
     """Refuse grids larger than this many cells (a map spread over kilometres is an error, not a room)."""
     standoff_m: float = 0.6
     """Default distance from the robot centre to the target's footprint (a request's standoff_m overrides it)."""
+    footprint_min_points: int = 5
+    """Fewest of the target's own points (in its box and the obstacle band) that place the standoff from the
+    points; with fewer, the standoff is measured from the box's footprint."""
     standoff_tolerance_m: float = 0.15
     """Rings tried at standoff_m +- k * resolution_m up to this."""
     ring_samples: int = 48
@@ -75,6 +79,8 @@ class NavigationConfig:
             raise ValueError(
                 "min_points_per_cell >= 1, ring_samples >= 4, max_cells >= 1, fill_holes_cells >= 0 required"
             )
+        if self.footprint_min_points < 1:
+            raise ValueError("footprint_min_points must be >= 1")
         if self.unknown_start_snap_m < 0:
             raise ValueError("unknown_start_snap_m must be non-negative")
         if self.standoff_m <= 0 or self.standoff_tolerance_m < 0 or self.margin_m < 0 or self.start_snap_m < 0:

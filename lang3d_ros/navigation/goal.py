@@ -1,12 +1,15 @@
 """A goal pose next to an object and the path to it, for a Nav2 NavigateToPose request.
 
-Standoff: the distance from the robot centre to the nearest point of the target box's footprint (its
-gravity-aligned xy rectangle). Candidates lie on the curve at exactly that distance (the rectangle
-grown by the standoff, rounded corners), ``ring_samples`` of them evenly spaced along it; if none is
-traversable and reachable, rings at standoff +- k cells (up to ``standoff_tolerance_m``) are tried.
-Of the reachable candidates on the first ring that has any, the one with the shortest path wins; it
-faces the box centre. Paths are planned on the inflated grid (circular robot); heading changes,
-dynamics and moving obstacles are Nav2's job.
+Standoff: the distance from the robot centre to the object. With the object's own points
+(``object_footprint_xy``: its segment's points in the obstacle band, inside its box), it is the distance to the
+nearest of them, as a costmap measures it: goal candidates are the grid cells at the standoff (+- half a cell).
+Without them it is the distance to the box's footprint (its gravity-aligned xy rectangle): candidates lie on the
+curve at exactly that distance (the rectangle grown by the standoff, rounded corners), ``ring_samples`` of them
+evenly spaced along it. If none is traversable and reachable, rings at standoff +- k cells (up to
+``standoff_tolerance_m``) are tried. Of the reachable candidates on the first ring that has any, the one with the
+shortest path wins; it faces the box centre. Paths are planned on the inflated grid (circular robot): steps
+between adjacent cell centres at least ``transit_clearance_m`` from every obstacle point, straight shortcuts only
+through cells clear everywhere; heading changes, dynamics and moving obstacles are Nav2's job.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from lang3d_ros.geometry.boxes import Box3D
 from lang3d_ros.geometry.transforms import yaw_quaternion
@@ -25,10 +29,11 @@ from lang3d_ros.navigation.grid import (
     OCCUPIED,
     OccupancyGrid,
     build_occupancy_grid,
+    cell_clear_mask,
     clearance_m,
     traversable_mask,
 )
-from lang3d_ros.navigation.planner import astar, cost_field, smooth_path
+from lang3d_ros.navigation.planner import astar, cost_field, line_of_sight, smooth_path
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,7 @@ class NavigationResult:
     path: list[tuple[float, float, float]] = field(default_factory=list)
     path_cells: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
     path_length_m: float = 0.0
-    standoff_m: float = float("nan")  # achieved distance from the goal to the box footprint
+    standoff_m: float = float("nan")  # achieved distance from the goal to the footprint (points or box)
     start_xy: tuple[float, float] | None = None  # the robot position planned from (path[0])
 
     @property
@@ -138,14 +143,71 @@ def start_escape_cells(
     return out
 
 
-def _result_path(grid, cells, start_xy, goal_xy, goal_yaw, traversable, smooth):
-    keep = smooth_path(traversable, cells) if smooth else np.arange(len(cells))
+def object_footprint_xy(
+    points_xyz: np.ndarray, box: Box3D, floor_z_m: float, config: NavigationConfig | None = None
+) -> np.ndarray | None:
+    """The object's own footprint on the floor: (M,2) map-frame xy of its observed points (a segment's points,
+    (K,3)) that lie in its box grown by one grid cell and in the obstacle band above the floor (at least
+    ``footprint_min_points`` of them; else every point in the grown box). None when too few points remain: the
+    standoff is then measured from the box. The box (from the segment's main clusters) drops spills far from the
+    object; the points drop the box's excess (a yaw that is off, an unseen side)."""
+    cfg = config or NavigationConfig()
+    pts = np.asarray(points_xyz, dtype=np.float64).reshape(-1, 3)
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    if len(pts) == 0:
+        return None
+    grown = Box3D(box.center, box.size + 2 * cfg.resolution_m, box.R_world_box)
+    pts = pts[grown.contains(pts)]
+    h = pts[:, 2] - floor_z_m
+    band = pts[(h >= cfg.obstacle_min_height_m) & (h <= cfg.obstacle_max_height_m)]
+    out = band if len(band) >= cfg.footprint_min_points else pts
+    return out[:, :2].copy() if len(out) >= cfg.footprint_min_points else None
+
+
+def _frac_ij(grid: OccupancyGrid, xy: np.ndarray) -> np.ndarray:
+    """(2,) map-frame xy -> (2,) fractional (row, col) such that cell centres are integers."""
+    q = (np.asarray(xy, dtype=np.float64) - grid.origin_xy) / grid.resolution_m - 0.5
+    return q[::-1]
+
+
+def _result_path(grid, cells, start_xy, goal_xy, goal_yaw, los, smooth):
+    """Waypoints from the A* cells: line-of-sight shortcuts where ``los`` (cells clear everywhere) allows them,
+    the start point for the first cell, and the goal point after the goal cell's centre (replacing the centre
+    when the last leg sees the goal point on ``los``)."""
+    keep = smooth_path(los, cells) if smooth else np.arange(len(cells))
     xy = grid.ij_to_xy(cells[keep])
-    xy[0], xy[-1] = start_xy, goal_xy
+    xy[0] = start_xy
+    if len(xy) == 1:
+        xy = np.vstack([xy, goal_xy])
+    elif np.allclose(xy[-1], goal_xy):
+        pass
+    elif line_of_sight(los, cells[keep[-2]], _frac_ij(grid, goal_xy)):
+        xy[-1] = goal_xy
+    else:
+        xy = np.vstack([xy, goal_xy])
     if len(xy) >= 2 and np.allclose(xy[0], xy[1]):
         xy = xy[1:]
     yaw = np.append(np.arctan2(np.diff(xy[:, 1]), np.diff(xy[:, 0])), goal_yaw)
     return [(float(x), float(y), float(a)) for (x, y), a in zip(xy, yaw)]
+
+
+def _candidates_from_points(
+    grid: OccupancyGrid, goal_ok: np.ndarray, footprint_xy: np.ndarray, reach_m: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Goal cells near the object -> ((K,2) (row, col), (K,) distance (m) from each cell centre to the nearest
+    footprint point), for the cells of ``goal_ok`` within ``reach_m`` of the points' extent."""
+    lo = footprint_xy.min(0) - reach_m
+    hi = footprint_xy.max(0) + reach_m
+    (r0, c0), (r1, c1) = grid.xy_to_ij(np.vstack([lo, hi]))
+    r0, c0 = max(int(r0), 0), max(int(c0), 0)
+    r1, c1 = min(int(r1) + 1, grid.height), min(int(c1) + 1, grid.width)
+    if r0 >= r1 or c0 >= c1:
+        return np.zeros((0, 2), np.int64), np.zeros(0)
+    ij = np.argwhere(goal_ok[r0:r1, c0:c1]) + np.array([r0, c0])
+    if len(ij) == 0:
+        return ij, np.zeros(0)
+    d = cKDTree(footprint_xy).query(grid.ij_to_xy(ij))[0]
+    return ij, d
 
 
 def plan_to_object(
@@ -155,13 +217,18 @@ def plan_to_object(
     config: NavigationConfig | None = None,
     standoff_m: float | None = None,
     traversable: np.ndarray | None = None,
+    footprint_xy: np.ndarray | None = None,
 ) -> NavigationResult:
-    """A free, reachable goal at the standoff from ``box`` facing its centre, and the path from start_xy (2,).
+    """A free, reachable goal at the standoff from the object facing its box centre, and the path from start_xy.
 
-    Bad input (non-finite start, non-gravity-aligned box, bad standoff) raises ValueError; an unreachable
-    target gives success False with the reason. ``traversable`` (H,W) may be passed to reuse inflation (it then
-    replaces ``traversable_mask`` for transit; the start escape disc is still added when configured).
-    Goals lie on observed free floor only; paths may cross enclosed unseen floor (``plan_through_unseen_floor``).
+    The standoff is measured from ``footprint_xy`` (M,2), the object's own points on the floor
+    (``object_footprint_xy``), when given: goals are the grid cells at standoff +- half a cell from the nearest
+    point (the robot's distance to the object's surface, as a costmap measures it); without it, from the box's
+    footprint rectangle (``standoff_ring``). Bad input (non-finite start or points, non-gravity-aligned box, bad
+    standoff) raises ValueError; an unreachable target gives success False with the reason. ``traversable`` (H,W)
+    may be passed to reuse inflation (it then replaces ``traversable_mask`` for transit; the start escape disc is
+    still added when configured). Goals lie on observed free floor, in cells clear of obstacles everywhere
+    (``cell_clear_mask``); paths may cross enclosed unseen floor (``plan_through_unseen_floor``).
     """
     cfg = config or NavigationConfig()
     cfg.validate()
@@ -172,29 +239,49 @@ def plan_to_object(
     if not np.isfinite(standoff) or standoff <= 0:
         raise ValueError(f"standoff_m must be positive, got {standoff}")
     _footprint(box)
+    if footprint_xy is not None:
+        footprint_xy = np.asarray(footprint_xy, dtype=np.float64)
+        if footprint_xy.ndim != 2 or footprint_xy.shape[1] != 2 or not np.all(np.isfinite(footprint_xy)):
+            raise ValueError(f"footprint_xy must be (M, 2) finite xy, got shape {footprint_xy.shape}")
+        if len(footprint_xy) == 0:
+            footprint_xy = None
+    r = cfg.robot_radius_m
     clear = clearance_m(grid)
     if traversable is None:
-        traversable = traversable_mask(grid, cfg.robot_radius_m, cfg.plan_through_unseen_floor, clear)
+        traversable = traversable_mask(grid, r, cfg.plan_through_unseen_floor, clear)
     if traversable.shape != grid.data.shape:
         raise ValueError(f"traversable has shape {traversable.shape}, grid {grid.data.shape}")
-    trav = traversable | start_escape_cells(grid, clear, start, cfg.robot_radius_m) if cfg.start_escape else traversable
-    goal_ok = trav & (grid.data == FREE) & (clear > cfg.robot_radius_m + np.sqrt(0.5) * grid.resolution_m)
+    escape = start_escape_cells(grid, clear, start, r) if cfg.start_escape else None
+    trav = traversable | escape if escape is not None else traversable
+    clear_cells = cell_clear_mask(grid, r, cfg.plan_through_unseen_floor, clear)
+    los = (trav & clear_cells) | escape if escape is not None else trav & clear_cells
+    goal_ok = trav & clear_cells & (grid.data == FREE)
     start_ij, reason = _snap_start(grid, trav, start, cfg.start_snap_m, cfg.unknown_start_snap_m)
     if start_ij is None:
         return NavigationResult(False, reason)
     costs = cost_field(trav, start_ij)
     n_steps = int(np.floor(cfg.standoff_tolerance_m / cfg.resolution_m + 1e-9))
     offsets = [0.0] + [s * k * cfg.resolution_m for k in range(1, n_steps + 1) for s in (1, -1)]
+    if footprint_xy is not None:
+        near_ij, near_d = _candidates_from_points(
+            grid, goal_ok, footprint_xy, standoff + cfg.standoff_tolerance_m + cfg.resolution_m
+        )
     n_free = 0
     for off in offsets:
         radius = standoff + off
         if radius <= 0:
             continue
-        cand = standoff_ring(box, radius, cfg.ring_samples)
-        ij = grid.xy_to_ij(cand)
-        inside = grid.in_bounds(ij)
-        ok = np.zeros(len(cand), dtype=bool)
-        ok[inside] = goal_ok[ij[inside, 0], ij[inside, 1]]
+        if footprint_xy is None:
+            cand = standoff_ring(box, radius, cfg.ring_samples)
+            ij = grid.xy_to_ij(cand)
+            inside = grid.in_bounds(ij)
+            ok = np.zeros(len(cand), dtype=bool)
+            ok[inside] = goal_ok[ij[inside, 0], ij[inside, 1]]
+        else:
+            on_ring = np.abs(near_d - radius) <= 0.5 * cfg.resolution_m
+            ij = near_ij[on_ring]
+            cand = grid.ij_to_xy(ij)
+            ok = np.ones(len(ij), dtype=bool)
         n_free += int(ok.sum())
         c = np.full(len(cand), np.inf)
         c[ok] = costs[ij[ok, 0], ij[ok, 1]]
@@ -206,9 +293,14 @@ def plan_to_object(
         cells = astar(trav, start_ij, ij[best])
         if cells is None:  # cannot happen when the cost field says reachable; kept as a guard
             return NavigationResult(False, "A* found no path to a goal the cost field reached")
-        path = _result_path(grid, cells, start, goal_xy, goal_yaw, trav, cfg.smooth_path)
+        path = _result_path(grid, cells, start, goal_xy, goal_yaw, los, cfg.smooth_path)
         length = float(sum(np.hypot(b[0] - a[0], b[1] - a[1]) for a, b in zip(path, path[1:])))
         log.debug("goal at standoff %.2f m, path %d cells, %.2f m", radius, len(cells), length)
+        achieved = (
+            float(distance_to_footprint(goal_xy, box)[0])
+            if footprint_xy is None
+            else float(np.linalg.norm(footprint_xy - goal_xy, axis=1).min())
+        )
         return NavigationResult(
             True,
             "",
@@ -216,11 +308,12 @@ def plan_to_object(
             path,
             cells,
             length,
-            float(distance_to_footprint(goal_xy, box)[0]),
+            achieved,
             (float(start[0]), float(start[1])),
         )
+    what = "object" if footprint_xy is None else "object's points"
     if n_free == 0:
-        reason = f"no free cell at {standoff:.2f} +- {cfg.standoff_tolerance_m:.2f} m around the object"
+        reason = f"no free cell at {standoff:.2f} +- {cfg.standoff_tolerance_m:.2f} m around the {what}"
     else:
         reason = f"object unreachable: {n_free} free standoff candidates, none connected to the start"
     return NavigationResult(False, reason, start_xy=(float(start[0]), float(start[1])))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from lang3d_ros.navigation.config import NavigationConfig
 
@@ -193,13 +194,62 @@ def unseen_floor_mask(grid: OccupancyGrid) -> np.ndarray:
     return unknown & ~np.isin(labels, border[border > 0])
 
 
+def transit_clearance_m(robot_radius_m: float, resolution_m: float) -> float:
+    """Clearance (m) a cell centre needs to be crossed: sqrt(r^2 + res^2 / 2). A path step joins two 8-adjacent
+    cell centres (at most a cell diagonal apart); if both are this far from an obstacle point, every point of the
+    step is at least ``robot_radius_m`` from it (the distance to a point is smallest at the step's middle)."""
+    return float(np.sqrt(robot_radius_m**2 + 0.5 * resolution_m**2))
+
+
+def exact_clearance_near(grid: OccupancyGrid, clearance: np.ndarray, threshold_m: float) -> np.ndarray:
+    """(H,W) ``clearance`` with the cells whose lower bound lies within the bound's error below ``threshold_m``
+    replaced by their exact distance to the nearest obstacle point (k-d tree on ``grid.obstacle_xy``), so a test
+    ``>= threshold_m`` is decided on the points themselves, not on the sub-cell raster. Unchanged without
+    obstacle points."""
+    pts = grid.obstacle_xy
+    if pts is None or len(pts) == 0 or not np.isfinite(threshold_m):
+        return clearance
+    slack = np.sqrt(2.0) * grid.resolution_m / 3.0 + 1e-9  # the sub-cell bound's largest error (k = 3)
+    if grid.data.size * 9 > _FINE_CELLS:
+        slack = np.sqrt(2.0) * grid.resolution_m + 1e-9
+    near = (clearance < threshold_m) & (clearance >= threshold_m - slack)
+    if not near.any():
+        return clearance
+    if "obstacle_tree" not in grid._cache:
+        grid._cache["obstacle_tree"] = cKDTree(np.asarray(pts, dtype=np.float64).reshape(-1, 2))
+    ij = np.argwhere(near)
+    out = clearance.copy()
+    out[near] = grid._cache["obstacle_tree"].query(grid.ij_to_xy(ij))[0]
+    return out
+
+
 def traversable_mask(
     grid: OccupancyGrid, robot_radius_m: float, unseen_floor: bool = False, clearance: np.ndarray | None = None
 ) -> np.ndarray:
-    """(H,W) bool: free cells (and, with ``unseen_floor``, enclosed unknown cells) whose centre is farther than
-    robot_radius_m + half a cell diagonal from every obstacle point, so that any point of a traversable cell is
-    at least robot_radius_m from any obstacle point (``clearance_m``; pass it to reuse it). Unexplored unknown
-    cells are never traversable."""
+    """(H,W) bool: free cells (and, with ``unseen_floor``, enclosed unknown cells) whose centre is at least
+    ``transit_clearance_m`` (robot_radius_m plus 2 mm at 5 cm cells) from every obstacle point, decided on the
+    points near the threshold (``exact_clearance_near``). Every point of a step between two 8-adjacent
+    traversable cell centres is then at least robot_radius_m from every obstacle point; straight shortcuts across
+    several cells need ``cell_clear_mask``. ``clearance``: ``clearance_m(grid)``, passed to reuse it. Unexplored
+    unknown cells are never traversable."""
+    if robot_radius_m < 0:
+        raise ValueError("robot_radius_m must be non-negative")
+    base = grid.data == FREE
+    if unseen_floor:
+        base = base | unseen_floor_mask(grid)
+    if not (grid.data == OCCUPIED).any():
+        return base
+    clear = clearance_m(grid) if clearance is None else clearance
+    need = transit_clearance_m(robot_radius_m, grid.resolution_m)
+    return base & (exact_clearance_near(grid, clear, need) >= need)
+
+
+def cell_clear_mask(
+    grid: OccupancyGrid, robot_radius_m: float, unseen_floor: bool = False, clearance: np.ndarray | None = None
+) -> np.ndarray:
+    """(H,W) bool: like ``traversable_mask`` but every point of the cell (not only its centre) is farther than
+    robot_radius_m from every obstacle point (centre clearance > robot_radius_m + half a cell diagonal). A
+    straight segment through such cells only (line-of-sight shortcuts, a goal anywhere in its cell) is clear."""
     if robot_radius_m < 0:
         raise ValueError("robot_radius_m must be non-negative")
     base = grid.data == FREE
