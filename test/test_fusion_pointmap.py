@@ -68,17 +68,20 @@ def test_bad_input_is_rejected_and_changes_nothing(frames, backend):
         assert rep_bad.n_points == m.num_points
         assert _state_equal(before, m.state_dict()), name
     slot, alpha, lab = rep.pixel_slot, rep.pixel_alpha, _labels(frames[1], offset=5)
-    nan_alpha = alpha.copy()
-    nan_alpha[3] = np.nan
+    nan_alpha, inf_alpha, big_lab = alpha.copy(), alpha.copy(), lab.astype(np.int64)
+    nan_alpha[3], inf_alpha[5], big_lab[1, 7] = np.nan, np.inf, 2**31
     votes = {
         "slot 2-D": (slot[None], alpha, lab),
         "slot float": (slot.astype(np.float64), alpha, lab),
         "alpha length": (slot, alpha[:-1], lab),
         "alpha NaN": (slot, nan_alpha, lab),
+        "alpha inf": (slot, inf_alpha, lab),
         "alpha negative": (slot, -alpha - 1, lab),
         "labels 2 levels": (slot, alpha, lab[:2]),
         "labels float": (slot, alpha, lab.astype(np.float32)),
         "labels below -1": (slot, alpha, lab - 10),
+        "labels above int32": (slot, alpha, big_lab),
+        "labels uint32 above int32": (slot, alpha, np.abs(big_lab).astype(np.uint32)),
     }
     for name, args in votes.items():
         with pytest.raises(ValueError):

@@ -412,9 +412,11 @@ class PointMap:
             raise ValueError(f"pixel_alpha must be ({p},) float, got {alpha.dtype} {alpha.shape}")
         if labels.shape != (len(LEVELS), p) or not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"pixel_labels must be ({len(LEVELS)}, {p}) integer, got {labels.dtype} {labels.shape}")
-        if p and (not np.all(np.isfinite(alpha)) or alpha.min() < 0):
+        # few passes: a NaN or inf makes the float64 sum non-finite; signed <= 32-bit labels cannot be too large
+        if p and not (np.isfinite(alpha.sum(dtype=np.float64)) and alpha.min() >= 0):
             raise ValueError("pixel_alpha must be finite and >= 0")
-        if p and (labels.min() < -1 or labels.max() > np.iinfo(np.int32).max):
+        fits = labels.dtype.kind == "i" and labels.dtype.itemsize <= 4
+        if p and (labels.min() < -1 or (not fits and labels.max() > np.iinfo(np.int32).max)):
             raise ValueError("pixel_labels must be int32 segment ids >= -1")
         if p == 0 or self._used == 0:
             return
