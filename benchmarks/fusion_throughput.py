@@ -207,6 +207,49 @@ def old_semantics_for(frame, dim: int, n_masks: int = 48):
     return semantics_cls(tuple(masks_cls(s, feats, np.ones(n_masks, np.float32)) for s in seg_maps(frame, n_masks)))
 
 
+STAGES = (
+    "observe",
+    "candidate_blocks",
+    "associate",
+    "leftovers",
+    "accumulate",
+    "update_points",
+    "write_new_points",
+    "pixel_slots",
+    "vote_labels",
+    "kill_unstable",
+)
+"""Backend stages timed by ``--stage-profile`` (``fusion.backend.FusionBackend``), plus the index's gather and
+insert; "other" is the rest of the step (PointMap glue, input checks, pruning bookkeeping)."""
+
+
+def profile_stages(point_map) -> dict[str, float]:
+    """Wrap the map's backend stages and index calls to sum their process CPU seconds (all threads; the systems
+    are stepped one at a time) into the returned dict, filled as the map runs."""
+    cpu: dict[str, float] = {}
+
+    def wrap(obj, name, label):
+        fn = getattr(obj, name)
+
+        def timed(*a, **k):
+            c = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                cpu[label] = cpu.get(label, 0.0) + time.process_time() - c
+
+        setattr(obj, name, timed)
+
+    backend, index = getattr(point_map, "_backend", None), getattr(point_map, "_index", None)
+    for name in STAGES:
+        if backend is not None and hasattr(backend, name):
+            wrap(backend, name, name)
+    for name, label in (("gather_blocks", "index gather"), ("insert", "index insert")):
+        if index is not None and hasattr(index, name):
+            wrap(index, name, label)
+    return cpu
+
+
 class OursRunner:
     """This checkout's PointMap; on keyframes fused with pixel slots and 3-level label votes."""
 
@@ -298,6 +341,11 @@ def main() -> None:
         help="comma list of fusion.backend values to run side by side (auto, numba, torch)",
     )
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    ap.add_argument(
+        "--stage-profile",
+        action="store_true",
+        help="print each PointMap's CPU time per frame by fusion stage (timed frames only)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gradslam-path", default="/tmp/gradslam_env")
     ap.add_argument("--no-gradslam", action="store_true")
@@ -352,6 +400,8 @@ def main() -> None:
         )
     for s in systems.values():
         s.update(times=[], cpu=[], points=[])
+        if args.stage_profile and s["kind"] == "ours" and hasattr(s["map"].map, "_backend"):
+            s["stages"] = profile_stages(s["map"].map)
 
     names = list(systems)
     for i, f in enumerate(frames):
@@ -417,6 +467,21 @@ def main() -> None:
                         for o in olds
                     )
                 )
+    profiled = {name: s for name, s in systems.items() if "stages" in s}
+    if profiled:
+        print("\nCPU ms per frame by stage (process CPU time, all threads; share of the step's CPU time):\n")
+        print("| stage | " + " | ".join(profiled) + " |")
+        print("|---|" + "---|" * len(profiled))
+        rows = {}
+        for name, s in profiled.items():
+            total = float(np.sum(s["cpu"]))
+            st = dict(s["stages"], other=total - sum(s["stages"].values()))
+            for k, v in st.items():
+                rows.setdefault(k, {})[name] = (1e3 * v / len(s["cpu"]), 100 * v / total)
+        first = next(iter(profiled))
+        for k in sorted(rows, key=lambda k: -rows[k].get(first, (0, 0))[0]):
+            cells = [f"{rows[k][n][0]:.1f} ({rows[k][n][1]:.0f} %)" if n in rows[k] else "" for n in profiled]
+            print(f"| {k} | " + " | ".join(cells) + " |")
     if base is not None:
         print()
         for name, s in systems.items():
