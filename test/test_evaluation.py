@@ -416,6 +416,58 @@ def test_recompute_scores_every_part():
     assert r["frames"]["frames_dropped"] == 2 and r["memory"]["mapper_peak_mb"] == 512.0
 
 
+def test_a_correct_unreachable_answer_is_valid_and_a_wrong_one_is_not():
+    """A box penned in by furniture with a gap narrower than the robot (0.5 m for a 0.3 m radius): "unreachable"
+    is the right answer; with a 0.9 m gap the same answer is a miss. The target must have been found."""
+    from lang3d_ros.evaluation.metrics import DEFAULT_SETTINGS, gt_reachable, score_navigation
+
+    def scene(gap_m: float) -> dict:
+        raw = make_raw()
+        target = _box([1.5, 1.2, 0.2], [0.3, 0.3, 0.4])
+        x0, x1 = 0.5, 2.5  # a pen of 0.1 m thick cabinets around the box, the gap in its south side at x = 1.5
+        walls = [
+            _box([x0, 1.2, 0.4], [0.1, 2.0, 0.8]),
+            _box([x1, 1.2, 0.4], [0.1, 2.0, 0.8]),
+            _box([1.5, 2.2, 0.4], [2.1, 0.1, 0.8]),
+        ]
+        south = [(x0 - 0.05, 1.5 - gap_m / 2), (1.5 + gap_m / 2, x1 + 0.05)]
+        walls += [_box([(a + b) / 2, 0.2, 0.4], [b - a, 0.1, 0.8]) for a, b in south]
+        objs = [{"instance_id": 7, "label": "box", "color_name": "white", "support_id": 0, "obb": target.to_dict()}]
+        objs += [
+            {"instance_id": 20 + k, "label": "cabinet", "color_name": "white", "support_id": 0, "obb": w.to_dict()}
+            for k, w in enumerate(walls)
+        ]
+        raw["ground_truth"]["objects"] = objs
+        raw["start_xy_yaw"] = [-1.5, -1.5, 0.0]
+        return raw
+
+    entry = {
+        "id": "n9",
+        "text": "take me to the box",
+        "target_ids": [7],
+        "standoff_m": 0.6,
+        "response": {
+            "success": False,
+            "message": "target found (box) but unreachable",
+            "error_code": 5,
+            "target": _obj(_box([1.5, 1.2, 0.2], [0.3, 0.3, 0.4]), "box"),
+        },
+    }
+    s = dict(DEFAULT_SETTINGS)
+    closed, open_ = scene(0.5), scene(0.9)
+    assert gt_reachable(closed, [7], 0.6, s) is False and gt_reachable(open_, [7], 0.6, s) is True
+    gt_closed = {7: Box3D.from_dict(closed["ground_truth"]["objects"][0]["obb"])}
+    assert score_navigation(entry, closed, gt_closed, s)["valid"]
+    assert not score_navigation(entry, open_, gt_closed, s)["valid"]
+    # an unreachable answer about the wrong object, or another failure, is never valid
+    wrong = copy.deepcopy(entry)
+    wrong["response"]["target"] = _obj(_box([-2.0, -2.0, 0.2], [0.3, 0.3, 0.4]), "box")
+    assert not score_navigation(wrong, closed, gt_closed, s)["valid"]
+    other = copy.deepcopy(entry)
+    other["response"].update(error_code=4, message="no box in the map")
+    assert not score_navigation(other, closed, gt_closed, s)["valid"]
+
+
 def test_recompute_survives_json_and_detects_tampering():
     raw = make_raw()
     results = recompute(raw)

@@ -175,9 +175,58 @@ def _sample_path(path_xy: np.ndarray, step_m: float) -> np.ndarray:
     return np.concatenate(pts)
 
 
+GT_GRID_M = 0.02
+"""Cell size of the ground-truth reachability grid."""
+
+
+def gt_reachable(raw: dict, target_ids: list[int], standoff_m: float, s: dict) -> bool | None:
+    """Whether a disc of ``robot_radius_m`` can go, keeping its radius from every GT obstacle footprint and the
+    walls all the way, from the start to a point ``standoff_m`` +- ``standoff_tolerance_m`` from a GT target's
+    footprint (on a ``GT_GRID_M`` grid, 4-connected; the start is the nearest free cell within
+    ``start_tolerance_m``). A passage within a cell of the robot's diameter may be judged either way. None when no
+    target is in the GT."""
+    gt = _gt_boxes(raw)
+    targets = [gt[i] for i in target_ids if i in gt]
+    if not targets:
+        return None
+    from scipy.ndimage import label
+
+    room = raw["ground_truth"]["room"]
+    lo, hi = np.asarray(room["min_xyz"][:2], float), np.asarray(room["max_xyz"][:2], float)
+    half = GT_GRID_M / 2
+    gx, gy = np.meshgrid(np.arange(lo[0] + half, hi[0], GT_GRID_M), np.arange(lo[1] + half, hi[1], GT_GRID_M))
+    xy = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    r = float(s["robot_radius_m"])
+    free = (_clearance_m(xy, _obstacles(raw, s)) >= r) & _room_contains(xy, room, r)
+    start = np.asarray(raw["start_xy_yaw"][:2], dtype=np.float64)
+    d_start = np.linalg.norm(xy - start, axis=1)
+    near = free & (d_start <= float(s["start_tolerance_m"]))
+    if not near.any():
+        return False
+    comp, _ = label(free.reshape(gx.shape))
+    comp = comp.ravel()
+    start_comp = comp[np.flatnonzero(near)[np.argmin(d_start[near])]]
+    d_target = np.min(np.stack([distance_to_footprint(xy, b) for b in targets]), axis=0)
+    goal = free & (np.abs(d_target - standoff_m) <= float(s["standoff_tolerance_m"]))
+    return bool(np.any(comp[goal] == start_comp))
+
+
+def said_unreachable(resp: dict) -> bool:
+    """A Navigate answer that found its target but reports it unreachable (error code, or the message of a raw
+    record written before error codes were recorded)."""
+    from lang3d_ros.errors import ErrorCode
+
+    code = resp.get("error_code")
+    if code is not None:
+        return int(code) == int(ErrorCode.UNREACHABLE)
+    return not resp.get("success") and "unreachable" in str(resp.get("message", ""))
+
+
 def score_navigation(entry: dict, raw: dict, gt: dict[int, Box3D], s: dict) -> dict:
     """Goal validity on the GT scene: collision-free (robot disc vs GT footprints and walls), standoff within
-    tolerance of the GT target's footprint, facing the GT box centre, path from the start to the goal clear."""
+    tolerance of the GT target's footprint, facing the GT box centre, path from the start to the goal clear.
+    An answer that found the target (IoU >= 0.25) and says it is unreachable is valid when the GT agrees
+    (``gt_reachable``), and invalid otherwise."""
     resp = entry.get("response") or {}
     row = {
         "id": entry["id"],
@@ -196,8 +245,12 @@ def score_navigation(entry: dict, raw: dict, gt: dict[int, Box3D], s: dict) -> d
     tgt = resp.get("target")
     if tgt and tgt.get("box"):
         row["target_iou"] = best_iou([tgt], entry["target_ids"], gt)
+    want = float(entry.get("standoff_m") or raw.get("standoff_m", 0.6))
     if not row["success"] or not resp.get("goal"):
         row["valid"] = False
+        if said_unreachable(resp) and row["target_iou"] >= IOU_THRESHOLDS[0]:
+            row["gt_reachable"] = gt_reachable(raw, entry["target_ids"], want, s)
+            row["valid"] = row["gt_reachable"] is False
         return row
     g = resp["goal"]
     goal_xy = np.array([[g["x"], g["y"]]])
@@ -208,7 +261,6 @@ def score_navigation(entry: dict, raw: dict, gt: dict[int, Box3D], s: dict) -> d
         and _room_contains(goal_xy, room, s["robot_radius_m"])[0]
     )
     gt_boxes = [gt[i] for i in entry["target_ids"] if i in gt]
-    want = float(entry.get("standoff_m") or raw.get("standoff_m", 0.6))
     if gt_boxes:
         d = min(float(distance_to_footprint(goal_xy, b)[0]) for b in gt_boxes)
         row["standoff_error_m"] = abs(d - want)

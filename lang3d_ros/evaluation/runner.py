@@ -120,7 +120,7 @@ def _yaw(q) -> float:
 
 
 def response_dict(service: str, res) -> dict:
-    out = {"success": bool(res.success), "message": res.message}
+    out = {"success": bool(res.success), "message": res.message, "error_code": int(getattr(res, "error_code", 0))}
     if service == "ground":
         out.update(
             answered_by=res.answered_by, latency_ms=float(res.latency_ms), objects=[object_dict(o) for o in res.objects]
