@@ -137,6 +137,11 @@ class SegmentTable:
     def rows_of_level(self, level: int) -> np.ndarray:
         return np.flatnonzero(self.level == level)
 
+    def answerable(self, min_points: int, min_observations: int) -> np.ndarray:
+        """(S,) bool: rows that queries may answer with (``instances.min_points`` points and
+        ``instances.min_observations`` matched keyframes); the others are still being confirmed."""
+        return (self.n_points >= min_points) & (self.n_observations >= min_observations)
+
     def unit_features(self, rows: np.ndarray | None = None) -> np.ndarray:
         """(K, D) float32 unit features of ``rows`` (all rows when None)."""
         f = (self.feature if rows is None else self.feature[rows]).astype(np.float32)

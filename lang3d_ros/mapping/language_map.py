@@ -289,7 +289,7 @@ class LanguageMap:
             version = self._state_key()
             t = self.instances.table
             icfg = self.config.instances
-            answerable = (t.n_points >= icfg.min_points) & (t.n_observations >= icfg.min_observations)
+            answerable = t.answerable(icfg.min_points, icfg.min_observations)
             rows = np.flatnonzero((t.level == LEVELS.index("whole")) & answerable)
             rows = rows[np.argsort(-t.n_points[rows], kind="stable")]
             sig = _row_signatures(t, rows)

@@ -70,7 +70,7 @@ class SegmentIndex:
     ) -> "SegmentIndex":
         """table: the live segment table (read under the map lock); canonical (C, D) float32 unit rows. Segments
         with fewer than ``min_points`` points or ``min_observations`` matched keyframes are not answerable."""
-        ok = (table.n_points >= min_points) & (table.n_observations >= min_observations)
+        ok = table.answerable(min_points, min_observations)
         by_level = [np.flatnonzero((table.level == lvl) & ok) for lvl in range(len(LEVELS))]
         rows = np.concatenate(by_level).astype(np.int64)
         starts = np.concatenate([[0], np.cumsum([len(r) for r in by_level])]).astype(np.int64)
