@@ -129,6 +129,30 @@ def test_start_pose_leaves_a_camera_position_over_a_table(truth):
         assert not any(is_free(p) for p in pts)
 
 
+def test_objects_in_full_view_needs_the_whole_box_inside_one_image(truth):
+    """An object is in full view when one recorded camera had all 8 corners of its box in the image: a camera 3 m
+    in front of it does; one 0.3 m away (the box overflows the image) or looking away does not."""
+    from lang3d_ros.datasets.synthetic import look_at
+    from lang3d_ros.evaluation.queries import objects_in_full_view
+
+    gt, _ = truth
+    o = max(gt.objects, key=lambda x: x.obb.volume)
+    c = o.obb.center
+
+    def with_cams(*eyes_targets):
+        t = copy.copy(gt)
+        t.T_world_cams = np.stack([look_at(e, tg) for e, tg in eyes_targets])
+        return objects_in_full_view(t)
+
+    far = c + np.array([3.0, 0.0, 1.0])
+    assert o.instance_id in with_cams((far, c))
+    assert o.instance_id not in with_cams((c + np.array([0.3, 0.0, 0.2]), c))  # too close: corners outside
+    assert o.instance_id not in with_cams((far, far + np.array([1.0, 0.0, 0.0])))  # looking away
+    nothing = copy.copy(gt)
+    nothing.T_world_cams = gt.T_world_cams[:0]
+    assert objects_in_full_view(nothing) == []
+
+
 def test_count_answers_are_read_as_numbers():
     from lang3d_ros.evaluation.metrics import answered_count, score_count
 
@@ -414,6 +438,11 @@ def test_recompute_scores_every_part():
     )
     assert r["latency_ms"]["ground"]["n"] == 2 and r["latency_ms"]["get_map_status"]["p50"] == pytest.approx(4.0)
     assert r["frames"]["frames_dropped"] == 2 and r["memory"]["mapper_peak_mb"] == 512.0
+    assert g["acc@0.25_in_full_view"] is None and r["summary"]["ground_in_full_view_acc@0.25"] is None  # old records
+    raw["ground_truth"]["in_full_view"] = [1]  # the table (g1, g2) was never wholly in view: the sofa query alone
+    g = recompute(raw)["grounding"]
+    assert g["n_in_full_view"] == 1 and g["acc@0.25_in_full_view"] == 1.0
+    assert [q["target_in_full_view"] for q in g["per_query"]] == [True, False, False]
 
 
 def test_a_correct_unreachable_answer_is_valid_and_a_wrong_one_is_not():

@@ -49,7 +49,11 @@ def best_iou(objects: list[dict], target_ids: list[int], gt: dict[int, Box3D]) -
     return max(iou_3d(pred, gt[i]) for i in target_ids if i in gt) if any(i in gt for i in target_ids) else 0.0
 
 
-def _score_box_queries(entries: list[dict], gt: dict[int, Box3D], objects_of) -> dict:
+def _score_box_queries(
+    entries: list[dict], gt: dict[int, Box3D], objects_of, full_view: set[int] | None = None
+) -> dict:
+    """Acc@IoU overall and per kind; with ``full_view`` (GT ids once entirely in a camera view) also over the
+    queries whose targets all were (``acc@0.25_in_full_view``; None in raw records without it)."""
     per, by_kind = [], {}
     for e in entries:
         resp = e.get("response")
@@ -67,6 +71,8 @@ def _score_box_queries(entries: list[dict], gt: dict[int, Box3D], objects_of) ->
         }
         for t in IOU_THRESHOLDS:
             row[f"hit@{t}"] = bool(iou >= t)
+        if full_view is not None:
+            row["target_in_full_view"] = all(i in full_view for i in e["target_ids"])
         per.append(row)
         by_kind.setdefault(e["kind"], []).append(row)
     out = {
@@ -80,6 +86,9 @@ def _score_box_queries(entries: list[dict], gt: dict[int, Box3D], objects_of) ->
     }
     for t in IOU_THRESHOLDS:
         out[f"acc@{t}"] = _rate([r[f"hit@{t}"] for r in per])
+    seen = [r for r in per if r.get("target_in_full_view")]
+    out["n_in_full_view"] = len(seen) if full_view is not None else None
+    out["acc@0.25_in_full_view"] = _rate([r["hit@0.25"] for r in seen]) if full_view is not None else None
     return out
 
 
@@ -332,6 +341,8 @@ def recompute(raw: dict) -> dict:
         raise ValueError(f"not a {RAW_FORMAT} v{RAW_FORMAT_VERSION} record")
     s = dict(DEFAULT_SETTINGS, **raw.get("settings", {}))
     gt = _gt_boxes(raw)
+    seen = raw["ground_truth"].get("in_full_view")
+    full_view = {int(i) for i in seen} if seen is not None else None
     entries = raw["queries"]
     ground = [e for e in entries if e["service"] == "ground"]
     asks_box = [e for e in entries if e["service"] == "ask" and e["kind"] != "count"]
@@ -365,7 +376,7 @@ def recompute(raw: dict) -> dict:
     server_ground = [(e.get("response") or {}).get("latency_ms") for e in ground if e.get("response")]
     st = raw.get("mapping", {}).get("final_status") or {}
     results = {
-        "grounding": _score_box_queries(ground, gt, _ground_objects),
+        "grounding": _score_box_queries(ground, gt, _ground_objects, full_view),
         "relational": relational,
         "ask": {
             "boxes": _score_box_queries(asks_box, gt, _ask_objects),
@@ -433,6 +444,8 @@ def headline(results: dict, raw: dict) -> dict:
     kind, count accuracy, navigation validity, LERF localization and mIoU, map size and mapper peak memory."""
     g = results["grounding"]
     out = {"ground_acc@0.25": g["acc@0.25"], "ground_acc@0.5": g["acc@0.5"], "ground_n": g["n"]}
+    out["ground_in_full_view_acc@0.25"] = g.get("acc@0.25_in_full_view")
+    out["ground_in_full_view_n"] = g.get("n_in_full_view")
     for k in HEADLINE_KINDS:
         v = g["by_kind"].get(k, {"n": 0, "acc@0.25": float("nan")})
         out[f"ground_{k}_acc@0.25"], out[f"ground_{k}_n"] = v["acc@0.25"], v["n"]

@@ -173,6 +173,28 @@ def start_pose_from_truth(
     return (float(x), float(y), float(np.arctan2(-y, -x)))
 
 
+def objects_in_full_view(truth, min_depth_m: float = 0.1) -> list[int]:
+    """GT instance ids whose whole box (its 8 corners) lay inside the image, in front of the camera, in at least one
+    recorded frame: the objects a map could have seen whole. Field of view only: occlusion is not modelled (a toy
+    car behind a pillow counts as in view). [] without poses or intrinsics."""
+    K = truth.intrinsics
+    if K is None or len(truth.T_world_cams) == 0:
+        return []
+    T_cam_world = np.linalg.inv(np.asarray(truth.T_world_cams, dtype=np.float64))  # (F, 4, 4)
+    out = []
+    for o in truth.objects:
+        c = np.asarray(o.obb.corners(), dtype=np.float64)  # (8, 3)
+        p = np.einsum("fij,kj->fki", T_cam_world[:, :3, :3], c) + T_cam_world[:, None, :3, 3]  # (F, 8, 3)
+        z = p[..., 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = K.fx * p[..., 0] / z + K.cx
+            v = K.fy * p[..., 1] / z + K.cy
+        inside = (z > min_depth_m) & (u >= 0) & (u <= K.width - 1) & (v >= 0) & (v <= K.height - 1)
+        if np.any(np.all(inside, axis=1)):
+            out.append(int(o.instance_id))
+    return out
+
+
 def generate_queries(
     truth,
     max_ground: int = 60,

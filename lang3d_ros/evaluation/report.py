@@ -356,6 +356,7 @@ COMPARISON_ROWS = (  # (summary key, row name, percentage?)
     ("ground_attribute_acc@0.25", "  colour + label among same-label objects", True),
     ("ground_relation_acc@0.25", '  "the X on the Y"', True),
     ("ground_resting_acc@0.25", "  resting on another object, plain label", True),
+    ("ground_in_full_view_acc@0.25", "  targets once entirely in a camera view (field of view only)", True),
     ("ground_acc@0.5", "Ground Acc@0.5 (all kinds)", True),
     ("count_accuracy", 'Counts ("how many", several phrasings)', True),
     ("navigation_validity", "Navigation validity", True),
@@ -371,6 +372,7 @@ COMPARISON_ROWS = (  # (summary key, row name, percentage?)
 _COUNT_KEYS = {
     "ground_acc@0.25": "ground_n",
     "ground_acc@0.5": "ground_n",
+    "ground_in_full_view_acc@0.25": "ground_in_full_view_n",
     "count_accuracy": "count_n",
     "navigation_validity": "navigation_n",
     "lerf_localization": "lerf_n",

@@ -413,10 +413,15 @@ def measure_map_gaussians(
 
 
 def ground_truth_record(truth) -> dict:
+    """The room, the GT objects and ``in_full_view`` (ids of objects once entirely inside a recorded camera view,
+    ``queries.objects_in_full_view``)."""
+    from lang3d_ros.evaluation.queries import objects_in_full_view
+
     lx, ly, lz = truth.room_size_m
     return {
         "room": {"min_xyz": [-lx / 2, -ly / 2, 0.0], "max_xyz": [lx / 2, ly / 2, lz]},
         "objects": [o.to_dict() for o in truth.objects],
+        "in_full_view": objects_in_full_view(truth),
     }
 
 
