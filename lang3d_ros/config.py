@@ -19,7 +19,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -69,7 +69,11 @@ class RosConfig:
     depth_scale_m: float = 0.001
     """Metres per unit of 16UC1 depth (REP 118: millimetres)."""
     sensor_qos_depth: int = 5
-    """History depth of the sensor subscriptions (best effort, volatile)."""
+    """History depth of the sensor subscriptions (volatile)."""
+    sensor_qos_reliability: Literal["best_effort", "reliable"] = "best_effort"
+    """Reliability of the sensor subscriptions. best_effort matches every camera driver (a reliable subscription gets
+    nothing from a best-effort publisher); reliable suits bag replay (its publishers are reliable): no image is lost
+    in transport, so a replay fuses the frames the bag holds."""
     cloud_topic: str = "lang3d/map_cloud"
     """sensor_msgs/PointCloud2 of the fused map (x y z rgb)."""
     cloud_period_s: float = 2.0

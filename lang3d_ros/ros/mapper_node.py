@@ -27,9 +27,9 @@ from lang3d_ros.ros.lifecycle import Lang3DLifecycleNode
 COLOUR = "colour image"
 
 
-def sensor_qos(depth: int) -> QoSProfile:
+def sensor_qos(depth: int, reliability: str = "best_effort") -> QoSProfile:
     return QoSProfile(
-        reliability=ReliabilityPolicy.BEST_EFFORT,
+        reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
         history=HistoryPolicy.KEEP_LAST,
         depth=int(depth),
         durability=DurabilityPolicy.VOLATILE,
@@ -89,7 +89,7 @@ class MapperNode(Lang3DLifecycleNode):
         if trainer is not None and hasattr(trainer, "start"):
             trainer.start()
         self._workers_running = True
-        qos = sensor_qos(cfg.ros.sensor_qos_depth)
+        qos = sensor_qos(cfg.ros.sensor_qos_depth, cfg.ros.sensor_qos_reliability)
         group = self._sensor_group
         self._subs = [
             self.create_subscription(Image, cfg.ros.color_topic, self._on_color, qos, callback_group=group),
