@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import dataclasses
 import importlib
 import os
@@ -48,10 +49,8 @@ def _import_as(path: str, prefix: str) -> dict:
         importlib.import_module("lang3d_ros.fusion.pointfusion")
         importlib.import_module("lang3d_ros.fusion.config")
         for name in ("lang3d_ros.fusion.numba_backend", "lang3d_ros.fusion.torch_backend"):
-            try:  # the stage backends of newer checkouts (imported lazily there)
+            with contextlib.suppress(ModuleNotFoundError):  # stage backends of newer checkouts (imported lazily)
                 importlib.import_module(name)
-            except ModuleNotFoundError:
-                pass
         importlib.import_module("lang3d_ros.semantics.types")
     finally:
         sys.path.remove(path)

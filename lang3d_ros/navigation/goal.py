@@ -179,12 +179,11 @@ def _result_path(grid, cells, start_xy, goal_xy, goal_yaw, los, smooth):
     xy[0] = start_xy
     if len(xy) == 1:
         xy = np.vstack([xy, goal_xy])
-    elif np.allclose(xy[-1], goal_xy):
-        pass
-    elif line_of_sight(los, cells[keep[-2]], _frac_ij(grid, goal_xy)):
-        xy[-1] = goal_xy
-    else:
-        xy = np.vstack([xy, goal_xy])
+    elif not np.allclose(xy[-1], goal_xy):
+        if line_of_sight(los, cells[keep[-2]], _frac_ij(grid, goal_xy)):
+            xy[-1] = goal_xy
+        else:
+            xy = np.vstack([xy, goal_xy])
     if len(xy) >= 2 and np.allclose(xy[0], xy[1]):
         xy = xy[1:]
     yaw = np.append(np.arctan2(np.diff(xy[:, 1]), np.diff(xy[:, 0])), goal_yaw)

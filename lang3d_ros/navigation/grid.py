@@ -223,6 +223,14 @@ def exact_clearance_near(grid: OccupancyGrid, clearance: np.ndarray, threshold_m
     return out
 
 
+def _walkable_cells(grid: OccupancyGrid, robot_radius_m: float, unseen_floor: bool) -> np.ndarray:
+    """(H,W) bool: free cells, plus enclosed unseen floor with ``unseen_floor``, before any clearance test."""
+    if robot_radius_m < 0:
+        raise ValueError("robot_radius_m must be non-negative")
+    base = grid.data == FREE
+    return base | unseen_floor_mask(grid) if unseen_floor else base
+
+
 def traversable_mask(
     grid: OccupancyGrid, robot_radius_m: float, unseen_floor: bool = False, clearance: np.ndarray | None = None
 ) -> np.ndarray:
@@ -232,11 +240,7 @@ def traversable_mask(
     traversable cell centres is then at least robot_radius_m from every obstacle point; straight shortcuts across
     several cells need ``cell_clear_mask``. ``clearance``: ``clearance_m(grid)``, passed to reuse it. Unexplored
     unknown cells are never traversable."""
-    if robot_radius_m < 0:
-        raise ValueError("robot_radius_m must be non-negative")
-    base = grid.data == FREE
-    if unseen_floor:
-        base = base | unseen_floor_mask(grid)
+    base = _walkable_cells(grid, robot_radius_m, unseen_floor)
     if not (grid.data == OCCUPIED).any():
         return base
     clear = clearance_m(grid) if clearance is None else clearance
@@ -250,11 +254,7 @@ def cell_clear_mask(
     """(H,W) bool: like ``traversable_mask`` but every point of the cell (not only its centre) is farther than
     robot_radius_m from every obstacle point (centre clearance > robot_radius_m + half a cell diagonal). A
     straight segment through such cells only (line-of-sight shortcuts, a goal anywhere in its cell) is clear."""
-    if robot_radius_m < 0:
-        raise ValueError("robot_radius_m must be non-negative")
-    base = grid.data == FREE
-    if unseen_floor:
-        base = base | unseen_floor_mask(grid)
+    base = _walkable_cells(grid, robot_radius_m, unseen_floor)
     if not (grid.data == OCCUPIED).any():
         return base
     clear = clearance_m(grid) if clearance is None else clearance
