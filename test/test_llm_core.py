@@ -162,6 +162,30 @@ def test_ground_relations(room, q, ids):
     assert got[: len(ids)] == ids or sorted(got) == sorted(ids)
 
 
+def test_on_and_under_read_the_map_support_relation_before_the_boxes():
+    """A bowl whose box centre overhangs the cabinet's (clipped) box by 2 cm rests on it by the map's support
+    relation; a book whose box sits on the cabinet but which the map says rests on a tray is on the tray, not on
+    the cabinet; an object with no support (support_id -1) or one outside the objects at hand is judged by boxes."""
+    import dataclasses
+
+    cabinet = obj(5, "cabinet", [0.0, 0.0, 0.0], [0.8, 0.5, 1.0])
+    tray = obj(6, "tray", [0.05, 0.05, 1.0], [0.35, 0.45, 1.02])
+    bowl = dataclasses.replace(obj(7, "bowl", [0.72, 0.1, 1.0], [0.88, 0.26, 1.07]), support_id=5)
+    book = dataclasses.replace(obj(8, "book", [0.1, 0.1, 1.0], [0.3, 0.4, 1.03]), support_id=6)
+    mug = obj(9, "mug", [0.5, 0.3, 1.0], [0.58, 0.38, 1.1])  # no support relation: the boxes decide
+    lost = dataclasses.replace(obj(10, "vase", [0.4, 0.1, 1.0], [0.5, 0.2, 1.2]), support_id=99)
+    scene = [cabinet, tray, bowl, book, mug, lost]
+    r = Reasoner(LLMConfig(mode="parser_only"))
+    assert [o.instance_id for o in r.ground("the bowl on the cabinet", scene, POSE).objects] == [7]
+    assert r.ground("the book on the cabinet", scene, POSE).objects == []
+    assert [o.instance_id for o in r.ground("the book on the tray", scene, POSE).objects] == [8]
+    assert [o.instance_id for o in r.ground("the mug on the cabinet", scene, POSE).objects] == [9]
+    assert [o.instance_id for o in r.ground("the vase on the cabinet", scene, POSE).objects] == [10]
+    assert [o.instance_id for o in r.ground("the cabinet under the bowl", scene, POSE).objects] == [5]
+    assert "on the cabinet" in r.ask("where is the bowl", scene, POSE).text
+    assert "on the tray" in r.ask("where is the book", scene, POSE).text
+
+
 def test_ground_superlative_order_is_strict(room):
     r = Reasoner()
     assert [o.instance_id for o in r.ground("the chair closest to the door", room, POSE).objects] == [9, 8]

@@ -22,7 +22,7 @@ from lang3d_ros.llm.backends import LLMBackend
 from lang3d_ros.llm.config import LLMConfig
 from lang3d_ros.llm.frontend import check_query
 from lang3d_ros.llm.labels import LabelMatcher, TextEncoder
-from lang3d_ros.llm.relations import is_on, validate_robot_pose
+from lang3d_ros.llm.relations import rests_on, validate_robot_pose
 from lang3d_ros.llm.request import Action, Attribute, Intent, Phrase, Request
 from lang3d_ros.llm.resolve import object_color, resolve
 from lang3d_ros.llm.understand import AnsweredBy, Understanding, understand
@@ -187,7 +187,8 @@ class Reasoner:
         return f"{t.describe().capitalize()} is the {object_color(o)} {o.label} {_where(o)}.", found, []
 
     def _where_sentence(self, o: SceneObject, objects: list[SceneObject]) -> str:
-        support = [s for s in objects if s is not o and is_on(o.box, s.box, self.config.on_tolerance_m)]
+        ids = frozenset(x.instance_id for x in objects)
+        support = [s for s in objects if s is not o and rests_on(o, s, ids, self.config.on_tolerance_m)]
         on = f" on the {support[0].label}" if support else " on the floor" if o.box.min_xyz[2] < 0.05 else ""
         return f"The {object_color(o)} {o.label} is{on} {_where(o)}."
 
@@ -198,7 +199,8 @@ class Reasoner:
                 return f"I see no {t.describe()[4:]} in the map.", [], []
             o = found[0]
             s = o.box.size
-            held = [x.label for x in objects if x is not o and is_on(x.box, o.box, self.config.on_tolerance_m)]
+            ids = frozenset(x.instance_id for x in objects)
+            held = [x.label for x in objects if x is not o and rests_on(x, o, ids, self.config.on_tolerance_m)]
             extra = f" On it: {', '.join(held)}." if held else ""
             return (
                 (
@@ -216,11 +218,12 @@ class Reasoner:
         parts = [f"{n} {_plural(l, n)}" for l, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
         lo = np.min([o.box.min_xyz for o in objects], 0)
         hi = np.max([o.box.max_xyz for o in objects], 0)
+        ids = frozenset(x.instance_id for x in objects)
         on_pairs = [
             f"the {a.label} on the {b.label}"
             for a in objects
             for b in objects
-            if a is not b and is_on(a.box, b.box, self.config.on_tolerance_m)
+            if a is not b and rests_on(a, b, ids, self.config.on_tolerance_m)
         ][:4]
         text = (
             f"The map holds {len(objects)} objects over {hi[0] - lo[0]:.1f} m x {hi[1] - lo[1]:.1f} m: "

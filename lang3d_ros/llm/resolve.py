@@ -113,6 +113,7 @@ def resolve(
         if any(len(s) == 0 for s in anchor_sets):
             return []
         kept = []
+        known_ids = frozenset(o.instance_id for o in objects)
         for m in cands:
             best = None
             combos = (
@@ -123,9 +124,11 @@ def resolve(
             for combo in combos:
                 if any(c.obj is m.obj for c in combo):
                     continue
-                boxes = [c.obj.box for c in combo]
-                if relation_holds(phrase.relation, m.obj.box, boxes, robot_pose, config.near_m, config.on_tolerance_m):
-                    cost = relation_cost(phrase.relation, m.obj.box, boxes)
+                anchors = [c.obj for c in combo]
+                if relation_holds(
+                    phrase.relation, m.obj, anchors, robot_pose, config.near_m, config.on_tolerance_m, known_ids
+                ):
+                    cost = relation_cost(phrase.relation, m.obj.box, [c.box for c in anchors])
                     best = cost if best is None else min(best, cost)
             if best is not None:
                 kept.append((best, m))
