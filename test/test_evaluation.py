@@ -153,6 +153,38 @@ def test_objects_in_full_view_needs_the_whole_box_inside_one_image(truth):
     assert objects_in_full_view(nothing) == []
 
 
+def test_seen_fraction_counts_occlusion_and_the_field_of_view(truth):
+    """The largest object (a bed) seen from 3.5 m towards the room's centre: most of its silhouette (what rests on
+    it hides some); the same camera
+    turned away: nothing; pressed against it (the image holds a small part of the silhouette): little; the camera
+    behind a wall (the room's own mesh in between, everything occluded): nothing. The best camera wins."""
+    from lang3d_ros.datasets.synthetic import look_at
+    from lang3d_ros.evaluation.visibility import seen_fractions
+
+    gt, scene = truth
+    o = max(gt.objects, key=lambda x: x.obb.volume)
+    c = np.asarray(o.obb.center, dtype=np.float64)
+    K = gt.intrinsics
+    inward = -c[:2] / np.linalg.norm(c[:2])
+    near = c + np.array([*(3.5 * inward), 1.0])
+    half = np.asarray(gt.room_size_m[:2]) / 2
+    assert np.all(np.abs(near[:2]) < half)  # inside the room
+
+    def seen(*eyes_targets):
+        return seen_fractions(scene, np.stack([look_at(e, tg) for e, tg in eyes_targets]), K)[o.instance_id]
+
+    front = seen((near, c))
+    assert 0.8 < front < 1.0
+    assert seen((near, near + np.array([*inward, 0.0]))) == 0.0  # looking away
+    pressed = c + (near - c) * 0.15
+    assert seen((pressed, c)) < 0.6
+    assert seen((pressed, c), (near, c)) == pytest.approx(front)  # the best camera
+    outside = c + np.array([*(-(np.max(half) + 3.0) * inward), 1.0])  # beyond the wall behind the object
+    assert seen((outside, c)) == 0.0
+    frac = seen_fractions(scene, np.stack([look_at(near, c)]), K)
+    assert set(frac) == {x.instance_id for x in gt.objects} and all(0.0 <= v <= 1.0 for v in frac.values())
+
+
 def test_count_answers_are_read_as_numbers():
     from lang3d_ros.evaluation.metrics import answered_count, score_count
 
@@ -443,6 +475,28 @@ def test_recompute_scores_every_part():
     g = recompute(raw)["grounding"]
     assert g["n_in_full_view"] == 1 and g["acc@0.25_in_full_view"] == 1.0
     assert [q["target_in_full_view"] for q in g["per_query"]] == [True, False, False]
+
+
+def test_observed_subsets_leave_out_targets_the_recording_never_showed():
+    """With ``seen_fraction`` in the record, Ground, counts and navigation are also scored over the targets seen
+    by at least ``min_seen_fraction``; a count question counts as observed only when it names every instance it
+    counts and all were observed. Older records give None."""
+    raw = make_raw()
+    r = recompute(raw)
+    assert r["grounding"]["acc@0.25_observed"] is None and r["summary"]["count_accuracy_observed"] is None
+    raw["ground_truth"]["seen_fraction"] = {"1": 0.9, "2": 0.3}  # the table was never seen by half
+    r = recompute(raw)
+    g, c, nav = r["grounding"], r["ask"]["counts"], r["navigation"]
+    assert g["n_observed"] == 1 and g["acc@0.25_observed"] == 1.0  # the sofa query alone
+    assert [q["target_observed"] for q in g["per_query"]] == [True, False, False]
+    assert nav["n_observed"] == 1 and nav["validity_observed"] == 1.0  # n1 (the table) is left out
+    assert c["n_observed"] == 0 and math.isnan(c["accuracy_observed"])  # the count names no instances
+    raw["queries"][-1]["target_ids"] = [1]
+    c = recompute(raw)["ask"]["counts"]
+    assert c["n_observed"] == 1 and c["accuracy_observed"] == 1.0
+    raw["settings"]["min_seen_fraction"] = 0.95  # nothing was seen that well
+    s = recompute(raw)["summary"]
+    assert s["ground_observed_n"] == 0 and s["count_n_observed"] == 0 and s["navigation_n_observed"] == 0
 
 
 def test_a_correct_unreachable_answer_is_valid_and_a_wrong_one_is_not():

@@ -30,6 +30,7 @@ DEFAULT_SETTINGS = {
     "path_step_m": 0.05,
     "obstacle_max_height_m": 1.5,  # GT objects whose bottom is below this block the floor
     "start_tolerance_m": 0.35,  # the path must start this close to the requested start
+    "min_seen_fraction": 0.5,  # "observed" targets: this share of the silhouette once visible (evaluation.visibility)
 }
 
 
@@ -50,10 +51,16 @@ def best_iou(objects: list[dict], target_ids: list[int], gt: dict[int, Box3D]) -
 
 
 def _score_box_queries(
-    entries: list[dict], gt: dict[int, Box3D], objects_of, full_view: set[int] | None = None
+    entries: list[dict],
+    gt: dict[int, Box3D],
+    objects_of,
+    full_view: set[int] | None = None,
+    observed: set[int] | None = None,
 ) -> dict:
     """Acc@IoU overall and per kind; with ``full_view`` (GT ids once entirely in a camera view) also over the
-    queries whose targets all were (``acc@0.25_in_full_view``; None in raw records without it)."""
+    queries whose targets all were (``acc@0.25_in_full_view``), with ``observed`` (GT ids the recording showed,
+    ``_observed_ids``) over the queries whose targets all were observed (``acc@0.25_observed``); None in raw records
+    without them."""
     per, by_kind = [], {}
     for e in entries:
         resp = e.get("response")
@@ -73,6 +80,8 @@ def _score_box_queries(
             row[f"hit@{t}"] = bool(iou >= t)
         if full_view is not None:
             row["target_in_full_view"] = all(i in full_view for i in e["target_ids"])
+        if observed is not None:
+            row["target_observed"] = all(i in observed for i in e["target_ids"])
         per.append(row)
         by_kind.setdefault(e["kind"], []).append(row)
     out = {
@@ -89,7 +98,30 @@ def _score_box_queries(
     seen = [r for r in per if r.get("target_in_full_view")]
     out["n_in_full_view"] = len(seen) if full_view is not None else None
     out["acc@0.25_in_full_view"] = _rate([r["hit@0.25"] for r in seen]) if full_view is not None else None
+    obs = [r for r in per if r.get("target_observed")]
+    out["n_observed"] = len(obs) if observed is not None else None
+    out["acc@0.25_observed"] = _rate([r["hit@0.25"] for r in obs]) if observed is not None else None
     return out
+
+
+def _observed_ids(raw: dict, min_seen_fraction: float) -> set[int] | None:
+    """GT ids whose silhouette the recording once showed by at least ``min_seen_fraction``
+    (raw ``ground_truth.seen_fraction``, ``evaluation.visibility.seen_fractions``); None in older records."""
+    seen = raw["ground_truth"].get("seen_fraction")
+    if seen is None:
+        return None
+    return {int(i) for i, f in seen.items() if float(f) >= min_seen_fraction}
+
+
+def _count_observed(entry: dict, observed: set[int] | None) -> bool | None:
+    """A count question is on observed objects when it names what it counts (``target_ids``, one per expected
+    instance) and all of them were observed; None when that is unknown (no visibility, no target ids)."""
+    if observed is None:
+        return None
+    ids = entry.get("target_ids") or []
+    if len(ids) != int(entry["expected_count"]):
+        return None
+    return all(int(i) in observed for i in ids)
 
 
 def _ground_objects(resp: dict) -> list[dict]:
@@ -343,6 +375,7 @@ def recompute(raw: dict) -> dict:
     gt = _gt_boxes(raw)
     seen = raw["ground_truth"].get("in_full_view")
     full_view = {int(i) for i in seen} if seen is not None else None
+    observed = _observed_ids(raw, float(s["min_seen_fraction"]))
     entries = raw["queries"]
     ground = [e for e in entries if e["service"] == "ground"]
     asks_box = [e for e in entries if e["service"] == "ask" and e["kind"] != "count"]
@@ -362,11 +395,19 @@ def recompute(raw: dict) -> dict:
             "answer": (e.get("response") or {}).get("answer", ""),
             "correct": score_count(e),
             "phrasing": count_phrasing(e["text"]),
+            "observed": _count_observed(e, observed),
             "error": e.get("error"),
         }
         for e in counts
     ]
-    nav_rows = [dict(score_navigation(e, raw, gt, s), kind=e["kind"]) for e in navs]
+    nav_rows = [
+        dict(
+            score_navigation(e, raw, gt, s),
+            kind=e["kind"],
+            target_observed=None if observed is None else all(int(i) in observed for i in e["target_ids"]),
+        )
+        for e in navs
+    ]
     by_service: dict[str, list[float]] = {}
     for e in entries:
         by_service.setdefault(e["service"], []).append(e.get("latency_ms"))
@@ -376,13 +417,17 @@ def recompute(raw: dict) -> dict:
     server_ground = [(e.get("response") or {}).get("latency_ms") for e in ground if e.get("response")]
     st = raw.get("mapping", {}).get("final_status") or {}
     results = {
-        "grounding": _score_box_queries(ground, gt, _ground_objects, full_view),
+        "grounding": _score_box_queries(ground, gt, _ground_objects, full_view, observed),
         "relational": relational,
         "ask": {
             "boxes": _score_box_queries(asks_box, gt, _ask_objects),
             "counts": {
                 "n": len(count_rows),
                 "accuracy": _rate([r["correct"] for r in count_rows]),
+                "n_observed": sum(r["observed"] is True for r in count_rows) if observed is not None else None,
+                "accuracy_observed": _rate([r["correct"] for r in count_rows if r["observed"]])
+                if observed is not None
+                else None,
                 "by_expected": _split_rate(count_rows, lambda r: _bucket(int(r["expected"])), "correct"),
                 "by_phrasing": _split_rate(count_rows, lambda r: r["phrasing"], "correct"),
                 "per_query": count_rows,
@@ -393,6 +438,10 @@ def recompute(raw: dict) -> dict:
             "validity": _rate([r["valid"] for r in nav_rows]),
             "by_kind": _split_rate(nav_rows, lambda r: r["kind"], "valid"),
             "validity_target_found": _rate([r["valid"] for r in nav_rows if r["target_iou"] >= 0.25]),
+            "n_observed": sum(bool(r["target_observed"]) for r in nav_rows) if observed is not None else None,
+            "validity_observed": _rate([r["valid"] for r in nav_rows if r["target_observed"]])
+            if observed is not None
+            else None,
             "n_target_found": sum(r["target_iou"] >= 0.25 for r in nav_rows),
             "success_rate": _rate([r["success"] for r in nav_rows]),
             "per_query": nav_rows,
@@ -446,6 +495,8 @@ def headline(results: dict, raw: dict) -> dict:
     out = {"ground_acc@0.25": g["acc@0.25"], "ground_acc@0.5": g["acc@0.5"], "ground_n": g["n"]}
     out["ground_in_full_view_acc@0.25"] = g.get("acc@0.25_in_full_view")
     out["ground_in_full_view_n"] = g.get("n_in_full_view")
+    out["ground_observed_acc@0.25"] = g.get("acc@0.25_observed")
+    out["ground_observed_n"] = g.get("n_observed")
     for k in HEADLINE_KINDS:
         v = g["by_kind"].get(k, {"n": 0, "acc@0.25": float("nan")})
         out[f"ground_{k}_acc@0.25"], out[f"ground_{k}_n"] = v["acc@0.25"], v["n"]
@@ -454,8 +505,12 @@ def headline(results: dict, raw: dict) -> dict:
         {
             "count_accuracy": c["accuracy"],
             "count_n": c["n"],
+            "count_accuracy_observed": c.get("accuracy_observed"),
+            "count_n_observed": c.get("n_observed"),
             "navigation_validity": nav["validity"],
             "navigation_n": nav["n"],
+            "navigation_validity_observed": nav.get("validity_observed"),
+            "navigation_n_observed": nav.get("n_observed"),
             "navigation_validity_target_found": nav["validity_target_found"],
             "navigation_n_target_found": nav["n_target_found"],
             "lerf_localization": lerf["localization_accuracy"],

@@ -13,7 +13,8 @@ Format ``lang3d_ros.eval_queries`` version 1 (docs/EVALUATION.md)::
       - {id: g03, service: ground,   kind: resting,   text: "the laptop",            target_ids: [9]}
       - {id: n00, service: navigate, kind: label,     text: "take me to the sofa",   target_ids: [3], standoff_m: 0.6}
       - {id: a00, service: ask,      kind: relation,  text: "where is the mug on the table?", target_ids: [7]}
-      - {id: a01, service: ask,      kind: count,     text: "how many chairs are there?", expected_count: 2}
+      - {id: a01, service: ask,      kind: count,     text: "how many chairs are there?", target_ids: [4, 5],
+         expected_count: 2}
 
 Kinds: ``label`` a floor object by its unique label; ``attribute`` colour + label among objects that share the
 label; ``relation`` "the X on the Y" (exactly one X rests on a Y); ``resting`` an object resting on another,
@@ -21,9 +22,9 @@ asked by its unique plain label (the case where a map boxes it together with its
 in several phrasings (labels present once, several times, and absent ones: 0); ``where`` where-is questions.
 A query is answered correctly when its top object's box overlaps a target's GT box (Acc@0.25 / Acc@0.5), or for
 ``count`` questions when the first number in the answer (digits or a number word; "no"/"none" = 0) equals
-``expected_count``. The generator only emits queries whose answer is unique in the GT scene; it cannot judge
-whether a phrase is natural, and its relational queries use the support relation ("on") only, the one relation
-the GT stores exactly.
+``expected_count`` (a count's ``target_ids``, optional, are the instances counted). The generator only emits
+queries whose answer is unique in the GT scene; it cannot judge whether a phrase is natural, and its relational
+queries use the support relation ("on") only, the one relation the GT stores exactly.
 """
 
 from __future__ import annotations
@@ -264,7 +265,8 @@ def generate_queries(
     counts += [(lab, n_label[lab]) for lab in present if n_label[lab] >= 2]  # repeated labels: a second phrasing
     for k, (lab, n) in enumerate(counts[: max(0, max_ask - len(asks) - 2)]):
         phrase = COUNT_PHRASINGS[k % len(COUNT_PHRASINGS)].format(p=_plural(lab))
-        asks.append(EvalQuery("", "ask", "count", phrase, expected_count=n))
+        ids = [o.instance_id for o in objs if o.label == lab]  # what is counted (scored on observed subsets)
+        asks.append(EvalQuery("", "ask", "count", phrase, ids, expected_count=n))
     for lab in sorted(lab for lab, n in n_label.items() if n == 1)[: max(0, max_ask - len(asks))]:
         target = next(o.instance_id for o in objs if o.label == lab)
         asks.append(EvalQuery("", "ask", "where", f"where is the {lab}?", [target]))

@@ -136,6 +136,17 @@ def _summary_rows(r: dict) -> list[tuple[str, str]]:
     lat = r["latency_ms"]
     rows = [
         ("Ground Acc@0.25 / Acc@0.5", f"{_pct(g['acc@0.25'])} / {_pct(g['acc@0.5'])} (n={g['n']})"),
+    ]
+    if g.get("n_observed") is not None:
+        c, nv = r["ask"]["counts"], r["navigation"]
+        rows.append(
+            (
+                "on targets the recording observed: Ground Acc@0.25 / counts / navigation",
+                f"{_pct(g['acc@0.25_observed'])} (n={g['n_observed']}) / {_pct(c.get('accuracy_observed'))} "
+                f"(n={c.get('n_observed')}) / {_pct(nv.get('validity_observed'))} (n={nv.get('n_observed')})",
+            )
+        )
+    rows += [
         (
             "Relational Acc@0.25 / Acc@0.5",
             f"{_pct(rel['acc@0.25'])} / {_pct(rel['acc@0.5'])} (n={rel['n']}, answered by {rel['answered_by']})",
@@ -199,12 +210,13 @@ def markdown(raw: dict, results: dict, images: dict[str, str], notes: list[str] 
         "## Grounding (Ground service)",
         "",
         _table(
-            ["id", "kind", "query", "top label", "answered by", "IoU", "@0.25", "@0.5", "error"],
+            ["id", "kind", "query", "target observed", "top label", "answered by", "IoU", "@0.25", "@0.5", "error"],
             [
                 [
                     q["id"],
                     q["kind"],
                     q["text"],
+                    {True: "yes", False: "no"}.get(q.get("target_observed"), "n/a"),
                     q["top_label"],
                     q["answered_by"],
                     _f(q["iou"]),
@@ -357,9 +369,12 @@ COMPARISON_ROWS = (  # (summary key, row name, percentage?)
     ("ground_relation_acc@0.25", '  "the X on the Y"', True),
     ("ground_resting_acc@0.25", "  resting on another object, plain label", True),
     ("ground_in_full_view_acc@0.25", "  targets once entirely in a camera view (field of view only)", True),
+    ("ground_observed_acc@0.25", "  targets the recording observed (>= half of the silhouette in one image)", True),
     ("ground_acc@0.5", "Ground Acc@0.5 (all kinds)", True),
     ("count_accuracy", 'Counts ("how many", several phrasings)', True),
+    ("count_accuracy_observed", "  of labels whose instances were all observed", True),
     ("navigation_validity", "Navigation validity", True),
+    ("navigation_validity_observed", "  to observed targets", True),
     ("navigation_validity_target_found", "  when the target was found (IoU >= 0.25)", True),
     ("lerf_localization", "LERF localization", True),
     ("lerf_miou", "LERF mIoU", False),
@@ -373,6 +388,9 @@ _COUNT_KEYS = {
     "ground_acc@0.25": "ground_n",
     "ground_acc@0.5": "ground_n",
     "ground_in_full_view_acc@0.25": "ground_in_full_view_n",
+    "ground_observed_acc@0.25": "ground_observed_n",
+    "count_accuracy_observed": "count_n_observed",
+    "navigation_validity_observed": "navigation_n_observed",
     "count_accuracy": "count_n",
     "navigation_validity": "navigation_n",
     "lerf_localization": "lerf_n",

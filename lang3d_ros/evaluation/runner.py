@@ -412,17 +412,23 @@ def measure_map_gaussians(
     return measure_gaussian_views(field, truth, scene, [v["view"] for v in point_views], opts.min_view_fraction)
 
 
-def ground_truth_record(truth) -> dict:
-    """The room, the GT objects and ``in_full_view`` (ids of objects once entirely inside a recorded camera view,
-    ``queries.objects_in_full_view``)."""
+def ground_truth_record(truth, scene=None) -> dict:
+    """The room, the GT objects, ``in_full_view`` (ids of objects once entirely inside a recorded camera view,
+    ``queries.objects_in_full_view``) and, given the regenerated scene, ``seen_fraction`` (id -> best share of the
+    object's silhouette visible in one recorded image, occlusion included: ``visibility.seen_fractions``)."""
     from lang3d_ros.evaluation.queries import objects_in_full_view
+    from lang3d_ros.evaluation.visibility import seen_fractions
 
     lx, ly, lz = truth.room_size_m
-    return {
+    out = {
         "room": {"min_xyz": [-lx / 2, -ly / 2, 0.0], "max_xyz": [lx / 2, ly / 2, lz]},
         "objects": [o.to_dict() for o in truth.objects],
         "in_full_view": objects_in_full_view(truth),
     }
+    if scene is not None and truth.intrinsics is not None and len(truth.T_world_cams):
+        seen = seen_fractions(scene, truth.T_world_cams, truth.intrinsics)
+        out["seen_fraction"] = {str(i): round(float(f), 4) for i, f in sorted(seen.items())}
+    return out
 
 
 def evaluate(
@@ -436,6 +442,7 @@ def evaluate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     truth = load_ground_truth(gt_path)
+    scene = truth.regenerate_scene()
     params = merged_params(gt_path, opts.config_files, opts.overrides)
     params.setdefault("ros", {})["map_dir"] = str(out_dir.resolve())  # SaveMap writes only inside the map folder
     raw = {
@@ -456,7 +463,7 @@ def evaluate(
                 params.get("navigation", {}).get("robot_radius_m", DEFAULT_SETTINGS["robot_radius_m"])
             ),
         ),
-        "ground_truth": ground_truth_record(truth),
+        "ground_truth": ground_truth_record(truth, scene),
         "start_xy_yaw": list(queries.start_xy_yaw),
         "standoff_m": queries.standoff_m,
         "queries": [],
@@ -495,7 +502,6 @@ def evaluate(
         raw["mapper_exit_code"] = session.close()
     if raw.get("save_map", {}).get("success"):
         lmap, cfg = load_map_for_eval(map_path, params)
-        scene = truth.regenerate_scene()
         raw["views"] = measure_views(lmap, cfg, truth, scene, opts, out_dir / "heatmaps.npz")
         raw["views_gaussians"] = measure_map_gaussians(map_path, lmap, cfg, truth, scene, raw["views"], opts)
     else:
