@@ -36,13 +36,23 @@ def built():
     return scene, stack, frames[16:]
 
 
+def _reference_answerable(lmap) -> np.ndarray:
+    """Enough points, and min_observations matches or (answer_unrevisited) a match in every keyframe that had it
+    in view."""
+    t, icfg, in_view = lmap.instances.table, lmap.config.instances, lmap.instances.in_view
+    chances = np.array([max(in_view.get(int(i), 0), int(n)) for i, n in zip(t.ids, t.n_observations)], np.int64)
+    confirmed = t.n_observations >= icfg.min_observations
+    if icfg.answer_unrevisited:
+        confirmed |= (t.n_observations >= 1) & (chances == t.n_observations)
+    return (t.n_points >= icfg.min_points) & confirmed
+
+
 def _reference_ground(lmap, text: str, max_results: int = 0, min_score: float = 0.0, level: str = ""):
     """The per-level path LanguageMap.ground had before the index: (ids, scores, level index, rows)."""
     t = lmap.instances.table
     q = lmap.encode_query(text)
     rels, rows_by_level = [], []
-    icfg = lmap.config.instances
-    answerable = (t.n_points >= icfg.min_points) & (t.n_observations >= icfg.min_observations)
+    answerable = _reference_answerable(lmap)
     for lvl in range(len(LEVELS)):
         rows = np.flatnonzero((t.level == lvl) & answerable)
         f = t.unit_features(rows)
@@ -198,13 +208,13 @@ def test_no_answerable_segment_gives_empty_answers_not_errors(built):
     lmap = stack.language_map
     before = [o.instance_id for o in lmap.objects()]
     icfg = lmap.config.instances
-    old = icfg.min_observations
+    old = icfg.min_observations, icfg.answer_unrevisited
     try:
-        icfg.min_observations = 10**6
+        icfg.min_observations, icfg.answer_unrevisited = 10**6, False
         lmap.instances.version += 1
         assert lmap.objects() == [] and lmap.ground("chair") == []
     finally:
-        icfg.min_observations = old
+        icfg.min_observations, icfg.answer_unrevisited = old
         lmap.instances.version += 1
     assert [o.instance_id for o in lmap.objects()] == before
 
@@ -217,8 +227,7 @@ def test_relevancy_by_level_gathers_what_the_reference_gathers(built):
         assert rel.shape == (len(LEVELS), lmap.num_points) == (len(LEVELS), len(xyz)) and colors.shape == xyz.shape
         t = lmap.instances.table
         q = lmap.encode_query(text)
-        icfg = lmap.config.instances
-        answerable = (t.n_points >= icfg.min_points) & (t.n_observations >= icfg.min_observations)
+        answerable = _reference_answerable(lmap)
         for lvl in range(len(LEVELS)):  # reference: per-segment relevancy, then a masked gather per point
             rows = np.flatnonzero((t.level == lvl) & answerable)
             f = t.unit_features(rows)
@@ -231,3 +240,22 @@ def test_relevancy_by_level_gathers_what_the_reference_gathers(built):
             want[ok] = lut[lab[ok]]
             np.testing.assert_array_equal(rel[lvl], want)
         assert rel.max() > 0.5 and (rel == 0).any()  # some points score, unlabelled or unanswerable ones do not
+
+
+def test_an_unrevisited_segment_answers_only_when_asked_to():
+    """Three segments matched once with enough points: in view once (seen only lately), in view twice (a later
+    keyframe looked and did not match it), and a confirmed one matched twice. By default only the confirmed one
+    answers; with instances.answer_unrevisited the unrevisited one too, never the contradicted one."""
+    from lang3d_ros.instances.config import InstanceConfig
+    from lang3d_ros.instances.mapper import InstanceMapper
+
+    m = InstanceMapper(InstanceConfig(), feature_dim=4)
+    ids = m.table.append(0, np.eye(4, dtype=np.float32)[:3], np.ones(3, np.float32), stamp_ns=0, keyframe=1)
+    m.table.n_points[:] = 50
+    m.table.n_observations[:] = [1, 1, 2]
+    m.in_view = {int(ids[0]): 1, int(ids[1]): 2, int(ids[2]): 3}
+    assert m.answerable().tolist() == [False, False, True]
+    m.config.answer_unrevisited = True
+    assert m.in_view_counts().tolist() == [1, 2, 3] and m.answerable().tolist() == [True, False, True]
+    m.table.n_points[0] = m.config.min_points - 1  # points still count
+    assert m.answerable().tolist() == [False, False, True]

@@ -229,6 +229,20 @@ class InstanceMapper:
         self.version += 1
         return res
 
+    def in_view_counts(self) -> np.ndarray:
+        """(S,) int32 per table row: keyframes that matched the segment or had its points in view (at least its
+        matches: a map file older than the in-view counts has none)."""
+        t = self.table
+        counts = np.fromiter((self.in_view.get(int(i), 0) for i in t.ids.tolist()), np.int32, count=len(t))
+        return np.maximum(counts, t.n_observations)
+
+    def answerable(self) -> np.ndarray:
+        """(S,) bool: the rows queries may answer with (``SegmentTable.answerable`` under this config: unrevisited
+        segments count when ``instances.answer_unrevisited``)."""
+        cfg = self.config
+        in_view = self.in_view_counts() if cfg.answer_unrevisited else None
+        return self.table.answerable(cfg.min_points, cfg.min_observations, in_view)
+
     def refresh(self, points) -> None:
         """Counts, boxes, colours and support from the points' current labels."""
         if points.num_points == 0:

@@ -137,10 +137,15 @@ class SegmentTable:
     def rows_of_level(self, level: int) -> np.ndarray:
         return np.flatnonzero(self.level == level)
 
-    def answerable(self, min_points: int, min_observations: int) -> np.ndarray:
-        """(S,) bool: rows that queries may answer with (``instances.min_points`` points and
-        ``instances.min_observations`` matched keyframes); the others are still being confirmed."""
-        return (self.n_points >= min_points) & (self.n_observations >= min_observations)
+    def answerable(self, min_points: int, min_observations: int, in_view: np.ndarray | None = None) -> np.ndarray:
+        """(S,) bool: rows that queries may answer with: ``instances.min_points`` points, and either
+        ``instances.min_observations`` matched keyframes or, given in_view (S,) int (keyframes that had the segment
+        in view, ``InstanceMapper.in_view_counts``), a match in every one of them (seen only lately or from one
+        place, and nothing contradicts it yet). The others are still being confirmed."""
+        confirmed = self.n_observations >= min_observations
+        if in_view is not None:
+            confirmed |= (self.n_observations >= 1) & (np.asarray(in_view) <= self.n_observations)
+        return (self.n_points >= min_points) & confirmed
 
     def unit_features(self, rows: np.ndarray | None = None) -> np.ndarray:
         """(K, D) float32 unit features of ``rows`` (all rows when None)."""

@@ -121,10 +121,7 @@ class LanguageMap:
 
     def _build_snapshot(self) -> SegmentIndex:
         """Under the lock: the query-time index of the current table."""
-        cfg = self.config.instances
-        return SegmentIndex.build(
-            self._state_key(), self.instances.table, self.canonical, cfg.min_points, cfg.min_observations
-        )
+        return SegmentIndex.build(self._state_key(), self.instances.table, self.canonical, self.instances.answerable())
 
     def segment_index(self) -> SegmentIndex:
         """The immutable index of answerable segments that Ground ranks (see ``_levels``); readers need no lock."""
@@ -288,8 +285,7 @@ class LanguageMap:
         try:
             version = self._state_key()
             t = self.instances.table
-            icfg = self.config.instances
-            answerable = t.answerable(icfg.min_points, icfg.min_observations)
+            answerable = self.instances.answerable()
             rows = np.flatnonzero((t.level == LEVELS.index("whole")) & answerable)
             rows = rows[np.argsort(-t.n_points[rows], kind="stable")]
             sig = _row_signatures(t, rows)

@@ -65,12 +65,10 @@ class SegmentIndex:
     _objects_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def build(
-        cls, key: tuple, table: SegmentTable, canonical: np.ndarray, min_points: int, min_observations: int = 1
-    ) -> "SegmentIndex":
-        """table: the live segment table (read under the map lock); canonical (C, D) float32 unit rows. Segments
-        with fewer than ``min_points`` points or ``min_observations`` matched keyframes are not answerable."""
-        ok = table.answerable(min_points, min_observations)
+    def build(cls, key: tuple, table: SegmentTable, canonical: np.ndarray, answerable: np.ndarray) -> "SegmentIndex":
+        """table: the live segment table (read under the map lock); canonical (C, D) float32 unit rows; answerable
+        (S,) bool per table row (``InstanceMapper.answerable``): the others are left out."""
+        ok = np.asarray(answerable, dtype=bool)
         by_level = [np.flatnonzero((table.level == lvl) & ok) for lvl in range(len(LEVELS))]
         rows = np.concatenate(by_level).astype(np.int64)
         starts = np.concatenate([[0], np.cumsum([len(r) for r in by_level])]).astype(np.int64)
