@@ -278,11 +278,13 @@ class MappingPipeline:
         back), ``intrinsics_changes``, ``source``, ``num_points``, ``fusion_ms``, ``semantics_ms``, ``memory_mb``
         and the trainer's ``num_gaussians``, ``training_*``. A node folds in the FrameAssembler's ``status()``
         with ``combine_intake_status`` (its frames_* count colour images before they become frames)."""
+        # counters under the pipeline lock, the map's size after it: memory_mb waits for the map lock, which a
+        # keyframe holds for its whole fusion; under the pipeline lock that wait blocked submit(), and with it the
+        # sensor callbacks (seconds of backlog in a replay)
         with self._lock:
             c = self.counters
             pending = c.frames_received - c.frames_fused - c.frames_dropped - c.frames_rejected
             out = {
-                "source": self.map.source,
                 "frames_received": c.frames_received,
                 "frames_fused": c.frames_fused,
                 "frames_rejected": c.frames_rejected,
@@ -292,13 +294,12 @@ class MappingPipeline:
                 "keyframes_without_semantics": c.keyframes_without_semantics,
                 "selector_resets": c.selector_resets,
                 "intrinsics_changes": c.intrinsics_changes,
-                "num_points": self.map.num_points,
                 "fusion_ms": c.fusion_ms,
                 "semantics_ms": c.semantics_ms,
-                "memory_mb": self.map.memory_mb(),
                 "reject_reasons": dict(c.reject_reasons),
                 "drop_reasons": dict(c.drop_reasons),
             }
+        out.update(source=self.map.source, num_points=self.map.num_points, memory_mb=self.map.memory_mb())
         t = self.trainer.status() if self.trainer is not None else {}
         out.update(
             num_gaussians=int(t.get("num_gaussians", 0)),
