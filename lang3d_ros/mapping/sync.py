@@ -47,6 +47,7 @@ DROP_NO_DEPTH = "colour without depth"
 DROP_NO_POSE = "no pose for the image stamp"
 DROP_BUFFER_FULL = "buffer full"
 DROP_CLOCK_RESET = "time jump back (synchronizer reset)"
+DROP_DEPTH_ALONE = "depth without colour"
 REJECT_STALE = "stale stamp"
 REJECT_FUTURE = "future stamp"
 REJECT_POSE_JUMP = "pose jump"
@@ -238,6 +239,16 @@ class FrameAssembler:
             del self._pose_T[: len(self._pose_T) - keep]
         return ""
 
+    def _drop(self, reason: str, detail: str, n: int = 1) -> None:
+        """Count ``n`` colour images dropped for ``reason`` and log it (INFO, once per reason every 5 s)."""
+        if n:
+            self.stats.drop(reason, n)
+            self._say(f"frame dropped ({reason})", detail, logging.INFO)
+
+    def _drop_depth(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.stats.depth_dropped[reason] = self.stats.depth_dropped.get(reason, 0) + n
+
     def _reject_pose(self, reason: str, detail: str) -> str:
         self.stats.poses_rejected[reason] = self.stats.poses_rejected.get(reason, 0) + 1
         self._say(f"pose rejected ({reason})", detail)
@@ -332,11 +343,8 @@ class FrameAssembler:
 
     def _reset(self, why: str) -> None:
         dropped = len(self._color) + len(self._pending)
-        self.stats.drop(DROP_CLOCK_RESET, dropped)
-        if self._depth:
-            self.stats.depth_dropped[DROP_CLOCK_RESET] = self.stats.depth_dropped.get(DROP_CLOCK_RESET, 0) + len(
-                self._depth
-            )
+        self.stats.drop(DROP_CLOCK_RESET, dropped)  # the warning below says it
+        self._drop_depth(DROP_CLOCK_RESET, len(self._depth))
         self._clear()
         self.stats.clock_resets += 1
         self._say("synchronizer reset", f"{why}; {dropped} buffered frame(s) dropped, pose history cleared")
@@ -348,11 +356,15 @@ class FrameAssembler:
             self._prune_future_poses()
         buf = self._color if kind == "colour" else self._depth
         if len(buf) >= self._maxlen:
-            buf.popleft()
+            old_ns, _ = buf.popleft()
             if kind == "colour":
-                self.stats.drop(DROP_BUFFER_FULL)
+                self._drop(
+                    DROP_BUFFER_FULL,
+                    f"colour image stamped {old_ns} ns never met a depth image: {self._maxlen} colour images "
+                    f"buffered (mapping.sync.buffer_size)",
+                )
             else:
-                self.stats.depth_dropped[DROP_BUFFER_FULL] = self.stats.depth_dropped.get(DROP_BUFFER_FULL, 0) + 1
+                self._drop_depth(DROP_BUFFER_FULL)
         buf.append((stamp_ns, data))
         self._pair()
 
@@ -373,17 +385,23 @@ class FrameAssembler:
                 self._color.popleft()
                 self._depth.popleft()
                 if len(self._pending) >= self._maxlen:
-                    self._pending.popleft()
-                    self.stats.drop(DROP_BUFFER_FULL)
+                    old_ns = self._pending.popleft()[0]
+                    self._drop(
+                        DROP_BUFFER_FULL,
+                        f"pair stamped {old_ns} ns still waiting for a pose: {self._maxlen} pairs buffered "
+                        f"(mapping.sync.buffer_size)",
+                    )
                 self._pending.append((tc, rgb, depth))
             elif tc < td:
                 self._color.popleft()
-                self.stats.drop(DROP_NO_DEPTH)
+                self._drop(
+                    DROP_NO_DEPTH,
+                    f"colour stamped {tc} ns, the next depth image {(td - tc) * 1e-6:.1f} ms later "
+                    f"(mapping.sync.slop_s={self.config.slop_s}): its depth image was lost or stamped apart",
+                )
             else:
                 self._depth.popleft()
-                self.stats.depth_dropped["depth without colour"] = (
-                    self.stats.depth_dropped.get("depth without colour", 0) + 1
-                )
+                self._drop_depth(DROP_DEPTH_ALONE)
 
     # ------------------------------------------------------------------------------------------ output
     def pop_frames(self, now_ns: int | None = None) -> list[Frame]:
@@ -409,12 +427,11 @@ class FrameAssembler:
                 if later_pose_possible and not waited:
                     break  # wait for the next pose sample
                 self._pending.popleft()
-                self.stats.drop(DROP_NO_POSE)
-                self._say(
-                    f"frame dropped ({DROP_NO_POSE})",
-                    f"stamp {t} ns; pose samples bracketing it are missing "
-                    f"or more than pose_max_gap_s={self.config.pose_max_gap_s} s apart",
-                    logging.INFO,
+                self._drop(
+                    DROP_NO_POSE,
+                    f"stamp {t} ns; pose samples bracketing it are missing or more than mapping.sync.pose_max_gap_s="
+                    f"{self.config.pose_max_gap_s} s apart (waited mapping.sync.pose_wait_s={self.config.pose_wait_s} "
+                    f"s of stamps)",
                 )
                 continue
             self._pending.popleft()

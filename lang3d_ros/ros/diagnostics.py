@@ -104,7 +104,20 @@ class DiagnosticsMonitor:
             "queue_frames": str(st.get("queue_frames", "unknown")),
             "queue_keyframes": str(st.get("queue_keyframes", "unknown")),
             "fusion_ms": f"{float(st.get('fusion_ms', 0.0)):.1f}",
+            "frames_pending": str(st.get("frames_pending", 0)),
+            "depth_received": str(st.get("depth_received", "unknown")),
+            "poses_received": str(st.get("poses_received", "unknown")),
         }
+        # every reason with its count since start (top_reasons keeps only the most frequent): "dropped: <reason>"
+        # and "rejected: <reason>" count colour images, the others depth images and pose messages
+        for prefix, key in (
+            ("dropped", "drop_reasons"),
+            ("rejected", "reject_reasons"),
+            ("depth dropped", "depth_dropped"),
+            ("pose rejected", "poses_rejected"),
+        ):
+            for reason, n in sorted(dict(st.get(key) or {}).items()):
+                values[f"{prefix}: {reason}"] = str(n)
         msg = ", ".join(notes) if notes else f"fusing {fusion_hz:.1f} Hz" if received else "no frames in the window"
         return Diagnostic(self._name("intake"), level, msg, values)
 

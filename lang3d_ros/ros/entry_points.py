@@ -13,7 +13,10 @@ def _run_lifecycle_node(make_node, what: str, argv) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
+    from lang3d_ros.ros.lifecycle import bridge_library_logging
+
     rclpy.init(args=sys.argv if argv is None else argv)
+    bridge_library_logging()  # the library's reasons (dropped frames, resets) in the node's log
     node = None
     try:
         node = make_node()

@@ -16,6 +16,7 @@ callback never raises: a failure is logged with its reason and reported to the c
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import traceback
 
@@ -29,6 +30,41 @@ from lang3d_ros.ros.autosave import Autosaver
 from lang3d_ros.ros.diagnostics import DiagnosticsMonitor, to_msg
 from lang3d_ros.ros.params import config_from_node, declare_config
 from lang3d_ros.ros.services import QueryServices, latched_qos
+
+
+class _RosLogHandler(logging.Handler):
+    """Forwards the library's Python log records (``lang3d_ros.*``: dropped and rejected frames with their reasons,
+    synchronizer resets, ...) to the ROS logger of the same name, so they reach the console, the log files and the
+    node's log level like the node's own lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from rclpy.logging import get_logger
+
+            ros = get_logger(record.name.replace(".", "_"))
+            text = self.format(record)
+            if record.levelno >= logging.ERROR:
+                ros.error(text)
+            elif record.levelno >= logging.WARNING:
+                ros.warning(text)
+            elif record.levelno >= logging.INFO:
+                ros.info(text)
+            else:
+                ros.debug(text)
+        except Exception:  # logging must never take a node down
+            self.handleError(record)
+
+
+def bridge_library_logging(level: int = logging.INFO) -> None:
+    """Route ``lang3d_ros`` Python logging into ROS logging (once per process; the node executables call it).
+    Without it a node process shows only the library's warnings, bare on stderr, and none of its INFO lines (e.g.
+    why frames are dropped). Records still propagate to the root logger's handlers: call it only where the root
+    logger has none, or lines appear twice."""
+    lib = logging.getLogger("lang3d_ros")
+    if not any(isinstance(h, _RosLogHandler) for h in lib.handlers):
+        lib.addHandler(_RosLogHandler())
+    if lib.level == logging.NOTSET or lib.level > level:
+        lib.setLevel(level)
 
 
 class DuplicateNodeError(RuntimeError):

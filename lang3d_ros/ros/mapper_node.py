@@ -7,6 +7,7 @@ message is logged, counted and skipped; it never stops the node.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 
@@ -46,6 +47,26 @@ def mount_matrix(xyz_rpy) -> np.ndarray:
     return T
 
 
+def intake_summary(st: dict) -> str:
+    """One log line: what became of every colour image received and of the depth and pose messages, by reason
+    (the same counts as MapStatus and /diagnostics)."""
+
+    def reasons(d: dict) -> str:
+        return f" ({', '.join(f'{k}: {v}' for k, v in sorted(d.items(), key=lambda kv: -kv[1]))})" if d else ""
+
+    line = (
+        f"intake: {st.get('frames_received', 0)} colour images: {st.get('frames_fused', 0)} fused, "
+        f"{st.get('frames_dropped', 0)} dropped{reasons(st.get('drop_reasons', {}))}, "
+        f"{st.get('frames_rejected', 0)} rejected{reasons(st.get('reject_reasons', {}))}, "
+        f"{st.get('frames_pending', 0)} pending; {st.get('depth_received', 0)} depth images"
+        f"{reasons(st.get('depth_dropped', {}))}, {st.get('poses_received', 0)} poses"
+        f"{reasons(st.get('poses_rejected', {}))}"
+    )
+    if st.get("keyframes_without_semantics"):
+        line += f"; {st['keyframes_without_semantics']} keyframes fused without semantics (semantics queue full)"
+    return line
+
+
 class MapperNode(Lang3DLifecycleNode):
     """Lifecycle mapper: configure builds the models and the map, activate subscribes and starts the workers,
     deactivate unsubscribes (the map stays), cleanup frees (see lang3d_ros.ros.lifecycle)."""
@@ -61,8 +82,12 @@ class MapperNode(Lang3DLifecycleNode):
         self._last_warn: dict[str, float] = {}
         self._subs: list = []
         self._tf = None
-        # one sensor callback at a time (the assembler is not thread-safe), never waiting behind a query
-        self._sensor_group = MutuallyExclusiveCallbackGroup()
+        # The assembler is not thread-safe: every sensor callback and status reader holds this lock while it uses it
+        # (a decode and a few list operations; never a wait on the map). Each sensor stream has its own callback
+        # group (_start_intake): with one group for all of them, rclpy's executor leaves every stream of a busy
+        # group out of its wait set and, when the group frees, serves the ready streams in creation order, so a
+        # replay's poses arrived 3.5 s after their images and the synchronizer dropped those images (no pose).
+        self._intake_lock = threading.Lock()
         self._workers_running = False
 
     def _configure_map(self, cfg) -> None:
@@ -90,20 +115,20 @@ class MapperNode(Lang3DLifecycleNode):
             trainer.start()
         self._workers_running = True
         qos = sensor_qos(cfg.ros.sensor_qos_depth, cfg.ros.sensor_qos_reliability)
-        group = self._sensor_group
-        self._subs = [
-            self.create_subscription(Image, cfg.ros.color_topic, self._on_color, qos, callback_group=group),
-            self.create_subscription(Image, cfg.ros.depth_topic, self._on_depth, qos, callback_group=group),
-            self.create_subscription(CameraInfo, cfg.ros.camera_info_topic, self._on_info, qos, callback_group=group),
+        streams = [
+            (Image, cfg.ros.color_topic, self._on_color),
+            (Image, cfg.ros.depth_topic, self._on_depth),
+            (CameraInfo, cfg.ros.camera_info_topic, self._on_info),
         ]
         if cfg.ros.pose_topic:
-            self._subs.append(
-                self.create_subscription(PoseStamped, cfg.ros.pose_topic, self._on_pose, qos, callback_group=group)
-            )
+            streams.append((PoseStamped, cfg.ros.pose_topic, self._on_pose))
         if cfg.ros.odom_topic:
-            self._subs.append(
-                self.create_subscription(Odometry, cfg.ros.odom_topic, self._on_odom, qos, callback_group=group)
-            )
+            streams.append((Odometry, cfg.ros.odom_topic, self._on_odom))
+        # one group per stream: a stream's messages in order, one at a time, and no stream kept waiting by another
+        self._subs = [
+            self.create_subscription(t, topic, fn, qos, callback_group=MutuallyExclusiveCallbackGroup())
+            for t, topic, fn in streams
+        ]
         if cfg.ros.use_tf and self._tf is None:
             self._tf = self._make_tf()
         self.get_logger().info(
@@ -121,6 +146,10 @@ class MapperNode(Lang3DLifecycleNode):
             trainer = self.pipeline.trainer
             if trainer is not None and hasattr(trainer, "stop"):
                 trainer.stop()
+            try:
+                self.get_logger().info(intake_summary(self.status()))
+            except Exception as exc:
+                self.get_logger().error(f"intake summary failed: {exc!r}")
 
     def _create_outputs(self) -> None:
         cfg = self.config.ros
@@ -169,7 +198,8 @@ class MapperNode(Lang3DLifecycleNode):
 
     def _guard(self, what: str, fn, msg) -> None:
         try:
-            fn(msg)
+            with self._intake_lock:
+                fn(msg)
         except ValueError as exc:
             self._reject(what, str(exc))
         except Exception as exc:  # never let one message take the node down
@@ -244,7 +274,9 @@ class MapperNode(Lang3DLifecycleNode):
         if self.pipeline is None:
             return super().status()
         colour = {k: v for k, v in self.rejected.items() if k.startswith(COLOUR)}
-        st = combine_intake_status(self.pipeline.status(), self.assembler.status(), colour)
+        with self._intake_lock:  # a callback may be changing the assembler's counters
+            intake = self.assembler.status()
+        st = combine_intake_status(self.pipeline.status(), intake, colour)
         others = {k: v for k, v in self.rejected.items() if not k.startswith(COLOUR)}
         st["messages_rejected"] = sum(others.values()) + sum(st.get("poses_rejected", {}).values())
         reasons = Counter(st.get("reject_reasons", {}))
