@@ -85,8 +85,10 @@ class MapperNode(Lang3DLifecycleNode):
         # The assembler is not thread-safe: every sensor callback and status reader holds this lock while it uses it
         # (a decode and a few list operations; never a wait on the map). Each sensor stream has its own callback
         # group (_start_intake): with one group for all of them, rclpy's executor leaves every stream of a busy
-        # group out of its wait set and, when the group frees, serves the ready streams in creation order, so a
-        # replay's poses arrived 3.5 s after their images and the synchronizer dropped those images (no pose).
+        # group out of its wait set and, when the group frees, serves the ready streams in creation order (a
+        # replay's poses came up to 3.7 s after their images). What it cannot do: make rclpy fair; with a group
+        # per stream a loaded executor still served poses up to 1.5 s late, so mapping.sync.pose_wait_s must cover
+        # that where no frame may be lost (config/synthetic.yaml for replays).
         self._intake_lock = threading.Lock()
         self._workers_running = False
 
