@@ -514,3 +514,64 @@ def test_a_top_board_seen_edge_on_stays_in_the_box_and_what_rests_on_it_is_not_l
     assert shelf_top > 1.18 and 1.17 < mug_bottom < 1.245 and rests
     old_top, old_bottom, _ = boxes(2.0)  # the old default, for contrast
     assert old_top < 1.1 and old_bottom < 1.1
+
+
+def _grid(x, y, z) -> np.ndarray:
+    """Points on the grid of the given 1-D coordinate arrays (one of them usually a single value)."""
+    g = np.meshgrid(np.atleast_1d(x), np.atleast_1d(y), np.atleast_1d(z), indexing="ij")
+    return np.stack([a.ravel() for a in g], 1)
+
+
+def _refresh_whole(parts: list[tuple[np.ndarray, int]], normals_z: np.ndarray | None = None):
+    """parts: (points, segment index or -1 for unlabelled); one whole-level segment per index. -> (table, ids)."""
+    from lang3d_ros.instances.stats import refresh_stats
+
+    n_seg = max(i for _, i in parts) + 1
+    t = SegmentTable(4)
+    ids = t.append(WHOLE, np.eye(4, dtype=np.float32)[np.arange(n_seg) % 4], np.ones(n_seg, np.float32), 0, 1)
+    xyz = np.concatenate([p for p, _ in parts]).astype(np.float32)
+    lab = np.concatenate([np.full(len(p), ids[i] if i >= 0 else -1, np.int32) for p, i in parts])
+    normals = np.zeros_like(xyz)
+    normals[:, 0] = 1.0  # fused normals of edge-on and grazing surfaces: not to be trusted
+    none = np.full(len(xyz), -1, np.int32)
+    refresh_stats(t, [none, none, lab], xyz, np.full_like(xyz, 0.5), InstanceConfig(), normals)
+    return t, ids
+
+
+def test_a_vase_whose_foot_the_shelf_edge_hides_rests_on_the_unlabelled_top_board_not_on_the_shelfs_box():
+    """A 1.33 m shelf seen from about its own height: its sides and lower boards carry its label up to 1.20 m, its
+    top board (seen edge-on, 1.32-1.34 m) none. A vase on it is seen from 1.40 m up (the board's edge hides its
+    foot). The box rule lowered it onto the shelf's box top (1.20 m, 13 cm under the board); it rests on the
+    board, which the surface seen under it finds whatever its points' labels."""
+    shelf = np.concatenate(
+        [
+            _grid(np.arange(0.0, 0.91, 0.03), 0.0, np.arange(0.0, 1.21, 0.03)),  # back panel
+            _grid((0.0, 0.9), np.arange(0.0, 0.36, 0.03), np.arange(0.0, 1.21, 0.03)),  # side panels
+        ]
+    )
+    board = _grid(np.arange(0.0, 0.91, 0.03), np.arange(0.0, 0.36, 0.03), (1.32, 1.335))
+    vase = _grid(np.arange(0.40, 0.53, 0.03), np.arange(0.12, 0.25, 0.03), np.arange(1.40, 1.64, 0.03))
+    vase_xy = (board[:, 0] > 0.38) & (board[:, 0] < 0.55) & (board[:, 1] > 0.10) & (board[:, 1] < 0.27)
+    t, ids = _refresh_whole([(shelf, 0), (board[~vase_xy], -1), (vase, 1)])  # the board under the vase: hidden
+    assert int(t.support_id[1]) == int(ids[0])  # it rests on the shelf (the box rule's finding, kept)
+    assert abs(float(t.aabb_min[1, 2]) - 1.33) < 0.02  # on the board (the old rule: 1.20)
+    assert abs(float(t.obb_center[1, 2] - t.obb_size[1, 2] / 2) - float(t.aabb_min[1, 2])) < 1e-5
+    assert float(t.aabb_max[1, 2]) > 1.6  # the top stays
+
+
+def test_a_ball_on_the_floor_reaches_the_floor_and_a_wall_beside_it_is_no_surface():
+    """A ball whose lower part no mask labelled (eroded where it meets the floor, same depth) ends 8 cm over the
+    floor; the floor is no segment, so no support rule lowered it. The floor seen around it (unlabelled) is what
+    it rests on. A wall 5 cm behind it reaches up past the ball's bottom: its points are no surface (a box lowered
+    onto the wall's points right under its bottom would not move)."""
+    floor = _grid(np.arange(-0.5, 0.5, 0.03), np.arange(-0.5, 0.16, 0.03), 0.0)
+    wall = _grid(np.arange(-0.5, 0.5, 0.03), 0.16, np.arange(0.0, 1.0, 0.03))
+    u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 24, endpoint=False), np.linspace(-0.2, 1.0, 8))
+    ball = np.stack([0.1 * np.cos(u) * np.sqrt(1 - v**2), 0.1 * np.sin(u) * np.sqrt(1 - v**2), 0.1 + 0.1 * v], -1)
+    ball = ball.reshape(-1, 3)
+    under = np.hypot(floor[:, 0], floor[:, 1]) < 0.09  # the floor under the ball: hidden
+    can = _grid(np.arange(2.0, 2.31, 0.03), np.arange(2.0, 2.31, 0.03), np.arange(0.0, 0.41, 0.03))  # elsewhere
+    t, _ = _refresh_whole([(floor[~under], -1), (wall, -1), (ball, 0), (can, 1)])
+    assert float(ball[:, 2].min()) > 0.075
+    assert abs(float(t.aabb_min[0, 2])) < 0.015  # down to the floor (the old rule: 0.08)
+    assert int(t.support_id[0]) == -1

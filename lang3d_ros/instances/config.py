@@ -94,7 +94,13 @@ class InstanceConfig:
     """... at least this many of them."""
     support_box_max_gap_m: float = 0.25
     """Fallback when no such surface is seen: an object whose box bottom is at most this far above the top of a
-    box under its centre rests on it (parts lost at its foot: a monitor's neck, a lamp's pole)."""
+    box under its centre rests on it (parts lost at its foot: a monitor's neck, a lamp's pole). Also the reach of
+    the surface seen under a box (stats.seen_surface_below: the highest one at most this far under its bottom,
+    points of any segment or none): a box without a support goes down onto it (the floor is no segment), one the
+    rules above lowered goes no lower than it (a support's box top is too low when its top board is unlabelled)."""
+    support_surface_band_m: float = 0.03
+    """... that surface: at least ``support_min_points`` column tops (columns this wide) within this height under
+    the highest of them (a fused surface is about one voxel thick)."""
 
     def validate(self) -> None:
         for name in (
@@ -131,7 +137,10 @@ class InstanceConfig:
             raise ValueError("instances.depth_edge_tol_m must be > 0 and depth_edge_tol_per_m2 >= 0")
         if self.cluster_voxel_m < 0 or self.cluster_near_m < 0:
             raise ValueError("instances.cluster_voxel_m and cluster_near_m must be >= 0")
-        if min(self.box_margin_m, self.support_max_gap_m, self.support_search_margin_m, self.support_box_max_gap_m) < 0:
-            raise ValueError("instances.box_margin_m and the support gaps / margins must be >= 0")
+        if (
+            min(self.box_margin_m, self.support_max_gap_m, self.support_search_margin_m, self.support_box_max_gap_m) < 0
+            or self.support_surface_band_m <= 0
+        ):
+            raise ValueError("instances.box_margin_m and the support gaps / margins must be >= 0 (the band > 0)")
         if not 0.0 <= self.box_percentile < 25.0:
             raise ValueError("instances.box_percentile must be in [0, 25)")

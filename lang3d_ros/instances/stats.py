@@ -224,7 +224,12 @@ def compute_support(
     cfg = config
     table.support_id[:] = -1
     rows = np.flatnonzero((table.level == level) & (table.n_points > 0))
+    if len(rows) == 0:
+        return
+    seen_z = seen_surface_below(table, rows, labels, xyz, cfg)  # from the boxes before any lowering
+    bottom0 = table.aabb_min[rows, 2].astype(np.float64)
     if len(rows) < 2:
+        _rest_on(table, rows, seen_z, bottom0)
         return
     r_of = table.row_of(labels)
     has = np.flatnonzero(r_of >= 0)
@@ -271,6 +276,80 @@ def compute_support(
         table.aabb_min[a, 2] = z
         table.obb_center[a, 2] = 0.5 * (z + top)
         table.obb_size[a, 2] = top - z
+    _rest_on(table, rows, seen_z, bottom0)
+
+
+def _rest_on(table: SegmentTable, rows: np.ndarray, surface_z: np.ndarray, bottom0: np.ndarray) -> None:
+    """Box bottoms of ``rows`` onto the surface seen under them (``surface_z``, NaN: none; ``bottom0``: their
+    bottoms before the support rules). A row without a support goes down to it (an object on the floor, which
+    is no segment, or on a surface no segment holds). A row the support rules lowered goes no lower than it:
+    they lower onto the support's box top or its labelled points, which are too low when its top board is
+    unlabelled or seen edge-on (a bowl 5 cm under a shelf's top). A supported row they left alone stays (its
+    lowest points are on the surface already: what is under them is the surface's own front edge)."""
+    for i, a in enumerate(rows.tolist()):
+        z = float(surface_z[i])
+        if not np.isfinite(z):
+            continue
+        bottom = float(table.aabb_min[a, 2])
+        if table.support_id[a] < 0:
+            new = z
+        elif bottom < bottom0[i]:
+            new = max(bottom, z)
+        else:
+            continue
+        top = float(table.aabb_max[a, 2])
+        table.aabb_min[a, 2] = new
+        table.obb_center[a, 2] = 0.5 * (new + top)
+        table.obb_size[a, 2] = top - new
+
+
+def seen_surface_below(
+    table: SegmentTable, rows: np.ndarray, labels: np.ndarray, xyz: np.ndarray, cfg: InstanceConfig
+) -> np.ndarray:
+    """Per row: the height of the highest surface seen under its box bottom (NaN: none), whatever segment its
+    points carry or none. Candidates: points of other segments or of none inside the footprint grown by
+    ``support_search_margin_m``, at most ``support_box_max_gap_m`` under the bottom, each the highest point of
+    its ``support_surface_band_m`` column up to the row's top (a wall behind it, a neighbour's side, the row's
+    own lower part under its labelled points: their columns go on up and are no surface). The surface: the
+    highest candidate with ``support_min_points`` candidates within the band under it; its height, their median.
+
+    Gravity: a segment rests on the highest surface under it, and what the camera did not see between its
+    lowest points and that surface (an underside, a foot hidden by the edge of a shelf it is seen over, a mask
+    eroded where it meets its support) is the object. Normals are not consulted: a top board seen edge-on has
+    none to trust. Cannot tell a hovering object (none in a static scene), nor see a surface the object covers
+    entirely (the surface right under it is hidden by it)."""
+    out = np.full(len(rows), np.nan)
+    if len(xyz) == 0 or len(rows) == 0:
+        return out
+    idx = np.argsort(xyz[:, 0], kind="stable")
+    xs = xyz[idx, 0]
+    m, band = cfg.support_search_margin_m, cfg.support_surface_band_m
+    lo, hi = table.aabb_min.astype(np.float64), table.aabb_max.astype(np.float64)
+    for i, r in enumerate(rows.tolist()):
+        a, b = np.searchsorted(xs, [lo[r, 0] - m, hi[r, 0] + m], side="left")
+        cand = idx[a:b]
+        p = xyz[cand].astype(np.float64)
+        bottom = lo[r, 2]
+        ok = (p[:, 1] >= lo[r, 1] - m) & (p[:, 1] <= hi[r, 1] + m)
+        ok &= (p[:, 2] >= bottom - cfg.support_box_max_gap_m) & (p[:, 2] <= hi[r, 2])
+        cand, p = cand[ok], p[ok]
+        if len(p) < cfg.support_min_points:
+            continue
+        cell = np.floor(p[:, :2] / band).astype(np.int64)
+        _, col = np.unique(cell, axis=0, return_inverse=True)
+        col = col.reshape(-1)
+        col_top = np.full(int(col.max()) + 1, -np.inf)
+        np.maximum.at(col_top, col, p[:, 2])
+        sel = (p[:, 2] >= col_top[col]) & (p[:, 2] < bottom) & (labels[cand] != table.ids[r])
+        z = np.sort(p[sel, 2])
+        if len(z) < cfg.support_min_points:
+            continue
+        n_below = np.arange(1, len(z) + 1) - np.searchsorted(z, z - band, side="left")  # in [z - band, z]
+        top = np.flatnonzero(n_below >= cfg.support_min_points)
+        if len(top):
+            k = int(top[-1])
+            out[i] = float(np.median(z[k - int(n_below[k]) + 1 : k + 1]))
+    return out
 
 
 def _support_by_box(
