@@ -46,6 +46,10 @@ class InstanceConfig:
     """Depth step (metres) that counts as "behind" ..."""
     depth_edge_tol_per_m2: float = 0.01
     """... plus this times depth squared (structured-light noise grows with z^2)."""
+    mask_part_link_m: float = 0.25
+    """Each mask keeps only its largest 3D part (its pixels' points joined through neighbouring voxels of this size)
+    for association and votes, as ConceptGraphs keeps a detection's largest DBSCAN cluster: a mask merged over
+    two objects far apart in depth (adjacent in the image) labels one of them. 0: off."""
     maintain_every_keyframes: int = 2
     """Run the merge / drop pass every this many keyframes."""
     merge_min_cosine: float = 0.85
@@ -131,6 +135,8 @@ class InstanceConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"instances.{name} must be >= 1, got {getattr(self, name)}")
+        if self.mask_part_link_m < 0:
+            raise ValueError(f"instances.mask_part_link_m must be >= 0, got {self.mask_part_link_m}")
         if self.vote_erode_px < 0 or self.depth_edge_radius_px < 0:
             raise ValueError("instances.vote_erode_px and depth_edge_radius_px must be >= 0")
         if self.depth_edge_tol_m <= 0 or self.depth_edge_tol_per_m2 < 0:
