@@ -494,6 +494,10 @@ def test_observed_subsets_leave_out_targets_the_recording_never_showed():
     raw["queries"][-1]["target_ids"] = [1]
     c = recompute(raw)["ask"]["counts"]
     assert c["n_observed"] == 1 and c["accuracy_observed"] == 1.0
+    from lang3d_ros.cli.eval import summary_line
+
+    assert "on observed targets: Ground 100.0% (n=1), counts 100.0% (n=1)" in summary_line("clean", recompute(raw))
+    assert "observed" not in summary_line("old", recompute(make_raw()))
     raw["settings"]["min_seen_fraction"] = 0.95  # nothing was seen that well
     s = recompute(raw)["summary"]
     assert s["ground_observed_n"] == 0 and s["count_n_observed"] == 0 and s["navigation_n_observed"] == 0

@@ -162,6 +162,13 @@ def summary_line(name: str, results: dict) -> str:
         f"[{name}] Ground Acc@0.25 {pct('ground_acc@0.25')} (n={s['ground_n']}; {kinds}); counts "
         f"{pct('count_accuracy')} (n={s['count_n']}); navigation validity {pct('navigation_validity')} "
         f"(n={s['navigation_n']}); LERF loc {pct('lerf_localization')}; {s['errors']} error(s)"
+        + (
+            f"; on observed targets: Ground {pct('ground_observed_acc@0.25')} (n={s['ground_observed_n']}), counts "
+            f"{pct('count_accuracy_observed')} (n={s.get('count_n_observed')}), navigation "
+            f"{pct('navigation_validity_observed')} (n={s.get('navigation_n_observed')})"
+            if s.get("ground_observed_n") is not None
+            else ""
+        )
     )
 
 
