@@ -41,40 +41,61 @@ def _find(parent: dict[int, int], a: int) -> int:
     return a
 
 
+def _coobserved_pairs(table: SegmentTable, coobs: CoObservation, cfg: InstanceConfig) -> list[tuple[int, int]]:
+    """Pairs covered by one mask more often than apart (``merge_min_together``, ``merge_together_ratio``), of one
+    level, whose features agree."""
+    if not coobs.counts:
+        return []
+    keys = np.fromiter((k for pair in coobs.counts for k in pair), np.int64, 2 * len(coobs.counts)).reshape(-1, 2)
+    vals = np.stack(list(coobs.counts.values())).astype(np.int64)
+    together, apart = vals[:, 0], vals[:, 1]
+    ok = (together >= cfg.merge_min_together) & (together > cfg.merge_together_ratio * (together + apart))
+    keys = keys[ok]
+    ra, rb = table.row_of(keys[:, 0]), table.row_of(keys[:, 1])
+    ok = (ra >= 0) & (rb >= 0)
+    keys, ra, rb = keys[ok], ra[ok], rb[ok]
+    ok = table.level[ra] == table.level[rb]
+    keys, ra, rb = keys[ok], ra[ok], rb[ok]
+    agree = np.einsum("kd,kd->k", table.unit_features(ra), table.unit_features(rb)) >= cfg.merge_min_cosine
+    return [(int(a), int(b)) for a, b in keys[agree].tolist()]
+
+
+def _overlapping_pairs(lo: np.ndarray, hi: np.ndarray, min_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i < j) of boxes lo/hi (K, 3) whose intersection holds ``min_fraction`` of the smaller box's
+    volume. Sort and sweep along x: only boxes whose x-intervals overlap are compared (about K log K + pairs, not
+    K^2); the kept pairs are the all-pairs test's."""
+    if min_fraction <= 0:  # every pair qualifies, even boxes that do not touch
+        return np.triu_indices(len(lo), 1)
+    order = np.argsort(lo[:, 0], kind="stable")
+    lo_s, hi_s = lo[order], hi[order]
+    end = np.searchsorted(lo_s[:, 0], hi_s[:, 0], side="right")  # boxes starting before i's x-interval ends
+    n_after = np.maximum(end - np.arange(len(order)) - 1, 0)
+    i = np.repeat(np.arange(len(order)), n_after)
+    j = i + 1 + (np.arange(len(i)) - np.repeat(np.cumsum(n_after) - n_after, n_after))
+    inter = np.prod(np.clip(np.minimum(hi_s[i], hi_s[j]) - np.maximum(lo_s[i], lo_s[j]), 0, None), 1)
+    vol = np.prod(hi_s - lo_s, axis=1)
+    keep = inter >= min_fraction * np.minimum(vol[i], vol[j])
+    a, b = order[i[keep]], order[j[keep]]
+    return np.minimum(a, b), np.maximum(a, b)
+
+
 def merge_candidates(table: SegmentTable, coobs: CoObservation, config: InstanceConfig) -> list[tuple[int, int]]:
     """Pairs of ids (a, b) to merge, by co-observation and by box overlap (see the module docstring)."""
     cfg = config
-    pairs: list[tuple[int, int]] = []
-    for (a, b), (together, apart) in ((k, v.tolist()) for k, v in coobs.counts.items()):
-        if together < cfg.merge_min_together or together <= cfg.merge_together_ratio * (together + apart):
-            continue
-        ra, rb = table.row_of(np.array([a, b]))
-        if ra < 0 or rb < 0 or table.level[ra] != table.level[rb]:
-            continue
-        fa, fb = table.unit_features(np.array([ra, rb]))
-        if float(fa @ fb) >= cfg.merge_min_cosine:
-            pairs.append((a, b))
+    pairs = _coobserved_pairs(table, coobs, cfg)
     for level in np.unique(table.level):
         rows = np.flatnonzero((table.level == level) & (table.n_points > 0))
         if len(rows) < 2:
             continue
         lo = table.aabb_min[rows].astype(np.float64) - cfg.box_margin_m
         hi = table.aabb_max[rows].astype(np.float64) + cfg.box_margin_m
-        vol = np.prod(hi - lo, axis=1)
-        unit = table.unit_features(rows)
-        for s0 in range(0, len(rows), 512):
-            a = slice(s0, s0 + 512)
-            inter = np.prod(np.clip(np.minimum(hi[a, None], hi[None]) - np.maximum(lo[a, None], lo[None]), 0, None), 2)
-            frac = inter / np.minimum(vol[a, None], vol[None])
-            ia, ib = np.nonzero(frac >= cfg.merge_min_box_overlap)
-            ia += s0
-            upper = ia < ib
-            ia, ib = ia[upper], ib[upper]
-            agree = np.einsum("kd,kd->k", unit[ia], unit[ib]) >= cfg.merge_min_cosine
-            for i, j in zip(ia[agree].tolist(), ib[agree].tolist()):
-                ida, idb = int(table.ids[rows[i]]), int(table.ids[rows[j]])
-                if coobs.get(ida, idb)[1] == 0:
-                    pairs.append((ida, idb))
+        ia, ib = _overlapping_pairs(lo, hi, cfg.merge_min_box_overlap)
+        unit_a, unit_b = table.unit_features(rows[ia]), table.unit_features(rows[ib])
+        agree = np.einsum("kd,kd->k", unit_a, unit_b) >= cfg.merge_min_cosine
+        for i, j in zip(ia[agree].tolist(), ib[agree].tolist()):
+            ida, idb = int(table.ids[rows[i]]), int(table.ids[rows[j]])
+            if coobs.get(ida, idb)[1] == 0:
+                pairs.append((ida, idb))
     return pairs
 
 
