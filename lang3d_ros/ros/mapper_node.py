@@ -86,9 +86,10 @@ class MapperNode(Lang3DLifecycleNode):
         # (a decode and a few list operations; never a wait on the map). Each sensor stream has its own callback
         # group (_start_intake): with one group for all of them, rclpy's executor leaves every stream of a busy
         # group out of its wait set and, when the group frees, serves the ready streams in creation order (a
-        # replay's poses came up to 3.7 s after their images). What it cannot do: make rclpy fair; with a group
-        # per stream a loaded executor still served poses up to 1.5 s late, so mapping.sync.pose_wait_s must cover
-        # that where no frame may be lost (config/synthetic.yaml for replays).
+        # replay's poses came up to 3.7 s after their images). What it cannot do: keep a stream on time; with a
+        # group per stream poses still came up to 3.1 s late under load, in bursts (likely a reliable DDS reader
+        # holding later samples until a lost one is repaired), so mapping.sync.pose_wait_s must cover that where
+        # no frame may be lost (config/synthetic.yaml for replays).
         self._intake_lock = threading.Lock()
         self._workers_running = False
 
