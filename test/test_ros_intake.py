@@ -164,3 +164,17 @@ def test_bag_player_keeps_messages_for_retransmission(depth):
     assert DEFAULT_QUEUE_DEPTH >= 100
     with pytest.raises(ValueError):
         player_qos(0)
+
+
+def test_replay_dds_profile_is_used_unless_the_user_chose_one():
+    import xml.etree.ElementTree as ET
+
+    from lang3d_ros.ros.bag_player import REPLAY_DDS_PROFILE, use_replay_dds_profile
+
+    env: dict[str, str] = {}
+    assert use_replay_dds_profile(env) == str(REPLAY_DDS_PROFILE)
+    ns = {"f": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
+    hb = ET.parse(REPLAY_DDS_PROFILE).getroot().find(".//f:data_writer/f:times/f:heartbeatPeriod", ns)
+    assert int(hb.find("f:sec", ns).text) == 0 and int(hb.find("f:nanosec", ns).text) <= 200_000_000
+    mine = {"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/my_profile.xml"}
+    assert use_replay_dds_profile(mine) == "/etc/my_profile.xml"

@@ -8,6 +8,13 @@ messages per topic at most) for retransmission: a reliable writer repairs a mess
 it still holds it. With the ROS default depth of 10 (1.3 s of images at rate 0.25) a subscriber process that fell
 behind lost images and poses for good: frozen 3 s (SIGSTOP), it received 27 of 40 images at 7.5 Hz; with 100, 40.
 What it cannot do: repair for a best-effort subscriber, or for one that stalls longer than the depth covers.
+
+Repairs wait for the writer's next heartbeat: Fast DDS sends one every 3 s by default, and a reliable reader holds
+every later sample of the stream behind the missed one, so a replay's poses came up to 3.7 s after their images.
+``config/fastdds_replay.xml`` (heartbeat 0.1 s) fixes that for the player's writers: the ``bag_player`` executable
+uses it unless FASTRTPS_DEFAULT_PROFILES_FILE is set; another process that publishes with ``play`` must set the
+variable itself before rclpy creates its node (``use_replay_dds_profile``). Seeds 42/43 with an extra busy process,
+largest delay of a pose behind its images: 0.15 / 3.14 / 2.30 / 2.88 s with 3 s, 0.04 / 0.11 / 0.03 / 1.07 s with it.
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import time
 from pathlib import Path
 
 DEFAULT_QUEUE_DEPTH = 100
+REPLAY_DDS_PROFILE = Path(__file__).resolve().parents[2] / "config" / "fastdds_replay.xml"
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +53,15 @@ def wait_for_subscribers(pubs: dict, timeout_s: float) -> bool:
     unmatched = [t for t, p in pubs.items() if p.get_subscription_count() == 0]
     log.warning("no subscriber on %s after %.0f s; playing anyway", unmatched, timeout_s)
     return False
+
+
+def use_replay_dds_profile(environ=os.environ) -> str:
+    """Point FASTRTPS_DEFAULT_PROFILES_FILE at config/fastdds_replay.xml unless it is already set (or the file is
+    not there, e.g. an install without the config folder); returns the value in effect ("" when unset). Call it
+    before rclpy creates the publishing node: Fast DDS reads the file when a participant is created."""
+    if not environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") and REPLAY_DDS_PROFILE.is_file():
+        environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(REPLAY_DDS_PROFILE)
+    return environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", "")
 
 
 def player_qos(queue_depth: int = DEFAULT_QUEUE_DEPTH):
@@ -128,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         help="messages per topic kept for retransmission to a subscriber that fell behind",
     )
     args, ros_args = parser.parse_known_args(argv)
+    use_replay_dds_profile()
     rclpy.init(args=["bag_player", *ros_args])
     node = rclpy.create_node("lang3d_bag_player")
     try:
