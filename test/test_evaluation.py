@@ -626,3 +626,27 @@ def test_report_shows_the_recomputed_numbers(tmp_path):
         assert (tmp_path / png).stat().st_size > 1000 and png in md
     html = (tmp_path / "report.html").read_text()
     assert "<table>" in html and "66.7% / 33.3% (n=3)" in html and 'src="topdown.png"' in html
+
+
+def test_the_mapper_intake_summary_reaches_results_and_report(tmp_path):
+    """The mapper logs what became of every image when it stops; the eval keeps its last such line (raw
+    mapping.intake_summary), results carry it, and the report's summary shows it. No line: None, no row."""
+    from lang3d_ros.evaluation.report import markdown
+    from lang3d_ros.evaluation.runner import intake_summary_line
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    assert intake_summary_line(logs) is None
+    (logs / "proc-0.log").write_text(
+        "[INFO] [1.0] [lang3d_mapper]: intake: 10 colour images: 10 fused, 0 dropped, 0 rejected, 0 pending\n"
+        "[INFO] [2.0] [lang3d_mapper]: intake: 48 colour images: 40 fused, 8 dropped (no pose for the image "
+        "stamp: 8), 0 rejected, 0 pending; 48 depth images, 48 poses\nother line\n"
+    )
+    line = intake_summary_line(logs)
+    assert line.startswith("intake: 48 colour images: 40 fused, 8 dropped (no pose")
+    raw = make_raw()
+    assert recompute(raw)["intake_summary"] is None
+    raw["mapping"]["intake_summary"] = line
+    r = recompute(raw)
+    assert r["intake_summary"] == line
+    assert "8 dropped (no pose for the image stamp: 8)" in markdown(raw, r, {})

@@ -469,6 +469,7 @@ def recompute(raw: dict) -> dict:
                 "training_state",
             )
         },
+        "intake_summary": raw.get("mapping", {}).get("intake_summary"),
         "mapping_wait_s": raw.get("mapping", {}).get("wait_s"),
         "memory": {"mapper_peak_mb": raw.get("memory", {}).get("mapper_vmhwm_mb")},
         "errors": [

@@ -178,6 +178,8 @@ def _summary_rows(r: dict) -> list[tuple[str, str]]:
             f"{fr['frames_received']} / {fr['frames_fused']} / {fr['frames_dropped']} / {fr['frames_rejected']}",
         )
     )
+    if r.get("intake_summary"):
+        rows.append(("mapper intake at stop (drops by reason)", r["intake_summary"]))
     rows.append(("keyframes, map points", f"{fr['keyframes']}, {fr['num_points']}"))
     rows.append(("training state", str(fr["training_state"])))
     rows.append(("mapper peak memory (VmHWM, MiB)", _f(r["memory"]["mapper_peak_mb"], 1)))

@@ -168,6 +168,9 @@ class _Session:
             self.domain,
             out_dir / "logs",
         )
+        from lang3d_ros.ros.bag_player import use_replay_dds_profile
+
+        use_replay_dds_profile()  # this process publishes the bag: fast repair of lost samples (before its node)
         self.client = procs.ServiceClient(self.domain)
         self.GetMapStatus = GetMapStatus
         deadline = time.monotonic() + opts.startup_timeout_s
@@ -412,6 +415,18 @@ def measure_map_gaussians(
     return measure_gaussian_views(field, truth, scene, [v["view"] for v in point_views], opts.min_view_fraction)
 
 
+def intake_summary_line(log_dir: Path) -> str | None:
+    """The mapper's last "intake: ..." line (what became of every image and pose, by reason; logged when it stops),
+    from its log files, or None."""
+    line = None
+    for f in sorted(Path(log_dir).glob("*.log")):
+        for text in f.read_text(errors="replace").splitlines():
+            i = text.find("intake: ")
+            if i >= 0:
+                line = text[i:].strip()
+    return line
+
+
 def ground_truth_record(truth, scene=None) -> dict:
     """The room, the GT objects, ``in_full_view`` (ids of objects once entirely inside a recorded camera view,
     ``queries.objects_in_full_view``) and, given the regenerated scene, ``seen_fraction`` (id -> best share of the
@@ -500,6 +515,7 @@ def evaluate(
     finally:
         raw["status_calls"] = session.status_calls
         raw["mapper_exit_code"] = session.close()
+        raw["mapping"]["intake_summary"] = intake_summary_line(out_dir / "logs")
     if raw.get("save_map", {}).get("success"):
         lmap, cfg = load_map_for_eval(map_path, params)
         raw["views"] = measure_views(lmap, cfg, truth, scene, opts, out_dir / "heatmaps.npz")
