@@ -67,6 +67,11 @@ class MappingConfig:
     """Keyframes waiting for semantics."""
     fuse_every_frame: bool = True
     """False: fuse keyframes only (lighter CPU load)."""
+    keyframes_in_order: bool = False
+    """True: the fusion worker runs each keyframe's semantics and fuses it itself, in frame order, so the map
+    depends only on the frames and not on how two workers interleave (replays and evaluations: a rerun gives the
+    same map). Frames wait meanwhile (dropped, counted, once ``frame_queue_size`` is full): for bag replays at a
+    modest rate, not for a robot at sensor rate."""
     autoencoder_steps_per_keyframe: int = 50
     """Scene-autoencoder training steps after each keyframe's masks are added."""
     train_gaussians: bool = True

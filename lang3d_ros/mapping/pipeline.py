@@ -4,7 +4,8 @@ Two worker threads keep the caller (a ROS callback) from ever blocking:
 - the fusion worker integrates every frame's geometry and colour (``submit`` drops the newest frame, and counts
   it, when its queue is full: never an unbounded queue);
 - the semantics worker runs SAM + CLIP (or the ground-truth backend) on keyframes and then fuses the keyframe
-  with its language features, feeds the scene autoencoder, and hands the keyframe to the Gaussian trainer.
+  with its language features, feeds the scene autoencoder, and hands the keyframe to the Gaussian trainer
+  (with ``mapping.keyframes_in_order`` the fusion worker does that itself, in frame order: reproducible replays).
 A frame that fails validation is rejected with its reason (counted, logged once per reason every
 ``mapping.reject_log_period_s``) and changes nothing. Every frame handed in is counted in exactly one place::
 
@@ -190,7 +191,7 @@ class MappingPipeline:
         kf_reason = self.selector.reason(frame)
         if kf_reason:
             self.selector.accept(frame)
-            if inline:
+            if inline or self.config.mapping.keyframes_in_order:
                 return self._handle_keyframe(frame)
             try:
                 self._keyframes.put_nowait(frame)
