@@ -178,3 +178,57 @@ def test_replay_dds_profile_is_used_unless_the_user_chose_one():
     assert int(hb.find("f:sec", ns).text) == 0 and int(hb.find("f:nanosec", ns).text) <= 200_000_000
     mine = {"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/my_profile.xml"}
     assert use_replay_dds_profile(mine) == "/etc/my_profile.xml"
+
+
+def test_an_offline_replay_waits_while_the_consumer_is_busy(tmp_path):
+    """bag_player.play(hold=...): while hold() is True no message goes out and the bag clock pauses, so the
+    messages after keep their spacing; every message is published once, in order."""
+    require_ros()
+    import time
+
+    from lang3d_ros.datasets.rosbag import write_bag
+    from lang3d_ros.datasets.synthetic import DEFAULT_INTRINSICS, generate_scene, make_trajectory, render_frames
+    from lang3d_ros.ros.bag_player import play
+
+    scene = generate_scene(2, n_objects=3)
+    frames = render_frames(scene, make_trajectory(scene, "orbit", 6, seed=2), DEFAULT_INTRINSICS.scaled(64, 48))
+    write_bag(frames, tmp_path / "bag")
+
+    sent: list[tuple[str, float]] = []
+
+    class Pub:
+        def __init__(self, topic):
+            self.topic = topic
+
+        def get_subscription_count(self):
+            return 1
+
+        def publish(self, data):
+            sent.append((self.topic, time.monotonic()))
+
+    class Node:
+        def create_publisher(self, _cls, topic, _qos):
+            return Pub(topic)
+
+    busy_until: list[float] = []  # set once, after the 5th message: busy for 0.6 s
+    asks = []
+
+    def hold():
+        asks.append(len(sent))
+        if len(sent) >= 5 and not busy_until:
+            busy_until.append(time.monotonic() + 0.6)
+        return bool(busy_until) and time.monotonic() < busy_until[0]
+
+    counts = play(Node(), tmp_path / "bag", rate=1.0, hold=hold, hold_poll_s=0.05, wait_subscribers_s=0.1)
+    n = sum(counts.values())
+    assert n == len(sent) == 24 and asks  # 6 frames x (colour, depth, info, pose)
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([tmp_path / "bag"]) as reader:
+        stamps = [t for _, t, _ in reader.messages()]
+    bag_span_s = (stamps[-1] - stamps[0]) * 1e-9
+    gaps = np.diff([t for _, t in sent])
+    held = int(np.argmax(gaps))
+    assert gaps[held] >= 0.55 and held >= 4  # the pause, after the 5th message
+    wall_s = sent[-1][1] - sent[0][1]
+    assert bag_span_s + gaps[held] - 0.05 <= wall_s <= bag_span_s + gaps[held] + 0.3  # paused clock: no catch-up

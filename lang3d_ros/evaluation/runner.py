@@ -71,6 +71,7 @@ class EvalOptions:
     mapping_timeout_s: float = 180.0
     training_timeout_s: float = 600.0
     service_timeout_s: float = 30.0
+    max_pending_frames: int = 16  # the replay waits while the mapper has this many frames received, not yet fused
     n_views: int = 4
     min_view_fraction: float = 0.004  # a label is queried in a view when its GT mask covers this share
     progress: bool = True
@@ -189,13 +190,22 @@ class _Session:
         return procs.stop(self.mapper)
 
 
-def replay(session: _Session, bag: Path, rate: float, progress: bool) -> dict:
+def replay(session: _Session, bag: Path, rate: float, progress: bool, max_pending: int = 0) -> dict:
+    """Publish the bag into the mapper at ``rate``; with ``max_pending`` > 0 the bag clock pauses while the mapper
+    holds that many frames received and not yet fused, dropped or rejected (the bag is offline: waiting keeps
+    every frame a slower mapper would otherwise drop). Returns the bag's message counts per topic."""
     from tqdm import tqdm
 
     from lang3d_ros.ros.bag_player import play
 
+    def mapper_busy() -> bool:  # an offline replay waits for the mapper instead of making it drop frames
+        if max_pending <= 0:
+            return False
+        st = session.status()
+        return st["frames_received"] - st["frames_fused"] - st["frames_dropped"] - st["frames_rejected"] >= max_pending
+
     with tqdm(desc="replay", unit="msg", disable=not progress) as bar:
-        return play(session.client.node, bag, rate=rate, progress=lambda _topic: bar.update(1))
+        return play(session.client.node, bag, rate=rate, progress=lambda _topic: bar.update(1), hold=mapper_busy)
 
 
 def wait_for_mapping(session: _Session, opts: EvalOptions, n_images: int) -> dict:
@@ -497,7 +507,11 @@ def evaluate(
                 "another process uses this domain (its services answered before ours started); run again"
             )
         t0 = time.monotonic()
-        raw["mapping"]["bag_counts"] = replay(session, Path(bag), opts.rate, opts.progress)
+        from lang3d_ros.mapping.config import MappingConfig
+
+        queue = int(params.get("mapping", {}).get("frame_queue_size", MappingConfig().frame_queue_size))
+        max_pending = min(opts.max_pending_frames, max(queue, 1))  # before the mapper's own queue drops
+        raw["mapping"]["bag_counts"] = replay(session, Path(bag), opts.rate, opts.progress, max_pending)
         raw["mapping"]["replay_s"] = time.monotonic() - t0
         n_img = max(raw["mapping"]["bag_counts"].values(), default=0)
         raw["mapping"].update(wait_for_mapping(session, opts, n_img))

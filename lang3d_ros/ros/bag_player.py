@@ -87,9 +87,13 @@ def play(
     stop=None,
     wait_subscribers_s: float = 10.0,
     queue_depth: int = DEFAULT_QUEUE_DEPTH,
+    hold=None,
+    hold_poll_s: float = 0.5,
 ) -> dict:
     """Publish the bag's messages on ``node``; returns {topic: count}. ``stop()`` True ends early. ``queue_depth``:
-    messages per topic kept for retransmission to a subscriber that fell behind."""
+    messages per topic kept for retransmission to a subscriber that fell behind. ``hold()`` (offline replays):
+    asked at most every ``hold_poll_s`` of wall time before a message; while it returns True the player waits and
+    the bag clock pauses with it (the messages after keep their spacing), so a slow consumer gets every message."""
     from rosbags.highlevel import AnyReader
 
     if rate <= 0:
@@ -108,11 +112,18 @@ def play(
                 pubs[c.topic] = node.create_publisher(message_class(c.msgtype), c.topic, qos)
         wait_for_subscribers(pubs, wait_subscribers_s)
         t_bag0, t_wall0 = None, time.monotonic()
+        last_ask = -float("inf")
         for conn, t_ns, raw in reader.messages(connections=conns):
             if stop is not None and stop():
                 break
             if t_bag0 is None:
                 t_bag0 = t_ns
+            if hold is not None and time.monotonic() - last_ask >= hold_poll_s:
+                held_from = time.monotonic()
+                while hold() and not (stop is not None and stop()):
+                    time.sleep(hold_poll_s)
+                last_ask = time.monotonic()
+                t_wall0 += last_ask - held_from if last_ask - held_from > hold_poll_s / 2 else 0.0
             due = t_wall0 + (t_ns - t_bag0) * 1e-9 / rate
             delay = due - time.monotonic()
             if delay > 0:
