@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -171,8 +172,17 @@ class _Session:
         )
         from lang3d_ros.ros.bag_player import use_replay_dds_profile
 
-        use_replay_dds_profile()  # this process publishes the bag: fast repair of lost samples (before its node)
-        self.client = procs.ServiceClient(self.domain)
+        # this process publishes the bag: fast repair of lost samples. Fast DDS reads the file when the process's
+        # first participant is created; the variable is restored after, so nothing else started later inherits it
+        before = os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE")
+        use_replay_dds_profile()
+        try:
+            self.client = procs.ServiceClient(self.domain)
+        finally:
+            if before is None:
+                os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
+            else:
+                os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = before
         self.GetMapStatus = GetMapStatus
         deadline = time.monotonic() + opts.startup_timeout_s
         while not self.client.wait_for(GetMapStatus, "/lang3d/get_map_status", 1.0):
