@@ -79,18 +79,23 @@ class Probe:
             self._clients[name] = self.node.create_client(srv_type, name)
         return self._clients[name]
 
-    def call(self, srv_type, name, timeout_s=60.0, **fields):
+    def call(self, srv_type, name, timeout_s=60.0, attempts=1, **fields):
+        """attempts > 1 only for idempotent services: a response can be lost while the server has not yet matched
+        this client's response reader (the mapper logged "failed to send response (timeout)" once under CI load)."""
         cli = self.client(srv_type, name)
         assert cli.wait_for_service(timeout_sec=timeout_s), f"{name} not available"
-        fut = cli.call_async(srv_type.Request(**fields))
-        self.executor.spin_until_future_complete(fut, timeout_sec=timeout_s)
-        assert fut.done(), f"{name} unanswered"
-        return fut.result()
+        for _ in range(attempts):
+            fut = cli.call_async(srv_type.Request(**fields))
+            self.executor.spin_until_future_complete(fut, timeout_sec=timeout_s)
+            if fut.done():
+                return fut.result()
+            cli.remove_pending_request(fut)
+        raise AssertionError(f"{name} unanswered ({attempts} attempt(s) of {timeout_s:.0f} s)")
 
     def state(self) -> str:
         from lifecycle_msgs.srv import GetState
 
-        return self.call(GetState, "/lang3d_mapper/get_state").current_state.label
+        return self.call(GetState, "/lang3d_mapper/get_state", timeout_s=20.0, attempts=4).current_state.label
 
     def transition(self, transition_id: int) -> bool:
         from lifecycle_msgs.msg import Transition
