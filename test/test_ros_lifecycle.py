@@ -151,6 +151,7 @@ def test_lifecycle_transitions_diagnostics_objects_and_sigterm_autosave(tmp_path
             "map_dir": str(tmp_path / "maps"),
             "objects_period_s": 1.0,
             "sensor_qos_depth": 20,
+            "sensor_qos_reliability": "reliable",  # as the player publishes: no frame lost in transport under load
             "diagnostics": {"period_s": 0.5},
             "autosave": {"period_s": 0.0, "on_shutdown": True, "keep": 2},
         },
@@ -246,6 +247,7 @@ def test_lifecycle_shutdown_saves_a_restart_resumes_and_cleanup_frees(tmp_path, 
             "objects_period_s": 0.0,
             "map_dir": str(tmp_path / "maps"),
             "sensor_qos_depth": 20,
+            "sensor_qos_reliability": "reliable",  # as the player publishes: no frame lost in transport under load
             "autosave": {"period_s": 0.0},
         },
     }

@@ -38,6 +38,7 @@ def _params(tmp_path: Path, gt: Path, extra: dict | None = None) -> Path:
         "llm": {"mode": "parser_only"},
         "ros": {
             "ground_truth_file": str(gt),
+            "sensor_qos_reliability": "reliable",  # as the player publishes: no frame lost in transport under load
             "status_period_s": 0.5,
             "cloud_period_s": 1.0,
             "map_dir": str(tmp_path / "maps"),
