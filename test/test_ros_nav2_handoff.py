@@ -81,6 +81,7 @@ def test_navigate_hands_the_goal_to_a_navigate_to_pose_server(tmp_path, nav2_msg
             "ground_truth_file": str(tmp_path / "bag" / "ground_truth.json"),
             "cloud_period_s": 0.0,
             "map_dir": str(tmp_path / "maps"),
+            "sensor_qos_reliability": "reliable",  # as the player publishes: no frame lost in transport
         },
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
