@@ -38,12 +38,13 @@ def built():
 
 def _reference_answerable(lmap) -> np.ndarray:
     """Enough points, and min_observations matches or (answer_unrevisited) a match in every keyframe that had it
-    in view."""
+    in view by a mask mostly on new points."""
     t, icfg, in_view = lmap.instances.table, lmap.config.instances, lmap.instances.in_view
     chances = np.array([max(in_view.get(int(i), 0), int(n)) for i, n in zip(t.ids, t.n_observations)], np.int64)
     confirmed = t.n_observations >= icfg.min_observations
     if icfg.answer_unrevisited:
-        confirmed |= (t.n_observations >= 1) & (chances == t.n_observations)
+        fresh = t.new_fraction >= icfg.unrevisited_min_new_fraction
+        confirmed |= (t.n_observations >= 1) & (chances == t.n_observations) & fresh
     return (t.n_points >= icfg.min_points) & confirmed
 
 
@@ -242,20 +243,25 @@ def test_relevancy_by_level_gathers_what_the_reference_gathers(built):
         assert rel.max() > 0.5 and (rel == 0).any()  # some points score, unlabelled or unanswerable ones do not
 
 
-def test_an_unrevisited_segment_answers_only_when_asked_to():
-    """Three segments matched once with enough points: in view once (seen only lately), in view twice (a later
-    keyframe looked and did not match it), and a confirmed one matched twice. By default only the confirmed one
-    answers; with instances.answer_unrevisited the unrevisited one too, never the contradicted one."""
+def test_an_unrevisited_segment_answers_only_when_its_points_were_new():
+    """Four segments matched once with enough points: in view once (seen only lately) from a mask on new points,
+    in view twice (a later keyframe looked and did not match it), a confirmed one matched twice, and one in view
+    once from a mask that lay on points of known segments (split off or confused over a known object). With
+    instances.answer_unrevisited the first answers too, never the contradicted one nor the one on known points."""
     from lang3d_ros.instances.config import InstanceConfig
     from lang3d_ros.instances.mapper import InstanceMapper
 
-    m = InstanceMapper(InstanceConfig(), feature_dim=4)
-    ids = m.table.append(0, np.eye(4, dtype=np.float32)[:3], np.ones(3, np.float32), stamp_ns=0, keyframe=1)
+    m = InstanceMapper(InstanceConfig(answer_unrevisited=False), feature_dim=4)
+    new_frac = np.array([1.0, 1.0, 1.0, 0.3], np.float32)
+    ids = m.table.append(0, np.eye(4, dtype=np.float32), np.ones(4, np.float32), 0, 1, new_fraction=new_frac)
     m.table.n_points[:] = 50
-    m.table.n_observations[:] = [1, 1, 2]
-    m.in_view = {int(ids[0]): 1, int(ids[1]): 2, int(ids[2]): 3}
-    assert m.answerable().tolist() == [False, False, True]
+    m.table.n_observations[:] = [1, 1, 2, 1]
+    m.in_view = {int(ids[0]): 1, int(ids[1]): 2, int(ids[2]): 3, int(ids[3]): 1}
+    assert m.answerable().tolist() == [False, False, True, False]
     m.config.answer_unrevisited = True
-    assert m.in_view_counts().tolist() == [1, 2, 3] and m.answerable().tolist() == [True, False, True]
+    assert m.in_view_counts().tolist() == [1, 2, 3, 1] and m.answerable().tolist() == [True, False, True, False]
+    m.config.unrevisited_min_new_fraction = 0.0  # any unrevisited segment
+    assert m.answerable().tolist() == [True, False, True, True]
+    m.config.unrevisited_min_new_fraction = 0.8
     m.table.n_points[0] = m.config.min_points - 1  # points still count
-    assert m.answerable().tolist() == [False, False, True]
+    assert m.answerable().tolist() == [False, False, True, False]

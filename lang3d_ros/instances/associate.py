@@ -200,7 +200,8 @@ def associate_level(
         confused = active & (match_id < 0) & established & disagree & (iou >= cfg.confused_min_iou)
     new_masks = np.flatnonzero(active & (match_id < 0) & ~confused)
     if len(new_masks):
-        match_id[new_masks] = table.append(level, feats[new_masks], scores[new_masks], stamp_ns, keyframe)
+        new_frac = 1.0 - hist[new_masks].sum(1) / np.maximum(px_per_mask[new_masks], 1)  # points without a segment
+        match_id[new_masks] = table.append(level, feats[new_masks], scores[new_masks], stamp_ns, keyframe, new_frac)
         rows_new = table.row_of(match_id[new_masks])
         table.aabb_min[rows_new], table.aabb_max[rows_new] = box_lo[new_masks], box_hi[new_masks]
         created_mask[new_masks] = True

@@ -286,10 +286,10 @@ class InstanceMapper:
 
     def answerable(self) -> np.ndarray:
         """(S,) bool: the rows queries may answer with (``SegmentTable.answerable`` under this config: unrevisited
-        segments count when ``instances.answer_unrevisited``)."""
+        segments of new points count when ``instances.answer_unrevisited``)."""
         cfg = self.config
         in_view = self.in_view_counts() if cfg.answer_unrevisited else None
-        return self.table.answerable(cfg.min_points, cfg.min_observations, in_view)
+        return self.table.answerable(cfg.min_points, cfg.min_observations, in_view, cfg.unrevisited_min_new_fraction)
 
     def refresh(self, points) -> None:
         """Counts, boxes, colours and support from the points' current labels."""

@@ -32,8 +32,10 @@ class SegmentTable:
     and obb_yaw_rad (S,) float32: gravity-aligned oriented box (yaw of the xy principal axis);
     color_rgb (S, 3) float32 in [0, 1]: median chromaticity times 90th-percentile brightness (robust to shading);
     support_id (S,) int32 id of the segment it rests on (-1 none); first_seen_ns / last_seen_ns (S,) int64 stamps;
-    first_keyframe / last_keyframe (S,) int32 keyframe counters. Geometry and colour are refreshed from the points
-    by ``instances.stats.refresh_stats``; until then a new row has zeros there.
+    first_keyframe / last_keyframe (S,) int32 keyframe counters; new_fraction (S,) float32 share of the fused
+    pixels of the mask that started it whose points had no segment of its level yet (1: all new to the map at that
+    level; a mask split off or confused over a known object has little). Geometry and colour are refreshed from
+    the points by ``instances.stats.refresh_stats``; until then a new row has zeros there.
     """
 
     feature_dim: int
@@ -54,6 +56,7 @@ class SegmentTable:
     last_seen_ns: np.ndarray = field(default_factory=lambda: _z(0, np.int64))
     first_keyframe: np.ndarray = field(default_factory=lambda: _z(0, np.int32))
     last_keyframe: np.ndarray = field(default_factory=lambda: _z(0, np.int32))
+    new_fraction: np.ndarray = field(default_factory=lambda: _z(0, np.float32))
     next_id: int = 0
 
     ROW_FIELDS = (
@@ -74,7 +77,10 @@ class SegmentTable:
         "last_seen_ns",
         "first_keyframe",
         "last_keyframe",
+        "new_fraction",
     )
+    OPTIONAL_FIELDS = {"new_fraction": 0.0}
+    """Fields that map files written before them lack: read as this value."""
 
     def __post_init__(self) -> None:
         if self.feature is None:
@@ -99,8 +105,17 @@ class SegmentTable:
         ok = (ids >= 0) & (ids < self.next_id)
         return np.where(ok, self._row_of[np.where(ok, ids, self.next_id)], -1)
 
-    def append(self, level: int, features: np.ndarray, weights: np.ndarray, stamp_ns: int, keyframe: int) -> np.ndarray:
-        """Start K segments of one level. features (K, D) unit rows, weights (K,) confidences -> (K,) new ids."""
+    def append(
+        self,
+        level: int,
+        features: np.ndarray,
+        weights: np.ndarray,
+        stamp_ns: int,
+        keyframe: int,
+        new_fraction: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Start K segments of one level. features (K, D) unit rows, weights (K,) confidences, new_fraction (K,)
+        share of each mask's fused pixels on points without a segment of this level (None: 0) -> (K,) new ids."""
         k = int(features.shape[0])
         new_ids = np.arange(self.next_id, self.next_id + k, dtype=np.int32)
         self.next_id += k
@@ -122,6 +137,7 @@ class SegmentTable:
             "last_seen_ns": np.full(k, stamp_ns, np.int64),
             "first_keyframe": np.full(k, keyframe, np.int32),
             "last_keyframe": np.full(k, keyframe, np.int32),
+            "new_fraction": _z(k, np.float32) if new_fraction is None else np.asarray(new_fraction, np.float32),
         }
         for name, arr in add.items():
             setattr(self, name, np.concatenate([getattr(self, name), arr]))
@@ -137,14 +153,22 @@ class SegmentTable:
     def rows_of_level(self, level: int) -> np.ndarray:
         return np.flatnonzero(self.level == level)
 
-    def answerable(self, min_points: int, min_observations: int, in_view: np.ndarray | None = None) -> np.ndarray:
+    def answerable(
+        self,
+        min_points: int,
+        min_observations: int,
+        in_view: np.ndarray | None = None,
+        min_new_fraction: float = 0.0,
+    ) -> np.ndarray:
         """(S,) bool: rows that queries may answer with: ``instances.min_points`` points, and either
         ``instances.min_observations`` matched keyframes or, given in_view (S,) int (keyframes that had the segment
         in view, ``InstanceMapper.in_view_counts``), a match in every one of them (seen only lately or from one
-        place, and nothing contradicts it yet). The others are still being confirmed."""
+        place, and nothing contradicts it yet) by a mask whose points were at least ``min_new_fraction`` new
+        (``new_fraction``). The others are still being confirmed."""
         confirmed = self.n_observations >= min_observations
         if in_view is not None:
-            confirmed |= (self.n_observations >= 1) & (np.asarray(in_view) <= self.n_observations)
+            unrevisited = (self.n_observations >= 1) & (np.asarray(in_view) <= self.n_observations)
+            confirmed |= unrevisited & (self.new_fraction >= min_new_fraction)
         return (self.n_points >= min_points) & confirmed
 
     def unit_features(self, rows: np.ndarray | None = None) -> np.ndarray:
@@ -173,6 +197,11 @@ class SegmentTable:
     def from_arrays(cls, arrays: dict[str, np.ndarray], feature_dim: int) -> "SegmentTable":
         """Validated inverse of ``to_arrays``: ValueError on missing arrays, wrong shapes, non-finite values,
         duplicate or out-of-range ids, unknown levels."""
+        arrays = dict(arrays)
+        n_rows = np.asarray(arrays.get("ids", np.zeros(0))).shape[:1]
+        for name, value in cls.OPTIONAL_FIELDS.items():
+            if name not in arrays:
+                arrays[name] = np.full(n_rows, value, np.float32)
         missing = [n for n in (*cls.ROW_FIELDS, "next_id") if n not in arrays]
         if missing:
             raise ValueError(f"segment table lacks arrays {missing}")
