@@ -220,63 +220,155 @@ def compute_support(
         labels (N,) int32 segment ids of ``level``; xyz (N, 3); normals (N, 3) or None. Large segments are strided
         down to ``max_points_per_segment`` points for the test. Cannot see support by a surface the camera never
         saw around the object (an object filling its support's whole top). An object with a support gets its box
-    bottom lowered to the support surface's height (the underside a camera cannot see)."""
+    bottom lowered to the support surface's height (the underside a camera cannot see).
+
+    Vectorised: candidate pairs by box, then each pair's points as one slice of the candidate's points sorted by
+    height (``_ZIndex``), all pairs' points tested at once; the result is identical to
+    ``stats_reference.compute_support_reference`` (the loop over pairs it replaced; test_instances_support)."""
     cfg = config
     table.support_id[:] = -1
     rows = np.flatnonzero((table.level == level) & (table.n_points > 0))
     if len(rows) == 0:
         return
-    seen_z = seen_surface_below(table, rows, labels, xyz, cfg)  # from the boxes before any lowering
+    p64 = np.asarray(xyz, np.float64)
+    zidx = _ZIndex(np.asarray(xyz)[:, 2])
+    seen_z = seen_surface_below(table, rows, labels, xyz, cfg, _p64=p64, _zidx=zidx)  # boxes before any lowering
     bottom0 = table.aabb_min[rows, 2].astype(np.float64)
     if len(rows) < 2:
         _rest_on(table, rows, seen_z, bottom0)
         return
-    r_of = table.row_of(labels)
-    has = np.flatnonzero(r_of >= 0)
-    order = has[np.argsort(r_of[has], kind="stable")]
-    counts = np.bincount(r_of[has], minlength=len(table))
-    starts = np.concatenate([[0], np.cumsum(counts)])
     lo, hi = table.aabb_min.astype(np.float64), table.aabb_max.astype(np.float64)
     m, gap = cfg.support_search_margin_m, cfg.support_max_gap_m
     lo_r, hi_r = lo[rows], hi[rows]
-    pairs: dict[int, list[int]] = {}
-    for s0 in range(0, len(rows), 512):  # candidate supporters by box, vectorised
+    pa, pb = [], []
+    for s0 in range(0, len(rows), 512):  # candidate supporters by box: (a, b) row pairs, a then b ascending
         a = slice(s0, s0 + 512)
         ok = np.all(lo_r[None, :, :2] <= hi_r[a, None, :2] + m, 2)
         ok &= np.all(hi_r[None, :, :2] >= lo_r[a, None, :2] - m, 2)
         ok &= (lo_r[None, :, 2] < lo_r[a, None, 2] - gap) & (hi_r[None, :, 2] >= lo_r[a, None, 2] - gap)
-        for i, j in zip(*np.nonzero(ok)):
-            pairs.setdefault(int(rows[s0 + i]), []).append(int(rows[j]))
-    for a, cand in pairs.items():
-        bottom = lo[a, 2]
-        flo, fhi = lo[a, :2] - m, hi[a, :2] + m
-        best, best_n, surface_z = -1, cfg.support_min_points - 1, bottom
-        for b in cand:
-            idx = order[starts[b] : starts[b + 1]]
-            idx = idx[:: max(1, len(idx) // max_points_per_segment)]
-            p = xyz[idx]
-            ok = np.all((p[:, :2] >= flo) & (p[:, :2] <= fhi), 1) & (np.abs(p[:, 2] - bottom) <= gap)
-            if normals is not None:
-                ok &= np.abs(normals[idx, 2]) >= 0.7
-            n = int(ok.sum())
-            if n > best_n:
-                best, best_n, surface_z = b, n, float(np.median(p[ok, 2]))
-        if best >= 0:
-            table.support_id[a] = table.ids[best]
-            if surface_z < bottom:  # it rests on the surface: its hidden underside reaches down to it
-                top = float(table.aabb_max[a, 2])
-                table.aabb_min[a, 2] = surface_z
-                table.obb_center[a, 2] = 0.5 * (surface_z + top)
-                table.obb_size[a, 2] = top - surface_z
+        i, j = np.nonzero(ok)
+        pa.append(rows[s0 + i])
+        pb.append(rows[j])
+    pair_a, pair_b = np.concatenate(pa), np.concatenate(pb)
+    if len(pair_a):
+        # the points each candidate offers: its labelled points strided to max_points_per_segment (as the loop
+        # did: every step-th in point order), horizontal ones only, sorted by (row, height)
+        r_of = table.row_of(labels)
+        counts = np.bincount(r_of[r_of >= 0], minlength=len(table))
+        step = np.maximum(1, counts // max_points_per_segment)
+        is_cand = np.zeros(len(table), bool)
+        is_cand[pair_b] = True
+        pts = np.flatnonzero(r_of >= 0)
+        pts = pts[is_cand[r_of[pts]]]  # ascending: point order within each row
+        g = r_of[pts]
+        keep = np.ones(len(pts), bool)
+        big = np.flatnonzero(step[g] > 1)
+        if len(big):  # every step-th point of a large segment: its points' ranks within it, in point order
+            gb = g[big]
+            o = np.argsort(gb, kind="stable")
+            first = np.cumsum(np.bincount(gb, minlength=len(table))) - np.bincount(gb, minlength=len(table))
+            pos = np.empty(len(big), np.int64)
+            pos[o] = np.arange(len(big)) - first[gb[o]]
+            keep[big] = pos % step[gb] == 0
+        if normals is not None:
+            keep &= np.abs(np.asarray(normals)[pts, 2]) >= 0.7
+        pts, g = pts[keep], g[keep]
+        key = g * zidx.n + zidx.rank[pts]
+        srt = np.argsort(key)
+        pts, key = pts[srt], key[srt]
+        bottom = lo[pair_a, 2]
+        # a height slice a little wider than the test (|z - bottom| <= gap, rounded in float64), exact test after
+        tol = 1e-6 * (1.0 + np.abs(bottom))
+        first = np.searchsorted(key, pair_b * zidx.n + zidx.at_least(bottom - gap - tol), "left")
+        last = np.searchsorted(key, pair_b * zidx.n + zidx.above(bottom + gap + tol), "left")
+        n_pairs = len(pair_a)
+        n_ok = np.zeros(n_pairs, np.int64)
+        for c0, c1 in _chunks(last - first, 1 << 21):
+            k, pos = _expand(first[c0:c1], last[c0:c1])
+            k += c0
+            ok = _on_footprint(xyz, pts[pos], lo, hi, pair_a[k], m, gap)
+            n_ok += np.bincount(k[ok], minlength=n_pairs)
+        # per a: the candidate with the most points, the first (lowest row) among equals, at least min_points
+        best = np.lexsort((pair_b, -n_ok, pair_a))
+        head = best[np.r_[True, pair_a[best][1:] != pair_a[best][:-1]]]
+        win = head[n_ok[head] >= cfg.support_min_points]
+        if len(win):
+            # the winners' surface height: the median of their tested points (as np.median in xyz's dtype)
+            k, pos = _expand(first[win], last[win])
+            ok = _on_footprint(xyz, pts[pos], lo, hi, pair_a[win][k], m, gap)
+            z = np.asarray(xyz)[pts[pos[ok]], 2]  # ascending height within each winner (the slices are sorted)
+            cnt = np.bincount(k[ok], minlength=len(win))
+            s = np.cumsum(cnt) - cnt
+            mid_hi = z[s + cnt // 2]
+            mid_lo = z[s + (cnt - 1) // 2]
+            surface_z = np.where(cnt % 2 == 1, mid_hi, (mid_lo + mid_hi) / 2).astype(np.float64)
+            a, b = pair_a[win], pair_b[win]
+            table.support_id[a] = table.ids[b]
+            low = surface_z < lo[a, 2]  # it rests on the surface: its hidden underside reaches down to it
+            _set_bottom(table, a[low], surface_z[low])
     free = rows[table.support_id[rows] < 0]  # no surface seen around them: box bottom vs the top of a box under
     host, surface = _support_by_box(table, free, rows, cfg)
-    for a, b, z in zip(free[host >= 0].tolist(), host[host >= 0].tolist(), surface[host >= 0].tolist()):
-        table.support_id[a] = table.ids[b]
-        top = float(table.aabb_max[a, 2])
-        table.aabb_min[a, 2] = z
-        table.obb_center[a, 2] = 0.5 * (z + top)
-        table.obb_size[a, 2] = top - z
+    found = host >= 0
+    table.support_id[free[found]] = table.ids[host[found]]
+    _set_bottom(table, free[found], surface[found])
     _rest_on(table, rows, seen_z, bottom0)
+
+
+def _set_bottom(table: SegmentTable, rows: np.ndarray, z: np.ndarray) -> None:
+    """Box bottoms of ``rows`` to heights ``z`` (float64), the top kept: aabb_min z and the oriented box's z."""
+    top = table.aabb_max[rows, 2].astype(np.float64)
+    table.aabb_min[rows, 2] = z
+    table.obb_center[rows, 2] = 0.5 * (z + top)
+    table.obb_size[rows, 2] = top - z
+
+
+def _on_footprint(xyz, pts, lo, hi, a, m, gap) -> np.ndarray:
+    """(K,) bool: points ``pts`` inside the footprints of rows ``a`` grown by ``m`` and within ``gap`` of their box
+    bottoms (the comparisons of the reference loop, in float64)."""
+    p = np.asarray(xyz)[pts]
+    ok = (p[:, 0] >= lo[a, 0] - m) & (p[:, 0] <= hi[a, 0] + m)
+    ok &= (p[:, 1] >= lo[a, 1] - m) & (p[:, 1] <= hi[a, 1] + m)
+    ok &= np.abs(p[:, 2] - lo[a, 2]) <= gap
+    return ok
+
+
+class _ZIndex:
+    """Integer ranks of heights (N,) float: ``rank[i]`` = number of points lower than point i, so that a height
+    interval is an interval of ranks, exactly (ties share a rank), and (group, height) orders as one int64 key."""
+
+    def __init__(self, z: np.ndarray):
+        order = np.argsort(z)
+        self.sorted = z[order].astype(np.float64)
+        new = np.ones(len(z), bool)
+        new[1:] = self.sorted[1:] != self.sorted[:-1]
+        self.rank = np.empty(len(z), np.int64)
+        self.rank[order] = np.maximum.accumulate(np.where(new, np.arange(len(z)), 0))  # first equal height's place
+        self.n = max(1, len(z))
+
+    def at_least(self, z: np.ndarray) -> np.ndarray:
+        """Ranks r with (point height >= z) == (rank >= r)."""
+        return np.searchsorted(self.sorted, z, "left")
+
+    def above(self, z: np.ndarray) -> np.ndarray:
+        """Ranks r with (point height <= z) == (rank < r)."""
+        return np.searchsorted(self.sorted, z, "right")
+
+
+def _expand(first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K,) index ranges [first, last) -> (range of each element, element): the concatenated aranges."""
+    n = np.maximum(np.asarray(last) - np.asarray(first), 0)
+    k = np.repeat(np.arange(len(n)), n)
+    return k, np.arange(len(k)) - (np.cumsum(n) - n)[k] + np.asarray(first)[k]
+
+
+def _chunks(sizes: np.ndarray, budget: int):
+    """Consecutive [c0, c1) runs of ``sizes`` summing to about ``budget`` each (one item at least)."""
+    c0, total = 0, np.cumsum(sizes)
+    while c0 < len(sizes):
+        base = total[c0 - 1] if c0 else 0
+        c1 = max(c0 + 1, int(np.searchsorted(total, base + budget, "right")))
+        yield c0, c1
+        c0 = c1
 
 
 def _rest_on(table: SegmentTable, rows: np.ndarray, surface_z: np.ndarray, bottom0: np.ndarray) -> None:
@@ -286,25 +378,22 @@ def _rest_on(table: SegmentTable, rows: np.ndarray, surface_z: np.ndarray, botto
     they lower onto the support's box top or its labelled points, which are too low when its top board is
     unlabelled or seen edge-on (a bowl 5 cm under a shelf's top). A supported row they left alone stays (its
     lowest points are on the surface already: what is under them is the surface's own front edge)."""
-    for i, a in enumerate(rows.tolist()):
-        z = float(surface_z[i])
-        if not np.isfinite(z):
-            continue
-        bottom = float(table.aabb_min[a, 2])
-        if table.support_id[a] < 0:
-            new = z
-        elif bottom < bottom0[i]:
-            new = max(bottom, z)
-        else:
-            continue
-        top = float(table.aabb_max[a, 2])
-        table.aabb_min[a, 2] = new
-        table.obb_center[a, 2] = 0.5 * (new + top)
-        table.obb_size[a, 2] = top - new
+    z = np.asarray(surface_z, np.float64)
+    bottom = table.aabb_min[rows, 2].astype(np.float64)
+    free = table.support_id[rows] < 0
+    move = np.isfinite(z) & (free | (bottom < bottom0))
+    new = np.where(free, z, np.maximum(bottom, z))
+    _set_bottom(table, rows[move], new[move])
 
 
 def seen_surface_below(
-    table: SegmentTable, rows: np.ndarray, labels: np.ndarray, xyz: np.ndarray, cfg: InstanceConfig
+    table: SegmentTable,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    xyz: np.ndarray,
+    cfg: InstanceConfig,
+    _p64: np.ndarray | None = None,
+    _zidx: _ZIndex | None = None,
 ) -> np.ndarray:
     """Per row: the height of the highest surface seen under its box bottom (NaN: none), whatever segment its
     points carry or none. Candidates: points of other segments or of none inside the footprint grown by
@@ -317,38 +406,76 @@ def seen_surface_below(
     lowest points and that surface (an underside, a foot hidden by the edge of a shelf it is seen over, a mask
     eroded where it meets its support) is the object. Normals are not consulted: a top board seen edge-on has
     none to trust. Cannot tell a hovering object (none in a static scene), nor see a surface the object covers
-    entirely (the surface right under it is hidden by it)."""
+    entirely (the surface right under it is hidden by it).
+
+    Vectorised: the points sorted once by (column, height); each row's candidates are, per column of its
+    footprint, one slice of that order; identical to ``stats_reference.seen_surface_below_reference``."""
     out = np.full(len(rows), np.nan)
     if len(xyz) == 0 or len(rows) == 0:
         return out
-    idx = np.argsort(xyz[:, 0], kind="stable")
-    xs = xyz[idx, 0]
+    p = np.asarray(xyz, np.float64) if _p64 is None else _p64
+    zidx = _ZIndex(np.asarray(xyz)[:, 2]) if _zidx is None else _zidx
+    n = zidx.n
     m, band = cfg.support_search_margin_m, cfg.support_surface_band_m
-    lo, hi = table.aabb_min.astype(np.float64), table.aabb_max.astype(np.float64)
-    for i, r in enumerate(rows.tolist()):
-        a, b = np.searchsorted(xs, [lo[r, 0] - m, hi[r, 0] + m], side="left")
-        cand = idx[a:b]
-        p = xyz[cand].astype(np.float64)
-        bottom = lo[r, 2]
-        ok = (p[:, 1] >= lo[r, 1] - m) & (p[:, 1] <= hi[r, 1] + m)
-        ok &= (p[:, 2] >= bottom - cfg.support_box_max_gap_m) & (p[:, 2] <= hi[r, 2])
-        cand, p = cand[ok], p[ok]
-        if len(p) < cfg.support_min_points:
-            continue
-        cell = np.floor(p[:, :2] / band).astype(np.int64)
-        _, col = np.unique(cell, axis=0, return_inverse=True)
-        col = col.reshape(-1)
-        col_top = np.full(int(col.max()) + 1, -np.inf)
-        np.maximum.at(col_top, col, p[:, 2])
-        sel = (p[:, 2] >= col_top[col]) & (p[:, 2] < bottom) & (labels[cand] != table.ids[r])
-        z = np.sort(p[sel, 2])
-        if len(z) < cfg.support_min_points:
-            continue
-        n_below = np.arange(1, len(z) + 1) - np.searchsorted(z, z - band, side="left")  # in [z - band, z]
-        top = np.flatnonzero(n_below >= cfg.support_min_points)
-        if len(top):
-            k = int(top[-1])
-            out[i] = float(np.median(z[k - int(n_below[k]) + 1 : k + 1]))
+    cell = np.floor(p[:, :2] / band).astype(np.int64)  # the reference's columns
+    c_lo, c_hi = cell.min(0), cell.max(0)
+    span_y = int(c_hi[1] - c_lo[1]) + 1
+    col = (cell[:, 0] - c_lo[0]) * span_y + (cell[:, 1] - c_lo[1])
+    key = col * n + zidx.rank
+    order = np.argsort(key)
+    key = key[order]
+    lo, hi = table.aabb_min[rows].astype(np.float64), table.aabb_max[rows].astype(np.float64)
+    x0, x1, y0, y1 = lo[:, 0] - m, hi[:, 0] + m, lo[:, 1] - m, hi[:, 1] + m
+    bottom, top = lo[:, 2], hi[:, 2]
+    r_lo, r_hi = zidx.at_least(bottom - cfg.support_box_max_gap_m), zidx.above(top)
+    # the columns each footprint covers, clipped to those holding points
+    cx0 = np.clip(np.floor(x0 / band).astype(np.int64), c_lo[0], c_hi[0] + 1) - c_lo[0]
+    cx1 = np.clip(np.floor(x1 / band).astype(np.int64), c_lo[0] - 1, c_hi[0]) - c_lo[0]
+    cy0 = np.clip(np.floor(y0 / band).astype(np.int64), c_lo[1], c_hi[1] + 1) - c_lo[1]
+    cy1 = np.clip(np.floor(y1 / band).astype(np.int64), c_lo[1] - 1, c_hi[1]) - c_lo[1]
+    ny = np.maximum(cy1 - cy0 + 1, 0)
+    n_cols = np.maximum(cx1 - cx0 + 1, 0) * ny
+    own = table.ids[rows]
+    sel_row, sel_z = [], []
+    for c0, c1 in _chunks(n_cols, 1 << 18):
+        i, j = _expand(np.zeros(c1 - c0, np.int64), n_cols[c0:c1])  # (row, its j-th column)
+        i += c0
+        c = (cx0[i] + j // ny[i]) * span_y + cy0[i] + j % ny[i]
+        first = np.searchsorted(key, c * n + r_lo[i], "left")
+        last = np.searchsorted(key, c * n + r_hi[i], "left")
+        nz = last > first
+        i, first, last = i[nz], first[nz], last[nz]
+        k, pos = _expand(first, last)  # (row, column) slice of each candidate, ascending height within it
+        pt = order[pos]
+        r = i[k]
+        q = p[pt]
+        ok = (q[:, 0] >= x0[r]) & (q[:, 0] < x1[r]) & (q[:, 1] >= y0[r]) & (q[:, 1] <= y1[r])
+        zq = np.where(ok, q[:, 2], -np.inf)
+        s = np.cumsum(last - first) - (last - first)
+        col_top = np.maximum.reduceat(zq, s) if len(zq) else zq
+        sel = ok & (q[:, 2] >= col_top[k]) & (q[:, 2] < bottom[r]) & (labels[pt] != own[r])
+        sel_row.append(r[sel])
+        sel_z.append(pt[sel])
+    r = np.concatenate(sel_row)
+    pt = np.concatenate(sel_z)
+    if len(r) == 0:
+        return out
+    skey = r * n + zidx.rank[pt]
+    srt = np.argsort(skey)
+    r, skey, z = r[srt], skey[srt], p[pt[srt], 2]
+    idx = np.arange(len(r))
+    n_below = idx - np.searchsorted(skey, r * n + zidx.at_least(z - band), "left") + 1  # in [z - band, z]
+    good = n_below >= cfg.support_min_points
+    if not good.any():
+        return out
+    last_good = np.full(len(rows), -1, np.int64)
+    np.maximum.at(last_good, r[good], idx[good])
+    hit = np.flatnonzero(last_good >= 0)
+    k = last_good[hit]
+    w = n_below[k]
+    s = k - w + 1
+    mid_hi, mid_lo = z[s + w // 2], z[s + (w - 1) // 2]
+    out[hit] = np.where(w % 2 == 1, mid_hi, (mid_lo + mid_hi) / 2)
     return out
 
 
