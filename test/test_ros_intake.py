@@ -78,6 +78,79 @@ def test_a_busy_sensor_stream_does_not_keep_another_waiting():
         rclpy.try_shutdown(context=ctx)
 
 
+def test_a_burst_that_arrives_while_the_callbacks_are_busy_is_kept():
+    """Best-effort intake with the default history depths: while the colour and pose callbacks are busy (a loaded
+    host), the test_ros_nodes burst (24 images, 30 Hz) and 48 poses arrive; every one is handled afterwards. With
+    the former depth of 5 for every stream only the last 5 of each remained: a CI run under load received 9 of 24."""
+    require_ros()
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.context import Context
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from lang3d_ros.ros.mapper_node import MapperNode
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=next_domain_id())
+    busy, release = threading.Event(), threading.Event()
+    got = {"colour": 0, "pose": 0}
+    done = threading.Event()
+    executor = None
+    try:
+        node = MapperNode(context=ctx)
+        assert node.config.ros.sensor_qos_reliability == "best_effort"
+
+        def on(kind):
+            def cb(msg):
+                busy.set()
+                release.wait(30.0)
+                got[kind] += 1
+                if got["colour"] == 25 and got["pose"] == 49:
+                    done.set()
+
+            return cb
+
+        node._on_color, node._on_pose = on("colour"), on("pose")
+        node.pipeline = _Workers()
+        node._start_intake()
+        source = rclpy.create_node("burst_source", context=ctx)
+        cfg = node.config.ros
+        qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=100)
+        img_pub, pose_pub = (
+            source.create_publisher(Image, cfg.color_topic, qos),
+            source.create_publisher(PoseStamped, cfg.pose_topic, qos),
+        )
+        executor = MultiThreadedExecutor(num_threads=4, context=ctx)
+        executor.add_node(node)
+        threading.Thread(target=executor.spin, daemon=True).start()
+        for _ in range(400):  # discovery
+            if img_pub.get_subscription_count() and pose_pub.get_subscription_count():
+                break
+            busy.wait(0.05)
+        img = Image(height=1, width=1, encoding="rgb8", step=3, data=bytes(3))
+        img_pub.publish(img)  # the first one occupies the colour callback
+        assert busy.wait(20.0), "the colour callback never ran"
+        pose = PoseStamped()
+        pose.header.frame_id = "map"
+        pose.pose.orientation.w = 1.0
+        pose_pub.publish(pose)  # and the pose callback
+        for _ in range(24):
+            img_pub.publish(img)
+        for _ in range(48):
+            pose_pub.publish(pose)
+        release.wait(2.0)  # the burst reaches the subscriptions' histories meanwhile
+        release.set()
+        done.wait(30.0)
+        assert got == {"colour": 25, "pose": 49}, got
+    finally:
+        release.set()
+        if executor is not None:
+            executor.shutdown(timeout_sec=5.0)
+        rclpy.try_shutdown(context=ctx)
+
+
 def _replay(config: SyncConfig, pose_delay_frames: int, n: int = 48) -> FrameAssembler:
     """A 30 Hz stream whose poses are delivered ``pose_delay_frames`` frames after their images (a stream served
     late by the executor), as a node feeds it: each message then pop_frames with its stamp."""
@@ -150,6 +223,57 @@ def test_diagnostics_list_every_reason_and_the_summary_counts_them():
     line = intake_summary(st)
     assert "48 colour images: 22 fused, 26 dropped (no pose for the image stamp: 25, fusion queue full: 1)" in line
     assert "47 poses (pose jump: 1)" in line
+
+
+def test_messages_lost_in_transport_are_counted_and_reported():
+    """The middleware's message-lost events (best-effort samples that never reached the node) are counted per
+    stream, listed in /diagnostics, counted in the window's lost fraction and named in the stop summary."""
+    from lang3d_ros.ros.config import DiagnosticsConfig
+    from lang3d_ros.ros.diagnostics import DiagnosticsMonitor
+    from lang3d_ros.ros.mapper_node import intake_summary
+
+    zero = {"frames_received": 0, "frames_fused": 0, "frames_dropped": 0, "frames_rejected": 0}
+    st = {
+        "frames_received": 9,
+        "frames_fused": 9,
+        "frames_dropped": 0,
+        "frames_rejected": 0,
+        "frames_pending": 0,
+        "depth_received": 10,
+        "poses_received": 24,
+        "lost_in_transport": {"colour image": 15, "depth image": 14},
+    }
+    mon = DiagnosticsMonitor(DiagnosticsConfig(), "m")
+    mon.update(zero, 0.0)
+    (intake,) = [d for d in mon.update(st, 1.0) if d.name == "m: intake"]
+    assert intake.values["lost in transport: colour image"] == "15"
+    assert intake.values["lost in transport: depth image"] == "14"
+    assert float(intake.values["window_lost_fraction"]) == pytest.approx(15 / 24) and intake.level == "WARN"
+    line = intake_summary(st)
+    assert "lost in transport, never received (DDS message-lost events) (colour image: 15, depth image: 14)" in line
+    assert "lost in transport" not in intake_summary(dict(st, lost_in_transport={}))
+
+
+def test_the_mapper_counts_lost_messages_per_stream():
+    require_ros()
+    import rclpy
+    from rclpy.context import Context
+
+    from lang3d_ros.ros.mapper_node import COLOUR, MapperNode
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=next_domain_id())
+    try:
+        node = MapperNode(context=ctx)
+        names = node._stream_names(node.config)
+        assert names == [COLOUR, "depth image", "camera_info", "pose"]  # pose_topic set, odom_topic not
+        node._lost_counter(COLOUR)(type("Ev", (), {"total_count_change": 3})())
+        node.on_messages_lost("pose", 2)
+        node.on_messages_lost("pose", 0)
+        assert node.lost_in_transport == {COLOUR: 3, "pose": 2}
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)
 
 
 @pytest.mark.parametrize("depth", [10, 100])

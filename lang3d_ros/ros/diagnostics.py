@@ -3,8 +3,10 @@ entries (OK / WARN / ERROR by the thresholds of ``DiagnosticsConfig``).
 
 ``DiagnosticsMonitor.update(status, now_s)`` turns the node's status snapshots into ``Diagnostic`` items (plain
 dataclasses, testable without ROS); ``to_msg`` converts them. Rates are measured over a sliding window of
-snapshots, so a node that has just started reports the rate since its first snapshot. What it cannot do: see
-frames lost before the node's subscription (best-effort DDS drops), which appear in no counter.
+snapshots, so a node that has just started reports the rate since its first snapshot. Colour images the middleware
+reports lost in transport (``lost_in_transport``, DDS message-lost events) count as received and lost in the
+window's fraction. What it cannot do: see samples that a full subscription history overwrote before the node took
+them, or losses the middleware does not report; those appear in no counter.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class _Snapshot:
     t_s: float
     received: int
     fused: int
-    lost: int  # dropped + rejected
+    lost: int  # dropped + rejected + colour images lost in transport
 
 
 class DiagnosticsMonitor:
@@ -54,11 +56,12 @@ class DiagnosticsMonitor:
         reasons), ``queue_frames``, ``queue_keyframes``, ``num_instances``, ``text_encoder``, ``semantics_backend``,
         ``llm_status``); missing keys are reported as unknown. now_s: a monotonic clock (s)."""
         cfg = self.config
+        transport = int(dict(status.get("lost_in_transport") or {}).get("colour image", 0))
         snap = _Snapshot(
             now_s,
-            int(status.get("frames_received", 0)),
+            int(status.get("frames_received", 0)) + transport,
             int(status.get("frames_fused", 0)),
-            int(status.get("frames_dropped", 0)) + int(status.get("frames_rejected", 0)),
+            int(status.get("frames_dropped", 0)) + int(status.get("frames_rejected", 0)) + transport,
         )
         self._history.append(snap)
         while len(self._history) > 2 and now_s - self._history[1].t_s >= cfg.window_s:
@@ -87,7 +90,7 @@ class DiagnosticsMonitor:
         notes = []
         if received > 0 and lost_fraction > cfg.drop_fraction_warn:
             level = "ERROR" if lost_fraction > cfg.drop_fraction_error else "WARN"
-            notes.append(f"{lost_fraction:.0%} of frames dropped or rejected")
+            notes.append(f"{lost_fraction:.0%} of frames dropped or rejected")  # or lost in transport: see values
         if received > 0 and fusion_hz < cfg.min_fusion_hz_warn:
             level = _worst(level, "WARN")
             notes.append(f"fusing {fusion_hz:.2f} Hz")
@@ -115,6 +118,7 @@ class DiagnosticsMonitor:
             ("rejected", "reject_reasons"),
             ("depth dropped", "depth_dropped"),
             ("pose rejected", "poses_rejected"),
+            ("lost in transport", "lost_in_transport"),
         ):
             for reason, n in sorted(dict(st.get(key) or {}).items()):
                 values[f"{prefix}: {reason}"] = str(n)

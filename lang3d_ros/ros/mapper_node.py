@@ -15,6 +15,7 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -26,6 +27,7 @@ from lang3d_ros.ros import conversions as cv
 from lang3d_ros.ros.lifecycle import Lang3DLifecycleNode
 
 COLOUR = "colour image"
+LIVE_DDS_PROFILE = "config/fastdds_live.xml"
 
 
 def sensor_qos(depth: int, reliability: str = "best_effort") -> QoSProfile:
@@ -64,6 +66,8 @@ def intake_summary(st: dict) -> str:
     )
     if st.get("keyframes_without_semantics"):
         line += f"; {st['keyframes_without_semantics']} keyframes fused without semantics (semantics queue full)"
+    if any(st.get("lost_in_transport", {}).values()):
+        line += f"; lost in transport, never received (DDS message-lost events){reasons(st['lost_in_transport'])}"
     return line
 
 
@@ -81,6 +85,7 @@ class MapperNode(Lang3DLifecycleNode):
         self.rejected: Counter = Counter()
         self._last_warn: dict[str, float] = {}
         self._subs: list = []
+        self.lost_in_transport: Counter = Counter()
         self._tf = None
         # The assembler is not thread-safe: every sensor callback and status reader holds this lock while it uses it
         # (a decode and a few list operations; never a wait on the map). Each sensor stream has its own callback
@@ -109,6 +114,7 @@ class MapperNode(Lang3DLifecycleNode):
         T_robot_cam = mount_matrix(cfg.ros.camera_mount_xyz_rpy) if use_odom else None
         self.assembler = FrameAssembler(cfg.mapping.sync, T_robot_cam)
         self.rejected = Counter()
+        self.lost_in_transport = Counter()
 
     def _start_intake(self) -> None:
         cfg = self.config
@@ -118,19 +124,28 @@ class MapperNode(Lang3DLifecycleNode):
             trainer.start()
         self._workers_running = True
         qos = sensor_qos(cfg.ros.sensor_qos_depth, cfg.ros.sensor_qos_reliability)
+        pose_qos = sensor_qos(cfg.ros.pose_qos_depth, cfg.ros.sensor_qos_reliability)
         streams = [
-            (Image, cfg.ros.color_topic, self._on_color),
-            (Image, cfg.ros.depth_topic, self._on_depth),
-            (CameraInfo, cfg.ros.camera_info_topic, self._on_info),
+            (Image, cfg.ros.color_topic, self._on_color, qos),
+            (Image, cfg.ros.depth_topic, self._on_depth, qos),
+            (CameraInfo, cfg.ros.camera_info_topic, self._on_info, qos),
         ]
         if cfg.ros.pose_topic:
-            streams.append((PoseStamped, cfg.ros.pose_topic, self._on_pose))
+            streams.append((PoseStamped, cfg.ros.pose_topic, self._on_pose, pose_qos))
         if cfg.ros.odom_topic:
-            streams.append((Odometry, cfg.ros.odom_topic, self._on_odom))
-        # one group per stream: a stream's messages in order, one at a time, and no stream kept waiting by another
+            streams.append((Odometry, cfg.ros.odom_topic, self._on_odom, pose_qos))
+        # one group per stream: a stream's messages in order, one at a time, and no stream kept waiting by another;
+        # the middleware's message-lost events (samples that never reached this node) are counted per stream
         self._subs = [
-            self.create_subscription(t, topic, fn, qos, callback_group=MutuallyExclusiveCallbackGroup())
-            for t, topic, fn in streams
+            self.create_subscription(
+                t,
+                topic,
+                fn,
+                q,
+                callback_group=MutuallyExclusiveCallbackGroup(),
+                event_callbacks=SubscriptionEventCallbacks(message_lost=self._lost_counter(what)),
+            )
+            for (t, topic, fn, q), what in zip(streams, self._stream_names(cfg))
         ]
         if cfg.ros.use_tf and self._tf is None:
             self._tf = self._make_tf()
@@ -209,52 +224,90 @@ class MapperNode(Lang3DLifecycleNode):
             self._reject(what, f"{type(exc).__name__}: {exc}")
             self.get_logger().error(f"unexpected error on {what}: {exc!r}")
 
+    @staticmethod
+    def _stream_names(cfg) -> list[str]:
+        """The names of the streams _start_intake subscribes to, in its order (as the rejects and logs name them)."""
+        names = [COLOUR, "depth image", "camera_info"]
+        return names + ["pose"] * bool(cfg.ros.pose_topic) + ["odometry"] * bool(cfg.ros.odom_topic)
+
+    def _lost_counter(self, what: str):
+        def on_lost(event) -> None:
+            self.on_messages_lost(what, int(event.total_count_change))
+
+        return on_lost
+
+    def on_messages_lost(self, what: str, n: int) -> None:
+        """The middleware reports ``n`` messages of stream ``what`` that never reached this node (e.g. a best-effort
+        sample whose shared-memory buffer the publisher reused before this process read it): counted in
+        ``lost_in_transport`` and warned about (once every 5 s per stream). What it cannot do: see samples that a
+        full subscription history (ros.sensor_qos_depth, ros.pose_qos_depth) overwrote, or losses a middleware does
+        not report."""
+        if n <= 0:
+            return
+        with self._intake_lock:
+            self.lost_in_transport[what] += n
+            total = self.lost_in_transport[what]
+        self._warn_throttled(
+            f"lost: {what}",
+            f"{total} {what} message(s) lost in transport so far (never received; best-effort DDS). Under CPU load "
+            f"a publisher on this host with Fast DDS's default 512 KiB shared-memory segment reuses its buffers "
+            f"before they are read: start the camera driver with FASTRTPS_DEFAULT_PROFILES_FILE={LIVE_DDS_PROFILE}",
+        )
+
     def _on_info(self, msg: CameraInfo) -> None:
         # a change mid-stream is counted (camera_info_changes) and warned about by the assembler
         self._guard("camera_info", lambda m: self.assembler.add_intrinsics(cv.camera_info_to_intrinsics(m)), msg)
 
     def _on_color(self, msg: Image) -> None:
+        rx = time.monotonic_ns()  # arrival (before waiting for the intake lock): see FrameAssembler.add_pose
+
         def handle(m):
             stamp = cv.stamp_to_ns(m.header.stamp)
             rgb = cv.image_to_rgb8(m)
             if self._tf is not None:  # before add_color: an image refused here is counted once, as a colour reject
-                self._lookup_camera_pose(m.header.frame_id, m.header.stamp, stamp)
-            self.assembler.add_color(stamp, rgb)
+                self._lookup_camera_pose(m.header.frame_id, m.header.stamp, stamp, rx)
+            self.assembler.add_color(stamp, rgb, rx)
             self._drain(stamp)
 
         self._guard(COLOUR, handle, msg)
 
     def _on_depth(self, msg: Image) -> None:
+        rx = time.monotonic_ns()
+
         def handle(m):
             stamp = cv.stamp_to_ns(m.header.stamp)
-            self.assembler.add_depth(stamp, cv.image_to_depth_m(m, self.config.ros.depth_scale_m))
+            self.assembler.add_depth(stamp, cv.image_to_depth_m(m, self.config.ros.depth_scale_m), rx)
             self._drain(stamp)
 
         self._guard("depth image", handle, msg)
 
     def _on_pose(self, msg: PoseStamped) -> None:
+        rx = time.monotonic_ns()
+
         def handle(m):
             T, frame, stamp = cv.pose_stamped_to_matrix(m)
             if frame and frame != self.config.frames.map_frame:
                 raise ValueError(f"pose is in frame {frame!r}, expected the map frame {self.config.frames.map_frame!r}")
-            self.assembler.add_pose(stamp, T)  # a stale / future / jumping pose is counted and logged there
+            self.assembler.add_pose(stamp, T, rx)  # a stale / future / jumping pose is counted and logged there
             self._drain(stamp)
 
         self._guard("pose", handle, msg)
 
     def _on_odom(self, msg: Odometry) -> None:
+        rx = time.monotonic_ns()
+
         def handle(m):
             T, frame, _child, stamp = cv.odometry_to_matrix(m)
             if frame and frame != self.config.frames.map_frame:
                 raise ValueError(
                     f"odometry is in frame {frame!r}, expected the map frame {self.config.frames.map_frame!r}"
                 )
-            self.assembler.add_pose(stamp, T)
+            self.assembler.add_pose(stamp, T, rx)
             self._drain(stamp)
 
         self._guard("odometry", handle, msg)
 
-    def _lookup_camera_pose(self, camera_frame: str, stamp_msg, stamp_ns: int) -> None:
+    def _lookup_camera_pose(self, camera_frame: str, stamp_msg, stamp_ns: int, received_ns: int | None = None) -> None:
         from rclpy.time import Time
 
         frame = self.config.frames.camera_frame or camera_frame
@@ -263,7 +316,7 @@ class MapperNode(Lang3DLifecycleNode):
         except Exception as exc:  # tf2 raises its own exception types
             raise ValueError(f"no TF {self.config.frames.map_frame} <- {frame} at the image stamp: {exc}") from exc
         T, _, _, _ = cv.transform_stamped_to_matrix(tf)
-        self.assembler.add_pose(stamp_ns, T)
+        self.assembler.add_pose(stamp_ns, T, received_ns)
 
     def _drain(self, now_ns: int) -> None:
         for frame in self.assembler.pop_frames(now_ns):
@@ -279,13 +332,16 @@ class MapperNode(Lang3DLifecycleNode):
         colour = {k: v for k, v in self.rejected.items() if k.startswith(COLOUR)}
         with self._intake_lock:  # a callback may be changing the assembler's counters
             intake = self.assembler.status()
+            lost = {k: v for k, v in self.lost_in_transport.items() if v}
         st = combine_intake_status(self.pipeline.status(), intake, colour)
+        st["lost_in_transport"] = lost
         others = {k: v for k, v in self.rejected.items() if not k.startswith(COLOUR)}
         st["messages_rejected"] = sum(others.values()) + sum(st.get("poses_rejected", {}).values())
         reasons = Counter(st.get("reject_reasons", {}))
         reasons.update(st.get("drop_reasons", {}))
         reasons.update(others)
         reasons.update(st.get("poses_rejected", {}))
+        reasons.update({f"lost in transport: {k}": v for k, v in lost.items()})
         st["reasons"] = reasons
         st["queue_frames"] = self.pipeline._frames.qsize()
         st["queue_keyframes"] = self.pipeline._keyframes.qsize()
