@@ -7,7 +7,11 @@ This is the path used where message_filters is not installed; it is tested again
 
 Faults in the streams are refused one message at a time, so that intake recovers at once:
 - the newest image stamp is the clock: a pose stamped more than ``max_pose_lead_s`` after it and after the newest
-  accepted pose (future) or an image or pose more than ``max_stamp_lag_s`` before it (stale) is rejected;
+  accepted pose (future) or an image or pose more than ``max_stamp_lag_s`` before it (stale) is rejected; a caller
+  that passes arrival times (``received_ns``, a monotonic clock) allows a pose the time since the last message was
+  stored on top of ``max_pose_lead_s``, so after a gap in every stream longer than it (a stalled link, lost
+  best-effort messages) the first poses are on time, not in the future, while a pose stamped far ahead of a stream
+  that keeps arriving is still refused;
   ``clock_jump_confirm`` images in a row that far back mean the clock went back (bag loop, simulator reset):
   everything buffered is dropped (counted), the synchronizer restarts from those images (and the poses held with
   them), ``clock_resets`` counts it and a warning is logged;
@@ -159,6 +163,8 @@ class FrameAssembler:
         self._late: list[_Late] = []
         self._jump_track: list[tuple[int, np.ndarray]] = []
         self._newest_image_ns: int | None = None
+        self._stored_rx_ns: int | None = None  # arrival time of the last message stored (when callers give it)
+        self._rx_ns: int | None = None  # arrival time of the message being added
 
     # ------------------------------------------------------------------------------------------ input
     def add_intrinsics(self, intrinsics: Intrinsics) -> None:
@@ -175,35 +181,44 @@ class FrameAssembler:
             )
         self.intrinsics = intrinsics
 
-    def add_color(self, stamp_ns: int, rgb: np.ndarray) -> None:
-        """rgb: (H,W,3) uint8. A stale image is rejected (counted), several in a row reset the synchronizer."""
+    def add_color(self, stamp_ns: int, rgb: np.ndarray, received_ns: int | None = None) -> None:
+        """rgb: (H,W,3) uint8. A stale image is rejected (counted), several in a row reset the synchronizer.
+        received_ns: when the message arrived (monotonic clock, ns; see ``add_pose``), optional."""
         self.stats.colour_received += 1
+        self._rx_ns = None if received_ns is None else int(received_ns)
         self._add_image("colour", int(stamp_ns), rgb)
 
-    def add_depth(self, stamp_ns: int, depth_m: np.ndarray) -> None:
+    def add_depth(self, stamp_ns: int, depth_m: np.ndarray, received_ns: int | None = None) -> None:
         """depth_m: (H,W) float32 metres. Stamps are checked as for colour."""
         self.stats.depth_received += 1
+        self._rx_ns = None if received_ns is None else int(received_ns)
         self._add_image("depth", int(stamp_ns), depth_m)
 
-    def add_pose(self, stamp_ns: int, T_world_pose: np.ndarray) -> str:
+    def add_pose(self, stamp_ns: int, T_world_pose: np.ndarray, received_ns: int | None = None) -> str:
         """Store a pose sample (4,4); returns "" when stored, else the reason it was rejected (counted in
         ``poses_rejected``, logged once per reason every 5 s): stale or future stamp, pose jump or turn. A pose
         stamped more than ``max_stamp_lag_s`` back is held (``HELD_LATE_POSE``) with the late images: stored if they
         turn out to be a clock jump back, else counted as a stale stamp.
-        Raises ValueError for a non-rigid or non-finite pose (nothing is stored)."""
+        Raises ValueError for a non-rigid or non-finite pose (nothing is stored).
+        received_ns: when the message arrived (monotonic clock, ns), optional; with it the future-stamp limit is
+        ``max_pose_lead_s`` plus the time since the last message (of any stream) was stored, so poses after a gap
+        in every stream are accepted."""
         T = validate_rigid(T_world_pose, "pose")
         stamp_ns = int(stamp_ns)
         self.stats.poses_received += 1
+        self._rx_ns = rx = None if received_ns is None else int(received_ns)
         c = self.config
         ref = self._newest_image_ns
         # poses run ahead of a paused camera one sample at a time: judge the lead against the newer of the two
         ahead_of = ref if ref is None or not self._pose_t else max(ref, self._pose_t[-1])
-        if ahead_of is not None and stamp_ns > ahead_of + int(c.max_pose_lead_s * 1e9):
+        lead_ns = int(c.max_pose_lead_s * 1e9)
+        silent_ns = max(0, rx - self._stored_rx_ns) if rx is not None and self._stored_rx_ns is not None else 0
+        if ahead_of is not None and stamp_ns > ahead_of + lead_ns + silent_ns:
             return self._reject_pose(
                 REJECT_FUTURE,
                 f"pose stamped {(stamp_ns - ahead_of) * 1e-9:.3f} s after the "
                 f"newest image or pose (limit mapping.sync.max_pose_lead_s="
-                f"{c.max_pose_lead_s})",
+                f"{c.max_pose_lead_s}" + (f" + {silent_ns * 1e-9:.3f} s without messages" if silent_ns else "") + ")",
             )
         if ref is not None and stamp_ns < ref - int(c.max_stamp_lag_s * 1e9):
             if len(self._late) < self._maxlen:  # the first pose of a new, earlier timeline often precedes its image
@@ -218,6 +233,7 @@ class FrameAssembler:
         if jump:
             if self._follow_jump(stamp_ns, T):
                 self._pose_t, self._pose_T = [stamp_ns], [T]
+                self._stored_rx_ns = rx if rx is not None else self._stored_rx_ns
                 self.stats.pose_jumps_followed += 1
                 self._say(
                     "pose stream jumped and stayed",
@@ -233,6 +249,8 @@ class FrameAssembler:
         else:
             self._pose_t.insert(i, stamp_ns)
             self._pose_T.insert(i, T)
+        if rx is not None:
+            self._stored_rx_ns = rx
         keep = self.config.buffer_size * 10
         if len(self._pose_t) > keep:
             del self._pose_t[: len(self._pose_t) - keep]
@@ -352,6 +370,8 @@ class FrameAssembler:
     def _store(self, kind: str, stamp_ns: int, data: np.ndarray) -> None:
         first = self._newest_image_ns is None
         self._newest_image_ns = stamp_ns if first else max(self._newest_image_ns, stamp_ns)
+        if self._rx_ns is not None:
+            self._stored_rx_ns = self._rx_ns
         if first:
             self._prune_future_poses()
         buf = self._color if kind == "colour" else self._depth
