@@ -152,45 +152,103 @@ _NEIGHBOURS_26 = np.array(
 )  # half of the 26-neighbourhood: each adjacent voxel pair is linked once
 
 
-def largest_3d_part(seg: np.ndarray, xyz: np.ndarray, link_m: float) -> np.ndarray:
+class PixelVoxels:
+    """One keyframe's pixel points binned into ``link_m`` voxels and the voxels' 26-neighbour links: what
+    ``largest_3d_part`` needs that does not depend on the masks, computed once (on first use) and shared by the
+    masks of every level. xyz (N, 3) map-frame points (NaN: no point); it must not change while in use."""
+
+    def __init__(self, xyz: np.ndarray, link_m: float):
+        self.xyz = xyz
+        self.link_m = float(link_m)
+        self._done = False
+
+    def _build(self) -> None:
+        xyz = self.xyz
+        fin = np.flatnonzero(np.isfinite(xyz[:, 0]))
+        self.voxel = np.full(len(xyz), -1, np.int64)  # voxel of each pixel, in the lexicographic order of (x, y, z)
+        self.n_voxels = 0
+        self.nb_start = np.zeros(1, np.int64)
+        self.nb = np.zeros(0, np.int64)
+        self._done = True
+        if len(fin) == 0:
+            return
+        v = np.floor(xyz[fin] / self.link_m).astype(np.int64)
+        v -= v.min(0) - 1  # >= 1, so that every neighbour offset stays >= 0
+        dims = v.max(0) + 2
+        cells, inv = np.unique((v[:, 0] * dims[1] + v[:, 1]) * dims[2] + v[:, 2], return_inverse=True)
+        self.voxel[fin] = inv.reshape(-1)
+        n = self.n_voxels = len(cells)
+        src, dst = [], []
+        for d in _NEIGHBOURS_26:  # half of them: each adjacent pair once, (src, dst) with src < dst
+            nb = cells + (d[0] * dims[1] + d[1]) * dims[2] + d[2]
+            pos = np.searchsorted(cells, nb)
+            hit = (pos < n) & (cells[np.minimum(pos, n - 1)] == nb)
+            src.append(np.flatnonzero(hit))
+            dst.append(pos[hit])
+        src, dst = np.concatenate(src), np.concatenate(dst)
+        order = np.argsort(src, kind="stable")
+        self.nb = dst[order]  # neighbours of voxel u: nb[nb_start[u] : nb_start[u + 1]]
+        self.nb_start = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=n))])
+
+    def largest_parts(self, seg: np.ndarray) -> np.ndarray:
+        """``largest_3d_part(seg, xyz, link_m)`` for these points."""
+        out = np.asarray(seg).copy()
+        if self.link_m <= 0:
+            return out
+        if not self._done:
+            self._build()
+        ok = np.flatnonzero((out >= 0) & (self.voxel >= 0))
+        if len(ok) == 0:
+            return out
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        m = out[ok].astype(np.int64)
+        n_v = self.n_voxels
+        key = m * n_v + self.voxel[ok]  # (mask, voxel), in the order of (mask, x, y, z): masks never link
+        if (int(m.max()) + 1) * n_v <= 4 * len(key):  # few masks and voxels: a table instead of a sort
+            present = np.bincount(key, minlength=(int(m.max()) + 1) * n_v) > 0
+            cells = np.flatnonzero(present)
+            inv = (np.cumsum(present) - 1)[key]
+        else:
+            cells, inv = np.unique(key, return_inverse=True)
+            inv = inv.reshape(-1)
+        n = len(cells)
+        cell_mask, cell_voxel = cells // n_v, cells % n_v
+        first, last = self.nb_start[cell_voxel], self.nb_start[cell_voxel + 1]
+        cnt = last - first
+        r = np.repeat(np.arange(n), cnt)  # each cell's neighbouring voxels, in the same mask
+        nb = cell_mask[r] * n_v + self.nb[np.arange(len(r)) - (np.cumsum(cnt) - cnt)[r] + first[r]]
+        pos = np.searchsorted(cells, nb)
+        hit = (pos < n) & (cells[np.minimum(pos, n - 1)] == nb)
+        r, c = r[hit], pos[hit]
+        _, comp = connected_components(coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n, n)), directed=False)
+        px_comp = comp[inv]  # component of each pixel (a component lies in one mask: keys carry the mask)
+        size = np.bincount(px_comp)
+        comp_mask = np.zeros(len(size), np.int64)
+        comp_mask[px_comp] = m
+        order = np.lexsort((-size, comp_mask))  # per mask, its largest component first
+        first_of_mask = np.unique(comp_mask[order], return_index=True)[1]
+        keep = np.zeros(len(size), bool)
+        keep[order[first_of_mask]] = True
+        out[ok[~keep[px_comp]]] = -1
+        return out
+
+
+def largest_3d_part(seg: np.ndarray, xyz: np.ndarray, link_m: float, voxels: PixelVoxels | None = None) -> np.ndarray:
     """(N,) int mask ids per pixel (-1 none) and (N, 3) map-frame points (NaN: no point) -> the same ids with
     every mask cut down to its largest 3D part (by pixels): points joined through 26-neighbouring voxels of
     ``link_m``. A mask that spans two objects far apart in depth (an under-segmented mask over a monitor and the
     shelf 3 m behind it) keeps one of them, and spill onto a distant wall goes; an object whose visible parts are
-    more than ``link_m`` apart keeps its largest part in this keyframe. ``link_m <= 0``: unchanged."""
-    out = np.asarray(seg).copy()
-    ok = np.flatnonzero((out >= 0) & np.isfinite(xyz[:, 0]))
-    if link_m <= 0 or len(ok) == 0:
-        return out
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    v = np.floor(xyz[ok] / link_m).astype(np.int64)
-    v -= v.min(0) - 1  # >= 1, so that every neighbour offset stays >= 0
-    dims = v.max(0) + 2
-    m = out[ok].astype(np.int64)
-    key = ((m * dims[0] + v[:, 0]) * dims[1] + v[:, 1]) * dims[2] + v[:, 2]  # (mask, voxel): masks never link
-    cells, inv = np.unique(key, return_inverse=True)
-    rows, cols = [], []
-    for d in _NEIGHBOURS_26:
-        nb = key + (d[0] * dims[1] + d[1]) * dims[2] + d[2]
-        pos = np.searchsorted(cells, nb)
-        hit = (pos < len(cells)) & (cells[np.minimum(pos, len(cells) - 1)] == nb)
-        rows.append(inv[hit])
-        cols.append(pos[hit])
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    n = len(cells)
-    _, comp = connected_components(coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n, n)), directed=False)
-    px_comp = comp[inv]  # component of each pixel (a component lies in one mask: keys carry the mask)
-    size = np.bincount(px_comp)
-    comp_mask = np.zeros(len(size), np.int64)
-    comp_mask[px_comp] = m
-    order = np.lexsort((-size, comp_mask))  # per mask, its largest component first
-    first = np.unique(comp_mask[order], return_index=True)[1]
-    keep = np.zeros(len(size), bool)
-    keep[order[first]] = True
-    out[ok[~keep[px_comp]]] = -1
-    return out
+    more than ``link_m`` apart keeps its largest part in this keyframe. ``link_m <= 0``: unchanged. ``voxels``:
+    ``PixelVoxels(xyz, link_m)`` shared by the levels of one keyframe (built here when None); ties between equal
+    parts go to the one whose first voxel comes first in (x, y, z) order, as the reference
+    (stats_reference.largest_3d_part_reference)."""
+    if voxels is None:
+        voxels = PixelVoxels(xyz, link_m)
+    elif voxels.xyz is not xyz or voxels.link_m != float(link_m):
+        raise ValueError("largest_3d_part: voxels were built for other points or another link_m")
+    return voxels.largest_parts(seg)
 
 
 class InstanceMapper:
@@ -219,6 +277,7 @@ class InstanceMapper:
         xyz[slot < 0] = np.nan
         labels = np.full((len(LEVELS), slot.shape[0]), -1, np.int32)
         depth_m = np.asarray(frame.depth_m, dtype=np.float32)
+        voxels = PixelVoxels(xyz, cfg.mask_part_link_m)  # shared by the levels (built on first use)
         for lvl, masks in enumerate(semantics.levels):
             if masks.num_masks == 0:
                 continue
@@ -227,7 +286,7 @@ class InstanceMapper:
             )
             seg_map = erode_labels(seg_map, cfg.vote_erode_px, depth_m, cfg.depth_edge_tol_m, cfg.depth_edge_tol_per_m2)
             seg = np.where(slot >= 0, seg_map.reshape(-1), -1).astype(np.int32)
-            seg = largest_3d_part(seg, xyz, cfg.mask_part_link_m)
+            seg = largest_3d_part(seg, xyz, cfg.mask_part_link_m, voxels)
             existing = np.asarray(points.slot_labels(lvl, slot), dtype=np.int32).reshape(-1)
             res = associate_level(
                 self.table,

@@ -1,6 +1,7 @@
-"""The support pass as it was before vectorisation (lang3d_ros.instances.stats.compute_support): a Python loop over
-candidate pairs and one over rows, kept apart as the reference the vectorised pass must match exactly (test
-parity, benchmarks side by side). Not used by the mapper.
+"""The instance pass's steps as they were before vectorisation, kept apart as the references the faster ones must
+match exactly (test parity, benchmarks side by side); not used by the mapper:
+- the support pass (stats.compute_support): a Python loop over candidate pairs and one over rows;
+- a mask's largest 3D part (mapper.largest_3d_part): voxel keys of every pixel point recomputed per level.
 """
 
 from __future__ import annotations
@@ -159,4 +160,51 @@ def seen_surface_below_reference(
         if len(top):
             k = int(top[-1])
             out[i] = float(np.median(z[k - int(n_below[k]) + 1 : k + 1]))
+    return out
+
+
+_NEIGHBOURS_26 = np.array(
+    [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1) if (dx, dy, dz) > (0, 0, 0)],
+    np.int64,
+)
+
+
+def largest_3d_part_reference(seg: np.ndarray, xyz: np.ndarray, link_m: float) -> np.ndarray:
+    """(N,) int mask ids per pixel (-1 none) and (N, 3) map-frame points (NaN: no point) -> the same ids with
+    every mask cut down to its largest 3D part (by pixels): points joined through 26-neighbouring voxels of
+    ``link_m``. A mask that spans two objects far apart in depth (an under-segmented mask over a monitor and the
+    shelf 3 m behind it) keeps one of them, and spill onto a distant wall goes; an object whose visible parts are
+    more than ``link_m`` apart keeps its largest part in this keyframe. ``link_m <= 0``: unchanged."""
+    out = np.asarray(seg).copy()
+    ok = np.flatnonzero((out >= 0) & np.isfinite(xyz[:, 0]))
+    if link_m <= 0 or len(ok) == 0:
+        return out
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    v = np.floor(xyz[ok] / link_m).astype(np.int64)
+    v -= v.min(0) - 1  # >= 1, so that every neighbour offset stays >= 0
+    dims = v.max(0) + 2
+    m = out[ok].astype(np.int64)
+    key = ((m * dims[0] + v[:, 0]) * dims[1] + v[:, 1]) * dims[2] + v[:, 2]  # (mask, voxel): masks never link
+    cells, inv = np.unique(key, return_inverse=True)
+    rows, cols = [], []
+    for d in _NEIGHBOURS_26:
+        nb = key + (d[0] * dims[1] + d[1]) * dims[2] + d[2]
+        pos = np.searchsorted(cells, nb)
+        hit = (pos < len(cells)) & (cells[np.minimum(pos, len(cells) - 1)] == nb)
+        rows.append(inv[hit])
+        cols.append(pos[hit])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    n = len(cells)
+    _, comp = connected_components(coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n, n)), directed=False)
+    px_comp = comp[inv]  # component of each pixel (a component lies in one mask: keys carry the mask)
+    size = np.bincount(px_comp)
+    comp_mask = np.zeros(len(size), np.int64)
+    comp_mask[px_comp] = m
+    order = np.lexsort((-size, comp_mask))  # per mask, its largest component first
+    first = np.unique(comp_mask[order], return_index=True)[1]
+    keep = np.zeros(len(size), bool)
+    keep[order[first]] = True
+    out[ok[~keep[px_comp]]] = -1
     return out
