@@ -254,3 +254,11 @@ def test_points_exactly_on_the_search_boundaries():
         stats.compute_support(got, WHOLE, lab, xyz, normals, cfg)
         _assert_same(ref, got)
         assert int(got.support_id[2]) == int(ids[1])
+
+
+def test_small_chunks_give_the_same_tables(checked, monkeypatch):
+    """The candidates expanded a few at a time (chunks split between (row, column) slices and pairs)."""
+    monkeypatch.setattr(stats, "_CHUNK", 5)
+    xyz, nrm, obj = _random_scene(3, n_obj=20)
+    _refresh(xyz, nrm, obj)
+    assert checked[-1] > 0

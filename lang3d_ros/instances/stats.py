@@ -283,7 +283,7 @@ def compute_support(
         last = np.searchsorted(key, pair_b * zidx.n + zidx.above(bottom + gap + tol), "left")
         n_pairs = len(pair_a)
         n_ok = np.zeros(n_pairs, np.int64)
-        for c0, c1 in _chunks(last - first, 1 << 21):
+        for c0, c1 in _chunks(last - first, _CHUNK):
             k, pos = _expand(first[c0:c1], last[c0:c1])
             k += c0
             ok = _on_footprint(xyz, pts[pos], lo, hi, pair_a[k], m, gap)
@@ -359,6 +359,10 @@ def _expand(first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray
     n = np.maximum(np.asarray(last) - np.asarray(first), 0)
     k = np.repeat(np.arange(len(n)), n)
     return k, np.arange(len(k)) - (np.cumsum(n) - n)[k] + np.asarray(first)[k]
+
+
+_CHUNK = 1 << 19
+"""Candidate (pair or row, point) entries expanded at a time: ~50 MiB of temporaries at ~100 B each."""
 
 
 def _chunks(sizes: np.ndarray, budget: int):
@@ -445,17 +449,18 @@ def seen_surface_below(
         last = np.searchsorted(key, c * n + r_hi[i], "left")
         nz = last > first
         i, first, last = i[nz], first[nz], last[nz]
-        k, pos = _expand(first, last)  # (row, column) slice of each candidate, ascending height within it
-        pt = order[pos]
-        r = i[k]
-        q = p[pt]
-        ok = (q[:, 0] >= x0[r]) & (q[:, 0] < x1[r]) & (q[:, 1] >= y0[r]) & (q[:, 1] <= y1[r])
-        zq = np.where(ok, q[:, 2], -np.inf)
-        s = np.cumsum(last - first) - (last - first)
-        col_top = np.maximum.reduceat(zq, s) if len(zq) else zq
-        sel = ok & (q[:, 2] >= col_top[k]) & (q[:, 2] < bottom[r]) & (labels[pt] != own[r])
-        sel_row.append(r[sel])
-        sel_z.append(pt[sel])
+        for s0, s1 in _chunks(last - first, _CHUNK):  # whole (row, column) slices, ~_CHUNK candidates at a time
+            k, pos = _expand(first[s0:s1], last[s0:s1])  # slice of each candidate, ascending height within it
+            pt = order[pos]
+            r = i[s0:s1][k]
+            q = p[pt]
+            ok = (q[:, 0] >= x0[r]) & (q[:, 0] < x1[r]) & (q[:, 1] >= y0[r]) & (q[:, 1] <= y1[r])
+            zq = np.where(ok, q[:, 2], -np.inf)
+            n_k = last[s0:s1] - first[s0:s1]
+            col_top = np.maximum.reduceat(zq, np.cumsum(n_k) - n_k)
+            sel = ok & (q[:, 2] >= col_top[k]) & (q[:, 2] < bottom[r]) & (labels[pt] != own[r])
+            sel_row.append(r[sel])
+            sel_z.append(pt[sel])
     r = np.concatenate(sel_row)
     pt = np.concatenate(sel_z)
     if len(r) == 0:
