@@ -335,6 +335,8 @@ def run_once(variant: str, tree: Path, scenario: Scenario, args, work: Path, vie
     if views is not None:
         gt.write_text((work / f"views_{scenario.width}x{scenario.height}.json").read_text())
     extra = {} if args.sensor_qos_depth is None else {"sensor_qos_depth": args.sensor_qos_depth}
+    if args.pose_qos_depth is not None:  # trees before a4d097f ignore it (one depth for every stream)
+        extra["pose_qos_depth"] = args.pose_qos_depth
     params = mapper_params(run_dir / "params.yaml", gt, extra)
     domain = next_domain_id()
     env = ros_env(domain, run_dir / "logs")
@@ -437,6 +439,7 @@ def main(argv=None) -> int:
     p.add_argument("--pub-reliability", choices=["best_effort", "reliable"], default="best_effort")
     p.add_argument("--pub-depth", type=int, default=5, help="publisher history depth (camera drivers: ~5)")
     p.add_argument("--sensor-qos-depth", type=int, default=None, help="the node's ros.sensor_qos_depth (default: its)")
+    p.add_argument("--pose-qos-depth", type=int, default=None, help="the node's ros.pose_qos_depth (default: its)")
     p.add_argument("--load-procs", type=int, default=0, help="busy-loop processes competing for the CPU meanwhile")
     p.add_argument("--settle-s", type=float, default=20.0, help="wait at most this long for pending frames")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "intake2" / "bench")

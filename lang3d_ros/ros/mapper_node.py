@@ -88,7 +88,8 @@ class MapperNode(Lang3DLifecycleNode):
         self.lost_in_transport: Counter = Counter()
         self._tf = None
         # The assembler is not thread-safe: every sensor callback and status reader holds this lock while it uses it
-        # (a decode and a few list operations; never a wait on the map). Each sensor stream has its own callback
+        # (a few list operations and the hand-over; messages are decoded before, outside it; never a wait on the
+        # map). Each sensor stream has its own callback
         # group (_start_intake): with one group for all of them, rclpy's executor leaves every stream of a busy
         # group out of its wait set and, when the group frees, serves the ready streams in creation order (a
         # replay's poses came up to 3.7 s after their images). What it cannot do: keep a stream on time; with a
@@ -214,10 +215,14 @@ class MapperNode(Lang3DLifecycleNode):
         self.rejected[key] += 1
         self._warn_throttled(key, f"rejected {what} ({self.rejected[key]} so far): {reason}")
 
-    def _guard(self, what: str, fn, msg) -> None:
+    def _guard(self, what: str, decode, apply, msg) -> None:
+        """``decode(msg)`` (conversions only, outside the intake lock, so streams decode in parallel and no stream
+        waits for another's image copy), then ``apply(decoded)`` under the lock (the assembler and the hand-over).
+        A ValueError from either is a rejected message with its reason; anything else is logged too."""
         try:
+            item = decode(msg)
             with self._intake_lock:
-                fn(msg)
+                apply(item)
         except ValueError as exc:
             self._reject(what, str(exc))
         except Exception as exc:  # never let one message take the node down
@@ -256,56 +261,60 @@ class MapperNode(Lang3DLifecycleNode):
 
     def _on_info(self, msg: CameraInfo) -> None:
         # a change mid-stream is counted (camera_info_changes) and warned about by the assembler
-        self._guard("camera_info", lambda m: self.assembler.add_intrinsics(cv.camera_info_to_intrinsics(m)), msg)
+        self._guard("camera_info", cv.camera_info_to_intrinsics, lambda K: self.assembler.add_intrinsics(K), msg)
 
     def _on_color(self, msg: Image) -> None:
         rx = time.monotonic_ns()  # arrival (before waiting for the intake lock): see FrameAssembler.add_pose
 
-        def handle(m):
-            stamp = cv.stamp_to_ns(m.header.stamp)
-            rgb = cv.image_to_rgb8(m)
+        def apply(item):
+            m, stamp, rgb = item
             if self._tf is not None:  # before add_color: an image refused here is counted once, as a colour reject
                 self._lookup_camera_pose(m.header.frame_id, m.header.stamp, stamp, rx)
             self.assembler.add_color(stamp, rgb, rx)
             self._drain(stamp)
 
-        self._guard(COLOUR, handle, msg)
+        self._guard(COLOUR, lambda m: (m, cv.stamp_to_ns(m.header.stamp), cv.image_to_rgb8(m)), apply, msg)
 
     def _on_depth(self, msg: Image) -> None:
         rx = time.monotonic_ns()
 
-        def handle(m):
-            stamp = cv.stamp_to_ns(m.header.stamp)
-            self.assembler.add_depth(stamp, cv.image_to_depth_m(m, self.config.ros.depth_scale_m), rx)
+        def decode(m):
+            return cv.stamp_to_ns(m.header.stamp), cv.image_to_depth_m(m, self.config.ros.depth_scale_m)
+
+        def apply(item):
+            stamp, depth_m = item
+            self.assembler.add_depth(stamp, depth_m, rx)
             self._drain(stamp)
 
-        self._guard("depth image", handle, msg)
+        self._guard("depth image", decode, apply, msg)
+
+    def _pose_in_map(self, what: str, T, frame: str, stamp: int):
+        if frame and frame != self.config.frames.map_frame:
+            raise ValueError(f"{what} is in frame {frame!r}, expected the map frame {self.config.frames.map_frame!r}")
+        return stamp, T
+
+    def _apply_pose(self, rx: int, item) -> None:
+        stamp, T = item
+        self.assembler.add_pose(stamp, T, rx)  # a stale / future / jumping pose is counted and logged there
+        self._drain(stamp)
 
     def _on_pose(self, msg: PoseStamped) -> None:
         rx = time.monotonic_ns()
 
-        def handle(m):
+        def decode(m):
             T, frame, stamp = cv.pose_stamped_to_matrix(m)
-            if frame and frame != self.config.frames.map_frame:
-                raise ValueError(f"pose is in frame {frame!r}, expected the map frame {self.config.frames.map_frame!r}")
-            self.assembler.add_pose(stamp, T, rx)  # a stale / future / jumping pose is counted and logged there
-            self._drain(stamp)
+            return self._pose_in_map("pose", T, frame, stamp)
 
-        self._guard("pose", handle, msg)
+        self._guard("pose", decode, lambda item: self._apply_pose(rx, item), msg)
 
     def _on_odom(self, msg: Odometry) -> None:
         rx = time.monotonic_ns()
 
-        def handle(m):
+        def decode(m):
             T, frame, _child, stamp = cv.odometry_to_matrix(m)
-            if frame and frame != self.config.frames.map_frame:
-                raise ValueError(
-                    f"odometry is in frame {frame!r}, expected the map frame {self.config.frames.map_frame!r}"
-                )
-            self.assembler.add_pose(stamp, T, rx)
-            self._drain(stamp)
+            return self._pose_in_map("odometry", T, frame, stamp)
 
-        self._guard("odometry", handle, msg)
+        self._guard("odometry", decode, lambda item: self._apply_pose(rx, item), msg)
 
     def _lookup_camera_pose(self, camera_frame: str, stamp_msg, stamp_ns: int, received_ns: int | None = None) -> None:
         from rclpy.time import Time
