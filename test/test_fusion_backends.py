@@ -99,19 +99,31 @@ def test_backends_agree_on_real_frames_with_holes(gradslam_dir):
         _assert_same_map(ref, got)
 
 
-def test_observe_kernel_matches_torch_vertex_and_normal_maps(gradslam_dir):
+@pytest.mark.parametrize("edge_normals", [False, True])
+def test_observe_kernel_matches_torch_vertex_and_normal_maps(gradslam_dir, edge_normals):
     depth = np.load(gradslam_dir / "depths.npy")[0, 0, ..., 0].astype(np.float32).copy()
     depth[5, 5:9] = np.nan
     depth[60, :] = 0.0
+    depth[20:80:3, 30:120:4] = 0.0  # dropouts: pixels next to them use the other neighbour with edge_normals
     intr = Intrinsics.from_K(np.load(gradslam_dir / "intrinsics.npy")[0, 0], 160, 120)
     pose = np.load(gradslam_dir / "poses.npy")[0, 1].astype(np.float64)
     f = Frame(np.zeros((120, 160, 3), np.uint8), depth, intr, pose)
     obs = {
-        b: PointMap(FusionConfig(backend=b, min_depth_m=0.0, max_depth_m=10.0), device="cpu")._observe(f)
+        b: PointMap(
+            FusionConfig(backend=b, min_depth_m=0.0, max_depth_m=10.0, edge_normals=edge_normals), device="cpu"
+        )._observe(f)
         for b in ("torch", "numba")
     }
     a, b = obs["torch"], obs["numba"]
     assert torch.equal(a.use, b.use) and int(a.use.sum()) > 10_000
+    # gradSLAM's rule: the pixel, its right and its lower neighbour have depth; edge_normals adds the others
+    # that have a neighbour with depth on each axis
+    v = np.isfinite(depth) & (depth > 0)
+    pad = np.pad(v, 1)
+    right, left, down, up = pad[1:-1, 2:], pad[1:-1, :-2], pad[2:, 1:-1], pad[:-2, 1:-1]
+    right[:, -1], down[-1, :] = left[:, -1], up[-1, :]  # the last column / row: the previous one
+    rule = v & (right | left) & (down | up) if edge_normals else v & right & down
+    assert np.array_equal(a.use.numpy().reshape(depth.shape), rule)
     u = a.use
     torch.testing.assert_close(b.vertex_world[u], a.vertex_world[u], rtol=0, atol=1e-6)
     torch.testing.assert_close(b.normal_world[u], a.normal_world[u], rtol=0, atol=1e-5)

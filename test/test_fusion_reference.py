@@ -17,7 +17,20 @@ from lang3d_ros.geometry.camera import Intrinsics
 DIST, ANGLE, SIGMA = 0.05, 20.0, 0.6
 
 
-def _maps(depth, intr, T):
+def _one_sided(vc, valid, axis: int):
+    """Differences to the next pixel where both have depth, else from the previous one (``edge_normals``)."""
+    lo = [slice(None)] * 2
+    hi = [slice(None)] * 2
+    lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+    lo, hi = tuple(lo), tuple(hi)
+    diff, pair = vc[hi] - vc[lo], valid[hi] & valid[lo]
+    fwd, fok = np.zeros_like(vc), np.zeros_like(valid)
+    bwd, bok = np.zeros_like(vc), np.zeros_like(valid)
+    fwd[lo], fok[lo], bwd[hi], bok[hi] = diff, pair, diff, pair
+    return np.where(fok[..., None], fwd, bwd), fok | bok
+
+
+def _maps(depth, intr, T, edge_normals: bool = False):
     """Independent numpy vertex / normal maps (float64) and the usable-pixel mask."""
     h, w = depth.shape
     u, v = np.meshgrid(np.arange(w), np.arange(h))
@@ -31,6 +44,11 @@ def _maps(depth, intr, T):
     n = n / np.where(nn == 0, 1, nn)
     vx = np.concatenate([valid[:, 1:] & valid[:, :-1], (valid[:, -1:] & valid[:, -2:-1])], 1)
     vy = np.concatenate([valid[1:] & valid[:-1], (valid[-1:] & valid[-2:-1])], 0)
+    if edge_normals:
+        (dx, vx), (dy, vy) = _one_sided(vc, valid, 1), _one_sided(vc, valid, 0)
+        n = np.cross(dx, dy)
+        nn = np.linalg.norm(n, axis=-1, keepdims=True)
+        n = n / np.where(nn == 0, 1, nn)
     use = valid & vx & vy & (nn[..., 0] > 0)
     alpha = np.clip(np.exp(-(vc**2).sum(-1) / (2 * SIGMA**2)), 1e-20, 1.01)
     vw = vc @ T[:3, :3].T + T[:3, 3]
@@ -38,12 +56,12 @@ def _maps(depth, intr, T):
     return vw.reshape(-1, 3), nw.reshape(-1, 3), alpha.reshape(-1), use.reshape(-1)
 
 
-def _reference_fusion(frames):
+def _reference_fusion(frames, edge_normals: bool = False):
     pts, nrm, col, conf = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)
     for f in frames:
         intr, T = f.intrinsics, f.T_world_cam
         h, w = f.height, f.width
-        vw, nw, alpha, use = _maps(f.depth_m.astype(np.float64), intr, T)
+        vw, nw, alpha, use = _maps(f.depth_m.astype(np.float64), intr, T, edge_normals)
         rgb = f.rgb.reshape(-1, 3) / 255.0
         matched = np.full(h * w, -1)
         if len(pts):
@@ -97,8 +115,10 @@ def real_frames(gradslam_dir):
 
 
 @pytest.mark.parametrize("backend", ["torch", "numba"])
-def test_pointfusion_matches_bruteforce_reference(real_frames, backend):
+@pytest.mark.parametrize("edge_normals", [False, True])
+def test_pointfusion_matches_bruteforce_reference(real_frames, backend, edge_normals):
     cfg = FusionConfig(
+        edge_normals=edge_normals,
         confidence_mode="gradslam",
         merge_duplicates=False,
         min_depth_m=0.0,
@@ -110,7 +130,7 @@ def test_pointfusion_matches_bruteforce_reference(real_frames, backend):
     reports = [m.integrate(f) for f in real_frames]
     assert all(r.accepted for r in reports)
     assert sum(r.n_matched for r in reports[1:]) > 10_000  # association really happens
-    pts, nrm, col, conf = _reference_fusion(real_frames)
+    pts, nrm, col, conf = _reference_fusion(real_frames, edge_normals)
     got = m.to_numpy()
     assert abs(len(got["points_xyz"]) - len(pts)) <= 2e-4 * len(pts), (len(got["points_xyz"]), len(pts))
     d, j = cKDTree(got["points_xyz"]).query(pts)

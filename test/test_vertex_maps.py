@@ -8,6 +8,7 @@ import torch
 
 from lang3d_ros.fusion.vertex import (
     confidence_map,
+    edge_normal_map,
     normal_map,
     normal_valid_mask,
     valid_depth_mask,
@@ -52,6 +53,28 @@ def test_vertex_and_normal_maps_match_gradslam(ref, device):
         np.testing.assert_allclose(vw[valid], ref["global_vertex_map"][b, s][valid], atol=1e-5)
         nw = n.cpu().numpy().astype(np.float64) @ T[:3, :3].T
         np.testing.assert_allclose(nw[valid], ref["global_normal_map"][b, s][valid], atol=1e-4)
+
+
+def test_edge_normals_are_gradslams_where_it_has_them_and_fill_silhouettes(ref):
+    """On gradSLAM's real frames: every pixel gradSLAM's rule keeps is kept with gradSLAM's normal; a pixel whose
+    right or lower neighbour has no depth is kept with the normal of its left / upper neighbour's difference."""
+    added = 0
+    for b, s, intr in _frames(ref):
+        depth = torch.from_numpy(ref["depths"][b, s, ..., 0])
+        valid = valid_depth_mask(depth)
+        v = vertex_map(depth, intr)
+        n, usable = edge_normal_map(v, valid)
+        base = normal_valid_mask(valid) & (normal_map(v) != 0).any(-1)
+        assert bool((usable | ~base).all())
+        np.testing.assert_allclose(n[base].numpy(), ref["normal_map"][b, s][base.numpy()], atol=1e-4)
+        extra = (usable & ~base).nonzero()
+        added += len(extra)
+        for i, j in extra[:50].tolist():  # left / upper differences where the right / lower neighbour is a hole
+            a = v[i, j + 1] - v[i, j] if j + 1 < v.shape[1] and valid[i, j + 1] else v[i, j] - v[i, j - 1]
+            c = v[i + 1, j] - v[i, j] if i + 1 < v.shape[0] and valid[i + 1, j] else v[i, j] - v[i - 1, j]
+            want = torch.linalg.cross(a, c)
+            torch.testing.assert_close(n[i, j], want / want.norm(), atol=1e-4, rtol=0)
+    assert added > 1000
 
 
 def test_bad_depth_values_are_invalid_pixels(ref):

@@ -27,6 +27,11 @@ class FusionConfig:
     """Depth readings closer than this (metres) are invalid (sensor minimum range)."""
     max_depth_m: float = 8.0
     """Depth readings farther than this (metres) are invalid (noise grows with the square of depth)."""
+    edge_normals: bool = True
+    """A pixel whose right (lower) neighbour has no depth takes its normal's difference from its left (upper)
+    neighbour instead of taking no part (gradSLAM: no part). Depth sensors drop pixels along silhouettes, so a
+    small object loses most of its pixels otherwise (synthetic scenes: pixels usable on objects under 200 px 54 %
+    -> 67 %). Pixels gradSLAM uses keep gradSLAM's normal; False: gradSLAM's rule."""
     voxel_size_m: float = 0.01
     """Duplicate merge grid."""
     merge_duplicates: bool = True

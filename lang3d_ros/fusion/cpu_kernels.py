@@ -56,13 +56,17 @@ if AVAILABLE:
             buf[2, j] = z
 
     @njit(nogil=True, cache=True)
-    def observe(depth_m, rays, min_depth_m, max_depth_m, R, t, vw, nw, use, zmin_row, zmax_row, row0, row1):
+    def observe(
+        depth_m, rays, min_depth_m, max_depth_m, R, t, vw, nw, use, zmin_row, zmax_row, edge_normals, row0, row1
+    ):
         """(H, W) depth, (H, W, 2) rays, R (3, 3), t (3,) float32 -> fills, for rows row0..row1-1, vw, nw
         (H*W, 3) world vertices and normals, use (H*W,) usable pixels, zmin_row / zmax_row (H,) depth range of
         a row's usable pixels (inf / -inf where none). Normals as gradSLAM: the cross product of the forward
         differences along columns (a) and rows (b) of the camera-frame vertex map (the last column / row reuses
         the previous difference); a pixel is usable when its depth and the four depths its normal uses are valid
-        and the normal is non-zero. Camera-frame vertices are computed once per row (two rolling row buffers)."""
+        and the normal is non-zero. With ``edge_normals`` a difference whose next pixel has no depth is taken from
+        the previous pixel instead (``vertex.edge_normal_map``). Camera-frame vertices are computed once per row
+        (two rolling row buffers; the row above only at such pixels)."""
         h, w = depth_m.shape
         lo = max(min_depth_m, np.float32(0.0))
         A = np.empty((3, w), np.float32)
@@ -95,6 +99,16 @@ if AVAILABLE:
                 bx = B[0, j] - A[0, j]
                 by = B[1, j] - A[1, j]
                 bz = zb1 - zb0
+                if edge_normals and z != 0:
+                    if (za0 == 0 or za1 == 0) and 0 < j < w - 1 and own[2, j - 1] != 0:  # left instead of right
+                        za0, za1 = own[2, j - 1], z
+                        ax, ay, az = vx - own[0, j - 1], vy - own[1, j - 1], z - za0
+                    if (zb0 == 0 or zb1 == 0) and 0 < i < h - 1:  # the row above instead of the row below
+                        d = depth_m[i - 1, j]
+                        zu = d if (np.isfinite(d) and d > lo and d <= max_depth_m) else np.float32(0.0)
+                        if zu != 0:
+                            zb0, zb1 = zu, z
+                            bx, by, bz = vx - rays[i - 1, j, 0] * zu, vy - rays[i - 1, j, 1] * zu, z - zu
                 nx = ay * bz - az * by
                 ny = az * bx - ax * bz
                 nz = ax * by - ay * bx

@@ -101,6 +101,7 @@ class NumbaBackend:
             use,
             zlo,
             zhi,
+            bool(cfg.edge_normals),
         )
         if not np.isfinite(zlo).any():
             return None

@@ -17,7 +17,13 @@ from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.fusion.backend import bounded_observation, frame_pose, rotate
 from lang3d_ros.fusion.config import FusionConfig
 from lang3d_ros.fusion.types import SCRATCH_EMPTY, Accumulation, FrameObservation, PointStore
-from lang3d_ros.fusion.vertex import confidence_map, normal_map, normal_valid_mask, valid_depth_mask
+from lang3d_ros.fusion.vertex import (
+    confidence_map,
+    edge_normal_map,
+    normal_map,
+    normal_valid_mask,
+    valid_depth_mask,
+)
 from lang3d_ros.fusion.voxel_index import LayeredIndex, VoxelKeys
 
 
@@ -43,8 +49,12 @@ class TorchBackend:
         valid = valid_depth_mask(depth, cfg.min_depth_m, cfg.max_depth_m)
         z = torch.where(valid, depth, torch.zeros((), device=dev))
         verts = torch.cat([rays * z[..., None], z[..., None]], -1)  # (H, W, 3) camera frame
-        nrm = normal_map(verts)
-        use = (normal_valid_mask(valid) & (nrm != 0).any(-1)).reshape(-1)
+        if cfg.edge_normals:
+            nrm, use = edge_normal_map(verts, valid)
+            use = use.reshape(-1)
+        else:
+            nrm = normal_map(verts)
+            use = (normal_valid_mask(valid) & (nrm != 0).any(-1)).reshape(-1)
         zu = z.reshape(-1)[use]
         if zu.numel() == 0:
             return None

@@ -8,7 +8,8 @@ Normals are gradSLAM's: forward differences to the right and down neighbour, the
 reusing the previous difference, ``n = normalize(cross(d_right, d_down))`` (zero where the cross product
 is zero). They are not oriented towards the camera (gradSLAM does not orient them either) and, next to
 depth holes, they are computed against the zero vertex of the hole exactly like gradSLAM does;
-``normal_valid_mask`` says which pixels have both neighbours valid.
+``normal_valid_mask`` says which pixels have both neighbours valid. ``edge_normal_map`` (PointFusion's
+``edge_normals``) is the same where both are valid and falls back to the left / upper neighbour where not.
 """
 
 from __future__ import annotations
@@ -77,6 +78,35 @@ def normal_map(vertices: torch.Tensor) -> torch.Tensor:
     n = n / torch.where(norm == 0, torch.ones_like(norm), norm)
     valid = vertices[..., 2:3] != 0
     return n * valid
+
+
+def edge_normal_map(vertices: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, W, 3) vertex map (zeros where invalid), (H, W) bool valid depth -> (H, W, 3) unit normals and (H, W)
+    bool usable pixels. Per axis the difference to the next pixel where both are valid, else from the previous
+    pixel where both are valid (the last column / row: the previous one, as gradSLAM); usable: valid, one
+    difference per axis, non-zero normal. Equals ``normal_map`` on the pixels ``normal_valid_mask`` keeps."""
+    if vertices.ndim != 3 or vertices.shape[-1] != 3 or vertices.shape[0] < 2 or vertices.shape[1] < 2:
+        raise ValueError(f"vertex map must be (H>=2, W>=2, 3), got {tuple(vertices.shape)}")
+    if valid.shape != vertices.shape[:2]:
+        raise ValueError(f"valid mask must be {tuple(vertices.shape[:2])}, got {tuple(valid.shape)}")
+
+    def one_sided(dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = valid.shape[dim]
+        d = torch.diff(vertices, dim=dim)  # d[k] = v[k + 1] - v[k]
+        pair = valid.narrow(dim, 0, n - 1) & valid.narrow(dim, 1, n - 1)
+        d0, p0 = torch.zeros_like(d.narrow(dim, 0, 1)), torch.zeros_like(pair.narrow(dim, 0, 1))
+        fwd, fwd_ok = torch.cat([d, d0], dim=dim), torch.cat([pair, p0], dim=dim)
+        bwd, bwd_ok = torch.cat([d0, d], dim=dim), torch.cat([p0, pair], dim=dim)
+        return torch.where(fwd_ok[..., None], fwd, bwd), fwd_ok | bwd_ok
+
+    (a, ok_a), (b, ok_b) = one_sided(1), one_sided(0)
+    ax, ay, az = a.unbind(-1)
+    bx, by, bz = b.unbind(-1)
+    n = torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], dim=-1)
+    norm = torch.linalg.vector_norm(n, dim=-1, keepdim=True)
+    usable = valid & ok_a & ok_b & (norm[..., 0] != 0)
+    n = n / torch.where(norm == 0, torch.ones_like(norm), norm)
+    return n * usable[..., None], usable
 
 
 def normal_valid_mask(valid: torch.Tensor) -> torch.Tensor:
