@@ -33,6 +33,8 @@ def generate_launch_description():
             Node(
                 package="lang3d_ros",
                 executable="query_server_node",
+                # fewer glibc malloc arenas of worker threads (~30 MiB), unless the user sets it
+                additional_env={"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")},
                 name="lang3d_query_server",
                 namespace=LaunchConfiguration("namespace"),
                 output="screen",

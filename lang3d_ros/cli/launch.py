@@ -89,7 +89,9 @@ def parse_overrides(items: list[str]) -> dict:
 def _spawn(name: str, args: list[str]) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "lang3d_ros.ros.entry_points", name, *args]
     print("[lang3d launch] " + " ".join(cmd), flush=True)
-    return subprocess.Popen(cmd, start_new_session=True)
+    env = dict(os.environ)
+    env.setdefault("MALLOC_ARENA_MAX", "2")  # fewer malloc arenas of worker threads, unless the user chose
+    return subprocess.Popen(cmd, start_new_session=True, env=env)
 
 
 def wait_for_services(proc: subprocess.Popen, timeout_s: float, stop=lambda: False) -> bool:

@@ -55,8 +55,15 @@ def next_domain_id() -> int:
     return _held_domains[-1][0]
 
 
+MALLOC_ARENA_MAX_DEFAULT = "2"
+"""glibc malloc arenas of the node processes we start, unless the user's environment sets MALLOC_ARENA_MAX: each
+worker thread (executor, mapping workers, torch's pool) otherwise gets its own arena, whose freed memory stays
+in the process (~30 MiB of the mapper's peak resident set on the eval)."""
+
+
 def ros_env(domain_id: int, log_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
+    env.setdefault("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX_DEFAULT)
     env.update(
         ROS_DOMAIN_ID=str(domain_id),
         ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",

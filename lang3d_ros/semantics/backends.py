@@ -20,7 +20,6 @@ from lang3d_ros.semantics.config import MaskNoiseConfig, SemanticsConfig
 from lang3d_ros.semantics.crops import mask_crops
 from lang3d_ros.semantics.encoders import HFClipEncoder, ImageEncoder, MiniLMTextEncoder, OpenClipEncoder, TextEncoder
 from lang3d_ros.semantics.mask_noise import MaskNoise, MaskNoiseReport
-from lang3d_ros.semantics.sam_masks import LevelMaskGenerator, load_sam, segmentation_map
 from lang3d_ros.semantics.types import KeyframeSemantics, LevelMasks
 
 logger = logging.getLogger(__name__)
@@ -105,6 +104,10 @@ class SamClipSemantics:
         image_encoder: ImageEncoder | None = None,
         device: str | torch.device | None = None,
     ) -> None:
+        # SAM (segment_anything, torchvision and the torch compiler stack they pull in: ~300 MiB) only here: the
+        # ground-truth backend never needs it
+        from lang3d_ros.semantics.sam_masks import LevelMaskGenerator, load_sam
+
         config.validate()
         self.config = config
         self.device = resolve_device(device if device is not None else config.device)
@@ -125,6 +128,8 @@ class SamClipSemantics:
         return self.encoder
 
     def process(self, frame: Frame) -> KeyframeSemantics:
+        from lang3d_ros.semantics.sam_masks import segmentation_map
+
         frame.validate()
         t0 = time.perf_counter()
         sets = self.generator.generate(frame.rgb)
