@@ -16,8 +16,9 @@ over. Unlike gradSLAM:
   leftover pixels sharing a voxel make one point. A point's per-frame
   sample is the alpha-weighted mean of its pixels with weight max(alpha), so confidence still counts
   observations (a point seen in one frame has confidence <= 1 in "radial" mode).
-- Pixels whose right / lower neighbour has no depth take no part (their gradSLAM normal is meaningless);
-  fused normals are renormalised.
+- A pixel whose right / lower neighbour has no depth takes its normal from the left / upper neighbour
+  (``edge_normals``; gradSLAM's normal there is meaningless, and without one the pixel would take no part:
+  silhouettes of small objects, where sensors drop depth); fused normals are renormalised.
 - Points below ``stable_confidence`` ``prune_after_frames`` frames after their birth are pruned; above
   ``max_points`` the lowest-confidence points are evicted. Map files keep no prune schedule.
 

@@ -1,8 +1,9 @@
 """The map file: one zip container (``.l3dmap``) of named numpy arrays, binary blobs and JSON metadata.
 
-Layout: ``manifest.json`` (format name, version, created time, metadata, and for every entry its kind, shape,
-dtype, byte size and SHA-256), then ``arrays/<name>.npy`` and ``blobs/<name>``. Entries are stored uncompressed
-(arrays of floats hardly compress; reading stays fast).
+Layout: ``arrays/<name>.npy`` and ``blobs/<name>``, then ``manifest.json`` (format name, version, created time,
+metadata, and for every entry its kind, shape, dtype, byte size and SHA-256; written last, as the entries are
+streamed in and hashed on the way, so the writer holds no second copy of the map). Entries are stored
+uncompressed (arrays of floats hardly compress; reading stays fast).
 
 Writing: to a temporary file ``<name>.writing-<pid>-<random>.tmp`` next to the target, fsynced and renamed over
 the target, so a crash never leaves a half-written map; a temp file left by a killed writer is recognisable
@@ -62,12 +63,22 @@ def _check_name(name: str) -> None:
         raise ValueError(f"invalid entry name {name!r}")
 
 
-def _npy_bytes(a: np.ndarray) -> bytes:
+class _HashingWriter:
+    """A write-only stream that forwards to ``fh`` while counting bytes and hashing them (SHA-256)."""
+
+    def __init__(self, fh):
+        self.fh, self.sha, self.n = fh, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        mv = memoryview(data).cast("B")
+        self.sha.update(mv)
+        self.n += len(mv)
+        return self.fh.write(mv)
+
+
+def _check_array(a: np.ndarray) -> None:
     if a.dtype == object:
         raise ValueError("object arrays cannot be stored in a map file")
-    buf = io.BytesIO()
-    np.save(buf, a if a.flags.c_contiguous else a.copy(order="C"), allow_pickle=False)  # keeps 0-d arrays 0-d
-    return buf.getvalue()
 
 
 def temp_file_owner(name: str) -> tuple[str, int] | None:
@@ -87,45 +98,51 @@ def write_map(path: str | os.PathLike, bundle: MapBundle) -> int:
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not a map file path")
     path.parent.mkdir(parents=True, exist_ok=True)
-    entries, payloads = {}, {}
-    for name, a in bundle.arrays.items():
+    arrays = {}
+    for name, a in bundle.arrays.items():  # everything is checked before anything is written
         _check_name(name)
-        a = np.asarray(a)
-        data = _npy_bytes(a)
-        entries[f"arrays/{name}.npy"] = {
-            "kind": "array",
-            "name": name,
-            "shape": list(a.shape),
-            "dtype": str(a.dtype),
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-        }
-        payloads[f"arrays/{name}.npy"] = data
-    for name, data in bundle.blobs.items():
+        arrays[name] = np.asarray(a)
+        _check_array(arrays[name])
+    for name in bundle.blobs:
         _check_name(name)
-        data = bytes(data)
-        entries[f"blobs/{name}"] = {
-            "kind": "blob",
-            "name": name,
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-        }
-        payloads[f"blobs/{name}"] = data
-    manifest = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "created_unix_s": time.time(),
-        "metadata": bundle.metadata,
-        "entries": entries,
-    }
-    manifest_bytes = json.dumps(manifest, indent=1, sort_keys=True, allow_nan=True).encode()
+    entries = {}
     fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.writing-{os.getpid()}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-                zf.writestr("manifest.json", manifest_bytes)
-                for arcname, data in payloads.items():
+                # each array is streamed into its entry as .npy (hashed on the way): no second copy of the map
+                for name, a in arrays.items():
+                    arcname = f"arrays/{name}.npy"
+                    with zf.open(arcname, "w", force_zip64=True) as out:
+                        w = _HashingWriter(out)
+                        c = a if a.flags.c_contiguous else a.copy(order="C")  # keeps 0-d arrays 0-d
+                        np.lib.format.write_array(w, c, allow_pickle=False)  # in chunks of 16 MiB
+                    entries[arcname] = {
+                        "kind": "array",
+                        "name": name,
+                        "shape": list(a.shape),
+                        "dtype": str(a.dtype),
+                        "bytes": w.n,
+                        "sha256": w.sha.hexdigest(),
+                    }
+                for name, data in bundle.blobs.items():
+                    data = bytes(data)
+                    arcname = f"blobs/{name}"
                     zf.writestr(arcname, data)
+                    entries[arcname] = {
+                        "kind": "blob",
+                        "name": name,
+                        "bytes": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                    }
+                manifest = {
+                    "format": FORMAT_NAME,
+                    "version": FORMAT_VERSION,
+                    "created_unix_s": time.time(),
+                    "metadata": bundle.metadata,
+                    "entries": entries,
+                }
+                zf.writestr("manifest.json", json.dumps(manifest, indent=1, sort_keys=True, allow_nan=True).encode())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
