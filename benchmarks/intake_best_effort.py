@@ -368,7 +368,7 @@ def run_once(variant: str, tree: Path, scenario: Scenario, args, work: Path, vie
         if views is None:
             from lang3d_ros.ros.bag_player import play
 
-            counts = play(client.node, work / "burst_bag" / "bag", rate=1.0)
+            counts = play(client.node, work / "burst_bag" / "bag", rate=1.0, queue_depth=args.player_queue_depth)
             res.sent = {k: counts.get(v, 0) for k, v in TOPICS.items()}
         else:
             from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -440,6 +440,7 @@ def main(argv=None) -> int:
     p.add_argument("--pub-depth", type=int, default=5, help="publisher history depth (camera drivers: ~5)")
     p.add_argument("--sensor-qos-depth", type=int, default=None, help="the node's ros.sensor_qos_depth (default: its)")
     p.add_argument("--pose-qos-depth", type=int, default=None, help="the node's ros.pose_qos_depth (default: its)")
+    p.add_argument("--player-queue-depth", type=int, default=100, help="burst: the bag player's writer depth")
     p.add_argument("--load-procs", type=int, default=0, help="busy-loop processes competing for the CPU meanwhile")
     p.add_argument("--settle-s", type=float, default=20.0, help="wait at most this long for pending frames")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "intake2" / "bench")
