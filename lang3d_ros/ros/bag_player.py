@@ -7,7 +7,9 @@ Publishers are reliable and keep the last ``queue_depth`` messages per topic (de
 messages per topic at most) for retransmission: a reliable writer repairs a message a subscriber missed only while
 it still holds it. With the ROS default depth of 10 (1.3 s of images at rate 0.25) a subscriber process that fell
 behind lost images and poses for good: frozen 3 s (SIGSTOP), it received 27 of 40 images at 7.5 Hz; with 100, 40.
-What it cannot do: repair for a best-effort subscriber, or for one that stalls longer than the depth covers.
+What it cannot do: repair for a best-effort subscriber, or for one that stalls longer than the depth covers. A
+best-effort subscriber on this host gets what Fast DDS's shared-memory segment of the publishing process holds
+(512 KiB by default: less than one 640x480 colour+depth pair); config/fastdds_live.xml gives the publisher 32 MiB.
 
 Repairs wait for the writer's next heartbeat: Fast DDS sends one every 3 s by default, and a reliable reader holds
 every later sample of the stream behind the missed one, so a replay's poses came up to 3.7 s after their images.
