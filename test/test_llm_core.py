@@ -492,3 +492,22 @@ def test_colour_and_size_follow_word_order_when_model_and_parser_name_the_same_o
     )
     assert bind_attributes_by_syntax(near, parser) == (near, False)
     assert bind_attributes_by_syntax(model, None) == (model, False)
+
+
+def test_plurals_of_every_catalog_label_read_as_english_and_parse_back():
+    """One plural rule for answers ("There are 3 shelves.") and generated queries; the parser's singular undoes it,
+    so a count question phrased with the answer's plural names the same label."""
+    from lang3d_ros.datasets.synthetic import LABELS
+    from lang3d_ros.llm.labels import normalize_label, plural
+
+    assert [plural(w) for w in ("shelf", "box", "battery", "knife", "couch", "toy car", "bus")] == [
+        "shelves",
+        "boxes",
+        "batteries",
+        "knives",
+        "couches",
+        "toy cars",
+        "buses",
+    ]
+    for label in LABELS:
+        assert normalize_label(plural(label)) == normalize_label(label), label

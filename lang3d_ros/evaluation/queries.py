@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from lang3d_ros.llm.labels import plural
+
 QUERIES_FORMAT = "lang3d_ros.eval_queries"
 QUERIES_FORMAT_VERSION = 1
 SERVICES = ("ground", "navigate", "ask")
@@ -121,16 +123,6 @@ def load_queries(path) -> QuerySet:
     if len(start) != 3 or not np.all(np.isfinite(start)):
         raise ValueError(f"{path}: start_xy_yaw must be 3 finite numbers")
     return QuerySet(queries, start, float(data.get("standoff_m", 0.6)))
-
-
-def _plural(label: str) -> str:
-    if label.endswith(("s", "sh", "ch", "x")):
-        return label + "es"
-    if label.endswith("f"):
-        return label[:-1] + "ves"
-    if label.endswith("y") and label[-2:-1] not in "aeiou":
-        return label[:-1] + "ies"
-    return label + "s"
 
 
 def start_pose_from_truth(
@@ -264,7 +256,7 @@ def generate_queries(
     counts = [(lab, n_label[lab]) for lab in present] + [(lab, 0) for lab in dict.fromkeys(absent)]
     counts += [(lab, n_label[lab]) for lab in present if n_label[lab] >= 2]  # repeated labels: a second phrasing
     for k, (lab, n) in enumerate(counts[: max(0, max_ask - len(asks) - 2)]):
-        phrase = COUNT_PHRASINGS[k % len(COUNT_PHRASINGS)].format(p=_plural(lab))
+        phrase = COUNT_PHRASINGS[k % len(COUNT_PHRASINGS)].format(p=plural(lab))
         ids = [o.instance_id for o in objs if o.label == lab]  # what is counted (scored on observed subsets)
         asks.append(EvalQuery("", "ask", "count", phrase, ids, expected_count=n))
     for lab in sorted(lab for lab, n in n_label.items() if n == 1)[: max(0, max_ask - len(asks))]:

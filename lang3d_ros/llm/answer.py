@@ -21,7 +21,7 @@ from lang3d_ros.grounding.objects import SceneObject
 from lang3d_ros.llm.backends import LLMBackend
 from lang3d_ros.llm.config import LLMConfig
 from lang3d_ros.llm.frontend import check_query
-from lang3d_ros.llm.labels import LabelMatcher, TextEncoder
+from lang3d_ros.llm.labels import LabelMatcher, TextEncoder, plural
 from lang3d_ros.llm.relations import rests_on, validate_robot_pose
 from lang3d_ros.llm.request import Action, Attribute, Intent, Phrase, Request
 from lang3d_ros.llm.resolve import object_color, resolve
@@ -71,13 +71,7 @@ def _where(o: SceneObject) -> str:
 
 
 def _plural(label: str, n: int) -> str:
-    if n == 1:
-        return label
-    if label.endswith(("s", "x", "ch", "sh")):
-        return label + "es"
-    if label.endswith("y") and label[-2:-1] not in "aeiou":
-        return label[:-1] + "ies"
-    return label + "s"
+    return label if n == 1 else plural(label)
 
 
 def approach_pose(obj_center_xy, robot_xy, standoff_m: float, half_extent_m: float) -> tuple[float, float, float]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from lang3d_ros.grounding.objects import SceneObject
 from lang3d_ros.llm.colors import color_name
-from lang3d_ros.llm.labels import singular
+from lang3d_ros.llm.labels import plural, singular
 from lang3d_ros.llm.location import LocationGrid
 from lang3d_ros.llm.parser import tokenize
 from lang3d_ros.llm.relations import is_on
@@ -246,7 +246,7 @@ def _name(label: str, rng: np.random.Generator, synonym_p: float) -> str:
 
 
 def _plural_word(label: str) -> str:
-    return label + ("es" if label.endswith(("s", "x", "ch", "sh")) else "s")
+    return plural(label)
 
 
 ABSENT_NOUNS = (

@@ -88,6 +88,8 @@ def singular(word: str) -> str:
     w = word.lower()
     if w in _IRREGULAR:
         return _IRREGULAR[w]
+    if w in _SINGULAR_OF:
+        return _SINGULAR_OF[w]
     if w in _NO_SINGULAR or len(w) <= 3 or w.endswith("ss") or w.endswith("us"):
         return w
     if w.endswith("ies"):
@@ -97,6 +99,49 @@ def singular(word: str) -> str:
     if w.endswith("s"):
         return w[:-1]
     return w
+
+
+_PLURAL_IRREGULAR = {
+    **{one: many for many, one in _IRREGULAR.items()},
+    "leaf": "leaves",
+    "loaf": "loaves",
+    "scarf": "scarves",
+    "half": "halves",
+    "wife": "wives",
+    "life": "lives",
+    "wolf": "wolves",
+    "foot": "feet",
+    "tooth": "teeth",
+    "child": "children",
+    "potato": "potatoes",
+    "tomato": "tomatoes",
+    "cactus": "cacti",
+    "bus": "buses",
+    "lens": "lenses",
+}
+_SINGULAR_OF = {many: one for one, many in _PLURAL_IRREGULAR.items()}
+
+
+def plural(label: str) -> str:
+    """English plural of a label, its last word inflected ("toy car" -> "toy cars", "shelf" -> "shelves",
+    "box" -> "boxes", "battery" -> "batteries"); the one rule for answers and generated queries. Irregular nouns
+    outside the table get the regular rule."""
+    words = label.split(" ")
+    w = words[-1]
+    low = w.lower()
+    if low in _PLURAL_IRREGULAR:
+        out = _PLURAL_IRREGULAR[low]
+    elif low in ("series", "species", "news"):
+        out = low
+    elif low.endswith(("s", "x", "z", "ch", "sh")):
+        out = low + "es"
+    elif low.endswith("y") and low[-2:-1] not in ("a", "e", "i", "o", "u"):
+        out = low[:-1] + "ies"
+    else:
+        out = low + "s"
+    if w[:1].isupper():
+        out = out[:1].upper() + out[1:]
+    return " ".join(words[:-1] + [out])
 
 
 def normalize_label(text: str) -> str:
