@@ -156,6 +156,36 @@ def test_trajectory_height_rigid_and_looking_at_objects(scene, kind):
         assert np.any(f.instance_map > 0), f"frame {f.index} sees no object"
 
 
+def test_an_orbit_goes_round_objects_that_block_every_ellipse():
+    """A tall shelf on each side of the room centre: every ellipse of the orbit passes through one of them. The orbit
+    then goes inside them: every eye clear of every object's box and of the walls, steps short, frames see objects."""
+    from lang3d_ros.datasets.synthetic.scene import SceneObjectGT, SyntheticScene, _room_meshes
+    from lang3d_ros.datasets.synthetic.trajectory import _clear
+    from lang3d_ros.geometry.boxes import Box3D
+
+    def shelf(iid, centre):
+        size = np.array([0.4, 1.2, 1.8])
+        mesh = o3d.geometry.TriangleMesh.create_box(*size)
+        mesh.translate(np.asarray(centre) - size / 2)
+        box = Box3D(np.asarray(centre, float), size, np.eye(3))
+        return SceneObjectGT(iid, "shelf", "brown", np.array([0.5, 0.3, 0.1]), box, box, 0, 0.0, mesh=mesh)
+
+    # the orbit's ellipses run 2.3-1.4 m from the centre along x: shelves at x = +-1.9 cut every one of them
+    objects = [shelf(1, (1.9, 0.0, 0.9)), shelf(2, (-1.9, 0.0, 0.9))]
+    blocked = SyntheticScene(
+        seed=0, room_size_m=(6.0, 5.0, 2.6), objects=objects, room_meshes=_room_meshes(6.0, 5.0, 2.6, False)
+    )
+    T = make_trajectory(blocked, "orbit", n_frames=48, seed=0)
+    eyes = T[:, :3, 3]
+    assert _clear(blocked, eyes)
+    beside = np.abs(eyes[:, 1]) < 0.6 + 0.25  # level with a shelf: inside it, keeping the eye clearance
+    assert beside.any() and np.abs(eyes[beside, 0]).max() <= 1.9 - 0.2 - 0.25 + 1e-6
+    assert np.abs(eyes[:, 1]).max() > 1.0 and np.abs(eyes[:, 0]).max() > 1.0  # round the room, not a dot
+    assert np.linalg.norm(np.diff(eyes, axis=0), axis=1).max() < 0.6
+    frames = list(render_frames(blocked, T[::12], SMALL))
+    assert all(np.any(f.instance_map > 0) for f in frames)
+
+
 def test_noiseless_render_lies_on_meshes_and_instances_match_boxes(scene):
     T = make_trajectory(scene, "orbit", n_frames=6, seed=0)
     frames = list(render_frames(scene, T, SMALL, noise=None))

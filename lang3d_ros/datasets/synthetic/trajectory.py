@@ -1,7 +1,8 @@
 """Camera trajectories through a synthetic room: ``T_world_cam`` (N,4,4) of the optical frame
 (x right, y down, z forward), eye height 1.2-1.6 m, always looking at the objects.
 
-"orbit": an ellipse around the room centre, height and look-at target varying smoothly.
+"orbit": an ellipse around the room centre, height and look-at target varying smoothly; when objects block every
+ellipse tried, a closed curve round the centre that passes inside them.
 "walk": a smooth spline through random free waypoints, looking at the objects nearest to the way ahead.
 Both keep the eye >= 0.25 m from every object's box and >= 0.5 m from the walls. They cannot model
 a robot's base (the camera rolls never; pitch follows the target) or motion blur.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.interpolate import CubicSpline
-from scipy.ndimage import gaussian_filter1d
+from scipy.ndimage import gaussian_filter1d, minimum_filter1d
 
 from lang3d_ros.datasets.synthetic.scene import SyntheticScene
 
@@ -77,7 +78,45 @@ def _orbit(scene, n, rng):
                 targets[:, :2] += 0.3 * np.stack([np.cos(2 * np.pi * 3 * s), np.sin(2 * np.pi * 3 * s)], axis=1)
                 targets[:, 2] += 0.15 * np.sin(2 * np.pi * s)
                 return eyes, targets
-    raise ValueError(f"no collision-free orbit in this room (seed {scene.seed}); use a larger room")
+    eyes = _star_orbit(scene, centre, ang, s, phase)  # objects on every ellipse: go round them, inside
+    if eyes is None:
+        raise ValueError(f"no collision-free orbit in this room (seed {scene.seed}); use a larger room")
+    targets = np.repeat(centre[None], n, axis=0)
+    targets[:, :2] += 0.3 * np.stack([np.cos(2 * np.pi * 3 * s), np.sin(2 * np.pi * 3 * s)], axis=1)
+    targets[:, 2] += 0.15 * np.sin(2 * np.pi * s)
+    return eyes, targets
+
+
+def _star_orbit(scene, centre, ang, s, phase, n_dense: int = 720) -> np.ndarray | None:
+    """Eyes on a closed curve r(theta) round the room centre: at each angle the widest scale of the largest
+    ellipse (down to 0.3 of it) whose eye column (both heights of the bob) is clear, then a circular minimum
+    filter and smoothing, so the camera passes inside tall objects that sit on every ellipse. None when some
+    angle has no clear radius."""
+    lx, ly, _ = scene.room_size_m
+    a, b = lx / 2 - WALL_MARGIN_M - 0.2, ly / 2 - WALL_MARGIN_M - 0.2
+    off = centre[:2] * 0.5
+    theta = np.linspace(0.0, 2 * np.pi, n_dense, endpoint=False)
+    scales = np.arange(1.0, 0.29, -0.05)
+    for h0 in (1.4, 1.45, 1.35):
+        best = np.full(n_dense, np.nan)
+        for sc in scales[::-1]:  # widest clear scale wins: go from narrow to wide, overwrite
+            xy = np.stack([sc * a * np.cos(theta), sc * b * np.sin(theta)], axis=1) + off
+            ok = np.ones(n_dense, bool)
+            for z in (h0 - 0.12, h0 + 0.12):
+                pts = np.concatenate([xy, np.full((n_dense, 1), z)], axis=1)
+                ok &= np.array([_clear(scene, p[None]) for p in pts])
+            best[ok] = sc
+        if np.isnan(best).any():
+            continue
+        width = n_dense // 24  # 15 degrees on either side keep the narrow scale
+        r = minimum_filter1d(best, size=2 * width + 1, mode="wrap")
+        r = np.minimum(gaussian_filter1d(r, sigma=width / 3, mode="wrap"), best)
+        sc = np.interp(np.mod(ang, 2 * np.pi), theta, r, period=2 * np.pi)
+        eyes = np.stack([sc * a * np.cos(ang), sc * b * np.sin(ang), h0 + 0.12 * np.sin(2 * np.pi * 2 * s + phase)], 1)
+        eyes[:, :2] += off
+        if _clear(scene, eyes):
+            return eyes
+    return None
 
 
 def _walk(scene, n, rng):
