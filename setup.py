@@ -25,7 +25,10 @@ setup(
     packages=find_packages(include=["lang3d_ros", "lang3d_ros.*"]),
     package_data={"lang3d_ros": ["py.typed"], "lang3d_ros.llm": ["adapters/*/*"]},
     data_files=[
-        ("share/lang3d_ros/config", [str(p.relative_to(HERE)) for p in sorted((HERE / "config").glob("*.yaml"))])
+        (
+            "share/lang3d_ros/config",
+            [str(p.relative_to(HERE)) for ext in ("*.yaml", "*.xml") for p in sorted((HERE / "config").glob(ext))],
+        )
     ],
     install_requires=_requirements("core.txt"),
     extras_require={"test": _requirements("test.txt")},
