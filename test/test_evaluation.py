@@ -650,3 +650,49 @@ def test_the_mapper_intake_summary_reaches_results_and_report(tmp_path):
     r = recompute(raw)
     assert r["intake_summary"] == line
     assert "8 dropped (no pose for the image stamp: 8)" in markdown(raw, r, {})
+
+
+def test_navigation_checks_use_the_objects_floor_hull_not_its_box():
+    """A round stool diagonal to the sofa's goal: the goal is 0.26 m from the stool's box corner but 0.34 m from the
+    stool itself (robot radius 0.3). Scored against its mesh hull (``footprint_xy``) the goal is clear; a record
+    without hulls falls back to boxes, as before."""
+    from lang3d_ros.evaluation.metrics import distance_to_polygon
+
+    raw = make_raw()
+    d = 0.54 / math.sqrt(2)
+    centre = np.array([1.0 + d, -1.0 - d])
+    stool = _box([centre[0], centre[1], 0.3], [0.4, 0.4, 0.6])
+    raw["ground_truth"]["objects"].append(
+        {"instance_id": 3, "label": "stool", "color_name": "black", "support_id": 0, "obb": stool.to_dict()}
+    )
+    boxed = {q["id"]: q for q in recompute(raw)["navigation"]["per_query"]}
+    assert not boxed["n0"]["collision_free"] and not boxed["n0"]["valid"]
+    ang = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    raw["ground_truth"]["footprint_xy"] = {"3": (centre + 0.2 * np.stack([np.cos(ang), np.sin(ang)], 1)).tolist()}
+    hulled = {q["id"]: q for q in recompute(raw)["navigation"]["per_query"]}
+    assert hulled["n0"]["collision_free"] and hulled["n0"]["valid"]
+    assert not hulled["n1"]["collision_free"]  # the goal inside the table (a box: no hull given) still collides
+
+    # the polygon distance against shapely's, inside points 0
+    from shapely.geometry import Point, Polygon
+
+    rng = np.random.default_rng(0)
+    poly = np.array(raw["ground_truth"]["footprint_xy"]["3"])
+    pts = centre + rng.uniform(-0.6, 0.6, size=(300, 2))
+    want = [Polygon(poly).distance(Point(p)) for p in pts]
+    np.testing.assert_allclose(distance_to_polygon(pts, poly), want, atol=1e-9)
+
+
+def test_ground_truth_record_holds_floor_hulls_of_the_meshes():
+    from lang3d_ros.evaluation.runner import footprints_xy
+
+    scene = generate_scene(3, n_objects=6)
+    hulls = footprints_xy(scene)
+    assert set(hulls) == {str(o.instance_id) for o in scene.objects}
+    for o in scene.objects:
+        h = np.asarray(hulls[str(o.instance_id)])
+        corners = o.obb.corners()[:, :2]
+        lo, hi = corners.min(0) - 2e-3, corners.max(0) + 2e-3
+        assert len(h) >= 3 and np.all((h >= lo) & (h <= hi))  # inside the object's box footprint
+        e = np.roll(h, -1, axis=0) - h
+        assert np.all(e[:, 0] * np.roll(e, -1, axis=0)[:, 1] - e[:, 1] * np.roll(e, -1, axis=0)[:, 0] > -1e-9)  # ccw

@@ -191,20 +191,39 @@ def _room_contains(xy: np.ndarray, room: dict, margin_m: float) -> np.ndarray:
     return np.all((xy >= lo) & (xy <= hi), axis=1)
 
 
-def _obstacles(raw: dict, s: dict) -> list[Box3D]:
-    out = []
+def _obstacles(raw: dict, s: dict) -> list[Box3D | np.ndarray]:
+    """GT obstacle footprints: per object whose bottom is below ``obstacle_max_height_m``, the convex hull of its
+    mesh below that height (raw ``ground_truth.footprint_xy``, (K, 2) counter-clockwise; a round stool is no
+    square), else (older records) its box."""
+    hulls = raw["ground_truth"].get("footprint_xy") or {}
+    out: list[Box3D | np.ndarray] = []
     for o in raw["ground_truth"]["objects"]:
         b = Box3D.from_dict(o["obb"])
         if b.min_xyz[2] < s["obstacle_max_height_m"]:
-            out.append(b)
+            hull = hulls.get(str(o["instance_id"]))
+            out.append(np.asarray(hull, dtype=np.float64).reshape(-1, 2) if hull is not None and len(hull) >= 3 else b)
     return out
 
 
-def _clearance_m(xy: np.ndarray, obstacles: list[Box3D]) -> np.ndarray:
+def distance_to_polygon(xy: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """(N,2) points, (K,2) convex polygon (counter-clockwise) -> (N,) distance to it (0 inside)."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    a = np.asarray(poly, dtype=np.float64)
+    e = np.roll(a, -1, axis=0) - a  # (K,2) edges
+    rel = xy[:, None, :] - a[None]  # (N,K,2)
+    t = np.clip(np.einsum("nkd,kd->nk", rel, e) / np.maximum(np.einsum("kd,kd->k", e, e), 1e-18), 0.0, 1.0)
+    d = np.linalg.norm(rel - t[..., None] * e[None], axis=2).min(axis=1)
+    inside = np.all(e[None, :, 0] * rel[..., 1] - e[None, :, 1] * rel[..., 0] >= 0.0, axis=1)
+    return np.where(inside, 0.0, d)
+
+
+def _clearance_m(xy: np.ndarray, obstacles: list[Box3D | np.ndarray]) -> np.ndarray:
     """(N,2) -> distance to the nearest GT obstacle footprint (inf without obstacles)."""
     if not obstacles:
         return np.full(len(xy), np.inf)
-    return np.min(np.stack([distance_to_footprint(xy, b) for b in obstacles]), axis=0)
+    hull = distance_to_polygon
+    dist = [hull(xy, o) if isinstance(o, np.ndarray) else distance_to_footprint(xy, o) for o in obstacles]
+    return np.min(np.stack(dist), axis=0)
 
 
 def _sample_path(path_xy: np.ndarray, step_m: float) -> np.ndarray:

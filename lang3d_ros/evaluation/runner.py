@@ -463,6 +463,32 @@ def ground_truth_record(truth, scene=None) -> dict:
     if scene is not None and truth.intrinsics is not None and len(truth.T_world_cams):
         seen = seen_fractions(scene, truth.T_world_cams, truth.intrinsics)
         out["seen_fraction"] = {str(i): round(float(f), 4) for i, f in sorted(seen.items())}
+    if scene is not None:
+        out["footprint_xy"] = footprints_xy(scene)
+    return out
+
+
+def footprints_xy(scene, max_height_m: float | None = None) -> dict[str, list[list[float]]]:
+    """id -> the convex hull (counter-clockwise xy, 1 mm) of the object's mesh vertices below ``max_height_m``
+    (the metrics' ``obstacle_max_height_m``): the floor area it blocks for navigation checks. Objects without such
+    vertices are left out (their box is used)."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    from lang3d_ros.evaluation.metrics import DEFAULT_SETTINGS
+
+    top = float(DEFAULT_SETTINGS["obstacle_max_height_m"] if max_height_m is None else max_height_m)
+    out = {}
+    for o in scene.objects:
+        if o.mesh is None:
+            continue
+        v = np.asarray(o.mesh.vertices, dtype=np.float64)
+        v = v[v[:, 2] < top, :2]
+        try:
+            hull = v[ConvexHull(v).vertices] if len(v) >= 3 else None
+        except QhullError:  # degenerate (a flat sliver): the box stands in
+            hull = None
+        if hull is not None:
+            out[str(o.instance_id)] = np.round(hull, 3).tolist()
     return out
 
 
