@@ -38,13 +38,25 @@ def built():
 
 def _reference_answerable(lmap) -> np.ndarray:
     """Enough points, and min_observations matches or (answer_unrevisited) a match in every keyframe that had it
-    in view by a mask mostly on new points."""
+    in view by a mask mostly on new points, touching no confirmed segment of its level with the same feature."""
     t, icfg, in_view = lmap.instances.table, lmap.config.instances, lmap.instances.in_view
     chances = np.array([max(in_view.get(int(i), 0), int(n)) for i, n in zip(t.ids, t.n_observations)], np.int64)
     confirmed = t.n_observations >= icfg.min_observations
     if icfg.answer_unrevisited:
         fresh = t.new_fraction >= icfg.unrevisited_min_new_fraction
-        confirmed |= (t.n_observations >= 1) & (chances == t.n_observations) & fresh
+        early = (t.n_observations >= 1) & (chances == t.n_observations) & fresh & ~confirmed
+        known = [k for k in range(len(t)) if confirmed[k] and t.n_points[k] >= icfg.min_points]
+        m = icfg.box_margin_m
+        for r in np.flatnonzero(early):  # a first-seen side of a confirmed object (touching, same feature) waits
+            f = t.unit_features(np.array([r]))[0]
+            if not any(
+                t.level[k] == t.level[r]
+                and np.all(t.aabb_min[r] - m <= t.aabb_max[k] + m)
+                and np.all(t.aabb_min[k] - m <= t.aabb_max[r] + m)
+                and float(f @ t.unit_features(np.array([k]))[0]) >= icfg.match_min_cosine
+                for k in known
+            ):
+                confirmed[r] = True
     return (t.n_points >= icfg.min_points) & confirmed
 
 
@@ -265,3 +277,25 @@ def test_an_unrevisited_segment_answers_only_when_its_points_were_new():
     m.config.unrevisited_min_new_fraction = 0.8
     m.table.n_points[0] = m.config.min_points - 1  # points still count
     assert m.answerable().tolist() == [False, False, True, False]
+
+
+def test_a_first_seen_side_of_a_known_object_waits_for_the_merge():
+    """Unrevisited segments on new points: one touching a confirmed segment of the same level with the same feature
+    (a new side of that object) does not answer; one touching it with another feature (a mug on the table), or the
+    same feature far away (a second table), does."""
+    from lang3d_ros.instances.config import InstanceConfig
+    from lang3d_ros.instances.mapper import InstanceMapper
+
+    m = InstanceMapper(InstanceConfig(answer_unrevisited=True), feature_dim=4)
+    f = np.eye(4, dtype=np.float32)[[0, 0, 1, 0]]
+    ids = m.table.append(0, f, np.ones(4, np.float32), 0, 1, new_fraction=np.ones(4, np.float32))
+    m.table.n_points[:] = 50
+    m.table.n_observations[:] = [3, 1, 1, 1]
+    lo = np.array([[0, 0, 0], [1.02, 0, 0], [0.2, 0.2, 0.75], [4.0, 0, 0]], np.float32)
+    m.table.aabb_min[:], m.table.aabb_max[:] = lo, lo + np.array([1.0, 0.8, 0.75], np.float32)
+    m.table.aabb_max[2] = lo[2] + 0.1
+    m.in_view = {int(i): int(n) for i, n in zip(ids, m.table.n_observations)}
+    assert m.answerable().tolist() == [True, False, True, True]
+    m.table.aabb_min[1, 0] += 0.2  # 0.22 m away: beyond the margins, another object
+    m.table.aabb_max[1, 0] += 0.2
+    assert m.answerable().tolist() == [True, True, True, True]

@@ -75,7 +75,9 @@ class InstanceConfig:
     answer_unrevisited: bool = True
     """Also answer with segments that every keyframe having them in view matched, however few (a small object
     seen only in the last keyframe, or from one place: nothing contradicts it yet), when the mask that started
-    them lay on new points (``unrevisited_min_new_fraction``). False: only ``min_observations``."""
+    them lay on new points (``unrevisited_min_new_fraction``) and no confirmed segment of their level with an
+    agreeing feature (``match_min_cosine``) touches their box (a new side of a known object waits for the merge
+    pass). False: only ``min_observations``."""
     unrevisited_min_new_fraction: float = 0.8
     """... at least this share of its fused pixels on points that had no segment of its level yet. A mask split
     off or confused over a known object lies on that object's points; an object first seen in this keyframe

@@ -345,10 +345,25 @@ class InstanceMapper:
 
     def answerable(self) -> np.ndarray:
         """(S,) bool: the rows queries may answer with (``SegmentTable.answerable`` under this config: unrevisited
-        segments of new points count when ``instances.answer_unrevisited``)."""
-        cfg = self.config
+        segments of new points count when ``instances.answer_unrevisited``, unless a confirmed segment of their
+        level whose feature agrees (``match_min_cosine``) touches their box (``box_margin_m``): a new side of a known
+        object, seen first, waits for the merge pass instead of answering as a second object)."""
+        cfg, t = self.config, self.table
         in_view = self.in_view_counts() if cfg.answer_unrevisited else None
-        return self.table.answerable(cfg.min_points, cfg.min_observations, in_view, cfg.unrevisited_min_new_fraction)
+        ans = t.answerable(cfg.min_points, cfg.min_observations, in_view, cfg.unrevisited_min_new_fraction)
+        if in_view is None:
+            return ans
+        confirmed = t.answerable(cfg.min_points, cfg.min_observations)
+        early, known = np.flatnonzero(ans & ~confirmed), np.flatnonzero(confirmed)
+        if len(early) and len(known):
+            m = cfg.box_margin_m
+            lo_e, hi_e = t.aabb_min[early, None] - m, t.aabb_max[early, None] + m
+            touch = np.all((lo_e <= t.aabb_max[None, known] + m) & (t.aabb_min[None, known] - m <= hi_e), axis=2)
+            same = (t.level[early, None] == t.level[None, known]) & (
+                t.unit_features(early) @ t.unit_features(known).T >= cfg.match_min_cosine
+            )
+            ans[early[(touch & same).any(axis=1)]] = False
+        return ans
 
     def refresh(self, points) -> None:
         """Counts, boxes, colours and support from the points' current labels."""
