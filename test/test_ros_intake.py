@@ -363,6 +363,18 @@ def test_replay_dds_profile_is_used_unless_the_user_chose_one():
     assert use_replay_dds_profile(mine) == "/etc/my_profile.xml"
 
 
+def test_config_files_are_found_in_an_install_as_in_a_checkout(tmp_path):
+    """A colcon or pip install has no source tree beside the module: the profile is looked up in the share folder."""
+    from lang3d_ros.ros.bag_player import installed_config_file
+
+    source, share = tmp_path / "src" / "config", tmp_path / "share" / "lang3d_ros" / "config"
+    share.mkdir(parents=True)
+    (share / "fastdds_replay.xml").write_text("<dds/>")
+    assert installed_config_file("fastdds_replay.xml", [source, share]) == share / "fastdds_replay.xml"
+    assert installed_config_file("missing.xml", [source, share]) == source / "missing.xml"
+    assert installed_config_file("fastdds_replay.xml").is_file()  # this checkout's own
+
+
 def test_an_offline_replay_waits_while_the_consumer_is_busy(tmp_path):
     """bag_player.play(hold=...): while hold() is True no message goes out and the bag clock pauses, so the
     messages after keep their spacing; every message is published once, in order."""

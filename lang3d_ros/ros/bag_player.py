@@ -25,11 +25,33 @@ import argparse
 import importlib
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
 DEFAULT_QUEUE_DEPTH = 100
-REPLAY_DDS_PROFILE = Path(__file__).resolve().parents[2] / "config" / "fastdds_replay.xml"
+
+
+def installed_config_file(name: str, roots: list[Path] | None = None) -> Path:
+    """The first existing ``<root>/<name>`` of: the source tree's config/ (a checkout), the package's share/config
+    (ament index: a colcon install), ``<sys.prefix>/share/lang3d_ros/config`` (a pip install); the source tree's path
+    when none exists."""
+    if roots is None:
+        roots = [Path(__file__).resolve().parents[2] / "config"]
+        try:
+            from ament_index_python.packages import get_package_share_directory
+
+            roots.append(Path(get_package_share_directory("lang3d_ros")) / "config")
+        except Exception:  # not a colcon install (PackageNotFoundError) or no ament_index_python
+            pass
+        roots.append(Path(sys.prefix) / "share" / "lang3d_ros" / "config")
+    for root in roots:
+        if (Path(root) / name).is_file():
+            return Path(root) / name
+    return Path(roots[0]) / name
+
+
+REPLAY_DDS_PROFILE = installed_config_file("fastdds_replay.xml")
 
 log = logging.getLogger(__name__)
 
