@@ -30,6 +30,7 @@ processes only compete for CPU (no memory-bandwidth or I/O load); timings depend
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import subprocess
@@ -267,7 +268,7 @@ def probe(depth: int) -> int:
     from geometry_msgs.msg import PoseStamped
     from lang3d_ros.srv import GetMapStatus
     from rclpy.event_handler import SubscriptionEventCallbacks
-    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
 
@@ -294,10 +295,8 @@ def probe(depth: int) -> int:
     node.create_service(GetMapStatus, "/lang3d/get_map_status", lambda _req, res: res)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    try:
+    with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):  # SIGINT ends the probe
         executor.spin()
-    except (KeyboardInterrupt, Exception):
-        pass
     print(f"probe: {json.dumps({'counts': counts, 'lost': lost})}", flush=True)
     return 0
 

@@ -22,6 +22,7 @@ largest delay of a pose behind its images: 0.15 / 3.14 / 2.30 / 2.88 s with 3 s,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -38,12 +39,11 @@ def installed_config_file(name: str, roots: list[Path] | None = None) -> Path:
     when none exists."""
     if roots is None:
         roots = [Path(__file__).resolve().parents[2] / "config"]
-        try:
+        # not a colcon install (PackageNotFoundError is a KeyError) or no ament_index_python: skip that root
+        with contextlib.suppress(ImportError, LookupError, ValueError):
             from ament_index_python.packages import get_package_share_directory
 
             roots.append(Path(get_package_share_directory("lang3d_ros")) / "config")
-        except Exception:  # not a colcon install (PackageNotFoundError) or no ament_index_python
-            pass
         roots.append(Path(sys.prefix) / "share" / "lang3d_ros" / "config")
     for root in roots:
         if (Path(root) / name).is_file():
