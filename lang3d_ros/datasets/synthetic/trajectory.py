@@ -39,16 +39,18 @@ def look_at(eye_xyz, target_xyz, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     return T
 
 
-def _clear(scene: SyntheticScene, eyes: np.ndarray) -> bool:
+def _clear_each(scene: SyntheticScene, eyes: np.ndarray) -> np.ndarray:
+    """(N,3) eye positions -> (N,) bool: inside the walls' margin and outside every object's box grown by the eye
+    clearance."""
     lo, hi = scene.room_min_xyz + WALL_MARGIN_M - 1e-6, scene.room_max_xyz - WALL_MARGIN_M + 1e-6
-    if np.any(eyes < lo) or np.any(eyes > hi):
-        return False
+    ok = np.all((eyes >= lo) & (eyes <= hi), axis=1)
     for o in scene.objects:
-        if np.any(
-            np.all((eyes > o.aabb.min_xyz - EYE_CLEARANCE_M) & (eyes < o.aabb.max_xyz + EYE_CLEARANCE_M), axis=1)
-        ):
-            return False
-    return True
+        ok &= ~np.all((eyes > o.aabb.min_xyz - EYE_CLEARANCE_M) & (eyes < o.aabb.max_xyz + EYE_CLEARANCE_M), axis=1)
+    return ok
+
+
+def _clear(scene: SyntheticScene, eyes: np.ndarray) -> bool:
+    return bool(_clear_each(scene, eyes).all())
 
 
 def _objects_centre(scene: SyntheticScene) -> np.ndarray:
@@ -74,17 +76,19 @@ def _orbit(scene, n, rng):
             eyes = np.stack([a * np.cos(ang), b * np.sin(ang), h0 + 0.12 * np.sin(2 * np.pi * 2 * s + phase)], axis=1)
             eyes[:, :2] += centre[:2] * 0.5
             if _clear(scene, eyes):
-                targets = np.repeat(centre[None], n, axis=0)
-                targets[:, :2] += 0.3 * np.stack([np.cos(2 * np.pi * 3 * s), np.sin(2 * np.pi * 3 * s)], axis=1)
-                targets[:, 2] += 0.15 * np.sin(2 * np.pi * s)
-                return eyes, targets
+                return eyes, _orbit_targets(centre, s)
     eyes = _star_orbit(scene, centre, ang, s, phase)  # objects on every ellipse: go round them, inside
     if eyes is None:
         raise ValueError(f"no collision-free orbit in this room (seed {scene.seed}); use a larger room")
-    targets = np.repeat(centre[None], n, axis=0)
+    return eyes, _orbit_targets(centre, s)
+
+
+def _orbit_targets(centre: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """(N,3) look-at points circling the objects' centre (0.3 m, three times per orbit), bobbing 0.15 m."""
+    targets = np.repeat(centre[None], len(s), axis=0)
     targets[:, :2] += 0.3 * np.stack([np.cos(2 * np.pi * 3 * s), np.sin(2 * np.pi * 3 * s)], axis=1)
     targets[:, 2] += 0.15 * np.sin(2 * np.pi * s)
-    return eyes, targets
+    return targets
 
 
 def _star_orbit(scene, centre, ang, s, phase, n_dense: int = 720) -> np.ndarray | None:
@@ -103,8 +107,7 @@ def _star_orbit(scene, centre, ang, s, phase, n_dense: int = 720) -> np.ndarray 
             xy = np.stack([sc * a * np.cos(theta), sc * b * np.sin(theta)], axis=1) + off
             ok = np.ones(n_dense, bool)
             for z in (h0 - 0.12, h0 + 0.12):
-                pts = np.concatenate([xy, np.full((n_dense, 1), z)], axis=1)
-                ok &= np.array([_clear(scene, p[None]) for p in pts])
+                ok &= _clear_each(scene, np.concatenate([xy, np.full((n_dense, 1), z)], axis=1))
             best[ok] = sc
         if np.isnan(best).any():
             continue
