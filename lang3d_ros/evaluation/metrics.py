@@ -221,9 +221,14 @@ def _clearance_m(xy: np.ndarray, obstacles: list[Box3D | np.ndarray]) -> np.ndar
     """(N,2) -> distance to the nearest GT obstacle footprint (inf without obstacles)."""
     if not obstacles:
         return np.full(len(xy), np.inf)
-    hull = distance_to_polygon
-    dist = [hull(xy, o) if isinstance(o, np.ndarray) else distance_to_footprint(xy, o) for o in obstacles]
-    return np.min(np.stack(dist), axis=0)
+    return np.min(np.stack([_distance_to_obstacle(xy, o) for o in obstacles]), axis=0)
+
+
+def _distance_to_obstacle(xy: np.ndarray, obstacle: Box3D | np.ndarray) -> np.ndarray:
+    """(N,2) -> distance to one footprint: a hull polygon (K, 2) or a box's rectangle."""
+    if isinstance(obstacle, np.ndarray):
+        return distance_to_polygon(xy, obstacle)
+    return distance_to_footprint(xy, obstacle)
 
 
 def _sample_path(path_xy: np.ndarray, step_m: float) -> np.ndarray:
