@@ -56,7 +56,9 @@ def _maps(depth, intr, T, edge_normals: bool = False):
     return vw.reshape(-1, 3), nw.reshape(-1, 3), alpha.reshape(-1), use.reshape(-1)
 
 
-def _reference_fusion(frames, edge_normals: bool = False):
+def _reference_fusion(frames, edge_normals: bool = False, noise_at_1m: float = 0.0):
+    """gradSLAM's PointFusion written out per point; with ``noise_at_1m`` the distance gate at a pixel of depth
+    zq is sqrt(min(DIST^2 + (3 * noise_at_1m * zq^2)^2, 0.16^2)) (the default 3 sigmas, 16 x 1 cm block cap)."""
     pts, nrm, col, conf = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)
     for f in frames:
         intr, T = f.intrinsics, f.T_world_cam
@@ -75,7 +77,9 @@ def _reference_fusion(frames, edge_normals: bool = False):
             ok &= use[q]
             d2 = ((pts - vw[q]) ** 2).sum(1)
             dot = (nrm * nw[q]).sum(1)
-            ok &= (d2 < DIST**2) & (dot > math.cos(math.radians(ANGLE)))
+            zq = ((vw[q] - T[:3, 3]) @ T[:3, 2]) if noise_at_1m else 0.0
+            gate2 = np.minimum(DIST**2 + (3 * noise_at_1m * zq**2) ** 2, 0.16**2)
+            ok &= (d2 < gate2) & (dot > math.cos(math.radians(ANGLE)))
             best = {}
             for i in np.nonzero(ok)[0]:  # highest confidence, then smallest squared distance
                 k = (-conf[i], d2[i])
@@ -116,9 +120,12 @@ def real_frames(gradslam_dir):
 
 @pytest.mark.parametrize("backend", ["torch", "numba"])
 @pytest.mark.parametrize("edge_normals", [False, True])
-def test_pointfusion_matches_bruteforce_reference(real_frames, backend, edge_normals):
+@pytest.mark.parametrize("noise_at_1m", [0.0, 0.0015, 0.02])
+def test_pointfusion_matches_bruteforce_reference(real_frames, backend, edge_normals, noise_at_1m):
+    """0.0: gradSLAM's fixed gate; 0.0015: the default depth-dependent gate; 0.02: a gate at its cap at 1.5 m."""
     cfg = FusionConfig(
         edge_normals=edge_normals,
+        depth_noise_at_1m_m=noise_at_1m,
         confidence_mode="gradslam",
         merge_duplicates=False,
         min_depth_m=0.0,
@@ -130,7 +137,7 @@ def test_pointfusion_matches_bruteforce_reference(real_frames, backend, edge_nor
     reports = [m.integrate(f) for f in real_frames]
     assert all(r.accepted for r in reports)
     assert sum(r.n_matched for r in reports[1:]) > 10_000  # association really happens
-    pts, nrm, col, conf = _reference_fusion(real_frames, edge_normals)
+    pts, nrm, col, conf = _reference_fusion(real_frames, edge_normals, noise_at_1m)
     got = m.to_numpy()
     assert abs(len(got["points_xyz"]) - len(pts)) <= 2e-4 * len(pts), (len(got["points_xyz"]), len(pts))
     d, j = cKDTree(got["points_xyz"]).query(pts)
@@ -144,7 +151,13 @@ def test_pointfusion_matches_bruteforce_reference(real_frames, backend, edge_nor
 def test_frustum_culling_changes_nothing(real_frames):
     """The culled candidate set gives the same map as association against every point (block size 1 voxel
     vs 16 voxels: very different candidate sets, identical result)."""
-    base = dict(confidence_mode="gradslam", merge_duplicates=False, min_depth_m=0.0, prune_after_frames=1000)
+    base = dict(
+        confidence_mode="gradslam",
+        merge_duplicates=False,
+        min_depth_m=0.0,
+        prune_after_frames=1000,
+        depth_noise_at_1m_m=0.0,  # a fixed gate: the 1-voxel blocks would cap a depth-dependent one at 5 cm
+    )
     maps = []
     for bv, vox in ((16, 0.01), (1, 0.05)):
         m = PointMap(FusionConfig(block_voxels=bv, voxel_size_m=vox, **base), device="cpu")

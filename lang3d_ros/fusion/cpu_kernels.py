@@ -130,6 +130,14 @@ if AVAILABLE:
             zmin_row[i], zmax_row[i] = zmin, zmax
 
     @njit(nogil=True, cache=True)
+    def _gate2(gate, R, t, vw, q):
+        """Squared association gate at pixel q: min(d0^2 + k^2 zq^4, cap^2), zq its depth along the optical axis
+        (R's third column; gate = ``FusionConfig.gate_terms``)."""
+        zq = R[0, 2] * (vw[q, 0] - t[0]) + R[1, 2] * (vw[q, 1] - t[1]) + R[2, 2] * (vw[q, 2] - t[2])
+        z2 = zq * zq
+        return min(gate[0] + gate[1] * z2 * z2, gate[2])
+
+    @njit(nogil=True, cache=True)
     def project_candidates(
         xyz,
         nrm,
@@ -149,7 +157,7 @@ if AVAILABLE:
         use,
         vw,
         nw,
-        dist2,
+        gate,
         cos_gate,
         q_out,
         d2_out,
@@ -159,7 +167,9 @@ if AVAILABLE:
     ):
         """Candidates k0..k1-1 of the index entries (cand_key, cand): q_out[k] = the pixel a live entry projects
         to and passes the distance and normal gates with (-1 otherwise), d2_out / conf_out its squared distance
-        and the point's confidence. Returns the number of live entries (slot alive and still holding the key)."""
+        and the point's confidence. gate: (d0^2, k^2, cap^2) float32, ``FusionConfig.gate_terms`` (the distance
+        gate at the pixel's depth zq: min(d0^2 + k^2 zq^4, cap^2)). Returns the number of live entries (slot alive
+        and still holding the key)."""
         n_live = 0
         for k in range(k0, k1):
             q_out[k] = -1
@@ -183,7 +193,7 @@ if AVAILABLE:
             ex, ey, ez = xyz[c, 0] - vw[q, 0], xyz[c, 1] - vw[q, 1], xyz[c, 2] - vw[q, 2]
             d2 = ex * ex + ey * ey + ez * ez
             dot = nrm[c, 0] * nw[q, 0] + nrm[c, 1] * nw[q, 1] + nrm[c, 2] * nw[q, 2]
-            if d2 < dist2 and dot > cos_gate:
+            if dot > cos_gate and d2 < _gate2(gate, R, t, vw, q):
                 q_out[k], d2_out[k], conf_out[k] = q, d2, conf[c]
         return n_live
 
@@ -288,11 +298,11 @@ if AVAILABLE:
         return merged
 
     @njit(nogil=True, cache=True)
-    def neighbour_owner(target, use, vw, nw, xyz, nrm, h, w, r, dist2, cos_gate, out, row0, row1):
+    def neighbour_owner(target, use, vw, nw, xyz, nrm, h, w, r, gate, R, t, cos_gate, out, row0, row1):
         """Leftover pixels of rows row0..row1-1: out = the nearest gated point owning a pixel within r
         (row-major first on ties), -1 where none (reads ``target`` only, so rows can be split between threads).
-        A neighbour without an owner, or with the owner just tested on its row, is skipped (a repeat cannot
-        be strictly nearer)."""
+        gate, R, t: as ``project_candidates``. A neighbour without an owner, or with the owner just tested on
+        its row, is skipped (a repeat cannot be strictly nearer)."""
         for row in range(row0, row1):
             for col in range(w):
                 i = row * w + col
@@ -300,6 +310,7 @@ if AVAILABLE:
                 if not use[i] or target[i] >= 0:
                     continue
                 best, bs = np.float32(np.inf), -1
+                g2 = _gate2(gate, R, t, vw, i)
                 px, py, pz = vw[i, 0], vw[i, 1], vw[i, 2]
                 qx, qy, qz = nw[i, 0], nw[i, 1], nw[i, 2]
                 for rr in range(max(row - r, 0), min(row + r + 1, h)):
@@ -312,7 +323,7 @@ if AVAILABLE:
                         ex, ey, ez = xyz[s, 0] - px, xyz[s, 1] - py, xyz[s, 2] - pz
                         d2 = ex * ex + ey * ey + ez * ez
                         dot = nrm[s, 0] * qx + nrm[s, 1] * qy + nrm[s, 2] * qz
-                        if d2 < dist2 and dot > cos_gate and d2 < best:
+                        if d2 < g2 and dot > cos_gate and d2 < best:
                             best, bs = d2, s
                 out[i] = bs
 

@@ -68,7 +68,7 @@ class NumbaBackend:
             raise ValueError(f"fusion backend 'numba' runs on the CPU only, device is {device}")
         self.config = config
         self.device = device
-        self.dist2 = np.float32(float(config.dist_threshold_m) ** 2)
+        self.gate = np.asarray(config.gate_terms(), dtype=np.float32)
         self.cos_gate = np.float32(math.cos(math.radians(config.angle_threshold_deg)))
         warm_up_kernels()
 
@@ -178,7 +178,7 @@ class NumbaBackend:
                 obs.use.numpy(),
                 obs.vertex_world.numpy(),
                 obs.normal_world.numpy(),
-                self.dist2,
+                self.gate,
                 self.cos_gate,
                 q,
                 d2,
@@ -235,7 +235,9 @@ class NumbaBackend:
                 obs.height,
                 obs.width,
                 cfg.merge_neighbour_px,
-                self.dist2,
+                self.gate,
+                obs.R_world_cam.numpy(),
+                obs.t_world_cam.numpy(),
                 self.cos_gate,
                 owner,
             )

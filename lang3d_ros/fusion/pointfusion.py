@@ -19,6 +19,10 @@ over. Unlike gradSLAM:
 - A pixel whose right / lower neighbour has no depth takes its normal from the left / upper neighbour
   (``edge_normals``; gradSLAM's normal there is meaningless, and without one the pixel would take no part:
   silhouettes of small objects, where sensors drop depth); fused normals are renormalised.
+- The distance gate widens with the pixel's depth by ``association_sigmas`` sensor-noise sigmas
+  (``depth_noise_at_1m_m``; gradSLAM: a fixed 5 cm). With a fixed gate, samples of a wall seen from 4-5 m
+  (sigma 2.4-3.8 cm) often miss each other and stay as separate once-seen points: the wall grows a layer
+  5-12 cm thick that closes passages on the occupancy grid.
 - Points below ``stable_confidence`` ``prune_after_frames`` frames after their birth are pruned; above
   ``max_points`` the lowest-confidence points are evicted. Map files keep no prune schedule.
 

@@ -36,7 +36,7 @@ class TorchBackend:
     def __init__(self, config: FusionConfig, device: torch.device):
         self.config = config
         self.device = device
-        self.dist2 = float(config.dist_threshold_m) ** 2
+        self.gate = config.gate_terms()
         self.cos_gate = math.cos(math.radians(config.angle_threshold_deg))
 
     # ------------------------------------------------------------------ observe
@@ -117,12 +117,21 @@ class TorchBackend:
         ok &= obs.use.index_select(0, q)
         d2 = (p - obs.vertex_world.index_select(0, q)).square_().sum(1)
         dot = (store.nrm.index_select(0, cand) * obs.normal_world.index_select(0, q)).sum(1)
-        ok &= (d2 < self.dist2) & (dot > self.cos_gate)
+        ok &= (d2 < self._gate2(obs, q)) & (dot > self.cos_gate)
         sel = torch.nonzero(ok).squeeze(1)
         if sel.numel() == 0:
             return int(cand.numel()), 0
         self._resolve_many_to_one(store, cand[sel], q[sel], d2[sel], target)
         return int(cand.numel()), int((target >= 0).sum())
+
+    def _gate2(self, obs: FrameObservation, pixels: torch.Tensor) -> torch.Tensor:
+        """(K,) pixel ids -> (K,) squared association gate at their depth zq along the optical axis:
+        min(d0^2 + k^2 zq^4, cap^2) (``FusionConfig.gate_terms``; operation order as the numba kernel)."""
+        d0, k2, cap = self.gate
+        dv, R = obs.vertex_world.index_select(0, pixels) - obs.t_world_cam, obs.R_world_cam
+        zq = (dv[:, 0] * R[0, 2] + dv[:, 1] * R[1, 2]) + dv[:, 2] * R[2, 2]
+        z2 = zq * zq
+        return torch.clamp(d0 + k2 * z2 * z2, max=cap)
 
     def _resolve_many_to_one(
         self, store: PointStore, cs: torch.Tensor, qs: torch.Tensor, d2s: torch.Tensor, target: torch.Tensor
@@ -201,7 +210,7 @@ class TorchBackend:
         d2 = (store.xyz.index_select(0, sc).view(-1, k, 3) - vl).square_().sum(2)
         dot = (store.nrm.index_select(0, sc).view(-1, k, 3) * obs.normal_world.index_select(0, left)[:, None]).sum(2)
         s = s.view(-1, k)
-        ok = (s >= 0) & (d2 < self.dist2) & (dot > self.cos_gate)
+        ok = (s >= 0) & (d2 < self._gate2(obs, left)[:, None]) & (dot > self.cos_gate)
         d2 = torch.where(ok, d2, torch.full((), math.inf, device=dev))
         best_d2, j = d2.min(1)
         best = s.gather(1, j[:, None]).squeeze(1)
