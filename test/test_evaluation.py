@@ -546,6 +546,13 @@ def test_a_correct_unreachable_answer_is_valid_and_a_wrong_one_is_not():
     gt_closed = {7: Box3D.from_dict(closed["ground_truth"]["objects"][0]["obb"])}
     assert score_navigation(entry, closed, gt_closed, s)["valid"]
     assert not score_navigation(entry, open_, gt_closed, s)["valid"]
+    # a gap 4-6 cm wider than the robot: the GT has a route, but only for a disc under r + 5 cm (one map cell)
+    marginal = scene(0.65)
+    assert gt_reachable(marginal, [7], 0.6, s) is True
+    row = score_navigation(entry, marginal, gt_closed, s)
+    assert row["gt_reachable"] and row["gt_marginal"] and row["valid"]
+    assert not score_navigation(entry, marginal, gt_closed, dict(s, reachability_margin_m=0.0))["valid"]
+    assert score_navigation(entry, open_, gt_closed, s)["gt_marginal"] is False
     # an unreachable answer about the wrong object, or another failure, is never valid
     wrong = copy.deepcopy(entry)
     wrong["response"]["target"] = _obj(_box([-2.0, -2.0, 0.2], [0.3, 0.3, 0.4]), "box")

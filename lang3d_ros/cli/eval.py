@@ -158,10 +158,15 @@ def summary_line(name: str, results: dict) -> str:
         return "n/a" if v is None or v != v else f"{100 * v:.1f}%"
 
     kinds = ", ".join(f"{k} {pct(f'ground_{k}_acc@0.25')}" for k in ("label", "attribute", "relation", "resting"))
+    marginal = (
+        f", {s['navigation_n_marginal']} at marginal passages, strict {pct('navigation_validity_strict')}"
+        if s.get("navigation_n_marginal")
+        else ""
+    )
     return (
         f"[{name}] Ground Acc@0.25 {pct('ground_acc@0.25')} (n={s['ground_n']}; {kinds}); counts "
         f"{pct('count_accuracy')} (n={s['count_n']}); navigation validity {pct('navigation_validity')} "
-        f"(n={s['navigation_n']}); LERF loc {pct('lerf_localization')}; {s['errors']} error(s)"
+        f"(n={s['navigation_n']}{marginal}); LERF loc {pct('lerf_localization')}; {s['errors']} error(s)"
         + (
             f"; on observed targets: Ground {pct('ground_observed_acc@0.25')} (n={s['ground_observed_n']}), counts "
             f"{pct('count_accuracy_observed')} (n={s.get('count_n_observed')}), navigation "
