@@ -173,6 +173,50 @@ def test_stacked_objects_rest_on_each_other(checked):
     assert abs(float(t.aabb_min[r[1], 2]) - 0.75) < 0.02 and abs(float(t.aabb_min[r[2], 2]) - 1.0) < 0.02
 
 
+def test_a_thin_book_holds_a_mug_and_neighbours_on_one_table_hold_not_each_other(checked):
+    """A table, a 4 cm book on it with a mug on the book, a box beside the book on the table (its top at the mug's
+    bottom height): the mug rests on the book (its bottom 4 cm above the book's, more than support_min_drop_m),
+    the box and the book on the table; with the old rule (a support must reach support_max_gap_m lower) the
+    mug went to the table under the book."""
+    rng = np.random.default_rng(3)
+    g = np.arange(-1.0, 2.0, 0.03)
+    floor = np.stack(np.meshgrid(g, g, [0.0], indexing="ij"), -1).reshape(-1, 3)
+
+    def grid(x0, x1, y0, y1, z):  # a seen horizontal surface, as fusion leaves it (1.5 cm apart)
+        gx, gy = np.arange(x0, x1, 0.015), np.arange(y0, y1, 0.015)
+        return np.stack(np.meshgrid(gx, gy, [z], indexing="ij"), -1).reshape(-1, 3)
+
+    top = grid(0.0, 1.2, 0.0, 0.8, 0.75)
+    hidden = ((top[:, 0] > 0.3) & (top[:, 0] < 0.55) | (top[:, 0] > 0.62) & (top[:, 0] < 0.8)) & (
+        (top[:, 1] > 0.3) & (top[:, 1] < 0.5)
+    )  # the table top under the book and the box is never seen
+    top = top[~hidden]
+
+    def flat(lo, hi, n):  # a flat object: its seen top as a grid, its sides sampled
+        sides, sn = _box_surface(rng, lo, hi, n)
+        keep = np.abs(sn[:, 2]) < 0.5
+        t = grid(lo[0], hi[0], lo[1], hi[1], hi[2])
+        return np.concatenate([t, sides[keep]]), np.concatenate([np.tile([0.0, 0.0, 1.0], (len(t), 1)), sn[keep]])
+
+    parts = [
+        (np.concatenate([top, _box_surface(rng, (0.0, 0.0, 0.0), (1.2, 0.8, 0.75), 1500)[0]]), None),  # table
+        flat((0.3, 0.3, 0.75), (0.55, 0.5, 0.79), 300),  # book
+        _box_surface(rng, (0.4, 0.37, 0.79), (0.48, 0.45, 0.9), 300),  # mug on the book
+        flat((0.62, 0.3, 0.75), (0.8, 0.5, 0.79), 300),  # a flat box beside the book
+    ]
+    up = np.tile([0.0, 0.0, 1.0], (len(parts[0][0]), 1))
+    up[len(top) :] = _box_surface(rng, (0.0, 0.0, 0.0), (1.2, 0.8, 0.75), 1500)[1]
+    parts[0] = (parts[0][0], up)
+    xyz = np.concatenate([floor] + [q for q, _ in parts])
+    nrm = np.concatenate([np.tile([0.0, 0.0, 1.0], (len(floor), 1))] + [n for _, n in parts])
+    obj = np.concatenate([np.full(len(floor), -1)] + [np.full(len(q), i) for i, (q, _) in enumerate(parts)])
+    t, ids = _refresh(xyz, nrm, obj)
+    r = 2 + np.arange(4)
+    assert t.support_id[r].tolist() == [-1, ids[0], ids[1], ids[0]]
+    old, _ = _refresh(xyz, nrm, obj, InstanceConfig(support_min_drop_m=0.06))
+    assert old.support_id[r[2]] == ids[0]  # the old rule: the table under the book
+
+
 def test_a_shelf_with_several_boards_holds_an_object_on_each(checked):
     """A shelf (sides, back, boards at 0.4 / 0.8 / 1.2 m, one segment) and an object on each board (feet unseen)."""
     rng = np.random.default_rng(2)

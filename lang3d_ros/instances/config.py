@@ -102,6 +102,10 @@ class InstanceConfig:
     """... on points of the other's horizontal surfaces within this distance of its footprint ..."""
     support_min_points: int = 5
     """... at least this many of them."""
+    support_min_drop_m: float = 0.02
+    """A support's box bottom lies more than this below the object's: a neighbour resting on the same surface has
+    the same bottom (within depth noise and ``box_percentile``) and is no support; a book or a tray under a mug
+    is only 2-5 cm thick and is one."""
     support_box_max_gap_m: float = 0.25
     """Fallback when no such surface is seen: an object whose box bottom is at most this far above the top of a
     box under its centre rests on it (parts lost at its foot: a monitor's neck, a lamp's pole). Also the reach of
@@ -151,7 +155,14 @@ class InstanceConfig:
         if self.cluster_voxel_m < 0 or self.cluster_near_m < 0:
             raise ValueError("instances.cluster_voxel_m and cluster_near_m must be >= 0")
         if (
-            min(self.box_margin_m, self.support_max_gap_m, self.support_search_margin_m, self.support_box_max_gap_m) < 0
+            min(
+                self.box_margin_m,
+                self.support_max_gap_m,
+                self.support_search_margin_m,
+                self.support_box_max_gap_m,
+                self.support_min_drop_m,
+            )
+            < 0
             or self.support_surface_band_m <= 0
         ):
             raise ValueError("instances.box_margin_m and the support gaps / margins must be >= 0 (the band > 0)")

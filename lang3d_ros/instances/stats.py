@@ -211,11 +211,12 @@ def compute_support(
     config: InstanceConfig,
     max_points_per_segment: int = 20_000,
 ) -> None:
-    """support_id of the level's rows (other levels: -1): among segments reaching lower than this one's bottom
-        (a neighbour resting on the same surface is no support), the one with the most points on a horizontal
-        surface (|normal z| >= 0.7 when normals are given) at the height of this one's bottom (within
-        ``support_max_gap_m``) and inside its footprint grown by ``support_search_margin_m`` (the surface right under
-        an object is hidden by it; the surface around it is seen); at least ``support_min_points`` such points.
+    """support_id of the level's rows (other levels: -1): among segments reaching ``support_min_drop_m`` lower
+        than this one's bottom (a neighbour resting on the same surface is no support; a book under a mug is one),
+        the one with the most points on a horizontal surface (|normal z| >= 0.7 when normals are given) at the
+        height of this one's bottom (within ``support_max_gap_m``) and inside its footprint grown by
+        ``support_search_margin_m`` (the surface right under an object is hidden by it; the surface around it is
+        seen); at least ``support_min_points`` such points.
 
         labels (N,) int32 segment ids of ``level``; xyz (N, 3); normals (N, 3) or None. Large segments are strided
         down to ``max_points_per_segment`` points for the test. Cannot see support by a surface the camera never
@@ -238,14 +239,14 @@ def compute_support(
         _rest_on(table, rows, seen_z, bottom0)
         return
     lo, hi = table.aabb_min.astype(np.float64), table.aabb_max.astype(np.float64)
-    m, gap = cfg.support_search_margin_m, cfg.support_max_gap_m
+    m, gap, drop = cfg.support_search_margin_m, cfg.support_max_gap_m, cfg.support_min_drop_m
     lo_r, hi_r = lo[rows], hi[rows]
     pa, pb = [], []
     for s0 in range(0, len(rows), 512):  # candidate supporters by box: (a, b) row pairs, a then b ascending
         a = slice(s0, s0 + 512)
         ok = np.all(lo_r[None, :, :2] <= hi_r[a, None, :2] + m, 2)
         ok &= np.all(hi_r[None, :, :2] >= lo_r[a, None, :2] - m, 2)
-        ok &= (lo_r[None, :, 2] < lo_r[a, None, 2] - gap) & (hi_r[None, :, 2] >= lo_r[a, None, 2] - gap)
+        ok &= (lo_r[None, :, 2] < lo_r[a, None, 2] - drop) & (hi_r[None, :, 2] >= lo_r[a, None, 2] - gap)
         i, j = np.nonzero(ok)
         pa.append(rows[s0 + i])
         pb.append(rows[j])
@@ -489,7 +490,7 @@ def _support_by_box(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row of ``rows_a``: the row of ``rows_b`` whose box top is right under its box bottom (at most
     ``support_box_max_gap_m`` below it, its xy centre over the other's footprint, the other's bottom lower by more
-    than ``support_max_gap_m``), the highest such top, and that height; -1 / NaN when none. Thin parts a camera
+    than ``support_min_drop_m``), the highest such top, and that height; -1 / NaN when none. Thin parts a camera
     loses at an object's foot (a monitor's neck, a lamp's pole) leave its box hovering over what it stands on."""
     host = np.full(len(rows_a), -1, np.int64)
     surface = np.full(len(rows_a), np.nan)
@@ -504,7 +505,7 @@ def _support_by_box(
         ok = (hi_b[None, :, 2] >= bottom - cfg.support_box_max_gap_m) & (
             hi_b[None, :, 2] <= bottom + cfg.support_max_gap_m
         )
-        ok &= lo_b[None, :, 2] < bottom - cfg.support_max_gap_m
+        ok &= lo_b[None, :, 2] < bottom - cfg.support_min_drop_m
         ok &= np.all((c[:, None] >= lo_b[None, :, :2]) & (c[:, None] <= hi_b[None, :, :2]), 2)
         ok &= rows_b[None, :] != a[:, None]
         ok &= table.level[rows_b][None, :] == table.level[a][:, None]

@@ -48,14 +48,14 @@ def compute_support_reference(
     counts = np.bincount(r_of[has], minlength=len(table))
     starts = np.concatenate([[0], np.cumsum(counts)])
     lo, hi = table.aabb_min.astype(np.float64), table.aabb_max.astype(np.float64)
-    m, gap = cfg.support_search_margin_m, cfg.support_max_gap_m
+    m, gap, drop = cfg.support_search_margin_m, cfg.support_max_gap_m, cfg.support_min_drop_m
     lo_r, hi_r = lo[rows], hi[rows]
     pairs: dict[int, list[int]] = {}
     for s0 in range(0, len(rows), 512):  # candidate supporters by box, vectorised
         a = slice(s0, s0 + 512)
         ok = np.all(lo_r[None, :, :2] <= hi_r[a, None, :2] + m, 2)
         ok &= np.all(hi_r[None, :, :2] >= lo_r[a, None, :2] - m, 2)
-        ok &= (lo_r[None, :, 2] < lo_r[a, None, 2] - gap) & (hi_r[None, :, 2] >= lo_r[a, None, 2] - gap)
+        ok &= (lo_r[None, :, 2] < lo_r[a, None, 2] - drop) & (hi_r[None, :, 2] >= lo_r[a, None, 2] - gap)
         for i, j in zip(*np.nonzero(ok)):
             pairs.setdefault(int(rows[s0 + i]), []).append(int(rows[j]))
     for a, cand in pairs.items():
