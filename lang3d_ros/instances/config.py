@@ -46,7 +46,7 @@ class InstanceConfig:
     """Depth step (metres) that counts as "behind" ..."""
     depth_edge_tol_per_m2: float = 0.01
     """... plus this times depth squared (structured-light noise grows with z^2)."""
-    mask_part_link_m: float = 0.25
+    mask_part_link_m: float = 0.15
     """Each mask keeps only its largest 3D part (its pixels' points joined through neighbouring voxels of this size)
     for association and votes, as ConceptGraphs keeps a detection's largest DBSCAN cluster: a mask merged over
     two objects far apart in depth (adjacent in the image) labels one of them. 0: off."""
