@@ -53,8 +53,9 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--frames", type=int, default=6)
+    ap.add_argument("--link-m", type=float, default=None, help="voxel link (default: instances.mask_part_link_m)")
     a = ap.parse_args()
-    link = load_config().instances.mask_part_link_m
+    link = load_config().instances.mask_part_link_m if a.link_m is None else a.link_m
     cases = {
         "room 320x240": keyframes(320, 240, a.frames),
         "room 640x480": keyframes(640, 480, a.frames),
