@@ -89,9 +89,9 @@ def parse_overrides(items: list[str]) -> dict:
 def _spawn(name: str, args: list[str]) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "lang3d_ros.ros.entry_points", name, *args]
     print("[lang3d launch] " + " ".join(cmd), flush=True)
-    env = dict(os.environ)
-    env.setdefault("MALLOC_ARENA_MAX", "2")  # fewer malloc arenas of worker threads, unless the user chose
-    return subprocess.Popen(cmd, start_new_session=True, env=env)
+    from lang3d_ros.evaluation.processes import node_env
+
+    return subprocess.Popen(cmd, start_new_session=True, env=node_env())
 
 
 def wait_for_services(proc: subprocess.Popen, timeout_s: float, stop=lambda: False) -> bool:

@@ -61,9 +61,16 @@ worker thread (executor, mapping workers, torch's pool) otherwise gets its own a
 in the process (~30 MiB of the mapper's peak resident set on the eval)."""
 
 
-def ros_env(domain_id: int, log_dir: Path) -> dict[str, str]:
+def node_env() -> dict[str, str]:
+    """This process's environment for a node process we start: MALLOC_ARENA_MAX defaults to
+    ``MALLOC_ARENA_MAX_DEFAULT`` unless the user set it."""
     env = dict(os.environ)
     env.setdefault("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX_DEFAULT)
+    return env
+
+
+def ros_env(domain_id: int, log_dir: Path) -> dict[str, str]:
+    env = node_env()
     env.update(
         ROS_DOMAIN_ID=str(domain_id),
         ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",

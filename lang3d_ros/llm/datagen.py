@@ -245,10 +245,6 @@ def _name(label: str, rng: np.random.Generator, synonym_p: float) -> str:
     return str(rng.choice(syn)) if syn and rng.random() < synonym_p else label
 
 
-def _plural_word(label: str) -> str:
-    return plural(label)
-
-
 ABSENT_NOUNS = (
     "piano",
     "guitar",
@@ -369,7 +365,7 @@ def request_samples(
         lab = pick(labels)
         add(
             "count",
-            f"{pick(COUNT_LEADS)}{_plural_word(_name(lab, rng, synonym_p))}{pick(COUNT_TAILS)}",
+            f"{pick(COUNT_LEADS)}{plural(_name(lab, rng, synonym_p))}{pick(COUNT_TAILS)}",
             Request("count", Phrase(lab)),
         )
         cc = str(pick(sorted(set(col.values()))))
@@ -454,7 +450,7 @@ def request_samples(
             )
             add(
                 "count_label_on",
-                f"how many {_plural_word(an)} are on the {sn}",
+                f"how many {plural(an)} are on the {sn}",
                 Request("count", Phrase(a.label, relation="on", anchors=(Phrase(s.label),))),
                 "on",
             )
