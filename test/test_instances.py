@@ -485,6 +485,27 @@ def test_erosion_keeps_a_foreground_silhouette_and_still_trims_a_spill_at_the_ob
     assert (erode_labels(thin, 2, depth, 0.06, 0.01) == 3).sum() == 60
 
 
+def test_a_small_mask_spilled_over_by_a_ring_loses_as_much_of_the_ring_as_keeps_half_of_it():
+    """A small object's mask dilated by 2 px onto the surface around it (SAM's boundary bleeding): 2 px of erosion
+    would leave under half of it, so it used to vote whole, ring and all; now it is eroded as deep as keeps half."""
+    from lang3d_ros.instances.mapper import erode_labels
+
+    ids = np.full((50, 30), -1, np.int32)
+    depth = np.full((50, 30), 2.0, np.float32)  # the table top, at the object's own depth
+    ids[10:20, 10:22] = 0  # a 6 x 8 px object with a 2 px ring: a 10 x 12 px mask
+    core = np.zeros((50, 30), bool)
+    core[12:18, 12:20] = True
+    ring = (ids == 0) & ~core
+    out = erode_labels(ids, 2, depth, 0.06, 0.01)
+    assert (out[core] == 0).all()  # one step keeps 8 x 10 = 80 of 120 px (two: 48): the object stays whole
+    assert 0 < (out[ring] == 0).sum() <= ring.sum() // 2  # and its 2 px ring is cut to 1 px
+    assert (erode_labels(ids, 2) == 0).sum() == (out == 0).sum()  # the same without depth (no silhouette here)
+    # the deepest erosion keeping half is chosen per mask: a big mask beside it is eroded the full 2 px
+    ids[30:44, 0:30] = 1
+    out2 = erode_labels(ids, 2, depth, 0.06, 0.01)
+    assert (out2 == 1).sum() == 10 * 26 and (out2 == 0).sum() == (out == 0).sum()
+
+
 def test_a_table_seen_against_the_floor_keeps_its_thin_legs_and_reaches_the_floor():
     """A table whose top holds most of its mask: plain 2 px erosion takes its ~2 px wide legs (seen against the
     floor and walls behind them), so its box ends at the top board; the foreground silhouette keeps them."""

@@ -36,8 +36,8 @@ class InstanceConfig:
     """Margin added to segment boxes by the geometric fallback and the overlap merge."""
     vote_erode_px: int = 2
     """Only pixels at least this far inside their mask (4-neighbourhood erosion) vote and count for association:
-    a mask's boundary, where it spills onto the background behind the object, moves no labels. Masks that would
-    lose more than half their pixels are kept whole."""
+    a mask's boundary, where it spills onto the background behind the object, moves no labels. A mask that this
+    would take more than half of is eroded as deep as keeps half (one step, or none for a thin object)."""
     depth_edge_radius_px: int = 4
     """Depth consistency of mask pixels: a pixel deeper than the nearest pixel of its own mask within this many
     steps through the mask by more than the tolerance below lies behind the object (a mask spilling over the
