@@ -445,6 +445,38 @@ def test_counting_an_absent_label_answers_zero_while_grounding_it_fails(room):
     assert r.ask("how many mugs are there?", room, POSE).text.startswith("There are 2 mugs")
 
 
+def test_a_count_counts_only_a_settled_category_while_ground_takes_the_closest_label(room):
+    """A noun no rule matches and that the text encoder finds about as close to two map labels (0.63 and 0.61,
+    as MiniLM puts "sofa" to "cushion" and "chair") is no category to count: zero of it, the closest labels
+    named; grounding it still takes the closest label. A clear encoder match (0.75) is counted."""
+    import torch
+
+    from lang3d_ros.llm import Reasoner
+    from lang3d_ros.llm.config import LLMConfig
+
+    axes = {"table": 0, "mug": 1, "box": 2, "door": 3, "sofa": 4, "chair": 5}
+
+    class Encoder:
+        def encode_text(self, texts):
+            rows = []
+            for t in texts:
+                v = torch.zeros(8)
+                if t == "recliner":  # cos 0.63 to sofa, 0.61 to chair: ambiguous
+                    v[4], v[5], v[7] = 0.63, 0.61, (1 - 0.63**2 - 0.61**2) ** 0.5
+                elif t == "settle":  # cos 0.75 to chair, 0.3 to sofa: settled
+                    v[5], v[4], v[7] = 0.75, 0.3, (1 - 0.75**2 - 0.3**2) ** 0.5
+                else:
+                    v[axes.get(t, 6)] = 1.0
+                rows.append(v)
+            return torch.stack(rows)
+
+    r = Reasoner(LLMConfig(mode="parser_only"), encoder=Encoder())
+    a = r.ask("how many recliners are there?", room, POSE)
+    assert a.text == "There are 0 recliners.", a.text
+    assert r.ground("the recliner", room, POSE).objects[0].label == "sofa"  # a guess, named in the answer
+    assert r.ask("how many settles are there?", room, POSE).text.startswith("There are 2 chairs")
+
+
 def test_relative_clauses_and_closed_compounds(room):
     from lang3d_ros.llm.frontend import normalize
     from lang3d_ros.llm.labels import label_similarity
