@@ -98,21 +98,17 @@ def erode_labels(
     n = int(orig.max(initial=-1)) + 1
     if not px or not n:
         return orig.copy()
-    # per mask the deepest erosion, up to px steps, that plain erosion says keeps at least half its pixels (a
-    # small object spilled over by a ring of background keeps its core; a thin one keeps everything)
+    # one step at a time; a mask takes each step that plain erosion says leaves at least half of it, so it ends at
+    # its deepest such step (a small object spilled over by a ring of background keeps its core, a thin one all)
     before = np.bincount(orig[orig >= 0], minlength=n)
-    steps = np.zeros(n, np.int64)
-    plain = orig
-    for r in range(1, px + 1):
-        plain = _erode(plain, 1)
-        steps[np.bincount(plain[plain >= 0], minlength=n) >= 0.5 * before] = r
     out = orig.copy()
-    for r in range(1, px + 1):
-        if not (steps == r).any():
-            continue
-        eroded = _erode(orig, r) if depth_m is None else _erode(orig, r, depth_m, tol_m, tol_per_m2)
-        here = (orig >= 0) & (steps[np.maximum(orig, 0)] == r)
-        out[here] = eroded[here]
+    plain = deep = orig
+    for _ in range(px):
+        plain = _erode(plain, 1)
+        deep = plain if depth_m is None else _erode(deep, 1, depth_m, tol_m, tol_per_m2)
+        keeps_half = np.bincount(plain[plain >= 0], minlength=n) >= 0.5 * before
+        here = (orig >= 0) & keeps_half[np.maximum(orig, 0)]
+        out[here] = deep[here]
     return out
 
 
