@@ -12,7 +12,7 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from lang3d_ros.evaluation.processes import node_env
+from lang3d_ros.evaluation.processes import MALLOC_ARENA_MAX_DEFAULT
 from launch import LaunchDescription
 
 
@@ -47,7 +47,7 @@ def generate_launch_description():
                 package="lang3d_ros",
                 executable="mapper_node",
                 # fewer glibc malloc arenas of worker threads (~30 MiB), unless the user sets it
-                additional_env={"MALLOC_ARENA_MAX": node_env()["MALLOC_ARENA_MAX"]},
+                additional_env={"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX_DEFAULT)},
                 name="lang3d_mapper",
                 namespace=LaunchConfiguration("namespace"),
                 output="screen",

@@ -251,6 +251,14 @@ def _parser_request(n: Normalized, labels: Sequence[str], matcher: LabelMatcher,
     return cands[0].request
 
 
+def _counted_nothing(exc: Lang3DError, parsed: Request, n: Normalized, note: str, np_text: str) -> Understanding:
+    """A count whose noun names nothing in the map is answered, zero of it ("how many vases are there?" with no
+    vase), not refused; any other error is raised again."""
+    if exc.code != ErrorCode.NOT_FOUND or parsed.intent != Intent.COUNT:
+        raise exc
+    return Understanding(parsed, AnsweredBy.PARSER, n, f"{note}{exc}; ", noun_phrase=np_text)
+
+
 def understand(
     query: str,
     objects: Sequence[SceneObject],
@@ -316,10 +324,7 @@ def understand(
             parsed, labels, matcher, config, allow_open=use_model and config.mode == "rank"
         )
     except Lang3DError as exc:
-        if exc.code != ErrorCode.NOT_FOUND or parsed.intent != Intent.COUNT:
-            raise
-        # "how many vases are there?" with no vase in the map is answered (zero of them), not refused
-        return Understanding(parsed, AnsweredBy.PARSER, n, f"{note}{exc}; ", noun_phrase=np_text)
+        return _counted_nothing(exc, parsed, n, note, np_text)
     if not open_nouns:
         return Understanding(cands[0].request, AnsweredBy.PARSER, n, note, noun_phrase=np_text)
     from lang3d_ros.llm.ranking import rank_labels
@@ -342,9 +347,7 @@ def understand(
         try:
             cands, _ = bind_candidates(parsed, labels, matcher, config, allow_open=False)
         except Lang3DError as nf:
-            if nf.code != ErrorCode.NOT_FOUND or parsed.intent != Intent.COUNT:
-                raise
-            return Understanding(parsed, AnsweredBy.PARSER, n, f"{note}{nf}; ", noun_phrase=np_text)
+            return _counted_nothing(nf, parsed, n, note, np_text)
         return Understanding(cands[0].request, AnsweredBy.PARSER, n, note, noun_phrase=np_text)
     scores = [sum(per_noun[nn][c.labels[nn]] for nn in open_nouns) for c in cands]
     best = max(range(len(cands)), key=lambda i: scores[i])
