@@ -49,32 +49,34 @@ def pixel_points(frame) -> np.ndarray:
     return p
 
 
-def _erode(
+def _erode_steps(
     seg_map: np.ndarray, px: int, depth_m: np.ndarray | None = None, tol_m: float = 0.0, tol_per_m2: float = 0.0
-) -> np.ndarray:
-    """``px`` steps of 4-neighbourhood erosion of every mask (image border included); with ``depth_m``,
-    foreground-silhouette pixels (see ``erode_labels``) are not removed."""
-    out = np.asarray(seg_map).copy()
+):
+    """Yields the (H, W) mask ids after each of ``px`` steps of 4-neighbourhood erosion of every mask (image border
+    included); with ``depth_m``, foreground-silhouette pixels (see ``erode_labels``) are not removed."""
+    out = np.asarray(seg_map)
     h, w = out.shape
-    if depth_m is not None:
+    steps = ((1, 0), (-1, 0), (0, 1), (0, -1))
+    if depth_m is not None:  # which 4-neighbour lies deeper than the pixel by the tolerance: fixed over the steps
         z = np.asarray(depth_m, dtype=np.float32)
         zf = np.where(np.isfinite(z) & (z > 0), z, np.inf).astype(np.float32)
         tol = (tol_m + tol_per_m2 * np.where(np.isfinite(zf), zf, 0.0) ** 2).astype(np.float32)
         pad_z = np.pad(zf, 1, constant_values=-np.inf)  # beyond the image border: not a silhouette
-    steps = ((1, 0), (-1, 0), (0, 1), (0, -1))
+        deeper = [pad_z[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] > zf + tol for dy, dx in steps]
+        has_z = np.isfinite(zf)
     for _ in range(px):
         pad = np.pad(out, 1, constant_values=-2)
         same = [pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] == out for dy, dx in steps]
         keep = (out >= 0) & np.logical_and.reduce(same)
         if depth_m is not None:
-            silhouette = (out >= 0) & np.isfinite(zf)
-            for (dy, dx), sm in zip(steps, same):
-                silhouette &= sm | (pad_z[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] > zf + tol)
+            silhouette = (out >= 0) & has_z
+            for sm, dp in zip(same, deeper):
+                silhouette &= sm | dp
             keep |= silhouette
         keep[0, :] = keep[-1, :] = False
         keep[:, 0] = keep[:, -1] = False
-        out[~keep] = -1
-    return out
+        out = np.where(keep, out, -1).astype(out.dtype, copy=False)
+        yield out
 
 
 def erode_labels(
@@ -102,10 +104,9 @@ def erode_labels(
     # its deepest such step (a small object spilled over by a ring of background keeps its core, a thin one all)
     before = np.bincount(orig[orig >= 0], minlength=n)
     out = orig.copy()
-    plain = deep = orig
-    for _ in range(px):
-        plain = _erode(plain, 1)
-        deep = plain if depth_m is None else _erode(deep, 1, depth_m, tol_m, tol_per_m2)
+    deep_steps = None if depth_m is None else _erode_steps(orig, px, depth_m, tol_m, tol_per_m2)
+    for plain in _erode_steps(orig, px):
+        deep = plain if deep_steps is None else next(deep_steps)
         keeps_half = np.bincount(plain[plain >= 0], minlength=n) >= 0.5 * before
         here = (orig >= 0) & keeps_half[np.maximum(orig, 0)]
         out[here] = deep[here]
