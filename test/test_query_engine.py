@@ -73,6 +73,8 @@ def test_navigation_goal_is_free_reachable_and_at_standoff(engine_and_scene):
     assert res.target is not None and res.target.label == big.label
     nav = res.navigation
     assert abs(nav.standoff_m - 0.7) <= 0.2
+    assert res.message.startswith(f"goal {nav.standoff_m:.2f} m from the {big.label}")  # the achieved standoff
+    assert ("asked 0.70 m" in res.message) == (abs(nav.standoff_m - 0.7) > 0.025)
     gx, gy, gyaw = nav.goal_pose
     c = res.target.box.center
     assert abs(np.angle(np.exp(1j * (np.arctan2(c[1] - gy, c[0] - gx) - gyaw)))) < np.radians(15)

@@ -201,11 +201,13 @@ class QueryEngine:
             standoff,
             footprint_xy=footprint,
         )
-        msg = (
-            f"goal {standoff:.2f} m from the {target.label or phrase}, path {result.path_length_m:.2f} m"
-            if result.success
-            else f"target found ({target.label or phrase}) but unreachable: {result.reason}"
-        )
+        if result.success:  # the achieved standoff; a farther or nearer ring says so
+            off_ring = abs(result.standoff_m - standoff) > 0.5 * self.config.navigation.resolution_m
+            msg = f"goal {result.standoff_m:.2f} m from the {target.label or phrase}"
+            msg += f" (asked {standoff:.2f} m; no reachable goal there)" if off_ring else ""
+            msg += f", path {result.path_length_m:.2f} m"
+        else:
+            msg = f"target found ({target.label or phrase}) but unreachable: {result.reason}"
         return NavigateResult(
             result.success,
             msg,
