@@ -414,3 +414,36 @@ def test_a_passage_a_few_cm_wider_than_the_robot_is_crossed_with_every_path_poin
     pts_n, _, can_n = _partitioned_room(rng, gap_m=0.58)
     res_n, _ = navigate_to_object(pts_n, can_n, start)
     assert not res_n.success and "none connected to the start" in res_n.reason
+
+
+def test_a_goal_in_a_corridor_a_few_cm_wider_than_the_robot_keeps_the_robot_radius():
+    """Regression (held-out seeds 163 and 183: a target in a pocket, "no free cell at 0.60 +- 0.15 m"): goals from
+    the object's points are cell centres, yet the old rule also asked their whole cell to keep the robot radius
+    (centre clearance > r + half a cell diagonal, 0.335 m), so a corridor 0.69 m wide (0.32 m each side of the
+    middle cells) had no goal. A goal at a cell centre needs what a path cell needs (0.302 m); the goal found
+    keeps the robot radius from every obstacle point."""
+    import dataclasses
+
+    from lang3d_ros.navigation.grid import cell_clear_mask, clearance_m
+
+    half = 0.345  # walls at y = +-0.345: the two middle rows of cells (y = +-0.025) are 0.32 m from them
+    g = np.arange(-1.0, 3.5, 0.02)
+    floor = np.array([(x, y, 0.0) for x in g for y in np.arange(-half, half, 0.02)])
+    xs, zs = np.arange(-1.0, 3.5, 0.01), (0.2, 0.5, 1.0)
+    walls = [np.array([(x, s * half, z) for x in xs for z in zs]) for s in (-1, 1)]
+    ys = np.arange(-half, half, 0.01)
+    ends = [np.array([(x, y, z) for y in ys for z in zs]) for x in (-1.0, 3.5)]
+    box = Box3D(np.array([-0.2, 0.0, 0.2]), np.array([0.2, 0.2, 0.4]), np.eye(3))
+    bx, by = np.meshgrid(np.arange(-0.3, -0.1 + 1e-9, 0.01), np.arange(-0.1, 0.1 + 1e-9, 0.01))
+    obj = np.array([(x, y, z) for x, y in zip(bx.ravel(), by.ravel()) for z in (0.1, 0.3)])
+    pts = np.concatenate([floor, *walls, *ends, obj])
+    grid = build_occupancy_grid(pts)
+    res = plan_to_object(grid, box, (3.0, 0.0), footprint_xy=obj[:, :2])
+    d_box = float(distance_to_footprint(np.array(res.goal_pose[:2]), box)[0])
+    assert res.standoff_m == pytest.approx(d_box, abs=1e-3)  # the points lie on the box's sides
+    # free (>= r from every point), at the standoff from the box, facing it, path clear
+    check_result(dataclasses.replace(res, standoff_m=d_box), box, grid, pts)
+    goal_ij = grid.xy_to_ij(res.goal_pose[:2])[0]
+    clear = clearance_m(grid)
+    assert not cell_clear_mask(grid, CFG.robot_radius_m, True, clear)[goal_ij[0], goal_ij[1]]  # the old rule: no
+    assert obstacle_tree(pts).query(res.goal_pose[:2])[0] < CFG.robot_radius_m + np.sqrt(0.5) * CFG.resolution_m

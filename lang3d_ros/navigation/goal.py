@@ -2,7 +2,8 @@
 
 Standoff: the distance from the robot centre to the object. With the object's own points
 (``object_footprint_xy``: its segment's points in the obstacle band, inside its box), it is the distance to the
-nearest of them, as a costmap measures it: goal candidates are the grid cells at the standoff (+- half a cell).
+nearest of them, as a costmap measures it: goal candidates are the centres of the grid cells at the standoff
+(+- half a cell), as clear as a path cell.
 Without them it is the distance to the box's footprint (its gravity-aligned xy rectangle): candidates lie on the
 curve at exactly that distance (the rectangle grown by the standoff, rounded corners), ``ring_samples`` of them
 evenly spaced along it. If none is traversable and reachable, rings at standoff +- k cells (up to
@@ -226,8 +227,10 @@ def plan_to_object(
     footprint rectangle (``standoff_ring``). Bad input (non-finite start or points, non-gravity-aligned box, bad
     standoff) raises ValueError; an unreachable target gives success False with the reason. ``traversable`` (H,W)
     may be passed to reuse inflation (it then replaces ``traversable_mask`` for transit; the start escape disc is
-    still added when configured). Goals lie on observed free floor, in cells clear of obstacles everywhere
-    (``cell_clear_mask``); paths may cross enclosed unseen floor (``plan_through_unseen_floor``).
+    still added when configured). Goals lie on observed free floor, at least robot_radius_m from every obstacle
+    point: a goal from the points is its cell's centre, which needs the clearance a path cell needs
+    (``traversable_mask``); a goal on the box's ring may lie anywhere in its cell, whose every point must be clear
+    (``cell_clear_mask``). Paths may cross enclosed unseen floor (``plan_through_unseen_floor``).
     """
     cfg = config or NavigationConfig()
     cfg.validate()
@@ -254,7 +257,8 @@ def plan_to_object(
     trav = traversable | escape if escape is not None else traversable
     clear_cells = cell_clear_mask(grid, r, cfg.plan_through_unseen_floor, clear)
     los = (trav & clear_cells) | escape if escape is not None else trav & clear_cells
-    goal_ok = trav & clear_cells & (grid.data == FREE)
+    goal_ok = trav & clear_cells & (grid.data == FREE)  # a goal anywhere in its cell (the box's ring)
+    centre_ok = traversable & (grid.data == FREE)  # a goal at its cell's centre (from the points); no escape cells
     start_ij, reason = _snap_start(grid, trav, start, cfg.start_snap_m, cfg.unknown_start_snap_m)
     if start_ij is None:
         return NavigationResult(False, reason)
@@ -263,7 +267,7 @@ def plan_to_object(
     offsets = [0.0] + [s * k * cfg.resolution_m for k in range(1, n_steps + 1) for s in (1, -1)]
     if footprint_xy is not None:
         near_ij, near_d = _candidates_from_points(
-            grid, goal_ok, footprint_xy, standoff + cfg.standoff_tolerance_m + cfg.resolution_m
+            grid, centre_ok, footprint_xy, standoff + cfg.standoff_tolerance_m + cfg.resolution_m
         )
     n_free = 0
     for off in offsets:
