@@ -217,6 +217,55 @@ def test_a_thin_book_holds_a_mug_and_neighbours_on_one_table_hold_not_each_other
     assert old.support_id[r[2]] == ids[0]  # the old rule: the table under the book
 
 
+def test_a_mug_on_a_book_it_mostly_hides_on_a_box_rests_on_the_book(checked):
+    """Held-out seed 198: a box, a 4 cm book on it, a mug on the book covering most of its top. Around the mug the
+    box's top (3 cm under the mug's bottom, inside support_max_gap_m) shows more points than the book's: the old
+    rule (most points) gave the mug to the box and "the mug on the book" found nothing. The surface nearest the
+    mug's bottom holds it; the book still rests on the box. A ball beside the book on the box (its underside
+    unseen: its points start 2.5 cm up, nearer the book's top than the box's) rests on the box: the book's box
+    does not hold the ball's centre (dev seed 25's ball went to a book beside it)."""
+    rng = np.random.default_rng(5)
+    g = np.arange(-1.0, 2.0, 0.03)
+    floor = np.stack(np.meshgrid(g, g, [0.0], indexing="ij"), -1).reshape(-1, 3)
+
+    def top_grid(x0, x1, y0, y1, z, *holes):  # a seen horizontal surface (1.5 cm apart), minus what hides it
+        gx, gy = np.arange(x0, x1, 0.015), np.arange(y0, y1, 0.015)
+        t = np.stack(np.meshgrid(gx, gy, [z], indexing="ij"), -1).reshape(-1, 3)
+        for hx0, hx1, hy0, hy1 in holes:
+            t = t[~((t[:, 0] > hx0) & (t[:, 0] < hx1) & (t[:, 1] > hy0) & (t[:, 1] < hy1))]
+        return t
+
+    def body(lo, hi, n, top):  # sides sampled, the top as seen
+        sides, sn = _box_surface(rng, lo, hi, n)
+        keep = np.abs(sn[:, 2]) < 0.5
+        up = np.tile([0.0, 0.0, 1.0], (len(top), 1))
+        return np.concatenate([top, sides[keep]]), np.concatenate([up, sn[keep]])
+
+    box_top = top_grid(0.65, 1.01, -0.59, -0.34, 0.25, (0.76, 0.92, -0.58, -0.35), (0.93, 1.0, -0.5, -0.42))
+    box = body((0.65, -0.59, 0.0), (1.01, -0.34, 0.25), 1500, box_top)
+    book_top = top_grid(0.76, 0.92, -0.58, -0.35, 0.29, (0.78, 0.90, -0.53, -0.45))
+    book = body((0.76, -0.58, 0.25), (0.92, -0.35, 0.29), 200, book_top)
+    mug = _box_surface(rng, (0.78, -0.53, 0.29), (0.90, -0.45, 0.40), 300)
+    ball = _box_surface(rng, (0.93, -0.5, 0.275), (1.0, -0.42, 0.35), 300)
+    ball = (ball[0][ball[0][:, 2] > 0.275], ball[1][ball[0][:, 2] > 0.275])  # its underside unseen
+    parts = [box, book, mug, ball]
+    xyz = np.concatenate([floor] + [q for q, _ in parts])
+    nrm = np.concatenate([np.tile([0.0, 0.0, 1.0], (len(floor), 1))] + [n for _, n in parts])
+    obj = np.concatenate([np.full(len(floor), -1)] + [np.full(len(q), i) for i, (q, _) in enumerate(parts)])
+    t, ids = _refresh(xyz, nrm, obj)
+    r = 2 + np.arange(4)
+    assert t.support_id[r].tolist() == [-1, ids[0], ids[1], ids[0]]
+    # around the mug the box's top outnumbers the book's: a count alone picks the box
+    cfg = InstanceConfig()
+    lo, hi = t.aabb_min[r[2]], t.aabb_max[r[2]]
+    near = np.all((xyz[:, :2] >= lo[:2] - 0.1) & (xyz[:, :2] <= hi[:2] + 0.1), 1) & (np.abs(nrm[:, 2]) >= 0.7)
+    near &= np.abs(xyz[:, 2] - lo[2]) <= cfg.support_max_gap_m
+    assert (near & (obj == 0)).sum() > (near & (obj == 1)).sum() >= cfg.support_min_points
+    # and the book's top is nearer the ball's bottom than the box's, within the gap: nearness alone picks the book
+    ball_bottom = float(xyz[obj == 3, 2].min())
+    assert abs(0.29 - ball_bottom) < abs(0.25 - ball_bottom) <= cfg.support_max_gap_m
+
+
 def test_a_shelf_with_several_boards_holds_an_object_on_each(checked):
     """A shelf (sides, back, boards at 0.4 / 0.8 / 1.2 m, one segment) and an object on each board (feet unseen)."""
     rng = np.random.default_rng(2)

@@ -106,6 +106,13 @@ class InstanceConfig:
     """A support's box bottom lies more than this below the object's: a neighbour resting on the same surface has
     the same bottom (within depth noise and ``box_percentile``) and is no support; a book or a tray under a mug
     is only 2-5 cm thick and is one."""
+    support_nearer_m: float = 0.02
+    """Among the supports whose box holds an object's centre, one whose surface lies nearer the object's bottom by
+    more than this wins over one with more points (a book under a mug, the box under the book); within it, the
+    most points (two surfaces at one height: depth noise orders them) ..."""
+    support_nearer_share: float = 0.33
+    """... when it shows at least this share of the points the best-seen of them shows (a few stray points of a
+    neighbour at the object's own height are no surface)."""
     support_box_max_gap_m: float = 0.25
     """Fallback when no such surface is seen: an object whose box bottom is at most this far above the top of a
     box under its centre rests on it (parts lost at its foot: a monitor's neck, a lamp's pole). Also the reach of
@@ -161,10 +168,13 @@ class InstanceConfig:
                 self.support_search_margin_m,
                 self.support_box_max_gap_m,
                 self.support_min_drop_m,
+                self.support_nearer_m,
             )
             < 0
             or self.support_surface_band_m <= 0
         ):
             raise ValueError("instances.box_margin_m and the support gaps / margins must be >= 0 (the band > 0)")
+        if not 0.0 <= self.support_nearer_share <= 1.0:
+            raise ValueError("instances.support_nearer_share must be in [0, 1]")
         if not 0.0 <= self.box_percentile < 25.0:
             raise ValueError("instances.box_percentile must be in [0, 25)")

@@ -212,11 +212,15 @@ def compute_support(
     max_points_per_segment: int = 20_000,
 ) -> None:
     """support_id of the level's rows (other levels: -1): among segments reaching ``support_min_drop_m`` lower
-        than this one's bottom (a neighbour resting on the same surface is no support; a book under a mug is one),
-        the one with the most points on a horizontal surface (|normal z| >= 0.7 when normals are given) at the
-        height of this one's bottom (within ``support_max_gap_m``) and inside its footprint grown by
+        than this one's bottom (a neighbour resting on the same surface is no support; a book under a mug is one)
+        with at least ``support_min_points`` points on a horizontal surface (|normal z| >= 0.7 when normals are
+        given) at the height of this one's bottom (within ``support_max_gap_m``) and inside its footprint grown by
         ``support_search_margin_m`` (the surface right under an object is hidden by it; the surface around it is
-        seen); at least ``support_min_points`` such points.
+        seen): of those whose box holds its centre (xy), the ones whose surface (the median height of those points)
+        lies within ``support_nearer_m`` of the nearest to its bottom among those with ``support_nearer_share`` of
+        the most such points, then the one with the most such points (a mug on a book on a box rests on the book,
+        whose top the mug mostly hides; a book beside a ball on a table does not hold the ball); when no box holds
+        its centre, the one with the most such points.
 
         labels (N,) int32 segment ids of ``level``; xyz (N, 3); normals (N, 3) or None. Large segments are strided
         down to ``max_points_per_segment`` points for the test. Cannot see support by a surface the camera never
@@ -289,21 +293,34 @@ def compute_support(
             k += c0
             ok = _on_footprint(xyz, pts[pos], lo, hi, pair_a[k], m, gap)
             n_ok += np.bincount(k[ok], minlength=n_pairs)
-        # per a: the candidate with the most points, the first (lowest row) among equals, at least min_points
-        best = np.lexsort((pair_b, -n_ok, pair_a))
-        head = best[np.r_[True, pair_a[best][1:] != pair_a[best][:-1]]]
-        win = head[n_ok[head] >= cfg.support_min_points]
-        if len(win):
-            # the winners' surface height: the median of their tested points (as np.median in xyz's dtype)
-            k, pos = _expand(first[win], last[win])
-            ok = _on_footprint(xyz, pts[pos], lo, hi, pair_a[win][k], m, gap)
-            z = np.asarray(xyz)[pts[pos[ok]], 2]  # ascending height within each winner (the slices are sorted)
-            cnt = np.bincount(k[ok], minlength=len(win))
+        qual = np.flatnonzero(n_ok >= cfg.support_min_points)  # pairs with at least min_points
+        if len(qual):
+            # each one's surface height: the median of its tested points (as np.median in xyz's dtype)
+            k, pos = _expand(first[qual], last[qual])
+            ok = _on_footprint(xyz, pts[pos], lo, hi, pair_a[qual][k], m, gap)
+            z = np.asarray(xyz)[pts[pos[ok]], 2]  # ascending height within each pair (the slices are sorted)
+            cnt = np.bincount(k[ok], minlength=len(qual))
             s = np.cumsum(cnt) - cnt
             mid_hi = z[s + cnt // 2]
             mid_lo = z[s + (cnt - 1) // 2]
-            surface_z = np.where(cnt % 2 == 1, mid_hi, (mid_lo + mid_hi) / 2).astype(np.float64)
-            a, b = pair_a[win], pair_b[win]
+            surf = np.where(cnt % 2 == 1, mid_hi, (mid_lo + mid_hi) / 2).astype(np.float64)
+            # per a: among the candidates whose box holds a's centre (xy), those whose surface is within
+            # support_nearer_m of the nearest well-seen one (support_nearer_share of the most points) to a's
+            # bottom (a mug rests on the book, not on the box under the book; a book beside a ball does not hold
+            # it), then the most points, then the first (lowest row); when no box holds its centre, the most points
+            qa, qb, n = pair_a[qual], pair_b[qual], n_ok[qual]
+            centre = 0.5 * (lo[qa, :2] + hi[qa, :2])
+            under = np.all((lo[qb, :2] <= centre) & (centre <= hi[qb, :2]), 1)
+            dist = np.abs(surf - lo[qa, 2])
+            most = np.zeros(len(table), np.int64)
+            np.maximum.at(most, qa[under], n[under])
+            seen = under & (n >= cfg.support_nearer_share * most[qa])
+            nearest = np.full(len(table), np.inf)
+            np.minimum.at(nearest, qa[seen], dist[seen])
+            farther = under & ~(seen & (dist <= nearest[qa] + cfg.support_nearer_m))
+            best = np.lexsort((qb, -n, farther, ~under, qa))
+            head = best[np.r_[True, qa[best][1:] != qa[best][:-1]]]
+            a, b, surface_z = qa[head], qb[head], surf[head]
             table.support_id[a] = table.ids[b]
             low = surface_z < lo[a, 2]  # it rests on the surface: its hidden underside reaches down to it
             _set_bottom(table, a[low], surface_z[low])

@@ -23,10 +23,13 @@ def compute_support_reference(
     max_points_per_segment: int = 20_000,
 ) -> None:
     """support_id of the level's rows (other levels: -1): among segments reaching lower than this one's bottom
-        (a neighbour resting on the same surface is no support), the one with the most points on a horizontal
-        surface (|normal z| >= 0.7 when normals are given) at the height of this one's bottom (within
+        (a neighbour resting on the same surface is no support) with at least ``support_min_points`` points on a
+        horizontal surface (|normal z| >= 0.7 when normals are given) at the height of this one's bottom (within
         ``support_max_gap_m``) and inside its footprint grown by ``support_search_margin_m`` (the surface right under
-        an object is hidden by it; the surface around it is seen); at least ``support_min_points`` such points.
+        an object is hidden by it; the surface around it is seen): of those whose box holds its centre (xy), the
+        ones whose surface (their median height) lies within ``support_nearer_m`` of the nearest to its bottom
+        among those with ``support_nearer_share`` of the most such points, then the one with the most such
+        points; when no box holds its centre, the one with the most such points.
 
         labels (N,) int32 segment ids of ``level``; xyz (N, 3); normals (N, 3) or None. Large segments are strided
         down to ``max_points_per_segment`` points for the test. Cannot see support by a surface the camera never
@@ -61,8 +64,9 @@ def compute_support_reference(
     for a, cand in pairs.items():
         bottom = lo[a, 2]
         flo, fhi = lo[a, :2] - m, hi[a, :2] + m
-        best, best_n, surface_z = -1, cfg.support_min_points - 1, bottom
-        for b in cand:
+        centre = 0.5 * (lo[a, :2] + hi[a, :2])
+        found = []  # (not under a's centre, its surface's distance to a's bottom, -points, order, candidate, z)
+        for i, b in enumerate(cand):
             idx = order[starts[b] : starts[b + 1]]
             idx = idx[:: max(1, len(idx) // max_points_per_segment)]
             p = xyz[idx]
@@ -70,9 +74,19 @@ def compute_support_reference(
             if normals is not None:
                 ok &= np.abs(normals[idx, 2]) >= 0.7
             n = int(ok.sum())
-            if n > best_n:
-                best, best_n, surface_z = b, n, float(np.median(p[ok, 2]))
-        if best >= 0:
+            if n >= cfg.support_min_points:
+                z = float(np.median(p[ok, 2]))
+                under = bool(np.all((lo[b, :2] <= centre) & (centre <= hi[b, :2])))
+                found.append((not under, abs(z - bottom), -n, i, b, z))
+        if found:
+            under = [f for f in found if not f[0]]
+            most = max((-f[2] for f in under), default=0)
+            nearest = min((f[1] for f in under if -f[2] >= cfg.support_nearer_share * most), default=np.inf)
+            ranked = []
+            for f in found:
+                near = -f[2] >= cfg.support_nearer_share * most and f[1] <= nearest + cfg.support_nearer_m
+                ranked.append((f[0], (not f[0]) and not near, f[2], f[3], f[4], f[5]))
+            *_, best, surface_z = min(ranked)
             table.support_id[a] = table.ids[best]
             if surface_z < bottom:  # it rests on the surface: its hidden underside reaches down to it
                 top = float(table.aabb_max[a, 2])
