@@ -56,6 +56,38 @@ def _box_surface(rng, lo, hi, n: int, exact_top: bool = True) -> tuple[np.ndarra
     return p, nrm
 
 
+def _floor() -> np.ndarray:
+    """An unlabelled floor: a 3 cm grid at z = 0 (equal heights)."""
+    g = np.arange(-1.0, 2.0, 0.03)
+    return np.stack(np.meshgrid(g, g, [0.0], indexing="ij"), -1).reshape(-1, 3)
+
+
+def _seen_top(x0, x1, y0, y1, z, *holes) -> np.ndarray:
+    """A seen horizontal surface as fusion leaves it (points 1.5 cm apart), minus the (x0, x1, y0, y1) rectangles
+    that what rests on it hides."""
+    gx, gy = np.arange(x0, x1, 0.015), np.arange(y0, y1, 0.015)
+    t = np.stack(np.meshgrid(gx, gy, [z], indexing="ij"), -1).reshape(-1, 3)
+    for hx0, hx1, hy0, hy1 in holes:
+        t = t[~((t[:, 0] > hx0) & (t[:, 0] < hx1) & (t[:, 1] > hy0) & (t[:, 1] < hy1))]
+    return t
+
+
+def _with_sides(rng, lo, hi, n: int, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A box seen as ``top`` (points, normals up) and n samples of its faces, of which the sides are kept."""
+    sides, sn = _box_surface(rng, lo, hi, n)
+    keep = np.abs(sn[:, 2]) < 0.5
+    up = np.tile([0.0, 0.0, 1.0], (len(top), 1))
+    return np.concatenate([top, sides[keep]]), np.concatenate([up, sn[keep]])
+
+
+def _assemble(floor: np.ndarray, parts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The floor and the objects' (points, normals) -> (xyz, normals, object index per point, -1: floor)."""
+    xyz = np.concatenate([floor] + [q for q, _ in parts])
+    nrm = np.concatenate([np.tile([0.0, 0.0, 1.0], (len(floor), 1))] + [n for _, n in parts])
+    obj = np.concatenate([np.full(len(floor), -1)] + [np.full(len(q), i) for i, (q, _) in enumerate(parts)])
+    return xyz, nrm, obj
+
+
 def _random_scene(seed: int, n_obj: int):
     """A floor (unlabelled, a grid: equal heights) and n_obj boxes, half stacked on an earlier one; 3 % of the
     points mislabelled, 3 % unlabelled. -> xyz (N, 3) float64, normals (N, 3), object index per point (-1 none)."""
@@ -157,16 +189,13 @@ def test_no_points_and_one_segment(checked):
 def test_stacked_objects_rest_on_each_other(checked):
     """A cabinet on the floor, a box on it, a cup on the box: each rests on the one under it."""
     rng = np.random.default_rng(1)
-    g = np.arange(-1.0, 2.0, 0.03)
-    floor = np.stack(np.meshgrid(g, g, [0.0], indexing="ij"), -1).reshape(-1, 3)
+    floor = _floor()
     parts = [
         _box_surface(rng, (0.0, 0.0, 0.0), (1.0, 0.6, 0.75), 4000),  # cabinet
         _box_surface(rng, (0.3, 0.1, 0.79), (0.7, 0.4, 1.0), 1500),  # box, its bottom unseen (4 cm missing)
         _box_surface(rng, (0.45, 0.2, 1.03), (0.55, 0.3, 1.15), 400),  # cup, its foot unseen
     ]
-    xyz = np.concatenate([floor] + [p for p, _ in parts])
-    nrm = np.concatenate([np.tile([0.0, 0.0, 1.0], (len(floor), 1))] + [n for _, n in parts])
-    obj = np.concatenate([np.full(len(floor), -1)] + [np.full(len(p), i) for i, (p, _) in enumerate(parts)])
+    xyz, nrm, obj = _assemble(floor, parts)
     t, ids = _refresh(xyz, nrm, obj)
     r = 2 + np.arange(3)
     assert t.support_id[r].tolist() == [-1, ids[0], ids[1]]
@@ -179,24 +208,12 @@ def test_a_thin_book_holds_a_mug_and_neighbours_on_one_table_hold_not_each_other
     the box and the book on the table; with the old rule (a support must reach support_max_gap_m lower) the
     mug went to the table under the book."""
     rng = np.random.default_rng(3)
-    g = np.arange(-1.0, 2.0, 0.03)
-    floor = np.stack(np.meshgrid(g, g, [0.0], indexing="ij"), -1).reshape(-1, 3)
+    floor = _floor()
+    # the table top under the book and the box is never seen
+    top = _seen_top(0.0, 1.2, 0.0, 0.8, 0.75, (0.3, 0.55, 0.3, 0.5), (0.62, 0.8, 0.3, 0.5))
 
-    def grid(x0, x1, y0, y1, z):  # a seen horizontal surface, as fusion leaves it (1.5 cm apart)
-        gx, gy = np.arange(x0, x1, 0.015), np.arange(y0, y1, 0.015)
-        return np.stack(np.meshgrid(gx, gy, [z], indexing="ij"), -1).reshape(-1, 3)
-
-    top = grid(0.0, 1.2, 0.0, 0.8, 0.75)
-    hidden = ((top[:, 0] > 0.3) & (top[:, 0] < 0.55) | (top[:, 0] > 0.62) & (top[:, 0] < 0.8)) & (
-        (top[:, 1] > 0.3) & (top[:, 1] < 0.5)
-    )  # the table top under the book and the box is never seen
-    top = top[~hidden]
-
-    def flat(lo, hi, n):  # a flat object: its seen top as a grid, its sides sampled
-        sides, sn = _box_surface(rng, lo, hi, n)
-        keep = np.abs(sn[:, 2]) < 0.5
-        t = grid(lo[0], hi[0], lo[1], hi[1], hi[2])
-        return np.concatenate([t, sides[keep]]), np.concatenate([np.tile([0.0, 0.0, 1.0], (len(t), 1)), sn[keep]])
+    def flat(lo, hi, n):  # a flat object: its top seen whole
+        return _with_sides(rng, lo, hi, n, _seen_top(lo[0], hi[0], lo[1], hi[1], hi[2]))
 
     parts = [
         (np.concatenate([top, _box_surface(rng, (0.0, 0.0, 0.0), (1.2, 0.8, 0.75), 1500)[0]]), None),  # table
@@ -207,9 +224,7 @@ def test_a_thin_book_holds_a_mug_and_neighbours_on_one_table_hold_not_each_other
     up = np.tile([0.0, 0.0, 1.0], (len(parts[0][0]), 1))
     up[len(top) :] = _box_surface(rng, (0.0, 0.0, 0.0), (1.2, 0.8, 0.75), 1500)[1]
     parts[0] = (parts[0][0], up)
-    xyz = np.concatenate([floor] + [q for q, _ in parts])
-    nrm = np.concatenate([np.tile([0.0, 0.0, 1.0], (len(floor), 1))] + [n for _, n in parts])
-    obj = np.concatenate([np.full(len(floor), -1)] + [np.full(len(q), i) for i, (q, _) in enumerate(parts)])
+    xyz, nrm, obj = _assemble(floor, parts)
     t, ids = _refresh(xyz, nrm, obj)
     r = 2 + np.arange(4)
     assert t.support_id[r].tolist() == [-1, ids[0], ids[1], ids[0]]
@@ -225,33 +240,14 @@ def test_a_mug_on_a_book_it_mostly_hides_on_a_box_rests_on_the_book(checked):
     unseen: its points start 2.5 cm up, nearer the book's top than the box's) rests on the box: the book's box
     does not hold the ball's centre (dev seed 25's ball went to a book beside it)."""
     rng = np.random.default_rng(5)
-    g = np.arange(-1.0, 2.0, 0.03)
-    floor = np.stack(np.meshgrid(g, g, [0.0], indexing="ij"), -1).reshape(-1, 3)
-
-    def top_grid(x0, x1, y0, y1, z, *holes):  # a seen horizontal surface (1.5 cm apart), minus what hides it
-        gx, gy = np.arange(x0, x1, 0.015), np.arange(y0, y1, 0.015)
-        t = np.stack(np.meshgrid(gx, gy, [z], indexing="ij"), -1).reshape(-1, 3)
-        for hx0, hx1, hy0, hy1 in holes:
-            t = t[~((t[:, 0] > hx0) & (t[:, 0] < hx1) & (t[:, 1] > hy0) & (t[:, 1] < hy1))]
-        return t
-
-    def body(lo, hi, n, top):  # sides sampled, the top as seen
-        sides, sn = _box_surface(rng, lo, hi, n)
-        keep = np.abs(sn[:, 2]) < 0.5
-        up = np.tile([0.0, 0.0, 1.0], (len(top), 1))
-        return np.concatenate([top, sides[keep]]), np.concatenate([up, sn[keep]])
-
-    box_top = top_grid(0.65, 1.01, -0.59, -0.34, 0.25, (0.76, 0.92, -0.58, -0.35), (0.93, 1.0, -0.5, -0.42))
-    box = body((0.65, -0.59, 0.0), (1.01, -0.34, 0.25), 1500, box_top)
-    book_top = top_grid(0.76, 0.92, -0.58, -0.35, 0.29, (0.78, 0.90, -0.53, -0.45))
-    book = body((0.76, -0.58, 0.25), (0.92, -0.35, 0.29), 200, book_top)
+    box_top = _seen_top(0.65, 1.01, -0.59, -0.34, 0.25, (0.76, 0.92, -0.58, -0.35), (0.93, 1.0, -0.5, -0.42))
+    box = _with_sides(rng, (0.65, -0.59, 0.0), (1.01, -0.34, 0.25), 1500, box_top)
+    book_top = _seen_top(0.76, 0.92, -0.58, -0.35, 0.29, (0.78, 0.90, -0.53, -0.45))
+    book = _with_sides(rng, (0.76, -0.58, 0.25), (0.92, -0.35, 0.29), 200, book_top)
     mug = _box_surface(rng, (0.78, -0.53, 0.29), (0.90, -0.45, 0.40), 300)
     ball = _box_surface(rng, (0.93, -0.5, 0.275), (1.0, -0.42, 0.35), 300)
     ball = (ball[0][ball[0][:, 2] > 0.275], ball[1][ball[0][:, 2] > 0.275])  # its underside unseen
-    parts = [box, book, mug, ball]
-    xyz = np.concatenate([floor] + [q for q, _ in parts])
-    nrm = np.concatenate([np.tile([0.0, 0.0, 1.0], (len(floor), 1))] + [n for _, n in parts])
-    obj = np.concatenate([np.full(len(floor), -1)] + [np.full(len(q), i) for i, (q, _) in enumerate(parts)])
+    xyz, nrm, obj = _assemble(_floor(), [box, book, mug, ball])
     t, ids = _refresh(xyz, nrm, obj)
     r = 2 + np.arange(4)
     assert t.support_id[r].tolist() == [-1, ids[0], ids[1], ids[0]]
