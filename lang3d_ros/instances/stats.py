@@ -288,19 +288,19 @@ def compute_support(
         last = np.searchsorted(key, pair_b * zidx.n + zidx.above(bottom + gap + tol), "left")
         n_pairs = len(pair_a)
         n_ok = np.zeros(n_pairs, np.int64)
+        z_ok = []  # the heights of each pair's points that pass, pair after pair, ascending within a pair
         for c0, c1 in _chunks(last - first, _CHUNK):
             k, pos = _expand(first[c0:c1], last[c0:c1])
             k += c0
             ok = _on_footprint(xyz, pts[pos], lo, hi, pair_a[k], m, gap)
             n_ok += np.bincount(k[ok], minlength=n_pairs)
+            z_ok.append(np.asarray(xyz)[pts[pos[ok]], 2])  # the slices are sorted by height
         qual = np.flatnonzero(n_ok >= cfg.support_min_points)  # pairs with at least min_points
         if len(qual):
-            # each one's surface height: the median of its tested points (as np.median in xyz's dtype)
-            k, pos = _expand(first[qual], last[qual])
-            ok = _on_footprint(xyz, pts[pos], lo, hi, pair_a[qual][k], m, gap)
-            z = np.asarray(xyz)[pts[pos[ok]], 2]  # ascending height within each pair (the slices are sorted)
-            cnt = np.bincount(k[ok], minlength=len(qual))
-            s = np.cumsum(cnt) - cnt
+            # each one's surface height: the median of its passing points (as np.median in xyz's dtype)
+            z = np.concatenate(z_ok)
+            cnt = n_ok[qual]
+            s = (np.cumsum(n_ok) - n_ok)[qual]
             mid_hi = z[s + cnt // 2]
             mid_lo = z[s + (cnt - 1) // 2]
             surf = np.where(cnt % 2 == 1, mid_hi, (mid_lo + mid_hi) / 2).astype(np.float64)
