@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The per-level mask filters of a keyframe's instance pass (instances.mapper): ``depth_consistent`` then
-``erode_labels`` (vote erosion, graded per mask), on a generated room's keyframes at 320 x 240 and 640 x 480.
+``erode_labels`` (vote erosion, graded per mask and per part), on a generated room's keyframes at 320 x 240 and
+640 x 480.
 
     .venv/bin/python benchmarks/instances_mask_filters.py --frames 6
 

@@ -469,16 +469,16 @@ def test_erosion_keeps_a_foreground_silhouette_and_still_trims_a_spill_at_the_ob
     depth = np.full((40, 40), 4.0, np.float32)  # the wall behind
     ids[5:20, 5:35] = 0  # a table top (15 x 30 px) at 2 m
     depth[5:20, 5:35] = 2.0
-    ids[20:35, 8:10] = 0  # a 2 px wide leg in front of the wall
-    depth[20:35, 8:10] = 2.0
+    ids[20:35, 8:14] = 0  # a 6 px wide leg in front of the wall
+    depth[20:35, 8:14] = 2.0
     ids[20:23, 20:30] = 0  # the mask spills 3 px onto a box right under the top, at the top's depth
     depth[20:30, 18:32] = 2.02
     old = erode_labels(ids, 2)
     new = erode_labels(ids, 2, depth, 0.06, 0.01)
-    assert (old[20:35, 8:10] == 0).sum() == 0  # plain erosion removes the leg
-    assert (new[21:33, 8:10] == 0).all()  # its silhouette stays, but where it meets the image-plane border
+    assert ((old[22:33, 8:14] == 0).sum(axis=1) == 4).all()  # plain erosion takes a step off each side of the leg
+    assert (new[21:33, 8:14] == 0).all()  # its silhouette stays, but where it meets the image-plane border
     assert (new[20:23, 20:30] == 0).sum() <= (old[20:23, 20:30] == 0).sum()  # the same-depth spill is trimmed
-    assert (new[20:23, 20:30] == 0).sum() < 10
+    assert (new[20:23, 20:30] == 0).sum() < 15  # more than half of it goes (a 3 px strip is a thin part: not all)
     # a mask the plain erosion would mostly remove is kept whole, as before
     thin = np.full((40, 40), -1, np.int32)
     thin[10:30, 10:13] = 3
@@ -506,9 +506,74 @@ def test_a_small_mask_spilled_over_by_a_ring_loses_as_much_of_the_ring_as_keeps_
     assert (out2 == 1).sum() == 10 * 26 and (out2 == 0).sum() == (out == 0).sum()
 
 
+def test_a_thin_part_of_a_thick_mask_keeps_half_its_width_like_a_thin_mask():
+    """A laptop on a bed seen from the side: its screen is a thick part of the mask, its base a strip 3 px tall
+    reaching out beside it, both against the bed at their own depth (no silhouette to keep). Erosion graded per
+    mask took the whole strip because the screen kept half of the mask; graded per part it keeps the strip and
+    still trims the screen by the full 2 px."""
+    from lang3d_ros.instances.mapper import erode_labels
+
+    ids = np.full((40, 60), 1, np.int32)  # the bed around it
+    depth = np.full((40, 60), 3.0, np.float32)
+    ids[8:28, 10:30] = 0  # the screen, 20 x 20 px
+    ids[25:28, 30:55] = 0  # the base, 3 px tall, reaching 25 px beyond the screen
+    out = erode_labels(ids, 2, depth, 0.06, 0.01)
+    plain = np.full_like(ids, 1)
+    plain[10:26, 12:28] = 0  # the screen eroded 2 px from every side
+    assert ((out == 0) == (plain == 0))[:25, :30].all()  # the screen as with per-mask grading (above the base)
+    strip = out[25:28, 35:53]  # the base away from the screen and from its tip
+    assert (strip == 0).all()
+    assert (out[25:28, 30:55] == 0).sum() >= 0.8 * 75
+    # per-mask grading alone (as before): the strip is gone
+    old = ids.copy()
+    for _ in range(2):
+        pad = np.pad(old, 1, constant_values=-2)
+        same = np.logical_and.reduce(
+            [pad[1 + dy : 41 + dy, 1 + dx : 61 + dx] == old for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+        )
+        old = np.where(same, old, -1)
+    assert (old[25:28, 30:55] == 0).sum() == 0
+
+
+def _opening_steps_reference(seg: np.ndarray, px: int) -> np.ndarray:
+    """``_part_steps`` by its definition: per k, 2k steps of 3 x 3 erosion of every mask, then 2k steps of 3 x 3
+    dilation of what is left, each pixel taking back only its own mask's id."""
+    h, w = seg.shape
+    shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    out = np.zeros((h, w), np.int8)
+    for k in range(1, px + 1):
+        core = seg.copy()
+        for _ in range(2 * k):
+            pad = np.pad(core, 1, constant_values=-2)
+            same = np.logical_and.reduce([pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] == core for dy, dx in shifts])
+            core = np.where(same & (core >= 0), core, -1)
+        for _ in range(2 * k):
+            pad = np.pad(core, 1, constant_values=-1)
+            reach = np.logical_or.reduce([pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] == seg for dy, dx in shifts])
+            core = np.where((core < 0) & (seg >= 0) & reach, seg, core)
+        out[(core >= 0) & (seg >= 0)] = k
+    return out
+
+
+def test_the_per_part_erosion_steps_equal_an_explicit_opening():
+    """The distance-transform form of the per-part steps against the opening it stands for, on random label maps
+    (blocks of 6 px with 5 % of pixels relabelled: thin bits, islands, masks touching the image border)."""
+    from lang3d_ros.instances.mapper import _part_steps
+
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        h, w = rng.integers(5, 50, 2)
+        blocks = rng.integers(-1, 5, (h // 6 + 1, w // 6 + 1))
+        seg = np.kron(blocks, np.ones((6, 6), np.int64))[:h, :w]
+        seg = np.where(rng.random(seg.shape) < 0.05, rng.integers(-1, 5, seg.shape), seg).astype(np.int32)
+        for px in (1, 2, 3):
+            np.testing.assert_array_equal(_part_steps(seg, px), _opening_steps_reference(seg, px))
+
+
 def test_a_table_seen_against_the_floor_keeps_its_thin_legs_and_reaches_the_floor():
-    """A table whose top holds most of its mask: plain 2 px erosion takes its ~2 px wide legs (seen against the
-    floor and walls behind them), so its box ends at the top board; the foreground silhouette keeps them."""
+    """A table whose top holds most of its mask: 2 px erosion graded per mask only takes its ~2 px wide legs (seen
+    against the floor and walls behind them), so its box ends at the top board. The foreground silhouette keeps
+    them, and so does grading per part (a leg is a thin part of the mask); each alone reaches the floor."""
     parts = [((0.0, 0.0, 0.68), (0.9, 0.6, 0.04))]
     parts += [((sx * 0.42, sy * 0.27, 0.33), (0.05, 0.05, 0.66)) for sx in (-1, 1) for sy in (-1, 1)]
     mesh = o3d.geometry.TriangleMesh()
@@ -520,25 +585,29 @@ def test_a_table_seen_against_the_floor_keeps_its_thin_legs_and_reaches_the_floo
     table = SceneObjectGT(1, "table", "brown", np.array([0.5, 0.3, 0.1]), box, box, 0, 0.0, mesh=mesh)
     scene = make_scene([table])
 
-    def bottom(cfg: InstanceConfig, erode_depth: bool) -> tuple[float, int]:
+    def bottom(erode_depth: bool, per_part: bool) -> tuple[float, int]:
         import lang3d_ros.instances.mapper as mm
 
-        pm, mapper = VoxelLabelMap(), InstanceMapper(cfg, HashTextEncoder.feature_dim)
-        orig = mm.erode_labels
-        if not erode_depth:  # the old rule: plain erosion, depth not consulted
+        pm, mapper = VoxelLabelMap(), InstanceMapper(InstanceConfig(), HashTextEncoder.feature_dim)
+        orig, orig_parts = mm.erode_labels, mm._part_steps
+        if not erode_depth:  # depth not consulted: no silhouette
             mm.erode_labels = lambda seg, px, *a, **k: orig(seg, px)
+        if not per_part:  # every pixel may take every step: grading per mask only
+            mm._part_steps = lambda seg, px: np.full(np.shape(seg), px, np.int8)
         try:
             run(scene, orbit_poses(10, radius_m=1.8, height_m=1.4), mapper, pm, _backend(scene))
         finally:
-            mm.erode_labels = orig
+            mm.erode_labels, mm._part_steps = orig, orig_parts
         rows = whole_segments(mapper)
         assert len(rows) == 1
         legs = (pm.labels(WHOLE).numpy() == mapper.table.ids[rows[0]]) & (pm.points_xyz.numpy()[:, 2] < 0.3)
         return float(mapper.table.aabb_min[rows[0], 2]), int(legs.sum())
 
-    (new_z, new_legs), (old_z, old_legs) = [bottom(InstanceConfig(), erode_depth=e) for e in (True, False)]
-    assert new_z < 0.15  # legs 0.66 m long: the box reaches (nearly) the floor
-    assert new_legs > 3 * max(old_legs, 1)  # the old behaviour, for contrast: the legs' lower parts are gone
+    (z, legs), (z_sil, legs_sil), (z_part, legs_part), (_, legs_none) = [
+        bottom(d, p) for d, p in ((True, True), (True, False), (False, True), (False, False))
+    ]
+    assert max(z, z_sil, z_part) < 0.15  # legs 0.66 m long: the box reaches (nearly) the floor
+    assert min(legs, legs_sil, legs_part) > 3 * max(legs_none, 1)  # without either, the legs' lower parts are gone
 
 
 def test_a_top_board_seen_edge_on_stays_in_the_box_and_what_rests_on_it_is_not_lowered_below_it():

@@ -37,7 +37,8 @@ class InstanceConfig:
     vote_erode_px: int = 2
     """Only pixels at least this far inside their mask (4-neighbourhood erosion) vote and count for association:
     a mask's boundary, where it spills onto the background behind the object, moves no labels. A mask that this
-    would take more than half of is eroded as deep as keeps half (one step, or none for a thin object)."""
+    would take more than half of is eroded as deep as keeps half (one step, or none for a thin object), and so is
+    a thin part of a mask (a laptop's base seen as a strip beside its screen)."""
     depth_edge_radius_px: int = 4
     """Depth consistency of mask pixels: a pixel deeper than the nearest pixel of its own mask within this many
     steps through the mask by more than the tolerance below lies behind the object (a mask spilling over the

@@ -79,6 +79,33 @@ def _erode_steps(
         yield out
 
 
+def _part_steps(seg_map: np.ndarray, px: int) -> np.ndarray:
+    """(H, W) mask ids -> (H, W) int8: for each mask pixel the most steps k <= ``px`` such that the pixel lies in the
+    opening of its mask by a (4k + 1)-pixel square (a part of the mask at least 4k + 1 px wide, so that k steps
+    from each side leave half of that part); 0 elsewhere. All masks at once; the image border bounds every mask.
+
+    A pixel whose chessboard distance d to its mask's rim (pixels with another id among their 8 neighbours) is at
+    least r has the whole square of radius r around it in its mask, so the opening by that square is where the
+    maximum of d over the square reaches r."""
+    from scipy import ndimage
+
+    orig = np.asarray(seg_map)
+    h, w = orig.shape
+    pad = np.pad(orig, 1, constant_values=-2)
+    rim = orig < 0
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                rim |= pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] != orig
+    d = np.minimum(ndimage.distance_transform_cdt(~rim, metric="chessboard"), 2 * px)
+    d = d.astype(np.uint8 if 2 * px <= 255 else np.int32)  # uint8: the maximum filters run twice as fast
+    out = np.zeros((h, w), np.int8)
+    for k in range(1, px + 1):
+        opened = ndimage.maximum_filter(d, size=4 * k + 1, mode="constant", cval=0) >= 2 * k
+        out[opened & (orig >= 0)] = k
+    return out
+
+
 def erode_labels(
     seg_map: np.ndarray,
     px: int,
@@ -89,7 +116,9 @@ def erode_labels(
     """(H, W) int mask ids (-1 none) -> the same with pixels within ``px`` (4-neighbourhood steps) of another
     mask, of no mask or of the image border set to -1; a mask that this would take more than half of (judged by
     the plain erosion) is eroded by the most steps that leave it half: a small object whose mask bled 2 px onto
-    the surface around it loses part of that ring, a thin one (a pole, 3 px wide) keeps every pixel.
+    the surface around it loses part of that ring, a thin one (a pole, 3 px wide) keeps every pixel. The same
+    holds per part of a mask (``_part_steps``): a thin part of a thick mask (a laptop's base, a strip 3 px tall
+    beside its screen, lying on a bed at its own depth) keeps half its width, not nothing.
 
     With ``depth_m`` (H, W), a boundary pixel in front of everything outside its mask next to it (each such
     4-neighbour deeper by more than ``tol_m + tol_per_m2 * z^2``, or without depth) is a foreground silhouette
@@ -104,11 +133,12 @@ def erode_labels(
     # its deepest such step (a small object spilled over by a ring of background keeps its core, a thin one all)
     before = np.bincount(orig[orig >= 0], minlength=n)
     out = orig.copy()
+    part_steps = _part_steps(orig, px)
     deep_steps = None if depth_m is None else _erode_steps(orig, px, depth_m, tol_m, tol_per_m2)
-    for plain in _erode_steps(orig, px):
+    for step, plain in enumerate(_erode_steps(orig, px), start=1):
         deep = plain if deep_steps is None else next(deep_steps)
         keeps_half = np.bincount(plain[plain >= 0], minlength=n) >= 0.5 * before
-        here = (orig >= 0) & keeps_half[np.maximum(orig, 0)]
+        here = (orig >= 0) & keeps_half[np.maximum(orig, 0)] & (part_steps >= step)
         out[here] = deep[here]
     return out
 
