@@ -535,6 +535,27 @@ def test_a_thin_part_of_a_thick_mask_keeps_half_its_width_like_a_thin_mask():
     assert (old[25:28, 30:55] == 0).sum() == 0
 
 
+def test_a_thin_spill_onto_the_wall_behind_a_small_object_is_still_eroded():
+    """A vase 4.35 m away whose mask spills onto the wall 15 cm behind it in a strip 2 px wide: the strip is a thin
+    part, but it lies behind the mask's mean depth by more than ``tol_m``, so it is eroded like any rim (the depth
+    edge is under the range-grown tolerance of ``depth_consistent`` at that distance). The same strip at the
+    vase's own depth (a part of the object) stays."""
+    from lang3d_ros.instances.mapper import erode_labels
+
+    ids = np.full((40, 40), 1, np.int32)  # the wall
+    depth = np.full((40, 40), 4.5, np.float32)
+    ids[10:24, 16:24] = 0  # the vase, 14 x 8 px
+    depth[10:24, 16:24] = 4.35
+    ids[12:14, 24:34] = 0  # the spill: 2 px tall, 10 px along the wall
+    spill = np.zeros((40, 40), bool)
+    spill[12:14, 27:34] = True  # away from the vase's body
+    out = erode_labels(ids, 2, depth, 0.06, 0.01)
+    assert (out[spill] == 0).sum() == 0
+    assert (out[12:22, 18:22] == 0).all()  # the vase's core votes
+    depth[12:14, 24:34] = 4.35  # a thin part at the object's depth: kept
+    assert (erode_labels(ids, 2, depth, 0.06, 0.01)[spill] == 0).all()
+
+
 def _opening_steps_reference(seg: np.ndarray, px: int) -> np.ndarray:
     """``_part_steps`` by its definition: per k, 2k steps of 3 x 3 erosion of every mask, then 2k steps of 3 x 3
     dilation of what is left, each pixel taking back only its own mask's id."""

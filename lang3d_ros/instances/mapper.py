@@ -118,7 +118,9 @@ def erode_labels(
     the plain erosion) is eroded by the most steps that leave it half: a small object whose mask bled 2 px onto
     the surface around it loses part of that ring, a thin one (a pole, 3 px wide) keeps every pixel. The same
     holds per part of a mask (``_part_steps``): a thin part of a thick mask (a laptop's base, a strip 3 px tall
-    beside its screen, lying on a bed at its own depth) keeps half its width, not nothing.
+    beside its screen, lying on a bed at its own depth) keeps half its width, not nothing; with ``depth_m``, not
+    where it lies deeper than its mask's mean depth by more than ``tol_m`` (a strip spilled onto the wall behind a
+    small object far away, under ``depth_consistent``'s range-grown tolerance).
 
     With ``depth_m`` (H, W), a boundary pixel in front of everything outside its mask next to it (each such
     4-neighbour deeper by more than ``tol_m + tol_per_m2 * z^2``, or without depth) is a foreground silhouette
@@ -134,6 +136,12 @@ def erode_labels(
     before = np.bincount(orig[orig >= 0], minlength=n)
     out = orig.copy()
     part_steps = _part_steps(orig, px)
+    if depth_m is not None:  # a thin part behind its mask's mean depth is a spill onto what lies behind: no pass
+        z = np.asarray(depth_m, dtype=np.float64)
+        has = (orig >= 0) & np.isfinite(z) & (z > 0)
+        if has.any():
+            mean_z = np.bincount(orig[has], z[has], n) / np.maximum(np.bincount(orig[has], minlength=n), 1)
+            part_steps[has & (z > mean_z[np.maximum(orig, 0)] + tol_m)] = px
     deep_steps = None if depth_m is None else _erode_steps(orig, px, depth_m, tol_m, tol_per_m2)
     for step, plain in enumerate(_erode_steps(orig, px), start=1):
         deep = plain if deep_steps is None else next(deep_steps)
