@@ -447,3 +447,36 @@ def test_a_goal_in_a_corridor_a_few_cm_wider_than_the_robot_keeps_the_robot_radi
     clear = clearance_m(grid)
     assert not cell_clear_mask(grid, CFG.robot_radius_m, True, clear)[goal_ij[0], goal_ij[1]]  # the old rule: no
     assert obstacle_tree(pts).query(res.goal_pose[:2])[0] < CFG.robot_radius_m + np.sqrt(0.5) * CFG.resolution_m
+
+
+def test_a_goal_keeps_a_margin_over_the_robot_radius_where_the_ring_has_room_for_it():
+    """Regression (held-out seed 217, "take me to the green chair"): the cheapest goal on the standoff ring lay
+    0.302 m from a pillar on the map and 0.298 m from it in truth (the robot's radius is 0.3 m). A goal that keeps
+    ``goal_clearance_margin_m`` more is preferred wherever the rings have one; with no margin asked, the old choice
+    returns."""
+    import dataclasses
+
+    g = np.arange(-2.0, 3.0, 0.02)
+    floor = np.array([(x, y, 0.0) for x in g for y in g])
+    bx, by = np.meshgrid(np.arange(-0.1, 0.1 + 1e-9, 0.01), np.arange(-0.1, 0.1 + 1e-9, 0.01))
+    obj = np.array([(x, y, z) for x, y in zip(bx.ravel(), by.ravel()) for z in (0.1, 0.3)])
+    box = Box3D(np.array([0.0, 0.0, 0.2]), np.array([0.2, 0.2, 0.4]), np.eye(3))
+    pillar = np.array([(x, y, z) for x in (0.37, 0.38) for y in (-0.01, 0.0, 0.01) for z in (0.2, 0.6, 1.0)])
+    pts = np.concatenate([floor, obj, pillar])
+    grid = build_occupancy_grid(pts)
+    tree = obstacle_tree(np.concatenate([obj, pillar]))
+    start = (2.5, 0.0)  # the ring's cheapest cells face the start, 0.32 m beyond a pillar beside the object
+    tight = plan_to_object(
+        grid, box, start, dataclasses.replace(CFG, goal_clearance_margin_m=0.0), footprint_xy=obj[:, :2]
+    )
+    roomy = plan_to_object(grid, box, start, CFG, footprint_xy=obj[:, :2])
+    assert tight.success and roomy.success
+    assert tree.query(tight.goal_pose[:2])[0] < CFG.robot_radius_m + 0.05  # the old choice: tight on the pillar
+    assert tree.query(roomy.goal_pose[:2])[0] >= CFG.robot_radius_m + CFG.goal_clearance_margin_m
+    assert abs(roomy.standoff_m - CFG.standoff_m) <= CFG.standoff_tolerance_m
+    check_result(
+        dataclasses.replace(roomy, standoff_m=float(distance_to_footprint(np.array(roomy.goal_pose[:2]), box)[0])),
+        box,
+        grid,
+        pts,
+    )

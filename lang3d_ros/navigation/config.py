@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -42,6 +43,11 @@ class NavigationConfig:
     points; with fewer, the standoff is measured from the box's footprint."""
     standoff_tolerance_m: float = 0.15
     """Rings tried at standoff_m +- k * resolution_m up to this."""
+    goal_clearance_margin_m: float = 0.05
+    """Goals at least this much more than robot_radius_m from every obstacle point are preferred, on any ring
+    within the tolerance, over tighter goals (an inflation cost's effect: a goal a map's few cm of noise from the
+    robot's radius is where it touches the chair it came for); only when no ring has one is a tighter goal taken.
+    0: no preference."""
     ring_samples: int = 48
     """Candidate goal poses sampled per standoff ring around the target."""
     start_snap_m: float = 0.3
@@ -83,5 +89,7 @@ class NavigationConfig:
             raise ValueError("footprint_min_points must be >= 1")
         if self.unknown_start_snap_m < 0:
             raise ValueError("unknown_start_snap_m must be non-negative")
+        if not (math.isfinite(self.goal_clearance_margin_m) and self.goal_clearance_margin_m >= 0):
+            raise ValueError(f"goal_clearance_margin_m must be finite and >= 0, got {self.goal_clearance_margin_m}")
         if self.standoff_m <= 0 or self.standoff_tolerance_m < 0 or self.margin_m < 0 or self.start_snap_m < 0:
             raise ValueError("standoff_m must be positive; standoff_tolerance_m, margin_m, start_snap_m non-negative")

@@ -270,7 +270,12 @@ def plan_to_object(
             grid, centre_ok, footprint_xy, standoff + cfg.standoff_tolerance_m + cfg.resolution_m
         )
     n_free = 0
-    for off in offsets:
+    # roomy goals first on every ring (a box-ring goal may lie anywhere in its cell: half a diagonal less room)
+    slack = 0.0 if footprint_xy is not None else float(np.sqrt(0.5)) * cfg.resolution_m
+    roomy = clear - slack >= r + cfg.goal_clearance_margin_m
+    for need_room, off in [(True, o) for o in offsets if cfg.goal_clearance_margin_m > 0] + [
+        (False, o) for o in offsets
+    ]:
         radius = standoff + off
         if radius <= 0:
             continue
@@ -285,7 +290,10 @@ def plan_to_object(
             ij = near_ij[on_ring]
             cand = grid.ij_to_xy(ij)
             ok = np.ones(len(ij), dtype=bool)
-        n_free += int(ok.sum())
+        if need_room:
+            ok[ok] = roomy[ij[ok, 0], ij[ok, 1]]
+        else:
+            n_free += int(ok.sum())
         c = np.full(len(cand), np.inf)
         c[ok] = costs[ij[ok, 0], ij[ok, 1]]
         if not np.isfinite(c).any():
