@@ -15,6 +15,7 @@ through cells clear everywhere; heading changes, dynamics and moving obstacles a
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 
@@ -269,13 +270,8 @@ def plan_to_object(
         near_ij, near_d = _candidates_from_points(
             grid, centre_ok, footprint_xy, standoff + cfg.standoff_tolerance_m + cfg.resolution_m
         )
-    n_free = 0
-    # roomy goals first on every ring (a box-ring goal may lie anywhere in its cell: half a diagonal less room)
-    slack = 0.0 if footprint_xy is not None else float(np.sqrt(0.5)) * cfg.resolution_m
-    roomy = clear - slack >= r + cfg.goal_clearance_margin_m
-    for need_room, off in [(True, o) for o in offsets if cfg.goal_clearance_margin_m > 0] + [
-        (False, o) for o in offsets
-    ]:
+    rings = []  # (radius, candidate xy, their cells, free) per ring, the asked standoff first
+    for off in offsets:
         radius = standoff + off
         if radius <= 0:
             continue
@@ -283,17 +279,23 @@ def plan_to_object(
             cand = standoff_ring(box, radius, cfg.ring_samples)
             ij = grid.xy_to_ij(cand)
             inside = grid.in_bounds(ij)
-            ok = np.zeros(len(cand), dtype=bool)
-            ok[inside] = goal_ok[ij[inside, 0], ij[inside, 1]]
+            free = np.zeros(len(cand), dtype=bool)
+            free[inside] = goal_ok[ij[inside, 0], ij[inside, 1]]
         else:
             on_ring = np.abs(near_d - radius) <= 0.5 * cfg.resolution_m
             ij = near_ij[on_ring]
             cand = grid.ij_to_xy(ij)
-            ok = np.ones(len(ij), dtype=bool)
+            free = np.ones(len(ij), dtype=bool)
+        rings.append((radius, cand, ij, free))
+    n_free = sum(int(free.sum()) for *_, free in rings)
+    # roomy goals first on every ring, then any (a box-ring goal may lie anywhere in its cell: half a diagonal less)
+    slack = 0.0 if footprint_xy is not None else float(np.sqrt(0.5)) * cfg.resolution_m
+    roomy = clear - slack >= r + cfg.goal_clearance_margin_m
+    passes = (True, False) if cfg.goal_clearance_margin_m > 0 else (False,)
+    for need_room, (radius, cand, ij, free) in itertools.product(passes, rings):
+        ok = free.copy()
         if need_room:
             ok[ok] = roomy[ij[ok, 0], ij[ok, 1]]
-        else:
-            n_free += int(ok.sum())
         c = np.full(len(cand), np.inf)
         c[ok] = costs[ij[ok, 0], ij[ok, 1]]
         if not np.isfinite(c).any():
