@@ -7,14 +7,14 @@
     .venv/bin/python benchmarks/instance_accuracy.py --seeds $(seq 21 36) --objects 14 --json /tmp/b.json \
         --set instances.vote_erode_px=1 --diff /tmp/a.json
 
-Per seed: a generated room (demo settings: 10 objects, 48-frame orbit, 320x240, noisy RGB-D), mapped frame by
-frame through build_stack (ground-truth-label semantics, MiniLM text encoder, config/synthetic.yaml), then the
-evaluation's own query generator (lang3d_ros.evaluation.queries.generate_queries) asked through QueryEngine
-(the services' library side, no ROS): Ground Acc@0.25 of the top answer's box per query kind (label, colour +
-label among same-label objects, "the X on the Y", objects resting on others), and count questions (first number
-of the Ask answer; labels present, and absent labels whose answer is 0). Also bytes per point (memory_mb) and
-map-file bytes per point. What it cannot measure: SAM /
-CLIP features (the semantics are ground-truth labels, with or without the noise model).
+Per seed: a generated room (demo settings: 10 objects, 48-frame orbit or ``--trajectory walk``, 320x240, noisy
+RGB-D), mapped frame by frame through build_stack (ground-truth-label semantics, MiniLM text encoder,
+config/synthetic.yaml), then the evaluation's own query generator (lang3d_ros.evaluation.queries.generate_queries)
+asked through QueryEngine (the services' library side, no ROS): Ground Acc@0.25 of the top answer's box per query
+kind (label, colour + label among same-label objects, "the X on the Y", objects resting on others), and count
+questions (first number of the Ask answer; labels present, and absent labels whose answer is 0). Also bytes per
+point (memory_mb) and map-file bytes per point. What it cannot measure: SAM / CLIP features (the semantics are
+ground-truth labels, with or without the noise model).
 """
 
 from __future__ import annotations
@@ -32,7 +32,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_seed(
-    seed: int, noise: bool, frames: int, objects: int, width: int, height: int, overrides: dict | None = None
+    seed: int,
+    noise: bool,
+    frames: int,
+    objects: int,
+    width: int,
+    height: int,
+    overrides: dict | None = None,
+    trajectory: str = "orbit",
 ) -> dict:
     from lang3d_ros.config import load_config
     from lang3d_ros.datasets.synthetic import generate_scene, make_trajectory, render_frames
@@ -50,7 +57,7 @@ def run_seed(
     ov.setdefault("semantics", {})["mask_noise"] = {"enabled": noise, "seed": seed}
     cfg = load_config(REPO / "config" / "synthetic.yaml", overrides=ov)
     scene = generate_scene(seed, n_objects=objects)
-    poses = make_trajectory(scene, "orbit", frames, seed=seed)
+    poses = make_trajectory(scene, trajectory, frames, seed=seed)
     K = DEFAULT_INTRINSICS.scaled(width, height)
     stamps = make_stamps(len(poses), seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -165,6 +172,7 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=10)
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--height", type=int, default=240)
+    ap.add_argument("--trajectory", choices=("orbit", "walk"), default="orbit", help="camera path (lang3d synth's)")
     ap.add_argument(
         "--set",
         nargs="*",
@@ -177,11 +185,15 @@ def main() -> None:
     a = ap.parse_args()
     overrides = parse_overrides(a.set)
     variants = {"off": [False], "on": [True], "both": [False, True]}[a.noise]
-    results = [run_seed(s, n, a.frames, a.objects, a.width, a.height, overrides) for n in variants for s in a.seeds]
+    results = [
+        run_seed(s, n, a.frames, a.objects, a.width, a.height, overrides, a.trajectory)
+        for n in variants
+        for s in a.seeds
+    ]
     kinds = ("label", "attribute", "relation", "resting", "count", "count of absent", "navigation")
     print(
         f"\n{platform.node()} {platform.machine()}, seeds {a.seeds}, {a.objects} objects, {a.frames} frames "
-        f"{a.width}x{a.height}, config overrides {overrides or 'none'}\n"
+        f"{a.width}x{a.height} {a.trajectory}, config overrides {overrides or 'none'}\n"
     )
     print("| masks | " + " | ".join(f"{k} (n)" for k in kinds) + " | ground all | B/point (RAM) | B/point (file) |")
     print("|---|" + "---|" * (len(kinds) + 3))

@@ -279,6 +279,30 @@ def test_start_in_unseen_floor_snaps_farther_than_inside_obstacles():
     assert grid.data[tuple(res.path_cells[0])] == UNKNOWN
 
 
+def test_a_start_in_unexplored_space_snaps_to_observed_floor_with_the_start_escape_on():
+    """Regression (walk trajectories: the walk starts where the forward-looking camera never sees the floor, in
+    unknown space open to the grid's border): the robot's footprint disc there is an island of unknown cells,
+    so the start must snap to traversable floor (``unknown_start_snap_m``) instead of planning from the island
+    ("none connected to the start" for every target)."""
+    scene = make_room(0, n_objects=2)
+    p = scene.points
+    keep = (p[:, 0] > 1.6) | (p[:, 1] > 1.6)  # floor and walls of the south-west corner never seen
+    grid = build_occupancy_grid(p[keep])
+    start = np.array([1.1, 1.1])
+    ij = grid.xy_to_ij(start)[0]
+    assert grid.data[ij[0], ij[1]] == UNKNOWN
+    trav = traversable_mask(grid, CFG.robot_radius_m, unseen_floor=True)
+    assert not trav[ij[0], ij[1]]  # unexplored, not enclosed unseen floor
+    for box in scene.boxes:
+        res = plan_to_object(grid, box, start)
+        assert res.success, res.reason
+        first = res.path_cells[0]
+        assert trav[first[0], first[1]] and grid.data[first[0], first[1]] == FREE
+        assert np.hypot(*(grid.ij_to_xy(res.path_cells[:1])[0] - start)) <= CFG.unknown_start_snap_m + grid.resolution_m
+        assert np.all(trav[res.path_cells[:, 0], res.path_cells[:, 1]])
+        assert np.allclose(res.path[0][:2], start)
+
+
 def _partitioned_room(rng: np.random.Generator, gap_m: float) -> tuple[np.ndarray, list[Box3D], Box3D]:
     """A 6 x 5 m room (points, as a depth camera sees them) split at y = 2.2..2.8 m by a table against the west
     wall and a cabinet against the east wall with a ``gap_m`` door between them (x from 2.6 m), and a trash can at

@@ -29,6 +29,7 @@ from lang3d_ros.navigation.config import NavigationConfig
 from lang3d_ros.navigation.grid import (
     FREE,
     OCCUPIED,
+    UNKNOWN,
     OccupancyGrid,
     build_occupancy_grid,
     cell_clear_mask,
@@ -260,7 +261,12 @@ def plan_to_object(
     los = (trav & clear_cells) | escape if escape is not None else trav & clear_cells
     goal_ok = trav & clear_cells & (grid.data == FREE)  # a goal anywhere in its cell (the box's ring)
     centre_ok = traversable & (grid.data == FREE)  # a goal at its cell's centre (from the points); no escape cells
-    start_ij, reason = _snap_start(grid, trav, start, cfg.start_snap_m, cfg.unknown_start_snap_m)
+    # a start on unknown floor (never in view: under and behind a forward-looking camera) snaps to traversable
+    # floor; its escape disc there is an island of unknown cells that joins nothing
+    s_ij = grid.xy_to_ij(start)[0]
+    on_unknown = bool(grid.in_bounds(s_ij)[0]) and int(grid.data[s_ij[0], s_ij[1]]) == UNKNOWN
+    snap_mask = traversable if on_unknown and not traversable[s_ij[0], s_ij[1]] else trav
+    start_ij, reason = _snap_start(grid, snap_mask, start, cfg.start_snap_m, cfg.unknown_start_snap_m)
     if start_ij is None:
         return NavigationResult(False, reason)
     costs = cost_field(trav, start_ij)
