@@ -206,6 +206,8 @@ class QueryEngine:
             msg = f"goal {result.standoff_m:.2f} m from the {target.label or phrase}"
             msg += f" (asked {standoff:.2f} m; no reachable goal there)" if off_ring else ""
             msg += f", path {result.path_length_m:.2f} m"
+            if result.unexplored_m > 0:  # plan_through_unexplored: no route over observed floor
+                msg += f" ({result.unexplored_m:.2f} m of it over unexplored space)"
         else:
             msg = f"target found ({target.label or phrase}) but unreachable: {result.reason}"
         return NavigateResult(

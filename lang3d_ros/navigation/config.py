@@ -57,7 +57,13 @@ class NavigationConfig:
     plan_through_unseen_floor: bool = True
     """Unknown cells enclosed by observed cells (floor the camera never saw inside the explored area: under the
     robot, behind low objects) may be crossed by paths, with the same clearance; goals stay on observed floor.
-    Unknown space connected to the grid's border (unexplored) is never crossed."""
+    Unknown space connected to the grid's border (unexplored) is crossed only as ``plan_through_unexplored`` says."""
+    plan_through_unexplored: bool = True
+    """When no goal is reachable over observed (and enclosed unseen) floor, paths may also cross unexplored cells
+    inside the convex hull of the observed floor (a corner the camera turned away from), as Nav2's planners do with
+    ``allow_unknown``; goals stay on observed floor and the answer says how much of the path is unexplored. The
+    hull keeps paths off the space beyond the walls around seen floor; nothing tells unexplored floor from an
+    obstacle nobody saw there (the robot's local planner meets it). False: unreachable instead."""
     start_escape: bool = True
     """The robot stands at the start: the cells of its footprint disc (robot_radius_m) that are not occupied and
     no closer to an obstacle than the start itself are traversable, so a robot inside the inflation band (or on

@@ -35,6 +35,7 @@ from lang3d_ros.navigation.grid import (
     cell_clear_mask,
     clearance_m,
     traversable_mask,
+    unexplored_floor_mask,
 )
 from lang3d_ros.navigation.planner import astar, cost_field, line_of_sight, smooth_path
 
@@ -54,6 +55,7 @@ class NavigationResult:
     path_length_m: float = 0.0
     standoff_m: float = float("nan")  # achieved distance from the goal to the footprint (points or box)
     start_xy: tuple[float, float] | None = None  # the robot position planned from (path[0])
+    unexplored_m: float = 0.0  # length of the path's steps onto unexplored cells (``plan_through_unexplored``)
 
     @property
     def goal_orientation_xyzw(self) -> np.ndarray | None:
@@ -232,7 +234,8 @@ def plan_to_object(
     still added when configured). Goals lie on observed free floor, at least robot_radius_m from every obstacle
     point: a goal from the points is its cell's centre, which needs the clearance a path cell needs
     (``traversable_mask``); a goal on the box's ring may lie anywhere in its cell, whose every point must be clear
-    (``cell_clear_mask``). Paths may cross enclosed unseen floor (``plan_through_unseen_floor``).
+    (``cell_clear_mask``). Paths may cross enclosed unseen floor (``plan_through_unseen_floor``) and, when no
+    route over observed floor exists, unexplored space inside the observed floor's hull (``plan_through_unexplored``).
     """
     cfg = config or NavigationConfig()
     cfg.validate()
@@ -249,15 +252,33 @@ def plan_to_object(
             raise ValueError(f"footprint_xy must be (M, 2) finite xy, got shape {footprint_xy.shape}")
         if len(footprint_xy) == 0:
             footprint_xy = None
-    r = cfg.robot_radius_m
     clear = clearance_m(grid)
+    if traversable is not None and traversable.shape != grid.data.shape:
+        raise ValueError(f"traversable has shape {traversable.shape}, grid {grid.data.shape}")
+    res = _plan(grid, box, start, cfg, standoff, traversable, footprint_xy, clear, None)
+    if res.success or not cfg.plan_through_unexplored or res.reason.startswith("no free cell"):
+        return res
+    # no route over observed floor: cross unexplored space inside the observed floor's hull (Nav2's allow_unknown)
+    unexplored = unexplored_floor_mask(grid)
+    if not unexplored.any():
+        return res
+    wider = traversable_mask(grid, cfg.robot_radius_m, cfg.plan_through_unseen_floor, clear, unexplored=True)
+    if traversable is not None:
+        wider |= traversable
+    res2 = _plan(grid, box, start, cfg, standoff, wider, footprint_xy, clear, unexplored)
+    return res2 if res2.success else res
+
+
+def _plan(grid, box, start, cfg, standoff, traversable, footprint_xy, clear, unexplored) -> NavigationResult:
+    """One planning attempt of ``plan_to_object`` on ``traversable`` (computed when None). ``unexplored``: None,
+    or the (H,W) ``unexplored_floor_mask`` that ``traversable`` admits (shortcuts may cross it too; goals stay on
+    observed free floor; the result's ``unexplored_m`` measures the path's steps onto it)."""
+    r = cfg.robot_radius_m
     if traversable is None:
         traversable = traversable_mask(grid, r, cfg.plan_through_unseen_floor, clear)
-    if traversable.shape != grid.data.shape:
-        raise ValueError(f"traversable has shape {traversable.shape}, grid {grid.data.shape}")
     escape = start_escape_cells(grid, clear, start, r) if cfg.start_escape else None
     trav = traversable | escape if escape is not None else traversable
-    clear_cells = cell_clear_mask(grid, r, cfg.plan_through_unseen_floor, clear)
+    clear_cells = cell_clear_mask(grid, r, cfg.plan_through_unseen_floor, clear, unexplored is not None)
     los = (trav & clear_cells) | escape if escape is not None else trav & clear_cells
     goal_ok = trav & clear_cells & (grid.data == FREE)  # a goal anywhere in its cell (the box's ring)
     centre_ok = traversable & (grid.data == FREE)  # a goal at its cell's centre (from the points); no escape cells
@@ -320,6 +341,10 @@ def plan_to_object(
             if footprint_xy is None
             else float(np.linalg.norm(footprint_xy - goal_xy, axis=1).min())
         )
+        unexplored_m = 0.0
+        if unexplored is not None and len(cells) > 1:
+            step = np.hypot(*np.diff(cells, axis=0).T) * grid.resolution_m
+            unexplored_m = float(step[unexplored[cells[1:, 0], cells[1:, 1]]].sum())
         return NavigationResult(
             True,
             "",
@@ -329,6 +354,7 @@ def plan_to_object(
             length,
             achieved,
             (float(start[0]), float(start[1])),
+            unexplored_m,
         )
     what = "object" if footprint_xy is None else "object's points"
     if n_free == 0:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import cKDTree
+from scipy.spatial import ConvexHull, QhullError, cKDTree
 
 from lang3d_ros.navigation.config import NavigationConfig
 
@@ -223,24 +223,54 @@ def exact_clearance_near(grid: OccupancyGrid, clearance: np.ndarray, threshold_m
     return out
 
 
-def _walkable_cells(grid: OccupancyGrid, robot_radius_m: float, unseen_floor: bool) -> np.ndarray:
-    """(H,W) bool: free cells, plus enclosed unseen floor with ``unseen_floor``, before any clearance test."""
+def unexplored_floor_mask(grid: OccupancyGrid) -> np.ndarray:
+    """(H,W) bool: UNKNOWN cells open to the grid's border (unexplored, unlike ``unseen_floor_mask``) whose centre
+    lies inside the convex hull of the observed free cells: space between seen floor that the camera never
+    looked at (a corner a walk turned away from). The hull keeps out space beyond the walls around seen floor;
+    it cannot tell unexplored floor from an unseen obstacle or a non-convex room's outside."""
+    unknown = grid.data == UNKNOWN
+    free = np.argwhere(grid.data == FREE)
+    out = np.zeros(grid.data.shape, dtype=bool)
+    if len(free) < 3 or not unknown.any():
+        return out
+    try:
+        hull = ConvexHull(free.astype(np.float64))
+    except QhullError:  # free cells on one line: no area between them
+        return out
+    cand = np.argwhere(unknown & ~unseen_floor_mask(grid))
+    if len(cand) == 0:
+        return out
+    eq = hull.equations  # rows (a, b, c): a * row + b * col + c <= 0 inside
+    inside = np.all(cand @ eq[:, :2].T + eq[:, 2] <= 1e-9, axis=1)
+    out[cand[inside, 0], cand[inside, 1]] = True
+    return out
+
+
+def _walkable_cells(grid: OccupancyGrid, robot_radius_m: float, unseen_floor: bool, unexplored: bool) -> np.ndarray:
+    """(H,W) bool: free cells, plus enclosed unseen floor with ``unseen_floor`` and unexplored cells inside the
+    observed floor's hull with ``unexplored``, before any clearance test."""
     if robot_radius_m < 0:
         raise ValueError("robot_radius_m must be non-negative")
     base = grid.data == FREE
-    return base | unseen_floor_mask(grid) if unseen_floor else base
+    if unseen_floor:
+        base = base | unseen_floor_mask(grid)
+    return base | unexplored_floor_mask(grid) if unexplored else base
 
 
 def traversable_mask(
-    grid: OccupancyGrid, robot_radius_m: float, unseen_floor: bool = False, clearance: np.ndarray | None = None
+    grid: OccupancyGrid,
+    robot_radius_m: float,
+    unseen_floor: bool = False,
+    clearance: np.ndarray | None = None,
+    unexplored: bool = False,
 ) -> np.ndarray:
     """(H,W) bool: free cells (and, with ``unseen_floor``, enclosed unknown cells) whose centre is at least
     ``transit_clearance_m`` (robot_radius_m plus 2 mm at 5 cm cells) from every obstacle point, decided on the
     points near the threshold (``exact_clearance_near``). Every point of a step between two 8-adjacent
     traversable cell centres is then at least robot_radius_m from every obstacle point; straight shortcuts across
     several cells need ``cell_clear_mask``. ``clearance``: ``clearance_m(grid)``, passed to reuse it. Unexplored
-    unknown cells are never traversable."""
-    base = _walkable_cells(grid, robot_radius_m, unseen_floor)
+    unknown cells are traversable only with ``unexplored`` (``unexplored_floor_mask``)."""
+    base = _walkable_cells(grid, robot_radius_m, unseen_floor, unexplored)
     if not (grid.data == OCCUPIED).any():
         return base
     clear = clearance_m(grid) if clearance is None else clearance
@@ -249,12 +279,16 @@ def traversable_mask(
 
 
 def cell_clear_mask(
-    grid: OccupancyGrid, robot_radius_m: float, unseen_floor: bool = False, clearance: np.ndarray | None = None
+    grid: OccupancyGrid,
+    robot_radius_m: float,
+    unseen_floor: bool = False,
+    clearance: np.ndarray | None = None,
+    unexplored: bool = False,
 ) -> np.ndarray:
     """(H,W) bool: like ``traversable_mask`` but every point of the cell (not only its centre) is farther than
     robot_radius_m from every obstacle point (centre clearance > robot_radius_m + half a cell diagonal). A
     straight segment through such cells only (line-of-sight shortcuts, a goal anywhere in its cell) is clear."""
-    base = _walkable_cells(grid, robot_radius_m, unseen_floor)
+    base = _walkable_cells(grid, robot_radius_m, unseen_floor, unexplored)
     if not (grid.data == OCCUPIED).any():
         return base
     clear = clearance_m(grid) if clearance is None else clearance
