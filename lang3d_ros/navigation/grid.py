@@ -185,13 +185,16 @@ def unseen_floor_mask(grid: OccupancyGrid) -> np.ndarray:
     """(H,W) bool: UNKNOWN cells enclosed by observed cells, i.e. not 4-connected through unknown cells to the
     grid's border. They are floor the camera never saw inside the explored area (under the robot, behind low
     objects); the unknown that reaches the border is unexplored space. Cannot tell an enclosed hole that hides an
-    obstacle depth never returned (glass, black fabric) from floor."""
-    unknown = grid.data == UNKNOWN
-    labels, n = ndimage.label(unknown)
-    if n == 0:
-        return unknown
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    return unknown & ~np.isin(labels, border[border > 0])
+    obstacle depth never returned (glass, black fabric) from floor. Cached on the grid (read-only)."""
+    if "unseen_floor" not in grid._cache:
+        unknown = grid.data == UNKNOWN
+        labels, n = ndimage.label(unknown)
+        if n:
+            border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+            unknown &= ~np.isin(labels, border[border > 0])
+        unknown.flags.writeable = False
+        grid._cache["unseen_floor"] = unknown
+    return grid._cache["unseen_floor"]
 
 
 def transit_clearance_m(robot_radius_m: float, resolution_m: float) -> float:
@@ -227,7 +230,16 @@ def unexplored_floor_mask(grid: OccupancyGrid) -> np.ndarray:
     """(H,W) bool: UNKNOWN cells open to the grid's border (unexplored, unlike ``unseen_floor_mask``) whose centre
     lies inside the convex hull of the observed free cells: space between seen floor that the camera never
     looked at (a corner a walk turned away from). The hull keeps out space beyond the walls around seen floor;
-    it cannot tell unexplored floor from an unseen obstacle or a non-convex room's outside."""
+    it cannot tell unexplored floor from an unseen obstacle or a non-convex room's outside. Cached on the grid
+    (read-only)."""
+    if "unexplored_floor" not in grid._cache:
+        out = _unexplored_floor_mask(grid)
+        out.flags.writeable = False
+        grid._cache["unexplored_floor"] = out
+    return grid._cache["unexplored_floor"]
+
+
+def _unexplored_floor_mask(grid: OccupancyGrid) -> np.ndarray:
     unknown = grid.data == UNKNOWN
     free = np.argwhere(grid.data == FREE)
     out = np.zeros(grid.data.shape, dtype=bool)
