@@ -216,6 +216,7 @@ STAGES = (
     "write_new_points",
     "pixel_slots",
     "vote_labels",
+    "seen_after",
     "kill_unstable",
 )
 """Backend stages timed by ``--stage-profile`` (``fusion.backend.FusionBackend``), plus the index's gather and
@@ -252,10 +253,11 @@ def profile_stages(point_map) -> dict[str, float]:
 class OursRunner:
     """This checkout's PointMap; on keyframes fused with pixel slots and 3-level label votes."""
 
-    def __init__(self, backend: str, dev, votes: bool):
-        self.map = PointMap(FusionConfig(backend=backend), device=dev)
+    def __init__(self, backend: str, dev, votes: bool, prune_only_seen: bool = True):
+        self.map = PointMap(FusionConfig(backend=backend, prune_only_seen=prune_only_seen), device=dev)
         self.votes = votes
         self.name = f"PointMap [{self.map.backend}]" + (" + 3-level label votes" if votes else "")
+        self.name += "" if prune_only_seen else " (prunes every unconfirmed point)"
 
     def prepare(self, f, keyframe: bool):
         """The step's inputs, built outside the timed region: (frame, (3, H*W) pixel labels or None)."""
@@ -345,6 +347,11 @@ def main() -> None:
         action="store_true",
         help="print each PointMap's CPU time per frame by fusion stage (timed frames only)",
     )
+    ap.add_argument(
+        "--prune-all",
+        action="store_true",
+        help="also run this checkout with fusion.prune_only_seen off (gradSLAM's pruning), side by side",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gradslam-path", default="/tmp/gradslam_env")
     ap.add_argument("--no-gradslam", action="store_true")
@@ -377,6 +384,8 @@ def main() -> None:
         if _BEFORE is not None:
             runners += [BeforeRunner(b, dev, votes=False), BeforeRunner(b, dev, votes=True)]
         runners += [OursRunner(b, dev, votes=False), OursRunner(b, dev, votes=True)]
+        if args.prune_all:
+            runners += [OursRunner(b, dev, votes, prune_only_seen=False) for votes in (False, True)]
     for r in runners:
         systems[r.name] = dict(kind="ours", map=r)
     if not args.no_gradslam:

@@ -316,3 +316,11 @@ def test_stages_agree_one_by_one(merge_neighbour_px):
     dead = {b: x.kill_unstable(stores[b], every, 5) for b, x in be.items()}  # the new points: confidence < 1
     assert torch.equal(dead["torch"], dead["numba"]) and dead["torch"].numel() > 0
     assert torch.equal(stores["torch"].alive, stores["numba"].alive)
+
+    # pruning's visibility test, every live point against the remembered frames (1-4) and those after frame 2
+    live = torch.from_numpy(pm.live_slots())
+    assert pm._views.shape[0] == 4 and sorted(pm._views.frame_no.tolist()) == [1, 2, 3, 4]
+    for born in (0, 2):
+        seen = {b: x.seen_after(store, live, pm._views, born) for b, x in be.items()}
+        assert torch.equal(seen["torch"], seen["numba"])
+        assert 0 < int(seen["torch"].sum()) < live.numel()  # the walk left some points behind it

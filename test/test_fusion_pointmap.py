@@ -131,7 +131,8 @@ def test_labels_follow_votes_and_uncovered_levels_stay_unlabelled(frames, backen
 
 @pytest.mark.parametrize("backend", ["torch", "numba"])
 def test_other_labels_outvote_and_dead_points_are_reset(frames, backend):
-    m = PointMap(FusionConfig(backend=backend, prune_after_frames=2, stable_confidence=1e9), device="cpu")
+    cfg = FusionConfig(backend=backend, prune_after_frames=2, stable_confidence=1e9, prune_only_seen=False)
+    m = PointMap(cfg, device="cpu")
     f0 = frames[0]
     _fuse_and_vote(m, f0, _labels(f0))
     n0 = m.num_points
@@ -282,6 +283,51 @@ def test_hard_cap_and_pruning(frames):
     for f in frames[1:4]:
         m.integrate(f)
     assert n_patch() == 0
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_a_surface_no_later_frame_could_see_is_kept_until_one_sees_through_it(frames, backend):
+    """prune_only_seen: a patch seen in one frame survives frames that had no depth there or saw something in
+    front of it, and goes once a frame sees through it; gradSLAM's rule (off) prunes it unseen."""
+    f0 = frames[0]
+    d = f0.depth_m.copy()
+    d[50:70, 70:90] = 0.6  # a patch floating 0.6 m in front of the camera, in frame 0 only
+    blind = f0.depth_m.copy()
+    blind[40:80, 60:100] = 0.0  # no depth where the patch is
+    occluded = f0.depth_m.copy()
+    occluded[40:80, 60:100] = 0.3  # something nearer hides it
+
+    def n_patch(m):
+        cam = (m.points_xyz.numpy() - f0.T_world_cam[:3, 3]) @ f0.T_world_cam[:3, :3]
+        return int(np.sum(np.abs(cam[:, 2] - 0.6) < 0.02))
+
+    for only_seen in (True, False):
+        m = PointMap(FusionConfig(backend=backend, prune_after_frames=3, prune_only_seen=only_seen), device="cpu")
+        m.integrate(dataclasses.replace(f0, depth_m=d))
+        n0 = n_patch(m)
+        assert n0 > 50
+        for depth in (blind, occluded, blind, occluded, blind):  # two full prune windows
+            assert m.integrate(dataclasses.replace(f0, depth_m=depth)).accepted
+        assert n_patch(m) == (n0 if only_seen else 0)
+        if only_seen:
+            for _ in range(4):  # the plain frame sees the wall behind the patch: seen through, not confirmed
+                m.integrate(f0)
+            assert n_patch(m) == 0
+            assert m._views.shape == (3, *f0.depth_m.shape)  # one depth image per frame of the window, no more
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_a_point_observed_again_is_kept_whatever_its_confidence(frames, backend):
+    """prune_only_seen: a point a later frame fused into is confirmed, even below stable_confidence (seen again
+    near the image border, where alpha is low); gradSLAM's rule prunes it."""
+    for only_seen in (True, False):
+        cfg = FusionConfig(backend=backend, prune_after_frames=2, stable_confidence=1e9, prune_only_seen=only_seen)
+        m = PointMap(cfg, device="cpu")
+        n0 = m.integrate(frames[0]).n_points
+        for _ in range(2):  # the second one prunes frame 0's points, after its new points took their slots
+            m.integrate(frames[0])
+        first = np.count_nonzero(m.live_slots() < n0)  # frame 0's points still alive
+        assert first == n0 if only_seen else first < 0.05 * n0, (only_seen, first, n0)
 
 
 def test_live_slots_match_torch_nonzero_after_pruning_and_eviction(frames):

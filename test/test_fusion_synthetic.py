@@ -90,7 +90,8 @@ def test_memory_flat_under_ten_revisits():
         for f in passes_frames[p % 2]:  # fresh sensor noise on alternate passes
             assert m.integrate(f).accepted
         sizes.append(m.num_points)
-    # the second pass brings a new noise realisation (a few % new points); after that no growth at all
+    # the second pass brings a new noise realisation (a few % new points, pruned once a later pass sees through
+    # them); after the first two passes no growth at all
     assert max(sizes) <= 1.10 * sizes[0], sizes
-    assert max(sizes[2:]) <= 1.03 * sizes[1], sizes
+    assert max(sizes[2:]) <= 1.03 * max(sizes[:2]), sizes
     assert sizes[-1] > 0.8 * sizes[0], sizes

@@ -23,7 +23,7 @@ import torch
 
 from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.fusion.config import FusionConfig
-from lang3d_ros.fusion.types import Accumulation, FrameObservation, PointStore
+from lang3d_ros.fusion.types import Accumulation, FrameObservation, PointStore, ViewRing
 from lang3d_ros.fusion.voxel_index import LayeredIndex, VoxelKeys
 
 
@@ -87,8 +87,13 @@ class FusionBackend(Protocol):
         per point and level the heaviest label votes; weighted Boyer-Moore update of (label, label_w)."""
 
     def kill_unstable(self, store: PointStore, slots: torch.Tensor, born: int) -> torch.Tensor:
-        """Of ``slots`` (born in frame ``born``), kill those still alive from that birth below
-        ``stable_confidence`` (alive False, conf 0). Returns the killed slots."""
+        """Of ``slots`` (born in or before frame ``born``), kill those still alive from such a birth (a slot reused
+        later has a later birth) below ``stable_confidence`` (alive False, conf 0). Returns the killed slots."""
+
+    def seen_after(self, store: PointStore, slots: torch.Tensor, views: ViewRing, born: int) -> torch.Tensor:
+        """(K,) bool: which of ``slots`` (K,) int64 some view of ``views`` later than frame ``born`` had in view:
+        projecting into its image (the association's bounds and rounding) at depth z > 0, where its depth d > 0 and
+        z - d <= the association gate at d (the sensor saw the point, or past it)."""
 
     def kill(self, store: PointStore, slots: torch.Tensor) -> None:
         """Slots dead: alive False, confidence 0, labels -1, weights 0."""

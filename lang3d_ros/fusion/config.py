@@ -58,6 +58,13 @@ class FusionConfig:
     """Points below this after `prune_after_frames` frames are pruned."""
     prune_after_frames: int = 30
     """Frames after its birth at which a point still below stable_confidence is pruned."""
+    prune_only_seen: bool = True
+    """Prune an unconfirmed point only when a frame after its birth had it in view and fused nothing into it: inside
+    that frame's image, the frame's depth at its pixel no nearer than the point minus the association gate (the
+    sensor saw it or saw through it), and no pixel matched it. A point observed again is kept whatever its
+    confidence (seen twice near the image border, where alpha is low); one no later frame could see (a table top
+    passed once on a walk) waits for a frame that can; ``max_points`` still bounds the map. False: gradSLAM's
+    rule, every unconfirmed point goes. Costs one float16 depth image per frame for ``prune_after_frames`` frames."""
     device: str = "auto"
     """Auto | cpu | cuda."""
     backend: Backend = "auto"

@@ -16,7 +16,7 @@ loops each, with the same rules and tie-breaks (see ``test/test_fusion_backends.
 - ``pixel_slots``: the slot each pixel fused into; ``vote_labels``: per-level segment label votes (weighted
   Boyer-Moore majority);
 - ``candidate_blocks``, ``gather_blocks``, ``merge_sorted``, ``compact_sorted``: the voxel-block index
-  (``voxel_index.py``); ``kill_unstable``: pruning.
+  (``voxel_index.py``); ``seen_after`` and ``kill_unstable``: pruning.
 
 Only for CPU tensors (float32 geometry, int64 slots); numba is optional: without it PointMap uses torch.
 Float sums may differ from torch's in the last bits (different summation order). Each kernel is a serial loop
@@ -553,14 +553,47 @@ if AVAILABLE:
             alive[s] = True
 
     @njit(nogil=True, cache=True)
+    def seen_after(slots, xyz, depth_mm, R, t, intr, frame_no, born, gate, mm, out):
+        """out[j] = whether point slots[j] projects, at depth z > 0, into a view k with frame_no[k] > born whose
+        depth d = depth_mm * mm > 0 there has z - d <= the association gate at d (gate: ``FusionConfig.gate_terms``
+        float32). The association's projection, bounds and rounding; views in slot order (any order gives the
+        same answer)."""
+        n_views, h, w = depth_mm.shape
+        for j in range(slots.shape[0]):
+            c = slots[j]
+            out[j] = False
+            for k in range(n_views):
+                if frame_no[k] <= born:
+                    continue
+                dx, dy, dz = xyz[c, 0] - t[k, 0], xyz[c, 1] - t[k, 1], xyz[c, 2] - t[k, 2]
+                z = R[k, 0, 2] * dx + R[k, 1, 2] * dy + R[k, 2, 2] * dz
+                if not z > 0:
+                    continue
+                x = R[k, 0, 0] * dx + R[k, 1, 0] * dy + R[k, 2, 0] * dz
+                y = R[k, 0, 1] * dx + R[k, 1, 1] * dy + R[k, 2, 1] * dz
+                u = x / z * intr[k, 0] + intr[k, 2]
+                v = y / z * intr[k, 1] + intr[k, 3]
+                if not (u > -1e-3 and u < w - 0.999 and v > -1e-3 and v < h - 0.999):
+                    continue
+                iv, iu = min(max(int(np.rint(v)), 0), h - 1), min(max(int(np.rint(u)), 0), w - 1)
+                d = np.float32(depth_mm[k, iv, iu]) * mm
+                if not d > 0:
+                    continue
+                diff, d2 = z - d, d * d
+                if diff <= 0 or diff * diff <= min(gate[0] + gate[1] * d2 * d2, gate[2]):
+                    out[j] = True
+                    break
+
+    @njit(nogil=True, cache=True)
     def kill_unstable(slots, born, stable_confidence, birth, alive, conf):
-        """Of ``slots`` (born in frame ``born``), kill those still alive from that birth whose confidence is below
-        ``stable_confidence``: alive False, confidence 0. Returns the killed slots."""
+        """Of ``slots`` (born in or before frame ``born``), kill those still alive from such a birth (a slot reused
+        later has a later birth) whose confidence is below ``stable_confidence``: alive False, confidence 0.
+        Returns the killed slots."""
         dead = np.empty(slots.shape[0], np.int64)
         n = 0
         for j in range(slots.shape[0]):
             s = slots[j]
-            if alive[s] and birth[s] == born and conf[s] < stable_confidence:
+            if alive[s] and birth[s] <= born and conf[s] < stable_confidence:
                 alive[s] = False
                 conf[s] = 0.0
                 dead[n] = s

@@ -19,7 +19,7 @@ from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.fusion import cpu_kernels as K
 from lang3d_ros.fusion.backend import bounded_observation, frame_pose
 from lang3d_ros.fusion.config import FusionConfig
-from lang3d_ros.fusion.types import Accumulation, FrameObservation, PointStore
+from lang3d_ros.fusion.types import MM, Accumulation, FrameObservation, PointStore, ViewRing
 from lang3d_ros.fusion.vertex import confidence_map, valid_depth_mask
 from lang3d_ros.fusion.voxel_index import LayeredIndex, VoxelKeys
 
@@ -53,6 +53,9 @@ def warm_up_kernels() -> None:
     K.compact_sorted(z, z, z, live)
     K.merge_sorted(z, z, z, z)
     K.kill_unstable(z, 0, np.float32(1.0), np.zeros(1, np.int32), live, np.zeros(1, np.float32))
+    f3 = np.zeros((1, 3), np.float32)
+    ring = (np.zeros((1, 1, 1), np.int16), np.zeros((1, 3, 3), np.float32), f3, np.zeros((1, 4), np.float32), z)
+    K.seen_after(z, f3, *ring, 0, np.zeros(3, np.float32), np.float32(MM), live)
     dt = time.perf_counter() - t0
     (logger.info if dt > 1.0 else logger.debug)("fusion CPU kernels ready in %.1f s", dt)
 
@@ -329,6 +332,23 @@ class NumbaBackend:
                 store.conf.numpy(),
             )
         )
+
+    def seen_after(self, store: PointStore, slots: torch.Tensor, views: ViewRing, born: int) -> torch.Tensor:
+        out = np.zeros(slots.shape[0], np.bool_)
+        K.seen_after(
+            slots.numpy(),
+            store.xyz.numpy(),
+            views.depth_mm.numpy(),
+            views.R_world_cam.numpy(),
+            views.t_world_cam.numpy(),
+            views.intr.numpy(),
+            views.frame_no.numpy(),
+            born,
+            self.gate,
+            np.float32(MM),
+            out,
+        )
+        return torch.from_numpy(out)
 
     def kill(self, store: PointStore, slots: torch.Tensor) -> None:
         s = slots.numpy()  # numpy fancy indexing: no torch thread pool

@@ -23,8 +23,11 @@ over. Unlike gradSLAM:
   (``depth_noise_at_1m_m``; gradSLAM: a fixed 5 cm). With a fixed gate, samples of a wall seen from 4-5 m
   (sigma 2.4-3.8 cm) often miss each other and stay as separate once-seen points: the wall grows a layer
   5-12 cm thick that closes passages on the occupancy grid.
-- Points below ``stable_confidence`` ``prune_after_frames`` frames after their birth are pruned; above
-  ``max_points`` the lowest-confidence points are evicted. Map files keep no prune schedule.
+- Points below ``stable_confidence`` ``prune_after_frames`` frames after their birth are pruned if a later frame
+  had them in view and fused nothing into them (``prune_only_seen``). gradSLAM prunes them all: a surface seen in
+  one frame of a walk vanished, and so did small objects seen a few times near the image border, where the
+  radial confidence is low. Above ``max_points`` the lowest-confidence points are evicted. Map files keep no
+  prune schedule.
 
 Segment labels (``vote_labels``): per point and level (LEVELS: subpart, part, whole) an int32 segment id and
 a float32 vote weight, updated by a weighted Boyer-Moore majority vote of the pixels that fused into the point
@@ -58,7 +61,7 @@ from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.device import resolve_device
 from lang3d_ros.fusion.backend import make_backend
 from lang3d_ros.fusion.config import FusionConfig
-from lang3d_ros.fusion.types import Accumulation, FrameObservation, PointStore
+from lang3d_ros.fusion.types import Accumulation, FrameObservation, PointStore, ViewRing
 from lang3d_ros.fusion.vertex import confidence_map, pixel_rays
 from lang3d_ros.fusion.voxel_index import LayeredIndex, VoxelKeys
 from lang3d_ros.geometry.camera import Intrinsics
@@ -126,7 +129,8 @@ class PointMap:
         self._free = torch.empty(0, dtype=torch.int64, device=self.device)
         self._n_alive = 0
         self._frame_no = 0
-        self._births: deque[tuple[int, torch.Tensor]] = deque()
+        self._births: deque[tuple[int, torch.Tensor, torch.Tensor]] = deque()  # (frame, slots, their conf then)
+        self._views: ViewRing | None = None  # with prune_only_seen: the last prune_after_frames frames
         self._index = LayeredIndex(self.device, self.config.index_delta_capacity, self._backend.index_kernels)
 
     def _allocate(self, n: int) -> torch.Tensor:
@@ -349,6 +353,8 @@ class PointMap:
         report = FusionReport(True, "", n_matched=n_matched, n_new=n_new, n_merged=n_merged, n_candidates=n_cand)
         if want_pixel_slots:
             report.pixel_slot, report.pixel_alpha = self._backend.pixel_slots(obs, target, slots)
+        if self.config.prune_only_seen:
+            self._remember_view(frame, obs)
         report.n_pruned = self._prune() + self._evict()
         self._frame_no += 1
         report.n_points = self._n_alive
@@ -399,7 +405,7 @@ class PointMap:
         self._backend.write_new_points(self._store, acc, slots, new_keys, self._frame_no)
         self._n_alive += int(slots.numel())
         self._index.insert(new_keys, slots, self._store.key, self._store.alive)
-        self._births.append((self._frame_no, slots))
+        self._births.append((self._frame_no, slots, self._store.conf[slots].clone()))
         return slots
 
     # ------------------------------------------------------------------ label votes
@@ -435,14 +441,41 @@ class PointMap:
 
     # ------------------------------------------------------------------ bounded memory
     def _prune(self) -> int:
-        """Prune points born ``prune_after_frames`` frames ago that are still below ``stable_confidence``."""
-        n = 0
-        while self._births and self._births[0][0] <= self._frame_no - self.config.prune_after_frames:
-            born, slots = self._births.popleft()
-            dead = self._backend.kill_unstable(self._store, slots, born)
+        """Prune points born ``prune_after_frames`` frames ago that are still below ``stable_confidence``. With
+        ``prune_only_seen`` only those a later frame had in view without fusing into them; those observed again are
+        kept, those no frame had in view wait another ``prune_after_frames``."""
+        n, unseen = 0, []
+        cfg, st = self.config, self._store
+        while self._births and self._births[0][0] <= self._frame_no - cfg.prune_after_frames:
+            since, slots, conf_then = self._births.popleft()  # born in frame `since`, or re-queued then
+            if cfg.prune_only_seen:
+                weak = st.alive[slots] & (st.birth[slots] <= since) & (st.conf[slots] < cfg.stable_confidence)
+                slots = slots[weak & ~(st.conf[slots] > conf_then)]  # kept: a later frame's pixels fused into it
+                seen = self._seen_after(slots, since)
+                unseen.append(slots[~seen])
+                slots = slots[seen]
+            dead = self._backend.kill_unstable(st, slots, since)
             self._kill(dead)
             n += int(dead.numel())
+        unseen = [s for s in unseen if s.numel()]
+        if unseen:  # never seen since: judged again by the next prune_after_frames frames
+            slots = self._backend.cat(unseen)
+            self._births.append((self._frame_no, slots, st.conf[slots].clone()))
         return n
+
+    def _remember_view(self, frame: Frame, obs: FrameObservation) -> None:
+        """The frame into the view ring (a new ring when the image size changes: earlier views are forgotten)."""
+        shape = (self.config.prune_after_frames, obs.height, obs.width)
+        if self._views is None or self._views.shape != shape:
+            self._views = ViewRing.empty(*shape, self.device)
+        self._views.put(self._frame_no, frame.depth_m, obs)
+
+    def _seen_after(self, slots: torch.Tensor, born: int) -> torch.Tensor:
+        """(K,) bool: which of ``slots`` some remembered frame after ``born`` had in view (``seen_after``). Which
+        side of a surface faced the camera is not checked (a thin board seen from below counts as seen)."""
+        if self._views is None or slots.numel() == 0:
+            return torch.zeros(slots.shape[0], dtype=torch.bool, device=self.device)
+        return self._backend.seen_after(self._store, slots, self._views, born)
 
     def _evict(self) -> int:
         """Above max_points: drop the lowest-confidence points down to (1 - evict_fraction) * max_points."""

@@ -16,7 +16,7 @@ import torch
 from lang3d_ros.datasets.frame import Frame
 from lang3d_ros.fusion.backend import bounded_observation, frame_pose, rotate
 from lang3d_ros.fusion.config import FusionConfig
-from lang3d_ros.fusion.types import SCRATCH_EMPTY, Accumulation, FrameObservation, PointStore
+from lang3d_ros.fusion.types import MM, SCRATCH_EMPTY, Accumulation, FrameObservation, PointStore, ViewRing
 from lang3d_ros.fusion.vertex import (
     confidence_map,
     edge_normal_map,
@@ -317,12 +317,37 @@ class TorchBackend:
 
     # ------------------------------------------------------------------ pruning and helpers
     def kill_unstable(self, store: PointStore, slots: torch.Tensor, born: int) -> torch.Tensor:
-        k = store.alive[slots] & (store.birth[slots] == born)
+        k = store.alive[slots] & (store.birth[slots] <= born)
         k &= store.conf[slots] < self.config.stable_confidence
         dead = slots[k]
         store.alive[dead] = False
         store.conf[dead] = 0
         return dead
+
+    def seen_after(self, store: PointStore, slots: torch.Tensor, views: ViewRing, born: int) -> torch.Tensor:
+        seen = torch.zeros(slots.shape[0], dtype=torch.bool, device=self.device)
+        todo = torch.arange(slots.shape[0], device=self.device)  # not seen yet
+        d0, k2, cap = self.gate
+        _, h, w = views.shape
+        for k in torch.argsort(views.frame_no, descending=True).tolist():  # newest first: most points go early
+            if int(views.frame_no[k]) <= born or todo.numel() == 0:
+                break
+            R, fx, fy, cx, cy = views.R_world_cam[k], *views.intr[k]
+            dp = store.xyz.index_select(0, slots[todo]) - views.t_world_cam[k]
+            # R^T (p - t) in the numba kernel's operation order
+            x, y, z = ((dp[:, 0] * R[0, c] + dp[:, 1] * R[1, c]) + dp[:, 2] * R[2, c] for c in range(3))
+            zs = torch.where(z > 0, z, torch.ones_like(z))
+            u, v = x / zs * fx + cx, y / zs * fy + cy
+            ok = (z > 0) & (u > -1e-3) & (u < w - 0.999) & (v > -1e-3) & (v < h - 0.999)
+            iv = torch.round(v).to(torch.int64).clamp_(0, h - 1)
+            iu = torch.round(u).to(torch.int64).clamp_(0, w - 1)
+            d = views.depth_mm[k][iv, iu].to(torch.float32) * MM
+            d2 = d * d
+            diff = z - d
+            hit = ok & (d > 0) & ((diff <= 0) | (diff * diff <= torch.clamp(d0 + k2 * d2 * d2, max=cap)))
+            seen[todo[hit]] = True
+            todo = todo[~hit]
+        return seen
 
     def kill(self, store: PointStore, slots: torch.Tensor) -> None:
         store.alive[slots] = False

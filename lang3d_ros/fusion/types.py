@@ -3,6 +3,7 @@
 ``PointStore``: the per-slot arrays of the map (storage, owned by PointMap, written in place by the backends).
 ``FrameObservation``: one frame as the stages see it (world-frame vertex and normal maps, usable mask, alpha).
 ``Accumulation``: the frame's pixels grouped by the point they fuse into (dense target ids, sums and means).
+``ViewRing``: the last frames' depth and poses, for pruning only what a later frame saw.
 All tensors live on the map's device; on the numba backend they are CPU tensors whose ``.numpy()`` views the
 kernels write through.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
 from lang3d_ros.geometry.camera import Intrinsics
@@ -87,6 +89,58 @@ class PointStore:
             per_slot = t.shape[0] if f.name in ("label", "label_w") else (t.shape[1:].numel() if t.dim() > 1 else 1)
             total += per_slot * t.element_size()
         return total
+
+
+DEPTH_MM_FAR = 32767
+"""``ViewRing.depth_mm`` of a pixel at 32.767 m or beyond (or with no return, Inf)."""
+MM = 0.001
+"""Metres per ``ViewRing.depth_mm`` unit (both backends multiply in float32)."""
+
+
+@dataclass
+class ViewRing:
+    """The last V fused frames as pruning needs them (``FusionConfig.prune_only_seen``): one slot per frame, the
+    oldest overwritten. depth_mm (V, H, W) int16 depth as measured in millimetres (0: none; ``DEPTH_MM_FAR``);
+    R_world_cam (V, 3, 3) and t_world_cam (V, 3) float32 poses; intr (V, 4) float32 fx, fy, cx, cy; frame_no (V,)
+    int64 the frame in each slot (-1: empty). 2 B per pixel per frame."""
+
+    depth_mm: torch.Tensor
+    R_world_cam: torch.Tensor
+    t_world_cam: torch.Tensor
+    intr: torch.Tensor
+    frame_no: torch.Tensor
+
+    @staticmethod
+    def empty(n_views: int, height: int, width: int, device: torch.device) -> "ViewRing":
+        v, dev = int(n_views), device
+        return ViewRing(
+            depth_mm=torch.zeros((v, height, width), dtype=torch.int16, device=dev),
+            R_world_cam=torch.zeros((v, 3, 3), device=dev),
+            t_world_cam=torch.zeros((v, 3), device=dev),
+            intr=torch.zeros((v, 4), device=dev),
+            frame_no=torch.full((v,), -1, dtype=torch.int64, device=dev),
+        )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(V, H, W)."""
+        return tuple(self.depth_mm.shape)
+
+    def put(self, frame_no: int, depth_m: np.ndarray, obs: "FrameObservation") -> None:
+        """Frame ``frame_no`` into slot frame_no % V. depth_m (H, W) metres as measured."""
+        k = frame_no % self.shape[0]
+        mm = np.multiply(depth_m, 1000.0, dtype=np.float32)
+        np.nan_to_num(mm, copy=False, nan=0.0, posinf=DEPTH_MM_FAR, neginf=0.0)
+        np.clip(mm, 0.0, DEPTH_MM_FAR, out=mm)
+        if self.depth_mm.device.type == "cpu":
+            self.depth_mm[k].numpy()[...] = mm  # truncates to whole millimetres
+        else:
+            self.depth_mm[k] = torch.from_numpy(mm.astype(np.int16)).to(self.depth_mm.device)
+        self.R_world_cam[k] = obs.R_world_cam
+        self.t_world_cam[k] = obs.t_world_cam
+        i = obs.intrinsics
+        self.intr[k] = torch.tensor([i.fx, i.fy, i.cx, i.cy], dtype=torch.float32)
+        self.frame_no[k] = frame_no
 
 
 @dataclass
