@@ -170,7 +170,8 @@ def summary_line(name: str, results: dict) -> str:
         + (
             f"; on observed targets: Ground {pct('ground_observed_acc@0.25')} (n={s['ground_observed_n']}), counts "
             f"{pct('count_accuracy_observed')} (n={s.get('count_n_observed')}), navigation "
-            f"{pct('navigation_validity_observed')} (n={s.get('navigation_n_observed')})"
+            f"{pct('navigation_validity_observed')} (n={s.get('navigation_n_observed')}); targets never observed: "
+            f"Ground answered 'not found' {pct('ground_unobserved_not_found')} (n={s.get('ground_unobserved_n')})"
             if s.get("ground_observed_n") is not None
             else ""
         )

@@ -60,8 +60,9 @@ def _score_box_queries(
 ) -> dict:
     """Acc@IoU overall and per kind; with ``full_view`` (GT ids once entirely in a camera view) also over the
     queries whose targets all were (``acc@0.25_in_full_view``), with ``observed`` (GT ids the recording showed,
-    ``_observed_ids``) over the queries whose targets all were observed (``acc@0.25_observed``); None in raw records
-    without them."""
+    ``_observed_ids``) over the queries whose targets all were observed (``acc@0.25_observed``), and for the others
+    the share answered with no object (``unobserved_not_found``: the right answer about what no frame showed); None
+    in raw records without them."""
     per, by_kind = [], {}
     for e in entries:
         resp = e.get("response")
@@ -75,6 +76,7 @@ def _score_box_queries(
             "iou": iou,
             "answered_by": (resp or {}).get("answered_by", ""),
             "top_label": objs[0]["label"] if objs else "",
+            "n_objects": len(objs),
             "error": e.get("error"),
         }
         for t in IOU_THRESHOLDS:
@@ -102,6 +104,9 @@ def _score_box_queries(
     obs = [r for r in per if r.get("target_observed")]
     out["n_observed"] = len(obs) if observed is not None else None
     out["acc@0.25_observed"] = _rate([r["hit@0.25"] for r in obs]) if observed is not None else None
+    unobs = [r for r in per if r.get("target_observed") is False]
+    out["n_unobserved"] = len(unobs) if observed is not None else None
+    out["unobserved_not_found"] = _rate([r["n_objects"] == 0 for r in unobs]) if observed is not None else None
     return out
 
 
@@ -540,6 +545,8 @@ def headline(results: dict, raw: dict) -> dict:
     out["ground_in_full_view_n"] = g.get("n_in_full_view")
     out["ground_observed_acc@0.25"] = g.get("acc@0.25_observed")
     out["ground_observed_n"] = g.get("n_observed")
+    out["ground_unobserved_not_found"] = g.get("unobserved_not_found")
+    out["ground_unobserved_n"] = g.get("n_unobserved")
     for k in HEADLINE_KINDS:
         v = g["by_kind"].get(k, {"n": 0, "acc@0.25": float("nan")})
         out[f"ground_{k}_acc@0.25"], out[f"ground_{k}_n"] = v["acc@0.25"], v["n"]

@@ -146,6 +146,12 @@ def _summary_rows(r: dict) -> list[tuple[str, str]]:
                 f"(n={c.get('n_observed')}) / {_pct(nv.get('validity_observed'))} (n={nv.get('n_observed')})",
             )
         )
+        rows.append(
+            (
+                "on targets no frame showed (half of the silhouette never in one image): Ground answered 'not found'",
+                f"{_pct(g.get('unobserved_not_found'))} (n={g.get('n_unobserved')})",
+            )
+        )
     rows += [
         (
             "Relational Acc@0.25 / Acc@0.5",
@@ -372,6 +378,7 @@ COMPARISON_ROWS = (  # (summary key, row name, percentage?)
     ("ground_resting_acc@0.25", "  resting on another object, plain label", True),
     ("ground_in_full_view_acc@0.25", "  targets once entirely in a camera view (field of view only)", True),
     ("ground_observed_acc@0.25", "  targets the recording observed (>= half of the silhouette in one image)", True),
+    ("ground_unobserved_not_found", "  the others: answered 'not found' (no frame showed them)", True),
     ("ground_acc@0.5", "Ground Acc@0.5 (all kinds)", True),
     ("count_accuracy", 'Counts ("how many", several phrasings)', True),
     ("count_accuracy_observed", "  of labels whose instances were all observed", True),
@@ -392,6 +399,7 @@ _COUNT_KEYS = {
     "ground_acc@0.5": "ground_n",
     "ground_in_full_view_acc@0.25": "ground_in_full_view_n",
     "ground_observed_acc@0.25": "ground_observed_n",
+    "ground_unobserved_not_found": "ground_unobserved_n",
     "count_accuracy_observed": "count_n_observed",
     "navigation_validity_observed": "navigation_n_observed",
     "count_accuracy": "count_n",
