@@ -489,6 +489,9 @@ def test_observed_subsets_leave_out_targets_the_recording_never_showed():
     g, c, nav = r["grounding"], r["ask"]["counts"], r["navigation"]
     assert g["n_observed"] == 1 and g["acc@0.25_observed"] == 1.0  # the sofa query alone
     assert [q["target_observed"] for q in g["per_query"]] == [True, False, False]
+    # of the two table queries, one answered with an object, one with none ("not found": right about the unseen)
+    assert g["n_unobserved"] == 2 and g["unobserved_not_found"] == 0.5
+    assert r["summary"]["ground_unobserved_n"] == 2 and r["summary"]["ground_unobserved_not_found"] == 0.5
     assert nav["n_observed"] == 1 and nav["validity_observed"] == 1.0  # n1 (the table) is left out
     assert c["n_observed"] == 0 and math.isnan(c["accuracy_observed"])  # the count names no instances
     raw["queries"][-1]["target_ids"] = [1]
@@ -496,7 +499,9 @@ def test_observed_subsets_leave_out_targets_the_recording_never_showed():
     assert c["n_observed"] == 1 and c["accuracy_observed"] == 1.0
     from lang3d_ros.cli.eval import summary_line
 
-    assert "on observed targets: Ground 100.0% (n=1), counts 100.0% (n=1)" in summary_line("clean", recompute(raw))
+    line = summary_line("clean", recompute(raw))
+    assert "on observed targets: Ground 100.0% (n=1), counts 100.0% (n=1)" in line
+    assert "targets never observed: Ground answered 'not found' 50.0% (n=2)" in line
     assert "observed" not in summary_line("old", recompute(make_raw()))
     raw["settings"]["min_seen_fraction"] = 0.95  # nothing was seen that well
     s = recompute(raw)["summary"]
