@@ -553,13 +553,13 @@ if AVAILABLE:
             alive[s] = True
 
     @njit(nogil=True, cache=True)
-    def seen_after(slots, xyz, depth_mm, R, t, intr, frame_no, born, gate, mm, out):
-        """out[j] = whether point slots[j] projects, at depth z > 0, into a view k with frame_no[k] > born whose
-        depth d = depth_mm * mm > 0 there has z - d <= the association gate at d (gate: ``FusionConfig.gate_terms``
-        float32). The association's projection, bounds and rounding; views in slot order (any order gives the
-        same answer)."""
+    def seen_after(slots, xyz, depth_mm, R, t, intr, frame_no, born, gate, mm, out, j0, j1):
+        """For j in j0..j1-1: out[j] = whether point slots[j] projects, at depth z > 0, into a view k with
+        frame_no[k] > born whose depth d = depth_mm * mm > 0 there has z - d <= the association gate at d (gate:
+        ``FusionConfig.gate_terms`` float32). The association's projection, bounds and rounding; views in slot
+        order (any order gives the same answer)."""
         n_views, h, w = depth_mm.shape
-        for j in range(slots.shape[0]):
+        for j in range(j0, j1):
             c = slots[j]
             out[j] = False
             for k in range(n_views):

@@ -55,7 +55,7 @@ def warm_up_kernels() -> None:
     K.kill_unstable(z, 0, np.float32(1.0), np.zeros(1, np.int32), live, np.zeros(1, np.float32))
     f3 = np.zeros((1, 3), np.float32)
     ring = (np.zeros((1, 1, 1), np.int16), np.zeros((1, 3, 3), np.float32), f3, np.zeros((1, 4), np.float32), z)
-    K.seen_after(z, f3, *ring, 0, np.zeros(3, np.float32), np.float32(MM), live)
+    K.seen_after(z, f3, *ring, 0, np.zeros(3, np.float32), np.float32(MM), live, 0, 1)
     dt = time.perf_counter() - t0
     (logger.info if dt > 1.0 else logger.debug)("fusion CPU kernels ready in %.1f s", dt)
 
@@ -335,7 +335,10 @@ class NumbaBackend:
 
     def seen_after(self, store: PointStore, slots: torch.Tensor, views: ViewRing, born: int) -> torch.Tensor:
         out = np.zeros(slots.shape[0], np.bool_)
-        K.seen_after(
+        K.run_split(
+            K.seen_after,
+            slots.shape[0],
+            self._threads(),
             slots.numpy(),
             store.xyz.numpy(),
             views.depth_mm.numpy(),
