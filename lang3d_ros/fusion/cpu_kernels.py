@@ -130,6 +130,22 @@ if AVAILABLE:
             zmin_row[i], zmax_row[i] = zmin, zmax
 
     @njit(nogil=True, cache=True)
+    def _pixel_of(px, py, pz, R, t, fx, fy, cx, cy, h, w):
+        """World point -> (z, row, column) of the pixel it projects to in a camera at (R_world_cam, t_world_cam);
+        row -1 when it is behind the camera or outside the image. The association's bounds and rounding."""
+        dx, dy, dz = px - t[0], py - t[1], pz - t[2]
+        z = R[0, 2] * dx + R[1, 2] * dy + R[2, 2] * dz
+        if not z > 0:
+            return z, -1, -1
+        x = R[0, 0] * dx + R[1, 0] * dy + R[2, 0] * dz
+        y = R[0, 1] * dx + R[1, 1] * dy + R[2, 1] * dz
+        u = x / z * fx + cx
+        v = y / z * fy + cy
+        if not (u > -1e-3 and u < w - 0.999 and v > -1e-3 and v < h - 0.999):
+            return z, -1, -1
+        return z, min(max(int(np.rint(v)), 0), h - 1), min(max(int(np.rint(u)), 0), w - 1)
+
+    @njit(nogil=True, cache=True)
     def _gate2(gate, R, t, vw, q):
         """Squared association gate at pixel q: min(d0^2 + k^2 zq^4, cap^2), zq its depth along the optical axis
         (R's third column; gate = ``FusionConfig.gate_terms``)."""
@@ -177,17 +193,10 @@ if AVAILABLE:
             if not alive[c] or slot_key[c] != cand_key[k]:
                 continue
             n_live += 1
-            dx, dy, dz = xyz[c, 0] - t[0], xyz[c, 1] - t[1], xyz[c, 2] - t[2]
-            z = R[0, 2] * dx + R[1, 2] * dy + R[2, 2] * dz
-            if not z > 0:
+            _, iv, iu = _pixel_of(xyz[c, 0], xyz[c, 1], xyz[c, 2], R, t, fx, fy, cx, cy, h, w)
+            if iv < 0:
                 continue
-            x = R[0, 0] * dx + R[1, 0] * dy + R[2, 0] * dz
-            y = R[0, 1] * dx + R[1, 1] * dy + R[2, 1] * dz
-            u = x / z * fx + cx
-            v = y / z * fy + cy
-            if not (u > -1e-3 and u < w - 0.999 and v > -1e-3 and v < h - 0.999):
-                continue
-            q = min(max(int(np.rint(v)), 0), h - 1) * w + min(max(int(np.rint(u)), 0), w - 1)
+            q = iv * w + iu
             if not use[q]:
                 continue
             ex, ey, ez = xyz[c, 0] - vw[q, 0], xyz[c, 1] - vw[q, 1], xyz[c, 2] - vw[q, 2]
@@ -565,17 +574,11 @@ if AVAILABLE:
             for k in range(n_views):
                 if frame_no[k] <= born:
                     continue
-                dx, dy, dz = xyz[c, 0] - t[k, 0], xyz[c, 1] - t[k, 1], xyz[c, 2] - t[k, 2]
-                z = R[k, 0, 2] * dx + R[k, 1, 2] * dy + R[k, 2, 2] * dz
-                if not z > 0:
+                z, iv, iu = _pixel_of(
+                    xyz[c, 0], xyz[c, 1], xyz[c, 2], R[k], t[k], intr[k, 0], intr[k, 1], intr[k, 2], intr[k, 3], h, w
+                )
+                if iv < 0:
                     continue
-                x = R[k, 0, 0] * dx + R[k, 1, 0] * dy + R[k, 2, 0] * dz
-                y = R[k, 0, 1] * dx + R[k, 1, 1] * dy + R[k, 2, 1] * dz
-                u = x / z * intr[k, 0] + intr[k, 2]
-                v = y / z * intr[k, 1] + intr[k, 3]
-                if not (u > -1e-3 and u < w - 0.999 and v > -1e-3 and v < h - 0.999):
-                    continue
-                iv, iu = min(max(int(np.rint(v)), 0), h - 1), min(max(int(np.rint(u)), 0), w - 1)
                 d = np.float32(depth_mm[k, iv, iu]) * mm
                 if not d > 0:
                     continue

@@ -27,6 +27,18 @@ from lang3d_ros.fusion.vertex import (
 from lang3d_ros.fusion.voxel_index import LayeredIndex, VoxelKeys
 
 
+def _pixel_of(p: torch.Tensor, R_world_cam, t_world_cam, fx, fy, cx, cy, h: int, w: int):
+    """p (K, 3) world points -> z (K,) depth in the camera, ok (K,) bool in front and inside the image, and the
+    (K,) int64 row / column of the pixel each projects to (clamped; meaningful where ok). ``R^T (p - t)`` written
+    out in the numba kernel's operation order (``cpu_kernels._pixel_of``): u, v land on the same side of a .5."""
+    dp, R = p - t_world_cam, R_world_cam
+    x, y, z = ((dp[:, 0] * R[0, c] + dp[:, 1] * R[1, c]) + dp[:, 2] * R[2, c] for c in range(3))
+    zs = torch.where(z > 0, z, torch.ones_like(z))
+    u, v = x / zs * fx + cx, y / zs * fy + cy
+    ok = (z > 0) & (u > -1e-3) & (u < w - 0.999) & (v > -1e-3) & (v < h - 0.999)
+    return z, ok, torch.round(v).to(torch.int64).clamp_(0, h - 1), torch.round(u).to(torch.int64).clamp_(0, w - 1)
+
+
 class TorchBackend:
     """``FusionBackend`` as tensor ops (see ``backend.py`` for the stage contracts)."""
 
@@ -106,14 +118,9 @@ class TorchBackend:
         if cand.numel() == 0:
             return 0, 0
         p = store.xyz.index_select(0, cand)
-        dp, R = p - obs.t_world_cam, obs.R_world_cam
-        # R^T (p - t) written out in the numba kernel's operation order: u, v land on the same side of a .5
-        x, y, z = ((dp[:, 0] * R[0, c] + dp[:, 1] * R[1, c]) + dp[:, 2] * R[2, c] for c in range(3))
-        zs = torch.where(z > 0, z, torch.ones_like(z))
-        u = x / zs * float(intr.fx) + float(intr.cx)
-        v = y / zs * float(intr.fy) + float(intr.cy)
-        ok = (z > 0) & (u > -1e-3) & (u < w - 0.999) & (v > -1e-3) & (v < h - 0.999)
-        q = torch.round(v).to(torch.int64).clamp_(0, h - 1) * w + torch.round(u).to(torch.int64).clamp_(0, w - 1)
+        intr_ = (float(intr.fx), float(intr.fy), float(intr.cx), float(intr.cy))
+        _, ok, iv, iu = _pixel_of(p, obs.R_world_cam, obs.t_world_cam, *intr_, h, w)
+        q = iv * w + iu
         ok &= obs.use.index_select(0, q)
         d2 = (p - obs.vertex_world.index_select(0, q)).square_().sum(1)
         dot = (store.nrm.index_select(0, cand) * obs.normal_world.index_select(0, q)).sum(1)
@@ -332,15 +339,8 @@ class TorchBackend:
         for k in torch.argsort(views.frame_no, descending=True).tolist():  # newest first: most points go early
             if int(views.frame_no[k]) <= born or todo.numel() == 0:
                 break
-            R, fx, fy, cx, cy = views.R_world_cam[k], *views.intr[k]
-            dp = store.xyz.index_select(0, slots[todo]) - views.t_world_cam[k]
-            # R^T (p - t) in the numba kernel's operation order
-            x, y, z = ((dp[:, 0] * R[0, c] + dp[:, 1] * R[1, c]) + dp[:, 2] * R[2, c] for c in range(3))
-            zs = torch.where(z > 0, z, torch.ones_like(z))
-            u, v = x / zs * fx + cx, y / zs * fy + cy
-            ok = (z > 0) & (u > -1e-3) & (u < w - 0.999) & (v > -1e-3) & (v < h - 0.999)
-            iv = torch.round(v).to(torch.int64).clamp_(0, h - 1)
-            iu = torch.round(u).to(torch.int64).clamp_(0, w - 1)
+            p = store.xyz.index_select(0, slots[todo])
+            z, ok, iv, iu = _pixel_of(p, views.R_world_cam[k], views.t_world_cam[k], *views.intr[k], h, w)
             d = views.depth_mm[k][iv, iu].to(torch.float32) * MM
             d2 = d * d
             diff = z - d
