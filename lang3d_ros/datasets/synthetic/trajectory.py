@@ -4,7 +4,8 @@
 "orbit": an ellipse around the room centre, height and look-at target varying smoothly; when objects block every
 ellipse tried, a closed curve round the centre that passes inside them.
 "walk": a smooth spline through random free waypoints, looking at the objects nearest to the way ahead.
-Both keep the eye >= 0.25 m from every object's box and >= 0.5 m from the walls. They cannot model
+Both keep the eye >= 0.25 m from every object's box and >= 0.5 m from the walls, and the look-at point >= 0.6 m
+ahead horizontally (a camera never points straight down). They cannot model
 a robot's base (the camera rolls never; pitch follows the target) or motion blur.
 """
 
@@ -18,6 +19,7 @@ from lang3d_ros.datasets.synthetic.scene import SyntheticScene
 
 EYE_CLEARANCE_M = 0.25
 WALL_MARGIN_M = 0.5
+MIN_LOOK_AHEAD_M = 0.6  # a walk's look-at point stays this far from the eye horizontally (no camera straight down)
 
 
 def look_at(eye_xyz, target_xyz, up=(0.0, 0.0, 1.0)) -> np.ndarray:
@@ -78,6 +80,8 @@ def _orbit(scene, n, rng):
             if _clear(scene, eyes):
                 return eyes, _orbit_targets(centre, s)
     eyes = _star_orbit(scene, centre, ang, s, phase)  # objects on every ellipse: go round them, inside
+    if eyes is None:  # the star curve's dips cut a tall object at a neighbouring angle
+        eyes = _sector_orbit(scene, centre, ang, s, phase)
     if eyes is None:
         raise ValueError(f"no collision-free orbit in this room (seed {scene.seed}); use a larger room")
     return eyes, _orbit_targets(centre, s)
@@ -122,9 +126,79 @@ def _star_orbit(scene, centre, ang, s, phase, n_dense: int = 720) -> np.ndarray 
     return None
 
 
+def _sector_orbit(scene, centre, ang, s, phase, n_sectors: int = 72, step: float = 0.05) -> np.ndarray | None:
+    """Eyes on a closed curve r(theta) through clear cells: the largest ellipse's scales 0.3-1.0 in ``step``
+    steps times ``n_sectors`` sectors round the centre, a cell clear when the eye column (both heights of the bob)
+    is clear over its whole angle range and a step either side of its scale, so that the straight pieces between
+    neighbouring cells stay clear. Dynamic programming then picks round the circle the widest scales that change
+    by at most one step between sectors (a small cost per change keeps the curve smooth). None when no closed
+    clear curve exists at any height."""
+    lx, ly, _ = scene.room_size_m
+    a, b = lx / 2 - WALL_MARGIN_M - 0.2, ly / 2 - WALL_MARGIN_M - 0.2
+    off = centre[:2] * 0.5
+    scales = np.round(np.arange(0.3, 1.0 + 1e-9, step), 6)
+    n_s, sub, fine = len(scales), 6, 2  # angle samples per sector, scale samples per step
+    theta = np.arange(n_sectors * sub) * (2 * np.pi / (n_sectors * sub))  # sector i spans samples i*sub +- sub/2
+    fine_scales = np.round(np.arange(0.3, 1.0 + 1e-9, step / fine), 6)
+    for h0 in (1.4, 1.45, 1.35):
+        grid = np.ones((len(theta), len(fine_scales)), bool)  # (angle sample, fine scale) clear
+        for k, sc in enumerate(fine_scales):
+            xy = np.stack([sc * a * np.cos(theta), sc * b * np.sin(theta)], axis=1) + off
+            for z in (h0 - 0.12, h0 + 0.12):
+                grid[:, k] &= _clear_each(scene, np.concatenate([xy, np.full((len(theta), 1), z)], axis=1))
+        cells = np.zeros((n_sectors, n_s), bool)
+        for i in range(n_sectors):
+            rows = grid[np.arange(i * sub - sub // 2, i * sub + sub // 2 + 1) % len(theta)]
+            for j in range(n_s):
+                cells[i, j] = rows[:, max(0, (j - 1) * fine) : (j + 1) * fine + 1].all()
+        path = _widest_closed_path(cells, scales)
+        if path is None:
+            continue
+        centres = np.arange(n_sectors) * (2 * np.pi / n_sectors)
+        sc = np.interp(np.mod(ang, 2 * np.pi), centres, scales[path], period=2 * np.pi)
+        eyes = np.stack([sc * a * np.cos(ang), sc * b * np.sin(ang), h0 + 0.12 * np.sin(2 * np.pi * 2 * s + phase)], 1)
+        eyes[:, :2] += off
+        if _clear(scene, eyes):
+            return eyes
+    return None
+
+
+def _widest_closed_path(cells: np.ndarray, scales: np.ndarray, change_cost: float = 0.02) -> np.ndarray | None:
+    """(sectors, scales) bool clear cells -> (sectors,) scale index per sector, a closed path through clear cells
+    moving at most one index between neighbouring sectors (the last back to the first too) that maximises the
+    summed scale minus ``change_cost`` per move; None when there is none."""
+    n, m = cells.shape
+    best, best_path = -np.inf, None
+    for j0 in np.flatnonzero(cells[0]):
+        value = np.full(m, -np.inf)
+        value[j0] = scales[j0]
+        back = np.zeros((n, m), np.int64)
+        for i in range(1, n):
+            cand = np.full((3, m), -np.inf)
+            cand[0, 1:] = value[:-1] - change_cost  # from one index lower
+            cand[1] = value
+            cand[2, :-1] = value[1:] - change_cost  # from one index higher
+            pick = np.argmax(cand, axis=0)
+            back[i] = np.arange(m) + pick - 1
+            value = np.where(cells[i], cand[pick, np.arange(m)] + scales, -np.inf)
+        ends = [j for j in range(max(0, j0 - 1), min(m, j0 + 2)) if np.isfinite(value[j])]
+        if not ends:
+            continue
+        j = max(ends, key=lambda e: value[e] - change_cost * (e != j0))
+        total = value[j] - change_cost * (j != j0)
+        if total > best:
+            path = np.empty(n, np.int64)
+            path[-1] = j
+            for i in range(n - 1, 0, -1):
+                path[i - 1] = back[i, path[i]]
+            best, best_path = total, path
+    return best_path
+
+
 def _walk(scene, n, rng):
     lo, hi = scene.room_min_xyz + WALL_MARGIN_M + 0.1, scene.room_max_xyz - WALL_MARGIN_M - 0.1
     centres = np.array([o.aabb.center for o in scene.objects]) if scene.objects else _objects_centre(scene)[None]
+    near = None  # the first clear path whose look-at came too close overhead: the fallback
     for _ in range(100):
         k = 6
         way = np.stack([rng.uniform(lo[0], hi[0], k), rng.uniform(lo[1], hi[1], k), rng.uniform(1.25, 1.55, k)], axis=1)
@@ -146,10 +220,28 @@ def _walk(scene, n, rng):
         nearest = centres[np.argmin(np.linalg.norm(ahead[:, None, :2] - centres[None, :, :2], axis=2), axis=1)]
         targets = gaussian_filter1d(nearest, sigma=max(1.0, n / 15), axis=0, mode="nearest") if n > 1 else nearest
         flat = np.linalg.norm(targets[:, :2] - eyes[:, :2], axis=1)
-        if np.any(flat < 0.6):
+        if np.any(flat < MIN_LOOK_AHEAD_M):
+            near = (eyes, targets) if near is None else near
             continue
         return eyes, targets
+    if near is not None:  # every clear path passes over some object: make_trajectory looks past it
+        return near
     raise ValueError(f"no collision-free walk found in this room (seed {scene.seed})")
+
+
+def _look_ahead(eyes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(N,3) look-at points moved out, horizontally, to MIN_LOOK_AHEAD_M from the eye where they were nearer
+    (along the eye->target direction, or the direction of travel when the target is straight below)."""
+    heading = np.gradient(eyes, axis=0) if len(eyes) > 1 else np.array([[1.0, 0.0, 0.0]])
+    heading[:, 2] = 0
+    heading /= np.maximum(np.linalg.norm(heading, axis=1, keepdims=True), 1e-9)
+    d = targets[:, :2] - eyes[:, :2]
+    flat = np.linalg.norm(d, axis=1)
+    short = flat < MIN_LOOK_AHEAD_M
+    direction = np.where((flat > 1e-3)[:, None], d / np.maximum(flat, 1e-9)[:, None], heading[:, :2])
+    out = targets.copy()
+    out[short, :2] = eyes[short, :2] + MIN_LOOK_AHEAD_M * direction[short]
+    return out
 
 
 def make_trajectory(scene: SyntheticScene, kind: str = "orbit", n_frames: int = 100, seed: int = 0) -> np.ndarray:
@@ -160,4 +252,5 @@ def make_trajectory(scene: SyntheticScene, kind: str = "orbit", n_frames: int = 
         raise ValueError(f"n_frames must be a positive integer, got {n_frames!r}")
     rng = np.random.default_rng([int(seed), 0 if kind == "orbit" else 1])
     eyes, targets = (_orbit if kind == "orbit" else _walk)(scene, int(n_frames), rng)
+    targets = _look_ahead(eyes, targets)  # an orbit passing inside the objects, a walk over one: not straight down
     return np.stack([look_at(e, t) for e, t in zip(eyes, targets)])
