@@ -1,7 +1,8 @@
 """Camera trajectories through a synthetic room: ``T_world_cam`` (N,4,4) of the optical frame
 (x right, y down, z forward), eye height 1.2-1.6 m, always looking at the objects.
 
-"orbit": an ellipse around the room centre, height and look-at target varying smoothly; when objects block every
+"orbit": an ellipse around the room centre, eye height and look-at target varying smoothly (the look-at height
+sweeps 0.35-1.05 m, so the images reach from the floor to what rests on tall shelves); when objects block every
 ellipse tried, a closed curve round the centre that passes inside them.
 "walk": a smooth spline through random free waypoints, looking at the objects nearest to the way ahead.
 Both keep the eye >= 0.25 m from every object's box and >= 0.5 m from the walls, and the look-at point >= 0.6 m
@@ -19,6 +20,7 @@ from lang3d_ros.datasets.synthetic.scene import SyntheticScene
 
 EYE_CLEARANCE_M = 0.25
 WALL_MARGIN_M = 0.5
+ORBIT_LOOK_HEIGHTS_M = (0.35, 1.05)  # an orbit's look-at height sweeps this range (pitch ~10-30 degrees down)
 MIN_LOOK_AHEAD_M = 0.6  # a walk's look-at point stays this far from the eye horizontally (no camera straight down)
 
 
@@ -88,10 +90,13 @@ def _orbit(scene, n, rng):
 
 
 def _orbit_targets(centre: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """(N,3) look-at points circling the objects' centre (0.3 m, three times per orbit), bobbing 0.15 m."""
+    """(N,3) look-at points circling the objects' centre (0.3 m, three times per orbit) while their height sweeps
+    ORBIT_LOOK_HEIGHTS_M four times per orbit: low, the image holds the floor in front; high, its top edge reaches
+    above shelves taller than the eye (a fixed look-at height at 0.5 m never showed what rests on them)."""
+    lo, hi = ORBIT_LOOK_HEIGHTS_M
     targets = np.repeat(centre[None], len(s), axis=0)
     targets[:, :2] += 0.3 * np.stack([np.cos(2 * np.pi * 3 * s), np.sin(2 * np.pi * 3 * s)], axis=1)
-    targets[:, 2] += 0.15 * np.sin(2 * np.pi * s)
+    targets[:, 2] = (lo + hi) / 2 + (hi - lo) / 2 * np.sin(2 * np.pi * 4 * s)
     return targets
 
 
