@@ -22,6 +22,8 @@ EYE_CLEARANCE_M = 0.25
 WALL_MARGIN_M = 0.5
 ORBIT_LOOK_HEIGHTS_M = (0.35, 1.05)  # an orbit's look-at height sweeps this range (pitch ~10-30 degrees down)
 MIN_LOOK_AHEAD_M = 0.6  # a walk's look-at point stays this far from the eye horizontally (no camera straight down)
+_ORBIT_EYE_HEIGHTS_M = (1.4, 1.45, 1.35)  # an orbit's mean eye heights, tried in this order
+_ORBIT_BOB_M = 0.12  # an orbit's eye bobs this much about its mean height, twice per orbit
 
 
 def look_at(eye_xyz, target_xyz, up=(0.0, 0.0, 1.0)) -> np.ndarray:
@@ -64,8 +66,32 @@ def _objects_centre(scene: SyntheticScene) -> np.ndarray:
     return np.array([c[0], c[1], 0.5])
 
 
-def _orbit(scene, n, rng):
+def _ellipse_axes(scene: SyntheticScene, shrink: float = 0.0) -> tuple[float, float]:
+    """Half-axes (x, y) of an orbit's ellipse: the room's, less the wall margin, 0.2 m and ``shrink``."""
     lx, ly, _ = scene.room_size_m
+    return lx / 2 - WALL_MARGIN_M - 0.2 - shrink, ly / 2 - WALL_MARGIN_M - 0.2 - shrink
+
+
+def _orbit_eyes(a, b, scale, ang, off, h0, s, phase) -> np.ndarray:
+    """(N,3) eyes at angles ``ang`` on the ellipse (a, b) times ``scale`` (a number or one per eye), shifted by
+    ``off`` (2,), at mean height h0 bobbing _ORBIT_BOB_M twice per orbit (s: the orbit fraction per eye)."""
+    eyes = np.stack(
+        [scale * a * np.cos(ang), scale * b * np.sin(ang), h0 + _ORBIT_BOB_M * np.sin(2 * np.pi * 2 * s + phase)], 1
+    )
+    eyes[:, :2] += off
+    return eyes
+
+
+def _column_clear(scene: SyntheticScene, xy: np.ndarray, h0: float) -> np.ndarray:
+    """(N,2) eye positions -> (N,) bool: clear at both ends of the bob about h0 (a grown box is >= 0.5 m tall, so
+    nothing fits between them)."""
+    ok = np.ones(len(xy), bool)
+    for z in (h0 - _ORBIT_BOB_M, h0 + _ORBIT_BOB_M):
+        ok &= _clear_each(scene, np.concatenate([xy, np.full((len(xy), 1), z)], axis=1))
+    return ok
+
+
+def _orbit(scene, n, rng):
     centre = _objects_centre(scene)
     centre[:2] *= 0.3  # stay near the room centre so the ellipse fits
     phase = rng.uniform(0, 2 * np.pi)
@@ -73,12 +99,11 @@ def _orbit(scene, n, rng):
     s = np.linspace(0.0, 1.0, n, endpoint=False)
     ang = phase + direction * 2 * np.pi * s
     for shrink in (0.0, 0.15, 0.3, 0.45, -0.1, 0.6):
-        a, b = lx / 2 - WALL_MARGIN_M - 0.2 - shrink, ly / 2 - WALL_MARGIN_M - 0.2 - shrink
+        a, b = _ellipse_axes(scene, shrink)
         if a < 0.4 or b < 0.4:
             continue
-        for h0 in (1.4, 1.45, 1.35):
-            eyes = np.stack([a * np.cos(ang), b * np.sin(ang), h0 + 0.12 * np.sin(2 * np.pi * 2 * s + phase)], axis=1)
-            eyes[:, :2] += centre[:2] * 0.5
+        for h0 in _ORBIT_EYE_HEIGHTS_M:
+            eyes = _orbit_eyes(a, b, 1.0, ang, centre[:2] * 0.5, h0, s, phase)
             if _clear(scene, eyes):
                 return eyes, _orbit_targets(centre, s)
     eyes = _star_orbit(scene, centre, ang, s, phase)  # objects on every ellipse: go round them, inside
@@ -105,27 +130,21 @@ def _star_orbit(scene, centre, ang, s, phase, n_dense: int = 720) -> np.ndarray 
     ellipse (down to 0.3 of it) whose eye column (both heights of the bob) is clear, then a circular minimum
     filter and smoothing, so the camera passes inside tall objects that sit on every ellipse. None when some
     angle has no clear radius."""
-    lx, ly, _ = scene.room_size_m
-    a, b = lx / 2 - WALL_MARGIN_M - 0.2, ly / 2 - WALL_MARGIN_M - 0.2
+    a, b = _ellipse_axes(scene)
     off = centre[:2] * 0.5
     theta = np.linspace(0.0, 2 * np.pi, n_dense, endpoint=False)
     scales = np.arange(1.0, 0.29, -0.05)
-    for h0 in (1.4, 1.45, 1.35):
+    for h0 in _ORBIT_EYE_HEIGHTS_M:
         best = np.full(n_dense, np.nan)
         for sc in scales[::-1]:  # widest clear scale wins: go from narrow to wide, overwrite
             xy = np.stack([sc * a * np.cos(theta), sc * b * np.sin(theta)], axis=1) + off
-            ok = np.ones(n_dense, bool)
-            for z in (h0 - 0.12, h0 + 0.12):
-                ok &= _clear_each(scene, np.concatenate([xy, np.full((n_dense, 1), z)], axis=1))
-            best[ok] = sc
+            best[_column_clear(scene, xy, h0)] = sc
         if np.isnan(best).any():
             continue
         width = n_dense // 24  # 15 degrees on either side keep the narrow scale
         r = minimum_filter1d(best, size=2 * width + 1, mode="wrap")
         r = np.minimum(gaussian_filter1d(r, sigma=width / 3, mode="wrap"), best)
-        sc = np.interp(np.mod(ang, 2 * np.pi), theta, r, period=2 * np.pi)
-        eyes = np.stack([sc * a * np.cos(ang), sc * b * np.sin(ang), h0 + 0.12 * np.sin(2 * np.pi * 2 * s + phase)], 1)
-        eyes[:, :2] += off
+        eyes = _orbit_eyes(a, b, np.interp(np.mod(ang, 2 * np.pi), theta, r, period=2 * np.pi), ang, off, h0, s, phase)
         if _clear(scene, eyes):
             return eyes
     return None
@@ -138,19 +157,17 @@ def _sector_orbit(scene, centre, ang, s, phase, n_sectors: int = 72, step: float
     neighbouring cells stay clear. Dynamic programming then picks round the circle the widest scales that change
     by at most one step between sectors (a small cost per change keeps the curve smooth). None when no closed
     clear curve exists at any height."""
-    lx, ly, _ = scene.room_size_m
-    a, b = lx / 2 - WALL_MARGIN_M - 0.2, ly / 2 - WALL_MARGIN_M - 0.2
+    a, b = _ellipse_axes(scene)
     off = centre[:2] * 0.5
     scales = np.round(np.arange(0.3, 1.0 + 1e-9, step), 6)
     n_s, sub, fine = len(scales), 6, 2  # angle samples per sector, scale samples per step
     theta = np.arange(n_sectors * sub) * (2 * np.pi / (n_sectors * sub))  # sector i spans samples i*sub +- sub/2
     fine_scales = np.round(np.arange(0.3, 1.0 + 1e-9, step / fine), 6)
-    for h0 in (1.4, 1.45, 1.35):
+    for h0 in _ORBIT_EYE_HEIGHTS_M:
         grid = np.ones((len(theta), len(fine_scales)), bool)  # (angle sample, fine scale) clear
         for k, sc in enumerate(fine_scales):
             xy = np.stack([sc * a * np.cos(theta), sc * b * np.sin(theta)], axis=1) + off
-            for z in (h0 - 0.12, h0 + 0.12):
-                grid[:, k] &= _clear_each(scene, np.concatenate([xy, np.full((len(theta), 1), z)], axis=1))
+            grid[:, k] = _column_clear(scene, xy, h0)
         cells = np.zeros((n_sectors, n_s), bool)
         for i in range(n_sectors):
             rows = grid[np.arange(i * sub - sub // 2, i * sub + sub // 2 + 1) % len(theta)]
@@ -161,8 +178,7 @@ def _sector_orbit(scene, centre, ang, s, phase, n_sectors: int = 72, step: float
             continue
         centres = np.arange(n_sectors) * (2 * np.pi / n_sectors)
         sc = np.interp(np.mod(ang, 2 * np.pi), centres, scales[path], period=2 * np.pi)
-        eyes = np.stack([sc * a * np.cos(ang), sc * b * np.sin(ang), h0 + 0.12 * np.sin(2 * np.pi * 2 * s + phase)], 1)
-        eyes[:, :2] += off
+        eyes = _orbit_eyes(a, b, sc, ang, off, h0, s, phase)
         if _clear(scene, eyes):
             return eyes
     return None
@@ -218,9 +234,7 @@ def _walk(scene, n, rng):
         # resample at constant speed along the curve
         arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(dense, axis=0), axis=1))])
         eyes = np.stack([np.interp(np.linspace(0, arc[-1], n), arc, dense[:, i]) for i in range(3)], axis=1)
-        heading = np.gradient(eyes, axis=0) if n > 1 else np.array([[1.0, 0.0, 0.0]])
-        heading[:, 2] = 0
-        heading /= np.maximum(np.linalg.norm(heading, axis=1, keepdims=True), 1e-9)
+        heading = _heading(eyes)
         ahead = eyes + 1.5 * heading
         nearest = centres[np.argmin(np.linalg.norm(ahead[:, None, :2] - centres[None, :, :2], axis=2), axis=1)]
         targets = gaussian_filter1d(nearest, sigma=max(1.0, n / 15), axis=0, mode="nearest") if n > 1 else nearest
@@ -234,12 +248,18 @@ def _walk(scene, n, rng):
     raise ValueError(f"no collision-free walk found in this room (seed {scene.seed})")
 
 
-def _look_ahead(eyes: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """(N,3) look-at points moved out, horizontally, to MIN_LOOK_AHEAD_M from the eye where they were nearer
-    (along the eye->target direction, or the direction of travel when the target is straight below)."""
+def _heading(eyes: np.ndarray) -> np.ndarray:
+    """(N,3) eyes -> (N,3) horizontal unit directions of travel (+x for a single eye)."""
     heading = np.gradient(eyes, axis=0) if len(eyes) > 1 else np.array([[1.0, 0.0, 0.0]])
     heading[:, 2] = 0
     heading /= np.maximum(np.linalg.norm(heading, axis=1, keepdims=True), 1e-9)
+    return heading
+
+
+def _look_ahead(eyes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(N,3) look-at points moved out, horizontally, to MIN_LOOK_AHEAD_M from the eye where they were nearer
+    (along the eye->target direction, or the direction of travel when the target is straight below)."""
+    heading = _heading(eyes)
     d = targets[:, :2] - eyes[:, :2]
     flat = np.linalg.norm(d, axis=1)
     short = flat < MIN_LOOK_AHEAD_M
